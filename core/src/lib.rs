@@ -1,0 +1,13 @@
+//! deadbolt-core: the pure, deterministic heart of deadbolt.
+//!
+//! Two state machines live here, both sans-IO: [`raft`] (one Raft replica) and
+//! [`lock`] (the replicated lock state machine applied to the committed log).
+//! Nothing in this crate does IO, reads a clock, spawns, sleeps or draws
+//! randomness it was not handed; iteration order that can reach an output is
+//! deterministic. That is what lets the runtime drive it with real IO and the
+//! simulation drive it under seeded faults with exact replay.
+//!
+//! [`codec`] is the one place where bytes are produced and parsed.
+
+pub mod codec;
+pub mod raft;

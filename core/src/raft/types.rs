@@ -1,0 +1,102 @@
+//! The Raft vocabulary shared by the core, storage and the wire: ids, entries,
+//! hard state, membership and snapshot metadata. Everything here is plain data
+//! with serde derives, encoded only through [`crate::codec`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's id within its cluster. 0 is never a valid id.
+pub type NodeId = u64;
+/// A Raft term.
+pub type Term = u64;
+/// A position in the replicated log; the first entry has index 1.
+pub type LogIndex = u64;
+
+/// One replicated log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub payload: EntryPayload,
+}
+
+/// What an entry carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// Appended by every new leader: committing it commits everything before it
+    /// (a leader never commits earlier-term entries by counting replicas).
+    Noop,
+    /// An application command, opaque to Raft (an encoded lock command).
+    Command(Vec<u8>),
+    /// The complete next membership. Takes effect on every node as soon as it
+    /// is appended to that node's log, not when committed.
+    Membership(Membership),
+}
+
+/// The state Raft must make durable before it answers votes or appends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+    pub commit_index: LogIndex,
+}
+
+/// One member of the cluster and how to reach it. Raft itself looks only at
+/// `voter`; the addresses ride along so that every node learns how to reach a
+/// member that joined later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Voters count toward quorums; learners only receive the log.
+    pub voter: bool,
+    /// `host:port` of the member's peer (Raft) listener.
+    pub peer_addr: String,
+    /// `host:port` of the member's HTTP API.
+    pub api_addr: String,
+}
+
+/// A complete cluster configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+impl Membership {
+    /// Ids of the voting members, in ascending order.
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.voter)
+            .map(|(id, _)| *id)
+    }
+
+    /// Ids of the non-voting members, in ascending order.
+    pub fn learners(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.voter)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.voter)
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// Votes needed for a majority of the voters.
+    pub fn quorum(&self) -> usize {
+        self.voters().count() / 2 + 1
+    }
+}
+
+/// Describes a snapshot: the state machine after applying every entry up to
+/// and including `last_index`, and the membership in force at that point.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub membership: Membership,
+}

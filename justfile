@@ -1,0 +1,21 @@
+# Thin wrappers over cargo; every recipe has a plain-cargo equivalent in
+# .cargo/config.toml or in the recipe body itself.
+
+# The whole test suite: every crate's tests, then the simulation sweep.
+test:
+    cargo test --workspace
+    cargo sim
+
+# The madsim simulation sweep (own target dir, release mode).
+sim:
+    cargo sim
+
+# Run a one-node server with data in ./deadbolt-data.
+serve:
+    cargo run --release --bin deadbolt -- serve
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,3 @@
+//! deadbolt-runtime: drives the sans-IO core with real IO (storage, peers,
+//! clock) as tokio actors. Under `--cfg madsim` the same code runs in the
+//! simulator. Work in progress: see ARCHITECTURE.md for what is built.
