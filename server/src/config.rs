@@ -1,0 +1,411 @@
+//! `deadbolt serve` settings: one place that merges flags, `DEADBOLT_*`
+//! environment variables (both through clap) and a TOML `--config` file, and
+//! validates the result once, at start-up, with errors that name the setting
+//! and the value.
+//!
+//! Precedence: flag > environment > config file > built-in default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use deadbolt_core::raft::NodeId;
+use serde::Deserialize;
+
+/// Default request body limit (API.md: larger bodies get 413).
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// The largest cluster deadbolt supports.
+pub const CLUSTER_VOTERS_MAX: usize = 7;
+
+/// The flags of `deadbolt serve`, as clap parsed them (flag or environment).
+/// Every field is optional so that the config file can fill what is missing.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// This node's id within its cluster (1 when starting a one-node cluster).
+    #[arg(long, env = "DEADBOLT_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Where the node keeps its log, snapshots and identity.
+    #[arg(long, env = "DEADBOLT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "DEADBOLT_LISTEN_API")]
+    pub listen_api: Option<String>,
+    /// Address peers connect to for Raft traffic.
+    #[arg(long, env = "DEADBOLT_LISTEN_PEER")]
+    pub listen_peer: Option<String>,
+    /// Peer addresses of the founding voters: `1=ADDR,2=ADDR,3=ADDR`.
+    #[arg(long, env = "DEADBOLT_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// API URL of a running cluster that this new node asks to join.
+    #[arg(long, env = "DEADBOLT_JOIN")]
+    pub join: Option<String>,
+    /// Address other nodes and clients should use for this node's API, when
+    /// it differs from `--listen-api` (e.g. listening on 0.0.0.0).
+    #[arg(long, env = "DEADBOLT_ADVERTISE_API")]
+    pub advertise_api: Option<String>,
+    /// Address peers should dial, when it differs from `--listen-peer`.
+    #[arg(long, env = "DEADBOLT_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// Request bodies above this many bytes are refused with 413.
+    #[arg(long, env = "DEADBOLT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// TOML file with the same settings (names as the flags, `-` or `_`).
+    #[arg(long, env = "DEADBOLT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    #[serde(alias = "node_id")]
+    node_id: Option<u64>,
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+    #[serde(alias = "listen_api")]
+    listen_api: Option<String>,
+    #[serde(alias = "listen_peer")]
+    listen_peer: Option<String>,
+    #[serde(alias = "initial_cluster")]
+    initial_cluster: Option<String>,
+    join: Option<String>,
+    #[serde(alias = "advertise_api")]
+    advertise_api: Option<String>,
+    #[serde(alias = "advertise_peer")]
+    advertise_peer: Option<String>,
+    #[serde(alias = "max_body_bytes")]
+    max_body_bytes: Option<usize>,
+}
+
+/// How a node comes into being.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A founder of a new cluster of these voters (peer addresses); a
+    /// one-node cluster is a founder list of one.
+    Founder { voters: BTreeMap<NodeId, String> },
+    /// A new node that asks the cluster behind this API URL to add it.
+    Join { url: String },
+}
+
+/// Validated settings of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen_api: SocketAddr,
+    pub listen_peer: SocketAddr,
+    /// `host:port` announced to the cluster for the API.
+    pub advertise_api: String,
+    /// `host:port` announced to the cluster for Raft traffic.
+    pub advertise_peer: String,
+    pub bootstrap: Bootstrap,
+    pub max_body_bytes: usize,
+}
+
+/// A setting that cannot be used, named with the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    FileUnreadable { path: PathBuf, reason: String },
+    #[error("config file {path} is not valid: {reason}")]
+    FileInvalid { path: PathBuf, reason: String },
+    #[error("--{setting} {value:?}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl ServeArgs {
+    /// Merges the config file (if any) under the flags and validates.
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        if node_id == 0 {
+            return Err(invalid("node-id", node_id, "node ids start at 1"));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("deadbolt-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data-dir", "", "must not be empty"));
+        }
+        let listen_api_text = pick(&self.listen_api, file.listen_api, "127.0.0.1:7070");
+        let listen_api = parse_addr("listen-api", &listen_api_text)?;
+        let listen_peer_text = pick(&self.listen_peer, file.listen_peer, "127.0.0.1:7071");
+        let listen_peer = parse_addr("listen-peer", &listen_peer_text)?;
+        if listen_api == listen_peer {
+            return Err(invalid(
+                "listen-peer",
+                listen_peer,
+                "must differ from --listen-api",
+            ));
+        }
+        let advertise_api = self
+            .advertise_api
+            .clone()
+            .or(file.advertise_api)
+            .unwrap_or_else(|| listen_api.to_string());
+        check_host_port("advertise-api", &advertise_api)?;
+        let advertise_peer = self
+            .advertise_peer
+            .clone()
+            .or(file.advertise_peer)
+            .unwrap_or_else(|| listen_peer.to_string());
+        check_host_port("advertise-peer", &advertise_peer)?;
+
+        let initial_cluster = self.initial_cluster.clone().or(file.initial_cluster);
+        let join = self.join.clone().or(file.join);
+        let bootstrap = match (initial_cluster, join) {
+            (Some(list), Some(_)) => {
+                return Err(invalid(
+                    "join",
+                    list,
+                    "--join and --initial-cluster exclude each other: founders list the cluster, a joining node asks it",
+                ))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid("join", url, "expected an API URL like http://host:7070"));
+                }
+                Bootstrap::Join { url }
+            }
+            (Some(list), None) => {
+                let voters = parse_initial_cluster(&list)?;
+                if !voters.contains_key(&node_id) {
+                    return Err(invalid(
+                        "initial-cluster",
+                        list,
+                        format!("does not list this node (--node-id {node_id})"),
+                    ));
+                }
+                Bootstrap::Founder { voters }
+            }
+            (None, None) => Bootstrap::Founder {
+                voters: BTreeMap::from([(node_id, advertise_peer.clone())]),
+            },
+        };
+        let max_body_bytes = self
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(BODY_BYTES_MAX_DEFAULT);
+        if max_body_bytes < 1024 {
+            return Err(invalid(
+                "max-body-bytes",
+                max_body_bytes,
+                "must be at least 1024",
+            ));
+        }
+        Ok(ServeConfig {
+            node_id,
+            data_dir,
+            listen_api,
+            listen_peer,
+            advertise_api,
+            advertise_peer,
+            bootstrap,
+            max_body_bytes,
+        })
+    }
+}
+
+fn pick(flag: &Option<String>, file: Option<String>, default: &str) -> String {
+    flag.clone().or(file).unwrap_or_else(|| default.to_string())
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::FileUnreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::FileInvalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_addr(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(setting, text, "expected IP:PORT, e.g. 127.0.0.1:7070"))
+}
+
+fn check_host_port(setting: &'static str, text: &str) -> Result<(), ConfigError> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(invalid(setting, text, "expected HOST:PORT")),
+    }
+}
+
+/// Parses `1=ADDR,2=ADDR,3=ADDR`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut voters = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            invalid(
+                "initial-cluster",
+                text,
+                format!("{part:?} is not ID=HOST:PORT"),
+            )
+        })?;
+        let id: NodeId = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            invalid(
+                "initial-cluster",
+                text,
+                format!("{id:?} is not a node id (1, 2, ...)"),
+            )
+        })?;
+        check_host_port("initial-cluster", addr.trim())?;
+        if voters.insert(id, addr.trim().to_string()).is_some() {
+            return Err(invalid(
+                "initial-cluster",
+                text,
+                format!("node {id} is listed twice"),
+            ));
+        }
+    }
+    if voters.is_empty() {
+        return Err(invalid("initial-cluster", text, "lists no nodes"));
+    }
+    if voters.len() > CLUSTER_VOTERS_MAX {
+        return Err(invalid(
+            "initial-cluster",
+            text,
+            format!("at most {CLUSTER_VOTERS_MAX} voters are supported"),
+        ));
+    }
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_is_a_one_node_cluster_on_the_documented_addresses() {
+        let config = ServeArgs::default().resolve().expect("defaults are valid");
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.data_dir, PathBuf::from("deadbolt-data"));
+        assert_eq!(config.listen_api.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.listen_peer.to_string(), "127.0.0.1:7071");
+        assert_eq!(
+            config.bootstrap,
+            Bootstrap::Founder {
+                voters: BTreeMap::from([(1, "127.0.0.1:7071".to_string())])
+            }
+        );
+    }
+
+    #[test]
+    fn node_missing_from_initial_cluster_is_named() {
+        let args = ServeArgs {
+            node_id: Some(4),
+            initial_cluster: Some("1=127.0.0.1:7071,2=127.0.0.1:7081".into()),
+            ..Default::default()
+        };
+        let err = args
+            .resolve()
+            .expect_err("node 4 is not a founder")
+            .to_string();
+        assert!(
+            err.contains("--initial-cluster") && err.contains("node-id 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            (
+                ServeArgs {
+                    listen_api: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "--listen-api",
+            ),
+            (
+                ServeArgs {
+                    node_id: Some(0),
+                    ..Default::default()
+                },
+                "--node-id",
+            ),
+            (
+                ServeArgs {
+                    initial_cluster: Some("1=a:1,1=b:2".into()),
+                    ..Default::default()
+                },
+                "listed twice",
+            ),
+            (
+                ServeArgs {
+                    initial_cluster: Some("x=a:1".into()),
+                    ..Default::default()
+                },
+                "not a node id",
+            ),
+            (
+                ServeArgs {
+                    join: Some("localhost:7070".into()),
+                    ..Default::default()
+                },
+                "--join",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = args.resolve().expect_err("invalid").to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_leave_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deadbolt.toml");
+        std::fs::write(
+            &path,
+            "node-id = 2\nlisten_api = \"127.0.0.1:8080\"\ninitial-cluster = \"1=127.0.0.1:7071,2=127.0.0.1:8081\"\n",
+        )
+        .expect("write config");
+        let args = ServeArgs {
+            listen_api: Some("127.0.0.1:9090".into()),
+            listen_peer: Some("127.0.0.1:8081".into()),
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.node_id, 2);
+        assert_eq!(
+            config.listen_api.to_string(),
+            "127.0.0.1:9090",
+            "the flag wins"
+        );
+        assert!(matches!(config.bootstrap, Bootstrap::Founder { ref voters } if voters.len() == 2));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "node-idd = 2\n").expect("write config");
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = args.resolve().expect_err("typo").to_string();
+        assert!(err.contains("node-idd"), "{err}");
+    }
+}
