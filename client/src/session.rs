@@ -243,9 +243,18 @@ impl Session {
         self.ttl
     }
 
-    /// The lease as the client sees it now.
+    /// The lease as the client sees it now (a passed deadline reads as lost
+    /// even before the keepalive task has said so).
     pub fn lease_state(&self) -> LeaseState {
-        *self.lease.borrow()
+        if self.lease.has_changed().is_err() {
+            return LeaseState::Lost(LostReason::Closed);
+        }
+        match *self.lease.borrow() {
+            LeaseState::Alive { valid_until } if Instant::now() >= valid_until => {
+                LeaseState::Lost(LostReason::Unconfirmed)
+            }
+            state => state,
+        }
     }
 
     /// A receiver of lease changes, for `select!` loops.
