@@ -497,8 +497,9 @@ impl Client {
             }
             let endpoint = &endpoints[index];
             let attempt_deadline = (Instant::now() + attempt_timeout).min(call_deadline);
-            let sent = tokio::time::timeout_at(
-                attempt_deadline,
+            // madsim has no `timeout_at`; a duration from now is the same.
+            let sent = tokio::time::timeout(
+                attempt_deadline.saturating_duration_since(Instant::now()),
                 endpoint.send(|| self.build_request(&call, endpoint)),
             )
             .await;

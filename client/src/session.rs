@@ -90,9 +90,25 @@ fn is_lost_at(state: &LeaseState, now: Instant) -> bool {
     }
 }
 
+/// The lease now: the last published state, except that a passed deadline
+/// reads as lost even before the keepalive task has said so, and a keepalive
+/// task that is gone without saying why means the session was closed.
+fn current_lease(lease: &watch::Receiver<LeaseState>) -> LeaseState {
+    let state = *lease.borrow();
+    match state {
+        LeaseState::Lost(_) => state,
+        LeaseState::Alive { .. } if lease.has_changed().is_err() => {
+            LeaseState::Lost(LostReason::Closed)
+        }
+        LeaseState::Alive { .. } if is_lost_at(&state, Instant::now()) => {
+            LeaseState::Lost(LostReason::Unconfirmed)
+        }
+        LeaseState::Alive { .. } => state,
+    }
+}
+
 fn lease_is_lost(lease: &watch::Receiver<LeaseState>) -> bool {
-    // A dropped sender means the session is gone.
-    lease.has_changed().is_err() || is_lost_at(&lease.borrow(), Instant::now())
+    matches!(current_lease(lease), LeaseState::Lost(_))
 }
 
 async fn lease_lost(mut lease: watch::Receiver<LeaseState>) -> LostReason {
@@ -246,15 +262,7 @@ impl Session {
     /// The lease as the client sees it now (a passed deadline reads as lost
     /// even before the keepalive task has said so).
     pub fn lease_state(&self) -> LeaseState {
-        if self.lease.has_changed().is_err() {
-            return LeaseState::Lost(LostReason::Closed);
-        }
-        match *self.lease.borrow() {
-            LeaseState::Alive { valid_until } if Instant::now() >= valid_until => {
-                LeaseState::Lost(LostReason::Unconfirmed)
-            }
-            state => state,
-        }
+        current_lease(&self.lease)
     }
 
     /// A receiver of lease changes, for `select!` loops.
@@ -290,7 +298,7 @@ impl Session {
             ttl_ms: None,
         };
         let granted = self.client.acquire(name, &request).await?;
-        Ok(Lock {
+        let lock = Lock {
             client: self.client.clone(),
             name: granted.lock,
             mode: granted.mode,
@@ -298,7 +306,13 @@ impl Session {
             fencing_token: granted.fencing_token,
             lease: self.lease.clone(),
             released: false,
-        })
+        };
+        if lock.is_lost() {
+            // Granted, but the lease ran out of proof while we waited: the
+            // grant cannot be relied on, so give it back (on drop).
+            return Err(Error::LeaseLost);
+        }
+        Ok(lock)
     }
 
     /// Stops the keepalives and deletes the session, releasing its locks.
