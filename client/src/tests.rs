@@ -500,3 +500,35 @@ async fn dropping_a_session_deletes_it_in_the_background() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn lease_is_lost_on_time_when_keepalives_hang() {
+    timeout(TEST_TIMEOUT, async {
+        // A clogged link looks like this: requests go out, nothing comes back.
+        let server = TestServer::start(|_, seen| {
+            if seen.path.ends_with("/keepalive") {
+                Reply::Hang
+            } else {
+                ok(r#"{"session_id": "5", "ttl_ms": 2000}"#)
+            }
+        })
+        .await;
+        let client = builder(vec![server.url()]).build().unwrap();
+        let sent = Instant::now();
+        let session = client
+            .session(SessionOptions {
+                ttl: Duration::from_millis(2000),
+                drift_allowance: 0.25,
+                ..SessionOptions::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(session.lost().await, LostReason::Unconfirmed);
+        let elapsed = sent.elapsed();
+        // 2000 ms × (1 − 0.25) from the creation's send time.
+        assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(1800), "{elapsed:?}");
+    })
+    .await
+    .unwrap();
+}
