@@ -7,7 +7,9 @@
 //! deterministic. That is what lets the runtime drive it with real IO and the
 //! simulation drive it under seeded faults with exact replay.
 //!
-//! [`codec`] is the one place where bytes are produced and parsed.
+//! [`codec`] is the one place where bytes are produced and parsed. [`api`] holds
+//! the HTTP API's JSON wire types, shared by the server and the client.
 
+pub mod api;
 pub mod codec;
 pub mod raft;

@@ -1,0 +1,122 @@
+//! Client ids, idempotency keys and retry jitter, all drawn from one seeded
+//! generator so that a simulated run is a pure function of its seed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadbolt_core::api::IDEMPOTENCY_KEY_BYTES_MAX;
+
+/// SplitMix64: tiny, seedable, good enough for ids and jitter (not for
+/// secrets; nothing here is one).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A float in `[0, 1)`.
+    pub(crate) fn next_unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A seed for callers that gave none: under madsim the simulator's seeded
+/// rng, in production the wall clock, the pid and a process-wide counter (two
+/// clients built in the same nanosecond still differ).
+pub(crate) fn default_seed() -> u64 {
+    #[cfg(madsim)]
+    {
+        madsim::rand::random::<u64>()
+    }
+    #[cfg(not(madsim))]
+    {
+        static BUILT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let pid = u64::from(std::process::id());
+        let n = BUILT.fetch_add(1, Ordering::Relaxed);
+        SplitMix64::new(nanos ^ pid.rotate_left(32) ^ n.rotate_left(48)).next_u64()
+    }
+}
+
+/// Hands out `Idempotency-Key` values: `<client id>-<sequence>`. The client id
+/// makes keys unique across clients (keys are cluster-wide); the sequence
+/// makes them unique across the calls of one client.
+#[derive(Debug)]
+pub(crate) struct KeyGenerator {
+    client_id: String,
+    next_seq: AtomicU64,
+}
+
+impl KeyGenerator {
+    pub(crate) fn new(client_id: String) -> Self {
+        // 20 digits of u64 plus the dash must still fit the contract's limit.
+        assert!(client_id.len() + 21 <= IDEMPOTENCY_KEY_BYTES_MAX);
+        KeyGenerator {
+            client_id,
+            next_seq: AtomicU64::new(1),
+        }
+    }
+
+    /// A client id of 16 lowercase hex digits drawn from `rng`.
+    pub(crate) fn client_id_from(rng: &mut SplitMix64) -> String {
+        format!("{:016x}", rng.next_u64())
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The key for one logical call; every retry of the call reuses it.
+    pub(crate) fn next_key(&self) -> String {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{}", self.client_id, seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_ids_and_keys() {
+        let a = KeyGenerator::client_id_from(&mut SplitMix64::new(7));
+        let b = KeyGenerator::client_id_from(&mut SplitMix64::new(7));
+        let c = KeyGenerator::client_id_from(&mut SplitMix64::new(8));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 16);
+        let keys = KeyGenerator::new(a.clone());
+        assert_eq!(keys.next_key(), format!("{a}-1"));
+        assert_eq!(keys.next_key(), format!("{a}-2"));
+    }
+
+    #[test]
+    fn keys_fit_the_limit() {
+        let keys = KeyGenerator::new("f".repeat(IDEMPOTENCY_KEY_BYTES_MAX - 21));
+        keys.next_seq.store(u64::MAX, Ordering::Relaxed);
+        assert!(keys.next_key().len() <= IDEMPOTENCY_KEY_BYTES_MAX);
+    }
+
+    #[test]
+    fn unit_floats_stay_in_range() {
+        let mut rng = SplitMix64::new(1);
+        for _ in 0..1000 {
+            let x = rng.next_unit();
+            assert!((0.0..1.0).contains(&x));
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Sessions with a background keepalive and a lost-lease signal, and the
+//! `Lock` guard that holds a grant of one.
+//!
+//! The client can never know that its lease is alive, only that it was: a
+//! successful keepalive sent at `t` proves the server's lease ran at least
+//! until `t + ttl` by the leader's clock. Clocks drift, so the client trusts
+//! the lease until `t + ttl × (1 − drift allowance)` and declares it lost the
+//! moment that passes without a newer successful keepalive. Fencing tokens
+//! keep downstream resources safe when even that guess is wrong.
+
+use std::time::Duration;
+
+use deadbolt_core::api::{
+    AcquireRequest, CreateSessionRequest, LockMode, SessionId, SESSION_TTL_MS_DEFAULT,
+    SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{Client, Error};
+
+/// Share of the TTL assumed lost to clock drift between client and leader.
+pub const DRIFT_ALLOWANCE_DEFAULT: f64 = 0.1;
+/// Shortest pause between keepalive attempts after a failed one.
+const KEEPALIVE_RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+
+/// The latest instant the lease can be trusted after a successful keepalive
+/// (or creation) sent at `sent_at`: `sent_at + ttl × (1 − drift_allowance)`.
+pub fn lease_deadline(sent_at: Instant, ttl: Duration, drift_allowance: f64) -> Instant {
+    assert!(
+        (0.0..1.0).contains(&drift_allowance),
+        "drift allowance {drift_allowance} outside [0, 1)"
+    );
+    sent_at + ttl.mul_f64(1.0 - drift_allowance)
+}
+
+/// How the client sees its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Known alive until `valid_until` (the deadline of [`lease_deadline`]).
+    Alive { valid_until: Instant },
+    /// Can no longer be known alive; every lock of the session must be
+    /// treated as gone.
+    Lost(LostReason),
+}
+
+/// Why a lease was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// No successful keepalive before the lease deadline.
+    Unconfirmed,
+    /// The server said the session expired (410) or is unknown (404).
+    Expired,
+    /// The session was closed or dropped.
+    Closed,
+}
+
+/// Options of [`Client::session`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Lease TTL, within the contract's 1 s..=1 h.
+    pub ttl: Duration,
+    /// A label shown as `session_name` on the session's locks.
+    pub name: Option<String>,
+    /// Share of the TTL set aside for clock drift, in `[0, 1)`.
+    pub drift_allowance: f64,
+    /// Time between keepalives; default a third of the TTL.
+    pub keepalive_interval: Option<Duration>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            ttl: Duration::from_millis(SESSION_TTL_MS_DEFAULT),
+            name: None,
+            drift_allowance: DRIFT_ALLOWANCE_DEFAULT,
+            keepalive_interval: None,
+        }
+    }
+}
+
+/// True when `state` no longer vouches for the lease at `now`. The instant is
+/// checked too, so a keepalive task that has not run yet cannot make a
+/// stale lease look alive.
+fn is_lost_at(state: &LeaseState, now: Instant) -> bool {
+    match state {
+        LeaseState::Alive { valid_until } => now >= *valid_until,
+        LeaseState::Lost(_) => true,
+    }
+}
+
+/// The lease now: the last published state, except that a passed deadline
+/// reads as lost even before the keepalive task has said so, and a keepalive
+/// task that is gone without saying why means the session was closed.
+fn current_lease(lease: &watch::Receiver<LeaseState>) -> LeaseState {
+    let state = *lease.borrow();
+    match state {
+        LeaseState::Lost(_) => state,
+        LeaseState::Alive { .. } if lease.has_changed().is_err() => {
+            LeaseState::Lost(LostReason::Closed)
+        }
+        LeaseState::Alive { .. } if is_lost_at(&state, Instant::now()) => {
+            LeaseState::Lost(LostReason::Unconfirmed)
+        }
+        LeaseState::Alive { .. } => state,
+    }
+}
+
+fn lease_is_lost(lease: &watch::Receiver<LeaseState>) -> bool {
+    matches!(current_lease(lease), LeaseState::Lost(_))
+}
+
+async fn lease_lost(mut lease: watch::Receiver<LeaseState>) -> LostReason {
+    loop {
+        let state = *lease.borrow_and_update();
+        match state {
+            LeaseState::Lost(reason) => return reason,
+            LeaseState::Alive { valid_until } => {
+                tokio::select! {
+                    changed = lease.changed() => {
+                        if changed.is_err() {
+                            return LostReason::Closed;
+                        }
+                    }
+                    // Belt and braces: the keepalive task fires at this
+                    // instant too, but the waiter must not depend on it.
+                    () = tokio::time::sleep_until(valid_until) => return LostReason::Unconfirmed,
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Creates a session and starts its keepalive task.
+    pub async fn session(&self, options: SessionOptions) -> Result<Session, Error> {
+        let ttl_ms = u64::try_from(options.ttl.as_millis()).unwrap_or(u64::MAX);
+        if !(SESSION_TTL_MS_MIN..=SESSION_TTL_MS_MAX).contains(&ttl_ms) {
+            return Err(Error::Config(format!(
+                "session ttl {ttl_ms} ms is outside {SESSION_TTL_MS_MIN}..={SESSION_TTL_MS_MAX}"
+            )));
+        }
+        if !(0.0..1.0).contains(&options.drift_allowance) {
+            return Err(Error::Config(format!(
+                "drift allowance {} is outside [0, 1)",
+                options.drift_allowance
+            )));
+        }
+        let sent_at = Instant::now();
+        let created = self
+            .create_session(&CreateSessionRequest {
+                ttl_ms,
+                name: options.name.clone(),
+            })
+            .await?;
+        // The server's TTL is authoritative; never trust more than we asked.
+        let ttl = Duration::from_millis(created.ttl_ms.min(ttl_ms));
+        let interval = options.keepalive_interval.unwrap_or(ttl / 3);
+        let valid_until = lease_deadline(sent_at, ttl, options.drift_allowance);
+        let (tx, rx) = watch::channel(LeaseState::Alive { valid_until });
+        let keepalive = tokio::spawn(keep_alive(
+            self.clone(),
+            created.session_id,
+            KeepaliveTiming {
+                ttl,
+                drift_allowance: options.drift_allowance,
+                interval,
+            },
+            tx,
+            sent_at,
+        ));
+        Ok(Session {
+            client: self.clone(),
+            id: created.session_id,
+            ttl,
+            lease: rx,
+            keepalive,
+            closed: false,
+        })
+    }
+}
+
+struct KeepaliveTiming {
+    ttl: Duration,
+    drift_allowance: f64,
+    interval: Duration,
+}
+
+/// Renews the lease every `interval` from the last successful send, retries
+/// sooner after a failure, and publishes `Lost` the instant the lease
+/// deadline passes or the server says the session is gone.
+async fn keep_alive(
+    client: Client,
+    id: SessionId,
+    timing: KeepaliveTiming,
+    lease: watch::Sender<LeaseState>,
+    created_at: Instant,
+) {
+    let retry_pause = (timing.interval / 4).max(KEEPALIVE_RETRY_PAUSE_MIN);
+    let mut valid_until = lease_deadline(created_at, timing.ttl, timing.drift_allowance);
+    let mut next_send = created_at + timing.interval;
+    loop {
+        let attempt = async {
+            tokio::time::sleep_until(next_send).await;
+            let sent_at = Instant::now();
+            (sent_at, client.keepalive(id).await)
+        };
+        let outcome = tokio::select! {
+            () = tokio::time::sleep_until(valid_until) => None,
+            answer = attempt => Some(answer),
+        };
+        match outcome {
+            None => {
+                tracing::warn!(session = %id, "lease lost: no keepalive succeeded in time");
+                lease.send_replace(LeaseState::Lost(LostReason::Unconfirmed));
+                return;
+            }
+            Some((sent_at, Ok(answer))) => {
+                let ttl = Duration::from_millis(answer.ttl_ms).min(timing.ttl);
+                valid_until = valid_until.max(lease_deadline(sent_at, ttl, timing.drift_allowance));
+                lease.send_replace(LeaseState::Alive { valid_until });
+                next_send = sent_at + timing.interval;
+            }
+            Some((_, Err(Error::SessionExpired { .. } | Error::NotFound { .. }))) => {
+                tracing::warn!(session = %id, "lease lost: the server ended the session");
+                lease.send_replace(LeaseState::Lost(LostReason::Expired));
+                return;
+            }
+            Some((_, Err(error))) => {
+                tracing::debug!(session = %id, %error, "keepalive failed; retrying");
+                next_send = Instant::now() + retry_pause;
+            }
+        }
+    }
+}
+
+/// A session on the cluster, kept alive in the background until it is
+/// closed, dropped or lost. Dropping it stops the keepalives and deletes the
+/// session in the background (best effort); [`Session::close`] does it in
+/// the foreground.
+#[derive(Debug)]
+pub struct Session {
+    client: Client,
+    id: SessionId,
+    ttl: Duration,
+    lease: watch::Receiver<LeaseState>,
+    keepalive: JoinHandle<()>,
+    closed: bool,
+}
+
+impl Session {
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The TTL the server granted.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The lease as the client sees it now (a passed deadline reads as lost
+    /// even before the keepalive task has said so).
+    pub fn lease_state(&self) -> LeaseState {
+        current_lease(&self.lease)
+    }
+
+    /// A receiver of lease changes, for `select!` loops.
+    pub fn lease_watch(&self) -> watch::Receiver<LeaseState> {
+        self.lease.clone()
+    }
+
+    /// Whether the lease can no longer be known alive.
+    pub fn is_lost(&self) -> bool {
+        lease_is_lost(&self.lease)
+    }
+
+    /// Resolves when the lease is lost, with the reason.
+    pub async fn lost(&self) -> LostReason {
+        lease_lost(self.lease.clone()).await
+    }
+
+    /// Acquires `name` without waiting (`wait_ms` 0): `Error::LockHeld` if
+    /// it is held.
+    pub async fn try_lock(&self, name: &str, mode: LockMode) -> Result<Lock, Error> {
+        self.lock(name, mode, Duration::ZERO).await
+    }
+
+    /// Acquires `name`, waiting up to `wait` in the lock's FIFO queue.
+    pub async fn lock(&self, name: &str, mode: LockMode, wait: Duration) -> Result<Lock, Error> {
+        if self.is_lost() {
+            return Err(Error::LeaseLost);
+        }
+        let request = AcquireRequest {
+            session_id: Some(self.id),
+            mode,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: None,
+        };
+        let granted = self.client.acquire(name, &request).await?;
+        let lock = Lock {
+            client: self.client.clone(),
+            name: granted.lock,
+            mode: granted.mode,
+            session_id: granted.session_id,
+            fencing_token: granted.fencing_token,
+            lease: self.lease.clone(),
+            released: false,
+        };
+        if lock.is_lost() {
+            // Granted, but the lease ran out of proof while we waited: the
+            // grant cannot be relied on, so give it back (on drop).
+            return Err(Error::LeaseLost);
+        }
+        Ok(lock)
+    }
+
+    /// Stops the keepalives and deletes the session, releasing its locks.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.closed = true;
+        self.keepalive.abort();
+        self.client.delete_session(self.id).await
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+        if !self.closed {
+            let (client, id) = (self.client.clone(), self.id);
+            spawn_if_runtime(async move {
+                if let Err(error) = client.delete_session(id).await {
+                    tracing::debug!(session = %id, %error, "deleting a dropped session failed");
+                }
+            });
+        }
+    }
+}
+
+/// Runs `task` in the background if there is a runtime to run it (a value
+/// dropped outside one just skips its cleanup; the lease then runs out).
+fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        drop(handle.spawn(task));
+    }
+}
+
+/// A held lock. Use [`Lock::fencing_token`] with every write to a fenced
+/// resource, watch [`Lock::lost`], and [`Lock::release`] when done; dropping
+/// it releases in the background (best effort).
+#[derive(Debug)]
+pub struct Lock {
+    client: Client,
+    name: String,
+    mode: LockMode,
+    session_id: SessionId,
+    fencing_token: u64,
+    lease: watch::Receiver<LeaseState>,
+    released: bool,
+}
+
+impl Lock {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+
+    /// The grant's fencing token: strictly increasing cluster-wide.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// Whether the owning session's lease can no longer be known alive (the
+    /// lock must then be treated as lost).
+    pub fn is_lost(&self) -> bool {
+        lease_is_lost(&self.lease)
+    }
+
+    /// Resolves when the owning session's lease is lost.
+    pub async fn lost(&self) -> LostReason {
+        lease_lost(self.lease.clone()).await
+    }
+
+    /// Releases the grant.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        self.client
+            .release(&self.name, self.session_id, Some(self.fencing_token))
+            .await
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if !self.released {
+            let client = self.client.clone();
+            let (name, session_id, token) =
+                (self.name.clone(), self.session_id, self.fencing_token);
+            spawn_if_runtime(async move {
+                if let Err(error) = client.release(&name, session_id, Some(token)).await {
+                    tracing::debug!(lock = %name, %error, "releasing a dropped lock failed");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_is_ttl_less_drift_from_the_send_time() {
+        let t = Instant::now();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(lease_deadline(t, ttl, 0.1), t + Duration::from_secs(9));
+        assert_eq!(lease_deadline(t, ttl, 0.0), t + ttl);
+        assert_eq!(
+            lease_deadline(t, Duration::from_millis(1000), 0.25),
+            t + Duration::from_millis(750)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside [0, 1)")]
+    fn drift_of_one_is_refused() {
+        lease_deadline(Instant::now(), Duration::from_secs(1), 1.0);
+    }
+
+    #[test]
+    fn lost_when_the_deadline_passes_or_marked() {
+        let t = Instant::now();
+        let alive = LeaseState::Alive {
+            valid_until: t + Duration::from_secs(1),
+        };
+        assert!(!is_lost_at(&alive, t));
+        assert!(is_lost_at(&alive, t + Duration::from_secs(1)));
+        assert!(is_lost_at(&LeaseState::Lost(LostReason::Expired), t));
+    }
+}
