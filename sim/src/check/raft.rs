@@ -1,0 +1,557 @@
+//! Raft safety over the per-node observations of a run: one leader per term,
+//! log matching, committed entries never lost or changed (across restarts
+//! too), commit index monotonic between restarts, identical applied sequences.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::history::{
+    fmt_time, EventId, LogIndex, NodeId, NodeObservation, RaftHistory, SimTimeNs, Term,
+};
+
+/// Where and when an entry (or leadership) was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Witness {
+    pub node: NodeId,
+    pub event: EventId,
+    pub at_ns: SimTimeNs,
+    pub term: Term,
+    pub entry_hash: u64,
+}
+
+impl fmt::Display for Witness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n{} (event #{} at {}: term {}, hash {:#018x})",
+            self.node,
+            self.event,
+            fmt_time(self.at_ns),
+            self.term,
+            self.entry_hash
+        )
+    }
+}
+
+/// A broken Raft invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftViolation {
+    /// Two different nodes became leader of the same term.
+    TwoLeaders {
+        term: Term,
+        first: Witness,
+        second: Witness,
+    },
+    /// Two log entries with the same index and term differ.
+    LogMismatch {
+        index: LogIndex,
+        first: Witness,
+        second: Witness,
+    },
+    /// Two nodes applied different entries at the same index.
+    AppliedDivergence {
+        index: LogIndex,
+        first: Witness,
+        second: Witness,
+    },
+    /// A node applied (or restored) a different entry at an index it had
+    /// applied before, typically after a restart: a committed entry was lost
+    /// or changed.
+    CommittedEntryChanged {
+        index: LogIndex,
+        before: Witness,
+        after: Witness,
+    },
+    /// A node applied out of sequence (skipped or repeated an index without a
+    /// restart or snapshot in between).
+    ApplyOutOfOrder {
+        node: NodeId,
+        expected: LogIndex,
+        got: LogIndex,
+        event: EventId,
+        at_ns: SimTimeNs,
+    },
+    /// A node's commit index went down without a restart in between.
+    CommitIndexDecreased {
+        node: NodeId,
+        from: LogIndex,
+        to: LogIndex,
+        event: EventId,
+        at_ns: SimTimeNs,
+    },
+}
+
+impl fmt::Display for RaftViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RaftViolation::TwoLeaders {
+                term,
+                first,
+                second,
+            } => write!(
+                f,
+                "two leaders in term {term}: n{} (event #{} at {}) and n{} (event #{} at {})",
+                first.node,
+                first.event,
+                fmt_time(first.at_ns),
+                second.node,
+                second.event,
+                fmt_time(second.at_ns)
+            ),
+            RaftViolation::LogMismatch {
+                index,
+                first,
+                second,
+            } => write!(
+                f,
+                "log matching broken at index {index}: {first} vs {second}"
+            ),
+            RaftViolation::AppliedDivergence {
+                index,
+                first,
+                second,
+            } => write!(
+                f,
+                "nodes applied different entries at index {index}: {first} vs {second}"
+            ),
+            RaftViolation::CommittedEntryChanged {
+                index,
+                before,
+                after,
+            } => write!(
+                f,
+                "committed entry at index {index} lost or changed: first applied as {before}, later as {after}"
+            ),
+            RaftViolation::ApplyOutOfOrder {
+                node,
+                expected,
+                got,
+                event,
+                at_ns,
+            } => write!(
+                f,
+                "n{node} applied index {got} but its next index was {expected} (event #{event} at {})",
+                fmt_time(*at_ns)
+            ),
+            RaftViolation::CommitIndexDecreased {
+                node,
+                from,
+                to,
+                event,
+                at_ns,
+            } => write!(
+                f,
+                "n{node} commit index went back from {from} to {to} without a restart (event #{event} at {})",
+                fmt_time(*at_ns)
+            ),
+        }
+    }
+}
+
+/// Per-node state the checker carries along the history.
+#[derive(Debug, Default)]
+struct NodeTrack {
+    /// The index the node must apply next; 1 after a restart until a snapshot
+    /// says otherwise.
+    next_apply: LogIndex,
+    /// Highest commit index since the last restart.
+    commit_index: Option<LogIndex>,
+}
+
+/// Checks every Raft invariant over `history`. Returns every violation found,
+/// in history order (the first is usually the root cause).
+pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
+    let mut violations = Vec::new();
+    let mut leaders: BTreeMap<Term, Witness> = BTreeMap::new();
+    // Every entry seen in any log, by (index, term): log matching.
+    let mut log_entries: BTreeMap<(LogIndex, Term), Witness> = BTreeMap::new();
+    // The first applied entry at each index: everyone must apply the same.
+    let mut applied: BTreeMap<LogIndex, Witness> = BTreeMap::new();
+    let mut nodes: BTreeMap<NodeId, NodeTrack> = BTreeMap::new();
+
+    for (event, rec) in history.events.iter().enumerate() {
+        let at_ns = rec.at_ns;
+        let witness = |node, term, entry_hash| Witness {
+            node,
+            event,
+            at_ns,
+            term,
+            entry_hash,
+        };
+        match rec.event {
+            NodeObservation::BecameLeader { node, term } => {
+                let w = witness(node, term, 0);
+                match leaders.get(&term) {
+                    Some(first) if first.node != node => {
+                        violations.push(RaftViolation::TwoLeaders {
+                            term,
+                            first: *first,
+                            second: w,
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        leaders.insert(term, w);
+                    }
+                }
+            }
+            NodeObservation::Appended {
+                node,
+                index,
+                term,
+                entry_hash,
+            } => {
+                let w = witness(node, term, entry_hash);
+                check_log_matching(&mut log_entries, index, w, &mut violations);
+            }
+            NodeObservation::Applied {
+                node,
+                index,
+                term,
+                entry_hash,
+            } => {
+                let w = witness(node, term, entry_hash);
+                check_log_matching(&mut log_entries, index, w, &mut violations);
+                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
+                    next_apply: 1,
+                    commit_index: None,
+                });
+                if index != track.next_apply {
+                    violations.push(RaftViolation::ApplyOutOfOrder {
+                        node,
+                        expected: track.next_apply,
+                        got: index,
+                        event,
+                        at_ns,
+                    });
+                }
+                // Resynchronise so that one gap is reported once.
+                track.next_apply = index + 1;
+                check_same_applied(&mut applied, index, w, &mut violations);
+            }
+            NodeObservation::SnapshotRestored {
+                node,
+                last_index,
+                last_term,
+            } => {
+                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
+                    next_apply: 1,
+                    commit_index: None,
+                });
+                // A snapshot may move a node forward, never back below what it
+                // has applied since its last restart.
+                if last_index + 1 < track.next_apply {
+                    violations.push(RaftViolation::ApplyOutOfOrder {
+                        node,
+                        expected: track.next_apply,
+                        got: last_index,
+                        event,
+                        at_ns,
+                    });
+                }
+                track.next_apply = last_index + 1;
+                if last_index > 0 {
+                    // The hash of a snapshot's last entry is unknown: compare
+                    // terms only.
+                    if let Some(before) = applied.get(&last_index) {
+                        if before.term != last_term {
+                            let after = witness(node, last_term, before.entry_hash);
+                            violations.push(changed_or_divergent(last_index, *before, after));
+                        }
+                    }
+                }
+            }
+            NodeObservation::CommitIndex { node, index } => {
+                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
+                    next_apply: 1,
+                    commit_index: None,
+                });
+                if let Some(from) = track.commit_index {
+                    if index < from {
+                        violations.push(RaftViolation::CommitIndexDecreased {
+                            node,
+                            from,
+                            to: index,
+                            event,
+                            at_ns,
+                        });
+                    }
+                }
+                track.commit_index = Some(track.commit_index.map_or(index, |c| c.max(index)));
+            }
+            NodeObservation::Restarted { node } => {
+                nodes.insert(
+                    node,
+                    NodeTrack {
+                        next_apply: 1,
+                        commit_index: None,
+                    },
+                );
+            }
+        }
+    }
+    violations
+}
+
+fn check_log_matching(
+    log_entries: &mut BTreeMap<(LogIndex, Term), Witness>,
+    index: LogIndex,
+    w: Witness,
+    violations: &mut Vec<RaftViolation>,
+) {
+    match log_entries.get(&(index, w.term)) {
+        Some(first) if first.entry_hash != w.entry_hash => {
+            violations.push(RaftViolation::LogMismatch {
+                index,
+                first: *first,
+                second: w,
+            });
+        }
+        Some(_) => {}
+        None => {
+            log_entries.insert((index, w.term), w);
+        }
+    }
+}
+
+fn check_same_applied(
+    applied: &mut BTreeMap<LogIndex, Witness>,
+    index: LogIndex,
+    w: Witness,
+    violations: &mut Vec<RaftViolation>,
+) {
+    match applied.get(&index) {
+        Some(first) if (first.term, first.entry_hash) != (w.term, w.entry_hash) => {
+            violations.push(changed_or_divergent(index, *first, w));
+        }
+        Some(_) => {}
+        None => {
+            applied.insert(index, w);
+        }
+    }
+}
+
+fn changed_or_divergent(index: LogIndex, first: Witness, second: Witness) -> RaftViolation {
+    if first.node == second.node {
+        RaftViolation::CommittedEntryChanged {
+            index,
+            before: first,
+            after: second,
+        }
+    } else {
+        RaftViolation::AppliedDivergence {
+            index,
+            first,
+            second,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::NodeObservation as O;
+
+    fn history(events: Vec<NodeObservation>) -> RaftHistory {
+        let mut h = RaftHistory::new();
+        for (i, e) in events.into_iter().enumerate() {
+            h.record(i as u64 * 1_000_000, e);
+        }
+        h
+    }
+
+    fn applied(node: NodeId, index: LogIndex, term: Term, entry_hash: u64) -> NodeObservation {
+        O::Applied {
+            node,
+            index,
+            term,
+            entry_hash,
+        }
+    }
+
+    fn good_run() -> Vec<NodeObservation> {
+        vec![
+            O::BecameLeader { node: 1, term: 1 },
+            O::CommitIndex { node: 1, index: 2 },
+            applied(1, 1, 1, 0xa),
+            applied(1, 2, 1, 0xb),
+            applied(2, 1, 1, 0xa),
+            applied(2, 2, 1, 0xb),
+            O::Restarted { node: 1 },
+            O::CommitIndex { node: 1, index: 1 },
+            applied(1, 1, 1, 0xa),
+            O::BecameLeader { node: 2, term: 2 },
+            O::CommitIndex { node: 2, index: 3 },
+            applied(2, 3, 2, 0xc),
+            applied(1, 2, 1, 0xb),
+            applied(1, 3, 2, 0xc),
+            O::Restarted { node: 2 },
+            O::SnapshotRestored {
+                node: 2,
+                last_index: 3,
+                last_term: 2,
+            },
+            applied(2, 4, 2, 0xd),
+        ]
+    }
+
+    #[test]
+    fn accepts_a_good_run_with_restarts_and_snapshots() {
+        assert_eq!(check_raft(&history(good_run())), vec![]);
+    }
+
+    #[test]
+    fn rejects_two_leaders_in_one_term() {
+        let v = check_raft(&history(vec![
+            O::BecameLeader { node: 1, term: 3 },
+            O::BecameLeader { node: 2, term: 3 },
+        ]));
+        assert!(
+            matches!(v.as_slice(), [RaftViolation::TwoLeaders { term: 3, first, second }]
+                if first.node == 1 && second.node == 2 && second.event == 1),
+            "{v:?}"
+        );
+        assert!(v[0].to_string().contains("two leaders in term 3"));
+    }
+
+    #[test]
+    fn rejects_divergent_applied_entries() {
+        let v = check_raft(&history(vec![
+            applied(1, 1, 1, 0xa),
+            applied(2, 1, 1, 0xbad),
+        ]));
+        assert!(
+            v.iter()
+                .any(|v| matches!(v, RaftViolation::AppliedDivergence { index: 1, .. })),
+            "{v:?}"
+        );
+        // Same index and term, different content: log matching too.
+        assert!(v
+            .iter()
+            .any(|v| matches!(v, RaftViolation::LogMismatch { index: 1, .. })));
+    }
+
+    #[test]
+    fn rejects_uncommitted_log_mismatch() {
+        let v = check_raft(&history(vec![
+            O::Appended {
+                node: 1,
+                index: 5,
+                term: 2,
+                entry_hash: 1,
+            },
+            O::Appended {
+                node: 3,
+                index: 5,
+                term: 2,
+                entry_hash: 2,
+            },
+            // A different term at the same index is normal (overwritten tail).
+            O::Appended {
+                node: 2,
+                index: 5,
+                term: 3,
+                entry_hash: 9,
+            },
+        ]));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(matches!(v[0], RaftViolation::LogMismatch { index: 5, .. }));
+    }
+
+    #[test]
+    fn rejects_a_committed_entry_lost_after_restart() {
+        // n1 applied index 2 from term 1, crashed, and after the restart the
+        // entry at index 2 is a different one: the committed entry was lost.
+        let v = check_raft(&history(vec![
+            applied(1, 1, 1, 0xa),
+            applied(1, 2, 1, 0xb),
+            O::Restarted { node: 1 },
+            applied(1, 1, 1, 0xa),
+            applied(1, 2, 2, 0xe),
+        ]));
+        assert!(
+            matches!(v.as_slice(), [RaftViolation::CommittedEntryChanged { index: 2, before, after }]
+                if before.event == 1 && after.event == 4),
+            "{v:?}"
+        );
+        assert!(v[0].to_string().contains("lost or changed"));
+    }
+
+    #[test]
+    fn rejects_a_snapshot_that_contradicts_applied_entries() {
+        let v = check_raft(&history(vec![
+            applied(1, 1, 1, 0xa),
+            applied(2, 1, 1, 0xa),
+            O::Restarted { node: 2 },
+            O::SnapshotRestored {
+                node: 2,
+                last_index: 1,
+                last_term: 7,
+            },
+        ]));
+        assert!(
+            matches!(
+                v.as_slice(),
+                [RaftViolation::AppliedDivergence { index: 1, .. }]
+            ),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn rejects_apply_gaps_without_snapshot() {
+        let v = check_raft(&history(vec![
+            applied(1, 1, 1, 0xa),
+            applied(1, 3, 1, 0xc),
+            O::Restarted { node: 1 },
+            // After a restart, re-applying must start at 1 (or after a snapshot).
+            applied(1, 2, 1, 0xb),
+        ]));
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(matches!(
+            v[0],
+            RaftViolation::ApplyOutOfOrder {
+                node: 1,
+                expected: 2,
+                got: 3,
+                ..
+            }
+        ));
+        assert!(matches!(
+            v[1],
+            RaftViolation::ApplyOutOfOrder {
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_commit_index_going_back_without_restart() {
+        let v = check_raft(&history(vec![
+            O::CommitIndex { node: 2, index: 5 },
+            O::CommitIndex { node: 2, index: 4 },
+        ]));
+        assert!(
+            matches!(
+                v.as_slice(),
+                [RaftViolation::CommitIndexDecreased {
+                    node: 2,
+                    from: 5,
+                    to: 4,
+                    event: 1,
+                    ..
+                }]
+            ),
+            "{v:?}"
+        );
+        // The same drop across a restart is fine.
+        let ok = check_raft(&history(vec![
+            O::CommitIndex { node: 2, index: 5 },
+            O::Restarted { node: 2 },
+            O::CommitIndex { node: 2, index: 4 },
+        ]));
+        assert_eq!(ok, vec![]);
+    }
+}
