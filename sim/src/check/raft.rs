@@ -54,9 +54,10 @@ pub enum RaftViolation {
         first: Witness,
         second: Witness,
     },
-    /// A node applied (or restored) a different entry at an index it had
-    /// applied before, typically after a restart: a committed entry was lost
-    /// or changed.
+    /// A committed entry was lost or changed: a node applied (or restored) a
+    /// different entry at an index it had applied before (typically after a
+    /// restart), or an entry that a node's commit index covered in its log
+    /// was later replaced.
     CommittedEntryChanged {
         index: LogIndex,
         before: Witness,
@@ -120,7 +121,7 @@ impl fmt::Display for RaftViolation {
                 after,
             } => write!(
                 f,
-                "committed entry at index {index} lost or changed: first applied as {before}, later as {after}"
+                "committed entry at index {index} lost or changed: first committed as {before}, later {after}"
             ),
             RaftViolation::ApplyOutOfOrder {
                 node,
@@ -149,13 +150,26 @@ impl fmt::Display for RaftViolation {
 }
 
 /// Per-node state the checker carries along the history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct NodeTrack {
     /// The index the node must apply next; 1 after a restart until a snapshot
     /// says otherwise.
     next_apply: LogIndex,
     /// Highest commit index since the last restart.
     commit_index: Option<LogIndex>,
+    /// The node's log as its `Appended` observations describe it (cleared
+    /// at restart and snapshot, where the harness may not re-record it).
+    log: BTreeMap<LogIndex, Witness>,
+}
+
+impl NodeTrack {
+    fn new() -> Self {
+        NodeTrack {
+            next_apply: 1,
+            commit_index: None,
+            log: BTreeMap::new(),
+        }
+    }
 }
 
 /// Checks every Raft invariant over `history`. Returns every violation found,
@@ -167,6 +181,8 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
     let mut log_entries: BTreeMap<(LogIndex, Term), Witness> = BTreeMap::new();
     // The first applied entry at each index: everyone must apply the same.
     let mut applied: BTreeMap<LogIndex, Witness> = BTreeMap::new();
+    // Entries known committed from a commit index and the log under it.
+    let mut committed: BTreeMap<LogIndex, Witness> = BTreeMap::new();
     let mut nodes: BTreeMap<NodeId, NodeTrack> = BTreeMap::new();
 
     for (event, rec) in history.events.iter().enumerate() {
@@ -203,6 +219,13 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
             } => {
                 let w = witness(node, term, entry_hash);
                 check_log_matching(&mut log_entries, index, w, &mut violations);
+                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
+                // An append that conflicts with the node's entry at `index`
+                // truncates it and everything after it, as in Raft.
+                if track.log.get(&index).is_some_and(|e| e.term != term) {
+                    track.log.split_off(&index);
+                }
+                track.log.insert(index, w);
             }
             NodeObservation::Applied {
                 node,
@@ -212,10 +235,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
             } => {
                 let w = witness(node, term, entry_hash);
                 check_log_matching(&mut log_entries, index, w, &mut violations);
-                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
-                    next_apply: 1,
-                    commit_index: None,
-                });
+                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
                 if index != track.next_apply {
                     violations.push(RaftViolation::ApplyOutOfOrder {
                         node,
@@ -227,17 +247,18 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                 }
                 // Resynchronise so that one gap is reported once.
                 track.next_apply = index + 1;
+                let before = violations.len();
                 check_same_applied(&mut applied, index, w, &mut violations);
+                if violations.len() == before {
+                    check_committed(&mut committed, index, w, &mut violations);
+                }
             }
             NodeObservation::SnapshotRestored {
                 node,
                 last_index,
                 last_term,
             } => {
-                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
-                    next_apply: 1,
-                    commit_index: None,
-                });
+                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
                 // A snapshot may move a node forward, never back below what it
                 // has applied since its last restart.
                 if last_index + 1 < track.next_apply {
@@ -250,6 +271,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                     });
                 }
                 track.next_apply = last_index + 1;
+                track.log.clear();
                 if last_index > 0 {
                     // The hash of a snapshot's last entry is unknown: compare
                     // terms only.
@@ -262,10 +284,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                 }
             }
             NodeObservation::CommitIndex { node, index } => {
-                let track = nodes.entry(node).or_insert_with(|| NodeTrack {
-                    next_apply: 1,
-                    commit_index: None,
-                });
+                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
                 if let Some(from) = track.commit_index {
                     if index < from {
                         violations.push(RaftViolation::CommitIndexDecreased {
@@ -277,16 +296,27 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                         });
                     }
                 }
+                // Entries of the node's log up to its commit index are
+                // committed: they must be the ones every node applies.
+                let from = track.commit_index.unwrap_or(0);
+                // `range` panics on inverted bounds: `to` stays above `from`.
+                let to = index.max(from);
+                for (&i, &w) in track.log.range(from + 1..to + 1) {
+                    match applied.get(&i) {
+                        Some(a) if (a.term, a.entry_hash) != (w.term, w.entry_hash) => {
+                            violations.push(RaftViolation::CommittedEntryChanged {
+                                index: i,
+                                before: *a,
+                                after: w,
+                            });
+                        }
+                        _ => check_committed(&mut committed, i, w, &mut violations),
+                    }
+                }
                 track.commit_index = Some(track.commit_index.map_or(index, |c| c.max(index)));
             }
             NodeObservation::Restarted { node } => {
-                nodes.insert(
-                    node,
-                    NodeTrack {
-                        next_apply: 1,
-                        commit_index: None,
-                    },
-                );
+                nodes.insert(node, NodeTrack::new());
             }
         }
     }
@@ -327,6 +357,28 @@ fn check_same_applied(
         Some(_) => {}
         None => {
             applied.insert(index, w);
+        }
+    }
+}
+
+/// Compares `w` with the entry known committed at `index`, if any.
+fn check_committed(
+    committed: &mut BTreeMap<LogIndex, Witness>,
+    index: LogIndex,
+    w: Witness,
+    violations: &mut Vec<RaftViolation>,
+) {
+    match committed.get(&index) {
+        Some(first) if (first.term, first.entry_hash) != (w.term, w.entry_hash) => {
+            violations.push(RaftViolation::CommittedEntryChanged {
+                index,
+                before: *first,
+                after: w,
+            });
+        }
+        Some(_) => {}
+        None => {
+            committed.insert(index, w);
         }
     }
 }
@@ -499,6 +551,70 @@ mod tests {
     }
 
     #[test]
+    fn rejects_a_committed_entry_replaced_before_anyone_applied_it() {
+        // n1 leads term 2, appends index 3 and commits it, then crashes
+        // before applying; n2 (term 3) overwrites index 3 and applies it.
+        let v = check_raft(&history(vec![
+            O::BecameLeader { node: 1, term: 2 },
+            O::Appended {
+                node: 1,
+                index: 3,
+                term: 2,
+                entry_hash: 0x33,
+            },
+            O::CommitIndex { node: 1, index: 3 },
+            O::Restarted { node: 1 },
+            O::BecameLeader { node: 2, term: 3 },
+            O::Appended {
+                node: 2,
+                index: 3,
+                term: 3,
+                entry_hash: 0x99,
+            },
+            applied(2, 1, 1, 0xa),
+            applied(2, 2, 1, 0xb),
+            applied(2, 3, 3, 0x99),
+        ]));
+        assert!(
+            matches!(v.as_slice(), [RaftViolation::CommittedEntryChanged { index: 3, before, after }]
+                if before.node == 1 && before.event == 1 && after.node == 2),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_uncommitted_tail_is_not_a_loss() {
+        let v = check_raft(&history(vec![
+            O::Appended {
+                node: 1,
+                index: 1,
+                term: 1,
+                entry_hash: 0xa,
+            },
+            O::Appended {
+                node: 1,
+                index: 2,
+                term: 1,
+                entry_hash: 0xb,
+            },
+            O::CommitIndex { node: 1, index: 1 },
+            // n1's uncommitted index 2 is replaced by a term 2 entry.
+            O::Appended {
+                node: 1,
+                index: 2,
+                term: 2,
+                entry_hash: 0xc,
+            },
+            O::CommitIndex { node: 1, index: 2 },
+            applied(1, 1, 1, 0xa),
+            applied(1, 2, 2, 0xc),
+            applied(3, 1, 1, 0xa),
+            applied(3, 2, 2, 0xc),
+        ]));
+        assert_eq!(v, vec![]);
+    }
+
+    #[test]
     fn rejects_apply_gaps_without_snapshot() {
         let v = check_raft(&history(vec![
             applied(1, 1, 1, 0xa),
@@ -530,6 +646,12 @@ mod tests {
     #[test]
     fn rejects_commit_index_going_back_without_restart() {
         let v = check_raft(&history(vec![
+            O::Appended {
+                node: 2,
+                index: 4,
+                term: 1,
+                entry_hash: 4,
+            },
             O::CommitIndex { node: 2, index: 5 },
             O::CommitIndex { node: 2, index: 4 },
         ]));
@@ -540,7 +662,7 @@ mod tests {
                     node: 2,
                     from: 5,
                     to: 4,
-                    event: 1,
+                    event: 2,
                     ..
                 }]
             ),
