@@ -14,6 +14,9 @@ pub mod raft;
 
 use std::fmt;
 
+use crate::history::{ClientHistory, LockHistory, RaftHistory};
+use crate::resource::AcceptedWrite;
+
 pub use determinism::DeterminismViolation;
 pub use durability::DurabilityViolation;
 pub use linearizability::LinearizabilityViolation;
@@ -203,5 +206,135 @@ impl fmt::Display for CheckReport {
             writeln!(f, "{i}")?;
         }
         Ok(())
+    }
+}
+
+/// Everything one run recorded, as the harness hands it to [`check_run`].
+/// Durability and liveness are optional: a run without a heal phase has no
+/// inputs for them. Determinism needs two runs: see
+/// [`determinism::check_determinism`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunInputs<'a> {
+    pub raft: &'a RaftHistory,
+    pub clients: &'a ClientHistory,
+    pub locks: &'a LockHistory,
+    /// `FencedResource::accepted()`, possibly joined with other fenced
+    /// stores' accepted writes.
+    pub accepted_writes: &'a [AcceptedWrite],
+    pub durability: Option<&'a durability::DurabilityInput>,
+    pub liveness: Option<&'a liveness::LivenessInput>,
+}
+
+/// Runs every single-run checker and gathers their findings.
+pub fn check_run(
+    inputs: &RunInputs<'_>,
+    config: &linearizability::LinearizabilityConfig,
+) -> CheckReport {
+    let mut report = CheckReport::new();
+    report.add(Checker::Raft, raft::check_raft(inputs.raft));
+    report.add_linearizability(linearizability::check_linearizability(
+        inputs.clients,
+        config,
+    ));
+    report.add(
+        Checker::LockSafety,
+        lock_safety::check_lock_safety(inputs.locks),
+    );
+    report.add(
+        Checker::Fencing,
+        lock_safety::check_fencing(inputs.accepted_writes, inputs.locks),
+    );
+    if let Some(d) = inputs.durability {
+        report.add(Checker::Durability, durability::check_durability(d));
+    }
+    if let Some(l) = inputs.liveness {
+        report.add(Checker::Liveness, liveness::check_liveness(l));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{
+        KvInput, KvOutput, LockEvent, LockMode, NodeObservation, OpInput, OpOutput,
+    };
+    use crate::resource::FencedResource;
+
+    #[test]
+    fn a_clean_run_passes_and_a_bad_one_is_reported_per_checker() {
+        let mut raft = RaftHistory::new();
+        raft.record(1, NodeObservation::BecameLeader { node: 1, term: 1 });
+        let mut clients = ClientHistory::new();
+        let put = clients.invoke(
+            1,
+            10,
+            OpInput::Kv(KvInput::Put {
+                key: "k".into(),
+                value: "v".into(),
+                fence: None,
+            }),
+        );
+        clients.complete(
+            put,
+            20,
+            OpOutput::Kv(KvOutput::Written {
+                size: 1,
+                last_token: None,
+            }),
+        );
+        let mut locks = LockHistory::new();
+        locks.record(
+            30,
+            LockEvent::Granted {
+                lock: "L".into(),
+                session: "a".into(),
+                client: 1,
+                mode: LockMode::Exclusive,
+                token: 2,
+            },
+        );
+        let mut resource = FencedResource::new();
+        resource.write(40, "db", "L", 2, 1);
+        let config = linearizability::LinearizabilityConfig::default();
+        let inputs = RunInputs {
+            raft: &raft,
+            clients: &clients,
+            locks: &locks,
+            accepted_writes: resource.accepted(),
+            durability: None,
+            liveness: None,
+        };
+        let report = check_run(&inputs, &config);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.ran.len(), 4);
+
+        // Break two checkers at once.
+        raft.record(50, NodeObservation::BecameLeader { node: 2, term: 1 });
+        let get = clients.invoke(2, 60, OpInput::Kv(KvInput::Get { key: "k".into() }));
+        clients.complete(get, 70, OpOutput::Kv(KvOutput::NotFound));
+        let liveness = liveness::LivenessInput {
+            faults_stopped_ns: 100,
+            first_leader_ns: None,
+            probes: vec![],
+            bound_ns: 10,
+        };
+        let accepted = resource.accepted();
+        let inputs = RunInputs {
+            raft: &raft,
+            clients: &clients,
+            locks: &locks,
+            accepted_writes: accepted,
+            durability: None,
+            liveness: Some(&liveness),
+        };
+        let report = check_run(&inputs, &config);
+        assert_eq!(report.violations.len(), 3, "{report}");
+        assert_eq!(report.violations_of(Checker::Raft).count(), 1);
+        assert_eq!(report.violations_of(Checker::Linearizability).count(), 1);
+        assert_eq!(report.violations_of(Checker::Liveness).count(), 1);
+        let text = report.to_string();
+        assert!(text.contains("3 violation(s)"), "{text}");
+        assert!(text.contains("[raft] two leaders in term 1"), "{text}");
     }
 }
