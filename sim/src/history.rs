@@ -239,6 +239,9 @@ pub enum KvInput {
 /// How a KV operation answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOutput {
+    /// 200: `size` is the value's length in bytes after the write;
+    /// `last_token` the key's token after it (an unfenced write leaves it
+    /// unchanged; `None` and `Some(0)` both mean "never fenced").
     Written {
         size: usize,
         last_token: Option<FencingToken>,

@@ -6,7 +6,7 @@
 //! or pushed value unique and self-delimiting (e.g. `<c3-17>`), and must not
 //! put to keys it checks appends on (a put legitimately erases appends).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::history::{
@@ -51,7 +51,7 @@ impl DurabilityInput {
             final_stacks,
             ..Self::default()
         };
-        let put_keys: Vec<&String> = history
+        let put_keys: BTreeSet<&String> = history
             .ops
             .iter()
             .filter_map(|op| match &op.input {

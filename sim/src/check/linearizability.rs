@@ -454,10 +454,13 @@ impl Model for LockModel {
             LockInput::Acquire { session, mode, .. } => {
                 let already = s.holders.get(session).filter(|(m, _)| m == mode);
                 let fresh_ok = !s.ended.contains(session) && Self::compatible(s, session, *mode);
-                // Holders are not waiters: a `lock_held` is allowed whenever
+                // Waiters are not modelled: a `lock_held` is allowed whenever
                 // someone else holds the lock (a FIFO queue ahead may also
-                // block a compatible request).
-                let held_ok = s.holders.keys().any(|h| h != session);
+                // block a compatible request), or when the session holds it
+                // in the other mode (whether a mode change is granted is not
+                // part of the contract).
+                let held_ok = s.holders.keys().any(|h| h != session)
+                    || s.holders.get(session).is_some_and(|(m, _)| m != mode);
                 match output {
                     Some(LockOutput::Granted { token }) => match already {
                         // Re-acquiring in the same mode returns the same token.

@@ -643,3 +643,38 @@ proptest! {
         prop_assert!(out.inconclusive.is_empty(), "{:?}", out.inconclusive);
     }
 }
+
+#[test]
+fn a_long_concurrent_history_is_decided_within_the_default_bound() {
+    // A fixed pseudo-random mix (an LCG: no dependency, same every run) of
+    // 600 ops overlapping by up to ~5 neighbours, across all three models.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    let ops: Vec<(Gen, u64, u64, bool)> = (0..600)
+        .map(|_| {
+            let g = match next(10) {
+                0 => Gen::Put(next(4) as u8, None),
+                1 => Gen::Append(next(4) as u8),
+                2 => Gen::Get,
+                3 => Gen::Push(next(4) as u8),
+                4 => Gen::Pop,
+                5 => Gen::Peek,
+                6 => Gen::Acquire(next(3) as u8, next(2) == 0),
+                7 => Gen::Release(next(3) as u8, true),
+                8 => Gen::ReadLock,
+                _ => Gen::Get,
+            };
+            (g, next(250), next(250), next(20) == 0)
+        })
+        .collect();
+    let h = execute(&ops);
+    let out = check_linearizability(&h, &LinearizabilityConfig::default());
+    assert!(out.violations.is_empty(), "{}", out.violations[0]);
+    assert!(out.inconclusive.is_empty(), "{:?}", out.inconclusive);
+    assert_eq!(out.partitions_checked, 3);
+}
