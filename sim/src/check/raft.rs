@@ -676,4 +676,101 @@ mod tests {
         ]));
         assert_eq!(ok, vec![]);
     }
+
+    use proptest::prelude::*;
+
+    /// A correct run: one committed log (terms non-decreasing, one leader per
+    /// term), three nodes applying it at their own pace with crashes,
+    /// snapshots and commit-index reports, then all catching up.
+    fn correct_run(steps: &[(u8, u8)], terms: &[bool]) -> Vec<NodeObservation> {
+        let mut term = 1;
+        let entry_terms: Vec<Term> = terms
+            .iter()
+            .map(|bump| {
+                term += u64::from(*bump);
+                term
+            })
+            .collect();
+        let entry = |i: LogIndex| (entry_terms[(i - 1) as usize], i.wrapping_mul(0x9e37_79b9));
+        let n = entry_terms.len() as u64;
+        let mut out = Vec::new();
+        let mut led = BTreeMap::new();
+        let mut applied_at: BTreeMap<NodeId, LogIndex> = BTreeMap::new();
+        let mut commit: BTreeMap<NodeId, LogIndex> = BTreeMap::new();
+        let apply = |out: &mut Vec<NodeObservation>, node, i| {
+            let (term, hash) = entry(i);
+            out.push(applied(node, i, term, hash));
+        };
+        for &(node, action) in steps {
+            let node = NodeId::from(node % 3 + 1);
+            let a = applied_at.get(&node).copied().unwrap_or(0);
+            let c = commit.get(&node).copied().unwrap_or(0);
+            match action % 4 {
+                0 if c < n => {
+                    commit.insert(node, c + 1);
+                    out.push(O::CommitIndex { node, index: c + 1 });
+                    let t = entry(c + 1).0;
+                    led.entry(t).or_insert_with(|| {
+                        out.push(O::BecameLeader {
+                            node: t % 3 + 1,
+                            term: t,
+                        });
+                    });
+                }
+                1 if a < c => {
+                    applied_at.insert(node, a + 1);
+                    apply(&mut out, node, a + 1);
+                }
+                2 => {
+                    out.push(O::Restarted { node });
+                    commit.insert(node, 0);
+                    // The snapshot covers a prefix of what was applied.
+                    let snap = a / 2;
+                    applied_at.insert(node, snap);
+                    if snap > 0 {
+                        out.push(O::SnapshotRestored {
+                            node,
+                            last_index: snap,
+                            last_term: entry(snap).0,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for node in 1..=3 {
+            let from = applied_at.get(&node).copied().unwrap_or(0);
+            for i in from + 1..=n {
+                apply(&mut out, node, i);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn correct_runs_pass_and_any_changed_apply_is_caught(
+            steps in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..120),
+            terms in proptest::collection::vec(proptest::bool::weighted(0.2), 1..30),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            let run = correct_run(&steps, &terms);
+            let v = check_raft(&history(run.clone()));
+            prop_assert!(v.is_empty(), "{}", v[0]);
+
+            let applies: Vec<usize> = run
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| matches!(e, O::Applied { .. }))
+                .map(|(i, _)| i)
+                .collect();
+            let mut bad = run;
+            if let O::Applied { entry_hash, .. } = &mut bad[applies[pick.index(applies.len())]] {
+                *entry_hash ^= 1;
+            }
+            prop_assert!(!check_raft(&history(bad)).is_empty());
+        }
+    }
 }
