@@ -595,9 +595,19 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
     order.sort_by_key(|&i| (ops[i].invoked_ns, i));
     let known: Vec<bool> = ops.iter().map(|o| o.known_output().is_some()).collect();
     let required = known.iter().filter(|k| **k).count() as u32;
+    // Completed ops by completion time: the first one not yet linearized
+    // bounds which op may go next. Scanning from the front stops early
+    // because linearized ops are mostly the early ones.
+    let mut by_completion: Vec<(SimTimeNs, usize)> = (0..n)
+        .filter(|&i| known[i])
+        .filter_map(|i| ops[i].completed_ns.map(|c| (c, i)))
+        .collect();
+    by_completion.sort_unstable();
 
     struct Node<S> {
         bits: Bits,
+        /// How many ops with a known answer `bits` holds.
+        known_done: u32,
         state: S,
         /// Index of the parent in `nodes` and the op linearized to get here,
         /// to rebuild the longest order for the report.
@@ -605,6 +615,7 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
     }
     let mut nodes: Vec<Node<M::State>> = vec![Node {
         bits: Bits::new(n),
+        known_done: 0,
         state: model.init(),
         parent: None,
     }];
@@ -618,19 +629,18 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
             return SearchResult::Inconclusive;
         }
         let bits = nodes[at].bits.clone();
-        let done_known = (0..n).filter(|&i| known[i] && bits.contains(i)).count() as u32;
-        if done_known == required {
+        let known_done = nodes[at].known_done;
+        if known_done == required {
             return SearchResult::Linearizable;
         }
         let count = bits.count();
         if count > best.0 {
             best = (count, at);
         }
-        let deadline = (0..n)
-            .filter(|&i| known[i] && !bits.contains(i))
-            .filter_map(|i| ops[i].completed_ns)
-            .min()
-            .unwrap_or(SimTimeNs::MAX);
+        let deadline = by_completion
+            .iter()
+            .find(|(_, i)| !bits.contains(*i))
+            .map_or(SimTimeNs::MAX, |(c, _)| *c);
         let mut children = Vec::new();
         for &i in &order {
             if ops[i].invoked_ns > deadline {
@@ -645,6 +655,7 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
                 if visited.insert((nb.clone(), next.clone())) {
                     children.push(Node {
                         bits: nb,
+                        known_done: known_done + u32::from(known[i]),
                         state: next,
                         parent: Some((at, i)),
                     });
