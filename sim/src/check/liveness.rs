@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::history::{fmt_time, SimTimeNs};
+use crate::history::{fmt_time, NodeObservation, RaftHistory, SimTimeNs};
 
 /// One operation issued after the faults stopped to prove progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,18 @@ impl fmt::Display for LivenessViolation {
     }
 }
 
+/// The first election won at or after `after_ns`, from the Raft history: a
+/// convenient `first_leader_ns` when the harness forces an election at heal
+/// time. A leader that survived the faults wins no new election, so a harness
+/// that keeps it should pass the heal time instead.
+pub fn first_election_at_or_after(raft: &RaftHistory, after_ns: SimTimeNs) -> Option<SimTimeNs> {
+    raft.events
+        .iter()
+        .filter(|r| r.at_ns >= after_ns)
+        .find(|r| matches!(r.event, NodeObservation::BecameLeader { .. }))
+        .map(|r| r.at_ns)
+}
+
 pub fn check_liveness(input: &LivenessInput) -> Vec<LivenessViolation> {
     let mut violations = Vec::new();
     let deadline = input.faults_stopped_ns.saturating_add(input.bound_ns);
@@ -142,6 +154,16 @@ mod tests {
             invoked_ns: 1_500 * MS,
             completed_ns: completed_ms.map(|c| c * MS),
         }
+    }
+
+    #[test]
+    fn finds_the_first_election_after_heal() {
+        let mut raft = RaftHistory::new();
+        raft.record(5, NodeObservation::BecameLeader { node: 1, term: 1 });
+        raft.record(20, NodeObservation::Restarted { node: 1 });
+        raft.record(30, NodeObservation::BecameLeader { node: 2, term: 2 });
+        assert_eq!(first_election_at_or_after(&raft, 10), Some(30));
+        assert_eq!(first_election_at_or_after(&raft, 31), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound::{Excluded, Included};
 
 use crate::history::{
     fmt_time, EventId, LogIndex, NodeId, NodeObservation, RaftHistory, SimTimeNs, Term,
@@ -246,7 +247,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                     });
                 }
                 // Resynchronise so that one gap is reported once.
-                track.next_apply = index + 1;
+                track.next_apply = index.saturating_add(1);
                 let before = violations.len();
                 check_same_applied(&mut applied, index, w, &mut violations);
                 if violations.len() == before {
@@ -261,7 +262,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                 let track = nodes.entry(node).or_insert_with(NodeTrack::new);
                 // A snapshot may move a node forward, never back below what it
                 // has applied since its last restart.
-                if last_index + 1 < track.next_apply {
+                if last_index.saturating_add(1) < track.next_apply {
                     violations.push(RaftViolation::ApplyOutOfOrder {
                         node,
                         expected: track.next_apply,
@@ -270,7 +271,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                         at_ns,
                     });
                 }
-                track.next_apply = last_index + 1;
+                track.next_apply = last_index.saturating_add(1);
                 track.log.clear();
                 if last_index > 0 {
                     // The hash of a snapshot's last entry is unknown: compare
@@ -299,9 +300,10 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
                 // Entries of the node's log up to its commit index are
                 // committed: they must be the ones every node applies.
                 let from = track.commit_index.unwrap_or(0);
-                // `range` panics on inverted bounds: `to` stays above `from`.
+                // `range` panics on inverted bounds: `to` stays at or above
+                // `from` (and (from, from] is simply empty).
                 let to = index.max(from);
-                for (&i, &w) in track.log.range(from + 1..to + 1) {
+                for (&i, &w) in track.log.range((Excluded(from), Included(to))) {
                     match applied.get(&i) {
                         Some(a) if (a.term, a.entry_hash) != (w.term, w.entry_hash) => {
                             violations.push(RaftViolation::CommittedEntryChanged {
