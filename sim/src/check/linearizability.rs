@@ -18,8 +18,8 @@ use crate::history::{
 /// Limits of the search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinearizabilityConfig {
-    /// Search states explored per partition (and per shrink attempt) before
-    /// the answer is "inconclusive".
+    /// Search states explored or stored per partition (and per shrink
+    /// attempt) before the answer is "inconclusive"; memory is proportional.
     pub steps_max: u64,
     /// Searches the shrinker may run per failing partition.
     pub shrink_attempts_max: usize,
@@ -653,6 +653,9 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
                 let mut nb = bits.clone();
                 nb.insert(i);
                 if visited.insert((nb.clone(), next.clone())) {
+                    // Stored states count as steps too, so the bound also
+                    // bounds memory.
+                    *steps += 1;
                     children.push(Node {
                         bits: nb,
                         known_done: known_done + u32::from(known[i]),
