@@ -678,3 +678,49 @@ fn a_long_concurrent_history_is_decided_within_the_default_bound() {
     assert!(out.inconclusive.is_empty(), "{:?}", out.inconclusive);
     assert_eq!(out.partitions_checked, 3);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Reading or popping a value nobody ever wrote is always caught, however
+    /// the rest of the history overlaps.
+    #[test]
+    fn reads_of_values_never_written_are_always_rejected(
+        ops in proptest::collection::vec(
+            (gen_op(), 0u64..250, 0u64..250, proptest::bool::weighted(0.1)),
+            1..24,
+        ),
+        pick in any::<proptest::sample::Index>(),
+    ) {
+        let mut h = execute(&ops);
+        let readers: Vec<usize> = h
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| {
+                matches!(
+                    op.known_output(),
+                    Some(OpOutput::Kv(KvOutput::Read { .. }))
+                        | Some(OpOutput::Stack(StackOutput::Popped { .. }))
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        prop_assume!(!readers.is_empty());
+        match &mut h.ops[readers[pick.index(readers.len())]].output {
+            Some(OpOutput::Kv(KvOutput::Read { value, .. }))
+            | Some(OpOutput::Stack(StackOutput::Popped { value, .. })) => {
+                *value = "<never written>".into();
+            }
+            _ => unreachable!("filtered above"),
+        }
+        let out = check_linearizability(&h, &CONFIG);
+        prop_assert_eq!(out.violations.len(), 1);
+        prop_assert!(out.inconclusive.is_empty());
+        // The witness contains the corrupted op.
+        prop_assert!(out.violations[0]
+            .minimal
+            .iter()
+            .any(|(_, op)| op.to_string().contains("<never written>")));
+    }
+}
