@@ -91,6 +91,8 @@ impl fmt::Display for Violation {
     }
 }
 
+impl std::error::Error for Violation {}
+
 impl From<RaftViolation> for Violation {
     fn from(v: RaftViolation) -> Self {
         Violation::Raft(v)
