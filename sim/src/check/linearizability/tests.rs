@@ -300,6 +300,86 @@ fn rejects_overlapping_exclusive_grants() {
 }
 
 #[test]
+fn shared_holders_coexist_but_not_with_an_exclusive_one() {
+    let granted = |token| lock_out(LockOutput::Granted { token });
+    let mut ok = H::default();
+    ok.op(1, 0, Some(10), acquire("a", LockMode::Shared), granted(3))
+        .op(2, 20, Some(30), acquire("b", LockMode::Shared), granted(4))
+        .op(
+            3,
+            40,
+            Some(50),
+            acquire("c", LockMode::Exclusive),
+            lock_out(LockOutput::Held),
+        )
+        .op(
+            4,
+            60,
+            Some(70),
+            OpInput::Lock(LockInput::Read { lock: "L".into() }),
+            lock_out(LockOutput::State {
+                holders: vec![
+                    ("b".into(), LockMode::Shared, 4),
+                    ("a".into(), LockMode::Shared, 3),
+                ],
+            }),
+        );
+    assert!(ok.check().violations.is_empty(), "{:?}", ok.check());
+
+    let mut bad = H(ok.0.clone());
+    bad.op(
+        3,
+        80,
+        Some(90),
+        acquire("c", LockMode::Exclusive),
+        granted(9),
+    );
+    assert_eq!(bad.check().violations.len(), 1);
+}
+
+#[test]
+fn a_grant_whose_answer_was_lost_still_blocks_others() {
+    // a's acquire timed out (unknown outcome); b is later refused, which is
+    // only explicable if a's grant took effect; then a's session ends.
+    let mut h = H::default();
+    h.op(1, 0, None, acquire("a", LockMode::Exclusive), None)
+        .op(
+            2,
+            20,
+            Some(30),
+            acquire("b", LockMode::Exclusive),
+            lock_out(LockOutput::Held),
+        )
+        .op(
+            0,
+            40,
+            Some(50),
+            OpInput::Lock(LockInput::EndSession {
+                session: "a".into(),
+            }),
+            lock_out(LockOutput::Released),
+        )
+        .op(
+            2,
+            60,
+            Some(70),
+            acquire("b", LockMode::Exclusive),
+            lock_out(LockOutput::Granted { token: 5 }),
+        );
+    assert!(h.check().violations.is_empty(), "{:?}", h.check());
+    // Without the pending acquire, b's refusal has no explanation.
+    let mut no_holder = H::default();
+    no_holder.op(
+        2,
+        20,
+        Some(30),
+        acquire("b", LockMode::Exclusive),
+        lock_out(LockOutput::Held),
+    );
+    assert_eq!(no_holder.check().violations.len(), 1);
+}
+
+#[test]
 fn lock_tokens_must_increase_and_ended_sessions_lose_their_locks() {
     let mut h = H::default();
     h.op(
