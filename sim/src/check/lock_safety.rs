@@ -526,4 +526,46 @@ mod tests {
             }
         ));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Back-to-back exclusive holds (each ended by a release or an expiry
+        /// before the next grant) pass; pulling any later grant back before
+        /// the previous hold ended is caught.
+        #[test]
+        fn handovers_pass_and_any_early_grant_is_caught(
+            holds in proptest::collection::vec((1u64..50, 1u64..50, any::<bool>()), 2..20),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            let mut events = Vec::new();
+            let (mut t, mut token) = (0, 0);
+            for (k, (gap, len, expire)) in holds.iter().enumerate() {
+                let session = format!("s{k}");
+                t += gap;
+                token += gap;
+                events.push((t, granted("L", &session, k as u64, LockMode::Exclusive, token)));
+                t += len;
+                events.push((t, if *expire {
+                    LockEvent::SessionEnded { session }
+                } else {
+                    release("L", &session, token)
+                }));
+            }
+            prop_assert_eq!(check_lock_safety(&history(events.clone())), vec![]);
+
+            // Move grant k (k >= 1) to just before the previous hold ended.
+            let k = 1 + pick.index(holds.len() - 1);
+            let previous_end = events[2 * k - 1].0;
+            events[2 * k].0 = previous_end - 1;
+            events.sort_by_key(|(at, _)| *at);
+            let v = check_lock_safety(&history(events));
+            prop_assert!(
+                v.iter().any(|v| matches!(v, LockSafetyViolation::OverlappingHolds { .. })),
+                "{:?}", v
+            );
+        }
+    }
 }
