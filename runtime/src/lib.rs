@@ -3,4 +3,6 @@
 //! simulator. Work in progress: see ARCHITECTURE.md for what is built.
 
 pub mod rng;
+pub mod shutdown;
 pub mod storage;
+pub mod transport;

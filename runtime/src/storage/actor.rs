@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Recovered, Storage, StorageError};
+use crate::shutdown::wait_for_shutdown;
 
 /// Requests the mailbox holds before `submit` waits (backpressure on Raft).
 pub const STORAGE_MAILBOX_REQUESTS_MAX: usize = 1024;
@@ -229,10 +230,7 @@ pub fn spawn_storage_actor<S: Storage>(
         loop {
             let first = tokio::select! {
                 biased;
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+                _ = wait_for_shutdown(&mut shutdown) => break,
                 request = rx.recv() => match request {
                     Some(request) => request,
                     None => break,
