@@ -259,8 +259,7 @@ pub fn spawn_storage_actor<S: Storage>(
                 })
                 .sum();
             let started = Instant::now();
-            // Off the async workers in production; inline under madsim.
-            let joined = tokio::task::spawn_blocking(move || {
+            let joined = run_blocking(move || {
                 let result = apply_batch(&mut owned, &batch);
                 (owned, batch, result)
             })
@@ -312,6 +311,23 @@ pub fn spawn_storage_actor<S: Storage>(
         }
     });
     (handle, task)
+}
+
+/// Runs blocking storage work off the async workers in production. Under
+/// madsim there are no threads to move it to, and the simulated disk does not
+/// block, so it runs inline.
+#[cfg(not(madsim))]
+async fn run_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
+}
+
+#[cfg(madsim)]
+async fn run_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, std::convert::Infallible> {
+    Ok(work())
 }
 
 /// Applies one batch and syncs once. The hard state is written after the

@@ -142,6 +142,7 @@ pub(crate) fn encode_log_record(entry: &Entry) -> Vec<u8> {
 }
 
 /// Big-endian index keys sort in log order.
+#[cfg(not(madsim))]
 pub(crate) fn log_key(index: LogIndex) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -285,6 +286,7 @@ pub(crate) fn current_membership(snapshot: Option<&SnapshotMeta>, entries: &[Ent
 }
 
 /// Maps an IO error to a typed storage error, keeping "disk full" distinct.
+#[cfg(not(madsim))]
 pub(crate) fn io_error(op: &'static str, location: &str, e: &std::io::Error) -> StorageError {
     if e.kind() == std::io::ErrorKind::StorageFull {
         return StorageError::DiskFull {

@@ -109,7 +109,9 @@ where
             return Ok(frame);
         }
         buf.reserve(64 * 1024);
-        let read = tokio::time::timeout_at(deadline, stream.read_buf(buf))
+        // madsim has no `timeout_at`; a remaining-time timeout is equivalent.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = tokio::time::timeout(remaining, stream.read_buf(buf))
             .await
             .map_err(|_| ConnError::Timeout(what))??;
         if read == 0 {

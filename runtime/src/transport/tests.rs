@@ -124,6 +124,7 @@ async fn mismatched_cluster_or_version_is_refused() {
     encode_frame::<Msg>(&WireFrame::Hello(hello), &mut out).unwrap();
     encode_frame::<Msg>(&WireFrame::Message((5, "x".into())), &mut out).unwrap();
     raw.write_all(&out).await.unwrap();
+    raw.flush().await.unwrap();
     eventually("the version refusal", || {
         server.listener.stats().refused_handshake >= 2
     })
@@ -148,6 +149,8 @@ async fn garbage_truncated_and_oversized_frames_close_only_that_connection() {
     for bytes in &garbage {
         let mut raw = TcpStream::connect(&server.addr).await.unwrap();
         raw.write_all(bytes).await.unwrap();
+        // Under madsim nothing is sent before a flush.
+        raw.flush().await.unwrap();
         // The server closes the connection: reading ends (EOF or reset) in time.
         let mut sink = Vec::new();
         let read = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut sink)).await;
