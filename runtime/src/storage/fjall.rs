@@ -252,6 +252,10 @@ impl Storage for FjallStorage {
 fn fjall_error(op: &'static str, location: &str, e: ::fjall::Error) -> StorageError {
     match e {
         ::fjall::Error::Io(io) => io_error(op, location, &io),
+        ::fjall::Error::JournalRecovery(reason) => StorageError::CorruptJournal {
+            location: location.to_string(),
+            reason: format!("{reason:?}"),
+        },
         ::fjall::Error::Poisoned => StorageError::Poisoned(format!(
             "fjall refused {op} in {location} after an earlier failed write"
         )),
@@ -372,6 +376,58 @@ mod tests {
             other => panic!("expected corruption, got {other}"),
         }
         assert!(err.to_string().contains("index 4"), "{err}");
+    }
+
+    /// Flips a byte of a committed record in the files fjall wrote: whether
+    /// fjall's journal checksum or ours catches it, opening fails loudly and
+    /// the damaged entry is never served.
+    #[test]
+    fn flipped_byte_on_disk_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = entry(1, 3);
+        {
+            let mut s = FjallStorage::open(dir.path(), &identity()).unwrap();
+            s.append(&(1..=5).map(|i| entry(1, i)).collect::<Vec<_>>())
+                .unwrap();
+            s.save_hard_state(&HardState {
+                term: 1,
+                voted_for: None,
+                commit_index: 5,
+            })
+            .unwrap();
+            s.sync().unwrap();
+        }
+        let needle = encode_log_record(&target);
+        let mut flipped = false;
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                bytes[at + needle.len() / 2] ^= 0x20;
+                std::fs::write(&path, bytes).unwrap();
+                flipped = true;
+            }
+        }
+        assert!(flipped, "record bytes not found on disk");
+        let outcome = FjallStorage::open(dir.path(), &identity()).and_then(|mut s| s.load());
+        match outcome {
+            Ok(r) => panic!("served a damaged log: {:?}", r.entries),
+            Err(StorageError::CorruptLogRecord { index, .. }) => assert_eq!(index, 3),
+            Err(other) => {
+                // fjall's journal checksum caught it first (the record was
+                // still in the journal): the error names the data dir.
+                assert!(
+                    matches!(other, StorageError::CorruptJournal { .. }),
+                    "{other}"
+                );
+                let text = other.to_string();
+                assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub enum StorageError {
         what: &'static str,
         reason: String,
     },
+    /// fjall's own journal check failed on open: a synced write is damaged
+    /// and fjall cannot say which record, so the node refuses to start.
+    #[error("journal in {location} is corrupt ({reason}); refusing to start rather than serve damaged data")]
+    CorruptJournal { location: String, reason: String },
     #[error("log in {location} is inconsistent: {reason}")]
     Inconsistent { location: String, reason: String },
     #[error("data dir {location} belongs to cluster {found_cluster:?} node {found_node}, but this node is configured as cluster {want_cluster:?} node {want_node}")]

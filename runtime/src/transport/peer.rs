@@ -219,25 +219,25 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             backoff_ms = backoff_ms
                 .saturating_mul(2)
                 .min(self.config.backoff_max_ms.max(1));
-            match self.wait_backoff(Duration::from_millis(delay_ms)).await {
-                Some(Ended::Shutdown | Ended::HandlesGone) => return,
-                _ => {}
+            if self.wait_backoff(Duration::from_millis(delay_ms)).await {
+                return;
             }
         }
     }
 
     /// Sleeps out a backoff, discarding messages queued meanwhile: they would
     /// be stale by the time we connect, and Raft will send fresh ones.
-    async fn wait_backoff(&mut self, delay: Duration) -> Option<Ended> {
+    /// Returns true if the actor must stop.
+    async fn wait_backoff(&mut self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
                 biased;
-                _ = wait_for_shutdown(&mut self.shutdown) => return Some(Ended::Shutdown),
-                _ = tokio::time::sleep_until(until) => return None,
+                _ = wait_for_shutdown(&mut self.shutdown) => return true,
+                _ = tokio::time::sleep_until(until) => return false,
                 message = self.rx.recv() => match message {
                     Some(_) => bump(&self.counters.dropped_disconnected, 1),
-                    None => return Some(Ended::HandlesGone),
+                    None => return true,
                 },
             }
         }
