@@ -11,7 +11,7 @@ use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta};
 
 use super::{
     check_identity, current_membership, decode_meta, encode_log_record, io_error, log_key,
-    recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
+    raise_term_to_log, recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
 };
 
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -189,6 +189,7 @@ impl Storage for FjallStorage {
             self.compact(snapshot_last.1)?;
         }
         let membership = current_membership(snapshot.as_ref().map(|(m, _)| m), &log.entries);
+        let hard_state = raise_term_to_log(hard_state, &log.entries);
         Ok(Recovered {
             hard_state,
             snapshot,

@@ -276,6 +276,27 @@ pub(crate) fn recover_log(
     })
 }
 
+/// Restores "no entry's term exceeds the current term" after a crash. The
+/// actor writes the hard state after the entries of a batch (so a durable
+/// commit index never points past the durable log); a crash between the two
+/// can leave entries of a term the hard state has not reached. Nothing was
+/// acknowledged from that unsynced batch, and raising a term with no vote is
+/// always allowed in Raft, so recovery raises it.
+pub(crate) fn raise_term_to_log(mut hard_state: HardState, entries: &[Entry]) -> HardState {
+    if let Some(last) = entries.last() {
+        if last.term > hard_state.term {
+            tracing::info!(
+                from = hard_state.term,
+                to = last.term,
+                "raising recovered term to the last log entry's term"
+            );
+            hard_state.term = last.term;
+            hard_state.voted_for = None;
+        }
+    }
+    hard_state
+}
+
 /// The membership in force after the snapshot and the recovered entries.
 pub(crate) fn current_membership(snapshot: Option<&SnapshotMeta>, entries: &[Entry]) -> Membership {
     entries

@@ -10,8 +10,8 @@ use deadbolt_core::codec;
 use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta};
 
 use super::{
-    check_identity, current_membership, decode_meta, encode_log_record, recover_log,
-    validate_identity, Identity, Recovered, Storage, StorageError,
+    check_identity, current_membership, decode_meta, encode_log_record, raise_term_to_log,
+    recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
 };
 use crate::rng::SplitMix64;
 
@@ -74,7 +74,7 @@ impl Image {
 struct DiskState {
     durable: Image,
     pending: Vec<Op>,
-    /// Bumped on every crash; a storage handle from before the crash is dead.
+    /// Bumped on every crash and open; only the newest handle may write.
     generation: u64,
     full: bool,
     fail_next_sync: bool,
@@ -201,6 +201,9 @@ impl SimStorage {
                 view.identity = Some(bytes);
             }
         }
+        // A new incarnation owns the disk: any handle left from the previous
+        // one (a task not yet dropped) must not write behind its back.
+        state.generation += 1;
         let generation = state.generation;
         drop(state);
         Ok(Self {
@@ -281,6 +284,7 @@ impl Storage for SimStorage {
             self.sync()?;
         }
         let membership = current_membership(snapshot.as_ref().map(|(m, _)| m), &log.entries);
+        let hard_state = raise_term_to_log(hard_state, &log.entries);
         Ok(Recovered {
             hard_state,
             snapshot,
