@@ -10,6 +10,8 @@
 //! - [`clock`]: the `Clock` trait, tokio-backed and skewed clocks.
 //! - [`rng`]: the seeded generator used for every random choice.
 //! - [`shutdown`]: the shutdown signal every actor takes.
+//! - [`latest`]: a deterministic latest-value channel (`watch` is not
+//!   deterministic under madsim with several waiters).
 //!
 //! Still to come here: the Raft actor that owns the core and wires these
 //! edges together (waiting for the core's `Message` and `ready()` API).
@@ -17,6 +19,7 @@
 #![warn(unreachable_pub)]
 
 pub mod clock;
+pub mod latest;
 pub mod rng;
 pub mod shutdown;
 pub mod storage;
@@ -24,4 +27,4 @@ pub mod transport;
 
 pub use clock::{Clock, ManualClock, SkewHandle, SkewedClock, TokioClock};
 pub use rng::SplitMix64;
-pub use shutdown::{shutdown_channel, wait_for_shutdown};
+pub use shutdown::{shutdown_channel, wait_for_shutdown, Shutdown, ShutdownTrigger};

@@ -5,12 +5,13 @@
 use std::sync::{Arc, Mutex};
 
 use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta, Term};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Recovered, Storage, StorageError};
-use crate::shutdown::wait_for_shutdown;
+use crate::latest::{self, Subscriber};
+use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Requests the mailbox holds before `submit` waits (backpressure on Raft).
 pub const STORAGE_MAILBOX_REQUESTS_MAX: usize = 1024;
@@ -38,8 +39,9 @@ pub enum WriteRequest {
     Compact(LogIndex),
 }
 
-/// What is durable, published on a `watch` channel after every sync. A watch
-/// never blocks the actor and always holds the latest value, which is exactly
+/// What is durable, published after every sync on a latest-value channel
+/// ([`crate::latest`], a deterministic `watch`). It never blocks the actor
+/// and always holds the latest value, which is exactly
 /// "persisted up to": the Raft actor selects on `changed()` and feeds
 /// `last_log` to the core (its `advance`). Bounded channels both ways between
 /// the two actors could deadlock; this cannot.
@@ -107,7 +109,7 @@ pub struct StorageActorClosed;
 #[derive(Debug, Clone)]
 pub struct StorageHandle {
     tx: mpsc::Sender<WriteRequest>,
-    persisted: watch::Receiver<PersistState>,
+    persisted: Subscriber<PersistState>,
     stats: Arc<Mutex<StorageStats>>,
 }
 
@@ -125,7 +127,7 @@ impl StorageHandle {
     }
 
     /// A receiver of durability reports (see [`PersistState`]).
-    pub fn persisted(&self) -> watch::Receiver<PersistState> {
+    pub fn persisted(&self) -> Subscriber<PersistState> {
         self.persisted.clone()
     }
 
@@ -205,7 +207,7 @@ impl TermRuns {
 pub fn spawn_storage_actor<S: Storage>(
     storage: S,
     recovered: &Recovered,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> (StorageHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(STORAGE_MAILBOX_REQUESTS_MAX);
     let terms = TermRuns::from_recovered(recovered);
@@ -216,7 +218,7 @@ pub fn spawn_storage_actor<S: Storage>(
         syncs: 0,
         error: None,
     };
-    let (persisted_tx, persisted) = watch::channel(initial.clone());
+    let (persisted_tx, persisted) = latest::channel(initial.clone());
     let stats = Arc::new(Mutex::new(StorageStats::default()));
     let handle = StorageHandle {
         tx,
@@ -271,7 +273,7 @@ pub fn spawn_storage_actor<S: Storage>(
                     let error = StorageError::Poisoned(format!("storage task failed: {e}"));
                     tracing::error!(%error, "storage actor lost its storage");
                     state.error = Some(error);
-                    let _ = persisted_tx.send(state.clone());
+                    persisted_tx.publish(state.clone());
                     break;
                 }
             };
@@ -304,10 +306,7 @@ pub fn spawn_storage_actor<S: Storage>(
                     state.error = Some(error);
                 }
             }
-            if persisted_tx.send(state.clone()).is_err() {
-                // Nobody listens for durability any more: the node is gone.
-                break;
-            }
+            persisted_tx.publish(state.clone());
         }
     });
     (handle, task)
@@ -353,6 +352,7 @@ fn apply_batch<S: Storage>(storage: &mut S, batch: &[WriteRequest]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shutdown::shutdown_channel;
     use crate::storage::{Identity, SimDisk, SimStorage};
     use deadbolt_core::raft::EntryPayload;
     use std::time::Duration;
@@ -376,7 +376,7 @@ mod tests {
     }
 
     async fn wait_for(
-        rx: &mut watch::Receiver<PersistState>,
+        rx: &mut Subscriber<PersistState>,
         pred: impl Fn(&PersistState) -> bool,
     ) -> PersistState {
         tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| pred(s)))
@@ -390,7 +390,7 @@ mod tests {
     async fn group_commit_batches_queued_writes() {
         let disk = SimDisk::new();
         let (s, r) = open(&disk);
-        let (_stop_tx, stop) = watch::channel(false);
+        let (_stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
         let mut rx = handle.persisted();
         // Queue many requests without yielding: the actor sees them together.
@@ -450,7 +450,7 @@ mod tests {
     async fn failed_sync_poisons_and_is_reported() {
         let disk = SimDisk::new();
         let (s, r) = open(&disk);
-        let (stop_tx, stop) = watch::channel(false);
+        let (stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
         let mut rx = handle.persisted();
         handle
@@ -470,12 +470,12 @@ mod tests {
             .submit(WriteRequest::Append(vec![entry(1, 3)]))
             .await
             .unwrap();
-        stop_tx.send(true).unwrap();
+        stop_tx.trigger();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rx.borrow().last_log, (1, 1));
+        assert_eq!(rx.get().last_log, (1, 1));
         assert_eq!(handle.stats().sync_failures, 1);
     }
 
@@ -498,7 +498,7 @@ mod tests {
             let mut rng = SplitMix64::new(seed);
             let disk = SimDisk::new();
             let (s, r) = open(&disk);
-            let (stop_tx, stop) = watch::channel(false);
+            let (stop_tx, stop) = shutdown_channel();
             let (handle, task) = spawn_storage_actor(s, &r, stop);
             let rx = handle.persisted();
             let mut written: Vec<Entry> = Vec::new();
@@ -520,7 +520,7 @@ mod tests {
                         let hs = HardState {
                             term,
                             voted_for: Some(1),
-                            commit_index: rx.borrow().last_log.1,
+                            commit_index: rx.get().last_log.1,
                         };
                         handle.submit(WriteRequest::HardState(hs)).await.unwrap();
                     }
@@ -530,11 +530,11 @@ mod tests {
                         }
                     }
                 }
-                reported = rx.borrow().clone();
+                reported = rx.get();
             }
             disk.crash(faults[rng.range_u64(0, 4) as usize], &mut rng);
             // The pre-crash report is what Raft acted on.
-            stop_tx.send(true).unwrap();
+            stop_tx.trigger();
             tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .unwrap()
@@ -557,5 +557,9 @@ mod tests {
                 "seed {seed}"
             );
         }
+        assert!(
+            seeds_with_reports > 20,
+            "only {seeds_with_reports} seeds saw a report"
+        );
     }
 }

@@ -10,12 +10,12 @@ use bytes::BytesMut;
 use deadbolt_core::raft::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::peer::write_batch;
 use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
-use crate::shutdown::wait_for_shutdown;
+use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Inbound connections served at once; more are closed on accept. A cluster
 /// has at most a handful of peers, so this only bounds misbehaving clients.
@@ -69,7 +69,7 @@ pub fn spawn_listener<M>(
     listener: TcpListener,
     config: Arc<TransportConfig>,
     inbound: mpsc::Sender<(NodeId, M)>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> ListenerHandle
 where
     M: Serialize + DeserializeOwned + Send + 'static,
@@ -119,7 +119,7 @@ where
 struct Connection<M> {
     config: Arc<TransportConfig>,
     inbound: mpsc::Sender<(NodeId, M)>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     counters: Arc<Counters>,
     remote: SocketAddr,
 }

@@ -14,13 +14,13 @@ use deadbolt_core::raft::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
 use crate::rng::SplitMix64;
-use crate::shutdown::wait_for_shutdown;
+use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Bytes gathered into one write (one syscall, one simulated packet).
 pub const SEND_BATCH_BYTES_MAX: usize = 1024 * 1024;
@@ -124,7 +124,7 @@ pub fn spawn_peer<M>(
     remote_id: NodeId,
     addr: String,
     rng: SplitMix64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> (PeerHandle<M>, JoinHandle<()>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
@@ -155,7 +155,7 @@ struct PeerActor<M> {
     remote_id: NodeId,
     addr: String,
     rng: SplitMix64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     rx: mpsc::Receiver<M>,
     counters: Arc<Counters>,
 }
@@ -356,17 +356,13 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
 pub struct Peers<M> {
     config: Arc<TransportConfig>,
     rng: SplitMix64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     peers: BTreeMap<NodeId, PeerHandle<M>>,
 }
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
     /// `rng` seeds every peer's backoff jitter (one fork per peer).
-    pub fn new(
-        config: Arc<TransportConfig>,
-        rng: SplitMix64,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(config: Arc<TransportConfig>, rng: SplitMix64, shutdown: Shutdown) -> Self {
         Self {
             config,
             rng,
