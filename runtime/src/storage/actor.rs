@@ -138,7 +138,7 @@ impl StorageHandle {
 
 /// Term of every index, stored as runs (terms change rarely), so the actor
 /// can name the (term, index) of the log tail after a truncation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TermRuns {
     base: (Term, LogIndex),
     /// (first index, term) of each run after `base`, ascending.
@@ -159,6 +159,34 @@ impl TermRuns {
         };
         runs.append(&recovered.entries);
         runs
+    }
+
+    /// Applies a request to the model, asserting the ordering contract the
+    /// Raft actor must keep (a violation is a bug upstream, caught before
+    /// anything reaches the disk).
+    fn apply(&mut self, request: &WriteRequest) {
+        match request {
+            WriteRequest::Append(entries) => {
+                for (offset, e) in entries.iter().enumerate() {
+                    assert_eq!(
+                        e.index,
+                        self.last_index + 1 + offset as u64,
+                        "append must follow the last index (send TruncateFrom before overwriting)"
+                    );
+                }
+                self.append(entries);
+            }
+            WriteRequest::TruncateFrom(index) => {
+                assert!(
+                    *index > self.base.1,
+                    "truncating from {index} would cut into the snapshot at {}",
+                    self.base.1
+                );
+                self.truncate_from(*index);
+            }
+            WriteRequest::Snapshot { meta, .. } => self.reset_to_snapshot(meta),
+            WriteRequest::HardState(_) | WriteRequest::Compact(_) => {}
+        }
     }
 
     fn append(&mut self, entries: &[Entry]) {
@@ -225,90 +253,97 @@ pub fn spawn_storage_actor<S: Storage>(
         persisted,
         stats: stats.clone(),
     };
-    let task = tokio::spawn(async move {
-        let mut storage = Some(storage);
-        let mut terms = terms;
-        let mut state = initial;
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = wait_for_shutdown(&mut shutdown) => break,
-                request = rx.recv() => match request {
-                    Some(request) => request,
-                    None => break,
-                },
-            };
-            let mut batch = vec![first];
-            while batch.len() < STORAGE_BATCH_REQUESTS_MAX {
-                match rx.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
-            if state.error.is_some() {
-                // Poisoned: refuse silently; the error is already published.
-                continue;
-            }
-            let Some(mut owned) = storage.take() else {
-                break;
-            };
-            let requests = batch.len() as u64;
-            let entries: u64 = batch
-                .iter()
-                .map(|r| match r {
-                    WriteRequest::Append(e) => e.len() as u64,
-                    _ => 0,
-                })
-                .sum();
-            let started = Instant::now();
-            let joined = run_blocking(move || {
-                let result = apply_batch(&mut owned, &batch);
-                (owned, batch, result)
-            })
-            .await;
-            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let (owned, batch, result) = match joined {
-                Ok(out) => out,
-                Err(e) => {
-                    let error = StorageError::Poisoned(format!("storage task failed: {e}"));
-                    tracing::error!(%error, "storage actor lost its storage");
-                    state.error = Some(error);
-                    persisted_tx.publish(state.clone());
-                    break;
-                }
-            };
-            storage = Some(owned);
-            match result {
-                Ok(()) => {
-                    for request in &batch {
-                        match request {
-                            WriteRequest::Append(e) => terms.append(e),
-                            WriteRequest::TruncateFrom(i) => terms.truncate_from(*i),
-                            WriteRequest::HardState(hs) => state.hard_state = *hs,
-                            WriteRequest::Snapshot { meta, .. } => terms.reset_to_snapshot(meta),
-                            WriteRequest::Compact(_) => {}
-                        }
+    // Runs inside the caller's span (which carries the node id).
+    let span = tracing::info_span!("storage");
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let mut storage = Some(storage);
+            let mut terms = terms;
+            let mut state = initial;
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = wait_for_shutdown(&mut shutdown) => break,
+                    request = rx.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < STORAGE_BATCH_REQUESTS_MAX {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
                     }
-                    state.last_log = terms.last();
-                    state.snapshot_last_index = terms.base.1;
-                    state.syncs += 1;
-                    stats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .record_sync(entries, requests, latency_us);
                 }
-                Err(error) => {
-                    tracing::error!(%error, "storage write failed; refusing further writes");
-                    stats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .sync_failures += 1;
-                    state.error = Some(error);
+                if state.error.is_some() {
+                    // Poisoned: refuse silently; the error is already published.
+                    continue;
                 }
+                // Check the batch against the ordering contract before any IO.
+                let mut next_terms = terms.clone();
+                for request in &batch {
+                    next_terms.apply(request);
+                }
+                let Some(mut owned) = storage.take() else {
+                    break;
+                };
+                let requests = batch.len() as u64;
+                let entries: u64 = batch
+                    .iter()
+                    .map(|r| match r {
+                        WriteRequest::Append(e) => e.len() as u64,
+                        _ => 0,
+                    })
+                    .sum();
+                let started = Instant::now();
+                let joined = run_blocking(move || {
+                    let result = apply_batch(&mut owned, &batch);
+                    (owned, batch, result)
+                })
+                .await;
+                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let (owned, batch, result) = match joined {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let error = StorageError::Poisoned(format!("storage task failed: {e}"));
+                        tracing::error!(%error, "storage actor lost its storage");
+                        state.error = Some(error);
+                        persisted_tx.publish(state.clone());
+                        break;
+                    }
+                };
+                storage = Some(owned);
+                match result {
+                    Ok(()) => {
+                        terms = next_terms;
+                        for request in &batch {
+                            if let WriteRequest::HardState(hs) = request {
+                                state.hard_state = *hs;
+                            }
+                        }
+                        state.last_log = terms.last();
+                        state.snapshot_last_index = terms.base.1;
+                        state.syncs += 1;
+                        stats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record_sync(entries, requests, latency_us);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "storage write failed; refusing further writes");
+                        stats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .sync_failures += 1;
+                        state.error = Some(error);
+                    }
+                }
+                persisted_tx.publish(state.clone());
             }
-            persisted_tx.publish(state.clone());
-        }
-    });
+        },
+        span,
+    ));
     (handle, task)
 }
 
@@ -444,6 +479,25 @@ mod tests {
         let (_, r) = open(&disk);
         assert_eq!(r.entries.first().map(|e| e.index), Some(31));
         assert_eq!(r.last_log_id(), (1, 39));
+    }
+
+    /// An append that skips or overwrites without a truncation is a bug in
+    /// the Raft actor: the storage actor stops loudly before any IO.
+    #[tokio::test]
+    async fn out_of_order_append_crashes_the_actor_before_io() {
+        let disk = SimDisk::new();
+        let (s, r) = open(&disk);
+        let (_stop_tx, stop) = shutdown_channel();
+        let (handle, task) = spawn_storage_actor(s, &r, stop);
+        handle
+            .submit(WriteRequest::Append(vec![entry(1, 2)]))
+            .await
+            .unwrap();
+        let joined = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap();
+        assert!(joined.is_err_and(|e| e.is_panic()));
+        assert_eq!(disk.syncs(), 0, "nothing reached the disk");
     }
 
     #[tokio::test]

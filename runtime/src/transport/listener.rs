@@ -76,43 +76,51 @@ where
 {
     let counters = Arc::new(Counters::default());
     let task_counters = counters.clone();
-    let task = tokio::spawn(async move {
-        let counters = task_counters;
-        let slots = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = wait_for_shutdown(&mut shutdown) => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, remote) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // E.g. out of file descriptors: pause instead of spinning.
-                    tracing::warn!(node_id = config.local_id, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    let span = tracing::info_span!("listener", node_id = config.local_id);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let counters = task_counters;
+            let slots = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
+            loop {
+                let accepted = tokio::select! {
+                    biased;
+                    _ = wait_for_shutdown(&mut shutdown) => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let (stream, remote) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // E.g. out of file descriptors: pause instead of spinning.
+                        tracing::warn!(node_id = config.local_id, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    counters.rejected_over_limit.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node_id = config.local_id, %remote, "too many inbound connections; closing");
                     continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                counters.rejected_over_limit.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node_id = config.local_id, %remote, "too many inbound connections; closing");
-                continue;
-            };
-            counters.accepted.fetch_add(1, Ordering::Relaxed);
-            let connection = Connection {
-                config: config.clone(),
-                inbound: inbound.clone(),
-                shutdown: shutdown.clone(),
-                counters: counters.clone(),
-                remote,
-            };
-            tokio::spawn(async move {
-                connection.serve(stream).await;
-                drop(permit);
-            });
-        }
-    });
+                };
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection {
+                    config: config.clone(),
+                    inbound: inbound.clone(),
+                    shutdown: shutdown.clone(),
+                    counters: counters.clone(),
+                    remote,
+                };
+                let span = tracing::info_span!("peer_conn", %remote);
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        connection.serve(stream).await;
+                        drop(permit);
+                    },
+                    span,
+                ));
+            }
+        },
+        span,
+    ));
     ListenerHandle { task, counters }
 }
 

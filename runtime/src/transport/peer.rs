@@ -146,7 +146,8 @@ where
         rx,
         counters,
     };
-    let task = tokio::spawn(actor.run());
+    let span = tracing::info_span!("peer", node_id = actor.config.local_id, peer = remote_id);
+    let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
     (handle, task)
 }
 
@@ -169,12 +170,6 @@ enum Ended {
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
     async fn run(mut self) {
-        let span = tracing::info_span!(
-            "peer",
-            node_id = self.config.local_id,
-            peer = self.remote_id
-        );
-        let _enter = span.enter();
         let mut backoff_ms = self.config.backoff_min_ms.max(1);
         let mut was_connected = true;
         loop {
