@@ -38,5 +38,9 @@
 //! - [`check::determinism::TraceHasher`]: one line per trace event.
 
 pub mod check;
+pub mod fault;
 pub mod history;
 pub mod resource;
+pub mod seed;
+pub mod sweep;
+pub mod timeline;
