@@ -1,0 +1,2 @@
+//! Tests of the replica as a whole: data-driven scenarios and the seeded
+//! randomized network with invariant checks.
