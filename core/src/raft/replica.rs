@@ -221,6 +221,9 @@ struct Progress {
     snapshot_index: LogIndex,
     snapshot_offset: u64,
     snapshot_chunk_sent: bool,
+    /// Highest commit index this follower was told it may apply; an empty
+    /// append goes out when the leader's commit moves past it.
+    commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -235,6 +238,7 @@ impl Progress {
             snapshot_index: 0,
             snapshot_offset: 0,
             snapshot_chunk_sent: false,
+            commit_sent: 0,
         }
     }
 
@@ -364,7 +368,25 @@ impl Replica {
             None if storage_empty => (0, 0, initial_membership),
             None => (0, 0, Membership::default()),
         };
-        let log = RaftLog::restore(snapshot_index, snapshot_term, entries);
+        let mut log = RaftLog::restore(snapshot_index, snapshot_term, entries);
+        // Bootstrap: the founding membership becomes entry 1 (term 0), the
+        // same on every founding member and committed by definition, so it
+        // is stored like any other entry and survives restarts.
+        let bootstrap = storage_empty && !base_membership.members.is_empty();
+        let mut hard_state = hard_state;
+        if bootstrap {
+            log.append(&[Entry {
+                term: 0,
+                index: 1,
+                payload: EntryPayload::Membership(base_membership.clone()),
+            }]);
+            hard_state.commit_index = 1;
+        }
+        let base_membership = if bootstrap {
+            Membership::default()
+        } else {
+            base_membership
+        };
         let membership_log = log
             .entries()
             .iter()
@@ -378,6 +400,10 @@ impl Replica {
         let commit_index = hard_state
             .commit_index
             .clamp(snapshot_index, log.last_index());
+        let restored_hard_state = HardState {
+            commit_index: if bootstrap { 0 } else { commit_index },
+            ..hard_state
+        };
         let id = config.id;
         let mut replica = Self {
             rng: SplitMix64::new(seed),
@@ -413,17 +439,13 @@ impl Replica {
             held: Vec::new(),
             read_states: Vec::new(),
             failed_reads: Vec::new(),
-            last_hard_state: HardState {
-                term: hard_state.term,
-                voted_for: hard_state.voted_for,
-                commit_index,
-            },
+            last_hard_state: restored_hard_state,
             last_soft_state: SoftState {
                 role: Role::Follower,
                 term: hard_state.term,
                 leader: None,
             },
-            unwritten_from: None,
+            unwritten_from: bootstrap.then_some(1),
             unwritten_truncate: None,
             unwritten_snapshot: None,
             last_persist_seq: 0,
@@ -1287,7 +1309,11 @@ impl Replica {
     fn broadcast_append(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
-            self.send_append(peer, true);
+            let behind = self
+                .progress
+                .get(&peer)
+                .is_some_and(|p| p.commit_sent < self.commit_index);
+            self.send_append(peer, behind);
             while self.send_append(peer, false) {}
         }
     }
@@ -1299,11 +1325,13 @@ impl Replica {
 
     fn broadcast_heartbeat_with(&mut self, read_ctx: u64) {
         let term = self.term;
+        let commit_index = self.commit_index;
         let sends: Vec<(NodeId, Message)> = self
             .progress
-            .iter()
+            .iter_mut()
             .map(|(id, pr)| {
-                let commit = self.commit_index.min(pr.match_index);
+                let commit = commit_index.min(pr.match_index);
+                pr.commit_sent = pr.commit_sent.max(commit);
                 (
                     *id,
                     Message::Heartbeat(Heartbeat {
@@ -1354,6 +1382,7 @@ impl Replica {
             leader_commit: self.commit_index,
         });
         let pr = self.progress.get_mut(&to).expect("checked above");
+        pr.commit_sent = pr.commit_sent.max(self.commit_index.min(last));
         match pr.state {
             ProgressState::Probe => pr.probe_sent = true,
             ProgressState::Replicate => {
@@ -1414,6 +1443,13 @@ impl Replica {
                 self.send(from, Message::TimeoutNow { term });
             }
             while self.send_append(from, false) {}
+            let behind = self
+                .progress
+                .get(&from)
+                .is_some_and(|p| p.commit_sent < self.commit_index);
+            if behind {
+                self.send_append(from, true);
+            }
         } else {
             // Fast backtracking: jump over the follower's conflicting term.
             let probe_to = if r.hint_term > 0 {
@@ -1517,7 +1553,7 @@ impl Replica {
                 .progress
                 .iter()
                 .filter(|(id, _)| self.membership().is_voter(**id))
-                .max_by_key(|(_, p)| p.match_index)
+                .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
                 .map(|(id, _)| *id);
             let term = self.term;
             if let Some(to) = best {

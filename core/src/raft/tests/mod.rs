@@ -1,2 +1,5 @@
 //! Tests of the replica as a whole: data-driven scenarios and the seeded
 //! randomized network with invariant checks.
+
+mod harness;
+mod scenarios;
