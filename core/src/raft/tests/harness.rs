@@ -65,6 +65,12 @@ pub(crate) struct Checker {
     pub(crate) committed: BTreeMap<LogIndex, Entry>,
 }
 
+impl Checker {
+    pub(crate) fn leader_count(&self) -> usize {
+        self.leaders.len()
+    }
+}
+
 pub(crate) struct Network {
     pub(crate) nodes: BTreeMap<NodeId, Node>,
     pub(crate) configs: BTreeMap<NodeId, Config>,

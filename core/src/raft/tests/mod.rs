@@ -2,4 +2,5 @@
 //! randomized network with invariant checks.
 
 mod harness;
+mod random;
 mod scenarios;
