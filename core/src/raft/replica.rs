@@ -568,7 +568,7 @@ impl Replica {
             }
         } else if self.now_ms >= self.election_deadline_ms {
             self.reset_election_timer();
-            if self.membership().is_voter(self.id) {
+            if self.promotable() {
                 self.campaign(self.config.pre_vote, false);
             }
         }
@@ -577,7 +577,7 @@ impl Replica {
     /// Starts an election now (pre-vote first if configured), e.g. to
     /// bootstrap quickly or in tests. Ignored on a leader or a non-voter.
     pub fn campaign_now(&mut self) {
-        if self.role != Role::Leader && self.membership().is_voter(self.id) {
+        if self.role != Role::Leader && self.promotable() {
             self.reset_election_timer();
             self.campaign(self.config.pre_vote, false);
         }
@@ -1023,7 +1023,7 @@ impl Replica {
                 }
             }
             Message::TimeoutNow { .. } => {
-                if self.role != Role::Leader && self.membership().is_voter(self.id) {
+                if self.role != Role::Leader && self.promotable() {
                     self.campaign(false, true);
                 }
             }
@@ -1210,6 +1210,24 @@ impl Replica {
             }
         }
         true
+    }
+
+    /// Whether this node may campaign: a voter in its latest membership, or
+    /// in the one before it while the latest is uncommitted. The second case
+    /// matters when a leader removing itself loses leadership before the
+    /// removal commits: it may hold the only complete log, and votes are
+    /// still counted in the latest membership (whose majorities overlap the
+    /// previous one's), so electing it is safe and keeps the cluster live.
+    fn promotable(&self) -> bool {
+        if self.membership().is_voter(self.id) {
+            return true;
+        }
+        match self.membership_log.last() {
+            Some((index, _)) if *index > self.commit_index => {
+                self.membership_at(index - 1).is_voter(self.id)
+            }
+            _ => false,
+        }
     }
 
     fn in_leader_lease(&self) -> bool {

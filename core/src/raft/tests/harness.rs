@@ -505,8 +505,10 @@ impl Network {
         for (id, n) in &self.nodes {
             let s = n.replica.status();
             out += &format!(
-                "node {id} up={} role={:?} term={} leader={:?} commit={} persisted={} last={} snap={} applied={} log={:?}\n",
+                "node {id} up={} voters={:?} learners={:?} role={:?} term={} leader={:?} commit={} persisted={} last={} snap={} applied={} log={:?}\n",
                 n.up,
+                s.membership.voters().collect::<Vec<_>>(),
+                s.membership.learners().collect::<Vec<_>>(),
                 s.role,
                 s.term,
                 s.leader,

@@ -38,14 +38,19 @@ fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> T {
 }
 
 /// One full run; panics (with the invariant) on a violation.
-fn run_seed(seed: u64, size: usize) {
+///
+/// With `joiners`, those nodes start outside the cluster and the run also
+/// adds learners, promotes and removes members at random.
+fn run_seed(seed: u64, size: usize, joiners: usize) {
     let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_0000);
+    let founders: Vec<NodeId> = (1..=(size - joiners) as u64).collect();
+    let extra: Vec<NodeId> = ((size - joiners) as u64 + 1..=size as u64).collect();
     let voters: Vec<NodeId> = (1..=size as u64).collect();
     let pre_vote = chance(&mut rng, 0.8);
     let check_quorum = chance(&mut rng, 0.8);
     let max_append_entries = rng.range(1, 8) as usize;
     let max_inflight = rng.range(1, 5) as usize;
-    let mut net = Network::new(&voters, &[], seed, |id| {
+    let mut net = Network::new(&founders, &extra, seed, |id| {
         let mut c = test_config(id);
         c.pre_vote = pre_vote;
         c.check_quorum = check_quorum;
@@ -146,7 +151,20 @@ fn run_seed(seed: u64, size: usize) {
                     net.process(id);
                 }
             }
-            48..=49 => {
+            48..=51 if joiners > 0 => {
+                if let Some(&l) = net.leaders().first() {
+                    let id = pick(&mut rng, &voters);
+                    let membership = net.node(l).replica.membership().clone();
+                    let r = &mut net.node_mut(l).replica;
+                    let _ = match membership.members.get(&id) {
+                        None => r.add_learner(id, format!("n{id}:1"), format!("n{id}:2")),
+                        Some(m) if !m.voter => r.promote(id),
+                        Some(_) => r.remove_member(id),
+                    };
+                    net.process(l);
+                }
+            }
+            52..=53 => {
                 let leaders = net.leaders();
                 if let Some(&l) = leaders.first() {
                     let to = pick(&mut rng, &voters);
@@ -205,10 +223,13 @@ fn run_seed(seed: u64, size: usize) {
         let Some((_, index)) = final_index else {
             continue;
         };
+        // Every current member converges; removed nodes are left behind.
+        let members = net.node(leader).replica.membership().clone();
         let done = net
             .nodes
-            .values()
-            .all(|n| n.applied_index >= index && n.replica.leader() == Some(leader));
+            .iter()
+            .filter(|(id, _)| members.contains(**id))
+            .all(|(_, n)| n.applied_index >= index && n.replica.leader() == Some(leader));
         if done {
             break;
         }
@@ -305,25 +326,32 @@ fn seeds() -> Vec<u64> {
     REGRESSION_SEEDS.iter().copied().chain(0..count).collect()
 }
 
-fn sweep(size: usize) {
+fn sweep(size: usize, joiners: usize) {
     let started = std::time::Instant::now();
     let seeds = seeds();
     for &seed in &seeds {
-        let result = std::panic::catch_unwind(|| run_seed(seed, size));
+        let result = std::panic::catch_unwind(|| run_seed(seed, size, joiners));
         if let Err(p) = result {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
+            let name = if joiners > 0 {
+                "membership"
+            } else if size == 3 {
+                "3"
+            } else {
+                "5"
+            };
             panic!(
                 "raft random run failed: {size} replicas, seed {seed}: {msg}\n\
-                 replay: DEADBOLT_RAFT_SEED={seed} cargo test -p deadbolt-core raft_random_{size}"
+                 replay: DEADBOLT_RAFT_SEED={seed} cargo test -p deadbolt-core raft_random_{name}"
             );
         }
     }
     eprintln!(
-        "raft_random_{size}: {} seeds in {:.1?}",
+        "raft_random ({size} replicas, {joiners} joiners): {} seeds in {:.1?}",
         seeds.len(),
         started.elapsed()
     );
@@ -331,10 +359,17 @@ fn sweep(size: usize) {
 
 #[test]
 fn raft_random_3() {
-    sweep(3);
+    sweep(3, 0);
 }
 
 #[test]
 fn raft_random_5() {
-    sweep(5);
+    sweep(5, 0);
+}
+
+/// Three founders, two joiners; learners added, promoted and members
+/// removed at random (including the leader) under the same faults.
+#[test]
+fn raft_random_membership() {
+    sweep(5, 2);
 }
