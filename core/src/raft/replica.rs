@@ -2019,12 +2019,25 @@ fn entry_size_bytes(e: &Entry) -> usize {
         }
 }
 
+/// Largest term, index, offset or id a message may carry. Real values are
+/// far below; the bound keeps `+ 1` arithmetic on peer-supplied numbers from
+/// overflowing.
+pub const WIRE_NUMBER_MAX: u64 = 1 << 62;
+
 /// Semantic checks on a decoded message from outside: a malformed one is
-/// dropped instead of tripping an assertion.
+/// dropped instead of tripping an assertion or overflowing.
 fn well_formed(msg: &Message) -> bool {
+    let ok = |values: &[u64]| values.iter().all(|v| *v <= WIRE_NUMBER_MAX);
     match msg {
+        Message::PreVote(m) | Message::RequestVote(m) => {
+            ok(&[m.term, m.last_log_index, m.last_log_term])
+        }
+        Message::PreVoteResponse(m) | Message::RequestVoteResponse(m) => ok(&[m.term]),
         Message::AppendEntries(m) => {
-            if m.entries.len() > MAX_APPEND_ENTRIES {
+            if m.entries.len() > MAX_APPEND_ENTRIES
+                || !ok(&[m.term, m.prev_log_index, m.prev_log_term, m.leader_commit])
+                || m.prev_log_term > m.term
+            {
                 return false;
             }
             let mut prev_term = m.prev_log_term;
@@ -2037,9 +2050,18 @@ fn well_formed(msg: &Message) -> bool {
                 }
                 prev_term = e.term;
             }
-            m.prev_log_term <= m.term
+            true
         }
-        Message::InstallSnapshot(m) => m.meta.last_term <= m.term && m.meta.last_index > 0,
-        _ => true,
+        Message::AppendEntriesResponse(m) => ok(&[m.term, m.index, m.hint_index, m.hint_term]),
+        Message::Heartbeat(m) => ok(&[m.term, m.commit]),
+        Message::HeartbeatResponse(m) => ok(&[m.term]),
+        Message::InstallSnapshot(m) => {
+            ok(&[m.term, m.meta.last_index, m.meta.last_term, m.offset])
+                && m.meta.last_term <= m.term
+                && m.meta.last_index > 0
+        }
+        Message::InstallSnapshotResponse(m) => ok(&[m.term, m.last_index, m.next_offset]),
+        Message::TimeoutNow { term } | Message::ReadIndex { term, .. } => ok(&[*term]),
+        Message::ReadIndexResponse { term, index, .. } => ok(&[*term, index.unwrap_or(0)]),
     }
 }
