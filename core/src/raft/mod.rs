@@ -50,6 +50,22 @@
 //!
 //! After a crash, rebuild with [`Replica::new`] from what storage holds:
 //! anything not reported through `persisted` may be lost, and that is safe.
+//! A received snapshot counts as installed once its Ready is reported
+//! persisted (there is no separate "snapshot installed" call).
+//!
+//! # Bootstrapping and membership
+//! A founding member (empty storage, non-empty initial membership) writes
+//! that membership as entry 1 with term 0, identical on every founder and
+//! committed by definition; a joining node starts with an empty membership
+//! and waits for the leader. A membership takes effect when appended. Changes
+//! go one voter at a time (learners first, then promotion), only after the
+//! previous change and an entry of the leader's term committed. A leader that
+//! removed itself steps down once the removal commits, handing over with
+//! TimeoutNow. Leader stickiness needs `check_quorum` (followers that heard
+//! from a leader within the minimum election timeout ignore higher-term
+//! (pre-)votes); `pre_vote` keeps a partitioned node's term from rising.
+//! A forwarded read whose answer is lost never completes: the caller times
+//! it out.
 //!
 //! # Invariants asserted
 //! The term never decreases; a conflict never truncates a committed entry;

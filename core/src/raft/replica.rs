@@ -860,9 +860,11 @@ impl Replica {
                 self.broadcast_append();
             }
         }
-        let mut ready = Ready::default();
-        ready.snapshot = self.unwritten_snapshot.take();
-        ready.truncate_from = self.unwritten_truncate.take();
+        let mut ready = Ready {
+            snapshot: self.unwritten_snapshot.take(),
+            truncate_from: self.unwritten_truncate.take(),
+            ..Ready::default()
+        };
         if let Some(from) = self.unwritten_from.take() {
             ready.entries = self.log.slice(from, self.log.last_index()).to_vec();
         }

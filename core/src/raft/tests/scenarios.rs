@@ -885,3 +885,56 @@ fn votes_and_acks_wait_for_durability() {
         expect commit 1 2
     ");
 }
+
+#[test]
+fn appends_are_batched_pipelined_and_bounded() {
+    let mut net = Network::new(&[1, 2, 3], &[], 9, |id| {
+        let mut c = test_config(id);
+        c.max_append_entries = 3;
+        c.max_inflight_appends = 2;
+        c.max_append_bytes = 100;
+        c
+    });
+    net.node_mut(1).replica.campaign_now();
+    net.stabilize();
+    // Ten proposals before the caller drains: batched into appends of at
+    // most 3 entries, at most 2 in flight per follower.
+    for i in 0..10 {
+        net.node_mut(1)
+            .replica
+            .propose(format!("cmd{i}").into_bytes())
+            .unwrap();
+    }
+    // One proposal far larger than the byte limit still goes out (alone).
+    net.node_mut(1).replica.propose(vec![7; 500]).unwrap();
+    net.process_all();
+    for to in [2, 3] {
+        let appends: Vec<usize> = net
+            .queue
+            .iter()
+            .filter_map(|m| match &m.msg {
+                crate::raft::Message::AppendEntries(a) if m.to == to => Some(a.entries.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(appends, vec![3, 3], "to {to}: two full batches in flight");
+    }
+    assert_eq!(
+        net.node(1).replica.status().progress[&2].state,
+        ProgressState::Replicate
+    );
+    net.stabilize();
+    let status = net.node(1).replica.status();
+    assert_eq!(status.commit_index, 13);
+    assert!(status.progress.values().all(|p| p.match_index == 13));
+    // Limits are refused at the API with typed errors.
+    let r = &mut net.node_mut(1).replica;
+    assert!(matches!(
+        r.propose(vec![0; crate::raft::PROPOSAL_BYTES_MAX + 1]),
+        Err(crate::raft::ProposeError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        r.propose_batch(Vec::new()),
+        Err(crate::raft::ProposeError::BadBatchSize { .. })
+    ));
+}
