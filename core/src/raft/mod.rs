@@ -2,10 +2,10 @@
 //! spawning, no randomness beyond the seed it is handed.
 //!
 //! # Code map
-//! - [`types`]: ids, entries, hard state, membership, snapshot metadata
+//! - `types`: ids, entries, hard state, membership, snapshot metadata
 //!   (shared with storage and transport).
 //! - [`message`]: the peer messages and their encoding.
-//! - [`config`]: [`Config`], its validation, and the named limits
+//! - `config`: [`Config`], its validation, and the named limits
 //!   ([`MAX_INFLIGHT_APPENDS`], [`MAX_APPEND_BYTES`], [`MAX_APPEND_ENTRIES`],
 //!   [`SNAPSHOT_CHUNK_BYTES`], ...).
 //! - `replica`: [`Replica`], the state machine; `log`: its in-memory log;
