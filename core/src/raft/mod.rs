@@ -67,6 +67,36 @@
 //! A forwarded read whose answer is lost never completes: the caller times
 //! it out.
 //!
+//! # Example: the driving loop of a single-node cluster
+//! ```
+//! use deadbolt_core::raft::*;
+//! let mut membership = Membership::default();
+//! membership.members.insert(1, Member { voter: true, peer_addr: "a:1".into(), api_addr: "a:2".into() });
+//! let mut replica = Replica::new(Config::new(1), RestoredState::default(), membership, 42, 0).unwrap();
+//! let mut now_ms = 0;
+//! let mut applied = Vec::new();
+//! while applied.len() < 3 {
+//!     now_ms = replica.next_deadline_ms().max(now_ms);
+//!     replica.tick(now_ms);
+//!     if replica.role() == Role::Leader && applied.len() == 2 {
+//!         let _ = replica.propose(b"hello".to_vec());
+//!     }
+//!     while replica.has_ready() {
+//!         let ready = replica.ready();
+//!         // 1. write ready.snapshot / truncate_from / entries / hard_state, then:
+//!         if ready.persist_seq > 0 {
+//!             replica.persisted(ready.persist_seq);
+//!         }
+//!         // 2. send ready.messages (none here); 3. apply:
+//!         for entry in ready.committed {
+//!             replica.applied(entry.index);
+//!             applied.push(entry);
+//!         }
+//!     }
+//! }
+//! assert_eq!(applied[2].payload, EntryPayload::Command(b"hello".to_vec()));
+//! ```
+//!
 //! # Invariants asserted
 //! The term never decreases; a conflict never truncates a committed entry;
 //! the commit index never passes the log; entries handed out for applying
