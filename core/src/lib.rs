@@ -10,4 +10,5 @@
 //! [`codec`] is the one place where bytes are produced and parsed.
 
 pub mod codec;
+pub mod lock;
 pub mod raft;

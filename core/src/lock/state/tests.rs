@@ -1,0 +1,2 @@
+//! Unit tests of each rule of the API contract, one scenario per test.
+use super::*;
