@@ -1,0 +1,334 @@
+//! The storage edge: the `Storage` trait a node persists its Raft state
+//! through, the record format and recovery rules shared by every backend, and
+//! the storage actor that batches writes into one sync (group commit).
+//!
+//! Why a synchronous trait: fjall is a blocking API, and under madsim there
+//! are no OS threads (`spawn_blocking` runs inline), so an async trait would
+//! only wrap blocking calls. Instead one storage actor owns the `Storage`
+//! value and is its only caller; in production it hands each batch to
+//! `spawn_blocking` (moving the value in and back out), so fsyncs never stall
+//! the async workers, and in the simulation the same code runs inline.
+
+use std::fmt;
+
+use deadbolt_core::codec::{self, DecodeError};
+use deadbolt_core::raft::{
+    Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term,
+};
+use serde::{Deserialize, Serialize};
+
+mod actor;
+#[cfg(not(madsim))]
+mod fjall;
+mod sim;
+
+pub use actor::{
+    spawn_storage_actor, PersistState, StorageActorClosed, StorageHandle, StorageStats,
+    WriteRequest, STORAGE_BATCH_REQUESTS_MAX, STORAGE_MAILBOX_REQUESTS_MAX,
+    SYNC_LATENCY_BUCKETS_US,
+};
+#[cfg(not(madsim))]
+pub use fjall::FjallStorage;
+pub use sim::{CrashFault, SimDisk, SimStorage};
+
+/// Longest cluster id accepted in a data dir or a handshake.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+
+/// Whom a data dir belongs to. Written once when the dir is created and
+/// checked on every start, so a node never joins a cluster with another
+/// cluster's (or another node's) log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+}
+
+/// Everything a node needs from disk to restart its Raft replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// The latest durable snapshot and its state machine bytes.
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Contiguous entries after the snapshot (or from index 1).
+    pub entries: Vec<Entry>,
+    /// The membership in force: the last membership entry in `entries`, else
+    /// the snapshot's. Derived, not stored, so it can never disagree with the log.
+    pub membership: Membership,
+    /// Index of a torn tail record that recovery dropped, if any (for logs and tests).
+    pub truncated_torn_tail_at: Option<LogIndex>,
+}
+
+impl Recovered {
+    /// (term, index) of the last entry, falling back to the snapshot's.
+    pub fn last_log_id(&self) -> (Term, LogIndex) {
+        match (self.entries.last(), &self.snapshot) {
+            (Some(e), _) => (e.term, e.index),
+            (None, Some((meta, _))) => (meta.last_term, meta.last_index),
+            (None, None) => (0, 0),
+        }
+    }
+}
+
+/// Why a storage operation failed. Clone so that the storage actor can report
+/// one failure to every waiter; IO errors keep their kind and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("{op} failed in {location}: {kind:?}: {message}")]
+    Io {
+        op: &'static str,
+        location: String,
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+    #[error("disk full while {op} in {location}")]
+    DiskFull { op: &'static str, location: String },
+    #[error("corrupt committed log record at index {index} in {location}: {reason}")]
+    CorruptLogRecord {
+        location: String,
+        index: LogIndex,
+        reason: String,
+    },
+    #[error("corrupt {what} record in {location}: {reason}")]
+    CorruptMetadata {
+        location: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// fjall's own journal check failed on open: a synced write is damaged
+    /// and fjall cannot say which record, so the node refuses to start.
+    #[error("journal in {location} is corrupt ({reason}); refusing to start rather than serve damaged data")]
+    CorruptJournal { location: String, reason: String },
+    #[error("log in {location} is inconsistent: {reason}")]
+    Inconsistent { location: String, reason: String },
+    #[error("data dir {location} belongs to cluster {found_cluster:?} node {found_node}, but this node is configured as cluster {want_cluster:?} node {want_node}")]
+    IdentityMismatch {
+        location: String,
+        found_cluster: String,
+        found_node: NodeId,
+        want_cluster: String,
+        want_node: NodeId,
+    },
+    #[error("invalid identity: {0}")]
+    InvalidIdentity(String),
+    #[error("storage refused writes after an earlier failure ({0}); restart the node to recover from disk")]
+    Poisoned(String),
+    #[error("simulated disk crashed under this storage handle")]
+    Crashed,
+}
+
+/// The persistence operations Raft needs. Writes are buffered until `sync`
+/// unless stated otherwise; only a successful `sync` makes them durable, and
+/// after any error the caller must treat everything unsynced as lost.
+pub trait Storage: Send + 'static {
+    /// Reads back the durable state, dropping a torn tail record and failing
+    /// on corruption that could mean serving wrong data.
+    fn load(&mut self) -> Result<Recovered, StorageError>;
+    /// Appends entries; their indexes must follow the current last index (or
+    /// overwrite from a point, in which case `truncate_from` must come first).
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Removes every entry with index >= `index` (a conflict with the leader).
+    fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError>;
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError>;
+    /// Makes everything written since the last sync durable (one fsync).
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Durably and atomically replaces the snapshot (durable on return, with
+    /// everything written before it), then drops log entries up to
+    /// `meta.last_index`.
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
+    /// Drops log entries with index <= `up_to` (they are covered by a snapshot).
+    /// Durable at the next sync; losing it in a crash is harmless.
+    fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError>;
+}
+
+/// Encodes one log record: the entry with a trailing checksum.
+pub(crate) fn encode_log_record(entry: &Entry) -> Vec<u8> {
+    codec::encode_checked(entry)
+}
+
+/// Big-endian index keys sort in log order.
+#[cfg(not(madsim))]
+pub(crate) fn log_key(index: LogIndex) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Checks the stored identity against the configured one.
+pub(crate) fn check_identity(
+    location: &str,
+    found: &Identity,
+    want: &Identity,
+) -> Result<(), StorageError> {
+    if found != want {
+        return Err(StorageError::IdentityMismatch {
+            location: location.to_string(),
+            found_cluster: found.cluster_id.clone(),
+            found_node: found.node_id,
+            want_cluster: want.cluster_id.clone(),
+            want_node: want.node_id,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_identity(identity: &Identity) -> Result<(), StorageError> {
+    if identity.node_id == 0 {
+        return Err(StorageError::InvalidIdentity(
+            "node id 0 is reserved".into(),
+        ));
+    }
+    if identity.cluster_id.is_empty() || identity.cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+        return Err(StorageError::InvalidIdentity(format!(
+            "cluster id must be 1..={CLUSTER_ID_BYTES_MAX} bytes, got {}",
+            identity.cluster_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a metadata record or names what is corrupt.
+pub(crate) fn decode_meta<T: serde::de::DeserializeOwned>(
+    location: &str,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
+    codec::decode_checked(bytes).map_err(|e| StorageError::CorruptMetadata {
+        location: location.to_string(),
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// What recovery decided about the log records found on disk.
+pub(crate) struct RecoveredLog {
+    pub entries: Vec<Entry>,
+    /// Index of the torn tail record to delete from disk.
+    pub torn_tail_at: Option<LogIndex>,
+}
+
+/// The recovery rule shared by every backend. A record that fails to decode
+/// is a *torn tail* only if it is the very last record and lies beyond the
+/// commit index: that is what an interrupted, never-synced append looks like,
+/// and nobody can have relied on it. Anything else (a bad record in the
+/// middle, or at or below the commit index) is corruption of data that may
+/// have been acknowledged, so the node stops with an error naming the place
+/// and the index rather than serving or silently dropping it.
+pub(crate) fn recover_log(
+    location: &str,
+    records: Vec<(LogIndex, Vec<u8>)>,
+    hard_state: &HardState,
+    snapshot_last: (Term, LogIndex),
+) -> Result<RecoveredLog, StorageError> {
+    let count = records.len();
+    let mut entries = Vec::with_capacity(count);
+    let mut torn_tail_at = None;
+    for (position, (index, bytes)) in records.into_iter().enumerate() {
+        if index <= snapshot_last.1 {
+            // Left behind by a compaction that was not yet synced: covered by the snapshot.
+            continue;
+        }
+        let decoded: Result<Entry, DecodeError> = codec::decode_checked(&bytes);
+        let entry = match decoded {
+            Ok(entry) if entry.index == index => entry,
+            Ok(entry) => {
+                return Err(StorageError::CorruptLogRecord {
+                    location: location.to_string(),
+                    index,
+                    reason: format!("record claims index {}", entry.index),
+                })
+            }
+            Err(e) => {
+                let is_last = position + 1 == count;
+                if is_last && index > hard_state.commit_index {
+                    tracing::warn!(location, index, error = %e, "dropping torn tail log record");
+                    torn_tail_at = Some(index);
+                    break;
+                }
+                return Err(StorageError::CorruptLogRecord {
+                    location: location.to_string(),
+                    index,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let expected = entries
+            .last()
+            .map_or(snapshot_last.1 + 1, |e: &Entry| e.index + 1);
+        if entry.index != expected {
+            return Err(StorageError::Inconsistent {
+                location: location.to_string(),
+                reason: format!("gap: expected index {expected}, found {}", entry.index),
+            });
+        }
+        entries.push(entry);
+    }
+    let last_index = entries.last().map_or(snapshot_last.1, |e| e.index);
+    if last_index < hard_state.commit_index {
+        return Err(StorageError::Inconsistent {
+            location: location.to_string(),
+            reason: format!(
+                "log ends at index {last_index} but commit index is {}: committed entries are missing",
+                hard_state.commit_index
+            ),
+        });
+    }
+    Ok(RecoveredLog {
+        entries,
+        torn_tail_at,
+    })
+}
+
+/// Restores "no entry's term exceeds the current term" after a crash. The
+/// actor writes the hard state after the entries of a batch (so a durable
+/// commit index never points past the durable log); a crash between the two
+/// can leave entries of a term the hard state has not reached. Nothing was
+/// acknowledged from that unsynced batch, and raising a term with no vote is
+/// always allowed in Raft, so recovery raises it.
+pub(crate) fn raise_term_to_log(mut hard_state: HardState, entries: &[Entry]) -> HardState {
+    if let Some(last) = entries.last() {
+        if last.term > hard_state.term {
+            tracing::info!(
+                from = hard_state.term,
+                to = last.term,
+                "raising recovered term to the last log entry's term"
+            );
+            hard_state.term = last.term;
+            hard_state.voted_for = None;
+        }
+    }
+    hard_state
+}
+
+/// The membership in force after the snapshot and the recovered entries.
+pub(crate) fn current_membership(snapshot: Option<&SnapshotMeta>, entries: &[Entry]) -> Membership {
+    entries
+        .iter()
+        .rev()
+        .find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(m.clone()),
+            _ => None,
+        })
+        .or_else(|| snapshot.map(|s| s.membership.clone()))
+        .unwrap_or_default()
+}
+
+/// Maps an IO error to a typed storage error, keeping "disk full" distinct.
+#[cfg(not(madsim))]
+pub(crate) fn io_error(op: &'static str, location: &str, e: &std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return StorageError::DiskFull {
+            op,
+            location: location.to_string(),
+        };
+    }
+    StorageError::Io {
+        op,
+        location: location.to_string(),
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cluster {:?} node {}", self.cluster_id, self.node_id)
+    }
+}

@@ -1,0 +1,160 @@
+//! The peer transport: frames (`frame`), one outbound actor per remote node
+//! (`peer`) and the inbound listener (`listener`). Messages are generic (`M`)
+//! so the transport does not depend on the Raft message type.
+//!
+//! Connections are one-way: node A sends to B only on the connection A
+//! dialled, and B's listener only reads. Each direction then has exactly one
+//! owner, reconnect logic lives in one place, and a broken link in one
+//! direction never blocks the other.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use deadbolt_core::raft::NodeId;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+mod frame;
+mod listener;
+mod peer;
+
+pub use frame::{
+    decode_frame, encode_frame, FrameError, Hello, WireFrame, FRAME_BYTES_MAX, FRAME_VERSION,
+    PROTOCOL_VERSION,
+};
+pub use listener::{spawn_listener, ListenerHandle, ListenerStats, INBOUND_CONNECTIONS_MAX};
+pub use peer::{spawn_peer, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
+
+/// Timing and sizing of the transport; one value shared by a node's actors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    pub cluster_id: String,
+    pub local_id: NodeId,
+    pub connect_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    /// A batch write (and flush) that takes longer drops the connection: under
+    /// madsim a clogged link looks like a hang, not an error.
+    pub write_timeout_ms: u64,
+    /// An inbound connection with no frame for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// An outbound connection with nothing to send sends a ping this often.
+    pub keepalive_ms: u64,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Percent of jitter (±) applied to each backoff.
+    pub backoff_jitter_pct: u64,
+    /// Messages queued per peer before new ones are dropped (Raft retries).
+    pub peer_queue_messages_max: usize,
+}
+
+impl TransportConfig {
+    pub fn new(cluster_id: impl Into<String>, local_id: NodeId) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            local_id,
+            connect_timeout_ms: 1_000,
+            handshake_timeout_ms: 1_000,
+            write_timeout_ms: 2_000,
+            idle_timeout_ms: 10_000,
+            keepalive_ms: 2_000,
+            backoff_min_ms: 50,
+            backoff_max_ms: 2_000,
+            backoff_jitter_pct: 20,
+            peer_queue_messages_max: 4_096,
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.local_id,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Why a connection ended or could not start. Internal: the actors log it and
+/// reconnect (outbound) or drop the connection (inbound).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+/// Reads the next frame, waiting at most `timeout`. `buf` carries bytes
+/// already read past the previous frame.
+pub(crate) async fn read_frame<M, R>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<WireFrame<M>, ConnError>
+where
+    M: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(frame) = decode_frame(buf)? {
+            return Ok(frame);
+        }
+        buf.reserve(64 * 1024);
+        // madsim has no `timeout_at`; a remaining-time timeout is equivalent.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = tokio::time::timeout(remaining, stream.read_buf(buf))
+            .await
+            .map_err(|_| ConnError::Timeout(what))??;
+        if read == 0 {
+            return Err(ConnError::Closed);
+        }
+    }
+}
+
+/// Checks a peer's hello against our config; `expected` is the node we
+/// dialled (None on the listening side).
+pub(crate) fn check_hello(
+    config: &TransportConfig,
+    hello: &Hello,
+    expected: Option<NodeId>,
+) -> Result<(), ConnError> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(ConnError::Refused(format!(
+            "node {} speaks protocol version {}, we speak {PROTOCOL_VERSION}",
+            hello.node_id, hello.protocol_version
+        )));
+    }
+    if hello.cluster_id != config.cluster_id {
+        return Err(ConnError::Refused(format!(
+            "node {} belongs to cluster {:?}, we are cluster {:?}",
+            hello.node_id, hello.cluster_id, config.cluster_id
+        )));
+    }
+    if hello.node_id == 0 || hello.node_id == config.local_id {
+        return Err(ConnError::Refused(format!(
+            "peer claims node id {}, which is invalid or our own",
+            hello.node_id
+        )));
+    }
+    if let Some(expected) = expected {
+        if hello.node_id != expected {
+            return Err(ConnError::Refused(format!(
+                "dialled node {expected} but node {} answered",
+                hello.node_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,398 @@
+//! Outbound peer actors: one task per remote node that connects, handshakes,
+//! writes queued messages in batches, and reconnects with capped, jittered
+//! exponential backoff. Its queue is bounded and drops on overflow: Raft
+//! tolerates lost messages and retries, so a slow peer must never stall the
+//! Raft actor.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use deadbolt_core::raft::NodeId;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
+use crate::rng::SplitMix64;
+use crate::shutdown::{wait_for_shutdown, Shutdown};
+
+/// Bytes gathered into one write (one syscall, one simulated packet).
+pub const SEND_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Counters {
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    writes: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_disconnected: AtomicU64,
+    dropped_too_large: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Counters of one peer actor (monotonic since start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    /// Socket writes; `messages_sent / writes` is the batching factor.
+    pub writes: u64,
+    pub dropped_queue_full: u64,
+    /// Dropped because they were queued while the peer was unreachable.
+    pub dropped_disconnected: u64,
+    pub dropped_too_large: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub disconnects: u64,
+}
+
+/// The sending side of one peer actor. Dropping every clone stops the actor.
+#[derive(Debug)]
+pub struct PeerHandle<M> {
+    remote_id: NodeId,
+    addr: String,
+    tx: mpsc::Sender<M>,
+    counters: Arc<Counters>,
+}
+
+impl<M> Clone for PeerHandle<M> {
+    fn clone(&self) -> Self {
+        Self {
+            remote_id: self.remote_id,
+            addr: self.addr.clone(),
+            tx: self.tx.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl<M> PeerHandle<M> {
+    /// Queues a message; never waits. Returns false (and counts the drop) if
+    /// the queue is full or the actor has stopped.
+    pub fn send(&self, message: M) -> bool {
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                bump(&self.counters.dropped_queue_full, 1);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn remote_id(&self) -> NodeId {
+        self.remote_id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PeerStats {
+            messages_sent: get(&c.messages_sent),
+            bytes_sent: get(&c.bytes_sent),
+            writes: get(&c.writes),
+            dropped_queue_full: get(&c.dropped_queue_full),
+            dropped_disconnected: get(&c.dropped_disconnected),
+            dropped_too_large: get(&c.dropped_too_large),
+            connects: get(&c.connects),
+            connect_failures: get(&c.connect_failures),
+            disconnects: get(&c.disconnects),
+        }
+    }
+}
+
+/// Starts the actor that delivers messages to `remote_id` at `addr`
+/// (`host:port`). It ends on `shutdown` or when every handle is dropped.
+pub fn spawn_peer<M>(
+    config: Arc<TransportConfig>,
+    remote_id: NodeId,
+    addr: String,
+    rng: SplitMix64,
+    shutdown: Shutdown,
+) -> (PeerHandle<M>, JoinHandle<()>)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(config.peer_queue_messages_max.max(1));
+    let counters = Arc::new(Counters::default());
+    let handle = PeerHandle {
+        remote_id,
+        addr: addr.clone(),
+        tx,
+        counters: counters.clone(),
+    };
+    let actor = PeerActor {
+        config,
+        remote_id,
+        addr,
+        rng,
+        shutdown,
+        rx,
+        counters,
+    };
+    let span = tracing::info_span!("peer", node_id = actor.config.local_id, peer = remote_id);
+    let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
+    (handle, task)
+}
+
+struct PeerActor<M> {
+    config: Arc<TransportConfig>,
+    remote_id: NodeId,
+    addr: String,
+    rng: SplitMix64,
+    shutdown: Shutdown,
+    rx: mpsc::Receiver<M>,
+    counters: Arc<Counters>,
+}
+
+/// Why a connection (or the wait for one) ended.
+enum Ended {
+    Shutdown,
+    HandlesGone,
+    Failed(ConnError),
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
+    async fn run(mut self) {
+        let mut backoff_ms = self.config.backoff_min_ms.max(1);
+        let mut was_connected = true;
+        loop {
+            let mut shutdown = self.shutdown.clone();
+            let connected = tokio::select! {
+                biased;
+                _ = wait_for_shutdown(&mut shutdown) => return,
+                result = self.connect() => result,
+            };
+            match connected {
+                Ok(stream) => {
+                    bump(&self.counters.connects, 1);
+                    tracing::debug!(addr = %self.addr, "connected");
+                    backoff_ms = self.config.backoff_min_ms.max(1);
+                    was_connected = true;
+                    match self.pump(stream).await {
+                        Ended::Shutdown | Ended::HandlesGone => return,
+                        Ended::Failed(error) => {
+                            bump(&self.counters.disconnects, 1);
+                            tracing::info!(addr = %self.addr, %error, "connection lost; reconnecting");
+                        }
+                    }
+                }
+                Err(error) => {
+                    bump(&self.counters.connect_failures, 1);
+                    match &error {
+                        ConnError::Refused(reason) => {
+                            tracing::warn!(addr = %self.addr, %reason, "peer refused")
+                        }
+                        // Log the first failure of an outage, not every retry.
+                        _ if was_connected => {
+                            tracing::info!(addr = %self.addr, %error, "cannot reach peer; retrying")
+                        }
+                        _ => tracing::debug!(addr = %self.addr, %error, "connect failed"),
+                    }
+                    was_connected = false;
+                }
+            }
+            let delay_ms = self
+                .rng
+                .jitter_ms(backoff_ms, self.config.backoff_jitter_pct);
+            backoff_ms = backoff_ms
+                .saturating_mul(2)
+                .min(self.config.backoff_max_ms.max(1));
+            if self.wait_backoff(Duration::from_millis(delay_ms)).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps out a backoff, discarding messages queued meanwhile: they would
+    /// be stale by the time we connect, and Raft will send fresh ones.
+    /// Returns true if the actor must stop.
+    async fn wait_backoff(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                biased;
+                _ = wait_for_shutdown(&mut self.shutdown) => return true,
+                _ = tokio::time::sleep_until(until) => return false,
+                message = self.rx.recv() => match message {
+                    Some(_) => bump(&self.counters.dropped_disconnected, 1),
+                    None => return true,
+                },
+            }
+        }
+    }
+
+    /// Connects and exchanges hellos, each step under its own deadline.
+    async fn connect(&self) -> Result<TcpStream, ConnError> {
+        let config = &self.config;
+        let mut stream = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            TcpStream::connect(self.addr.as_str()),
+        )
+        .await
+        .map_err(|_| ConnError::Timeout("connect"))??;
+        #[cfg(not(madsim))]
+        stream.set_nodelay(true)?;
+        let mut out = Vec::new();
+        encode_frame::<M>(&WireFrame::Hello(config.hello()), &mut out)?;
+        write_batch(&mut stream, &out, config.handshake_timeout_ms).await?;
+        let mut buf = BytesMut::new();
+        let reply = read_frame::<M, _>(
+            &mut stream,
+            &mut buf,
+            Duration::from_millis(config.handshake_timeout_ms),
+            "handshake",
+        )
+        .await?;
+        let WireFrame::Hello(hello) = reply else {
+            return Err(ConnError::Protocol("first frame is not a hello"));
+        };
+        check_hello(config, &hello, Some(self.remote_id))?;
+        Ok(stream)
+    }
+
+    /// Sends queued messages until the connection fails or the actor stops.
+    async fn pump(&mut self, stream: TcpStream) -> Ended {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let keepalive = Duration::from_millis(self.config.keepalive_ms.max(1));
+        let mut next_ping = Instant::now() + keepalive;
+        let mut probe = [0u8; 64];
+        let mut out = Vec::with_capacity(64 * 1024);
+        loop {
+            out.clear();
+            let mut messages = 0u64;
+            tokio::select! {
+                biased;
+                _ = wait_for_shutdown(&mut self.shutdown) => return Ended::Shutdown,
+                // The listener never writes after its hello: a read can only
+                // end in EOF or an error, which is how we notice a dead peer.
+                read = reader.read(&mut probe) => {
+                    return Ended::Failed(match read {
+                        Ok(0) => ConnError::Closed,
+                        Ok(_) => ConnError::Protocol("listener sent data after its hello"),
+                        Err(e) => ConnError::Io(e),
+                    });
+                }
+                message = self.rx.recv() => {
+                    let Some(message) = message else { return Ended::HandlesGone };
+                    self.encode_message(&message, &mut out, &mut messages);
+                    // Pipeline: fold everything already queued into one write.
+                    while out.len() < SEND_BATCH_BYTES_MAX {
+                        let Ok(message) = self.rx.try_recv() else { break };
+                        self.encode_message(&message, &mut out, &mut messages);
+                    }
+                }
+                _ = tokio::time::sleep_until(next_ping) => {
+                    if let Err(e) = encode_frame::<M>(&WireFrame::Ping, &mut out) {
+                        return Ended::Failed(e.into());
+                    }
+                }
+            }
+            // Never write (or flush) nothing: under madsim an empty flush
+            // still sends a packet.
+            if out.is_empty() {
+                continue;
+            }
+            if let Err(e) = write_batch(&mut writer, &out, self.config.write_timeout_ms).await {
+                return Ended::Failed(e);
+            }
+            bump(&self.counters.writes, 1);
+            bump(&self.counters.bytes_sent, out.len() as u64);
+            bump(&self.counters.messages_sent, messages);
+            next_ping = Instant::now() + keepalive;
+        }
+    }
+
+    fn encode_message(&self, message: &M, out: &mut Vec<u8>, messages: &mut u64) {
+        match encode_frame(&WireFrame::Message(message), out) {
+            Ok(()) => *messages += 1,
+            Err(error) => {
+                bump(&self.counters.dropped_too_large, 1);
+                tracing::error!(%error, "dropping a message too large for one frame");
+            }
+        }
+    }
+}
+
+/// Writes and flushes one batch under a deadline.
+pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    timeout_ms: u64,
+) -> Result<(), ConnError> {
+    debug_assert!(!bytes.is_empty(), "empty writes cost a packet under madsim");
+    tokio::time::timeout(Duration::from_millis(timeout_ms), async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    })
+    .await
+    .map_err(|_| ConnError::Timeout("write"))?
+    .map_err(ConnError::Io)
+}
+
+/// A node's outbound side: one peer actor per remote node, keyed by id.
+#[derive(Debug)]
+pub struct Peers<M> {
+    config: Arc<TransportConfig>,
+    rng: SplitMix64,
+    shutdown: Shutdown,
+    peers: BTreeMap<NodeId, PeerHandle<M>>,
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
+    /// `rng` seeds every peer's backoff jitter (one fork per peer).
+    pub fn new(config: Arc<TransportConfig>, rng: SplitMix64, shutdown: Shutdown) -> Self {
+        Self {
+            config,
+            rng,
+            shutdown,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts (or, if the address changed, restarts) the actor for `id`.
+    pub fn set_peer(&mut self, id: NodeId, addr: &str) {
+        if id == self.config.local_id || self.peers.get(&id).is_some_and(|p| p.addr() == addr) {
+            return;
+        }
+        let (handle, _task) = spawn_peer(
+            self.config.clone(),
+            id,
+            addr.to_string(),
+            self.rng.fork(),
+            self.shutdown.clone(),
+        );
+        // Replacing the old handle drops it, which stops the old actor.
+        self.peers.insert(id, handle);
+    }
+
+    /// Stops the actor for `id` (a member that left).
+    pub fn remove_peer(&mut self, id: NodeId) {
+        self.peers.remove(&id);
+    }
+
+    /// Queues `message` for `to`; false if unknown or dropped.
+    pub fn send(&self, to: NodeId, message: M) -> bool {
+        self.peers.get(&to).is_some_and(|p| p.send(message))
+    }
+
+    pub fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
+        self.peers.iter().map(|(id, p)| (*id, p.stats())).collect()
+    }
+}
