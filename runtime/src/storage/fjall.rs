@@ -10,8 +10,9 @@ use deadbolt_core::codec;
 use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta};
 
 use super::{
-    check_identity, current_membership, decode_meta, encode_log_record, io_error, log_key,
-    raise_term_to_log, recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
+    check_identity, check_snapshot_len, current_membership, decode_meta, encode_log_record,
+    io_error, log_key, raise_term_to_log, recover_log, validate_identity, Identity, Recovered,
+    Storage, StorageError,
 };
 
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -226,6 +227,7 @@ impl Storage for FjallStorage {
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        check_snapshot_len(data)?;
         // Meta and data go in one write batch: fjall's journal applies a
         // batch atomically, which gives the write-fsync-rename guarantee
         // (all of the new snapshot or all of the old one) without files.
