@@ -20,6 +20,8 @@
 
 pub mod clock;
 pub mod latest;
+pub mod metrics;
+pub mod node;
 pub mod rng;
 pub mod shutdown;
 pub mod storage;

@@ -1,0 +1,1 @@
+//! Proptest state-machine test against a separate reference model.
