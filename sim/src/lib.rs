@@ -44,3 +44,5 @@ pub mod resource;
 pub mod seed;
 pub mod sweep;
 pub mod timeline;
+#[cfg(madsim)]
+pub mod world;

@@ -16,6 +16,7 @@ use crate::history::{
 use crate::resource::{FencedResource, WriteOutcome};
 use crate::timeline::{RoleMark, Timeline, TimelineEvent};
 
+#[derive(Clone)]
 pub(crate) struct Recorder {
     start: Instant,
     pub(crate) raft: RaftHistory,
@@ -68,13 +69,6 @@ impl Shared {
     pub(crate) fn now_ns(&self) -> SimTimeNs {
         self.lock().now_ns()
     }
-
-    pub(crate) fn into_inner(self) -> Recorder {
-        match Arc::try_unwrap(self.0) {
-            Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
-            Err(_) => panic!("a task still holds the recorder at the end of the run"),
-        }
-    }
 }
 
 impl Recorder {
@@ -123,7 +117,8 @@ impl Recorder {
         let id = self.clients.invoke(client, at, input);
         if self.verbose {
             let what = format!("#{id} {} ...", self.clients.ops[id].input);
-            self.timeline.record(at, TimelineEvent::Client { client, what });
+            self.timeline
+                .record(at, TimelineEvent::Client { client, what });
         }
         id
     }
@@ -137,7 +132,8 @@ impl Recorder {
         self.trace_line(at, &line);
         let what = format!("#{op} {} -> {output}", self.clients.ops[op].input);
         self.clients.complete(op, at, output);
-        self.timeline.record(at, TimelineEvent::Client { client, what });
+        self.timeline
+            .record(at, TimelineEvent::Client { client, what });
     }
 
     /// The op ended without a known outcome (timeout, lost connection).
@@ -149,7 +145,8 @@ impl Recorder {
         let client = o.client;
         let what = format!("#{op} {} -> unknown outcome ({why})", o.input);
         self.trace_line(at, &what);
-        self.timeline.record(at, TimelineEvent::Client { client, what });
+        self.timeline
+            .record(at, TimelineEvent::Client { client, what });
     }
 
     pub(crate) fn lock_event(&mut self, event: LockEvent) {

@@ -344,10 +344,9 @@ impl ClientTask {
                     {
                         keepalive_stopped.store(true, Ordering::SeqCst);
                         let pause = self.rng.range_u64(self.ttl_ms / 2, self.ttl_ms * 2);
-                        self.rec.lock().harness(format!(
-                            "c{} stops keepalives for {pause} ms",
-                            self.id
-                        ));
+                        self.rec
+                            .lock()
+                            .harness(format!("c{} stops keepalives for {pause} ms", self.id));
                         let stopped = keepalive_stopped.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(pause)).await;

@@ -1,0 +1,319 @@
+//! Applies fault actions to the simulated world: madsim's network (clogged
+//! links, loss, latency), madsim's process control (kill, restart, pause,
+//! resume), each host's simulated disk (crash before restart), clock
+//! (drift, jumps) and link-fault table (our transport drops, duplicates and
+//! reorders Raft frames). Every action is recorded in the timeline.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadbolt_runtime::storage::CrashFault;
+use deadbolt_runtime::transport::LinkFaults;
+use deadbolt_runtime::SplitMix64;
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+
+use super::host::Host;
+use super::observe::Views;
+use super::recorder::Shared;
+use crate::fault::FaultAction;
+use crate::history::{NodeId, NodeObservation};
+use crate::timeline::TimelineEvent;
+
+/// How long a graceful restart waits for the node to stop by itself before
+/// the process is killed anyway.
+const GRACEFUL_STOP_MAX: Duration = Duration::from_secs(3);
+
+pub(crate) struct Executor {
+    pub(crate) hosts: Vec<Host>,
+    handle: Handle,
+    net: Arc<NetSim>,
+    rng: SplitMix64,
+    rec: Shared,
+    views: Views,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    down: BTreeSet<NodeId>,
+    paused: BTreeSet<NodeId>,
+}
+
+impl Executor {
+    pub(crate) fn new(hosts: Vec<Host>, rng: SplitMix64, rec: Shared, views: Views) -> Self {
+        Executor {
+            hosts,
+            handle: Handle::current(),
+            net: NetSim::current(),
+            rng,
+            rec,
+            views,
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            paused: BTreeSet::new(),
+        }
+    }
+
+    fn host(&self, id: NodeId) -> &Host {
+        &self.hosts[(id - 1) as usize]
+    }
+
+    fn cut_links(&mut self, what: String, links: &[(NodeId, NodeId)]) {
+        for &(a, b) in links {
+            let (ma, mb) = (self.host(a).madsim_id, self.host(b).madsim_id);
+            self.net.clog_link(ma, mb);
+            self.cut.insert((a, b));
+        }
+        self.rec.lock().event(TimelineEvent::Network {
+            what,
+            cut: self.cut.clone(),
+        });
+    }
+
+    fn heal_network(&mut self) {
+        if self.cut.is_empty() {
+            return;
+        }
+        for &(a, b) in &self.cut {
+            self.net
+                .unclog_link(self.host(a).madsim_id, self.host(b).madsim_id);
+        }
+        self.cut.clear();
+        self.rec.lock().event(TimelineEvent::Network {
+            what: "heal".into(),
+            cut: BTreeSet::new(),
+        });
+    }
+
+    fn set_weather(&self, loss_per_million: u64, lo_ms: u64, hi_ms: u64) {
+        self.net.update_config(|c| {
+            c.packet_loss_rate = loss_per_million as f64 / 1_000_000.0;
+            c.send_latency =
+                Duration::from_millis(lo_ms)..Duration::from_millis(hi_ms.max(lo_ms + 1));
+        });
+    }
+
+    /// Kills the process and crashes its disk as `fault` says.
+    fn crash(&mut self, node: NodeId, fault: CrashFault, why: String) {
+        if self.down.contains(&node) {
+            return;
+        }
+        if self.paused.remove(&node) {
+            self.handle.resume(self.host(node).madsim_id);
+        }
+        self.handle.kill(self.host(node).madsim_id);
+        let disk = self.host(node).disk.clone();
+        disk.crash(fault, &mut self.rng);
+        {
+            let mut c = self
+                .host(node)
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            c.handle = None;
+            c.graceful = None;
+        }
+        self.views.forget(node);
+        self.down.insert(node);
+        self.rec.lock().event(TimelineEvent::Down { node, why });
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        if !self.down.remove(&node) {
+            return;
+        }
+        let mut rec = self.rec.lock();
+        rec.observe(NodeObservation::Restarted { node });
+        rec.event(TimelineEvent::Up { node });
+        drop(rec);
+        // Kill first (again): madsim's restart alone re-binds into AddrInUse.
+        self.handle.kill(self.host(node).madsim_id);
+        self.handle.restart(self.host(node).madsim_id);
+    }
+
+    pub(crate) async fn apply(&mut self, action: &FaultAction) {
+        match action {
+            FaultAction::Cut { shape, links } => self.cut_links(shape.to_string(), links),
+            FaultAction::IsolateLeader => {
+                let Some(leader) = self.views.leader() else {
+                    self.rec
+                        .lock()
+                        .harness("isolate the leader: no leader known, skipped");
+                    return;
+                };
+                let others: Vec<NodeId> = self
+                    .hosts
+                    .iter()
+                    .map(|h| h.id)
+                    .filter(|&n| n != leader)
+                    .collect();
+                let links: Vec<(NodeId, NodeId)> = others
+                    .iter()
+                    .flat_map(|&o| [(leader, o), (o, leader)])
+                    .collect();
+                self.cut_links(format!("isolate leader n{leader}"), &links);
+            }
+            FaultAction::HealNetwork => self.heal_network(),
+            FaultAction::SetNet {
+                loss_per_million,
+                latency_min_ms,
+                latency_max_ms,
+            } => {
+                self.set_weather(*loss_per_million, *latency_min_ms, *latency_max_ms);
+                self.rec.lock().harness(action.to_string());
+            }
+            FaultAction::ResetNet => {
+                self.set_weather(0, 1, 10);
+                self.rec.lock().harness(action.to_string());
+            }
+            FaultAction::SetFrameFaults {
+                from,
+                to,
+                drop_per_million,
+                duplicate_per_million,
+                reorder_per_million,
+            } => {
+                let faults = LinkFaults {
+                    drop_per_million: *drop_per_million,
+                    duplicate_per_million: *duplicate_per_million,
+                    reorder_per_million: *reorder_per_million,
+                };
+                let to = *to;
+                self.host(*from).link_faults.update(|t| {
+                    t.insert(to, faults);
+                });
+                self.rec.lock().harness(action.to_string());
+            }
+            FaultAction::ClearFrameFaults => {
+                for h in &self.hosts {
+                    h.link_faults.update(|t| t.clear());
+                }
+                self.rec.lock().harness(action.to_string());
+            }
+            FaultAction::Crash { node, fault } => {
+                self.crash(*node, *fault, format!("crash ({fault:?})"));
+            }
+            FaultAction::Restart { node } => self.restart(*node),
+            FaultAction::Pause { node } => {
+                if self.down.contains(node) || !self.paused.insert(*node) {
+                    return;
+                }
+                self.handle.pause(self.host(*node).madsim_id);
+                self.rec.lock().event(TimelineEvent::Paused { node: *node });
+            }
+            FaultAction::Resume { node } => {
+                if self.paused.remove(node) {
+                    self.handle.resume(self.host(*node).madsim_id);
+                    self.rec
+                        .lock()
+                        .event(TimelineEvent::Resumed { node: *node });
+                }
+            }
+            FaultAction::GracefulRestart { node } => {
+                if self.down.contains(node) || self.paused.contains(node) {
+                    return;
+                }
+                self.graceful_restart(*node).await;
+            }
+            FaultAction::SetDrift { node, drift_ppm } => {
+                self.host(*node).skew.set_drift_ppm(*drift_ppm);
+                self.clock_event(*node, action.to_string());
+            }
+            FaultAction::JumpForward { node, ms } => {
+                self.host(*node).skew.jump_forward_ms(*ms);
+                self.clock_event(*node, action.to_string());
+            }
+            FaultAction::StepWall { node, delta_ms } => {
+                self.host(*node).skew.step_wall_ms(*delta_ms);
+                self.clock_event(*node, action.to_string());
+            }
+        }
+    }
+
+    fn clock_event(&self, node: NodeId, what: String) {
+        let host = self.host(node);
+        let event = TimelineEvent::Clock {
+            node,
+            offset_ms: host.clock_offset_ms(),
+            drift_ppm: host.skew.drift_ppm(),
+            what,
+        };
+        self.rec.lock().event(event);
+    }
+
+    /// Asks the node to stop (leader hands over, storage flushes), waits a
+    /// bounded time, then stops the process and starts it again.
+    async fn graceful_restart(&mut self, node: NodeId) {
+        let trigger = self
+            .host(node)
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .graceful
+            .take();
+        let Some(trigger) = trigger else {
+            return;
+        };
+        self.rec
+            .lock()
+            .harness(format!("n{node} graceful shutdown requested"));
+        trigger.trigger();
+        let deadline = tokio::time::Instant::now() + GRACEFUL_STOP_MAX;
+        while tokio::time::Instant::now() < deadline {
+            if self.host(node).node_handle().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Everything was flushed by a clean shutdown; a crash that loses
+        // unsynced writes loses nothing more.
+        self.crash(node, CrashFault::LoseUnsynced, "graceful stop".into());
+        self.restart(node);
+    }
+
+    /// Ends every fault: network healed, weather and frame faults reset,
+    /// paused nodes resumed, crashed nodes restarted. Clock drift stays: a
+    /// host's clock is part of its environment, not a fault that ends.
+    pub(crate) fn heal_all(&mut self) {
+        self.heal_network();
+        self.set_weather(0, 1, 10);
+        for h in &self.hosts {
+            h.link_faults.update(|t| t.clear());
+        }
+        let paused: Vec<NodeId> = self.paused.iter().copied().collect();
+        for node in paused {
+            self.paused.remove(&node);
+            self.handle.resume(self.host(node).madsim_id);
+            self.rec.lock().event(TimelineEvent::Resumed { node });
+        }
+        let down: Vec<NodeId> = self.down.iter().copied().collect();
+        for node in down {
+            self.restart(node);
+        }
+        self.rec.lock().harness("all faults healed");
+    }
+
+    /// Power loss on every node at once, then every node restarts: what
+    /// was acknowledged must have been durable on a majority.
+    pub(crate) fn crash_and_restart_all(&mut self, fault: CrashFault) {
+        let ids: Vec<NodeId> = self.hosts.iter().map(|h| h.id).collect();
+        for &node in &ids {
+            self.crash(
+                node,
+                fault,
+                format!("power loss of the whole cluster ({fault:?})"),
+            );
+        }
+        for &node in &ids {
+            self.restart(node);
+        }
+    }
+
+    pub(crate) fn start_errors(&self) -> Vec<(NodeId, String)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let c = h.current.lock().unwrap_or_else(|e| e.into_inner());
+                c.start_error.clone().map(|e| (h.id, e))
+            })
+            .collect()
+    }
+}

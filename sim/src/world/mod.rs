@@ -1,0 +1,598 @@
+//! The simulation proper (madsim builds only): one seed becomes a cluster of
+//! simulated hosts running the real node and HTTP API, clients running the
+//! real client crate, a fault schedule executed against them, then heal,
+//! liveness probes, a whole-cluster power loss and a read-back, and finally
+//! every checker.
+//!
+//! Phases of a run, in simulated time:
+//! 1. `0 .. secs`: workload under the seed's fault schedule.
+//! 2. heal everything; clients stop (in-flight operations may end unknown);
+//!    probes must succeed within [`LIVENESS_BOUND`].
+//! 3. every node loses power at once and restarts; the read-back (KV gets,
+//!    stack pops until empty) must show every acknowledged effect.
+
+mod executor;
+mod host;
+mod observe;
+mod recorder;
+mod workload;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant as WallInstant};
+
+use deadbolt_client::api::{KvWriteRequest, StackPopRequest};
+use deadbolt_client::Error;
+use deadbolt_runtime::storage::CrashFault;
+use madsim::runtime::{Handle, Runtime};
+use tokio::time::Instant;
+
+use crate::check::determinism::{check_determinism, Trace};
+use crate::check::durability::DurabilityInput;
+use crate::check::linearizability::LinearizabilityConfig;
+use crate::check::liveness::{LivenessInput, Probe};
+use crate::check::{check_run, CheckReport, Checker, RunInputs};
+use crate::fault::FaultSchedule;
+use crate::history::{
+    ClientHistory, ClientId, KvInput, KvOutput, OpInput, OpOutput, SimTimeNs, StackInput,
+    StackOutput,
+};
+use crate::seed::{rng_for, sub_seed, Concern};
+use crate::sweep::{Failure, RunOutcome, RunSpec};
+use crate::timeline::Timeline;
+
+use executor::Executor;
+use observe::{spawn_pollers, Views};
+use recorder::{Recorder, Shared};
+use workload::{build_client, ClientTask};
+
+/// After the faults stop, a leader must be known and probes must complete
+/// within this much simulated time.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+/// Longest the read-back after the cluster-wide power loss may take.
+const READ_BACK_MAX: Duration = Duration::from_secs(60);
+/// How long stopping clients may finish their current operation (the
+/// client's call timeout plus a wait).
+const CLIENT_STOP_MAX: Duration = Duration::from_secs(10);
+/// The client id of the harness's own probes and read-backs.
+const HARNESS_CLIENT: ClientId = 0;
+
+/// What one run leaves behind for the checkers and the person reading.
+pub struct RunRecord {
+    pub report: CheckReport,
+    pub trace: Trace,
+    pub timeline: Timeline,
+    pub sim_secs: f64,
+    pub ops: u64,
+    /// Problems outside the checkers (a node that could not start).
+    pub harness_failures: Vec<String>,
+    pub summary: String,
+}
+
+fn ns(d: Duration) -> SimTimeNs {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs `spec` once inside the current madsim runtime.
+async fn simulate(spec: RunSpec) -> RunRecord {
+    let handle = Handle::current();
+    let start = Instant::now();
+    let rec = Shared::new(spec.nodes, spec.verbose);
+    let schedule = FaultSchedule::generate(spec.seed, spec.mix, spec.nodes, spec.secs * 1_000);
+    rec.lock().harness(format!(
+        "{spec}: {} fault action(s); {}",
+        schedule.actions.len(),
+        schedule.plan
+    ));
+
+    let hosts: Vec<host::Host> = (1..=spec.nodes)
+        .map(|id| {
+            host::create_host(
+                &handle,
+                spec.seed,
+                id,
+                spec.nodes,
+                schedule.clocks[(id - 1) as usize],
+                rec.clone(),
+            )
+        })
+        .collect();
+    for h in &hosts {
+        let setup = schedule.clocks[(h.id - 1) as usize];
+        if setup.offset_ms != 0 || setup.drift_ppm != 0 {
+            rec.lock().event(crate::timeline::TimelineEvent::Clock {
+                node: h.id,
+                offset_ms: h.clock_offset_ms(),
+                drift_ppm: setup.drift_ppm,
+                what: format!(
+                    "n{} clock starts {:+} ms off, drift {:+.1}%",
+                    h.id,
+                    setup.offset_ms,
+                    setup.drift_ppm as f64 / 10_000.0
+                ),
+            });
+        }
+    }
+    let views = Views::default();
+    let pollers = spawn_pollers(&hosts, &views, &rec);
+    let endpoints: Vec<String> = (1..=spec.nodes).map(host::api_url).collect();
+
+    // Clients, each on its own simulated host (so it has its own
+    // connections and IP), seeded per client.
+    let mut workload_rng = rng_for(spec.seed, Concern::Workload, 0);
+    let clients = workload_rng.range_u64(2, 6);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut client_tasks = Vec::new();
+    for c in 1..=clients {
+        let node = handle
+            .create_node()
+            .name(format!("c{c}"))
+            .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                10, 0, 1, c as u8,
+            )))
+            .build();
+        let task = ClientTask {
+            id: c,
+            client: build_client(&endpoints, sub_seed(spec.seed, Concern::Client, c)),
+            rec: rec.clone(),
+            rng: rng_for(spec.seed, Concern::Workload, c),
+            stop: stop.clone(),
+            manual: workload_rng.chance(1, 2),
+            reckless: workload_rng.chance(1, 3),
+            ttl_ms: workload_rng.range_u64(1_000, 6_000),
+            values: 0,
+        };
+        client_tasks.push(node.spawn(async move {
+            // Let the cluster elect its first leader.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.run().await
+        }));
+    }
+
+    // Phase 1: the fault schedule.
+    let mut executor = Executor::new(
+        hosts,
+        rng_for(spec.seed, Concern::FaultExecution, 0),
+        rec.clone(),
+        views.clone(),
+    );
+    for action in &schedule.actions {
+        let at = start + Duration::from_millis(action.at_ms);
+        tokio::time::sleep_until(at).await;
+        executor.apply(&action.action).await;
+    }
+    tokio::time::sleep_until(start + Duration::from_millis(schedule.faults_end_ms)).await;
+
+    // Phase 2: heal, stop the clients, probe.
+    executor.heal_all();
+    let faults_stopped_ns = rec.now_ns();
+    stop.store(true, Ordering::SeqCst);
+    let stop_deadline = Instant::now() + CLIENT_STOP_MAX;
+    for task in client_tasks {
+        let left = stop_deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, task).await.is_err() {
+            // Its in-flight operation stays unknown.
+        }
+    }
+    rec.lock().close_unseen_sessions();
+    rec.lock().harness("clients stopped");
+
+    let probe_node = handle
+        .create_node()
+        .name("harness")
+        .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+    let probe_client = build_client(&endpoints, sub_seed(spec.seed, Concern::Client, 0));
+    let liveness = {
+        let rec2 = rec.clone();
+        let views2 = views.clone();
+        let client = probe_client.clone();
+        probe_node
+            .spawn(async move { probe_liveness(client, rec2, views2, faults_stopped_ns).await })
+            .await
+            .expect("the probe task is not killed")
+    };
+
+    // Phase 3: power loss everywhere, restart, read back.
+    let mut fault_rng = rng_for(spec.seed, Concern::FaultExecution, 1);
+    let fault = if fault_rng.chance(1, 2) {
+        CrashFault::LoseUnsynced
+    } else {
+        CrashFault::TearLast
+    };
+    executor.crash_and_restart_all(fault);
+    let read_back = {
+        let rec2 = rec.clone();
+        probe_node
+            .spawn(async move { read_back(probe_client, rec2).await })
+            .await
+            .expect("the read-back task is not killed")
+    };
+    let start_errors = executor.start_errors();
+    for p in pollers {
+        p.abort();
+    }
+    let sim_secs = start.elapsed().as_secs_f64();
+    drop(executor);
+    rec.lock().harness("run over");
+
+    let recorder: Recorder = {
+        // Client tasks that did not stop in time may still hold the
+        // recorder; take a snapshot of everything instead of unwrapping.
+        let r = rec.lock();
+        r.clone()
+    };
+    finish(&spec, recorder, liveness, read_back, start_errors, sim_secs)
+}
+
+/// Waits for a leader and runs probe operations after the heal.
+async fn probe_liveness(
+    client: deadbolt_client::Client,
+    rec: Shared,
+    views: Views,
+    faults_stopped_ns: SimTimeNs,
+) -> LivenessInput {
+    let bound = ns(LIVENESS_BOUND);
+    let deadline_ns = faults_stopped_ns + bound;
+    let mut first_leader_ns = None;
+    while rec.now_ns() < deadline_ns {
+        if views.leader().is_some() {
+            first_leader_ns = Some(rec.now_ns());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut probes = Vec::new();
+    for (i, name) in ["append after heal", "second append after heal"]
+        .iter()
+        .enumerate()
+    {
+        let invoked_ns = rec.now_ns();
+        let value = format!("<probe-{i}>");
+        let op = rec.lock().invoke(
+            HARNESS_CLIENT,
+            OpInput::Kv(KvInput::Append {
+                key: "probe".into(),
+                value: value.clone(),
+                fence: None,
+            }),
+        );
+        let mut completed_ns = None;
+        // Retry until the bound: an unknown outcome is retried with a new
+        // call (the probe key is not checked for exactly-once).
+        while rec.now_ns() < deadline_ns {
+            let request = KvWriteRequest {
+                value: value.clone(),
+                lock: None,
+                fencing_token: None,
+            };
+            match client.kv_append("probe", &request).await {
+                Ok(w) => {
+                    rec.lock().complete(
+                        op,
+                        OpOutput::Kv(KvOutput::Written {
+                            size: w.size as usize,
+                            last_token: w.last_token,
+                        }),
+                    );
+                    completed_ns = Some(rec.now_ns());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        probes.push(Probe {
+            name: (*name).to_owned(),
+            invoked_ns,
+            completed_ns,
+        });
+    }
+    LivenessInput {
+        faults_stopped_ns,
+        first_leader_ns,
+        probes,
+        bound_ns: bound,
+    }
+}
+
+/// What the read-back found: final values, final stacks (bottom first).
+struct ReadBack {
+    values: BTreeMap<String, String>,
+    stacks: BTreeMap<String, Vec<String>>,
+    complete: bool,
+}
+
+/// Reads every append key and empties every stack (pops are recorded, so
+/// linearizability covers them too).
+async fn read_back(client: deadbolt_client::Client, rec: Shared) -> ReadBack {
+    let deadline = Instant::now() + READ_BACK_MAX;
+    let mut out = ReadBack {
+        values: BTreeMap::new(),
+        stacks: BTreeMap::new(),
+        complete: true,
+    };
+    for key in workload::append_keys() {
+        let mut done = false;
+        while !done && Instant::now() < deadline {
+            let op = rec.lock().invoke(
+                HARNESS_CLIENT,
+                OpInput::Kv(KvInput::Get { key: key.clone() }),
+            );
+            rec.lock().read_back_ops.insert(op);
+            match client.kv_get(&key).await {
+                Ok(r) => {
+                    rec.lock().complete(
+                        op,
+                        OpOutput::Kv(KvOutput::Read {
+                            value: r.value.clone(),
+                            last_token: r.last_token,
+                        }),
+                    );
+                    out.values.insert(key.clone(), r.value);
+                    done = true;
+                }
+                Err(Error::NotFound { .. }) => {
+                    rec.lock().complete(op, OpOutput::Kv(KvOutput::NotFound));
+                    done = true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        out.complete &= done;
+    }
+    for stack in workload::STACKS {
+        let mut popped = Vec::new();
+        let mut done = false;
+        while !done && Instant::now() < deadline {
+            let op = rec.lock().invoke(
+                HARNESS_CLIENT,
+                OpInput::Stack(StackInput::Pop {
+                    stack: stack.into(),
+                    fence: None,
+                }),
+            );
+            rec.lock().read_back_ops.insert(op);
+            match client.stack_pop(stack, &StackPopRequest::default()).await {
+                Ok(r) => {
+                    rec.lock().complete(
+                        op,
+                        OpOutput::Stack(StackOutput::Popped {
+                            value: r.value.clone(),
+                            size: r.size as usize,
+                        }),
+                    );
+                    popped.push(r.value);
+                }
+                Err(Error::StackEmpty) => {
+                    rec.lock().complete(op, OpOutput::Stack(StackOutput::Empty));
+                    done = true;
+                }
+                Err(Error::NotFound { .. }) => {
+                    rec.lock()
+                        .complete(op, OpOutput::Stack(StackOutput::NotFound));
+                    done = true;
+                }
+                // Unknown: a retried pop may pop another element, so the
+                // read-back of this stack is incomplete.
+                Err(_) => {
+                    out.complete = false;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        out.complete &= done;
+        popped.reverse();
+        out.stacks.insert(stack.to_owned(), popped);
+    }
+    out
+}
+
+fn finish(
+    spec: &RunSpec,
+    recorder: Recorder,
+    liveness: LivenessInput,
+    read_back: ReadBack,
+    start_errors: Vec<(u64, String)>,
+    sim_secs: f64,
+) -> RunRecord {
+    // Durability compares the workload's effects (not the read-back's own
+    // pops) with what was read back.
+    let durability = read_back.complete.then(|| {
+        let mut workload_only = ClientHistory::new();
+        workload_only.ops = recorder
+            .clients
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(id, op)| !recorder.read_back_ops.contains(id) && op.client != HARNESS_CLIENT)
+            .map(|(_, op)| op.clone())
+            .collect();
+        DurabilityInput::from_history(&workload_only, read_back.values, read_back.stacks)
+    });
+    let inputs = RunInputs {
+        raft: &recorder.raft,
+        clients: &recorder.clients,
+        locks: &recorder.locks,
+        accepted_writes: recorder.resource.accepted(),
+        durability: durability.as_ref(),
+        liveness: Some(&liveness),
+    };
+    let report = check_run(&inputs, &LinearizabilityConfig::default());
+    let mut harness_failures = Vec::new();
+    for (node, error) in start_errors {
+        harness_failures.push(format!("n{node} could not start: {error}"));
+    }
+    if !read_back.complete {
+        harness_failures.push(
+            "read-back after the cluster-wide restart did not finish (durability unchecked)".into(),
+        );
+    }
+    let completed = recorder
+        .clients
+        .ops
+        .iter()
+        .filter(|o| o.completed_ns.is_some())
+        .count();
+    let summary = format!(
+        "{spec}: {} ops ({} answered), {} lock events, {} downstream writes ({} refused stale), {} raft observations",
+        recorder.clients.ops.len(),
+        completed,
+        recorder.locks.events.len(),
+        recorder.resource.accepted().len(),
+        recorder.resource.rejected_count(),
+        recorder.raft.events.len(),
+    );
+    RunRecord {
+        report,
+        ops: recorder.clients.ops.len() as u64,
+        trace: recorder.trace.finish(),
+        timeline: recorder.timeline,
+        sim_secs,
+        harness_failures,
+        summary,
+    }
+}
+
+/// Specs of runs in flight, by madsim seed: `Runtime::check_determinism`
+/// takes a plain `fn`, which finds its spec here.
+fn specs() -> &'static Mutex<BTreeMap<u64, RunSpec>> {
+    static SPECS: OnceLock<Mutex<BTreeMap<u64, RunSpec>>> = OnceLock::new();
+    SPECS.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+async fn simulate_registered() -> RunRecord {
+    let seed = Handle::current().seed();
+    let spec = specs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&seed)
+        .cloned()
+        .expect("the spec was registered before the runtime started");
+    simulate(spec).await
+}
+
+fn madsim_seed(spec: &RunSpec) -> u64 {
+    sub_seed(spec.seed, Concern::Scheduler, 0)
+}
+
+/// One madsim runtime for `spec`, on its own thread (panics are caught and
+/// returned as the message).
+fn run_once(spec: &RunSpec) -> Result<RunRecord, String> {
+    let seed = madsim_seed(spec);
+    specs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(seed, spec.clone());
+    let madsim_check = std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some();
+    let time_limit = Duration::from_secs(spec.secs + 600);
+    let result = std::thread::Builder::new()
+        .name(format!("sim-seed-{}", spec.seed))
+        .stack_size(64 << 20)
+        .spawn(move || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if madsim_check && spec_is_sampled(seed) {
+                    Runtime::check_determinism(seed, madsim::Config::default(), simulate_registered)
+                } else {
+                    let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+                    rt.set_time_limit(time_limit);
+                    rt.block_on(simulate_registered())
+                }
+            }))
+        })
+        .expect("spawning a simulation thread")
+        .join();
+    specs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&seed);
+    match result {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(panic)) | Err(panic) => Err(panic_text(&panic)),
+    }
+}
+
+fn spec_is_sampled(_seed: u64) -> bool {
+    true
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}
+
+/// Runs one seed (twice when its spec asks for a determinism check) and
+/// judges it. Never panics: a panic in the simulation is a failure.
+pub fn run_seed(spec: &RunSpec) -> (RunOutcome, Option<RunRecord>) {
+    let wall = WallInstant::now();
+    let first = run_once(spec);
+    let mut record = match first {
+        Ok(r) => r,
+        Err(panic) => {
+            return (
+                RunOutcome {
+                    sim_secs: 0.0,
+                    ops: 0,
+                    failure: Some(Failure {
+                        checkers: vec!["panic".into()],
+                        details: format!("  the simulation panicked: {panic}"),
+                    }),
+                    inconclusive: 0,
+                },
+                None,
+            )
+        }
+    };
+    let mut checkers: BTreeSet<String> = record
+        .report
+        .violations
+        .iter()
+        .map(|v| v.checker().to_string())
+        .collect();
+    let mut details: Vec<String> = record
+        .report
+        .violations
+        .iter()
+        .map(|v| format!("  {v}"))
+        .collect();
+    if !record.harness_failures.is_empty() {
+        checkers.insert("node-start/read-back".into());
+        details.extend(record.harness_failures.iter().map(|f| format!("  {f}")));
+    }
+    if spec.check_determinism {
+        match run_once(spec) {
+            Ok(second) => {
+                let violations = check_determinism(&record.trace, &second.trace);
+                if !violations.is_empty() {
+                    checkers.insert(Checker::Determinism.to_string());
+                    details.extend(violations.iter().map(|v| format!("  [determinism] {v}")));
+                }
+                record.report.ran.push(Checker::Determinism);
+            }
+            Err(panic) => {
+                checkers.insert("panic".into());
+                details.push(format!("  the second run of the seed panicked: {panic}"));
+            }
+        }
+    }
+    let _ = wall;
+    let failure = (!checkers.is_empty()).then(|| Failure {
+        checkers: checkers.into_iter().collect(),
+        details: format!("  {}\n{}", record.summary, details.join("\n")),
+    });
+    (
+        RunOutcome {
+            sim_secs: record.sim_secs,
+            ops: record.ops,
+            failure,
+            inconclusive: record.report.inconclusive.len() as u64,
+        },
+        Some(record),
+    )
+}

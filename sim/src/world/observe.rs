@@ -1,0 +1,149 @@
+//! Raft observations of each node, as a stop-gap poll of
+//! `NodeHandle::status()`: role and term (for `BecameLeader` and the
+//! timeline) and the commit index. The node has no observation hook yet, so
+//! applied entries and their hashes are not seen; the Raft checker then
+//! checks one-leader-per-term and commit-index monotonicity only.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadbolt_core::raft::Role;
+
+use super::host::Host;
+use super::recorder::Shared;
+use crate::history::{LogIndex, NodeId, NodeObservation, SimTimeNs, Term};
+use crate::timeline::{RoleMark, TimelineEvent};
+
+/// How often each node is asked for its status.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// A node that does not answer its status within this is paused, stuck or
+/// dead; the next poll tries again.
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What the harness last saw of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeView {
+    pub(crate) role: RoleMark,
+    pub(crate) term: Term,
+    pub(crate) commit_index: LogIndex,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) at_ns: SimTimeNs,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Views(Arc<Mutex<BTreeMap<NodeId, NodeView>>>);
+
+impl Views {
+    pub(crate) fn get(&self) -> BTreeMap<NodeId, NodeView> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forget a node's view (it crashed or restarted).
+    pub(crate) fn forget(&self, node: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node);
+    }
+
+    /// The node that leads in the highest term seen, if any.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.get()
+            .iter()
+            .filter(|(_, v)| v.role == RoleMark::Leader)
+            .max_by_key(|(_, v)| v.term)
+            .map(|(n, _)| *n)
+    }
+}
+
+fn mark(role: Role) -> RoleMark {
+    match role {
+        Role::Leader => RoleMark::Leader,
+        Role::Follower => RoleMark::Follower,
+        Role::Candidate | Role::PreCandidate => RoleMark::Candidate,
+    }
+}
+
+/// Polls `host` forever (the supervisor drops the task at the end).
+pub(crate) async fn poll_node(
+    id: NodeId,
+    current: Arc<Mutex<super::host::Incarnation>>,
+    views: Views,
+    rec: Shared,
+) {
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let handle = current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle
+            .clone();
+        let Some(handle) = handle else {
+            continue;
+        };
+        let Ok(Ok(status)) = tokio::time::timeout(POLL_TIMEOUT, handle.status()).await else {
+            continue;
+        };
+        let role = mark(status.role);
+        let previous = views
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied();
+        let mut rec = rec.lock();
+        let at_ns = rec.now_ns();
+        if role == RoleMark::Leader {
+            // Recorded once per (node, term) by the recorder.
+            rec.observe(NodeObservation::BecameLeader {
+                node: id,
+                term: status.term,
+            });
+        } else if previous.is_none_or(|p| p.role != role || p.term != status.term) {
+            rec.event(TimelineEvent::Role {
+                node: id,
+                role,
+                term: status.term,
+            });
+        }
+        if previous.is_none_or(|p| p.commit_index != status.commit_index) {
+            rec.observe(NodeObservation::CommitIndex {
+                node: id,
+                index: status.commit_index,
+            });
+        }
+        drop(rec);
+        views.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            NodeView {
+                role,
+                term: status.term,
+                commit_index: status.commit_index,
+                leader: status.leader,
+                at_ns,
+            },
+        );
+    }
+}
+
+/// Spawns a poller per host on the supervisor.
+pub(crate) fn spawn_pollers(
+    hosts: &[Host],
+    views: &Views,
+    rec: &Shared,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    hosts
+        .iter()
+        .map(|h| {
+            tokio::spawn(poll_node(
+                h.id,
+                h.current.clone(),
+                views.clone(),
+                rec.clone(),
+            ))
+        })
+        .collect()
+}
