@@ -472,7 +472,16 @@ impl Model for LockModel {
                             vec![n]
                         }
                         Some(_) => vec![],
-                        None if fresh_ok && *token > s.max_token => {
+                        // Shared waiters granted by one apply (a release or
+                        // an expiry) share that entry's index as token.
+                        None if fresh_ok
+                            && (*token > s.max_token
+                                || (*mode == LockMode::Shared
+                                    && *token == s.max_token
+                                    && s.holders.values().any(|(m, t)| {
+                                        *m == LockMode::Shared && *t == Some(*token)
+                                    }))) =>
+                        {
                             let mut n = s.clone();
                             n.holders.insert(session.clone(), (*mode, Some(*token)));
                             n.max_token = *token;
