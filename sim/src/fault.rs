@@ -128,7 +128,7 @@ pub enum FaultKind {
     GracefulRestart,
     /// Per-node initial clock offset and drift, drift changes during the run.
     ClockSkew,
-    /// Monotonic clock jumps forward (VM suspend), wall clock steps either way.
+    /// The wall clock steps forward or backward (NTP corrections).
     ClockJump,
 }
 
@@ -692,12 +692,14 @@ impl FaultSchedule {
                         drift_ppm: c_rng.range_u64(0, 2 * DRIFT_PPM_MAX as u64 + 1) as i64
                             - DRIFT_PPM_MAX,
                     }
-                } else if c_rng.chance(1, 2) {
-                    FaultAction::JumpForward {
-                        node,
-                        ms: c_rng.range_u64(100, 30_000),
-                    }
                 } else {
+                    // Wall clock only, either way. A monotonic clock that
+                    // leaps ahead while the process keeps running is outside
+                    // the lease model (bounded drift): a leader would expire
+                    // leases early, which fencing tolerates but clients
+                    // cannot detect. A suspended process is `Pause` (the
+                    // simulated clock runs on while it sleeps).
+                    // `JumpForward` stays available for targeted runs.
                     FaultAction::StepWall {
                         node,
                         delta_ms: c_rng.range_u64(0, 120_001) as i64 - 60_000,

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant as WallInstant};
+use std::time::Duration;
 
 use deadbolt_client::api::{KvWriteRequest, StackPopRequest};
 use deadbolt_client::Error;
@@ -29,11 +29,11 @@ use deadbolt_runtime::storage::CrashFault;
 use madsim::runtime::{Handle, Runtime};
 use tokio::time::Instant;
 
-use crate::check::determinism::{check_determinism, Trace};
+use crate::check::determinism::Trace;
 use crate::check::durability::DurabilityInput;
 use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
-use crate::check::{check_run, CheckReport, Checker, RunInputs};
+use crate::check::{check_run, CheckReport, RunInputs};
 use crate::fault::FaultSchedule;
 use crate::history::{
     ClientHistory, ClientId, KvInput, KvOutput, OpInput, OpOutput, SimTimeNs, StackInput,
@@ -492,7 +492,7 @@ fn run_once(spec: &RunSpec) -> Result<RunRecord, String> {
         .stack_size(64 << 20)
         .spawn(move || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if madsim_check && spec_is_sampled(seed) {
+                if madsim_check {
                     Runtime::check_determinism(seed, madsim::Config::default(), simulate_registered)
                 } else {
                     let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
@@ -513,10 +513,6 @@ fn run_once(spec: &RunSpec) -> Result<RunRecord, String> {
     }
 }
 
-fn spec_is_sampled(_seed: u64) -> bool {
-    true
-}
-
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -527,12 +523,11 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs one seed (twice when its spec asks for a determinism check) and
-/// judges it. Never panics: a panic in the simulation is a failure.
+/// Runs one seed once in this process and judges it (every checker but
+/// determinism, which needs a second run in a fresh process: see
+/// `tests/sim.rs`). Never panics: a panic in the simulation is a failure.
 pub fn run_seed(spec: &RunSpec) -> (RunOutcome, Option<RunRecord>) {
-    let wall = WallInstant::now();
-    let first = run_once(spec);
-    let mut record = match first {
+    let record = match run_once(spec) {
         Ok(r) => r,
         Err(panic) => {
             return (
@@ -565,23 +560,6 @@ pub fn run_seed(spec: &RunSpec) -> (RunOutcome, Option<RunRecord>) {
         checkers.insert("node-start/read-back".into());
         details.extend(record.harness_failures.iter().map(|f| format!("  {f}")));
     }
-    if spec.check_determinism {
-        match run_once(spec) {
-            Ok(second) => {
-                let violations = check_determinism(&record.trace, &second.trace);
-                if !violations.is_empty() {
-                    checkers.insert(Checker::Determinism.to_string());
-                    details.extend(violations.iter().map(|v| format!("  [determinism] {v}")));
-                }
-                record.report.ran.push(Checker::Determinism);
-            }
-            Err(panic) => {
-                checkers.insert("panic".into());
-                details.push(format!("  the second run of the seed panicked: {panic}"));
-            }
-        }
-    }
-    let _ = wall;
     let failure = (!checkers.is_empty()).then(|| Failure {
         checkers: checkers.into_iter().collect(),
         details: format!("  {}\n{}", record.summary, details.join("\n")),
