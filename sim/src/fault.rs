@@ -39,6 +39,11 @@ pub enum FaultMix {
     /// Everything: network, crashes with lost or torn writes, pauses,
     /// clock jumps.
     Chaos,
+    /// Not a mix of real faults: nodes that lose their whole disk and come
+    /// back with the same id (amnesia), which Raft cannot survive. Only
+    /// selected by name (`DEADBOLT_SIM_MIX=amnesia`), to prove that the
+    /// checkers catch what such a broken world does.
+    Amnesia,
 }
 
 impl FaultMix {
@@ -49,11 +54,15 @@ impl FaultMix {
             FaultMix::Calm => "calm",
             FaultMix::Network => "network",
             FaultMix::Chaos => "chaos",
+            FaultMix::Amnesia => "amnesia",
         }
     }
 
     pub fn parse(s: &str) -> Option<FaultMix> {
-        FaultMix::ALL.into_iter().find(|m| m.name() == s)
+        FaultMix::ALL
+            .into_iter()
+            .chain([FaultMix::Amnesia])
+            .find(|m| m.name() == s)
     }
 
     /// The kinds this mix may enable.
@@ -72,6 +81,7 @@ impl FaultMix {
                 FrameFaults,
                 ClockSkew,
             ],
+            FaultMix::Amnesia => &[Partition, IsolateLeader, Amnesia],
             FaultMix::Chaos => &[
                 Partition,
                 OneWayPartition,
@@ -130,6 +140,9 @@ pub enum FaultKind {
     ClockSkew,
     /// The wall clock steps forward or backward (NTP corrections).
     ClockJump,
+    /// A node loses its whole disk and restarts with the same id (only in
+    /// the `amnesia` mix: a broken world for testing the checkers).
+    Amnesia,
 }
 
 /// How often a kind strikes and how long each episode lasts, drawn per seed.
@@ -181,6 +194,7 @@ fn draw_intensity(kind: FaultKind, rng: &mut SplitMix64) -> Intensity {
         FlappingLink => ((2_000, 10_000), (1_000, 5_000)),
         PacketLoss | LatencySpike | FrameFaults => ((1_000, 8_000), (500, 5_000)),
         Crash | TornCrash => ((1_500, 10_000), (200, 5_000)),
+        Amnesia => ((500, 3_000), (100, 1_000)),
         Pause => ((1_500, 10_000), (200, 8_000)),
         GracefulRestart => ((3_000, 15_000), (100, 2_000)),
         ClockSkew => ((2_000, 10_000), (0, 0)),
@@ -268,6 +282,10 @@ pub enum FaultAction {
         node: NodeId,
         fault: CrashFault,
     },
+    /// Kill the node and give it an empty disk (restarted by `Restart`).
+    WipeDisk {
+        node: NodeId,
+    },
     Restart {
         node: NodeId,
     },
@@ -328,6 +346,7 @@ impl fmt::Display for FaultAction {
             ),
             FaultAction::ClearFrameFaults => f.write_str("frame faults cleared"),
             FaultAction::Crash { node, fault } => write!(f, "crash n{node} ({fault:?})"),
+            FaultAction::WipeDisk { node } => write!(f, "n{node} loses its whole disk"),
             FaultAction::Restart { node } => write!(f, "restart n{node}"),
             FaultAction::Pause { node } => write!(f, "pause n{node}"),
             FaultAction::Resume { node } => write!(f, "resume n{node}"),
@@ -629,6 +648,7 @@ impl FaultSchedule {
         let process: Vec<FaultKind> = [
             FaultKind::Crash,
             FaultKind::TornCrash,
+            FaultKind::Amnesia,
             FaultKind::Pause,
             FaultKind::GracefulRestart,
         ]
@@ -660,6 +680,10 @@ impl FaultSchedule {
                             _ => CrashFault::TearLast,
                         };
                         out.push(timed(t, FaultAction::Crash { node, fault }));
+                        out.push(timed(end_at, FaultAction::Restart { node }));
+                    }
+                    FaultKind::Amnesia => {
+                        out.push(timed(t, FaultAction::WipeDisk { node }));
                         out.push(timed(end_at, FaultAction::Restart { node }));
                     }
                     FaultKind::Pause => {
@@ -768,7 +792,7 @@ mod tests {
                 for a in &s.actions {
                     assert!(a.at_ms >= WARMUP_MS && a.at_ms <= 20_000, "{a:?}");
                     match &a.action {
-                        FaultAction::Crash { node, .. } => {
+                        FaultAction::Crash { node, .. } | FaultAction::WipeDisk { node } => {
                             assert!(!down.insert(*node, true).unwrap_or(false), "{seed}: {a:?}");
                             assert!(!paused.get(node).copied().unwrap_or(false));
                         }

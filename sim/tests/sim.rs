@@ -55,9 +55,18 @@ fn run_in_child(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> ChildRu
         .env_remove("DEADBOLT_SIM_SOAK_MINUTES")
         .env_remove("RUST_LOG");
     for (key, value) in [
-        ("DEADBOLT_SIM_MIX", spec.overrides.mix.map(|m| m.to_string())),
-        ("DEADBOLT_SIM_NODES", spec.overrides.nodes.map(|n| n.to_string())),
-        ("DEADBOLT_SIM_SECS", spec.overrides.secs.map(|s| s.to_string())),
+        (
+            "DEADBOLT_SIM_MIX",
+            spec.overrides.mix.map(|m| m.to_string()),
+        ),
+        (
+            "DEADBOLT_SIM_NODES",
+            spec.overrides.nodes.map(|n| n.to_string()),
+        ),
+        (
+            "DEADBOLT_SIM_SECS",
+            spec.overrides.secs.map(|s| s.to_string()),
+        ),
     ] {
         match value {
             Some(v) => cmd.env(key, v),
@@ -89,9 +98,7 @@ fn run_in_child(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> ChildRu
     let mut checkers = Vec::new();
     let mut details = Vec::new();
     // libtest may print "test replay ... " on the line our output starts.
-    let ours = stdout
-        .lines()
-        .filter_map(|l| l.find("@@").map(|i| &l[i..]));
+    let ours = stdout.lines().filter_map(|l| l.find("@@").map(|i| &l[i..]));
     for line in ours {
         if let Some(rest) = line.strip_prefix("@@result ") {
             let f: Vec<&str> = rest.split_whitespace().collect();
@@ -222,6 +229,37 @@ fn sweep() {
     );
 }
 
+/// The checkers must catch a world that is known broken: nodes that lose
+/// their whole disk (amnesia) break Raft, so a few such seeds must fail, and
+/// for the right reasons. A harness that passes everything proves nothing.
+#[test]
+fn a_broken_world_is_caught() {
+    if env().replay_seed.is_some() {
+        return;
+    }
+    let overrides = deadbolt_sim::sweep::Overrides {
+        mix: Some(deadbolt_sim::fault::FaultMix::Amnesia),
+        nodes: Some(3),
+        secs: Some(20),
+    };
+    let mut caught: std::collections::BTreeMap<String, u64> = Default::default();
+    for seed in 1..=8 {
+        let spec = RunSpec::for_seed(seed, &overrides);
+        if let Some(f) = run_in_child(&spec, None).outcome.failure {
+            for c in f.checkers {
+                *caught.entry(c).or_default() += 1;
+            }
+        }
+    }
+    eprintln!("deadbolt-sim amnesia seeds 1..=8 caught by: {caught:?}");
+    for checker in ["raft", "linearizability", "durability", "lock-safety"] {
+        assert!(
+            caught.get(checker).copied().unwrap_or(0) > 0,
+            "no amnesia seed was caught by {checker}: {caught:?}"
+        );
+    }
+}
+
 #[test]
 fn regressions() {
     if env().replay_seed.is_some() {
@@ -313,7 +351,11 @@ fn replay() {
         let trace_path = dir.join(format!("sim-trace-{seed}.txt"));
         let again = run_in_child(&spec, Some(&trace_path));
         if let Some(f) = &again.outcome.failure {
-            eprintln!("the fresh process reported: {} {}", f.checkers.join(","), f.details);
+            eprintln!(
+                "the fresh process reported: {} {}",
+                f.checkers.join(","),
+                f.details
+            );
         }
         if again.trace != Some((record.trace.hash, record.trace.events)) {
             let theirs = std::fs::read_to_string(&trace_path).unwrap_or_default();

@@ -209,7 +209,10 @@ pub fn check_durability(input: &DurabilityInput) -> Vec<DurabilityViolation> {
             .any(|p| p.object == effect.object && p.value == effect.value);
         let count = count_on_stack(effect);
         if effect.acked && !popped && count == 0 {
-            missing.entry(effect.object.as_str()).or_default().push(effect);
+            missing
+                .entry(effect.object.as_str())
+                .or_default()
+                .push(effect);
         } else if count > 1 {
             violations.push(DurabilityViolation::DuplicatedPush {
                 effect: effect.clone(),

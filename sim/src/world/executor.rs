@@ -100,7 +100,7 @@ impl Executor {
             self.handle.resume(self.host(node).madsim_id);
         }
         self.handle.kill(self.host(node).madsim_id);
-        let disk = self.host(node).disk.clone();
+        let disk = self.host(node).disk();
         disk.crash(fault, &mut self.rng);
         {
             let mut c = self
@@ -190,6 +190,14 @@ impl Executor {
             }
             FaultAction::Crash { node, fault } => {
                 self.crash(*node, *fault, format!("crash ({fault:?})"));
+            }
+            FaultAction::WipeDisk { node } => {
+                self.crash(*node, CrashFault::LoseUnsynced, "wiped: blank disk".into());
+                *self
+                    .host(*node)
+                    .disk
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = deadbolt_runtime::storage::SimDisk::new();
             }
             FaultAction::Restart { node } => self.restart(*node),
             FaultAction::Pause { node } => {

@@ -55,7 +55,8 @@ pub(crate) struct Incarnation {
 pub(crate) struct Host {
     pub(crate) id: NodeId,
     pub(crate) madsim_id: madsim::task::NodeId,
-    pub(crate) disk: SimDisk,
+    /// Swappable only to model amnesia (a node given a blank disk).
+    pub(crate) disk: Arc<Mutex<SimDisk>>,
     pub(crate) clock: SkewedClock<TokioClock>,
     pub(crate) skew: SkewHandle<TokioClock>,
     /// The host's true-time reference, to show the clock's offset.
@@ -65,6 +66,10 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    pub(crate) fn disk(&self) -> SimDisk {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The node's clock minus true time, in ms (what the timeline shows).
     pub(crate) fn clock_offset_ms(&self) -> i64 {
         self.clock.now_ms() as i64 - self.true_clock.now_ms() as i64
@@ -88,7 +93,7 @@ pub(crate) fn create_host(
     clock_setup: ClockSetup,
     rec: Shared,
 ) -> Host {
-    let disk = SimDisk::new();
+    let disk = Arc::new(Mutex::new(SimDisk::new()));
     let true_clock = TokioClock::new();
     let (clock, skew) = SkewedClock::new(
         true_clock.clone(),
@@ -109,7 +114,7 @@ pub(crate) fn create_host(
         let link_faults = link_faults.clone();
         let current = current.clone();
         move || {
-            let disk = disk.clone();
+            let disk = disk.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let clock: Arc<dyn Clock> = Arc::new(clock.clone());
             let faults = link_faults.subscribe();
             let current = current.clone();

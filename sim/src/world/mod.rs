@@ -56,6 +56,8 @@ const READ_BACK_MAX: Duration = Duration::from_secs(60);
 /// How long stopping clients may finish their current operation (the
 /// client's call timeout plus a wait).
 const CLIENT_STOP_MAX: Duration = Duration::from_secs(10);
+/// Violations listed per checker in a sweep's failure message.
+const VIOLATIONS_SHOWN_PER_CHECKER: usize = 3;
 /// The client id of the harness's own probes and read-backs.
 const HARNESS_CLIENT: ClientId = 0;
 
@@ -550,12 +552,25 @@ pub fn run_seed(spec: &RunSpec) -> (RunOutcome, Option<RunRecord>) {
         .iter()
         .map(|v| v.checker().to_string())
         .collect();
-    let mut details: Vec<String> = record
-        .report
-        .violations
-        .iter()
-        .map(|v| format!("  {v}"))
-        .collect();
+    // A broken run can violate the same property hundreds of times: show
+    // the first few per checker, count the rest.
+    let mut details: Vec<String> = Vec::new();
+    let mut shown: BTreeMap<String, usize> = BTreeMap::new();
+    for v in &record.report.violations {
+        let n = shown.entry(v.checker().to_string()).or_default();
+        *n += 1;
+        if *n <= VIOLATIONS_SHOWN_PER_CHECKER {
+            details.push(format!("  {v}"));
+        }
+    }
+    for (checker, n) in &shown {
+        if *n > VIOLATIONS_SHOWN_PER_CHECKER {
+            details.push(format!(
+                "  [{checker}] ... and {} more (the replay shows all)",
+                n - VIOLATIONS_SHOWN_PER_CHECKER
+            ));
+        }
+    }
     if !record.harness_failures.is_empty() {
         checkers.insert("node-start/read-back".into());
         details.extend(record.harness_failures.iter().map(|f| format!("  {f}")));

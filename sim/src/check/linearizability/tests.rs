@@ -343,25 +343,55 @@ fn shared_waiters_granted_by_one_release_share_its_token() {
     // index 477 and both queued shared waiters are granted by that entry.
     let granted = |token| lock_out(LockOutput::Granted { token });
     let mut h = H::default();
-    h.op(1, 0, Some(10), acquire("x", LockMode::Exclusive), granted(463))
-        .op(2, 20, Some(60), acquire("a", LockMode::Shared), granted(477))
-        .op(3, 25, Some(65), acquire("b", LockMode::Shared), granted(477))
-        .op(
-            1,
-            30,
-            Some(40),
-            OpInput::Lock(LockInput::Release {
-                lock: "L".into(),
-                session: "x".into(),
-                token: 463,
-            }),
-            lock_out(LockOutput::Released),
-        );
+    h.op(
+        1,
+        0,
+        Some(10),
+        acquire("x", LockMode::Exclusive),
+        granted(463),
+    )
+    .op(
+        2,
+        20,
+        Some(60),
+        acquire("a", LockMode::Shared),
+        granted(477),
+    )
+    .op(
+        3,
+        25,
+        Some(65),
+        acquire("b", LockMode::Shared),
+        granted(477),
+    )
+    .op(
+        1,
+        30,
+        Some(40),
+        OpInput::Lock(LockInput::Release {
+            lock: "L".into(),
+            session: "x".into(),
+            token: 463,
+        }),
+        lock_out(LockOutput::Released),
+    );
     assert!(h.check().violations.is_empty(), "{:?}", h.check());
     // An exclusive grant never shares a token.
     let mut bad = H::default();
-    bad.op(2, 20, Some(60), acquire("a", LockMode::Shared), granted(477))
-        .op(3, 70, Some(80), acquire("b", LockMode::Exclusive), granted(477));
+    bad.op(
+        2,
+        20,
+        Some(60),
+        acquire("a", LockMode::Shared),
+        granted(477),
+    )
+    .op(
+        3,
+        70,
+        Some(80),
+        acquire("b", LockMode::Exclusive),
+        granted(477),
+    );
     assert_eq!(bad.check().violations.len(), 1);
 }
 
