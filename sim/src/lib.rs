@@ -1,12 +1,41 @@
 //! deadbolt-sim: whole deadbolt clusters under seeded faults, and the checkers
 //! that decide whether a simulated run did anything unsafe.
 //!
-//! The simulation itself (madsim hosts running the real server stack, fault
-//! injection, seed sweeps) is built only with `--cfg madsim` and lives behind
-//! that cfg. What it records is plain data ([`history`]), and the checkers
-//! ([`check`]) and the simulated downstream resource ([`resource`]) are pure
-//! code that builds and is tested in the normal build: a checker must be
-//! trusted before it is trusted to judge a run.
+//! The simulation itself ([`world`], built only with `--cfg madsim`): each
+//! simulated host runs the real node (Raft actor, storage actor on a
+//! `SimDisk`, peer transport with a link-fault table, a `SkewedClock`) and
+//! the real HTTP API (`deadbolt_server::http::app` + `serve_http`); clients
+//! are the real `deadbolt-client` over simulated TCP. No mocks of our code.
+//! What it records is plain data ([`history`]), and the checkers ([`check`])
+//! and the simulated downstream resource ([`resource`]) are pure code that
+//! builds and is tested in the normal build: a checker must be trusted
+//! before it is trusted to judge a run.
+//!
+//! Code map:
+//! - [`seed`]: one seed, independent sub-seeds per concern (faults,
+//!   workload, each node, each client, madsim's scheduler, clocks).
+//! - [`fault`]: fault mixes (calm, network, chaos; amnesia to test the
+//!   checkers), swarm selection per seed, the pure schedule generator.
+//! - [`timeline`]: the text timeline of a run, one column per node.
+//! - [`sweep`]: what a seed implies (`RunSpec`), the `DEADBOLT_SIM_*`
+//!   knobs, the regression list, the sweep/soak driver, failure messages
+//!   with the replay command.
+//! - `world` (madsim only): hosts, clients and workload, the fault
+//!   executor, status-poll observations, the run phases and the verdict.
+//! - `tests/sim.rs` (madsim only): the sweep, the regression list, the
+//!   "broken world is caught" test, and replay; each seed runs in a fresh
+//!   child process of the test binary.
+//!
+//! Running it: `cargo sim` (the sweep and regressions),
+//! `DEADBOLT_SIM_SEED=N cargo sim --test sim replay -- --nocapture`
+//! (one seed, tracing, timeline in `target/sim-timeline-N.txt`),
+//! `DEADBOLT_SIM_SOAK_MINUTES=M cargo sim --test sim sweep -- --nocapture`
+//! (fresh seeds until time is up). Knobs: `DEADBOLT_SIM_SEEDS`,
+//! `DEADBOLT_SIM_FIRST_SEED`, `DEADBOLT_SIM_SECS`, `DEADBOLT_SIM_MIX`,
+//! `DEADBOLT_SIM_NODES`, `DEADBOLT_SIM_JOBS`,
+//! `DEADBOLT_SIM_DETERMINISM_EVERY`, and madsim's
+//! `MADSIM_TEST_CHECK_DETERMINISM` (each run executed twice in one process
+//! with madsim comparing every random draw).
 //!
 //! The checkers: Raft safety ([`check::raft`]), linearizability of locks, KV
 //! and stacks ([`check::linearizability`]), lock safety and fencing
@@ -15,6 +44,11 @@
 //! and determinism of a seed ([`check::determinism`]). Each returns typed
 //! violations; [`check::check_run`] runs them all into a
 //! [`check::CheckReport`].
+//!
+//! Until the node has an observation hook, the harness sees Raft through
+//! `NodeHandle::status()` polls (leaders per term, commit index; no applied
+//! entries), and a lock hold ends, for the lock-safety checker, when its
+//! client stops believing in its lease (not at the cluster's expiry).
 //!
 //! # What the harness records, and when
 //! Times are simulated nanoseconds since the run started. Recording at the

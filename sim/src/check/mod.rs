@@ -242,10 +242,12 @@ pub fn check_run(
         Checker::LockSafety,
         lock_safety::check_lock_safety(inputs.locks),
     );
-    report.add(
-        Checker::Fencing,
-        lock_safety::check_fencing(inputs.accepted_writes, inputs.locks),
-    );
+    let mut fencing = lock_safety::check_fencing(inputs.accepted_writes, inputs.locks);
+    fencing.extend(lock_safety::check_cluster_fencing(
+        inputs.clients,
+        inputs.locks,
+    ));
+    report.add(Checker::Fencing, fencing);
     if let Some(d) = inputs.durability {
         report.add(Checker::Durability, durability::check_durability(d));
     }

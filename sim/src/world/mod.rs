@@ -124,7 +124,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     // Clients, each on its own simulated host (so it has its own
     // connections and IP), seeded per client.
     let mut workload_rng = rng_for(spec.seed, Concern::Workload, 0);
-    let clients = workload_rng.range_u64(2, 6);
+    let clients = workload_rng.range_u64(2, 8);
     let stop = Arc::new(AtomicBool::new(false));
     let mut client_tasks = Vec::new();
     for c in 1..=clients {
@@ -143,7 +143,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
             stop: stop.clone(),
             manual: workload_rng.chance(1, 2),
             reckless: workload_rng.chance(1, 3),
-            ttl_ms: workload_rng.range_u64(1_000, 6_000),
+            ttl_ms: workload_rng.range_u64(1_000, 5_000),
             values: 0,
         };
         client_tasks.push(node.spawn(async move {

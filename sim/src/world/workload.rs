@@ -362,7 +362,7 @@ impl ClientTask {
                     self.close_session(l).await;
                 }
             }
-            let think = self.rng.range_u64(0, 300);
+            let think = self.rng.range_u64(0, 200);
             tokio::time::sleep(Duration::from_millis(think)).await;
         }
         if let Some(l) = lease.take() {
