@@ -216,6 +216,10 @@ fn sweep() {
         run_checked,
     );
     eprintln!("deadbolt-sim sweep: {summary}");
+    // libtest hides a passing test's output: keep the numbers somewhere.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim-sweep-summary.txt");
+    let _ = std::fs::write(&path, format!("{summary}\n"));
     assert!(
         summary.failures.is_empty(),
         "{} seed(s) failed:\n{}",
