@@ -15,7 +15,7 @@ use crate::seed::{sub_seed, Concern};
 /// Simulated seconds of faults and workload per seed in a default sweep.
 pub const SECS_DEFAULT: u64 = 20;
 /// Seeds per default `cargo test` sweep (over the three mixes).
-pub const SEEDS_DEFAULT: u64 = 450;
+pub const SEEDS_DEFAULT: u64 = 1_200;
 /// First seed of a default sweep: fixed, so `cargo test` is reproducible.
 pub const FIRST_SEED_DEFAULT: u64 = 1;
 /// One seed in this many of a sweep is run twice to check determinism.
