@@ -80,6 +80,7 @@ impl FaultMix {
                 LatencySpike,
                 FrameFaults,
                 ClockSkew,
+                ClientPartition,
             ],
             FaultMix::Amnesia => &[Partition, IsolateLeader, Amnesia],
             FaultMix::Chaos => &[
@@ -97,6 +98,7 @@ impl FaultMix {
                 GracefulRestart,
                 ClockSkew,
                 ClockJump,
+                ClientPartition,
             ],
         }
     }
@@ -143,6 +145,10 @@ pub enum FaultKind {
     /// A node loses its whole disk and restarts with the same id (only in
     /// the `amnesia` mix: a broken world for testing the checkers).
     Amnesia,
+    /// A client cannot reach some nodes (often the leader): its calls fail
+    /// over to the others, which forward, and retries carry the same
+    /// idempotency key through another node.
+    ClientPartition,
 }
 
 /// How often a kind strikes and how long each episode lasts, drawn per seed.
@@ -195,6 +201,7 @@ fn draw_intensity(kind: FaultKind, rng: &mut SplitMix64) -> Intensity {
         PacketLoss | LatencySpike | FrameFaults => ((1_000, 8_000), (500, 5_000)),
         Crash | TornCrash => ((1_500, 10_000), (200, 5_000)),
         Amnesia => ((500, 3_000), (100, 1_000)),
+        ClientPartition => ((1_000, 6_000), (500, 6_000)),
         Pause => ((1_500, 10_000), (200, 8_000)),
         GracefulRestart => ((3_000, 15_000), (100, 2_000)),
         ClockSkew => ((2_000, 10_000), (0, 0)),
@@ -260,6 +267,16 @@ pub enum FaultAction {
     IsolateLeader,
     /// Restore every cut link.
     HealNetwork,
+    /// Cut client `client_slot` (modulo the number of clients, which the
+    /// workload decides) from these nodes, both ways; `leader: true` adds
+    /// whoever leads when it strikes.
+    CutClient {
+        client_slot: u64,
+        from: Vec<NodeId>,
+        leader: bool,
+    },
+    /// Restore every cut client link.
+    HealClients,
     /// madsim network weather: loss rate and send latency range.
     SetNet {
         loss_per_million: u64,
@@ -321,6 +338,17 @@ impl fmt::Display for FaultAction {
             FaultAction::Cut { shape, .. } => write!(f, "{shape}"),
             FaultAction::IsolateLeader => f.write_str("isolate the leader"),
             FaultAction::HealNetwork => f.write_str("heal network"),
+            FaultAction::CutClient {
+                client_slot,
+                from,
+                leader,
+            } => write!(
+                f,
+                "client slot {client_slot} cut from {}{}",
+                set(from),
+                if *leader { " and the leader" } else { "" }
+            ),
+            FaultAction::HealClients => f.write_str("client links healed"),
             FaultAction::SetNet {
                 loss_per_million,
                 latency_min_ms,
@@ -607,6 +635,31 @@ impl FaultSchedule {
                 };
                 out.push(timed(t, action));
                 out.push(timed(end_at, FaultAction::ResetNet));
+                t = end_at;
+            }
+        }
+
+        if let Some(&intensity) = plan.kinds.get(&FaultKind::ClientPartition) {
+            let mut c_rng = forks[&FaultKind::ClientPartition].clone();
+            let mut t = window.0;
+            loop {
+                t += gap(&mut c_rng, intensity.mean_gap_ms);
+                if t >= window.1 {
+                    break;
+                }
+                let end_at = (t + gap(&mut c_rng, intensity.mean_duration_ms)).min(window.1);
+                for _ in 0..c_rng.range_u64(1, 3) {
+                    let from: Vec<NodeId> = (1..=nodes).filter(|_| c_rng.chance(1, 3)).collect();
+                    out.push(timed(
+                        t,
+                        FaultAction::CutClient {
+                            client_slot: c_rng.range_u64(0, 8),
+                            from,
+                            leader: c_rng.chance(2, 3),
+                        },
+                    ));
+                }
+                out.push(timed(end_at, FaultAction::HealClients));
                 t = end_at;
             }
         }

@@ -33,12 +33,21 @@ pub(crate) struct Executor {
     rec: Shared,
     views: Views,
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Client hosts (index = client id - 1) and their cut links to nodes.
+    clients: Vec<madsim::task::NodeId>,
+    client_cut: BTreeSet<(usize, NodeId)>,
     down: BTreeSet<NodeId>,
     paused: BTreeSet<NodeId>,
 }
 
 impl Executor {
-    pub(crate) fn new(hosts: Vec<Host>, rng: SplitMix64, rec: Shared, views: Views) -> Self {
+    pub(crate) fn new(
+        hosts: Vec<Host>,
+        clients: Vec<madsim::task::NodeId>,
+        rng: SplitMix64,
+        rec: Shared,
+        views: Views,
+    ) -> Self {
         Executor {
             hosts,
             handle: Handle::current(),
@@ -47,6 +56,8 @@ impl Executor {
             rec,
             views,
             cut: BTreeSet::new(),
+            clients,
+            client_cut: BTreeSet::new(),
             down: BTreeSet::new(),
             paused: BTreeSet::new(),
         }
@@ -81,6 +92,19 @@ impl Executor {
             what: "heal".into(),
             cut: BTreeSet::new(),
         });
+    }
+
+    fn heal_clients(&mut self) {
+        if self.client_cut.is_empty() {
+            return;
+        }
+        for &(client, node) in &self.client_cut {
+            let (c, n) = (self.clients[client], self.host(node).madsim_id);
+            self.net.unclog_link(c, n);
+            self.net.unclog_link(n, c);
+        }
+        self.client_cut.clear();
+        self.rec.lock().harness("net: client links healed");
     }
 
     fn set_weather(&self, loss_per_million: u64, lo_ms: u64, hi_ms: u64) {
@@ -152,6 +176,33 @@ impl Executor {
                 self.cut_links(format!("isolate leader n{leader}"), &links);
             }
             FaultAction::HealNetwork => self.heal_network(),
+            FaultAction::CutClient {
+                client_slot,
+                from,
+                leader,
+            } => {
+                if self.clients.is_empty() {
+                    return;
+                }
+                let client = (*client_slot as usize) % self.clients.len();
+                let mut nodes: BTreeSet<NodeId> = from.iter().copied().collect();
+                if *leader {
+                    nodes.extend(self.views.leader());
+                }
+                for &node in &nodes {
+                    let (c, n) = (self.clients[client], self.host(node).madsim_id);
+                    self.net.clog_link(c, n);
+                    self.net.clog_link(n, c);
+                    self.client_cut.insert((client, node));
+                }
+                let names: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+                self.rec.lock().harness(format!(
+                    "net: client c{} cut from {{{}}}",
+                    client + 1,
+                    names.join(",")
+                ));
+            }
+            FaultAction::HealClients => self.heal_clients(),
             FaultAction::SetNet {
                 loss_per_million,
                 latency_min_ms,
@@ -282,6 +333,7 @@ impl Executor {
     /// host's clock is part of its environment, not a fault that ends.
     pub(crate) fn heal_all(&mut self) {
         self.heal_network();
+        self.heal_clients();
         self.set_weather(0, 1, 10);
         for h in &self.hosts {
             h.link_faults.update(|t| t.clear());

@@ -127,6 +127,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     let clients = workload_rng.range_u64(2, 8);
     let stop = Arc::new(AtomicBool::new(false));
     let mut client_tasks = Vec::new();
+    let mut client_hosts = Vec::new();
     for c in 1..=clients {
         let node = handle
             .create_node()
@@ -135,6 +136,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
                 10, 0, 1, c as u8,
             )))
             .build();
+        client_hosts.push(node.id());
         let task = ClientTask {
             id: c,
             client: build_client(&endpoints, sub_seed(spec.seed, Concern::Client, c)),
@@ -156,6 +158,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     // Phase 1: the fault schedule.
     let mut executor = Executor::new(
         hosts,
+        client_hosts,
         rng_for(spec.seed, Concern::FaultExecution, 0),
         rec.clone(),
         views.clone(),
