@@ -27,7 +27,9 @@ pub use error::ApiError;
 pub use extract::{fingerprint, parse_json};
 pub use metrics::RequestMetrics;
 pub use openapi::openapi_document;
-pub use serve::{serve_http, serve_http_with, ServeHttpOptions, DRAIN_TIMEOUT_DEFAULT};
+pub use serve::{
+    serve_http, serve_http_with, ServeHttpOptions, CONNECTIONS_MAX_DEFAULT, DRAIN_TIMEOUT_DEFAULT,
+};
 
 /// What the API layer needs to know beyond the node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -400,6 +400,7 @@ mod over_sockets {
         let (trigger, shutdown) = shutdown_channel();
         let options = ServeHttpOptions {
             drain_timeout: Duration::from_secs(2),
+            ..ServeHttpOptions::default()
         };
         let task = tokio::spawn(serve_http_with(listener, detached(), shutdown, options));
         (addr, trigger, task)
@@ -472,7 +473,10 @@ mod over_sockets {
                 "done"
             }),
         );
-        let options = ServeHttpOptions { drain_timeout };
+        let options = ServeHttpOptions {
+            drain_timeout,
+            connections_max: 1,
+        };
         let task = tokio::spawn(serve_http_with(listener, router, shutdown, options));
         (addr, trigger, task)
     }
@@ -486,6 +490,27 @@ mod over_sockets {
             .expect("handshake");
         tokio::spawn(conn);
         sender
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_slot() {
+        // start_slow serves one connection at a time.
+        let (addr, _trigger, _task) = start_slow(Duration::ZERO, Duration::from_secs(1)).await;
+        let mut first = h1(addr).await;
+        let response = first
+            .send_request(get("/slow"))
+            .await
+            .expect("first served");
+        // Read to the end: a dropped unread body makes hyper close the
+        // connection, which would free the slot.
+        response.into_body().collect().await.expect("body");
+        let mut second = h1(addr).await;
+        let waiting = tokio::spawn(async move { second.send_request(get("/slow")).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "served past the connection limit");
+        drop(first);
+        let answered = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(answered, Ok(Ok(Ok(_)))), "{answered:?}");
     }
 
     #[tokio::test]
