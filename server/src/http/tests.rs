@@ -633,3 +633,34 @@ async fn serve_loop_runs_under_madsim() {
         .expect("server task");
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// A body that never arrives.
+struct StalledBody;
+
+impl hyper::body::Body for StalledBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_body_ends_at_the_request_deadline() {
+    let r = detached();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/sessions")
+        .header(HEADER_REQUEST_TIMEOUT_MS, "100")
+        .body(Body::new(StalledBody))
+        .expect("request");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        expect_error(&r, req, ErrorCode::InvalidRequest).await
+    })
+    .await
+    .expect("answered at the deadline, not never");
+    assert_eq!(answered.error.details.field.as_deref(), Some("body"));
+}
