@@ -774,9 +774,7 @@ impl Actor {
             if let Some(soft) = ready.soft_state {
                 self.on_soft_state(soft);
             }
-            if ready.snapshot_wanted
-                || self.applied_index >= self.snapshot_index + self.snapshot_threshold_entries
-            {
+            if ready.snapshot_wanted || self.snapshot_due() {
                 self.take_snapshot().await;
             }
         }
@@ -949,6 +947,9 @@ impl Actor {
             index,
             "installed snapshot from the leader"
         );
+        self.metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         let kept = self.pending.split_off(&(index + 1));
         let covered = std::mem::replace(&mut self.pending, kept);
         for (_, (_, waiter)) in covered {
@@ -1012,12 +1013,32 @@ impl Actor {
         self.api_addr_asked_at_ms = None;
     }
 
+    /// Past the threshold, and (on a leader) every follower already holds
+    /// the entries the compaction drops — else a follower with appends in
+    /// flight would need a whole snapshot. A follower lagging by more than
+    /// another threshold does not hold compaction back any longer.
+    fn snapshot_due(&self) -> bool {
+        let since = self.applied_index.saturating_sub(self.snapshot_index);
+        if since < self.snapshot_threshold_entries {
+            return false;
+        }
+        if self.replica.role() != Role::Leader || since >= 2 * self.snapshot_threshold_entries {
+            return true;
+        }
+        self.replica
+            .status()
+            .progress
+            .values()
+            .all(|p| p.match_index >= self.applied_index)
+    }
+
     async fn take_snapshot(&mut self) {
         let index = self.applied_index;
         let data = self.state.snapshot();
         match self.replica.snapshot_taken(index, data.clone()) {
             Ok(meta) => {
                 self.snapshot_index = index;
+                self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     node_id = self.id,
                     index,
