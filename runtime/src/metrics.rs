@@ -54,6 +54,11 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Sum of the observations (microsecond resolution).
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` lines; `labels` is either
     /// empty or `key="value",...` without braces.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {

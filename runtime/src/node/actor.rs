@@ -1275,7 +1275,7 @@ impl Actor {
             let entries = stats
                 .entries_synced
                 .saturating_sub(self.last_stats.entries_synced);
-            for _ in 0..syncs.min(64) {
+            for _ in 0..syncs {
                 m.fsync_seconds
                     .observe(latency_us as f64 / syncs as f64 / 1e6);
                 m.entries_per_fsync.observe(entries as f64 / syncs as f64);
