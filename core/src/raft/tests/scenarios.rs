@@ -938,3 +938,61 @@ fn appends_are_batched_pipelined_and_bounded() {
         Err(crate::raft::ProposeError::BadBatchSize { .. })
     ));
 }
+
+#[test]
+fn fast_backtracking_skips_a_whole_conflicting_term() {
+    let mut net = Network::new(&[1, 2, 3], &[], 13, |id| {
+        let mut c = test_config(id);
+        c.max_append_entries = 8;
+        c.check_quorum = false; // Let 2 win at once while 1 still leads.
+        c
+    });
+    net.node_mut(1).replica.campaign_now();
+    net.stabilize();
+    // 40 entries of term 1 that only the old leader holds.
+    net.isolate(1);
+    for i in 0..40 {
+        let _ = net.node_mut(1).replica.propose(vec![i]);
+        net.process_all();
+    }
+    net.queue.clear();
+    net.node_mut(2).replica.campaign_now();
+    net.stabilize();
+    assert_eq!(net.leaders(), vec![1, 2]);
+    for i in 0..30 {
+        net.node_mut(2).replica.propose(vec![100 + i]).unwrap();
+        net.stabilize();
+    }
+    // A third leader starts probing 1 at the end of its long log.
+    net.node_mut(3).replica.campaign_now();
+    net.stabilize();
+    assert_eq!(net.leaders(), vec![1, 3]);
+    net.cut.clear();
+    // Count the rejections node 1 sends while being repaired.
+    let mut rejections = 0;
+    for _ in 0..20 {
+        net.now_ms += 10;
+        net.tick_all();
+        while !net.queue.is_empty() {
+            for m in std::mem::take(&mut net.queue) {
+                if let crate::raft::Message::AppendEntriesResponse(r) = &m.msg {
+                    if m.from == 1 && !r.success {
+                        rejections += 1;
+                    }
+                }
+                net.deliver(m);
+            }
+            net.process_all();
+        }
+    }
+    assert_eq!(
+        net.node(1).applied,
+        net.node(2).applied,
+        "{}",
+        net.debug_dump()
+    );
+    assert_eq!(net.node(1).replica.role(), crate::raft::Role::Follower);
+    // Backing up one entry at a time would take ~30 rejections; the term
+    // hints skip all of term 2 at once.
+    assert!(rejections <= 2, "{rejections} rejections");
+}
