@@ -354,6 +354,9 @@ fn basic_election() {
         stabilize
         expect commit 2 4
         expect log 3 1:0 2:1 3:1 4:1
+        run 5000                  # a healthy cluster never re-elects
+        expect leader 1
+        expect term 3 1
     ");
 }
 
