@@ -421,7 +421,7 @@ fn prevote_blocks_a_partitioned_node() {
 }
 
 #[test]
-fn leader_stickiness_without_prevote() {
+fn leader_stickiness_lease_without_prevote() {
     // Without pre-vote the partitioned node bumps its term, but followers
     // that hear from the leader ignore its vote requests (check-quorum
     // lease); the old leader learns the term from its responses and the
@@ -434,10 +434,15 @@ fn leader_stickiness_without_prevote() {
         stabilize
         isolate 3
         run 1000
-        expect role 1 leader      # followers in the lease ignore 3
+        expect role 1 leader
         expect role 3 candidate
         heal
-        run 1000
+        campaign 3                # term ~10 vote request reaches 2...
+        deliver 3 2
+        expect term 2 1           # ...which ignores it: it hears from leader 1
+        expect role 2 follower
+        drop-all
+        run 1000                  # 1 learns 3's term from a response, steps down
         expect one-leader
         expect commit 3 4         # a new term's no-op on top of a
         expect applied 3 4
