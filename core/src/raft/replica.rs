@@ -934,10 +934,10 @@ impl Replica {
             }
         } else if msg_term < self.term {
             match msg {
-                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_)
-                    if self.config.check_quorum || self.config.pre_vote =>
-                {
-                    // Tell a stale leader about the new term so it steps down.
+                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_) => {
+                    // Tell a stale leader about the new term so it steps down
+                    // (Raft 5.1). Always, not only with pre-vote/check-quorum:
+                    // a removed stale leader hears from nobody else.
                     let term = self.term;
                     self.send(
                         from,

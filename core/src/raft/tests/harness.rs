@@ -449,11 +449,15 @@ impl Network {
         }
     }
 
+    /// Live leaders, newest term first.
     pub(crate) fn leaders(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, n)| n.up && n.replica.role() == Role::Leader)
-            .map(|(id, _)| *id)
+            .map(|(id, n)| (std::cmp::Reverse(n.replica.term()), *id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(_, id)| id)
             .collect()
     }
 

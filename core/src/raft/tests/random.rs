@@ -21,7 +21,10 @@ const HEAL_DEADLINE_MS: u64 = 5_000;
 /// Seeds that once failed, replayed on every run (regression list).
 /// - 9 (membership): a leader removing itself lost leadership before the
 ///   removal committed, holding the only complete log; nobody could win.
-const REGRESSION_SEEDS: &[u64] = &[9];
+/// - 1885 (membership, both pre-vote and check-quorum off): a removed
+///   leader in an old term never learned the new term (stale-term appends
+///   were answered only with pre-vote or check-quorum on).
+const REGRESSION_SEEDS: &[u64] = &[9, 1885];
 
 struct Faults {
     loss: f64,
