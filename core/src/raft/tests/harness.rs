@@ -217,7 +217,10 @@ impl Network {
                 Some((payload, pt)) => {
                     assert!(
                         payload == &e.payload && *pt == prev_term,
-                        "log matching violated at {key:?} on node {id}"
+                        "log matching violated at {key:?} on node {id}: had {:?} after term {pt}, now {:?} after term {prev_term}\n{}",
+                        payload,
+                        e.payload,
+                        self.debug_dump()
                     );
                 }
                 None => {

@@ -24,7 +24,10 @@ const HEAL_DEADLINE_MS: u64 = 5_000;
 /// - 1885 (membership, both pre-vote and check-quorum off): a removed
 ///   leader in an old term never learned the new term (stale-term appends
 ///   were answered only with pre-vote or check-quorum on).
-const REGRESSION_SEEDS: &[u64] = &[9, 1885];
+/// - 5981 (membership): a single-voter leader was elected on its own vote
+///   before that vote was durable, crashed, and led the same term again with
+///   different entries (its learner held both): log matching violated.
+const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981];
 
 struct Faults {
     loss: f64,

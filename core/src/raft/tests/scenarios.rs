@@ -857,6 +857,8 @@ fn single_node_cluster_commits_after_persist() {
         cluster 1
         manual-sync
         campaign 1
+        expect role 1 candidate   # its own vote is not durable yet
+        sync 1
         expect role 1 leader
         expect commit 1 1         # own no-op not yet durable
         sync 1
