@@ -11,7 +11,7 @@ use crate::raft::tests::harness::{test_config, Network};
 use crate::raft::{LogIndex, NodeId, Role};
 
 /// Seeds per cluster size in a default `cargo test`.
-const DEFAULT_SEEDS: u64 = 1500;
+const DEFAULT_SEEDS: u64 = 1000;
 /// Fault-phase length in 5 ms steps.
 const FAULT_STEPS: u64 = 600;
 const STEP_MS: u64 = 5;
