@@ -4,7 +4,7 @@
 //! then a healed phase that must converge (liveness).
 //!
 //! Replay one seed: `DEADBOLT_RAFT_SEED=N cargo test -p deadbolt-core raft_random`.
-//! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 cargo test -p deadbolt-core raft_random`.
+//! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 [DEADBOLT_RAFT_SEED_START=N] cargo test -p deadbolt-core raft_random`.
 
 use crate::raft::rng::SplitMix64;
 use crate::raft::tests::harness::{test_config, Network};
@@ -331,7 +331,15 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
-    REGRESSION_SEEDS.iter().copied().chain(0..count).collect()
+    let start: u64 = std::env::var("DEADBOLT_RAFT_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    REGRESSION_SEEDS
+        .iter()
+        .copied()
+        .chain(start..start + count)
+        .collect()
 }
 
 fn sweep(size: usize, joiners: usize) {
