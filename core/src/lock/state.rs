@@ -836,15 +836,11 @@ impl LockStateMachine {
         let Some(entry) = self.locks.get_mut(name) else {
             return;
         };
-        loop {
-            let Some(head) = entry.waiters.front() else {
-                break;
-            };
-            let fits = match (&entry.holders, head.mode) {
-                (Holders::Free, _) => true,
-                (Holders::Shared(_), Mode::Shared) => true,
-                _ => false,
-            };
+        while let Some(head) = entry.waiters.front() {
+            let fits = matches!(
+                (&entry.holders, head.mode),
+                (Holders::Free, _) | (Holders::Shared(_), Mode::Shared)
+            );
             if !fits {
                 break;
             }
