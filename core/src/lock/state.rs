@@ -386,7 +386,7 @@ impl LockStateMachine {
                 owner,
                 mode,
                 wait_ms,
-            } => self.acquire(index, lock, *owner, *mode, *wait_ms, idem_key, events),
+            } => self.acquire(index, lock, *owner, *mode, *wait_ms, idem_key),
             Command::Release {
                 lock,
                 session_id,
@@ -561,7 +561,6 @@ impl LockStateMachine {
         mode: Mode,
         wait_ms: u64,
         idem_key: Option<&str>,
-        events: &mut Vec<Event>,
     ) -> Outcome {
         validate_name("lock", lock)?;
         if wait_ms > WAIT_MS_MAX {
@@ -599,7 +598,11 @@ impl LockStateMachine {
             }
         };
 
-        let entry = self.locks.get(lock);
+        // One lookup for the analysis; the name's Arc is kept so the grant
+        // below needs a single further traversal of the 1M-entry tree.
+        let found = self.locks.get_key_value(lock);
+        let existing_name: Option<Arc<str>> = found.map(|(name, _)| name.clone());
+        let entry = found.map(|(_, entry)| entry);
         let grantable = match &entry {
             None => true,
             Some(entry) => {
@@ -667,8 +670,7 @@ impl LockStateMachine {
                 holders: self.holder_views(&entry.holders),
             });
         }
-        let exists = self.locks.contains_key(lock);
-        if !exists && self.locks.len() >= LOCKS_MAX {
+        if existing_name.is_none() && self.locks.len() >= LOCKS_MAX {
             return Err(LockError::invalid(
                 "lock",
                 format!("at most {LOCKS_MAX} locks may be held or waited for"),
@@ -687,31 +689,34 @@ impl LockStateMachine {
         if let Some(ttl_ms) = ephemeral_ttl {
             self.insert_session(session_id, "", ttl_ms, true);
         }
-        let name: Arc<str> = match self.locks.get_key_value(lock) {
-            Some((name, _)) => name.clone(),
-            None => {
-                let name: Arc<str> = Arc::from(lock);
-                self.locks.insert(
-                    name.clone(),
-                    LockEntry {
-                        holders: Holders::Free,
-                        waiters: VecDeque::new(),
-                    },
-                );
-                name
-            }
-        };
         let session = self.sessions.get_mut(&session_id).expect("live session");
-        let entry = self.locks.get_mut(&name).expect("just ensured");
         if grantable {
-            entry.holders.add(
-                mode,
-                Holder {
-                    session_id,
-                    fencing_token: index,
-                    acquired_at_ms: now,
-                },
-            );
+            let holder = Holder {
+                session_id,
+                fencing_token: index,
+                acquired_at_ms: now,
+            };
+            let name = match existing_name {
+                Some(name) => {
+                    let entry = self.locks.get_mut(&*name).expect("exists");
+                    entry.holders.add(mode, holder);
+                    name
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(lock);
+                    let mut holders = Holders::Free;
+                    holders.add(mode, holder);
+                    let old = self.locks.insert(
+                        name.clone(),
+                        LockEntry {
+                            holders,
+                            waiters: VecDeque::new(),
+                        },
+                    );
+                    assert!(old.is_none(), "lock {name} created twice");
+                    name
+                }
+            };
             session.held.insert(name);
             Ok(Reply::Acquired(Grant {
                 session_id,
@@ -719,6 +724,8 @@ impl LockStateMachine {
                 fencing_token: index,
             }))
         } else {
+            let name = existing_name.expect("not grantable means it exists");
+            let entry = self.locks.get_mut(&*name).expect("exists");
             let deadline_ms = now + wait_ms;
             entry.waiters.push_back(Waiter {
                 session_id,
@@ -730,7 +737,6 @@ impl LockStateMachine {
             session.waiting.insert(name.clone());
             self.waiter_deadlines
                 .insert((deadline_ms, session_id, name));
-            let _ = events;
             Ok(Reply::Queued {
                 session_id,
                 mode,
@@ -749,10 +755,9 @@ impl LockStateMachine {
     ) -> Outcome {
         validate_name("lock", lock)?;
         self.live_session(session_id)?;
-        let Some((name, entry)) = self.locks.get_key_value(lock) else {
+        let Some(entry) = self.locks.get_mut(lock) else {
             return Err(LockError::NotHolder);
         };
-        let name = name.clone();
         let newest = entry.holders.newest_token();
         let Some(holder) = entry.holders.find(session_id) else {
             return Err(match (token, newest) {
@@ -772,11 +777,19 @@ impl LockStateMachine {
                 return Err(LockError::NotHolder);
             }
         }
-        let entry = self.locks.get_mut(&name).expect("exists");
         entry.holders.remove(session_id);
+        let has_waiters = !entry.waiters.is_empty();
+        let now_free = matches!(entry.holders, Holders::Free);
         let session = self.sessions.get_mut(&session_id).expect("live");
-        session.held.remove(&name);
-        self.promote(index, &name, events);
+        let removed = session.held.remove(lock);
+        assert!(removed, "session.held mirrors the holders");
+        if has_waiters {
+            let name = self.locks.get_key_value(lock).expect("exists").0.clone();
+            self.promote(index, &name, events);
+        } else if now_free {
+            // The common uncontended case: one more traversal, no Arc clone.
+            self.locks.remove(lock);
+        }
         self.end_if_idle_ephemeral(index, session_id, events);
         Ok(Reply::Released)
     }
