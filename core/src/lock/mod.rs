@@ -8,6 +8,7 @@
 //! and happen only through committed commands.
 
 mod lease;
+mod name;
 mod state;
 mod types;
 

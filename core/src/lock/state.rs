@@ -11,15 +11,15 @@
 //!   `held`/`waiting` sets mirror the locks exactly;
 //! - a session holds or waits for a lock, never both, and waits once per lock.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
 use crate::raft::LogIndex;
 
+use super::name::LockName;
 use super::types::*;
 
 /// One grant. 24 bytes, stored inline for an exclusive lock.
@@ -121,8 +121,8 @@ struct Session {
     name: Box<str>,
     ttl_ms: u64,
     ephemeral: bool,
-    held: BTreeSet<Arc<str>>,
-    waiting: BTreeSet<Arc<str>>,
+    held: BTreeSet<LockName>,
+    waiting: BTreeSet<LockName>,
 }
 
 impl Session {
@@ -230,9 +230,9 @@ pub struct LockStateMachine {
     tombstones: BTreeMap<SessionId, u64>,
     /// The same, in expiry order (clock_ms never decreases).
     tombstone_order: VecDeque<(u64, SessionId)>,
-    locks: BTreeMap<Arc<str>, LockEntry>,
+    locks: BTreeMap<LockName, LockEntry>,
     /// (deadline_ms, session, lock) of every waiter.
-    waiter_deadlines: BTreeSet<(u64, SessionId, Arc<str>)>,
+    waiter_deadlines: BTreeSet<(u64, SessionId, LockName)>,
     kv: BTreeMap<String, KvEntry>,
     stacks: BTreeMap<String, StackEntry>,
     idempotency: IdempotencyCache,
@@ -400,7 +400,7 @@ impl LockStateMachine {
                 Ok(Reply::Withdrawn { was_waiting })
             }
             Command::ExpireWaiters => {
-                let due: Vec<(u64, SessionId, Arc<str>)> = self
+                let due: Vec<(u64, SessionId, LockName)> = self
                     .waiter_deadlines
                     .iter()
                     .take_while(|(deadline, _, _)| *deadline <= self.clock_ms)
@@ -408,7 +408,13 @@ impl LockStateMachine {
                     .collect();
                 let mut count = 0;
                 for (_, session, lock) in due {
-                    if self.remove_waiter(index, &lock, session, WaitEndReason::TimedOut, events) {
+                    if self.remove_waiter(
+                        index,
+                        lock.as_str(),
+                        session,
+                        WaitEndReason::TimedOut,
+                        events,
+                    ) {
                         count += 1;
                     }
                 }
@@ -496,7 +502,10 @@ impl LockStateMachine {
             not_found(NotFoundKind::Session)
         });
         for lock in &session.waiting {
-            let entry = self.locks.get_mut(lock).expect("waited-for lock exists");
+            let entry = self
+                .locks
+                .get_mut(lock.as_bytes())
+                .expect("waited-for lock exists");
             let pos = entry
                 .waiters
                 .iter()
@@ -518,7 +527,10 @@ impl LockStateMachine {
             });
         }
         for lock in &session.held {
-            let entry = self.locks.get_mut(lock).expect("held lock exists");
+            let entry = self
+                .locks
+                .get_mut(lock.as_bytes())
+                .expect("held lock exists");
             let removed = entry.holders.remove(id);
             assert!(removed, "session.held mirrors the holders");
         }
@@ -574,8 +586,8 @@ impl LockStateMachine {
             Owner::Session(id) => {
                 let s = self.live_session(id)?;
                 if s.lock_count() >= LOCKS_PER_SESSION_MAX
-                    && !s.held.contains(lock)
-                    && !s.waiting.contains(lock)
+                    && !s.held.contains(lock.as_bytes())
+                    && !s.waiting.contains(lock.as_bytes())
                 {
                     return Err(LockError::invalid(
                         "lock",
@@ -598,10 +610,44 @@ impl LockStateMachine {
             }
         };
 
-        // One lookup for the analysis; the name's Arc is kept so the grant
-        // below needs a single further traversal of the 1M-entry tree.
-        let found = self.locks.get_key_value(lock);
-        let existing_name: Option<Arc<str>> = found.map(|(name, _)| name.clone());
+        // Fast path, the common uncontended case: a free lock is granted with
+        // a single traversal of the (possibly 1M-entry) tree.
+        let locks_full = self.locks.len() >= LOCKS_MAX;
+        if let btree_map::Entry::Vacant(vacant) = self.locks.entry(LockName::new(lock)) {
+            if locks_full {
+                return Err(LockError::invalid(
+                    "lock",
+                    format!("at most {LOCKS_MAX} locks may be held or waited for"),
+                ));
+            }
+            let holder = Holder {
+                session_id,
+                fencing_token: index,
+                acquired_at_ms: now,
+            };
+            let mut holders = Holders::Free;
+            holders.add(mode, holder);
+            let name = vacant.key().clone();
+            vacant.insert(LockEntry {
+                holders,
+                waiters: VecDeque::new(),
+            });
+            if let Some(ttl_ms) = ephemeral_ttl {
+                self.insert_session(session_id, "", ttl_ms, true);
+            }
+            let session = self.sessions.get_mut(&session_id).expect("live session");
+            session.held.insert(name);
+            return Ok(Reply::Acquired(Grant {
+                session_id,
+                mode,
+                fencing_token: index,
+            }));
+        }
+
+        // The lock exists: one lookup for the analysis; the name is kept so
+        // the change below needs a single further traversal.
+        let found = self.locks.get_key_value(lock.as_bytes());
+        let existing_name: Option<LockName> = found.map(|(name, _)| name.clone());
         let entry = found.map(|(_, entry)| entry);
         let grantable = match &entry {
             None => true,
@@ -637,8 +683,13 @@ impl LockStateMachine {
                     // later of the two deadlines.
                     let new_deadline = now + wait_ms;
                     if new_deadline > waiter.deadline_ms {
-                        let name = self.locks.get_key_value(lock).expect("exists").0.clone();
-                        let entry = self.locks.get_mut(lock).expect("exists");
+                        let name = self
+                            .locks
+                            .get_key_value(lock.as_bytes())
+                            .expect("exists")
+                            .0
+                            .clone();
+                        let entry = self.locks.get_mut(lock.as_bytes()).expect("exists");
                         let waiter = &mut entry.waiters[pos];
                         self.waiter_deadlines.remove(&(
                             waiter.deadline_ms,
@@ -665,7 +716,10 @@ impl LockStateMachine {
         };
 
         if !grantable && wait_ms == 0 {
-            let entry = self.locks.get(lock).expect("not grantable means it exists");
+            let entry = self
+                .locks
+                .get(lock.as_bytes())
+                .expect("not grantable means it exists");
             return Err(LockError::LockHeld {
                 holders: self.holder_views(&entry.holders),
             });
@@ -677,7 +731,7 @@ impl LockStateMachine {
             ));
         }
         if !grantable {
-            let entry = self.locks.get(lock).expect("exists");
+            let entry = self.locks.get(lock.as_bytes()).expect("exists");
             if entry.waiters.len() >= WAITERS_PER_LOCK_MAX {
                 return Err(LockError::invalid(
                     "wait_ms",
@@ -698,12 +752,12 @@ impl LockStateMachine {
             };
             let name = match existing_name {
                 Some(name) => {
-                    let entry = self.locks.get_mut(&*name).expect("exists");
+                    let entry = self.locks.get_mut(&name).expect("exists");
                     entry.holders.add(mode, holder);
                     name
                 }
                 None => {
-                    let name: Arc<str> = Arc::from(lock);
+                    let name: LockName = LockName::new(lock);
                     let mut holders = Holders::Free;
                     holders.add(mode, holder);
                     let old = self.locks.insert(
@@ -725,7 +779,7 @@ impl LockStateMachine {
             }))
         } else {
             let name = existing_name.expect("not grantable means it exists");
-            let entry = self.locks.get_mut(&*name).expect("exists");
+            let entry = self.locks.get_mut(&name).expect("exists");
             let deadline_ms = now + wait_ms;
             entry.waiters.push_back(Waiter {
                 session_id,
@@ -755,9 +809,11 @@ impl LockStateMachine {
     ) -> Outcome {
         validate_name("lock", lock)?;
         self.live_session(session_id)?;
-        let Some(entry) = self.locks.get_mut(lock) else {
+        // One traversal finds, changes and (usually) removes the entry.
+        let btree_map::Entry::Occupied(mut occupied) = self.locks.entry(LockName::new(lock)) else {
             return Err(LockError::NotHolder);
         };
+        let entry = occupied.get_mut();
         let newest = entry.holders.newest_token();
         let Some(holder) = entry.holders.find(session_id) else {
             return Err(match (token, newest) {
@@ -781,14 +837,13 @@ impl LockStateMachine {
         let has_waiters = !entry.waiters.is_empty();
         let now_free = matches!(entry.holders, Holders::Free);
         let session = self.sessions.get_mut(&session_id).expect("live");
-        let removed = session.held.remove(lock);
+        let removed = session.held.remove(lock.as_bytes());
         assert!(removed, "session.held mirrors the holders");
         if has_waiters {
-            let name = self.locks.get_key_value(lock).expect("exists").0.clone();
+            let name = occupied.key().clone();
             self.promote(index, &name, events);
         } else if now_free {
-            // The common uncontended case: one more traversal, no Arc clone.
-            self.locks.remove(lock);
+            occupied.remove();
         }
         self.end_if_idle_ephemeral(index, session_id, events);
         Ok(Reply::Released)
@@ -803,7 +858,7 @@ impl LockStateMachine {
         reason: WaitEndReason,
         events: &mut Vec<Event>,
     ) -> bool {
-        let Some((name, entry)) = self.locks.get_key_value(lock) else {
+        let Some((name, entry)) = self.locks.get_key_value(lock.as_bytes()) else {
             return false;
         };
         let name = name.clone();
@@ -845,7 +900,7 @@ impl LockStateMachine {
     /// Grants the lock to waiters at the head of its queue while they fit
     /// (FIFO: a shared waiter behind an exclusive one waits), then drops the
     /// entry if nobody holds or waits for it.
-    fn promote(&mut self, index: LogIndex, name: &Arc<str>, events: &mut Vec<Event>) {
+    fn promote(&mut self, index: LogIndex, name: &LockName, events: &mut Vec<Event>) {
         let Some(entry) = self.locks.get_mut(name) else {
             return;
         };
@@ -930,7 +985,7 @@ impl LockStateMachine {
             return Ok(None);
         };
         validate_name("lock", &fence.lock)?;
-        let holder = match self.locks.get(fence.lock.as_str()).map(|e| &e.holders) {
+        let holder = match self.locks.get(fence.lock.as_bytes()).map(|e| &e.holders) {
             Some(Holders::Exclusive(h)) => h,
             _ => return Err(LockError::NotHolder),
         };
@@ -1052,7 +1107,7 @@ impl LockStateMachine {
     /// `GET /v1/locks/{name}`: a lock nobody holds or waits for is free.
     pub fn lock(&self, name: &str) -> Result<LockView, LockError> {
         validate_name("lock", name)?;
-        Ok(match self.locks.get(name) {
+        Ok(match self.locks.get(name.as_bytes()) {
             Some(entry) => self.lock_view(name, entry),
             None => LockView {
                 lock: name.to_owned(),
@@ -1099,17 +1154,17 @@ impl LockStateMachine {
             return Err(LockError::invalid("prefix", "longer than a name"));
         }
         let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
         };
         let mut iter = self
             .locks
-            .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(name, _)| name.starts_with(prefix));
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.as_bytes().starts_with(prefix.as_bytes()));
         let locks: Vec<LockView> = iter
             .by_ref()
             .take(limit)
-            .map(|(name, entry)| self.lock_view(name, entry))
+            .map(|(name, entry)| self.lock_view(name.as_str(), entry))
             .collect();
         let next = match iter.next() {
             Some(_) => locks.last().map(|l| l.lock.clone()),
@@ -1198,7 +1253,7 @@ impl LockStateMachine {
     /// `POST /v1/locks/{name}/validate`.
     pub fn validate(&self, lock: &str, token: FencingToken) -> Result<ValidateView, LockError> {
         validate_name("lock", lock)?;
-        let holders = self.locks.get(lock).map(|e| &e.holders);
+        let holders = self.locks.get(lock.as_bytes()).map(|e| &e.holders);
         Ok(ValidateView {
             valid: holders.is_some_and(|h| h.as_slice().iter().any(|h| h.fencing_token == token)),
             current_token: holders.and_then(Holders::newest_token),
@@ -1223,7 +1278,7 @@ impl LockStateMachine {
             return Err("too many locks".into());
         }
         for (name, entry) in &self.locks {
-            if validate_name("lock", name).is_err() {
+            if validate_name("lock", name.as_str()).is_err() {
                 return Err(format!("bad lock name {name:?}"));
             }
             match &entry.holders {
@@ -1245,7 +1300,7 @@ impl LockStateMachine {
                 if !self.sessions.contains_key(&h.session_id) {
                     return Err(format!("lock {name} held by dead session {}", h.session_id));
                 }
-                if !held.entry(h.session_id).or_default().insert(name) {
+                if !held.entry(h.session_id).or_default().insert(name.as_str()) {
                     return Err(format!("lock {name} held twice by {}", h.session_id));
                 }
             }
@@ -1256,10 +1311,17 @@ impl LockStateMachine {
                         w.session_id
                     ));
                 }
-                if held.get(&w.session_id).is_some_and(|s| s.contains(&**name)) {
+                if held
+                    .get(&w.session_id)
+                    .is_some_and(|s| s.contains(name.as_str()))
+                {
                     return Err(format!("{} holds and waits for {name}", w.session_id));
                 }
-                if !waiting.entry(w.session_id).or_default().insert(name) {
+                if !waiting
+                    .entry(w.session_id)
+                    .or_default()
+                    .insert(name.as_str())
+                {
                     return Err(format!("{} waits twice for {name}", w.session_id));
                 }
                 deadlines.insert((w.deadline_ms, w.session_id, name.clone()));
@@ -1269,8 +1331,8 @@ impl LockStateMachine {
             return Err("waiter deadline index out of sync".into());
         }
         for (id, s) in &self.sessions {
-            let h: BTreeSet<&str> = s.held.iter().map(|n| &**n).collect();
-            let w: BTreeSet<&str> = s.waiting.iter().map(|n| &**n).collect();
+            let h: BTreeSet<&str> = s.held.iter().map(|n| n.as_str()).collect();
+            let w: BTreeSet<&str> = s.waiting.iter().map(|n| n.as_str()).collect();
             if h != held.remove(id).unwrap_or_default() {
                 return Err(format!("session {id}: held set out of sync"));
             }
@@ -1433,7 +1495,7 @@ impl LockStateMachine {
             state.tombstone_order.push_back((at, id));
         }
         for l in snap.locks {
-            let name: Arc<str> = Arc::from(l.name.as_str());
+            let name: LockName = LockName::new(&l.name);
             let holders = match (l.mode, l.holders.as_slice()) {
                 (Some(Mode::Exclusive), [h]) => Holders::Exclusive(*h),
                 (Some(Mode::Shared), hs) if !hs.is_empty() => Holders::Shared(hs.to_vec()),
