@@ -106,6 +106,12 @@ fn granted(events: &[Event]) -> Vec<(SessionId, FencingToken)> {
 }
 
 #[test]
+fn an_idle_lock_entry_stays_small() {
+    // 24 (inline holder + tag) + 8 (queue box) + 8: the B-tree value of a lock.
+    assert_eq!(std::mem::size_of::<LockEntry>(), 40);
+}
+
+#[test]
 fn exclusive_lock_refuses_a_second_holder_and_names_the_holder() {
     let mut log = Log::new();
     let a = log.open("a");
