@@ -43,10 +43,14 @@ impl LeaseTracker {
 
     /// Restarts the lease of a session (opened, kept alive, or acting).
     pub fn renew(&mut self, session: SessionId, ttl_ms: u64, now_ms: u64) {
-        if let Some((_, old)) = self.leases.insert(session, (ttl_ms, now_ms + ttl_ms)) {
+        if let Some((_, old)) = self
+            .leases
+            .insert(session, (ttl_ms, now_ms.saturating_add(ttl_ms)))
+        {
             self.by_deadline.remove(&(old, session));
         }
-        self.by_deadline.insert((now_ms + ttl_ms, session));
+        self.by_deadline
+            .insert((now_ms.saturating_add(ttl_ms), session));
     }
 
     /// Restarts the lease of a known session with its known TTL.

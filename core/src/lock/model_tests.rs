@@ -1021,6 +1021,23 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&restored, &sm);
             sm = restored;
+            // Damaged payloads behind a valid checksum: refused or restored
+            // to a consistent state, never a panic.
+            let bytes = sm.snapshot();
+            let payload_len = bytes.len() - crate::codec::CHECKSUM_BYTES;
+            for k in 0..16usize {
+                let mut payload = bytes[..payload_len].to_vec();
+                let pos = (k * 7_919 + i * 31) % payload.len();
+                payload[pos] = payload[pos].wrapping_add(1 + k as u8);
+                if k % 4 == 3 {
+                    payload.truncate(pos);
+                }
+                let crc = crate::codec::checksum(&payload);
+                payload.extend_from_slice(&crc.to_le_bytes());
+                if let Ok(damaged) = LockStateMachine::restore(&payload) {
+                    prop_assert!(damaged.check_invariants().is_ok());
+                }
+            }
         }
     }
     Ok(())

@@ -233,7 +233,7 @@ impl IdempotencyCache {
             .collect();
         for item in keys {
             self.by_owner.remove(&item);
-            let deadline = now_ms + IDEMPOTENCY_WINDOW_MS;
+            let deadline = now_ms.saturating_add(IDEMPOTENCY_WINDOW_MS);
             let entry = self
                 .entries
                 .get_mut(&item.1)
@@ -369,7 +369,7 @@ impl LockStateMachine {
         let owner_live = owner.filter(|id| self.sessions.contains_key(id));
         let deadline_ms = match owner_live {
             Some(_) => None,
-            None => Some(self.clock_ms + IDEMPOTENCY_WINDOW_MS),
+            None => Some(self.clock_ms.saturating_add(IDEMPOTENCY_WINDOW_MS)),
         };
         self.idempotency.insert(
             idem.key.clone(),
@@ -387,7 +387,7 @@ impl LockStateMachine {
     fn prune(&mut self) {
         let now = self.clock_ms;
         while let Some(&(at, session)) = self.tombstone_order.front() {
-            if at + SESSION_TOMBSTONE_MS > now {
+            if at.saturating_add(SESSION_TOMBSTONE_MS) > now {
                 break;
             }
             self.tombstone_order.pop_front();
@@ -724,7 +724,7 @@ impl LockStateMachine {
                     }
                     // Asking again keeps the place; the wait lasts until the
                     // later of the two deadlines.
-                    let new_deadline = now + wait_ms;
+                    let new_deadline = now.saturating_add(wait_ms);
                     if new_deadline > waiter.deadline_ms {
                         let name = self
                             .locks
@@ -823,7 +823,7 @@ impl LockStateMachine {
         } else {
             let name = existing_name.expect("not grantable means it exists");
             let entry = self.locks.get_mut(&name).expect("exists");
-            let deadline_ms = now + wait_ms;
+            let deadline_ms = now.saturating_add(wait_ms);
             entry.waiters.make_mut().push_back(Waiter {
                 session_id,
                 mode,
