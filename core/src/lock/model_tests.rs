@@ -738,12 +738,12 @@ fn fence() -> impl Strategy<Value = Option<(u8, u8, TokenPick)>> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => prop_oneof![Just(1_000u64), Just(3_000), Just(0)].prop_map(|ttl_ms| Op::Open { ttl_ms }),
+        3 => prop_oneof![Just(1_000u64), Just(3_000), Just(3_000), Just(0)].prop_map(|ttl_ms| Op::Open { ttl_ms }),
         1 => any::<u8>().prop_map(Op::Keepalive),
         1 => any::<u8>().prop_map(Op::Close),
         1 => prop::collection::vec(any::<u8>(), 0..3).prop_map(Op::Expire),
         6 => (0u8..3, prop::option::weighted(0.85, any::<u8>()), mode(),
-              prop_oneof![Just(0u64), Just(0), Just(500), Just(2_000), Just(400_000)])
+              prop_oneof![Just(0u64), Just(0), Just(500), Just(2_000), Just(60_000), Just(400_000)])
             .prop_map(|(lock, who, mode, wait_ms)| Op::Acquire { lock, who, mode, wait_ms }),
         4 => (0u8..3, any::<u8>(), token_pick())
             .prop_map(|(lock, who, token)| Op::Release { lock, who, token }),
@@ -761,7 +761,14 @@ fn op() -> impl Strategy<Value = Op> {
 fn step() -> impl Strategy<Value = Step> {
     (
         op(),
-        prop_oneof![Just(0u64), Just(0), Just(100), Just(700), Just(2_500)],
+        prop_oneof![
+            Just(0u64),
+            Just(0),
+            Just(0),
+            Just(100),
+            Just(700),
+            Just(2_500)
+        ],
         prop::option::weighted(0.2, (0u8..4, 0u8..2)),
     )
         .prop_map(|(op, advance_ms, idem)| Step {
@@ -774,11 +781,25 @@ fn step() -> impl Strategy<Value = Step> {
 /// Turns a generated step into a concrete command, choosing session ids and
 /// tokens from what exists (including dead sessions and a never-opened id).
 fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Command {
+    // Mostly live sessions (so queues build up), sometimes any id ever
+    // seen (dead ones too) or one never opened.
+    let live: Vec<SessionId> = model.sessions.keys().copied().collect();
     let who = |i: u8| -> SessionId {
-        if ids.is_empty() || i as usize % (ids.len() + 1) == ids.len() {
+        if i < 180 && !live.is_empty() {
+            live[i as usize % live.len()]
+        } else if ids.is_empty() || i as usize % (ids.len() + 1) == ids.len() {
             999_999
         } else {
             ids[i as usize % ids.len()]
+        }
+    };
+    // For releases: often a current holder of the lock.
+    let holder_or = |lock: &str, i: u8| -> SessionId {
+        let hs = model.holders(lock);
+        if i % 2 == 0 && !hs.is_empty() {
+            hs[i as usize / 2 % hs.len()].session
+        } else {
+            who(i)
         }
     };
     let token = |pick: &TokenPick, lock: &str, s: SessionId| -> Option<FencingToken> {
@@ -838,10 +859,11 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
             token: pick,
         } => {
             let lock = LOCKS[*lock as usize];
+            let session_id = holder_or(lock, *w);
             Command::Release {
                 lock: lock.into(),
-                session_id: who(*w),
-                fencing_token: token(pick, lock, who(*w)),
+                session_id,
+                fencing_token: token(pick, lock, session_id),
             }
         }
         Op::Withdraw { lock, who: w } => Command::Withdraw {

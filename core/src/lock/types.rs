@@ -94,6 +94,19 @@ pub struct Envelope {
     pub command: Command,
 }
 
+impl Envelope {
+    /// The bytes of a Raft entry's command payload (postcard, via
+    /// [`crate::codec`]; Raft's own log records carry the checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::codec::encode(self)
+    }
+
+    /// Parses a Raft entry's command payload; bad bytes are an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        crate::codec::decode(bytes)
+    }
+}
+
 /// The `Idempotency-Key` of a request and a fingerprint of it (a hash of
 /// method, path and body computed by the server): the same key with another
 /// fingerprint is `invalid_request`.
@@ -499,4 +512,63 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), LockError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let env = Envelope {
+            now_ms: 42,
+            idempotency: Some(Idempotency {
+                key: "k".into(),
+                fingerprint: 7,
+            }),
+            command: Command::Acquire {
+                lock: "a/b".into(),
+                owner: Owner::Ephemeral { ttl_ms: 30_000 },
+                mode: Mode::Shared,
+                wait_ms: 5,
+            },
+        };
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()), Ok(env));
+    }
+
+    #[test]
+    fn codes_match_the_api() {
+        let cases = [
+            (LockError::invalid("f", "m"), "invalid_request", 400),
+            (
+                LockError::NotFound {
+                    kind: NotFoundKind::Stack,
+                },
+                "not_found",
+                404,
+            ),
+            (LockError::LockHeld { holders: vec![] }, "lock_held", 409),
+            (LockError::NotHolder, "not_holder", 409),
+            (
+                LockError::StaleToken {
+                    current_token: None,
+                },
+                "stale_token",
+                409,
+            ),
+            (LockError::SessionExpired, "session_expired", 410),
+            (LockError::StackEmpty, "stack_empty", 409),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.http_status()), (code, status));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::from_bytes(&bytes);
+        }
+    }
 }
