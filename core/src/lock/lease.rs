@@ -206,6 +206,10 @@ mod tests {
         assert_eq!(applied.reply, Reply::SessionsExpired { count: 1 });
         new_leader.observe_applied(6_000, &expire, &applied);
         assert_eq!(new_leader.next_deadline_ms(), None);
-        assert!(!sm.lock("L").unwrap().held, "expiry released the lock");
+        assert_eq!(
+            sm.lock("L").unwrap().state,
+            crate::lock::LockState::Free,
+            "expiry released the lock"
+        );
     }
 }

@@ -594,7 +594,11 @@ impl Model {
         let hs = self.holders(lock);
         LockView {
             lock: lock.into(),
-            held: !hs.is_empty(),
+            state: if hs.is_empty() {
+                LockState::Free
+            } else {
+                LockState::Held
+            },
             mode: hs.first().map(|h| h.mode),
             holders: self.holder_views(lock),
             waiters: self

@@ -1154,7 +1154,7 @@ impl LockStateMachine {
             Some(entry) => self.lock_view(name, entry),
             None => LockView {
                 lock: name.to_owned(),
-                held: false,
+                state: LockState::Free,
                 mode: None,
                 holders: Vec::new(),
                 waiters: Vec::new(),
@@ -1165,7 +1165,10 @@ impl LockStateMachine {
     fn lock_view(&self, name: &str, entry: &LockEntry) -> LockView {
         LockView {
             lock: name.to_owned(),
-            held: entry.holders.mode().is_some(),
+            state: match entry.holders {
+                Holders::Free => LockState::Free,
+                _ => LockState::Held,
+            },
             mode: entry.holders.mode(),
             holders: self.holder_views(&entry.holders),
             waiters: entry

@@ -64,8 +64,10 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 
 // -------------------------------------------------------------- commands ---
 
-/// Lock modes.
+/// Lock modes. (Text formats spell them as the API does; postcard uses the
+/// variant index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     Exclusive,
     Shared,
@@ -281,6 +283,7 @@ pub struct Grant {
 
 /// What kind of thing was not found (`details.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NotFoundKind {
     Session,
     Lock,
@@ -429,11 +432,19 @@ pub struct WaiterView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockView {
     pub lock: String,
-    pub held: bool,
+    pub state: LockState,
     /// None when free.
     pub mode: Option<Mode>,
     pub holders: Vec<HolderView>,
     pub waiters: Vec<WaiterView>,
+}
+
+/// `state` of a lock view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockState {
+    Free,
+    Held,
 }
 
 /// `GET /v1/locks?prefix&limit&after`.

@@ -732,7 +732,7 @@ fn list_pages_by_name_with_prefix() {
         .list_locks("", Some(LIST_LIMIT_MAX + 1), None)
         .is_err());
     let free = log.sm.lock("zzz").unwrap();
-    assert!(!free.held && free.holders.is_empty() && free.waiters.is_empty());
+    assert!(free.state == LockState::Free && free.holders.is_empty() && free.waiters.is_empty());
 }
 
 #[test]
