@@ -12,4 +12,5 @@
 
 pub mod api;
 pub mod codec;
+pub mod lock;
 pub mod raft;

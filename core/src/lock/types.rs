@@ -1,0 +1,585 @@
+//! The vocabulary of the lock state machine: commands (what the log carries),
+//! replies and events (what an apply produces), read views (what queries
+//! answer, 1:1 with the API's JSON) and the named limits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::LogIndex;
+
+/// A session's id: the log index of the command that opened it (shown as a
+/// decimal string in the API).
+pub type SessionId = LogIndex;
+/// A fencing token: the log index of the command that made the grant.
+pub type FencingToken = LogIndex;
+
+// ---------------------------------------------------------------- limits ---
+
+/// Longest lock, key or stack name, in bytes (names are `[A-Za-z0-9._:/-]`).
+pub const NAME_BYTES_MAX: usize = 256;
+/// Longest session name, in bytes.
+pub const SESSION_NAME_BYTES_MAX: usize = 256;
+/// Largest KV value, after an append too.
+pub const KV_VALUE_BYTES_MAX: usize = 256 * 1024;
+/// Largest stack element.
+pub const STACK_ELEMENT_BYTES_MAX: usize = 64 * 1024;
+/// Most elements one stack holds.
+pub const STACK_ELEMENTS_MAX: usize = 100_000;
+/// Most live sessions.
+pub const SESSIONS_MAX: usize = 1_000_000;
+/// Most locks one session holds or waits for, together.
+pub const LOCKS_PER_SESSION_MAX: usize = 10_000;
+/// Most locks that exist (held or waited for) at once.
+pub const LOCKS_MAX: usize = 4_000_000;
+/// Longest wait queue of one lock.
+pub const WAITERS_PER_LOCK_MAX: usize = 1_024;
+/// Most KV keys.
+pub const KV_KEYS_MAX: usize = 100_000;
+/// Most stacks.
+pub const STACKS_MAX: usize = 100_000;
+/// Session TTL range and defaults.
+pub const SESSION_TTL_MS_MIN: u64 = 1_000;
+pub const SESSION_TTL_MS_MAX: u64 = 3_600_000;
+pub const SESSION_TTL_MS_DEFAULT: u64 = 10_000;
+/// TTL of the session an acquire without `session_id` creates.
+pub const EPHEMERAL_SESSION_TTL_MS_DEFAULT: u64 = 30_000;
+/// Longest `wait_ms` of an acquire.
+pub const WAIT_MS_MAX: u64 = 300_000;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// How long an idempotency entry outlives its owning session (or, without
+/// one, its recording).
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1_000;
+/// Most idempotency entries. When full, and no entry's window has passed,
+/// a new keyed request is refused with `unavailable` (never evicting a key
+/// still inside its window).
+pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+/// How long an expired session is remembered (answered 410, not 404).
+pub const SESSION_TOMBSTONE_MS: u64 = 10 * 60 * 1_000;
+/// Most remembered expired sessions; past it the oldest is forgotten early
+/// (it is then answered 404 instead of 410).
+pub const SESSION_TOMBSTONES_MAX: usize = 1_000_000;
+/// `limit` of a lock listing: default and maximum.
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+// -------------------------------------------------------------- commands ---
+
+/// Lock modes. (Text formats spell them as the API does; postcard uses the
+/// variant index.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Exclusive,
+    Shared,
+}
+
+impl Mode {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        }
+    }
+}
+
+/// What the leader proposes: one command plus the leader's timestamp and the
+/// request's idempotency key. Applying it is a pure function of (state,
+/// envelope, log index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The leader's clock when it proposed this entry. The state machine keeps
+    /// the high-water mark of these (`clock_ms`) and uses only that, for waiter
+    /// deadlines, `acquired_at_ms` and the idempotency and tombstone windows.
+    pub now_ms: u64,
+    pub idempotency: Option<Idempotency>,
+    pub command: Command,
+}
+
+impl Envelope {
+    /// The bytes of a Raft entry's command payload (postcard, via
+    /// [`crate::codec`]; Raft's own log records carry the checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::codec::encode(self)
+    }
+
+    /// Parses a Raft entry's command payload; bad bytes are an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        crate::codec::decode(bytes)
+    }
+}
+
+/// The `Idempotency-Key` of a request and a fingerprint of it (a hash of
+/// method, path and body computed by the server): the same key with another
+/// fingerprint is `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: u64,
+}
+
+/// Who asks for a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owner {
+    /// An existing session.
+    Session(SessionId),
+    /// No `session_id` given: this command opens a session (id = its log
+    /// index) that owns just this lock and ends once it holds and waits for
+    /// nothing.
+    Ephemeral { ttl_ms: u64 },
+}
+
+/// A fenced mutation's guard: the lock and the token the writer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub lock: String,
+    pub fencing_token: FencingToken,
+}
+
+/// Everything the replicated log can ask the lock state machine to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    OpenSession {
+        ttl_ms: u64,
+        name: String,
+    },
+    Keepalive {
+        session_id: SessionId,
+    },
+    CloseSession {
+        session_id: SessionId,
+    },
+    /// Proposed by the leader's [`super::LeaseTracker`]; ids no longer live
+    /// are ignored.
+    ExpireSessions {
+        session_ids: Vec<SessionId>,
+    },
+    Acquire {
+        lock: String,
+        owner: Owner,
+        mode: Mode,
+        wait_ms: u64,
+    },
+    Release {
+        lock: String,
+        session_id: SessionId,
+        fencing_token: Option<FencingToken>,
+    },
+    /// The waiting request ended (client gone or `wait_ms` passed on the
+    /// leader): leave the queue if still in it.
+    Withdraw {
+        lock: String,
+        session_id: SessionId,
+    },
+    /// Removes every waiter whose deadline is at or before the envelope's
+    /// clock.
+    ExpireWaiters,
+    KvPut {
+        key: String,
+        value: String,
+        fence: Option<Fence>,
+    },
+    KvAppend {
+        key: String,
+        value: String,
+        fence: Option<Fence>,
+    },
+    StackPush {
+        stack: String,
+        value: String,
+        fence: Option<Fence>,
+    },
+    StackPop {
+        stack: String,
+        fence: Option<Fence>,
+    },
+    StackDelete {
+        stack: String,
+        fence: Option<Fence>,
+    },
+}
+
+impl Command {
+    /// The existing session this command acts for, if any (owns its
+    /// idempotency entry).
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self {
+            Command::Keepalive { session_id }
+            | Command::CloseSession { session_id }
+            | Command::Release { session_id, .. }
+            | Command::Withdraw { session_id, .. } => Some(*session_id),
+            Command::Acquire {
+                owner: Owner::Session(id),
+                ..
+            } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+// --------------------------------------------------------------- replies ---
+
+/// The outcome of one apply for the request that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    SessionOpened {
+        session_id: SessionId,
+        ttl_ms: u64,
+    },
+    KeptAlive {
+        ttl_ms: u64,
+    },
+    SessionClosed,
+    /// How many of the named sessions were live and are now expired.
+    SessionsExpired {
+        count: u64,
+    },
+    Acquired(Grant),
+    /// The request waits (wait_ms > 0); its outcome comes as an event
+    /// ([`Event::Granted`] or [`Event::WaitEnded`]) for `session_id`.
+    Queued {
+        session_id: SessionId,
+        mode: Mode,
+        /// 1 = next in line.
+        position: u32,
+    },
+    Released,
+    /// `was_waiting` is false when the session was not in the queue (already
+    /// granted, timed out, or never asked).
+    Withdrawn {
+        was_waiting: bool,
+    },
+    WaitersExpired {
+        count: u64,
+    },
+    KvWritten {
+        size: u64,
+        last_token: Option<FencingToken>,
+    },
+    Pushed {
+        size: u64,
+    },
+    Popped {
+        value: String,
+        size: u64,
+    },
+    StackDeleted,
+    Error(LockError),
+}
+
+impl Reply {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+}
+
+/// A grant as the API shows it in an acquire answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub session_id: SessionId,
+    pub mode: Mode,
+    pub fencing_token: FencingToken,
+}
+
+/// What kind of thing was not found (`details.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotFoundKind {
+    Session,
+    Lock,
+    Key,
+    Stack,
+}
+
+impl NotFoundKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotFoundKind::Session => "session",
+            NotFoundKind::Lock => "lock",
+            NotFoundKind::Key => "key",
+            NotFoundKind::Stack => "stack",
+        }
+    }
+}
+
+/// Refusals, one variant per API error code the state machine can decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LockError {
+    #[error("invalid {field}: {message}")]
+    InvalidRequest { field: String, message: String },
+    #[error("no such {}", kind.as_str())]
+    NotFound { kind: NotFoundKind },
+    #[error("lock is held")]
+    LockHeld { holders: Vec<HolderView> },
+    #[error("this session or token does not hold the lock exclusively")]
+    NotHolder,
+    #[error("the token is older than the lock's current grant or the last token seen")]
+    StaleToken { current_token: Option<FencingToken> },
+    #[error("the session's lease ran out")]
+    SessionExpired,
+    #[error("the stack is empty")]
+    StackEmpty,
+    /// A capacity that frees itself with time (the idempotency cache full of
+    /// keys still inside their window): safe to retry later.
+    #[error("{message}")]
+    Unavailable { message: String },
+}
+
+impl LockError {
+    /// The API's stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LockError::InvalidRequest { .. } => "invalid_request",
+            LockError::NotFound { .. } => "not_found",
+            LockError::LockHeld { .. } => "lock_held",
+            LockError::NotHolder => "not_holder",
+            LockError::StaleToken { .. } => "stale_token",
+            LockError::SessionExpired => "session_expired",
+            LockError::StackEmpty => "stack_empty",
+            LockError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// The API's HTTP status for this code.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            LockError::InvalidRequest { .. } => 400,
+            LockError::NotFound { .. } => 404,
+            LockError::LockHeld { .. }
+            | LockError::NotHolder
+            | LockError::StaleToken { .. }
+            | LockError::StackEmpty => 409,
+            LockError::SessionExpired => 410,
+            LockError::Unavailable { .. } => 503,
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        LockError::InvalidRequest {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- events ---
+
+/// Why a wait ended without a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitEndReason {
+    TimedOut,
+    /// The waiting session expired or was closed.
+    SessionGone,
+    Withdrawn,
+}
+
+/// What an apply did to parties other than the proposer, so the runtime can
+/// finish requests it holds open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A queued waiter got the lock.
+    Granted {
+        lock: String,
+        session_id: SessionId,
+        mode: Mode,
+        fencing_token: FencingToken,
+    },
+    /// A waiter left the queue without the lock; `reply` is its final answer
+    /// (also what its idempotency key now returns).
+    WaitEnded {
+        lock: String,
+        session_id: SessionId,
+        reason: WaitEndReason,
+        reply: Reply,
+    },
+    SessionExpired {
+        session_id: SessionId,
+    },
+    /// Closed by request, or an ephemeral session that holds and waits for
+    /// nothing any more.
+    SessionClosed {
+        session_id: SessionId,
+    },
+}
+
+/// The result of applying one committed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub reply: Reply,
+    pub events: Vec<Event>,
+}
+
+// ----------------------------------------------------------------- views ---
+
+/// One holder of a lock (`holders[]` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderView {
+    pub session_id: SessionId,
+    pub session_name: String,
+    pub fencing_token: FencingToken,
+    pub acquired_at_ms: u64,
+}
+
+/// One waiter of a lock (`waiters[]` in the API), in queue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterView {
+    pub session_id: SessionId,
+    pub mode: Mode,
+}
+
+/// `GET /v1/locks/{name}`. A lock nobody holds or waits for is free with
+/// empty lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    pub lock: String,
+    pub state: LockState,
+    /// None when free.
+    pub mode: Option<Mode>,
+    pub holders: Vec<HolderView>,
+    pub waiters: Vec<WaiterView>,
+}
+
+/// `state` of a lock view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockState {
+    Free,
+    Held,
+}
+
+/// `GET /v1/locks?prefix&limit&after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockList {
+    pub locks: Vec<LockView>,
+    /// The name to pass as `after` for the next page; None at the end.
+    pub next: Option<String>,
+}
+
+/// A lock a session holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLockView {
+    pub lock: String,
+    pub mode: Mode,
+    pub fencing_token: FencingToken,
+}
+
+/// A lock a session waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionWaitView {
+    pub lock: String,
+    pub mode: Mode,
+}
+
+/// `GET /v1/sessions/{id}`, without `expires_in_ms`: only the leader's
+/// [`super::LeaseTracker`] knows that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session_id: SessionId,
+    pub name: String,
+    pub ttl_ms: u64,
+    pub ephemeral: bool,
+    pub locks: Vec<SessionLockView>,
+    pub waiting: Vec<SessionWaitView>,
+}
+
+/// `GET /v1/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvView {
+    pub value: String,
+    pub last_token: Option<FencingToken>,
+}
+
+/// `GET /v1/stacks/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackView {
+    pub size: u64,
+    pub top: Option<String>,
+}
+
+/// `POST /v1/locks/{name}/validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateView {
+    /// True when the token is one of the current holders' tokens.
+    pub valid: bool,
+    /// The lock's newest grant among its current holders; None when free.
+    pub current_token: Option<FencingToken>,
+}
+
+/// Checks a lock, key or stack name: 1..=256 bytes of `[A-Za-z0-9._:/-]`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), LockError> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(LockError::invalid(
+            field,
+            format!("must be 1..={NAME_BYTES_MAX} bytes"),
+        ));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
+    if !ok {
+        return Err(LockError::invalid(
+            field,
+            "may contain only [A-Za-z0-9._:/-]",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let env = Envelope {
+            now_ms: 42,
+            idempotency: Some(Idempotency {
+                key: "k".into(),
+                fingerprint: 7,
+            }),
+            command: Command::Acquire {
+                lock: "a/b".into(),
+                owner: Owner::Ephemeral { ttl_ms: 30_000 },
+                mode: Mode::Shared,
+                wait_ms: 5,
+            },
+        };
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()), Ok(env));
+    }
+
+    #[test]
+    fn codes_match_the_api() {
+        let cases = [
+            (LockError::invalid("f", "m"), "invalid_request", 400),
+            (
+                LockError::NotFound {
+                    kind: NotFoundKind::Stack,
+                },
+                "not_found",
+                404,
+            ),
+            (LockError::LockHeld { holders: vec![] }, "lock_held", 409),
+            (LockError::NotHolder, "not_holder", 409),
+            (
+                LockError::StaleToken {
+                    current_token: None,
+                },
+                "stale_token",
+                409,
+            ),
+            (LockError::SessionExpired, "session_expired", 410),
+            (LockError::StackEmpty, "stack_empty", 409),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.http_status()), (code, status));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::from_bytes(&bytes);
+        }
+    }
+}
