@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_core::codec;
 use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
     SessionId,
@@ -619,7 +618,7 @@ impl Actor {
             command,
         };
         self.replica
-            .propose(codec::encode(&envelope))
+            .propose(envelope.to_bytes())
             .map_err(propose_error)
     }
 
@@ -827,7 +826,7 @@ impl Actor {
             }
             EntryPayload::Command(bytes) => bytes,
         };
-        let envelope: Envelope = match codec::decode(&bytes) {
+        let envelope = match Envelope::from_bytes(&bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
                 // Committed bytes are the same on every node, so skipping is
