@@ -4,6 +4,7 @@
 //! Prints figures only; nothing here asserts on timing.
 //!
 //! `cargo run --release -p deadbolt-runtime --example cluster_bench`
+//! (`BENCH_SNAPSHOT_ENTRIES=N` changes the snapshot threshold.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,9 +28,13 @@ async fn main() -> anyhow::Result<()> {
         voters.insert(id, listener.local_addr()?.to_string());
         listeners.insert(id, listener);
     }
+    let snapshot_entries: Option<u64> = std::env::var("BENCH_SNAPSHOT_ENTRIES")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?;
     let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
     for (id, listener) in listeners {
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             id,
             "bench",
             StorageChoice::Fjall {
@@ -44,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(TokioClock::new()),
             id,
         );
+        if let Some(entries) = snapshot_entries {
+            config.snapshot_threshold_entries = entries;
+        }
         nodes.insert(id, Node::start(config).await?);
     }
     let leader = wait_for_leader(&nodes).await?;
