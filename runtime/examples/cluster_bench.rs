@@ -6,6 +6,9 @@
 //! `cargo run --release -p deadbolt-runtime --example cluster_bench`
 //! (`BENCH_SNAPSHOT_ENTRIES=N` changes the snapshot threshold.)
 
+// Under `--cfg madsim` only the empty `main` below is built.
+#![cfg_attr(madsim, allow(unused))]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,11 @@ use deadbolt_runtime::TokioClock;
 const ROUND: Duration = Duration::from_secs(5);
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// fjall cannot run in the simulation; the benchmark is production-only.
+#[cfg(madsim)]
+fn main() {}
+
+#[cfg(not(madsim))]
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;

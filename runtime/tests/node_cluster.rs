@@ -4,6 +4,10 @@
 //! data dir catching up through a snapshot after the leader compacted its
 //! log, identical applied states everywhere, and a graceful leader shutdown
 //! handing leadership over.
+//!
+//! Not in the simulation: fjall starts OS threads (see MADSIM-NOTES).
+
+#![cfg(not(madsim))]
 
 mod common;
 

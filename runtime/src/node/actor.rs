@@ -817,10 +817,8 @@ impl Actor {
         let bytes = match entry.payload {
             EntryPayload::Noop => return,
             EntryPayload::Membership(_) => {
-                if let Some(waiter) = waiter {
-                    if let Waiter::Admin(tx) = waiter {
-                        let _ = tx.send(Ok(()));
-                    }
+                if let Some(Waiter::Admin(tx)) = waiter {
+                    let _ = tx.send(Ok(()));
                 }
                 return;
             }
