@@ -52,6 +52,9 @@ const PEER_MESSAGES_PER_TURN_MAX: usize = 256;
 const SHUTDOWN_TRANSFER_MS: u64 = 2_000;
 /// How long a stopping node waits for its last writes to become durable.
 const SHUTDOWN_FLUSH_MS: u64 = 2_000;
+/// How long a forwarded internal request (withdraw, address update) waits
+/// for the leader's `ForwardReply` before it is forgotten.
+const FORWARD_INTERNAL_MS: u64 = 10_000;
 /// Pause between two requests for our own API address to be published.
 const API_ADDR_RETRY_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
@@ -190,9 +193,12 @@ pub(crate) struct Actor {
     /// Log index -> (term it was proposed in, who waits for it).
     pending: BTreeMap<LogIndex, (Term, Waiter)>,
     /// Queued acquires, by (lock, session), until granted or the wait ends.
-    waiting: BTreeMap<(String, SessionId), oneshot::Sender<Result<Reply, ProposeError>>>,
-    /// Requests forwarded to the leader, waiting for its `ForwardReply`.
-    forwarded: BTreeMap<u64, Waiter>,
+    /// Several callers may wait for the same queue place (a retried
+    /// acquire with the same session): all get the outcome.
+    waiting: BTreeMap<(String, SessionId), Vec<oneshot::Sender<Result<Reply, ProposeError>>>>,
+    /// Requests forwarded to the leader, waiting for its `ForwardReply`:
+    /// request id -> (sent at, monotonic ms; who waits).
+    forwarded: BTreeMap<u64, (u64, Waiter)>,
     reads: BTreeMap<u64, PendingRead>,
     next_request_id: u64,
 
@@ -383,7 +389,7 @@ impl Actor {
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
-                let Some(waiter) = self.forwarded.remove(&request_id) else {
+                let Some((_, waiter)) = self.forwarded.remove(&request_id) else {
                     return;
                 };
                 match result {
@@ -593,7 +599,8 @@ impl Actor {
                 request,
             },
         ) {
-            self.forwarded.insert(request_id, waiter);
+            let now_ms = self.clock.now_ms();
+            self.forwarded.insert(request_id, (now_ms, waiter));
         } else {
             waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
         }
@@ -875,7 +882,7 @@ impl Actor {
                         session_id: key.1,
                     });
                 } else {
-                    self.waiting.insert(key, tx);
+                    self.waiting.entry(key).or_default().push(tx);
                 }
             }
             _ => {
@@ -908,7 +915,11 @@ impl Actor {
                     fencing_token,
                 } => {
                     self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
-                    if let Some(tx) = self.waiting.remove(&(lock.clone(), *session_id)) {
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
                         let _ = tx.send(Ok(Reply::Acquired(Grant {
                             session_id: *session_id,
                             mode: *mode,
@@ -922,7 +933,11 @@ impl Actor {
                     reply,
                     ..
                 } => {
-                    if let Some(tx) = self.waiting.remove(&(lock.clone(), *session_id)) {
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
                         let _ = tx.send(Ok(reply.clone()));
                     }
                 }
@@ -957,7 +972,7 @@ impl Actor {
         self.snapshot_index = index;
         // Queued requests may have been granted inside the snapshot; their
         // outcome is unknown here.
-        for (_, tx) in std::mem::take(&mut self.waiting) {
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = tx.send(Err(ProposeError::Timeout));
         }
     }
@@ -1068,14 +1083,21 @@ impl Actor {
     /// Requests whose caller gave up: forget them; a queued acquire whose
     /// caller left is withdrawn from the queue.
     fn sweep_abandoned(&mut self) {
-        self.forwarded.retain(|_, w| !w.is_closed());
+        // A lost `ForwardReply` leaves nobody to answer: internal requests
+        // are forgotten after a while (they are retried by maintenance).
+        let now_ms = self.clock.now_ms();
+        self.forwarded.retain(|_, (sent_ms, w)| {
+            !w.is_closed()
+                && !(matches!(w, Waiter::Internal) && now_ms >= *sent_ms + FORWARD_INTERNAL_MS)
+        });
         self.reads.retain(|_, r| !r.failed.is_closed());
-        let gone: Vec<(String, SessionId)> = self
-            .waiting
-            .iter()
-            .filter(|(_, tx)| tx.is_closed())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut gone = Vec::new();
+        for (key, senders) in &mut self.waiting {
+            senders.retain(|tx| !tx.is_closed());
+            if senders.is_empty() {
+                gone.push(key.clone());
+            }
+        }
         for (lock, session_id) in gone {
             self.waiting.remove(&(lock.clone(), session_id));
             self.propose_internal(Command::Withdraw { lock, session_id });
@@ -1253,8 +1275,10 @@ impl Actor {
             .store(self.state.session_count() as u64, Ordering::Relaxed);
         m.locks_held
             .store(self.state.lock_count() as u64, Ordering::Relaxed);
-        m.waiters
-            .store(self.waiting.len() as u64, Ordering::Relaxed);
+        m.waiters.store(
+            self.waiting.values().map(Vec::len).sum::<usize>() as u64,
+            Ordering::Relaxed,
+        );
         let dropped: u64 = self
             .peers
             .stats()
@@ -1298,10 +1322,10 @@ impl Actor {
         for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
             waiter.fail(error.clone());
         }
-        for (_, waiter) in std::mem::take(&mut self.forwarded) {
+        for (_, (_, waiter)) in std::mem::take(&mut self.forwarded) {
             waiter.fail(error.clone());
         }
-        for (_, tx) in std::mem::take(&mut self.waiting) {
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = tx.send(Err(error.clone()));
         }
         for (_, read) in std::mem::take(&mut self.reads) {
