@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::NodeMetrics;
 
-/// Why a write did not produce a reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a write did not produce a reply. Serializable: a leader answers a
+/// forwarded request with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// No leader known or no quorum reachable; the command was certainly not
     /// applied, so retrying anywhere is safe (HTTP 503).
@@ -72,7 +73,16 @@ pub struct NodeStatus {
     pub ready: bool,
 }
 
-type ReadFn = Box<dyn FnOnce(ReadContext<'_>) + Send>;
+pub(crate) type ReadFn = Box<dyn FnOnce(ReadContext<'_>) + Send>;
+
+/// Most requests waiting in a node's mailbox; beyond it callers get
+/// `Unavailable` at once (and `propose` retries until its deadline).
+pub const NODE_MAILBOX_REQUESTS_MAX: usize = 4096;
+/// First and largest pause between retries of an `Unavailable` answer
+/// (no leader yet, mailbox full): short, so a request arriving during an
+/// election still succeeds soon after it ends.
+const RETRY_BACKOFF_MIN_MS: u64 = 10;
+const RETRY_BACKOFF_MAX_MS: u64 = 200;
 
 /// Requests the Raft actor serves. A closed set: the actor's `select!` loop
 /// matches on it.
@@ -85,9 +95,11 @@ pub(crate) enum NodeRequest {
         reply: oneshot::Sender<Result<Reply, ProposeError>>,
     },
     /// Serve `query` after a ReadIndex round, once applied reaches the index.
+    /// On failure the query comes back with the error, so the handle can
+    /// retry it (a read has no side effect until it runs).
     Read {
         query: ReadFn,
-        failed: oneshot::Sender<ProposeError>,
+        failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
@@ -105,6 +117,11 @@ pub(crate) enum NodeRequest {
     TransferLeader {
         to: NodeId,
         reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    /// Graceful stop: refuse new requests, hand leadership over, flush
+    /// storage, then answer (the actor ends right after).
+    Shutdown {
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -147,17 +164,54 @@ impl NodeHandle {
         idempotency: Option<Idempotency>,
         deadline: Duration,
     ) -> Result<Reply, ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.call(
-            NodeRequest::Propose {
-                command,
-                idempotency,
+        let command = &command;
+        let idempotency = &idempotency;
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            let request = NodeRequest::Propose {
+                command: command.clone(),
+                idempotency: idempotency.clone(),
                 reply,
-            },
-            answer,
-            deadline,
-        )
-        .await?
+            };
+            self.call(request, answer, remaining).await?
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it answers something other than `Unavailable`
+    /// or the deadline passes. Safe because `Unavailable` means the request
+    /// certainly had no effect. At the deadline the last `Unavailable` is
+    /// returned if no attempt was in flight (still "certainly not applied"),
+    /// `Timeout` otherwise.
+    async fn retrying<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        mut attempt: F,
+    ) -> Result<T, ProposeError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProposeError>>,
+    {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut backoff_ms = RETRY_BACKOFF_MIN_MS;
+        loop {
+            let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ProposeError::Timeout);
+            }
+            match attempt(remaining).await {
+                Err(error @ ProposeError::Unavailable { .. }) => {
+                    let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+                    let pause = Duration::from_millis(backoff_ms);
+                    if pause >= remaining {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(pause).await;
+                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A linearizable read: `query` runs on the state machine once it has
@@ -167,23 +221,41 @@ impl NodeHandle {
         deadline: Duration,
         query: impl FnOnce(ReadContext<'_>) -> R + Send + 'static,
     ) -> Result<R, ProposeError> {
-        let (result_tx, result_rx) = oneshot::channel();
-        let (failed, failed_rx) = oneshot::channel();
-        let query: ReadFn = Box::new(move |ctx| {
+        let (result_tx, mut result_rx) = oneshot::channel();
+        let mut query: ReadFn = Box::new(move |ctx| {
             let _ = result_tx.send(query(ctx));
         });
-        self.send(NodeRequest::Read { query, failed }).await?;
-        let wait = async {
-            tokio::select! {
-                biased;
-                Ok(value) = result_rx => Ok(value),
-                Ok(error) = failed_rx => Err(error),
-                else => Err(stopped()),
+        let until = tokio::time::Instant::now() + deadline;
+        let mut backoff_ms = RETRY_BACKOFF_MIN_MS;
+        loop {
+            let (failed, failed_rx) = oneshot::channel();
+            // If the request does not get in, the query is gone with it.
+            self.send(NodeRequest::Read { query, failed })?;
+            let wait = async {
+                tokio::select! {
+                    biased;
+                    Ok(value) = &mut result_rx => Ok(value),
+                    Ok(failure) = failed_rx => Err(failure),
+                    else => Err((stopped(), None)),
+                }
+            };
+            let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, wait).await {
+                Err(_) => return Err(ProposeError::Timeout),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err((error @ ProposeError::Unavailable { .. }, Some(back)))) => {
+                    let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+                    let pause = Duration::from_millis(backoff_ms);
+                    if pause >= remaining {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(pause).await;
+                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    query = back;
+                }
+                Ok(Err((error, _))) => return Err(error),
             }
-        };
-        tokio::time::timeout(deadline, wait)
-            .await
-            .unwrap_or(Err(ProposeError::Timeout))
+        }
     }
 
     /// This node's own view; answered without a quorum.
@@ -205,20 +277,27 @@ impl NodeHandle {
         api_addr: String,
         deadline: Duration,
     ) -> Result<(), ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        let request = NodeRequest::AddMember {
-            id,
-            peer_addr,
-            api_addr,
-            reply,
-        };
-        self.call(request, answer, deadline).await?
+        let (peer_addr, api_addr) = (&peer_addr, &api_addr);
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            let request = NodeRequest::AddMember {
+                id,
+                peer_addr: peer_addr.clone(),
+                api_addr: api_addr.clone(),
+                reply,
+            };
+            self.call(request, answer, remaining).await?
+        })
+        .await
     }
 
     pub async fn remove_member(&self, id: NodeId, deadline: Duration) -> Result<(), ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.call(NodeRequest::RemoveMember { id, reply }, answer, deadline)
-            .await?
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            self.call(NodeRequest::RemoveMember { id, reply }, answer, remaining)
+                .await?
+        })
+        .await
     }
 
     pub async fn transfer_leader(
@@ -226,13 +305,24 @@ impl NodeHandle {
         to: NodeId,
         deadline: Duration,
     ) -> Result<(), ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.call(NodeRequest::TransferLeader { to, reply }, answer, deadline)
-            .await?
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            self.call(NodeRequest::TransferLeader { to, reply }, answer, remaining)
+                .await?
+        })
+        .await
     }
 
-    async fn send(&self, request: NodeRequest) -> Result<(), ProposeError> {
-        self.requests.send(request).await.map_err(|_| stopped())
+    /// Never waits: a full mailbox means the node is overloaded, which is
+    /// `Unavailable` (certainly not applied), not a timeout.
+    fn send(&self, request: NodeRequest) -> Result<(), ProposeError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProposeError::Unavailable {
+                leader: None,
+                reason: "node mailbox full".into(),
+            },
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })
     }
 
     async fn call<T>(
@@ -241,10 +331,8 @@ impl NodeHandle {
         answer: oneshot::Receiver<T>,
         deadline: Duration,
     ) -> Result<T, ProposeError> {
-        let exchange = async {
-            self.send(request).await?;
-            answer.await.map_err(|_| stopped())
-        };
+        self.send(request)?;
+        let exchange = async { answer.await.map_err(|_| stopped()) };
         tokio::time::timeout(deadline, exchange)
             .await
             .unwrap_or(Err(ProposeError::Timeout))

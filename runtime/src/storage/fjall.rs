@@ -10,8 +10,9 @@ use deadbolt_core::codec;
 use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta};
 
 use super::{
-    check_identity, current_membership, decode_meta, encode_log_record, io_error, log_key,
-    raise_term_to_log, recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
+    check_identity, check_snapshot_len, current_membership, decode_meta, encode_log_record,
+    io_error, log_key, raise_term_to_log, recover_log, validate_identity, Identity, Recovered,
+    Storage, StorageError,
 };
 
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -26,6 +27,12 @@ pub struct FjallStorage {
     log: Keyspace,
     meta: Keyspace,
     snapshot: Keyspace,
+    /// Entries at or below this index were removed by an earlier `compact`
+    /// of this process. The next compaction scans from here: scanning from
+    /// index 1 would walk the tombstones of every earlier compaction (an
+    /// LSM tree keeps them until its own compaction), a cost that grows
+    /// with the log's history.
+    compacted_to: LogIndex,
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -60,6 +67,7 @@ impl FjallStorage {
             log,
             meta,
             snapshot,
+            compacted_to: 0,
         };
         match storage.get(&storage.meta.clone(), KEY_IDENTITY, "read identity")? {
             Some(bytes) => {
@@ -226,6 +234,7 @@ impl Storage for FjallStorage {
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        check_snapshot_len(data)?;
         // Meta and data go in one write batch: fjall's journal applies a
         // batch atomically, which gives the write-fsync-rename guarantee
         // (all of the new snapshot or all of the old one) without files.
@@ -246,7 +255,13 @@ impl Storage for FjallStorage {
     }
 
     fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
-        self.remove_log_range(..=log_key(up_to), "compact log")
+        if up_to <= self.compacted_to {
+            return Ok(());
+        }
+        let from = log_key(self.compacted_to.saturating_add(1));
+        self.remove_log_range(from..=log_key(up_to), "compact log")?;
+        self.compacted_to = up_to;
+        Ok(())
     }
 }
 

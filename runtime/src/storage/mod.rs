@@ -33,6 +33,9 @@ pub use sim::{CrashFault, SimDisk, SimStorage};
 
 /// Longest cluster id accepted in a data dir or a handshake.
 pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+/// Largest snapshot stored. fjall keeps it in one value (values are limited
+/// to 4 GiB); a lock table far beyond this means something else is wrong.
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// Whom a data dir belongs to. Written once when the dir is created and
 /// checked on every start, so a node never joins a cluster with another
@@ -108,6 +111,8 @@ pub enum StorageError {
         want_cluster: String,
         want_node: NodeId,
     },
+    #[error("snapshot of {len} bytes exceeds the {SNAPSHOT_BYTES_MAX}-byte limit")]
+    SnapshotTooLarge { len: usize },
     #[error("invalid identity: {0}")]
     InvalidIdentity(String),
     #[error("storage refused writes after an earlier failure ({0}); restart the node to recover from disk")]
@@ -138,6 +143,13 @@ pub trait Storage: Send + 'static {
     /// Drops log entries with index <= `up_to` (they are covered by a snapshot).
     /// Durable at the next sync; losing it in a crash is harmless.
     fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError>;
+}
+
+pub(crate) fn check_snapshot_len(data: &[u8]) -> Result<(), StorageError> {
+    if data.len() > SNAPSHOT_BYTES_MAX {
+        return Err(StorageError::SnapshotTooLarge { len: data.len() });
+    }
+    Ok(())
 }
 
 /// Encodes one log record: the entry with a trailing checksum.

@@ -10,8 +10,8 @@ use deadbolt_core::codec;
 use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta};
 
 use super::{
-    check_identity, current_membership, decode_meta, encode_log_record, raise_term_to_log,
-    recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
+    check_identity, check_snapshot_len, current_membership, decode_meta, encode_log_record,
+    raise_term_to_log, recover_log, validate_identity, Identity, Recovered, Storage, StorageError,
 };
 use crate::rng::SplitMix64;
 
@@ -316,6 +316,7 @@ impl Storage for SimStorage {
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        check_snapshot_len(data)?;
         let disk = self.disk.clone();
         let mut state = disk.lock();
         if state.full {

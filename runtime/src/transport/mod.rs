@@ -23,7 +23,7 @@ pub use frame::{
     PROTOCOL_VERSION,
 };
 pub use listener::{spawn_listener, ListenerHandle, ListenerStats, INBOUND_CONNECTIONS_MAX};
-pub use peer::{spawn_peer, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
+pub use peer::{spawn_peer, LinkFaults, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
 
 /// Timing and sizing of the transport; one value shared by a node's actors.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -36,6 +36,26 @@ struct Counters {
     connects: AtomicU64,
     connect_failures: AtomicU64,
     disconnects: AtomicU64,
+    fault_dropped: AtomicU64,
+    fault_duplicated: AtomicU64,
+    fault_reordered: AtomicU64,
+}
+
+/// Injected faults on one outbound link, for the simulation (madsim's TCP
+/// never loses, duplicates or reorders our frames by itself). Rates are per
+/// million messages; choices come from the peer actor's seeded rng.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkFaults {
+    pub drop_per_million: u64,
+    pub duplicate_per_million: u64,
+    /// A reordered message is held back and sent after the next write.
+    pub reorder_per_million: u64,
+}
+
+impl LinkFaults {
+    fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -56,6 +76,9 @@ pub struct PeerStats {
     pub connects: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
+    pub fault_dropped: u64,
+    pub fault_duplicated: u64,
+    pub fault_reordered: u64,
 }
 
 /// The sending side of one peer actor. Dropping every clone stops the actor.
@@ -65,6 +88,7 @@ pub struct PeerHandle<M> {
     addr: String,
     tx: mpsc::Sender<M>,
     counters: Arc<Counters>,
+    faults: Arc<Mutex<LinkFaults>>,
 }
 
 impl<M> Clone for PeerHandle<M> {
@@ -74,6 +98,7 @@ impl<M> Clone for PeerHandle<M> {
             addr: self.addr.clone(),
             tx: self.tx.clone(),
             counters: self.counters.clone(),
+            faults: self.faults.clone(),
         }
     }
 }
@@ -90,6 +115,11 @@ impl<M> PeerHandle<M> {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Changes the injected faults on this link from the next write on.
+    pub fn set_faults(&self, faults: LinkFaults) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
     pub fn remote_id(&self) -> NodeId {
@@ -113,6 +143,9 @@ impl<M> PeerHandle<M> {
             connects: get(&c.connects),
             connect_failures: get(&c.connect_failures),
             disconnects: get(&c.disconnects),
+            fault_dropped: get(&c.fault_dropped),
+            fault_duplicated: get(&c.fault_duplicated),
+            fault_reordered: get(&c.fault_reordered),
         }
     }
 }
@@ -131,11 +164,13 @@ where
 {
     let (tx, rx) = mpsc::channel(config.peer_queue_messages_max.max(1));
     let counters = Arc::new(Counters::default());
+    let faults = Arc::new(Mutex::new(LinkFaults::default()));
     let handle = PeerHandle {
         remote_id,
         addr: addr.clone(),
         tx,
         counters: counters.clone(),
+        faults: faults.clone(),
     };
     let actor = PeerActor {
         config,
@@ -145,6 +180,8 @@ where
         shutdown,
         rx,
         counters,
+        faults,
+        held: None,
     };
     let span = tracing::info_span!("peer", node_id = actor.config.local_id, peer = remote_id);
     let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
@@ -159,6 +196,9 @@ struct PeerActor<M> {
     shutdown: Shutdown,
     rx: mpsc::Receiver<M>,
     counters: Arc<Counters>,
+    faults: Arc<Mutex<LinkFaults>>,
+    /// An encoded frame held back by an injected reorder.
+    held: Option<Vec<u8>>,
 }
 
 /// Why a connection (or the wait for one) ended.
@@ -172,6 +212,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
     async fn run(mut self) {
         let mut backoff_ms = self.config.backoff_min_ms.max(1);
         let mut was_connected = true;
+        let mut last_refusal = String::new();
         loop {
             let mut shutdown = self.shutdown.clone();
             let connected = tokio::select! {
@@ -196,8 +237,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                 Err(error) => {
                     bump(&self.counters.connect_failures, 1);
                     match &error {
+                        // Warn once per distinct refusal, not on every retry.
+                        ConnError::Refused(reason) if *reason != last_refusal => {
+                            tracing::warn!(addr = %self.addr, %reason, "peer refused");
+                            last_refusal = reason.clone();
+                        }
                         ConnError::Refused(reason) => {
-                            tracing::warn!(addr = %self.addr, %reason, "peer refused")
+                            tracing::debug!(addr = %self.addr, %reason, "peer refused again")
                         }
                         // Log the first failure of an outage, not every retry.
                         _ if was_connected => {
@@ -277,6 +323,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
         loop {
             out.clear();
             let mut messages = 0u64;
+            let previously_held = self.held.take();
             tokio::select! {
                 biased;
                 _ = wait_for_shutdown(&mut self.shutdown) => return Ended::Shutdown,
@@ -291,11 +338,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                 }
                 message = self.rx.recv() => {
                     let Some(message) = message else { return Ended::HandlesGone };
-                    self.encode_message(&message, &mut out, &mut messages);
+                    // Read when there is something to send, so a change applies at once.
+                    let faults = *self.faults.lock().unwrap_or_else(|e| e.into_inner());
+                    self.encode_message(&message, faults, &mut out, &mut messages);
                     // Pipeline: fold everything already queued into one write.
                     while out.len() < SEND_BATCH_BYTES_MAX {
                         let Ok(message) = self.rx.try_recv() else { break };
-                        self.encode_message(&message, &mut out, &mut messages);
+                        self.encode_message(&message, faults, &mut out, &mut messages);
                     }
                 }
                 _ = tokio::time::sleep_until(next_ping) => {
@@ -303,6 +352,10 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                         return Ended::Failed(e.into());
                     }
                 }
+            }
+            // A frame held back by an injected reorder goes after newer ones.
+            if let Some(held) = previously_held {
+                out.extend_from_slice(&held);
             }
             // Never write (or flush) nothing: under madsim an empty flush
             // still sends a packet.
@@ -319,13 +372,37 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
         }
     }
 
-    fn encode_message(&self, message: &M, out: &mut Vec<u8>, messages: &mut u64) {
+    fn encode_message(
+        &mut self,
+        message: &M,
+        faults: LinkFaults,
+        out: &mut Vec<u8>,
+        messages: &mut u64,
+    ) {
+        const MILLION: u64 = 1_000_000;
+        if !faults.is_none() && self.rng.chance(faults.drop_per_million, MILLION) {
+            bump(&self.counters.fault_dropped, 1);
+            return;
+        }
+        let start = out.len();
         match encode_frame(&WireFrame::Message(message), out) {
             Ok(()) => *messages += 1,
             Err(error) => {
                 bump(&self.counters.dropped_too_large, 1);
                 tracing::error!(%error, "dropping a message too large for one frame");
+                return;
             }
+        }
+        if faults.is_none() {
+            return;
+        }
+        if self.rng.chance(faults.duplicate_per_million, MILLION) {
+            bump(&self.counters.fault_duplicated, 1);
+            out.extend_from_within(start..);
+        }
+        if self.held.is_none() && self.rng.chance(faults.reorder_per_million, MILLION) {
+            bump(&self.counters.fault_reordered, 1);
+            self.held = Some(out.split_off(start));
         }
     }
 }
@@ -353,6 +430,9 @@ pub struct Peers<M> {
     rng: SplitMix64,
     shutdown: Shutdown,
     peers: BTreeMap<NodeId, PeerHandle<M>>,
+    /// Every peer actor started (replaced ones end once their handle drops),
+    /// so a node can wait for all of them at shutdown.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
@@ -363,6 +443,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
             rng,
             shutdown,
             peers: BTreeMap::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -371,7 +452,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
         if id == self.config.local_id || self.peers.get(&id).is_some_and(|p| p.addr() == addr) {
             return;
         }
-        let (handle, _task) = spawn_peer(
+        self.tasks.retain(|t| !t.is_finished());
+        let (handle, task) = spawn_peer(
             self.config.clone(),
             id,
             addr.to_string(),
@@ -380,11 +462,17 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
         );
         // Replacing the old handle drops it, which stops the old actor.
         self.peers.insert(id, handle);
+        self.tasks.push(task);
     }
 
     /// Stops the actor for `id` (a member that left).
     pub fn remove_peer(&mut self, id: NodeId) {
         self.peers.remove(&id);
+    }
+
+    /// Sets the injected faults on the link to `to` (false if unknown).
+    pub fn set_faults(&self, to: NodeId, faults: LinkFaults) -> bool {
+        self.peers.get(&to).map(|p| p.set_faults(faults)).is_some()
     }
 
     /// Queues `message` for `to`; false if unknown or dropped.
@@ -394,5 +482,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
 
     pub fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
         self.peers.iter().map(|(id, p)| (*id, p.stats())).collect()
+    }
+
+    /// Stops every peer actor (drops their handles) and returns their tasks
+    /// to wait for.
+    pub fn close(mut self) -> Vec<JoinHandle<()>> {
+        self.peers.clear();
+        std::mem::take(&mut self.tasks)
     }
 }

@@ -4,14 +4,14 @@
 //! then a healed phase that must converge (liveness).
 //!
 //! Replay one seed: `DEADBOLT_RAFT_SEED=N cargo test -p deadbolt-core raft_random`.
-//! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 cargo test -p deadbolt-core raft_random`.
+//! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 [DEADBOLT_RAFT_SEED_START=N] cargo test -p deadbolt-core raft_random`.
 
 use crate::raft::rng::SplitMix64;
 use crate::raft::tests::harness::{test_config, Network};
 use crate::raft::{LogIndex, NodeId, Role};
 
 /// Seeds per cluster size in a default `cargo test`.
-const DEFAULT_SEEDS: u64 = 1500;
+const DEFAULT_SEEDS: u64 = 1000;
 /// Fault-phase length in 5 ms steps.
 const FAULT_STEPS: u64 = 600;
 const STEP_MS: u64 = 5;
@@ -21,7 +21,13 @@ const HEAL_DEADLINE_MS: u64 = 5_000;
 /// Seeds that once failed, replayed on every run (regression list).
 /// - 9 (membership): a leader removing itself lost leadership before the
 ///   removal committed, holding the only complete log; nobody could win.
-const REGRESSION_SEEDS: &[u64] = &[9];
+/// - 1885 (membership, both pre-vote and check-quorum off): a removed
+///   leader in an old term never learned the new term (stale-term appends
+///   were answered only with pre-vote or check-quorum on).
+/// - 5981 (membership): a single-voter leader was elected on its own vote
+///   before that vote was durable, crashed, and led the same term again with
+///   different entries (its learner held both): log matching violated.
+const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981];
 
 struct Faults {
     loss: f64,
@@ -325,7 +331,15 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
-    REGRESSION_SEEDS.iter().copied().chain(0..count).collect()
+    let start: u64 = std::env::var("DEADBOLT_RAFT_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    REGRESSION_SEEDS
+        .iter()
+        .copied()
+        .chain(start..start + count)
+        .collect()
 }
 
 fn sweep(size: usize, joiners: usize) {
