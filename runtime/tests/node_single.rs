@@ -199,6 +199,35 @@ async fn session_expires_through_the_leader_tracker() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+
+    // A bounded wait ends when the leader proposes ExpireWaiters.
+    let holder = open_session(&handle, 60_000).await;
+    let waiter = open_session(&handle, 60_000).await;
+    let held = propose(&handle, acquire("w", holder, 0)).await;
+    assert!(matches!(held, Reply::Acquired(_)), "{held:?}");
+    let wait = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .propose(acquire("w", waiter, 500), None, DEADLINE)
+                .await
+        })
+    };
+    eventually("waiter queued", || async {
+        let view = handle
+            .read(DEADLINE, |ctx| ctx.state.lock("w"))
+            .await
+            .ok()?
+            .ok()?;
+        (view.waiters.len() == 1).then_some(())
+    })
+    .await;
+    clock.advance_ms(600);
+    let ended = wait.await.expect("task").expect("wait ended with a reply");
+    assert!(
+        !matches!(ended, Reply::Acquired(_) | Reply::Queued { .. }),
+        "{ended:?}"
+    );
     node.shutdown().await;
 }
 
