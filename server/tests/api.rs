@@ -7,6 +7,9 @@
 //! every field) is also covered without a node in `src/http/tests.rs`;
 //! here each error code is produced by the real node.
 
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -9,6 +9,9 @@
 //! Ports are ephemeral, data lives in temp dirs, every wait has a deadline
 //! and every process is killed when its guard drops.
 
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -412,4 +415,26 @@ async fn lock_command_kills_its_child_before_the_lease_can_run_out() {
     server.signal(Signal::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_is_named_with_its_flag() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let free = free_addr();
+    for (flag, api, peer) in [
+        ("--listen-api", taken_addr.as_str(), free.as_str()),
+        ("--listen-peer", free.as_str(), taken_addr.as_str()),
+    ] {
+        let command = serve_command(1, &root.path().join("data"), api, peer, &[]);
+        let mut proc = Proc::spawn(flag.trim_start_matches('-'), command, root.path());
+        let status = proc.wait_exit(Duration::from_secs(10)).await;
+        let stderr = std::fs::read_to_string(&proc.stderr).unwrap_or_default();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(&taken_addr),
+            "{stderr}"
+        );
+    }
 }

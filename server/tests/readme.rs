@@ -10,6 +10,9 @@
 //! and the `tests` block (the test suite itself) are checked for shape only:
 //! they name the justfile recipe and cargo alias that exist.
 
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::collections::BTreeMap;
