@@ -126,7 +126,12 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
                     lock: Some("journal-lock".into()),
                     fencing_token: Some(token),
                 };
-                match everyone.kv_append("journal", &write).await {
+                let sent = Instant::now();
+                let result = everyone.kv_append("journal", &write).await;
+                if sent.elapsed() > Duration::from_secs(1) {
+                    eprintln!("append {i} took {:?}", sent.elapsed());
+                }
+                match result {
                     Ok(answer) => {
                         assert_eq!(answer.last_token, Some(token));
                         acknowledged.push(i);
@@ -252,6 +257,35 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
             .expect("read via node 4")
             .value,
         value
+    );
+    // A joined node restarted with the same flags resumes its membership
+    // (it does not ask to join again) and catches up.
+    procs.get_mut(&4).expect("node 4").kill9();
+    let written = everyone
+        .kv_append(
+            "journal",
+            &KvWriteRequest {
+                value: "after;".into(),
+                lock: Some("journal-lock".into()),
+                fencing_token: Some(token),
+            },
+        )
+        .await
+        .expect("append while node 4 is down");
+    procs.insert(4, fourth.spawn(root.path(), &["--join", &join_url]));
+    eventually(
+        &format!("node 4 is back\n{}", procs[&4].logs()),
+        STARTUP,
+        || async {
+            let got = from_four.kv_get("journal").await.ok()?;
+            (got.value.len() == written.size as usize).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        procs[&4].output().contains("(resumed)"),
+        "{}",
+        procs[&4].logs()
     );
     specs.push(fourth);
     lock.release().await.expect("release");
