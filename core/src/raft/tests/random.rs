@@ -27,7 +27,10 @@ const HEAL_DEADLINE_MS: u64 = 5_000;
 /// - 5981 (membership): a single-voter leader was elected on its own vote
 ///   before that vote was durable, crashed, and led the same term again with
 ///   different entries (its learner held both): log matching violated.
-const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981];
+/// - 11330 (membership, pre-vote and check-quorum off): a node whose removal
+///   was uncommitted kept campaigning with real votes, deposing every leader
+///   before it could commit the removal (livelock); such nodes now pre-vote.
+const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981, 11330];
 
 struct Faults {
     loss: f64,
