@@ -22,8 +22,6 @@ const HEAL_DEADLINE_MS: u64 = 15_000;
 /// Seeds that once failed, replayed on every run (regression list).
 /// - 9 (membership): a leader removing itself lost leadership before the
 ///   removal committed, holding the only complete log; nobody could win.
-/// (1885 and 11330 were found with pre-vote and check-quorum both off; the
-/// membership sweep no longer runs that combination, see `run_seed`.)
 /// - 1885 (membership, both pre-vote and check-quorum off): a removed
 ///   leader in an old term never learned the new term (stale-term appends
 ///   were answered only with pre-vote or check-quorum on).
@@ -36,6 +34,9 @@ const HEAL_DEADLINE_MS: u64 = 15_000;
 /// - 27737 (membership, pre-vote off): with no leader, a removed node unaware
 ///   of its removal and a short-logged voter kept bumping the term while the
 ///   only electable node needed two rounds; it converges, but took over 5 s.
+///
+/// 1885 and 11330 were found with pre-vote and check-quorum both off; the
+/// membership sweep no longer runs that combination (see `run_seed`).
 const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981, 11330, 27737];
 
 struct Faults {
