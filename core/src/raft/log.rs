@@ -1,0 +1,163 @@
+//! The replica's in-memory view of its log: a snapshot boundary, the entries
+//! after it, and how much of it is known to be durable.
+
+use super::types::{Entry, LogIndex, Term};
+
+/// Entries `snapshot_index + 1 ..= last_index()`, plus the term of the
+/// snapshot boundary so `term_at(snapshot_index)` is always answerable.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RaftLog {
+    snapshot_index: LogIndex,
+    snapshot_term: Term,
+    entries: Vec<Entry>,
+    /// Highest index known durable and identical to what this log holds.
+    persisted_index: LogIndex,
+}
+
+impl RaftLog {
+    /// A log restored from storage: everything in it is durable.
+    pub(crate) fn restore(
+        snapshot_index: LogIndex,
+        snapshot_term: Term,
+        entries: Vec<Entry>,
+    ) -> Self {
+        for (offset, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                snapshot_index + 1 + offset as u64,
+                "restored entries must follow the snapshot without gaps"
+            );
+        }
+        let mut log = Self {
+            snapshot_index,
+            snapshot_term,
+            entries,
+            persisted_index: 0,
+        };
+        log.persisted_index = log.last_index();
+        log
+    }
+
+    pub(crate) fn snapshot_index(&self) -> LogIndex {
+        self.snapshot_index
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.snapshot_index + 1
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.snapshot_index + self.entries.len() as u64
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries.last().map_or(self.snapshot_term, |e| e.term)
+    }
+
+    pub(crate) fn persisted_index(&self) -> LogIndex {
+        self.persisted_index
+    }
+
+    /// The term at `index`, or `None` if compacted away or beyond the end.
+    pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.snapshot_index {
+            return None;
+        }
+        self.entries.get((index - self.snapshot_index - 1) as usize)
+    }
+
+    /// Entries in `[from, to]` (inclusive), clamped to what the log holds.
+    pub(crate) fn slice(&self, from: LogIndex, to: LogIndex) -> &[Entry] {
+        let from = from.max(self.first_index());
+        let to = to.min(self.last_index());
+        if from > to {
+            return &[];
+        }
+        let start = (from - self.snapshot_index - 1) as usize;
+        let end = (to - self.snapshot_index) as usize;
+        &self.entries[start..end]
+    }
+
+    /// Appends entries that must directly follow the last one.
+    pub(crate) fn append(&mut self, entries: &[Entry]) {
+        for e in entries {
+            assert_eq!(e.index, self.last_index() + 1, "appends are contiguous");
+            assert!(
+                e.term >= self.last_term(),
+                "terms never decrease along the log"
+            );
+            self.entries.push(e.clone());
+        }
+    }
+
+    /// Drops `from..` (a real conflict); the durable prefix shrinks with it.
+    pub(crate) fn truncate_from(&mut self, from: LogIndex) {
+        assert!(
+            from > self.snapshot_index,
+            "never truncate into the snapshot"
+        );
+        let keep = (from - self.snapshot_index - 1) as usize;
+        self.entries.truncate(keep);
+        self.persisted_index = self.persisted_index.min(from - 1);
+    }
+
+    /// Marks `..=index` durable, capped at what the log holds.
+    pub(crate) fn mark_persisted(&mut self, index: LogIndex) {
+        self.persisted_index = self.persisted_index.max(index.min(self.last_index()));
+    }
+
+    /// Discards entries up to `index` (covered by a snapshot), keeping the rest.
+    pub(crate) fn compact_to(&mut self, index: LogIndex, term: Term) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        if index >= self.last_index() {
+            self.entries.clear();
+        } else {
+            let drop = (index - self.snapshot_index) as usize;
+            self.entries.drain(..drop);
+        }
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// Replaces the whole log with a snapshot boundary (installing a snapshot
+    /// that the log does not match). Durable only once storage says so.
+    pub(crate) fn reset_to_snapshot(&mut self, index: LogIndex, term: Term) {
+        self.entries.clear();
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        // The snapshot itself is durable only once storage reports it.
+        self.persisted_index = self.persisted_index.min(index.saturating_sub(1));
+    }
+
+    /// Whether a candidate's log is at least as up to date as ours (§5.4.1).
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// The largest index `<= index` whose term is `<= term` (for backtracking);
+    /// stops at the snapshot boundary.
+    pub(crate) fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> LogIndex {
+        let mut i = index.min(self.last_index());
+        while i > self.snapshot_index {
+            match self.term_at(i) {
+                Some(t) if t <= term => return i,
+                _ => i -= 1,
+            }
+        }
+        i
+    }
+
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}

@@ -1,0 +1,408 @@
+//! Seeded randomized runs: 3- and 5-replica clusters under message loss,
+//! duplication, reordering, delays, partitions, slow disks and crashes
+//! (losing unsynced writes), with every invariant checked after each step,
+//! then a healed phase that must converge (liveness).
+//!
+//! Replay one seed: `DEADBOLT_RAFT_SEED=N cargo test -p deadbolt-core raft_random`.
+//! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 [DEADBOLT_RAFT_SEED_START=N] cargo test -p deadbolt-core raft_random`.
+
+use crate::raft::rng::SplitMix64;
+use crate::raft::tests::harness::{test_config, Network};
+use crate::raft::{LogIndex, NodeId, Role};
+
+/// Seeds per cluster size in a default `cargo test`.
+const DEFAULT_SEEDS: u64 = 1000;
+/// Fault-phase length in 5 ms steps.
+const FAULT_STEPS: u64 = 600;
+const STEP_MS: u64 = 5;
+/// The healed cluster must converge within this much simulated time (term
+/// races between removed nodes and short-logged voters can take seconds).
+const HEAL_DEADLINE_MS: u64 = 15_000;
+
+/// Seeds that once failed, replayed on every run (regression list).
+/// - 9 (membership): a leader removing itself lost leadership before the
+///   removal committed, holding the only complete log; nobody could win.
+/// - 1885 (membership, both pre-vote and check-quorum off): a removed
+///   leader in an old term never learned the new term (stale-term appends
+///   were answered only with pre-vote or check-quorum on).
+/// - 5981 (membership): a single-voter leader was elected on its own vote
+///   before that vote was durable, crashed, and led the same term again with
+///   different entries (its learner held both): log matching violated.
+/// - 11330 (membership, pre-vote and check-quorum off): a node whose removal
+///   was uncommitted kept campaigning with real votes, deposing every leader
+///   before it could commit the removal (livelock); such nodes now pre-vote.
+/// - 27737 (membership, pre-vote off): with no leader, a removed node unaware
+///   of its removal and a short-logged voter kept bumping the term while the
+///   only electable node needed two rounds; it converges, but took over 5 s.
+///
+/// 1885 and 11330 were found with pre-vote and check-quorum both off; the
+/// membership sweep no longer runs that combination (see `run_seed`).
+const REGRESSION_SEEDS: &[u64] = &[9, 1885, 5981, 11330, 27737];
+
+struct Faults {
+    loss: f64,
+    dup: f64,
+    hold: f64,
+    sync: f64,
+    crash: f64,
+}
+
+fn chance(rng: &mut SplitMix64, p: f64) -> bool {
+    (rng.next_u64() % 1_000_000) as f64 / 1_000_000.0 < p
+}
+
+fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> T {
+    items[rng.range(0, items.len() as u64) as usize]
+}
+
+/// One full run; panics (with the invariant) on a violation.
+///
+/// With `joiners`, those nodes start outside the cluster and the run also
+/// adds learners, promotes and removes members at random.
+fn run_seed(seed: u64, size: usize, joiners: usize) {
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_0000);
+    let founders: Vec<NodeId> = (1..=(size - joiners) as u64).collect();
+    let extra: Vec<NodeId> = ((size - joiners) as u64 + 1..=size as u64).collect();
+    let voters: Vec<NodeId> = (1..=size as u64).collect();
+    let mut pre_vote = chance(&mut rng, 0.8);
+    let check_quorum = chance(&mut rng, 0.8);
+    if joiners > 0 && !check_quorum {
+        // With neither guard, a removed node that never learned of its
+        // removal keeps bumping the term and can livelock the cluster
+        // (Raft dissertation 4.2.3). Safety holds regardless (the other
+        // sweeps run that combination); liveness needs one of the two.
+        pre_vote = true;
+    }
+    let max_append_entries = rng.range(1, 8) as usize;
+    let max_inflight = rng.range(1, 5) as usize;
+    let mut net = Network::new(&founders, &extra, seed, |id| {
+        let mut c = test_config(id);
+        c.pre_vote = pre_vote;
+        c.check_quorum = check_quorum;
+        c.max_append_entries = max_append_entries;
+        c.max_inflight_appends = max_inflight;
+        c.snapshot_chunk_bytes = 64;
+        c
+    });
+    net.auto_sync = false;
+    net.max_delay_ms = rng.range(0, 30);
+    let faults = Faults {
+        loss: rng.range(0, 20) as f64 / 100.0,
+        dup: rng.range(0, 5) as f64 / 100.0,
+        hold: rng.range(0, 40) as f64 / 100.0,
+        sync: rng.range(20, 90) as f64 / 100.0,
+        crash: rng.range(0, 10) as f64 / 1000.0,
+    };
+    let mut next_command = 0u64;
+    let mut next_read = 0u64;
+    // (node, request id, smallest acceptable index)
+    let mut reads: Vec<(NodeId, u64, LogIndex)> = Vec::new();
+
+    for _ in 0..FAULT_STEPS {
+        net.now_ms += STEP_MS;
+        net.tick_all();
+        deliver_some(&mut net, &mut rng, &faults);
+        for id in net.ids() {
+            if net.node(id).up && chance(&mut rng, faults.sync) {
+                net.sync(id);
+                net.process(id);
+            } else if !net.node(id).up && chance(&mut rng, 0.1) {
+                net.restart(id);
+                net.process(id);
+            }
+        }
+        let action = rng.range(0, 100);
+        match action {
+            0..=29 => {
+                // Mostly at a leader; sometimes at a follower (refused).
+                let leaders = net.leaders();
+                let id = match leaders.first() {
+                    Some(&l) if chance(&mut rng, 0.9) => l,
+                    _ => pick(&mut rng, &voters),
+                };
+                if net.node(id).up {
+                    next_command += 1;
+                    let data = format!("c{next_command}").into_bytes();
+                    let _ = net.node_mut(id).replica.propose(data);
+                    net.process(id);
+                }
+            }
+            30..=33 => {
+                let id = pick(&mut rng, &voters);
+                if net.node(id).up && chance(&mut rng, faults.crash * 25.0) {
+                    net.node_mut(id).up = false;
+                }
+            }
+            34..=37 => match rng.range(0, 3) {
+                0 => net.cut.clear(),
+                1 => {
+                    net.cut.clear();
+                    let id = pick(&mut rng, &voters);
+                    net.isolate(id);
+                }
+                _ => {
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    for &v in &voters {
+                        if chance(&mut rng, 0.5) {
+                            a.push(v)
+                        } else {
+                            b.push(v)
+                        }
+                    }
+                    net.partition(&[a, b]);
+                }
+            },
+            38..=41 => {
+                let id = pick(&mut rng, &voters);
+                if net.node(id).up {
+                    net.take_snapshot(id);
+                }
+            }
+            42..=47 => {
+                let id = pick(&mut rng, &voters);
+                if net.node(id).up {
+                    next_read += 1;
+                    let floor = net
+                        .checker
+                        .committed
+                        .keys()
+                        .next_back()
+                        .copied()
+                        .unwrap_or(0);
+                    if net.node_mut(id).replica.read_index(next_read).is_ok() {
+                        reads.push((id, next_read, floor));
+                    }
+                    net.process(id);
+                }
+            }
+            48..=51 if joiners > 0 => {
+                if let Some(&l) = net.leaders().first() {
+                    let id = pick(&mut rng, &voters);
+                    let membership = net.node(l).replica.membership().clone();
+                    let r = &mut net.node_mut(l).replica;
+                    let _ = match membership.members.get(&id) {
+                        None => r.add_learner(id, format!("n{id}:1"), format!("n{id}:2")),
+                        Some(m) if !m.voter => r.promote(id),
+                        Some(_) => r.remove_member(id),
+                    };
+                    net.process(l);
+                }
+            }
+            52..=53 => {
+                let leaders = net.leaders();
+                if let Some(&l) = leaders.first() {
+                    let to = pick(&mut rng, &voters);
+                    let _ = net.node_mut(l).replica.transfer_leadership(to);
+                    net.process(l);
+                }
+            }
+            _ => {}
+        }
+        check_reads(&net, &reads);
+    }
+
+    // Heal: everything up, no faults, disks keep up. The cluster must elect
+    // a leader, commit a fresh command and bring every replica to it.
+    net.cut.clear();
+    for id in net.ids() {
+        if !net.node(id).up {
+            net.restart(id);
+        }
+    }
+    let calm = Faults {
+        loss: 0.0,
+        dup: 0.0,
+        hold: 0.0,
+        sync: 1.0,
+        crash: 0.0,
+    };
+    let deadline = net.now_ms + HEAL_DEADLINE_MS;
+    let mut final_index: Option<(NodeId, LogIndex)> = None;
+    loop {
+        assert!(
+            net.now_ms < deadline,
+            "liveness: no convergence {HEAL_DEADLINE_MS} ms after healing\n{}",
+            net.debug_dump()
+        );
+        net.now_ms += STEP_MS;
+        net.tick_all();
+        deliver_some(&mut net, &mut rng, &calm);
+        for id in net.ids() {
+            net.sync(id);
+            net.process(id);
+        }
+        let leaders = net.leaders();
+        let Some(&leader) = leaders.first() else {
+            continue;
+        };
+        match final_index {
+            Some((l, _)) if l == leader && net.node(l).replica.role() == Role::Leader => {}
+            _ => {
+                if let Ok((_, index)) = net.node_mut(leader).replica.propose(b"final".to_vec()) {
+                    final_index = Some((leader, index));
+                }
+                net.process(leader);
+            }
+        }
+        let Some((_, index)) = final_index else {
+            continue;
+        };
+        // Every current member converges; removed nodes are left behind.
+        let members = net.node(leader).replica.membership().clone();
+        let done = net
+            .nodes
+            .iter()
+            .filter(|(id, _)| members.contains(**id))
+            .all(|(_, n)| n.applied_index >= index && n.replica.leader() == Some(leader));
+        if done {
+            break;
+        }
+    }
+    check_reads(&net, &reads);
+    if std::env::var("DEADBOLT_RAFT_SEED").is_ok() {
+        let done_reads = net
+            .nodes
+            .values()
+            .map(|n| n.read_states.len())
+            .sum::<usize>();
+        eprintln!(
+            "seed {seed}: {} leaders over {} terms, {} entries applied, {done_reads} reads served, now {} ms\n{}",
+            net.checker.leader_count(),
+            net.nodes.values().map(|n| n.replica.term()).max().unwrap_or(0),
+            net.checker.committed.len(),
+            net.now_ms,
+            net.debug_dump()
+        );
+    }
+    // Applied sequences are identical on every node.
+    let first = net.nodes.values().next().expect("nodes").applied.clone();
+    for (id, n) in &net.nodes {
+        let len = first.len().min(n.applied.len());
+        assert_eq!(
+            n.applied[..len],
+            first[..len],
+            "node {id} applied a different sequence"
+        );
+    }
+}
+
+/// Delivers due messages in random order; some are held back (reordering,
+/// delay), lost or duplicated.
+fn deliver_some(net: &mut Network, rng: &mut SplitMix64, faults: &Faults) {
+    let now = net.now_ms;
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut net.queue)
+        .into_iter()
+        .partition(|m| m.deliver_at_ms <= now);
+    net.queue = later;
+    let mut due = due;
+    // Fisher-Yates with the run's rng: reordering.
+    for i in (1..due.len()).rev() {
+        let j = rng.range(0, i as u64 + 1) as usize;
+        due.swap(i, j);
+    }
+    for m in due {
+        if chance(rng, faults.hold) {
+            let mut m = m;
+            m.deliver_at_ms = now + rng.range(1, 40);
+            net.queue.push(m);
+            continue;
+        }
+        if chance(rng, faults.loss) {
+            continue;
+        }
+        if chance(rng, faults.dup) {
+            let mut copy = m.clone();
+            copy.deliver_at_ms = now + rng.range(0, 50);
+            net.queue.push(copy);
+        }
+        net.deliver(m);
+    }
+}
+
+/// Every completed read returned an index at least as new as anything
+/// committed before it was asked (linearizability of ReadIndex).
+fn check_reads(net: &Network, reads: &[(NodeId, u64, LogIndex)]) {
+    for &(id, req, floor) in reads {
+        for rs in net
+            .node(id)
+            .read_states
+            .iter()
+            .filter(|r| r.request_id == req)
+        {
+            assert!(
+                rs.index >= floor,
+                "node {id}: read {req} returned index {} below {floor}, committed before it was asked",
+                rs.index
+            );
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("DEADBOLT_RAFT_SEED") {
+        let seed = s.parse().expect("DEADBOLT_RAFT_SEED is a number");
+        return vec![seed];
+    }
+    let count = std::env::var("DEADBOLT_RAFT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    let start: u64 = std::env::var("DEADBOLT_RAFT_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    REGRESSION_SEEDS
+        .iter()
+        .copied()
+        .chain(start..start + count)
+        .collect()
+}
+
+fn sweep(size: usize, joiners: usize) {
+    let started = std::time::Instant::now();
+    let seeds = seeds();
+    for &seed in &seeds {
+        let result = std::panic::catch_unwind(|| run_seed(seed, size, joiners));
+        if let Err(p) = result {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let name = if joiners > 0 {
+                "membership"
+            } else if size == 3 {
+                "3"
+            } else {
+                "5"
+            };
+            panic!(
+                "raft random run failed: {size} replicas, seed {seed}: {msg}\n\
+                 replay: DEADBOLT_RAFT_SEED={seed} cargo test -p deadbolt-core raft_random_{name}"
+            );
+        }
+    }
+    eprintln!(
+        "raft_random ({size} replicas, {joiners} joiners): {} seeds in {:.1?}",
+        seeds.len(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn raft_random_3() {
+    sweep(3, 0);
+}
+
+#[test]
+fn raft_random_5() {
+    sweep(5, 0);
+}
+
+/// Three founders, two joiners; learners added, promoted and members
+/// removed at random (including the leader) under the same faults.
+#[test]
+fn raft_random_membership() {
+    sweep(5, 2);
+}
