@@ -175,3 +175,151 @@ async fn partitioned_leader_is_replaced_and_the_cluster_converges() {
         let _ = stop.send(());
     }
 }
+
+/// Starts node `id` on a host whose init closure (re-run by madsim on
+/// restart) starts the node on `disk`; every start sends its handle.
+fn crashable_host(
+    id: NodeId,
+    voters: &BTreeMap<NodeId, String>,
+    disk: SimDisk,
+    handles: mpsc::UnboundedSender<NodeHandle>,
+) -> madsim::task::NodeId {
+    let voters = voters.clone();
+    Handle::current()
+        .create_node()
+        .name(format!("node-{id}"))
+        .ip(format!("10.0.0.{id}").parse().expect("ip"))
+        .init(move || {
+            let (voters, disk, handles) = (voters.clone(), disk.clone(), handles.clone());
+            async move {
+                let listener = tokio::net::TcpListener::bind(addr(id)).await.expect("bind");
+                let config = NodeConfig::new(
+                    id,
+                    "sim",
+                    StorageChoice::Sim(disk),
+                    listener,
+                    addr(id),
+                    format!("10.0.0.{id}:8080"),
+                    Bootstrap::Founder { voters },
+                    Arc::new(TokioClock::new()),
+                    id * 104_729,
+                );
+                let node = Node::start(config)
+                    .await
+                    .expect("restart from the simulated disk");
+                let _ = handles.send(node.handle());
+                // The node lives until the host is killed.
+                std::future::pending::<()>().await;
+                drop(node);
+            }
+        })
+        .build()
+        .id()
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_crashes_with_torn_tails() {
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
+    let mut disks = BTreeMap::new();
+    let mut hosts = BTreeMap::new();
+    let mut current: BTreeMap<NodeId, NodeHandle> = BTreeMap::new();
+    let mut receivers = BTreeMap::new();
+    for id in 1..=3 {
+        let disk = SimDisk::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        hosts.insert(id, crashable_host(id, &voters, disk.clone(), tx));
+        current.insert(id, rx.recv().await.expect("started"));
+        disks.insert(id, disk);
+        receivers.insert(id, rx);
+    }
+    let mut rng = deadbolt_runtime::SplitMix64::new(7);
+    let mut acknowledged = Vec::new();
+    for round in 0..6u64 {
+        let all: Vec<NodeHandle> = current.values().cloned().collect();
+        leader_among(&all).await;
+        // Writes in flight while a node crashes: only acknowledged ones count.
+        let mut tasks = Vec::new();
+        for i in 0..40u64 {
+            let handle = all[(i % 3) as usize].clone();
+            let key = format!("r{round}-{i}");
+            tasks.push(tokio::spawn(async move {
+                let command = Command::KvPut {
+                    key: key.clone(),
+                    value: "v".into(),
+                    fence: None,
+                };
+                handle
+                    .propose(command, None, Duration::from_secs(3))
+                    .await
+                    .ok()
+                    .map(|_| key)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range_u64(0, 40))).await;
+        let victim = 1 + round % 3;
+        Handle::current().kill(hosts[&victim]);
+        let fault = match round % 3 {
+            0 => deadbolt_runtime::storage::CrashFault::TearLast,
+            1 => deadbolt_runtime::storage::CrashFault::KeepRandomPrefix,
+            _ => deadbolt_runtime::storage::CrashFault::CorruptLast,
+        };
+        disks[&victim].crash(fault, &mut rng);
+        Handle::current().restart(hosts[&victim]);
+        let restarted = receivers
+            .get_mut(&victim)
+            .expect("receiver")
+            .recv()
+            .await
+            .expect("restarted");
+        current.insert(victim, restarted);
+        for task in tasks {
+            if let Some(key) = task.await.expect("task") {
+                acknowledged.push(key);
+            }
+        }
+    }
+    let all: Vec<NodeHandle> = current.values().cloned().collect();
+    leader_among(&all).await;
+    write(&all, 3, "final").await;
+    eventually("same applied index everywhere", || async {
+        let mut applied = Vec::new();
+        for h in &all {
+            let s = h.status().await.ok()?;
+            (s.applied_index == s.commit_index).then_some(())?;
+            applied.push(s.applied_index);
+        }
+        applied.dedup();
+        (applied.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        acknowledged.len() > 100,
+        "most writes were acknowledged: {}",
+        acknowledged.len()
+    );
+    for h in &all {
+        let keys = acknowledged.clone();
+        let missing = h
+            .read(DEADLINE, move |ctx| {
+                keys.into_iter()
+                    .filter(|k| ctx.state.kv_get(k).is_err())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .expect("read");
+        assert!(
+            missing.is_empty(),
+            "node {} lost acknowledged writes {missing:?}",
+            h.id()
+        );
+    }
+    let mut states = Vec::new();
+    for h in &all {
+        states.push(
+            h.read(DEADLINE, |ctx| ctx.state.snapshot())
+                .await
+                .expect("read"),
+        );
+    }
+    assert!(states.iter().all(|s| *s == states[0]), "states differ");
+}
