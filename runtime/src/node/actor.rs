@@ -109,6 +109,8 @@ pub(crate) enum Forwarded {
     },
 }
 
+type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
+
 /// Who is waiting for an entry or a forwarded request.
 enum Waiter {
     Propose(oneshot::Sender<Result<Reply, ProposeError>>),
@@ -195,7 +197,7 @@ pub(crate) struct Actor {
     /// Queued acquires, by (lock, session), until granted or the wait ends.
     /// Several callers may wait for the same queue place (a retried
     /// acquire with the same session): all get the outcome.
-    waiting: BTreeMap<(String, SessionId), Vec<oneshot::Sender<Result<Reply, ProposeError>>>>,
+    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
     /// Requests forwarded to the leader, waiting for its `ForwardReply`:
     /// request id -> (sent at, monotonic ms; who waits).
     forwarded: BTreeMap<u64, (u64, Waiter)>,
@@ -404,7 +406,7 @@ impl Actor {
                                     .proposals_in_flight
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            self.pending.insert(index, (term, waiter));
+                            self.register(index, term, waiter);
                         }
                     }
                     Ok(None) => {
@@ -489,7 +491,7 @@ impl Actor {
                             self.metrics
                                 .proposals_in_flight
                                 .fetch_add(1, Ordering::Relaxed);
-                            self.pending.insert(index, (term, Waiter::Propose(reply)));
+                            self.register(index, term, Waiter::Propose(reply));
                         }
                         Err(error) => {
                             let _ = reply.send(Err(error));
@@ -570,7 +572,7 @@ impl Actor {
         }
         match self.serve_forwarded(request) {
             Ok(Some((term, index))) => {
-                self.pending.insert(index, (term, Waiter::Admin(reply)));
+                self.register(index, term, Waiter::Admin(reply));
             }
             Ok(None) => {
                 let _ = reply.send(Ok(()));
@@ -606,6 +608,24 @@ impl Actor {
         }
     }
 
+    /// Waits for the entry at `index` proposed in `term`. An older waiter
+    /// at the same index (another term) is certainly lost: a leader of a
+    /// later term holds a different entry there, and an entry committed
+    /// before its election would be in its log (leader completeness).
+    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
+        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
+            assert_ne!(
+                old_term, term,
+                "two proposals at index {index} in term {term}"
+            );
+            self.note_settled(&old);
+            old.fail(unavailable(
+                self.replica.leader(),
+                "not applied (leadership changed); retry",
+            ));
+        }
+    }
+
     fn next_request_id(&mut self) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -635,7 +655,7 @@ impl Actor {
         if self.replica.role() == Role::Leader {
             match self.propose_here(command, None) {
                 Ok((term, index)) => {
-                    self.pending.insert(index, (term, Waiter::Internal));
+                    self.register(index, term, Waiter::Internal);
                     Some(index)
                 }
                 Err(error) => {
@@ -1087,8 +1107,8 @@ impl Actor {
         // are forgotten after a while (they are retried by maintenance).
         let now_ms = self.clock.now_ms();
         self.forwarded.retain(|_, (sent_ms, w)| {
-            !w.is_closed()
-                && !(matches!(w, Waiter::Internal) && now_ms >= *sent_ms + FORWARD_INTERNAL_MS)
+            let stale = matches!(w, Waiter::Internal) && now_ms >= *sent_ms + FORWARD_INTERNAL_MS;
+            !w.is_closed() && !stale
         });
         self.reads.retain(|_, r| !r.failed.is_closed());
         let mut gone = Vec::new();
