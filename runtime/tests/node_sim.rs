@@ -12,10 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_core::lock::{Command, Reply};
+use deadbolt_core::lock::{Command, Idempotency, Reply};
 use deadbolt_core::raft::NodeId;
-use deadbolt_runtime::node::{Bootstrap, Node, NodeConfig, NodeHandle, StorageChoice};
+use deadbolt_runtime::node::{
+    Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, StorageChoice,
+};
 use deadbolt_runtime::storage::SimDisk;
+use deadbolt_runtime::transport::LinkFaults;
 use deadbolt_runtime::TokioClock;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
@@ -33,6 +36,14 @@ async fn start_host(
     id: NodeId,
     voters: &BTreeMap<NodeId, String>,
 ) -> (NodeHandle, madsim::task::NodeId, oneshot::Sender<()>) {
+    start_host_with_faults(id, voters, None).await
+}
+
+async fn start_host_with_faults(
+    id: NodeId,
+    voters: &BTreeMap<NodeId, String>,
+    faults: Option<deadbolt_runtime::latest::Subscriber<LinkFaultsTable>>,
+) -> (NodeHandle, madsim::task::NodeId, oneshot::Sender<()>) {
     let host = Handle::current()
         .create_node()
         .name(format!("node-{id}"))
@@ -43,7 +54,7 @@ async fn start_host(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let _task = host.spawn(async move {
         let listener = tokio::net::TcpListener::bind(addr(id)).await.expect("bind");
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             id,
             "sim",
             StorageChoice::Sim(SimDisk::new()),
@@ -54,6 +65,7 @@ async fn start_host(
             Arc::new(TokioClock::new()),
             id * 7919,
         );
+        config.link_faults = faults;
         let node = Node::start(config).await.expect("start");
         handle_tx.send(node.handle()).await.ok();
         let _ = stop_rx.await;
@@ -322,4 +334,108 @@ async fn acknowledged_writes_survive_crashes_with_torn_tails() {
         );
     }
     assert!(states.iter().all(|s| *s == states[0]), "states differ");
+}
+
+#[tokio::test]
+async fn lossy_links_still_converge() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
+    let faults = LinkFaults {
+        drop_per_million: 50_000,
+        duplicate_per_million: 20_000,
+        reorder_per_million: 20_000,
+    };
+    let table: LinkFaultsTable = (1..=3).map(|id| (id, faults)).collect();
+    let (publisher, subscriber) = deadbolt_runtime::latest::channel(table);
+    let mut handles = Vec::new();
+    let mut stops = Vec::new();
+    for id in 1..=3 {
+        let (handle, _, stop) = start_host_with_faults(id, &voters, Some(subscriber.clone())).await;
+        handles.push(handle);
+        stops.push(stop);
+    }
+    leader_among(&handles).await;
+    // Writes may time out (a lost forward leaves the outcome unknown); the
+    // cluster must still agree on one state.
+    let mut tasks = Vec::new();
+    for i in 0..90usize {
+        let handle = handles[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let command = Command::KvPut {
+                key: format!("k{i}"),
+                value: "v".into(),
+                fence: None,
+            };
+            handle
+                .propose(command, None, Duration::from_secs(3))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += usize::from(task.await.expect("task"));
+    }
+    assert!(ok > 45, "most writes succeed despite the faults: {ok}");
+    // Heal the links (nodes notice on their next maintenance tick), then
+    // write as a client would: retry an unknown outcome with the same
+    // idempotency key, which the state machine applies exactly once.
+    publisher.publish(LinkFaultsTable::new());
+    for (i, handle) in handles.iter().enumerate() {
+        let idempotency = Some(Idempotency {
+            key: format!("healed-{i}"),
+            fingerprint: i as u64,
+        });
+        let command = Command::KvAppend {
+            key: "healed".into(),
+            value: format!("{i},"),
+            fence: None,
+        };
+        eventually("a write after healing", || {
+            let (handle, command, idempotency) =
+                (handle.clone(), command.clone(), idempotency.clone());
+            async move {
+                handle
+                    .propose(command, idempotency, Duration::from_secs(1))
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+    }
+    eventually("same applied index everywhere", || async {
+        let mut applied = Vec::new();
+        for h in &handles {
+            let s = h.status().await.ok()?;
+            (s.applied_index == s.commit_index).then_some(())?;
+            applied.push(s.applied_index);
+        }
+        applied.dedup();
+        (applied.len() == 1).then_some(())
+    })
+    .await;
+    let mut states = Vec::new();
+    for h in &handles {
+        states.push(
+            h.read(DEADLINE, |ctx| ctx.state.snapshot())
+                .await
+                .expect("read"),
+        );
+    }
+    assert!(states.iter().all(|s| *s == states[0]), "states differ");
+    let healed = handles[0]
+        .read(DEADLINE, |ctx| ctx.state.kv_get("healed"))
+        .await
+        .expect("read")
+        .expect("key");
+    assert_eq!(
+        healed.value, "0,1,2,",
+        "each retried append applied exactly once"
+    );
+    for stop in stops {
+        let _ = stop.send(());
+    }
 }

@@ -55,6 +55,9 @@ const SHUTDOWN_FLUSH_MS: u64 = 2_000;
 /// How long a forwarded internal request (withdraw, address update) waits
 /// for the leader's `ForwardReply` before it is forgotten.
 const FORWARD_INTERNAL_MS: u64 = 10_000;
+/// How long a read may wait for the leader's confirmation before it is
+/// handed back for a retry (a few heartbeat rounds).
+const READ_CONFIRM_MS: u64 = 1_000;
 /// Pause between two requests for our own API address to be published.
 const API_ADDR_RETRY_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
@@ -146,6 +149,9 @@ struct PendingRead {
     failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
     /// Set once Raft says the read is safe after applying this index.
     index: Option<LogIndex>,
+    /// When it was asked (monotonic ms): an unconfirmed read is handed back
+    /// for a retry after `READ_CONFIRM_MS`.
+    started_ms: u64,
 }
 
 /// The parts `Node::start` builds and hands to the actor.
@@ -517,6 +523,7 @@ impl Actor {
                                 query,
                                 failed,
                                 index: None,
+                                started_ms: self.clock.now_ms(),
                             },
                         );
                     }
@@ -1111,6 +1118,23 @@ impl Actor {
             !w.is_closed() && !stale
         });
         self.reads.retain(|_, r| !r.failed.is_closed());
+        // A forwarded ReadIndex or its answer may be lost (Raft tolerates
+        // loss; the core never completes such a read): hand the query back
+        // so the handle retries, through whichever leader is current.
+        let unconfirmed: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unconfirmed {
+            let read = self.reads.remove(&id).expect("listed above");
+            let leader = self.replica.leader();
+            let _ = read.failed.send((
+                unavailable(leader, "read not confirmed by a leader in time"),
+                Some(read.query),
+            ));
+        }
         let mut gone = Vec::new();
         for (key, senders) in &mut self.waiting {
             senders.retain(|tx| !tx.is_closed());
