@@ -52,9 +52,10 @@ const PEER_MESSAGES_PER_TURN_MAX: usize = 256;
 const SHUTDOWN_TRANSFER_MS: u64 = 2_000;
 /// How long a stopping node waits for its last writes to become durable.
 const SHUTDOWN_FLUSH_MS: u64 = 2_000;
-/// How long a forwarded internal request (withdraw, address update) waits
-/// for the leader's `ForwardReply` before it is forgotten.
-const FORWARD_INTERNAL_MS: u64 = 10_000;
+/// How long a forwarded request waits for the leader's `ForwardReply`
+/// (sent as soon as the leader proposed it) before its caller is told the
+/// outcome is unknown.
+const FORWARD_REPLY_MS: u64 = 3_000;
 /// How long a read may wait for the leader's confirmation before it is
 /// handed back for a retry (a few heartbeat rounds).
 const READ_CONFIRM_MS: u64 = 1_000;
@@ -1110,13 +1111,21 @@ impl Actor {
     /// Requests whose caller gave up: forget them; a queued acquire whose
     /// caller left is withdrawn from the queue.
     fn sweep_abandoned(&mut self) {
-        // A lost `ForwardReply` leaves nobody to answer: internal requests
-        // are forgotten after a while (they are retried by maintenance).
+        // A lost `Forward` or `ForwardReply` leaves nobody to answer. After
+        // a bound the caller learns the truth, "outcome unknown", and can
+        // retry with its idempotency key; internal requests are forgotten
+        // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
-        self.forwarded.retain(|_, (sent_ms, w)| {
-            let stale = matches!(w, Waiter::Internal) && now_ms >= *sent_ms + FORWARD_INTERNAL_MS;
-            !w.is_closed() && !stale
-        });
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (sent_ms, w))| w.is_closed() || now_ms >= *sent_ms + FORWARD_REPLY_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let (_, waiter) = self.forwarded.remove(&id).expect("listed above");
+            waiter.fail(ProposeError::Timeout);
+        }
         self.reads.retain(|_, r| !r.failed.is_closed());
         // A forwarded ReadIndex or its answer may be lost (Raft tolerates
         // loss; the core never completes such a read): hand the query back
