@@ -55,6 +55,11 @@ pub struct PersistState {
     pub snapshot_last_index: LogIndex,
     /// Number of successful syncs so far (changes on every publication).
     pub syncs: u64,
+    /// Write requests made durable so far, counted in mailbox order. A
+    /// caller that counts what it submitted knows exactly which of its
+    /// writes a publication covers (the Raft actor maps this to the core's
+    /// `persist_seq`).
+    pub requests_synced: u64,
     /// Set once a write or sync failed. From then on the actor refuses every
     /// write: after a failed fsync nothing written since the last good one may
     /// be assumed durable, and retrying could report it as if it were (the
@@ -244,6 +249,7 @@ pub fn spawn_storage_actor<S: Storage>(
         hard_state: recovered.hard_state,
         snapshot_last_index: terms.base.1,
         syncs: 0,
+        requests_synced: 0,
         error: None,
     };
     let (persisted_tx, persisted) = latest::channel(initial.clone());
@@ -325,6 +331,7 @@ pub fn spawn_storage_actor<S: Storage>(
                         state.last_log = terms.last();
                         state.snapshot_last_index = terms.base.1;
                         state.syncs += 1;
+                        state.requests_synced += requests;
                         stats
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())

@@ -430,6 +430,9 @@ pub struct Peers<M> {
     rng: SplitMix64,
     shutdown: Shutdown,
     peers: BTreeMap<NodeId, PeerHandle<M>>,
+    /// Every peer actor started (replaced ones end once their handle drops),
+    /// so a node can wait for all of them at shutdown.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
@@ -440,6 +443,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
             rng,
             shutdown,
             peers: BTreeMap::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -448,7 +452,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
         if id == self.config.local_id || self.peers.get(&id).is_some_and(|p| p.addr() == addr) {
             return;
         }
-        let (handle, _task) = spawn_peer(
+        self.tasks.retain(|t| !t.is_finished());
+        let (handle, task) = spawn_peer(
             self.config.clone(),
             id,
             addr.to_string(),
@@ -457,6 +462,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
         );
         // Replacing the old handle drops it, which stops the old actor.
         self.peers.insert(id, handle);
+        self.tasks.push(task);
     }
 
     /// Stops the actor for `id` (a member that left).
@@ -476,5 +482,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Peers<M> {
 
     pub fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
         self.peers.iter().map(|(id, p)| (*id, p.stats())).collect()
+    }
+
+    /// Stops every peer actor (drops their handles) and returns their tasks
+    /// to wait for.
+    pub fn close(mut self) -> Vec<JoinHandle<()>> {
+        self.peers.clear();
+        std::mem::take(&mut self.tasks)
     }
 }

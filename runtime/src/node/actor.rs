@@ -1,0 +1,1516 @@
+//! The Raft actor: the one task that owns a node's Raft replica, lock state
+//! machine and lease tracker, and drives them with real IO (storage actor,
+//! peer actors, clock) following the core's `Ready` ordering contract.
+//!
+//! Event loop (one `biased` select, highest priority first): shutdown,
+//! storage durability reports, inbound peer messages, client requests, the
+//! timer (Raft deadline or the ~100 ms maintenance tick). After every input
+//! the actor drains `ready()`:
+//! 1. writes go to the storage actor in order (snapshot, truncate, entries,
+//!    hard state); `persisted(seq)` is reported only once the storage
+//!    actor's `requests_synced` covers every request submitted up to that
+//!    `Ready` — a failed sync is never reported as durable;
+//! 2. messages go to the peer actors;
+//! 3. committed entries are applied to the lock state machine in order;
+//! 4. reads are served once applied reaches their index;
+//! 5. role changes are logged; snapshots are taken when asked or past the
+//!    threshold.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadbolt_core::lock::{
+    Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
+    SessionId,
+};
+use deadbolt_core::raft::{
+    self, Entry, EntryPayload, LogIndex, Membership, MembershipError, Message, NodeId, Replica,
+    Role, Term, TransferError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::LinkFaultsTable;
+use super::handle::{MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
+use crate::clock::Clock;
+use crate::latest::Subscriber;
+use crate::metrics::NodeMetrics;
+use crate::shutdown::Shutdown;
+use crate::storage::{PersistState, StorageHandle, StorageStats, WriteRequest};
+use crate::transport::Peers;
+
+/// How often the actor runs its maintenance (lease expiry, waiter expiry,
+/// sweeps of abandoned requests, learner promotion, address updates).
+pub(crate) const MAINTENANCE_INTERVAL_MS: u64 = 100;
+/// Most mailbox requests / peer messages handled before draining `ready()`
+/// (they then share one batch of writes and appends).
+const REQUESTS_PER_TURN_MAX: usize = 256;
+const PEER_MESSAGES_PER_TURN_MAX: usize = 256;
+/// How long a stopping leader tries to hand leadership over.
+const SHUTDOWN_TRANSFER_MS: u64 = 2_000;
+/// How long a stopping node waits for its last writes to become durable.
+const SHUTDOWN_FLUSH_MS: u64 = 2_000;
+/// How long a forwarded request waits for the leader's `ForwardReply`
+/// (sent as soon as the leader proposed it) before its caller is told the
+/// outcome is unknown.
+const FORWARD_REPLY_MS: u64 = 3_000;
+/// How long a read may wait for the leader's confirmation before it is
+/// handed back for a retry (a few heartbeat rounds).
+const READ_CONFIRM_MS: u64 = 1_000;
+/// Pause between two requests for our own API address to be published.
+const API_ADDR_RETRY_MS: u64 = 1_000;
+/// Longest pause of the timer: also bounds how late a `ManualClock` move is
+/// noticed.
+const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
+
+/// Everything that crosses the peer links: Raft itself, plus the
+/// forwarding of client writes and admin requests to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum PeerMessage {
+    Raft(Message),
+    /// A follower asks the leader to propose on its behalf.
+    Forward {
+        request_id: u64,
+        request: Forwarded,
+    },
+    /// Where the leader put the forwarded request: `Some((term, index))`
+    /// for a log entry (the follower answers when it applies that index),
+    /// `None` when it was done at once (leadership transfer started).
+    ForwardReply {
+        request_id: u64,
+        result: Result<Option<(Term, LogIndex)>, ProposeError>,
+    },
+    /// The leader tells members its peer address, so a joining node that
+    /// knows nobody yet can answer it.
+    Announce {
+        peer_addr: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Forwarded {
+    Propose {
+        command: Command,
+        idempotency: Option<Idempotency>,
+    },
+    AddMember {
+        id: NodeId,
+        peer_addr: String,
+        api_addr: String,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+    /// Publish a member's own API address (voters unchanged).
+    SetApiAddr {
+        id: NodeId,
+        api_addr: String,
+    },
+}
+
+type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
+
+/// Who is waiting for an entry or a forwarded request.
+enum Waiter {
+    Propose(oneshot::Sender<Result<Reply, ProposeError>>),
+    Admin(oneshot::Sender<Result<(), ProposeError>>),
+    /// The node's own proposals (expiry, withdraw, address update).
+    Internal,
+}
+
+impl Waiter {
+    fn fail(self, error: ProposeError) {
+        match self {
+            Waiter::Propose(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            Waiter::Admin(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            Waiter::Internal => {}
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Propose(tx) => tx.is_closed(),
+            Waiter::Admin(tx) => tx.is_closed(),
+            Waiter::Internal => false,
+        }
+    }
+}
+
+struct PendingRead {
+    query: ReadFn,
+    failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
+    /// Set once Raft says the read is safe after applying this index.
+    index: Option<LogIndex>,
+    /// When it was asked (monotonic ms): an unconfirmed read is handed back
+    /// for a retry after `READ_CONFIRM_MS`.
+    started_ms: u64,
+}
+
+/// The parts `Node::start` builds and hands to the actor.
+pub(crate) struct ActorParts {
+    pub(crate) id: NodeId,
+    pub(crate) cluster_id: Arc<str>,
+    pub(crate) api_addr: String,
+    pub(crate) peer_addr: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) replica: Replica,
+    pub(crate) state: LockStateMachine,
+    pub(crate) storage: StorageHandle,
+    pub(crate) peers: Peers<PeerMessage>,
+    pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) requests: mpsc::Receiver<NodeRequest>,
+    pub(crate) inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) snapshot_threshold_entries: u64,
+    pub(crate) snapshot_index: LogIndex,
+    pub(crate) link_faults: Option<Subscriber<LinkFaultsTable>>,
+}
+
+pub(crate) struct Actor {
+    id: NodeId,
+    cluster_id: Arc<str>,
+    api_addr: String,
+    peer_addr: String,
+    clock: Arc<dyn Clock>,
+    replica: Replica,
+    state: LockStateMachine,
+    lease: LeaseTracker,
+    storage: StorageHandle,
+    persist_rx: Subscriber<PersistState>,
+    peers: Peers<PeerMessage>,
+    metrics: Arc<NodeMetrics>,
+    requests: mpsc::Receiver<NodeRequest>,
+    inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
+    shutdown: Shutdown,
+    link_faults: Option<Subscriber<LinkFaultsTable>>,
+    applied_link_faults: LinkFaultsTable,
+
+    /// Write requests handed to the storage actor so far.
+    submitted_requests: u64,
+    /// (requests submitted when the Ready was written, its persist_seq).
+    persist_marks: VecDeque<(u64, u64)>,
+
+    /// Log index -> (term it was proposed in, who waits for it).
+    pending: BTreeMap<LogIndex, (Term, Waiter)>,
+    /// Queued acquires, by (lock, session), until granted or the wait ends.
+    /// Several callers may wait for the same queue place (a retried
+    /// acquire with the same session): all get the outcome.
+    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
+    /// Requests forwarded to the leader, waiting for its `ForwardReply`:
+    /// request id -> (sent at, monotonic ms; who waits).
+    forwarded: BTreeMap<u64, (u64, Waiter)>,
+    reads: BTreeMap<u64, PendingRead>,
+    next_request_id: u64,
+
+    applied_index: LogIndex,
+    snapshot_index: LogIndex,
+    snapshot_threshold_entries: u64,
+    expire_sessions_in_flight: Option<LogIndex>,
+    expire_waiters_in_flight: Option<LogIndex>,
+    api_addr_asked_at_ms: Option<u64>,
+    next_maintenance_ms: u64,
+    /// Peers known from the membership plus an announcing leader.
+    synced_peers: BTreeMap<NodeId, String>,
+    announced: Option<(NodeId, String)>,
+    last_leader: Option<NodeId>,
+    last_stats: StorageStats,
+
+    /// Storage failed: the node stops acting (the reason is reported).
+    failed: Option<String>,
+    /// Graceful shutdown in progress: (give up transfer at, reply).
+    stopping: Option<(u64, oneshot::Sender<()>)>,
+}
+
+impl Actor {
+    pub(crate) fn new(parts: ActorParts) -> Self {
+        let now_ms = parts.clock.now_ms();
+        let persist_rx = parts.storage.persisted();
+        let applied_index = parts.snapshot_index;
+        Self {
+            id: parts.id,
+            cluster_id: parts.cluster_id,
+            api_addr: parts.api_addr,
+            peer_addr: parts.peer_addr,
+            clock: parts.clock,
+            replica: parts.replica,
+            state: parts.state,
+            lease: LeaseTracker::new(),
+            storage: parts.storage,
+            persist_rx,
+            peers: parts.peers,
+            metrics: parts.metrics,
+            requests: parts.requests,
+            inbound: parts.inbound,
+            shutdown: parts.shutdown,
+            link_faults: parts.link_faults,
+            applied_link_faults: LinkFaultsTable::new(),
+            submitted_requests: 0,
+            persist_marks: VecDeque::new(),
+            pending: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_request_id: 1,
+            applied_index,
+            snapshot_index: parts.snapshot_index,
+            snapshot_threshold_entries: parts.snapshot_threshold_entries.max(1),
+            expire_sessions_in_flight: None,
+            expire_waiters_in_flight: None,
+            api_addr_asked_at_ms: None,
+            next_maintenance_ms: now_ms,
+            synced_peers: BTreeMap::new(),
+            announced: None,
+            last_leader: None,
+            last_stats: StorageStats::default(),
+            failed: None,
+            stopping: None,
+        }
+    }
+
+    /// Runs until shutdown; returns the peer actors' tasks to wait for.
+    pub(crate) async fn run(mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.sync_peers();
+        let graceful = loop {
+            self.drain_ready().await;
+            self.update_metrics();
+            if self.stop_now() {
+                break true;
+            }
+            let now_ms = self.clock.now_ms();
+            let wake_ms = self
+                .replica
+                .next_deadline_ms()
+                .min(self.next_maintenance_ms);
+            let pause_ms = wake_ms.saturating_sub(now_ms).clamp(1, TIMER_MAX_MS);
+            let timer = tokio::time::sleep(Duration::from_millis(pause_ms));
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break false,
+                state = self.persist_rx.changed() => match state {
+                    Ok(state) => self.on_persisted(&state),
+                    Err(_) => self.fail("storage actor ended".into()),
+                },
+                message = self.inbound.recv() => match message {
+                    Some((from, message)) => {
+                        self.on_peer_message(from, message);
+                        for _ in 1..PEER_MESSAGES_PER_TURN_MAX {
+                            match self.inbound.try_recv() {
+                                Ok((from, message)) => self.on_peer_message(from, message),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // The listener ended: only at shutdown.
+                    None => break false,
+                },
+                request = self.requests.recv() => match request {
+                    Some(request) => {
+                        self.on_request(request);
+                        for _ in 1..REQUESTS_PER_TURN_MAX {
+                            match self.requests.try_recv() {
+                                Ok(request) => self.on_request(request),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone (the Node too): nobody can ask.
+                    None => break false,
+                },
+                _ = timer => {}
+            }
+            self.on_time();
+        };
+        if graceful {
+            self.flush().await;
+        }
+        self.fail_everything(ProposeError::Stopped {
+            reason: "node is shutting down".into(),
+        });
+        if let Some((_, reply)) = self.stopping.take() {
+            let _ = reply.send(());
+        }
+        self.peers.close()
+    }
+
+    // ------------------------------------------------------------ inputs ---
+
+    fn on_time(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        if now_ms >= self.replica.next_deadline_ms() {
+            self.replica.tick(now_ms);
+        }
+        if now_ms >= self.next_maintenance_ms {
+            self.next_maintenance_ms = now_ms + MAINTENANCE_INTERVAL_MS;
+            self.maintain(now_ms);
+        }
+    }
+
+    fn on_persisted(&mut self, state: &PersistState) {
+        if let Some(error) = &state.error {
+            self.fail(format!("storage failed: {error}"));
+            return;
+        }
+        let mut covered = None;
+        while let Some(&(requests, seq)) = self.persist_marks.front() {
+            if requests > state.requests_synced {
+                break;
+            }
+            self.persist_marks.pop_front();
+            covered = Some(seq);
+        }
+        if let Some(seq) = covered {
+            self.replica.persisted(seq);
+        }
+    }
+
+    fn on_peer_message(&mut self, from: NodeId, message: PeerMessage) {
+        if self.failed.is_some() {
+            // A node whose storage failed must not vote or acknowledge.
+            return;
+        }
+        match message {
+            PeerMessage::Raft(message) => {
+                let now_ms = self.clock.now_ms();
+                self.replica.handle_message(from, message, now_ms);
+            }
+            PeerMessage::Forward {
+                request_id,
+                request,
+            } => {
+                let result = if self.stopping.is_some() {
+                    Err(unavailable(None, "leader is shutting down"))
+                } else {
+                    self.serve_forwarded(request)
+                };
+                self.peers
+                    .send(from, PeerMessage::ForwardReply { request_id, result });
+            }
+            PeerMessage::ForwardReply { request_id, result } => {
+                let Some((_, waiter)) = self.forwarded.remove(&request_id) else {
+                    return;
+                };
+                match result {
+                    Ok(Some((term, index))) => {
+                        if index <= self.applied_index {
+                            // Applied before the answer arrived (reordered
+                            // link): its reply is gone, its outcome unknown.
+                            waiter.fail(ProposeError::Timeout);
+                        } else {
+                            if matches!(waiter, Waiter::Propose(_)) {
+                                self.metrics
+                                    .proposals_in_flight
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            self.register(index, term, waiter);
+                        }
+                    }
+                    Ok(None) => {
+                        if let Waiter::Admin(tx) = waiter {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Err(error) => waiter.fail(error),
+                }
+            }
+            PeerMessage::Announce { peer_addr } => {
+                if self.announced.as_ref() != Some(&(from, peer_addr.clone())) {
+                    self.announced = Some((from, peer_addr));
+                    self.sync_peers();
+                }
+            }
+        }
+    }
+
+    /// The leader's side of forwarding.
+    fn serve_forwarded(
+        &mut self,
+        request: Forwarded,
+    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
+        match request {
+            Forwarded::Propose {
+                command,
+                idempotency,
+            } => self.propose_here(command, idempotency).map(Some),
+            Forwarded::AddMember {
+                id,
+                peer_addr,
+                api_addr,
+            } => self.add_member_here(id, peer_addr, api_addr),
+            Forwarded::RemoveMember { id } => self
+                .replica
+                .remove_member(id)
+                .map(Some)
+                .map_err(membership_error),
+            Forwarded::TransferLeader { to } => self.transfer_here(to).map(|()| None),
+            Forwarded::SetApiAddr { id, api_addr } => self.set_api_addr_here(id, api_addr),
+        }
+    }
+
+    fn on_request(&mut self, request: NodeRequest) {
+        if let NodeRequest::Status { reply } = request {
+            let _ = reply.send(self.status());
+            return;
+        }
+        if let NodeRequest::Shutdown { reply } = request {
+            self.begin_shutdown(reply);
+            return;
+        }
+        if let Some(error) = self.refusal() {
+            match request {
+                NodeRequest::Propose { reply, .. } => {
+                    let _ = reply.send(Err(error));
+                }
+                NodeRequest::Read { failed, .. } => {
+                    let _ = failed.send((error, None));
+                }
+                NodeRequest::AddMember { reply, .. }
+                | NodeRequest::RemoveMember { reply, .. }
+                | NodeRequest::TransferLeader { reply, .. } => {
+                    let _ = reply.send(Err(error));
+                }
+                NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+            return;
+        }
+        match request {
+            NodeRequest::Propose {
+                command,
+                idempotency,
+                reply,
+            } => {
+                if self.replica.role() == Role::Leader {
+                    match self.propose_here(command, idempotency) {
+                        Ok((term, index)) => {
+                            self.metrics
+                                .proposals_in_flight
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.register(index, term, Waiter::Propose(reply));
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                } else {
+                    self.forward(
+                        Forwarded::Propose {
+                            command,
+                            idempotency,
+                        },
+                        Waiter::Propose(reply),
+                    );
+                }
+            }
+            NodeRequest::Read { query, failed } => {
+                let request_id = self.next_request_id();
+                match self.replica.read_index(request_id) {
+                    Ok(()) => {
+                        self.reads.insert(
+                            request_id,
+                            PendingRead {
+                                query,
+                                failed,
+                                index: None,
+                                started_ms: self.clock.now_ms(),
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        let leader = self.replica.leader();
+                        let _ = failed.send((unavailable(leader, &error.to_string()), Some(query)));
+                    }
+                }
+            }
+            NodeRequest::AddMember {
+                id,
+                peer_addr,
+                api_addr,
+                reply,
+            } => {
+                let request = Forwarded::AddMember {
+                    id,
+                    peer_addr,
+                    api_addr,
+                };
+                self.admin(request, reply);
+            }
+            NodeRequest::RemoveMember { id, reply } => {
+                self.admin(Forwarded::RemoveMember { id }, reply);
+            }
+            NodeRequest::TransferLeader { to, reply } => {
+                self.admin(Forwarded::TransferLeader { to }, reply);
+            }
+            NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
+                unreachable!("handled above")
+            }
+        }
+    }
+
+    fn refusal(&self) -> Option<ProposeError> {
+        if let Some(reason) = &self.failed {
+            return Some(ProposeError::Stopped {
+                reason: reason.clone(),
+            });
+        }
+        if self.stopping.is_some() {
+            return Some(ProposeError::Stopped {
+                reason: "node is shutting down".into(),
+            });
+        }
+        None
+    }
+
+    fn admin(&mut self, request: Forwarded, reply: oneshot::Sender<Result<(), ProposeError>>) {
+        if self.replica.role() != Role::Leader {
+            self.forward(request, Waiter::Admin(reply));
+            return;
+        }
+        match self.serve_forwarded(request) {
+            Ok(Some((term, index))) => {
+                self.register(index, term, Waiter::Admin(reply));
+            }
+            Ok(None) => {
+                let _ = reply.send(Ok(()));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Sends a request to the leader; the waiter is answered by its
+    /// `ForwardReply` and then by the apply of the entry.
+    fn forward(&mut self, request: Forwarded, waiter: Waiter) {
+        let leader = match self.replica.leader() {
+            Some(leader) if leader != self.id => leader,
+            leader => {
+                waiter.fail(unavailable(leader, "no leader known"));
+                return;
+            }
+        };
+        let request_id = self.next_request_id();
+        if self.peers.send(
+            leader,
+            PeerMessage::Forward {
+                request_id,
+                request,
+            },
+        ) {
+            let now_ms = self.clock.now_ms();
+            self.forwarded.insert(request_id, (now_ms, waiter));
+        } else {
+            waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
+        }
+    }
+
+    /// Waits for the entry at `index` proposed in `term`. An older waiter
+    /// at the same index (another term) is certainly lost: a leader of a
+    /// later term holds a different entry there, and an entry committed
+    /// before its election would be in its log (leader completeness).
+    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
+        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
+            assert_ne!(
+                old_term, term,
+                "two proposals at index {index} in term {term}"
+            );
+            self.note_settled(&old);
+            old.fail(unavailable(
+                self.replica.leader(),
+                "not applied (leadership changed); retry",
+            ));
+        }
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    /// Proposes on this node, which must be the leader; the envelope carries
+    /// the leader's wall clock.
+    fn propose_here(
+        &mut self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+    ) -> Result<(Term, LogIndex), ProposeError> {
+        let envelope = Envelope {
+            now_ms: self.clock.wall_ms(),
+            idempotency,
+            command,
+        };
+        self.replica
+            .propose(envelope.to_bytes())
+            .map_err(propose_error)
+    }
+
+    /// The node's own proposals (expiry, withdraw): from the leader, or
+    /// forwarded without anybody waiting.
+    fn propose_internal(&mut self, command: Command) -> Option<LogIndex> {
+        if self.replica.role() == Role::Leader {
+            match self.propose_here(command, None) {
+                Ok((term, index)) => {
+                    self.register(index, term, Waiter::Internal);
+                    Some(index)
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "internal proposal refused");
+                    None
+                }
+            }
+        } else {
+            self.forward(
+                Forwarded::Propose {
+                    command,
+                    idempotency: None,
+                },
+                Waiter::Internal,
+            );
+            None
+        }
+    }
+
+    fn add_member_here(
+        &mut self,
+        id: NodeId,
+        peer_addr: String,
+        api_addr: String,
+    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
+        if let Some(member) = self.replica.membership().members.get(&id) {
+            if member.peer_addr == peer_addr {
+                // Already added (a retried join): nothing to do.
+                return Ok(None);
+            }
+        }
+        self.replica
+            .add_learner(id, peer_addr, api_addr)
+            .map(Some)
+            .map_err(membership_error)
+    }
+
+    fn set_api_addr_here(
+        &mut self,
+        id: NodeId,
+        api_addr: String,
+    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
+        let mut next = self.replica.membership().clone();
+        let Some(member) = next.members.get_mut(&id) else {
+            return Err(ProposeError::Rejected {
+                message: format!("node {id} is not a member"),
+            });
+        };
+        if member.api_addr == api_addr {
+            return Ok(None);
+        }
+        member.api_addr = api_addr;
+        self.replica
+            .propose_membership(next)
+            .map(Some)
+            .map_err(membership_error)
+    }
+
+    fn transfer_here(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        self.replica
+            .transfer_leadership(to)
+            .map_err(|error| match error {
+                TransferError::NotLeader { leader_hint } => {
+                    unavailable(leader_hint, &error.to_string())
+                }
+                TransferError::NotVoter(_) => ProposeError::Rejected {
+                    message: error.to_string(),
+                },
+            })
+    }
+
+    // ------------------------------------------------------------- ready ---
+
+    async fn drain_ready(&mut self) {
+        while self.failed.is_none() && self.replica.has_ready() {
+            let ready = self.replica.ready();
+            // 1. Writes, in the contract's order.
+            if let Some(snapshot) = ready.snapshot {
+                let index = snapshot.meta.last_index;
+                match LockStateMachine::restore(&snapshot.data) {
+                    Ok(state) => {
+                        self.state = state;
+                        self.on_snapshot_installed(index);
+                    }
+                    Err(error) => {
+                        self.fail(format!(
+                            "snapshot at index {index} from the leader cannot be restored: {error}"
+                        ));
+                        return;
+                    }
+                }
+                self.submit(WriteRequest::Snapshot {
+                    meta: snapshot.meta,
+                    data: snapshot.data,
+                })
+                .await;
+            }
+            if let Some(index) = ready.truncate_from {
+                self.submit(WriteRequest::TruncateFrom(index)).await;
+            }
+            if !ready.entries.is_empty() {
+                self.submit(WriteRequest::Append(ready.entries)).await;
+            }
+            if let Some(hard_state) = ready.hard_state {
+                self.submit(WriteRequest::HardState(hard_state)).await;
+            }
+            if ready.persist_seq > 0 {
+                self.persist_marks
+                    .push_back((self.submitted_requests, ready.persist_seq));
+            }
+            // The membership takes effect on append: know the peers before
+            // sending to them.
+            self.sync_peers();
+            // 2. Messages.
+            for (to, message) in ready.messages {
+                self.peers.send(to, PeerMessage::Raft(message));
+            }
+            // 3. Apply.
+            if let Some(last) = ready.committed.last().map(|e| e.index) {
+                for entry in ready.committed {
+                    self.apply(entry);
+                }
+                self.replica.applied(last);
+            }
+            // 4. Reads.
+            for read in ready.read_states {
+                if let Some(pending) = self.reads.get_mut(&read.request_id) {
+                    pending.index = Some(read.index);
+                }
+            }
+            for request_id in ready.failed_reads {
+                if let Some(pending) = self.reads.remove(&request_id) {
+                    let leader = self.replica.leader();
+                    let _ = pending.failed.send((
+                        unavailable(leader, "read could not be confirmed by a leader"),
+                        Some(pending.query),
+                    ));
+                }
+            }
+            self.serve_reads();
+            // 5. Role changes and snapshots.
+            if let Some(soft) = ready.soft_state {
+                self.on_soft_state(soft);
+            }
+            if ready.snapshot_wanted || self.snapshot_due() {
+                self.take_snapshot().await;
+            }
+        }
+    }
+
+    async fn submit(&mut self, request: WriteRequest) {
+        if self.storage.submit(request).await.is_err() {
+            self.fail("storage actor ended".into());
+            return;
+        }
+        self.submitted_requests += 1;
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        assert!(
+            entry.index > self.applied_index,
+            "applying index {} after {}",
+            entry.index,
+            self.applied_index
+        );
+        self.applied_index = entry.index;
+        let waiter = match self.pending.remove(&entry.index) {
+            Some((term, waiter)) if term == entry.term => Some(waiter),
+            Some((_, waiter)) => {
+                self.note_settled(&waiter);
+                // Another leader's entry took this index: ours was lost.
+                waiter.fail(unavailable(
+                    self.replica.leader(),
+                    "not applied (leadership changed); retry",
+                ));
+                None
+            }
+            None => None,
+        };
+        if self.expire_sessions_in_flight == Some(entry.index) {
+            self.expire_sessions_in_flight = None;
+        }
+        if self.expire_waiters_in_flight == Some(entry.index) {
+            self.expire_waiters_in_flight = None;
+        }
+        let bytes = match entry.payload {
+            EntryPayload::Noop => return,
+            EntryPayload::Membership(_) => {
+                if let Some(Waiter::Admin(tx)) = waiter {
+                    let _ = tx.send(Ok(()));
+                }
+                return;
+            }
+            EntryPayload::Command(bytes) => bytes,
+        };
+        let envelope = match Envelope::from_bytes(&bytes) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                // Committed bytes are the same on every node, so skipping is
+                // deterministic; it can only be a bug in the proposer.
+                tracing::error!(index = entry.index, %error, "undecodable committed command skipped");
+                if let Some(waiter) = waiter {
+                    waiter.fail(ProposeError::Rejected {
+                        message: "command could not be decoded".into(),
+                    });
+                }
+                return;
+            }
+        };
+        let applied = self.state.apply(entry.index, &envelope);
+        if self.replica.role() == Role::Leader {
+            self.lease
+                .observe_applied(self.clock.now_ms(), &envelope, &applied);
+        }
+        self.on_applied(&envelope, &applied);
+        match waiter {
+            Some(Waiter::Propose(tx)) => {
+                self.metrics
+                    .proposals_in_flight
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.answer(&envelope.command, applied.reply, tx);
+            }
+            Some(Waiter::Admin(tx)) => {
+                let _ = tx.send(Ok(()));
+            }
+            Some(Waiter::Internal) | None => {}
+        }
+    }
+
+    /// A proposal answered; a queued acquire keeps its requester waiting.
+    fn answer(
+        &mut self,
+        command: &Command,
+        reply: Reply,
+        tx: oneshot::Sender<Result<Reply, ProposeError>>,
+    ) {
+        match (&reply, command) {
+            (Reply::Queued { session_id, .. }, Command::Acquire { lock, .. }) => {
+                let key = (lock.clone(), *session_id);
+                if tx.is_closed() {
+                    // The requester left before the wait began.
+                    self.propose_internal(Command::Withdraw {
+                        lock: key.0,
+                        session_id: key.1,
+                    });
+                } else {
+                    self.waiting.entry(key).or_default().push(tx);
+                }
+            }
+            _ => {
+                let _ = tx.send(Ok(reply));
+            }
+        }
+    }
+
+    fn note_settled(&mut self, waiter: &Waiter) {
+        if matches!(waiter, Waiter::Propose(_)) {
+            self.metrics
+                .proposals_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_applied(&mut self, envelope: &Envelope, applied: &Applied) {
+        if matches!(
+            (&envelope.command, &applied.reply),
+            (Command::Acquire { .. }, Reply::Acquired(_))
+        ) {
+            self.metrics.grants.fetch_add(1, Ordering::Relaxed);
+        }
+        for event in &applied.events {
+            match event {
+                Event::Granted {
+                    lock,
+                    session_id,
+                    mode,
+                    fencing_token,
+                } => {
+                    self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
+                        let _ = tx.send(Ok(Reply::Acquired(Grant {
+                            session_id: *session_id,
+                            mode: *mode,
+                            fencing_token: *fencing_token,
+                        })));
+                    }
+                }
+                Event::WaitEnded {
+                    lock,
+                    session_id,
+                    reply,
+                    ..
+                } => {
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
+                        let _ = tx.send(Ok(reply.clone()));
+                    }
+                }
+                Event::SessionExpired { .. } => {
+                    self.metrics
+                        .session_expiries
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Event::SessionClosed { .. } => {}
+            }
+        }
+    }
+
+    /// A snapshot from the leader replaced the state: requests for entries
+    /// it covers will never see their reply here.
+    fn on_snapshot_installed(&mut self, index: LogIndex) {
+        tracing::info!(
+            node_id = self.id,
+            index,
+            "installed snapshot from the leader"
+        );
+        self.metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        let kept = self.pending.split_off(&(index + 1));
+        let covered = std::mem::replace(&mut self.pending, kept);
+        for (_, (_, waiter)) in covered {
+            self.note_settled(&waiter);
+            waiter.fail(ProposeError::Timeout);
+        }
+        self.applied_index = self.applied_index.max(index);
+        self.snapshot_index = index;
+        // Queued requests may have been granted inside the snapshot; their
+        // outcome is unknown here.
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
+            let _ = tx.send(Err(ProposeError::Timeout));
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= self.applied_index))
+            .map(|(id, _)| *id)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let is_leader = self.replica.role() == Role::Leader;
+        let now_ms = self.clock.now_ms();
+        for id in ready {
+            let pending = self.reads.remove(&id).expect("listed above");
+            (pending.query)(ReadContext {
+                state: &self.state,
+                lease: is_leader.then_some(&self.lease),
+                now_ms,
+            });
+        }
+    }
+
+    fn on_soft_state(&mut self, soft: raft::SoftState) {
+        if soft.leader != self.last_leader {
+            self.last_leader = soft.leader;
+            self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                node_id = self.id,
+                term = soft.term,
+                leader = ?soft.leader,
+                role = ?soft.role,
+                "leader changed"
+            );
+        }
+        if soft.role == Role::Leader {
+            // Only the leader measures leases, and a new one grants every
+            // live session a fresh full TTL.
+            self.lease
+                .on_became_leader(self.clock.now_ms(), self.state.live_sessions());
+            self.expire_sessions_in_flight = None;
+            self.expire_waiters_in_flight = None;
+            self.next_maintenance_ms = self.clock.now_ms();
+        } else {
+            self.lease = LeaseTracker::new();
+        }
+        self.api_addr_asked_at_ms = None;
+    }
+
+    /// Past the threshold, and (on a leader) every follower already holds
+    /// the entries the compaction drops — else a follower with appends in
+    /// flight would need a whole snapshot. A follower lagging by more than
+    /// another threshold does not hold compaction back any longer.
+    fn snapshot_due(&self) -> bool {
+        let since = self.applied_index.saturating_sub(self.snapshot_index);
+        if since < self.snapshot_threshold_entries {
+            return false;
+        }
+        if self.replica.role() != Role::Leader || since >= 2 * self.snapshot_threshold_entries {
+            return true;
+        }
+        self.replica
+            .status()
+            .progress
+            .values()
+            .all(|p| p.match_index >= self.applied_index)
+    }
+
+    async fn take_snapshot(&mut self) {
+        let index = self.applied_index;
+        let data = self.state.snapshot();
+        match self.replica.snapshot_taken(index, data.clone()) {
+            Ok(meta) => {
+                self.snapshot_index = index;
+                self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    node_id = self.id,
+                    index,
+                    bytes = data.len(),
+                    "snapshot taken"
+                );
+                self.submit(WriteRequest::Snapshot { meta, data }).await;
+            }
+            Err(error) => {
+                tracing::debug!(node_id = self.id, %error, "snapshot not taken");
+                self.snapshot_index = self.snapshot_index.max(index);
+            }
+        }
+    }
+
+    // ------------------------------------------------------- maintenance ---
+
+    fn maintain(&mut self, now_ms: u64) {
+        self.sweep_abandoned();
+        self.apply_link_faults();
+        if self.stopping.is_some() {
+            return;
+        }
+        if self.replica.role() == Role::Leader {
+            self.lead(now_ms);
+        }
+        self.publish_api_addr(now_ms);
+    }
+
+    /// Requests whose caller gave up: forget them; a queued acquire whose
+    /// caller left is withdrawn from the queue.
+    fn sweep_abandoned(&mut self) {
+        // A lost `Forward` or `ForwardReply` leaves nobody to answer. After
+        // a bound the caller learns the truth, "outcome unknown", and can
+        // retry with its idempotency key; internal requests are forgotten
+        // (maintenance proposes them again if still needed).
+        let now_ms = self.clock.now_ms();
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (sent_ms, w))| w.is_closed() || now_ms >= *sent_ms + FORWARD_REPLY_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let (_, waiter) = self.forwarded.remove(&id).expect("listed above");
+            waiter.fail(ProposeError::Timeout);
+        }
+        self.reads.retain(|_, r| !r.failed.is_closed());
+        // A forwarded ReadIndex or its answer may be lost (Raft tolerates
+        // loss; the core never completes such a read): hand the query back
+        // so the handle retries, through whichever leader is current.
+        let unconfirmed: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unconfirmed {
+            let read = self.reads.remove(&id).expect("listed above");
+            let leader = self.replica.leader();
+            let _ = read.failed.send((
+                unavailable(leader, "read not confirmed by a leader in time"),
+                Some(read.query),
+            ));
+        }
+        let mut gone = Vec::new();
+        for (key, senders) in &mut self.waiting {
+            senders.retain(|tx| !tx.is_closed());
+            if senders.is_empty() {
+                gone.push(key.clone());
+            }
+        }
+        for (lock, session_id) in gone {
+            self.waiting.remove(&(lock.clone(), session_id));
+            self.propose_internal(Command::Withdraw { lock, session_id });
+        }
+    }
+
+    fn lead(&mut self, now_ms: u64) {
+        if self.expire_sessions_in_flight.is_none() {
+            let expired = self.lease.expired(now_ms);
+            if !expired.is_empty() {
+                self.expire_sessions_in_flight = self.propose_internal(Command::ExpireSessions {
+                    session_ids: expired,
+                });
+            }
+        }
+        if self.expire_waiters_in_flight.is_none()
+            && self
+                .state
+                .next_waiter_deadline_ms()
+                .is_some_and(|d| d <= self.clock.wall_ms())
+        {
+            self.expire_waiters_in_flight = self.propose_internal(Command::ExpireWaiters);
+        }
+        // Promote caught-up learners, one at a time (the core refuses more).
+        let status = self.replica.status();
+        for (id, progress) in &status.progress {
+            if !progress.voter
+                && progress.match_index + raft::PROMOTE_LAG_ENTRIES_MAX >= status.last_index
+            {
+                match self.replica.promote(*id) {
+                    Ok(_) => {
+                        tracing::info!(node_id = self.id, learner = id, "promoting learner");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::debug!(node_id = self.id, learner = id, %error, "not promoted yet")
+                    }
+                }
+            }
+        }
+        // Let every member (a joining one especially) know where we are.
+        for id in status.membership.members.keys() {
+            if *id != self.id {
+                self.peers.send(
+                    *id,
+                    PeerMessage::Announce {
+                        peer_addr: self.peer_addr.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Founders start with empty API addresses (so entry 1 is identical on
+    /// all of them); each node then publishes its own.
+    fn publish_api_addr(&mut self, now_ms: u64) {
+        let Some(leader) = self.replica.leader() else {
+            return;
+        };
+        let Some(member) = self.replica.membership().members.get(&self.id) else {
+            return;
+        };
+        if member.api_addr == self.api_addr {
+            return;
+        }
+        if self
+            .api_addr_asked_at_ms
+            .is_some_and(|at| now_ms < at + API_ADDR_RETRY_MS)
+        {
+            return;
+        }
+        self.api_addr_asked_at_ms = Some(now_ms);
+        let request = Forwarded::SetApiAddr {
+            id: self.id,
+            api_addr: self.api_addr.clone(),
+        };
+        if leader == self.id {
+            if let Err(error) = self.serve_forwarded(request) {
+                tracing::debug!(%error, "api address not published yet");
+            }
+        } else {
+            self.forward(request, Waiter::Internal);
+        }
+    }
+
+    fn apply_link_faults(&mut self) {
+        let Some(table) = self.link_faults.as_ref().map(|s| s.get()) else {
+            return;
+        };
+        if table == self.applied_link_faults {
+            return;
+        }
+        for (to, faults) in &table {
+            self.peers.set_faults(*to, *faults);
+        }
+        for to in self.applied_link_faults.keys() {
+            if !table.contains_key(to) {
+                self.peers.set_faults(*to, Default::default());
+            }
+        }
+        self.applied_link_faults = table;
+    }
+
+    /// Keeps one peer actor per other member (plus an announcing leader
+    /// not yet in our membership).
+    fn sync_peers(&mut self) {
+        let mut wanted: BTreeMap<NodeId, String> = self
+            .replica
+            .membership()
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, m)| (*id, m.peer_addr.clone()))
+            .collect();
+        if let Some((id, addr)) = &self.announced {
+            wanted.entry(*id).or_insert_with(|| addr.clone());
+        }
+        if wanted == self.synced_peers {
+            return;
+        }
+        for id in self.synced_peers.keys() {
+            if !wanted.contains_key(id) {
+                self.peers.remove_peer(*id);
+            }
+        }
+        for (id, addr) in &wanted {
+            self.peers.set_peer(*id, addr);
+        }
+        self.synced_peers = wanted;
+        // Faults are per link: reapply to new links.
+        self.applied_link_faults.clear();
+    }
+
+    // ------------------------------------------------- status & metrics ---
+
+    fn status(&self) -> NodeStatus {
+        let status = self.replica.status();
+        let members = members_view(
+            &status.membership,
+            &status.progress,
+            status.last_index,
+            self.id,
+            status.role,
+        );
+        let ready = self.failed.is_none()
+            && status.leader.is_some()
+            && status.applied_index >= status.commit_index;
+        NodeStatus {
+            id: self.id,
+            cluster_id: self.cluster_id.to_string(),
+            role: status.role,
+            term: status.term,
+            leader: status.leader,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            members,
+            ready,
+        }
+    }
+
+    fn update_metrics(&mut self) {
+        let m = &self.metrics;
+        m.term.store(self.replica.term(), Ordering::Relaxed);
+        let role = match self.replica.role() {
+            Role::Leader => 2,
+            Role::Candidate | Role::PreCandidate => 1,
+            Role::Follower if !self.replica.membership().is_voter(self.id) => 3,
+            Role::Follower => 0,
+        };
+        m.role.store(role, Ordering::Relaxed);
+        m.commit_index
+            .store(self.replica.commit_index(), Ordering::Relaxed);
+        m.applied_index.store(self.applied_index, Ordering::Relaxed);
+        m.sessions_active
+            .store(self.state.session_count() as u64, Ordering::Relaxed);
+        m.locks_held
+            .store(self.state.lock_count() as u64, Ordering::Relaxed);
+        m.waiters.store(
+            self.waiting.values().map(Vec::len).sum::<usize>() as u64,
+            Ordering::Relaxed,
+        );
+        let dropped: u64 = self
+            .peers
+            .stats()
+            .values()
+            .map(|s| s.dropped_queue_full + s.dropped_disconnected + s.dropped_too_large)
+            .sum();
+        m.peer_messages_dropped.store(dropped, Ordering::Relaxed);
+        let stats = self.storage.stats();
+        let syncs = stats.syncs.saturating_sub(self.last_stats.syncs);
+        if syncs > 0 {
+            // The storage actor keeps totals; spread the new syncs evenly.
+            let latency_us = stats
+                .sync_latency_us_total
+                .saturating_sub(self.last_stats.sync_latency_us_total);
+            let entries = stats
+                .entries_synced
+                .saturating_sub(self.last_stats.entries_synced);
+            for _ in 0..syncs {
+                m.fsync_seconds
+                    .observe(latency_us as f64 / syncs as f64 / 1e6);
+                m.entries_per_fsync.observe(entries as f64 / syncs as f64);
+            }
+            self.last_stats = stats;
+        }
+    }
+
+    // ---------------------------------------------- failure & shutdown ---
+
+    /// Storage failed: stop acting for good (no acks, votes or proposals),
+    /// with one error line. A restart re-reads the disk.
+    fn fail(&mut self, reason: String) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!(node_id = self.id, %reason, "node stops serving");
+        self.failed = Some(reason.clone());
+        self.fail_everything(ProposeError::Stopped { reason });
+    }
+
+    fn fail_everything(&mut self, error: ProposeError) {
+        for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
+            waiter.fail(error.clone());
+        }
+        for (_, (_, waiter)) in std::mem::take(&mut self.forwarded) {
+            waiter.fail(error.clone());
+        }
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
+            let _ = tx.send(Err(error.clone()));
+        }
+        for (_, read) in std::mem::take(&mut self.reads) {
+            let _ = read.failed.send((error.clone(), None));
+        }
+        self.metrics.proposals_in_flight.store(0, Ordering::Relaxed);
+    }
+
+    fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        self.stopping = Some((now_ms + SHUTDOWN_TRANSFER_MS, reply));
+        if self.replica.role() != Role::Leader || self.failed.is_some() {
+            return;
+        }
+        // Hand over to the most caught-up voter.
+        let status = self.replica.status();
+        let target = status
+            .progress
+            .iter()
+            .filter(|(_, p)| p.voter)
+            .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(to) = target {
+            tracing::info!(
+                node_id = self.id,
+                to,
+                "shutting down: transferring leadership"
+            );
+            if let Err(error) = self.replica.transfer_leadership(to) {
+                tracing::warn!(node_id = self.id, %error, "leadership transfer refused");
+            }
+        }
+    }
+
+    /// Whether a graceful shutdown may finish now.
+    fn stop_now(&mut self) -> bool {
+        let Some((give_up_ms, _)) = &self.stopping else {
+            return false;
+        };
+        let has_other_voter = self.replica.membership().voters().any(|id| id != self.id);
+        self.replica.role() != Role::Leader
+            || !has_other_voter
+            || self.failed.is_some()
+            || self.clock.now_ms() >= *give_up_ms
+    }
+
+    /// Waits (bounded) until everything handed to storage is durable.
+    async fn flush(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let target = self.submitted_requests;
+        let wait = self
+            .persist_rx
+            .wait_for(|s| s.requests_synced >= target || s.error.is_some());
+        if tokio::time::timeout(Duration::from_millis(SHUTDOWN_FLUSH_MS), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node_id = self.id,
+                "storage not flushed within the shutdown bound"
+            );
+        }
+    }
+}
+
+fn members_view(
+    membership: &Membership,
+    progress: &BTreeMap<NodeId, raft::MemberStatus>,
+    last_index: LogIndex,
+    self_id: NodeId,
+    role: Role,
+) -> Vec<MemberView> {
+    membership
+        .members
+        .iter()
+        .map(|(id, m)| MemberView {
+            id: *id,
+            peer_addr: m.peer_addr.clone(),
+            api_addr: m.api_addr.clone(),
+            voter: m.voter,
+            match_index: if role != Role::Leader {
+                None
+            } else if *id == self_id {
+                Some(last_index)
+            } else {
+                progress.get(id).map(|p| p.match_index)
+            },
+        })
+        .collect()
+}
+
+fn unavailable(leader: Option<NodeId>, reason: &str) -> ProposeError {
+    ProposeError::Unavailable {
+        leader,
+        reason: reason.to_string(),
+    }
+}
+
+fn propose_error(error: raft::ProposeError) -> ProposeError {
+    match error {
+        raft::ProposeError::NotLeader { leader_hint } => {
+            unavailable(leader_hint, &error.to_string())
+        }
+        raft::ProposeError::TransferInProgress | raft::ProposeError::Backpressure { .. } => {
+            unavailable(None, &error.to_string())
+        }
+        raft::ProposeError::TooLarge { .. } | raft::ProposeError::BadBatchSize { .. } => {
+            ProposeError::Rejected {
+                message: error.to_string(),
+            }
+        }
+    }
+}
+
+fn membership_error(error: MembershipError) -> ProposeError {
+    match error {
+        MembershipError::NotLeader { leader_hint } => unavailable(leader_hint, &error.to_string()),
+        MembershipError::ChangeInProgress
+        | MembershipError::LeaderTermNotCommitted
+        | MembershipError::TransferInProgress => unavailable(None, &error.to_string()),
+        MembershipError::Propose(inner) => propose_error(inner),
+        MembershipError::MoreThanOneVoterChanged
+        | MembershipError::NoVoters
+        | MembershipError::UnknownMember(_)
+        | MembershipError::AlreadyMember(_)
+        | MembershipError::NotCaughtUp { .. } => ProposeError::Rejected {
+            message: error.to_string(),
+        },
+    }
+}

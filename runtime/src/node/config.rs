@@ -1,0 +1,147 @@
+//! What a node is started with (`NodeConfig`) and why a start can fail
+//! (`StartError`).
+
+use std::collections::BTreeMap;
+#[cfg(not(madsim))]
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deadbolt_core::raft::{self, ConfigError, NodeId};
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::latest::Subscriber;
+use crate::storage::{SimDisk, StorageError};
+use crate::transport::LinkFaults;
+
+/// Default number of log entries applied since the last snapshot before the
+/// node takes a new one (and compacts its log).
+pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
+
+/// Where a node keeps its Raft log, hard state and snapshots.
+#[derive(Debug, Clone)]
+pub enum StorageChoice {
+    /// fjall in this directory (created if missing). Not in the simulation:
+    /// fjall starts OS threads.
+    #[cfg(not(madsim))]
+    Fjall { dir: PathBuf },
+    /// The simulated disk (crash model in `storage::sim`).
+    Sim(SimDisk),
+}
+
+/// How a node comes into being.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A founder of a new cluster of these voters (id -> peer address); a
+    /// one-node cluster is a founder list of one. Every founder builds the
+    /// same initial membership from this list (API addresses left empty so
+    /// entry 1 is identical everywhere; each node fills in its own later).
+    /// Ignored when storage already holds a log.
+    Founder { voters: BTreeMap<NodeId, String> },
+    /// A node with empty storage that waits to be added by the leader.
+    Join,
+}
+
+/// Raft timing, in milliseconds of the node's monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for RaftTiming {
+    /// LAN defaults with head-room for a slow fsync: a leader whose disk
+    /// stalls for a few tens of milliseconds does not lose its followers.
+    fn default() -> Self {
+        Self {
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 100,
+        }
+    }
+}
+
+/// Injected faults per outbound link (simulation). The node applies the
+/// latest table on its maintenance tick.
+pub type LinkFaultsTable = BTreeMap<NodeId, LinkFaults>;
+
+/// Everything `Node::start` needs.
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub storage: StorageChoice,
+    /// Already bound, so a caller can use port 0 and learn the address first.
+    pub peer_listener: TcpListener,
+    /// `host:port` other nodes dial for Raft traffic.
+    pub advertise_peer_addr: String,
+    /// `host:port` of this node's HTTP API, published in the membership.
+    pub advertise_api_addr: String,
+    pub bootstrap: Bootstrap,
+    pub raft: RaftTiming,
+    pub clock: Arc<dyn Clock>,
+    /// Every random choice of the node derives from this.
+    pub seed: u64,
+    /// Entries applied since the last snapshot before taking a new one.
+    pub snapshot_threshold_entries: u64,
+    /// Optional fault table for the simulation's link fault injection.
+    pub link_faults: Option<Subscriber<LinkFaultsTable>>,
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but identity, storage and
+    /// addresses. (Every argument is required and of a distinct type or
+    /// role; a builder would only hide that.)
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: impl Into<String>,
+        storage: StorageChoice,
+        peer_listener: TcpListener,
+        advertise_peer_addr: impl Into<String>,
+        advertise_api_addr: impl Into<String>,
+        bootstrap: Bootstrap,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.into(),
+            storage,
+            peer_listener,
+            advertise_peer_addr: advertise_peer_addr.into(),
+            advertise_api_addr: advertise_api_addr.into(),
+            bootstrap,
+            raft: RaftTiming::default(),
+            clock,
+            seed,
+            snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
+            link_faults: None,
+        }
+    }
+
+    pub(crate) fn raft_config(&self) -> raft::Config {
+        let mut config = raft::Config::new(self.node_id);
+        config.election_timeout_min_ms = self.raft.election_timeout_min_ms;
+        config.election_timeout_max_ms = self.raft.election_timeout_max_ms;
+        config.heartbeat_interval_ms = self.raft.heartbeat_interval_ms;
+        config
+    }
+}
+
+/// Why a node did not start. Each variant names the offending setting or
+/// the damaged record.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid raft timing: {0}")]
+    RaftConfig(#[from] ConfigError),
+    #[error("invalid {field}: {message}")]
+    InvalidConfig {
+        field: &'static str,
+        message: String,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("stored snapshot at index {index} cannot be restored: {reason}")]
+    CorruptSnapshot { index: u64, reason: String },
+}

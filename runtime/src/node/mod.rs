@@ -1,0 +1,223 @@
+//! A running node: `Node::start` wires storage, transport and the Raft actor
+//! together; `NodeHandle` (the contract with the server) reaches the actor;
+//! `Node::shutdown` stops it gracefully.
+//!
+//! Tasks of one node: the Raft actor (`actor`), the storage actor, the peer
+//! listener and one peer actor per remote member. They share one shutdown
+//! signal; `shutdown`/`kill` wait for all of them.
+
+mod actor;
+mod config;
+mod handle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadbolt_core::lock::LockStateMachine;
+use deadbolt_core::raft::{Member, Membership, Replica, RestoredState};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::*;
+pub use handle::*;
+
+use crate::metrics::NodeMetrics;
+use crate::rng::SplitMix64;
+use crate::shutdown::{shutdown_channel, ShutdownTrigger};
+use crate::storage::{spawn_storage_actor, Identity, Recovered, SimStorage, Storage};
+use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
+use actor::{Actor, ActorParts, PeerMessage};
+
+/// Inbound peer messages buffered between the listener and the actor; when
+/// full, the listener's connections wait (TCP backpressure).
+pub const INBOUND_PEER_MESSAGES_MAX: usize = 4096;
+/// How long `Node::shutdown` waits for the actor's graceful stop (leadership
+/// transfer and flush are bounded inside it) before forcing the shutdown.
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// A running node. Drop it (or call [`Node::kill`]) to stop abruptly;
+/// [`Node::shutdown`] stops gracefully.
+pub struct Node {
+    handle: NodeHandle,
+    trigger: ShutdownTrigger,
+    actor: JoinHandle<Vec<JoinHandle<()>>>,
+    storage: JoinHandle<()>,
+    listener: ListenerHandle,
+}
+
+impl Node {
+    /// Opens storage, recovers the Raft log and the lock state, and starts
+    /// every task of the node.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let raft_config = config.raft_config();
+        raft_config.validate()?;
+        if config.advertise_peer_addr.is_empty() {
+            return Err(StartError::InvalidConfig {
+                field: "advertise_peer_addr",
+                message: "must not be empty".into(),
+            });
+        }
+        let identity = Identity {
+            cluster_id: config.cluster_id.clone(),
+            node_id: config.node_id,
+        };
+        let span = tracing::info_span!("node", node_id = config.node_id);
+        let _guard = span.enter();
+
+        let (trigger, shutdown) = shutdown_channel();
+        let (recovered, storage_handle, storage_task) = match &config.storage {
+            #[cfg(not(madsim))]
+            StorageChoice::Fjall { dir } => {
+                let mut storage = crate::storage::FjallStorage::open(dir, &identity)?;
+                let recovered = storage.load()?;
+                let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
+                (recovered, handle, task)
+            }
+            StorageChoice::Sim(disk) => {
+                let mut storage = SimStorage::open(disk.clone(), &identity)?;
+                let recovered = storage.load()?;
+                let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
+                (recovered, handle, task)
+            }
+        };
+        let Recovered {
+            hard_state,
+            snapshot,
+            entries,
+            ..
+        } = recovered;
+        let (state, snapshot_meta) = match snapshot {
+            Some((meta, data)) => {
+                let state = LockStateMachine::restore(&data).map_err(|error| {
+                    StartError::CorruptSnapshot {
+                        index: meta.last_index,
+                        reason: error.to_string(),
+                    }
+                })?;
+                (state, Some(meta))
+            }
+            None => (LockStateMachine::new(), None),
+        };
+        let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        let initial_membership = match &config.bootstrap {
+            Bootstrap::Founder { voters } => Membership {
+                members: voters
+                    .iter()
+                    .map(|(id, peer_addr)| {
+                        let member = Member {
+                            voter: true,
+                            peer_addr: peer_addr.clone(),
+                            // Empty everywhere so entry 1 is identical on
+                            // every founder; published later.
+                            api_addr: String::new(),
+                        };
+                        (*id, member)
+                    })
+                    .collect(),
+            },
+            Bootstrap::Join => Membership::default(),
+        };
+        let mut rng = SplitMix64::new(config.seed);
+        let raft_seed = rng.next_u64();
+        let transport_rng = rng.fork();
+        let restored = RestoredState {
+            hard_state,
+            snapshot: snapshot_meta,
+            entries,
+        };
+        let clock = config.clock.clone();
+        let replica = Replica::new(
+            raft_config,
+            restored,
+            initial_membership,
+            raft_seed,
+            clock.now_ms(),
+        )?;
+
+        let transport = Arc::new(TransportConfig::new(
+            config.cluster_id.clone(),
+            config.node_id,
+        ));
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_PEER_MESSAGES_MAX);
+        let listener = spawn_listener::<PeerMessage>(
+            config.peer_listener,
+            transport.clone(),
+            inbound_tx,
+            shutdown.clone(),
+        );
+        let peers = Peers::new(transport, transport_rng, shutdown.clone());
+        let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
+        let metrics = Arc::new(NodeMetrics::default());
+        let cluster_id: Arc<str> = config.cluster_id.as_str().into();
+        let actor = Actor::new(ActorParts {
+            id: config.node_id,
+            cluster_id: cluster_id.clone(),
+            api_addr: config.advertise_api_addr,
+            peer_addr: config.advertise_peer_addr,
+            clock,
+            replica,
+            state,
+            storage: storage_handle,
+            peers,
+            metrics: metrics.clone(),
+            requests: requests_rx,
+            inbound: inbound_rx,
+            shutdown,
+            snapshot_threshold_entries: config.snapshot_threshold_entries,
+            snapshot_index,
+            link_faults: config.link_faults,
+        });
+        drop(_guard);
+        let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
+        let handle = NodeHandle {
+            id: config.node_id,
+            cluster_id,
+            requests: requests_tx,
+            metrics,
+        };
+        Ok(Node {
+            handle,
+            trigger,
+            actor,
+            storage: storage_task,
+            listener,
+        })
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops gracefully: refuses new requests, hands leadership over if
+    /// leader (bounded ~2 s), flushes storage, then stops every task and
+    /// returns when all have ended.
+    pub async fn shutdown(self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .handle
+            .requests
+            .try_send(NodeRequest::Shutdown { reply })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), done).await;
+        }
+        self.stop().await;
+    }
+
+    /// Stops at once, without leadership transfer or flush: what a crash
+    /// looks like to the rest of the cluster (writes already synced stay).
+    pub async fn kill(self) {
+        self.stop().await;
+    }
+
+    async fn stop(self) {
+        self.trigger.trigger();
+        if let Ok(peer_tasks) = self.actor.await {
+            for task in peer_tasks {
+                let _ = task.await;
+            }
+        }
+        let _ = self.storage.await;
+        let _ = self.listener.task.await;
+    }
+}
