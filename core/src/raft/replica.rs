@@ -572,7 +572,7 @@ impl Replica {
         } else if self.now_ms >= self.election_deadline_ms {
             self.reset_election_timer();
             if self.promotable() {
-                self.campaign(self.config.pre_vote, false);
+                self.campaign(self.use_pre_vote(), false);
             }
         }
     }
@@ -582,7 +582,7 @@ impl Replica {
     pub fn campaign_now(&mut self) {
         if self.role != Role::Leader && self.promotable() {
             self.reset_election_timer();
-            self.campaign(self.config.pre_vote, false);
+            self.campaign(self.use_pre_vote(), false);
         }
     }
 
@@ -1256,6 +1256,16 @@ impl Replica {
             }
             _ => false,
         }
+    }
+
+    /// A node that its own latest membership removed (still promotable while
+    /// that change is uncommitted) always pre-votes, whatever the config: it
+    /// may campaign only to rescue a cluster whose only complete log it holds,
+    /// and must not bump everyone's term otherwise (with neither pre-vote nor
+    /// check-quorum it would keep deposing leaders before they can commit its
+    /// removal: a livelock).
+    fn use_pre_vote(&self) -> bool {
+        self.config.pre_vote || !self.membership().is_voter(self.id)
     }
 
     fn in_leader_lease(&self) -> bool {

@@ -52,9 +52,13 @@ const PEER_MESSAGES_PER_TURN_MAX: usize = 256;
 const SHUTDOWN_TRANSFER_MS: u64 = 2_000;
 /// How long a stopping node waits for its last writes to become durable.
 const SHUTDOWN_FLUSH_MS: u64 = 2_000;
-/// How long a forwarded internal request (withdraw, address update) waits
-/// for the leader's `ForwardReply` before it is forgotten.
-const FORWARD_INTERNAL_MS: u64 = 10_000;
+/// How long a forwarded request waits for the leader's `ForwardReply`
+/// (sent as soon as the leader proposed it) before its caller is told the
+/// outcome is unknown.
+const FORWARD_REPLY_MS: u64 = 3_000;
+/// How long a read may wait for the leader's confirmation before it is
+/// handed back for a retry (a few heartbeat rounds).
+const READ_CONFIRM_MS: u64 = 1_000;
 /// Pause between two requests for our own API address to be published.
 const API_ADDR_RETRY_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
@@ -109,6 +113,8 @@ pub(crate) enum Forwarded {
     },
 }
 
+type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
+
 /// Who is waiting for an entry or a forwarded request.
 enum Waiter {
     Propose(oneshot::Sender<Result<Reply, ProposeError>>),
@@ -144,6 +150,9 @@ struct PendingRead {
     failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
     /// Set once Raft says the read is safe after applying this index.
     index: Option<LogIndex>,
+    /// When it was asked (monotonic ms): an unconfirmed read is handed back
+    /// for a retry after `READ_CONFIRM_MS`.
+    started_ms: u64,
 }
 
 /// The parts `Node::start` builds and hands to the actor.
@@ -195,7 +204,7 @@ pub(crate) struct Actor {
     /// Queued acquires, by (lock, session), until granted or the wait ends.
     /// Several callers may wait for the same queue place (a retried
     /// acquire with the same session): all get the outcome.
-    waiting: BTreeMap<(String, SessionId), Vec<oneshot::Sender<Result<Reply, ProposeError>>>>,
+    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
     /// Requests forwarded to the leader, waiting for its `ForwardReply`:
     /// request id -> (sent at, monotonic ms; who waits).
     forwarded: BTreeMap<u64, (u64, Waiter)>,
@@ -404,7 +413,7 @@ impl Actor {
                                     .proposals_in_flight
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            self.pending.insert(index, (term, waiter));
+                            self.register(index, term, waiter);
                         }
                     }
                     Ok(None) => {
@@ -489,7 +498,7 @@ impl Actor {
                             self.metrics
                                 .proposals_in_flight
                                 .fetch_add(1, Ordering::Relaxed);
-                            self.pending.insert(index, (term, Waiter::Propose(reply)));
+                            self.register(index, term, Waiter::Propose(reply));
                         }
                         Err(error) => {
                             let _ = reply.send(Err(error));
@@ -515,6 +524,7 @@ impl Actor {
                                 query,
                                 failed,
                                 index: None,
+                                started_ms: self.clock.now_ms(),
                             },
                         );
                     }
@@ -570,7 +580,7 @@ impl Actor {
         }
         match self.serve_forwarded(request) {
             Ok(Some((term, index))) => {
-                self.pending.insert(index, (term, Waiter::Admin(reply)));
+                self.register(index, term, Waiter::Admin(reply));
             }
             Ok(None) => {
                 let _ = reply.send(Ok(()));
@@ -606,6 +616,24 @@ impl Actor {
         }
     }
 
+    /// Waits for the entry at `index` proposed in `term`. An older waiter
+    /// at the same index (another term) is certainly lost: a leader of a
+    /// later term holds a different entry there, and an entry committed
+    /// before its election would be in its log (leader completeness).
+    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
+        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
+            assert_ne!(
+                old_term, term,
+                "two proposals at index {index} in term {term}"
+            );
+            self.note_settled(&old);
+            old.fail(unavailable(
+                self.replica.leader(),
+                "not applied (leadership changed); retry",
+            ));
+        }
+    }
+
     fn next_request_id(&mut self) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -635,7 +663,7 @@ impl Actor {
         if self.replica.role() == Role::Leader {
             match self.propose_here(command, None) {
                 Ok((term, index)) => {
-                    self.pending.insert(index, (term, Waiter::Internal));
+                    self.register(index, term, Waiter::Internal);
                     Some(index)
                 }
                 Err(error) => {
@@ -1083,14 +1111,39 @@ impl Actor {
     /// Requests whose caller gave up: forget them; a queued acquire whose
     /// caller left is withdrawn from the queue.
     fn sweep_abandoned(&mut self) {
-        // A lost `ForwardReply` leaves nobody to answer: internal requests
-        // are forgotten after a while (they are retried by maintenance).
+        // A lost `Forward` or `ForwardReply` leaves nobody to answer. After
+        // a bound the caller learns the truth, "outcome unknown", and can
+        // retry with its idempotency key; internal requests are forgotten
+        // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
-        self.forwarded.retain(|_, (sent_ms, w)| {
-            !w.is_closed()
-                && !(matches!(w, Waiter::Internal) && now_ms >= *sent_ms + FORWARD_INTERNAL_MS)
-        });
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (sent_ms, w))| w.is_closed() || now_ms >= *sent_ms + FORWARD_REPLY_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let (_, waiter) = self.forwarded.remove(&id).expect("listed above");
+            waiter.fail(ProposeError::Timeout);
+        }
         self.reads.retain(|_, r| !r.failed.is_closed());
+        // A forwarded ReadIndex or its answer may be lost (Raft tolerates
+        // loss; the core never completes such a read): hand the query back
+        // so the handle retries, through whichever leader is current.
+        let unconfirmed: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unconfirmed {
+            let read = self.reads.remove(&id).expect("listed above");
+            let leader = self.replica.leader();
+            let _ = read.failed.send((
+                unavailable(leader, "read not confirmed by a leader in time"),
+                Some(read.query),
+            ));
+        }
         let mut gone = Vec::new();
         for (key, senders) in &mut self.waiting {
             senders.retain(|tx| !tx.is_closed());

@@ -392,6 +392,9 @@ impl Network {
             return;
         }
         let now = self.now_ms;
+        if std::env::var("DEADBOLT_RAFT_TRACE").is_ok() {
+            eprintln!("{now} {}->{} {:?}", m.from, m.to, m.msg);
+        }
         self.node_mut(m.to)
             .replica
             .handle_message(m.from, m.msg, now);
