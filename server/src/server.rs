@@ -158,6 +158,20 @@ pub async fn start(
             (cluster_id, bootstrap, None)
         }
         (Bootstrap::Join { url }, Some(stored)) if stored.joined => {
+            // Already a member: resume. A --join URL of another cluster is
+            // a mistake worth refusing; an unreachable one is not (the
+            // node's own cluster may be the one that is down).
+            match remote_cluster_id(url).await {
+                Ok(remote) if remote != stored.cluster_id => bail!(
+                    "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
+                    data_dir.display(),
+                    stored.cluster_id
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::info!(%url, error = %format!("{error:#}"), "cannot check the --join URL; resuming the stored cluster")
+                }
+            }
             tracing::info!(%url, cluster_id = %stored.cluster_id, "already a member; --join ignored on restart");
             (stored.cluster_id.clone(), node::Bootstrap::Join, None)
         }

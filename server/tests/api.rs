@@ -905,3 +905,47 @@ async fn an_unwritable_data_dir_is_named() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn joining_another_cluster_with_a_used_data_dir_is_refused() {
+    // Node 1's data dir of one cluster...
+    let data = tempfile::tempdir().expect("temp dir");
+    let dir = data.path().join("node");
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let config = ServeArgs {
+        data_dir: Some(dir.clone()),
+        listen_api: Some(api.local_addr().expect("addr").to_string()),
+        listen_peer: Some(peer.local_addr().expect("addr").to_string()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid");
+    let first = start_server(api, peer, config)
+        .await
+        .expect("first cluster");
+    first.stop().await;
+    // ...asked to join another, running cluster.
+    let other = start().await;
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let config = ServeArgs {
+        data_dir: Some(dir),
+        listen_api: Some(api.local_addr().expect("addr").to_string()),
+        listen_peer: Some(peer.local_addr().expect("addr").to_string()),
+        join: Some(format!("http://{}", other.addr)),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid");
+    let error = start_server(api, peer, config)
+        .await
+        .err()
+        .expect("another cluster's data dir is refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("--data-dir") && error.contains("--join"),
+        "{error}"
+    );
+    other.stop().await;
+}
