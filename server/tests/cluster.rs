@@ -289,6 +289,40 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
     );
     specs.push(fourth);
     lock.release().await.expect("release");
+
+    // SIGTERM to the leader: it hands leadership over (bounded at 2 s) and
+    // exits 0; the others have a new leader without waiting out an
+    // election timeout of silence.
+    let all4_client = client(&all4);
+    let current = eventually("a leader", STARTUP, || leader_of(&all4_client)).await;
+    let others: Vec<String> = specs
+        .iter()
+        .filter(|s| s.id != current)
+        .map(NodeSpec::url)
+        .collect();
+    let others = client(&others);
+    let terminated_at = Instant::now();
+    procs[&current].signal(Signal::SIGTERM);
+    let successor = eventually("a successor", Duration::from_secs(10), || async {
+        let status = others.cluster_status().await.ok()?;
+        status.leader_id.filter(|id| *id != current)
+    })
+    .await;
+    let handover = terminated_at.elapsed();
+    eprintln!("node {successor} leads {handover:?} after SIGTERM to node {current}");
+    assert!(
+        handover < Duration::from_secs(2),
+        "handover took {handover:?}"
+    );
+    let proc = procs.get_mut(&current).expect("the leader's process");
+    let status = proc.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", proc.logs());
+    assert!(
+        terminated_at.elapsed() < Duration::from_secs(5),
+        "graceful stop took {:?}",
+        terminated_at.elapsed()
+    );
+    procs.remove(&current);
     drop(session);
     // Graceful stop of every node: exit 0.
     for proc in procs.values_mut() {
