@@ -3,6 +3,14 @@
 //! (`tokio` is `madsim-tokio`).
 //!
 //! Code map:
+//! - [`node`]: a running node. `Node::start(NodeConfig)` opens storage,
+//!   recovers the log and the lock state (snapshot + entries), and starts
+//!   the node's tasks; `Node::shutdown` (graceful: leadership handed over,
+//!   storage flushed) and `Node::kill` (abrupt) wait for all of them.
+//!   `NodeHandle` is the contract with the server (propose, read, status,
+//!   membership, metrics). Inside, `node::actor` is the Raft actor: the only
+//!   owner of the Raft `Replica`, the `LockStateMachine` and the leader's
+//!   `LeaseTracker`.
 //! - [`storage`]: the `Storage` trait, fjall (production) and `SimStorage`
 //!   (simulated disk with crashes), and the group-commit storage actor.
 //! - [`transport`]: checksummed frames, peer actors (outbound, with
@@ -12,9 +20,31 @@
 //! - [`shutdown`]: the shutdown signal every actor takes.
 //! - [`latest`]: a deterministic latest-value channel (`watch` is not
 //!   deterministic under madsim with several waiters).
+//! - [`metrics`]: the node's counters and histograms (Prometheus text).
 //!
-//! Still to come here: the Raft actor that owns the core and wires these
-//! edges together (waiting for the core's `Message` and `ready()` API).
+//! Tasks and mailboxes of one node:
+//! - Raft actor: one `biased` select over, in priority order, shutdown,
+//!   storage durability reports (`latest` channel of `PersistState`), inbound
+//!   peer messages (bounded mpsc fed by the listener), client requests
+//!   (bounded `NodeRequest` mailbox, `NODE_MAILBOX_REQUESTS_MAX`; full means
+//!   `Unavailable`), and one timer (the replica's next deadline or the
+//!   100 ms maintenance tick: lease and waiter expiry, learner promotion,
+//!   sweeps of abandoned requests).
+//! - Storage actor (bounded `WriteRequest` mailbox; the Raft actor waits
+//!   when it is full), listener, one peer actor per other member (bounded
+//!   queues that drop on overflow: Raft retries).
+//!
+//! Durability ordering (the core's `Ready` contract): each `Ready`'s writes
+//! go to the storage actor in order (snapshot install, truncate, entries,
+//! hard state); the actor counts the requests it submitted and reports
+//! `persisted(persist_seq)` only once the storage actor's `requests_synced`
+//! covers them — never on a failed sync, which instead stops the node
+//! (`Stopped`). Messages go out at once (the core holds back votes and
+//! acknowledgements until `persisted`). Committed entries are applied in
+//! order; a client is answered when *its* node applies the entry, with the
+//! reply the state machine computed there (followers forward writes to the
+//! leader and wait for the index the leader assigned; a different term at
+//! that index means the write was lost: `Unavailable`, safe to retry).
 
 #![warn(unreachable_pub)]
 

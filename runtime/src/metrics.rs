@@ -54,6 +54,11 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Sum of the observations (microsecond resolution).
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` lines; `labels` is either
     /// empty or `key="value",...` without braces.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -105,6 +110,10 @@ pub struct NodeMetrics {
     pub session_expiries: AtomicU64,
     pub leader_changes: AtomicU64,
     pub peer_messages_dropped: AtomicU64,
+    /// Snapshots this node took of its own state (log compactions).
+    pub snapshots_taken: AtomicU64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -125,6 +134,8 @@ impl Default for NodeMetrics {
             session_expiries: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
         }
     }
 }
@@ -222,6 +233,18 @@ impl NodeMetrics {
             "deadbolt_peer_messages_dropped_total",
             "Peer messages dropped on a full outbound queue.",
             load(&self.peer_messages_dropped),
+        );
+        counter(
+            out,
+            "deadbolt_snapshots_taken_total",
+            "Snapshots taken of the local state (log compactions).",
+            load(&self.snapshots_taken),
+        );
+        counter(
+            out,
+            "deadbolt_snapshots_installed_total",
+            "Snapshots received from a leader and installed.",
+            load(&self.snapshots_installed),
         );
         let _ = writeln!(out, "# HELP deadbolt_fsync_seconds Storage sync latency.\n# TYPE deadbolt_fsync_seconds histogram");
         self.fsync_seconds.render(out, "deadbolt_fsync_seconds", "");

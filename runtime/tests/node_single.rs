@@ -199,6 +199,35 @@ async fn session_expires_through_the_leader_tracker() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+
+    // A bounded wait ends when the leader proposes ExpireWaiters.
+    let holder = open_session(&handle, 60_000).await;
+    let waiter = open_session(&handle, 60_000).await;
+    let held = propose(&handle, acquire("w", holder, 0)).await;
+    assert!(matches!(held, Reply::Acquired(_)), "{held:?}");
+    let wait = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .propose(acquire("w", waiter, 500), None, DEADLINE)
+                .await
+        })
+    };
+    eventually("waiter queued", || async {
+        let view = handle
+            .read(DEADLINE, |ctx| ctx.state.lock("w"))
+            .await
+            .ok()?
+            .ok()?;
+        (view.waiters.len() == 1).then_some(())
+    })
+    .await;
+    clock.advance_ms(600);
+    let ended = wait.await.expect("task").expect("wait ended with a reply");
+    assert!(
+        !matches!(ended, Reply::Acquired(_) | Reply::Queued { .. }),
+        "{ended:?}"
+    );
     node.shutdown().await;
 }
 
@@ -231,4 +260,52 @@ async fn storage_failure_stops_the_node_without_panicking() {
     let status = handle.status().await.expect("status still answers");
     assert!(!status.ready);
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_task_and_a_corrupt_record_fails_the_start() {
+    init_tracing();
+    let disk = SimDisk::new();
+    let (listener, addr) = bind().await;
+    let voters = BTreeMap::from([(1, addr.clone())]);
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let storage = || StorageChoice::Sim(disk.clone());
+    let node = start(config(
+        1,
+        storage(),
+        listener,
+        &addr,
+        &voters,
+        clock.clone(),
+    ))
+    .await;
+    let handle = node.handle();
+    wait_ready(&handle).await;
+    for _ in 0..3 {
+        open_session(&handle, 10_000).await;
+    }
+    node.shutdown().await;
+    // Every task has ended: the actor (its mailbox is closed) and the
+    // listener (the peer port is free again).
+    assert!(matches!(
+        handle.status().await,
+        Err(ProposeError::Stopped { .. })
+    ));
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .expect("peer port released by the listener task");
+
+    // A damaged committed record is a start error that names it.
+    assert!(disk.corrupt_durable_log_record(2));
+    let started =
+        deadbolt_runtime::node::Node::start(config(1, storage(), listener, &addr, &voters, clock))
+            .await;
+    match started {
+        Err(deadbolt_runtime::node::StartError::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("index 2"), "{message}");
+        }
+        Err(other) => panic!("unexpected start error: {other}"),
+        Ok(_) => panic!("started on a corrupt log"),
+    }
 }

@@ -1,6 +1,7 @@
 //! Structured logs: `RUST_LOG` filters (default `info`), human-readable
 //! lines by default, one JSON object per line with `--log-format json`.
 
+use std::io::IsTerminal as _;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -31,7 +32,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: redirected logs stay greppable.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -43,10 +43,14 @@ impl LeaseTracker {
 
     /// Restarts the lease of a session (opened, kept alive, or acting).
     pub fn renew(&mut self, session: SessionId, ttl_ms: u64, now_ms: u64) {
-        if let Some((_, old)) = self.leases.insert(session, (ttl_ms, now_ms + ttl_ms)) {
+        if let Some((_, old)) = self
+            .leases
+            .insert(session, (ttl_ms, now_ms.saturating_add(ttl_ms)))
+        {
             self.by_deadline.remove(&(old, session));
         }
-        self.by_deadline.insert((now_ms + ttl_ms, session));
+        self.by_deadline
+            .insert((now_ms.saturating_add(ttl_ms), session));
     }
 
     /// Restarts the lease of a known session with its known TTL.
@@ -154,5 +158,58 @@ mod tests {
         assert_eq!(t.expired(55_000), vec![1, 2]);
         t.on_session_ended(1);
         assert_eq!(t.next_deadline_ms(), Some(55_000));
+    }
+
+    #[test]
+    fn drives_expiry_of_the_state_machine_across_a_leader_change() {
+        use crate::lock::{Command, Envelope, LockStateMachine, Mode, Owner, Reply};
+        let env = |now_ms, command| Envelope {
+            now_ms,
+            idempotency: None,
+            command,
+        };
+        let mut sm = LockStateMachine::new();
+        let mut leader = LeaseTracker::new();
+        let open = env(
+            0,
+            Command::OpenSession {
+                ttl_ms: 1_000,
+                name: "w".into(),
+            },
+        );
+        let applied = sm.apply(1, &open);
+        leader.observe_applied(0, &open, &applied);
+        let acquire = env(
+            0,
+            Command::Acquire {
+                lock: "L".into(),
+                owner: Owner::Session(1),
+                mode: Mode::Exclusive,
+                wait_ms: 0,
+            },
+        );
+        let applied = sm.apply(2, &acquire);
+        leader.observe_applied(600, &acquire, &applied);
+        assert!(
+            leader.expired(1_599).is_empty(),
+            "the acquire renewed the lease"
+        );
+
+        // Leader change at (new clock) 5_000: a fresh full TTL for everyone.
+        let mut new_leader = LeaseTracker::new();
+        new_leader.on_became_leader(5_000, sm.live_sessions());
+        assert!(new_leader.expired(5_999).is_empty());
+        let due = new_leader.expired(6_000);
+        assert_eq!(due, vec![1]);
+        let expire = env(6_000, Command::ExpireSessions { session_ids: due });
+        let applied = sm.apply(3, &expire);
+        assert_eq!(applied.reply, Reply::SessionsExpired { count: 1 });
+        new_leader.observe_applied(6_000, &expire, &applied);
+        assert_eq!(new_leader.next_deadline_ms(), None);
+        assert_eq!(
+            sm.lock("L").unwrap().state,
+            crate::lock::LockState::Free,
+            "expiry released the lock"
+        );
     }
 }

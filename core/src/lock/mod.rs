@@ -1,13 +1,65 @@
 //! The replicated lock state machine: sessions, exclusive/shared locks with
 //! FIFO queues and fencing tokens, fenced KV and stacks, exactly-once replies.
 //!
-//! Every node applies the committed log to a [`LockStateMachine`]; applying is
-//! a pure function of (state, [`Envelope`], log index). Time enters only as
-//! the leader's timestamp inside the envelope. Session expiry and waiter
-//! timeouts are decided by the leader ([`LeaseTracker`], `next_waiter_deadline`)
-//! and happen only through committed commands.
+//! # Driving it (the runtime's contract)
+//! Every node applies each committed entry, in log order, with
+//! [`LockStateMachine::apply`]`(index, &envelope)` and gets an [`Applied`]:
+//! the `reply` for the request that proposed the entry and `events` for
+//! requests held open elsewhere (a queued acquire finishes on
+//! [`Event::Granted`] or [`Event::WaitEnded`] for its session and lock).
+//! Applying is a pure function of (state, [`Envelope`], log index); the only
+//! time is the leader's `now_ms` inside the envelope, of which the state keeps
+//! the high-water mark (`clock_ms`), so a new leader whose clock is behind can
+//! never move time back. Entries at or below `last_applied` must not be
+//! applied again (e.g. after restoring a snapshot); `apply` asserts it.
+//! Reads (`lock`, `list_locks`, `session`, `kv_get`, `stack`, `validate`)
+//! are methods on the state, served after ReadIndex.
+//!
+//! # Expiry rule
+//! Only the leader decides, on its own monotonic clock, with a
+//! [`LeaseTracker`]: a session expires after a full TTL with no keepalive
+//! (open, keepalive and acquire renew it), and a newly elected leader first
+//! grants every live session ([`LockStateMachine::live_sessions`]) a fresh
+//! full TTL from its election. A clock jump or leader change can therefore
+//! delay an expiry but never bring it forward. The leader proposes
+//! `ExpireSessions{ids}`; the state machine expires exactly the named sessions
+//! that are still live (others are ignored), releasing their locks, ending
+//! their waits and granting to the next waiters in the same apply. Expired
+//! sessions are remembered for [`SESSION_TOMBSTONE_MS`] of state time and
+//! answered `session_expired` (410). Waiter deadlines are `clock_ms +
+//! wait_ms`; the leader proposes `ExpireWaiters` at
+//! [`LockStateMachine::next_waiter_deadline_ms`], or `Withdraw` when the
+//! HTTP client goes away.
+//!
+//! # Rules decided here (beyond the API text)
+//! - Fencing token = log index of the grant. Shared waiters granted together
+//!   in one apply share that index; an exclusive grant's token is larger than
+//!   every earlier token of the lock.
+//! - Release by any holder (shared ones too) is allowed; `not_holder` when the
+//!   session does not hold it; `stale_token` when the given token is older than
+//!   the session's grant (or, for a non-holder, than the newest grant).
+//! - A fenced write needs the lock held exclusively with exactly that token
+//!   (`not_holder` if free, shared, or a token newer than the grant;
+//!   `stale_token` if older, or older than the resource's `last_token`). An
+//!   unfenced write to a resource leaves its `last_token` unchanged.
+//! - `validate` is true when the token is one of the current holders'.
+//! - An acquire without a session opens an ephemeral session (id = the index)
+//!   that ends, silently (no tombstone), once it holds and waits for nothing;
+//!   a failed try-lock creates no session.
+//! - A try-lock by a session already queued answers `lock_held` and keeps the
+//!   queue place; asking again with `wait_ms > 0` keeps the place and extends
+//!   the deadline to the later one. Changing mode is `invalid_request` on
+//!   `mode` ("upgrading or downgrading is not supported").
+//! - Idempotency: see `IdempotencyCache` in `state.rs`: an entry lives while
+//!   its owning session lives and [`IDEMPOTENCY_WINDOW_MS`] after the later
+//!   of its recording and the owner's end; at [`IDEMPOTENCY_KEYS_MAX`] new keys
+//!   get `unavailable` rather than evicting a key inside its window. A queued
+//!   acquire's entry is updated to its final outcome (grant or wait end).
+//! - Limits are the `*_MAX` constants; exceeding one is `invalid_request`
+//!   naming the field, never a panic.
 
 mod lease;
+mod name;
 mod state;
 mod types;
 

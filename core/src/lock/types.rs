@@ -64,8 +64,10 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 
 // -------------------------------------------------------------- commands ---
 
-/// Lock modes.
+/// Lock modes. (Text formats spell them as the API does; postcard uses the
+/// variant index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     Exclusive,
     Shared,
@@ -92,6 +94,19 @@ pub struct Envelope {
     pub now_ms: u64,
     pub idempotency: Option<Idempotency>,
     pub command: Command,
+}
+
+impl Envelope {
+    /// The bytes of a Raft entry's command payload (postcard, via
+    /// [`crate::codec`]; Raft's own log records carry the checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::codec::encode(self)
+    }
+
+    /// Parses a Raft entry's command payload; bad bytes are an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        crate::codec::decode(bytes)
+    }
 }
 
 /// The `Idempotency-Key` of a request and a fingerprint of it (a hash of
@@ -268,6 +283,7 @@ pub struct Grant {
 
 /// What kind of thing was not found (`details.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NotFoundKind {
     Session,
     Lock,
@@ -416,11 +432,19 @@ pub struct WaiterView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockView {
     pub lock: String,
-    pub held: bool,
+    pub state: LockState,
     /// None when free.
     pub mode: Option<Mode>,
     pub holders: Vec<HolderView>,
     pub waiters: Vec<WaiterView>,
+}
+
+/// `state` of a lock view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockState {
+    Free,
+    Held,
 }
 
 /// `GET /v1/locks?prefix&limit&after`.
@@ -499,4 +523,63 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), LockError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let env = Envelope {
+            now_ms: 42,
+            idempotency: Some(Idempotency {
+                key: "k".into(),
+                fingerprint: 7,
+            }),
+            command: Command::Acquire {
+                lock: "a/b".into(),
+                owner: Owner::Ephemeral { ttl_ms: 30_000 },
+                mode: Mode::Shared,
+                wait_ms: 5,
+            },
+        };
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()), Ok(env));
+    }
+
+    #[test]
+    fn codes_match_the_api() {
+        let cases = [
+            (LockError::invalid("f", "m"), "invalid_request", 400),
+            (
+                LockError::NotFound {
+                    kind: NotFoundKind::Stack,
+                },
+                "not_found",
+                404,
+            ),
+            (LockError::LockHeld { holders: vec![] }, "lock_held", 409),
+            (LockError::NotHolder, "not_holder", 409),
+            (
+                LockError::StaleToken {
+                    current_token: None,
+                },
+                "stale_token",
+                409,
+            ),
+            (LockError::SessionExpired, "session_expired", 410),
+            (LockError::StackEmpty, "stack_empty", 409),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.http_status()), (code, status));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::from_bytes(&bytes);
+        }
+    }
 }

@@ -46,6 +46,10 @@ pub struct Config {
     /// A leader that has not heard from a majority within an election timeout
     /// steps down; followers that heard from a leader within the minimum
     /// election timeout refuse (pre-)votes (leader stickiness).
+    ///
+    /// Turn off at most one of `pre_vote` and `check_quorum`: with neither, a
+    /// removed node that never learned of its removal keeps bumping the term
+    /// and can stop the cluster from making progress (safety is unaffected).
     pub check_quorum: bool,
     /// Pipelining window; at most [`MAX_INFLIGHT_APPENDS`].
     pub max_inflight_appends: usize,

@@ -100,8 +100,9 @@
 //! # Invariants asserted
 //! The term never decreases; a conflict never truncates a committed entry;
 //! the commit index never passes the log; entries handed out for applying
-//! are durable locally; a leader counts itself only for durable entries; a
-//! leader commits by counting replicas only entries of its own term.
+//! are durable locally; a leader counts itself only for durable entries (and
+//! a candidate its own vote only once durable); a leader commits by counting
+//! replicas only entries of its own term.
 
 mod config;
 mod log;

@@ -316,6 +316,8 @@ pub struct Replica {
     progress: BTreeMap<NodeId, Progress>,
     /// First index of this leader's term (its no-op).
     term_start_index: LogIndex,
+    /// The Ready whose durability makes a candidate's own vote count.
+    self_vote_seq: u64,
     transfer_to: Option<NodeId>,
     transfer_deadline_ms: u64,
     broadcast_pending: bool,
@@ -426,6 +428,7 @@ impl Replica {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             term_start_index: 0,
+            self_vote_seq: 0,
             transfer_to: None,
             transfer_deadline_ms: 0,
             broadcast_pending: false,
@@ -569,7 +572,7 @@ impl Replica {
         } else if self.now_ms >= self.election_deadline_ms {
             self.reset_election_timer();
             if self.promotable() {
-                self.campaign(self.config.pre_vote, false);
+                self.campaign(self.use_pre_vote(), false);
             }
         }
     }
@@ -579,7 +582,7 @@ impl Replica {
     pub fn campaign_now(&mut self) {
         if self.role != Role::Leader && self.promotable() {
             self.reset_election_timer();
-            self.campaign(self.config.pre_vote, false);
+            self.campaign(self.use_pre_vote(), false);
         }
     }
 
@@ -778,8 +781,13 @@ impl Replica {
             self.pending_persists.pop_front();
             self.log.mark_persisted(p.last_index);
         }
-        if self.role == Role::Leader {
-            self.maybe_commit();
+        match self.role {
+            Role::Leader => self.maybe_commit(),
+            Role::Candidate if !self.votes.contains_key(&self.id) => {
+                self.count_self_vote_if_durable();
+                self.tally_votes();
+            }
+            _ => {}
         }
     }
 
@@ -934,10 +942,10 @@ impl Replica {
             }
         } else if msg_term < self.term {
             match msg {
-                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_)
-                    if self.config.check_quorum || self.config.pre_vote =>
-                {
-                    // Tell a stale leader about the new term so it steps down.
+                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_) => {
+                    // Tell a stale leader about the new term so it steps down
+                    // (Raft 5.1). Always, not only with pre-vote/check-quorum:
+                    // a removed stale leader hears from nobody else.
                     let term = self.term;
                     self.send(
                         from,
@@ -1070,7 +1078,16 @@ impl Replica {
             self.voted_for = Some(self.id);
             self.term
         };
-        self.votes.insert(self.id, true);
+        if pre_vote {
+            self.votes.insert(self.id, true);
+        } else {
+            // Our own vote counts only once the new term and vote are
+            // durable: a leader elected on a vote it could forget in a crash
+            // could lead the same term twice with different entries (a
+            // single-voter cluster would not even wait for a peer).
+            self.self_vote_seq = self.last_persist_seq + 1;
+            self.count_self_vote_if_durable();
+        }
         let req = VoteRequest {
             term: vote_term,
             last_log_index: self.log.last_index(),
@@ -1092,6 +1109,15 @@ impl Replica {
             }
         }
         self.tally_votes();
+    }
+
+    fn count_self_vote_if_durable(&mut self) {
+        if self.role == Role::Candidate
+            && self.persisted_seq >= self.self_vote_seq
+            && !self.votes.contains_key(&self.id)
+        {
+            self.votes.insert(self.id, true);
+        }
     }
 
     fn handle_vote_request(&mut self, from: NodeId, req: VoteRequest, pre_vote: bool) {
@@ -1230,6 +1256,16 @@ impl Replica {
             }
             _ => false,
         }
+    }
+
+    /// A node that its own latest membership removed (still promotable while
+    /// that change is uncommitted) always pre-votes, whatever the config: it
+    /// may campaign only to rescue a cluster whose only complete log it holds,
+    /// and must not bump everyone's term otherwise (with neither pre-vote nor
+    /// check-quorum it would keep deposing leaders before they can commit its
+    /// removal: a livelock).
+    fn use_pre_vote(&self) -> bool {
+        self.config.pre_vote || !self.membership().is_voter(self.id)
     }
 
     fn in_leader_lease(&self) -> bool {

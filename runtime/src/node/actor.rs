@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_core::codec;
 use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
     SessionId,
@@ -53,6 +52,13 @@ const PEER_MESSAGES_PER_TURN_MAX: usize = 256;
 const SHUTDOWN_TRANSFER_MS: u64 = 2_000;
 /// How long a stopping node waits for its last writes to become durable.
 const SHUTDOWN_FLUSH_MS: u64 = 2_000;
+/// How long a forwarded request waits for the leader's `ForwardReply`
+/// (sent as soon as the leader proposed it) before its caller is told the
+/// outcome is unknown.
+const FORWARD_REPLY_MS: u64 = 3_000;
+/// How long a read may wait for the leader's confirmation before it is
+/// handed back for a retry (a few heartbeat rounds).
+const READ_CONFIRM_MS: u64 = 1_000;
 /// Pause between two requests for our own API address to be published.
 const API_ADDR_RETRY_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
@@ -107,6 +113,8 @@ pub(crate) enum Forwarded {
     },
 }
 
+type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
+
 /// Who is waiting for an entry or a forwarded request.
 enum Waiter {
     Propose(oneshot::Sender<Result<Reply, ProposeError>>),
@@ -142,6 +150,9 @@ struct PendingRead {
     failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
     /// Set once Raft says the read is safe after applying this index.
     index: Option<LogIndex>,
+    /// When it was asked (monotonic ms): an unconfirmed read is handed back
+    /// for a retry after `READ_CONFIRM_MS`.
+    started_ms: u64,
 }
 
 /// The parts `Node::start` builds and hands to the actor.
@@ -191,9 +202,12 @@ pub(crate) struct Actor {
     /// Log index -> (term it was proposed in, who waits for it).
     pending: BTreeMap<LogIndex, (Term, Waiter)>,
     /// Queued acquires, by (lock, session), until granted or the wait ends.
-    waiting: BTreeMap<(String, SessionId), oneshot::Sender<Result<Reply, ProposeError>>>,
-    /// Requests forwarded to the leader, waiting for its `ForwardReply`.
-    forwarded: BTreeMap<u64, Waiter>,
+    /// Several callers may wait for the same queue place (a retried
+    /// acquire with the same session): all get the outcome.
+    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
+    /// Requests forwarded to the leader, waiting for its `ForwardReply`:
+    /// request id -> (sent at, monotonic ms; who waits).
+    forwarded: BTreeMap<u64, (u64, Waiter)>,
     reads: BTreeMap<u64, PendingRead>,
     next_request_id: u64,
 
@@ -384,7 +398,7 @@ impl Actor {
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
-                let Some(waiter) = self.forwarded.remove(&request_id) else {
+                let Some((_, waiter)) = self.forwarded.remove(&request_id) else {
                     return;
                 };
                 match result {
@@ -399,7 +413,7 @@ impl Actor {
                                     .proposals_in_flight
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            self.pending.insert(index, (term, waiter));
+                            self.register(index, term, waiter);
                         }
                     }
                     Ok(None) => {
@@ -484,7 +498,7 @@ impl Actor {
                             self.metrics
                                 .proposals_in_flight
                                 .fetch_add(1, Ordering::Relaxed);
-                            self.pending.insert(index, (term, Waiter::Propose(reply)));
+                            self.register(index, term, Waiter::Propose(reply));
                         }
                         Err(error) => {
                             let _ = reply.send(Err(error));
@@ -510,6 +524,7 @@ impl Actor {
                                 query,
                                 failed,
                                 index: None,
+                                started_ms: self.clock.now_ms(),
                             },
                         );
                     }
@@ -565,7 +580,7 @@ impl Actor {
         }
         match self.serve_forwarded(request) {
             Ok(Some((term, index))) => {
-                self.pending.insert(index, (term, Waiter::Admin(reply)));
+                self.register(index, term, Waiter::Admin(reply));
             }
             Ok(None) => {
                 let _ = reply.send(Ok(()));
@@ -594,9 +609,28 @@ impl Actor {
                 request,
             },
         ) {
-            self.forwarded.insert(request_id, waiter);
+            let now_ms = self.clock.now_ms();
+            self.forwarded.insert(request_id, (now_ms, waiter));
         } else {
             waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
+        }
+    }
+
+    /// Waits for the entry at `index` proposed in `term`. An older waiter
+    /// at the same index (another term) is certainly lost: a leader of a
+    /// later term holds a different entry there, and an entry committed
+    /// before its election would be in its log (leader completeness).
+    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
+        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
+            assert_ne!(
+                old_term, term,
+                "two proposals at index {index} in term {term}"
+            );
+            self.note_settled(&old);
+            old.fail(unavailable(
+                self.replica.leader(),
+                "not applied (leadership changed); retry",
+            ));
         }
     }
 
@@ -619,7 +653,7 @@ impl Actor {
             command,
         };
         self.replica
-            .propose(codec::encode(&envelope))
+            .propose(envelope.to_bytes())
             .map_err(propose_error)
     }
 
@@ -629,7 +663,7 @@ impl Actor {
         if self.replica.role() == Role::Leader {
             match self.propose_here(command, None) {
                 Ok((term, index)) => {
-                    self.pending.insert(index, (term, Waiter::Internal));
+                    self.register(index, term, Waiter::Internal);
                     Some(index)
                 }
                 Err(error) => {
@@ -774,9 +808,7 @@ impl Actor {
             if let Some(soft) = ready.soft_state {
                 self.on_soft_state(soft);
             }
-            if ready.snapshot_wanted
-                || self.applied_index >= self.snapshot_index + self.snapshot_threshold_entries
-            {
+            if ready.snapshot_wanted || self.snapshot_due() {
                 self.take_snapshot().await;
             }
         }
@@ -820,16 +852,14 @@ impl Actor {
         let bytes = match entry.payload {
             EntryPayload::Noop => return,
             EntryPayload::Membership(_) => {
-                if let Some(waiter) = waiter {
-                    if let Waiter::Admin(tx) = waiter {
-                        let _ = tx.send(Ok(()));
-                    }
+                if let Some(Waiter::Admin(tx)) = waiter {
+                    let _ = tx.send(Ok(()));
                 }
                 return;
             }
             EntryPayload::Command(bytes) => bytes,
         };
-        let envelope: Envelope = match codec::decode(&bytes) {
+        let envelope = match Envelope::from_bytes(&bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
                 // Committed bytes are the same on every node, so skipping is
@@ -880,7 +910,7 @@ impl Actor {
                         session_id: key.1,
                     });
                 } else {
-                    self.waiting.insert(key, tx);
+                    self.waiting.entry(key).or_default().push(tx);
                 }
             }
             _ => {
@@ -913,7 +943,11 @@ impl Actor {
                     fencing_token,
                 } => {
                     self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
-                    if let Some(tx) = self.waiting.remove(&(lock.clone(), *session_id)) {
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
                         let _ = tx.send(Ok(Reply::Acquired(Grant {
                             session_id: *session_id,
                             mode: *mode,
@@ -927,7 +961,11 @@ impl Actor {
                     reply,
                     ..
                 } => {
-                    if let Some(tx) = self.waiting.remove(&(lock.clone(), *session_id)) {
+                    for tx in self
+                        .waiting
+                        .remove(&(lock.clone(), *session_id))
+                        .unwrap_or_default()
+                    {
                         let _ = tx.send(Ok(reply.clone()));
                     }
                 }
@@ -949,6 +987,9 @@ impl Actor {
             index,
             "installed snapshot from the leader"
         );
+        self.metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         let kept = self.pending.split_off(&(index + 1));
         let covered = std::mem::replace(&mut self.pending, kept);
         for (_, (_, waiter)) in covered {
@@ -959,7 +1000,7 @@ impl Actor {
         self.snapshot_index = index;
         // Queued requests may have been granted inside the snapshot; their
         // outcome is unknown here.
-        for (_, tx) in std::mem::take(&mut self.waiting) {
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = tx.send(Err(ProposeError::Timeout));
         }
     }
@@ -1012,12 +1053,32 @@ impl Actor {
         self.api_addr_asked_at_ms = None;
     }
 
+    /// Past the threshold, and (on a leader) every follower already holds
+    /// the entries the compaction drops — else a follower with appends in
+    /// flight would need a whole snapshot. A follower lagging by more than
+    /// another threshold does not hold compaction back any longer.
+    fn snapshot_due(&self) -> bool {
+        let since = self.applied_index.saturating_sub(self.snapshot_index);
+        if since < self.snapshot_threshold_entries {
+            return false;
+        }
+        if self.replica.role() != Role::Leader || since >= 2 * self.snapshot_threshold_entries {
+            return true;
+        }
+        self.replica
+            .status()
+            .progress
+            .values()
+            .all(|p| p.match_index >= self.applied_index)
+    }
+
     async fn take_snapshot(&mut self) {
         let index = self.applied_index;
         let data = self.state.snapshot();
         match self.replica.snapshot_taken(index, data.clone()) {
             Ok(meta) => {
                 self.snapshot_index = index;
+                self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     node_id = self.id,
                     index,
@@ -1050,14 +1111,46 @@ impl Actor {
     /// Requests whose caller gave up: forget them; a queued acquire whose
     /// caller left is withdrawn from the queue.
     fn sweep_abandoned(&mut self) {
-        self.forwarded.retain(|_, w| !w.is_closed());
-        self.reads.retain(|_, r| !r.failed.is_closed());
-        let gone: Vec<(String, SessionId)> = self
-            .waiting
+        // A lost `Forward` or `ForwardReply` leaves nobody to answer. After
+        // a bound the caller learns the truth, "outcome unknown", and can
+        // retry with its idempotency key; internal requests are forgotten
+        // (maintenance proposes them again if still needed).
+        let now_ms = self.clock.now_ms();
+        let expired: Vec<u64> = self
+            .forwarded
             .iter()
-            .filter(|(_, tx)| tx.is_closed())
-            .map(|(k, _)| k.clone())
+            .filter(|(_, (sent_ms, w))| w.is_closed() || now_ms >= *sent_ms + FORWARD_REPLY_MS)
+            .map(|(id, _)| *id)
             .collect();
+        for id in expired {
+            let (_, waiter) = self.forwarded.remove(&id).expect("listed above");
+            waiter.fail(ProposeError::Timeout);
+        }
+        self.reads.retain(|_, r| !r.failed.is_closed());
+        // A forwarded ReadIndex or its answer may be lost (Raft tolerates
+        // loss; the core never completes such a read): hand the query back
+        // so the handle retries, through whichever leader is current.
+        let unconfirmed: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unconfirmed {
+            let read = self.reads.remove(&id).expect("listed above");
+            let leader = self.replica.leader();
+            let _ = read.failed.send((
+                unavailable(leader, "read not confirmed by a leader in time"),
+                Some(read.query),
+            ));
+        }
+        let mut gone = Vec::new();
+        for (key, senders) in &mut self.waiting {
+            senders.retain(|tx| !tx.is_closed());
+            if senders.is_empty() {
+                gone.push(key.clone());
+            }
+        }
         for (lock, session_id) in gone {
             self.waiting.remove(&(lock.clone(), session_id));
             self.propose_internal(Command::Withdraw { lock, session_id });
@@ -1235,8 +1328,10 @@ impl Actor {
             .store(self.state.session_count() as u64, Ordering::Relaxed);
         m.locks_held
             .store(self.state.lock_count() as u64, Ordering::Relaxed);
-        m.waiters
-            .store(self.waiting.len() as u64, Ordering::Relaxed);
+        m.waiters.store(
+            self.waiting.values().map(Vec::len).sum::<usize>() as u64,
+            Ordering::Relaxed,
+        );
         let dropped: u64 = self
             .peers
             .stats()
@@ -1254,7 +1349,7 @@ impl Actor {
             let entries = stats
                 .entries_synced
                 .saturating_sub(self.last_stats.entries_synced);
-            for _ in 0..syncs.min(64) {
+            for _ in 0..syncs {
                 m.fsync_seconds
                     .observe(latency_us as f64 / syncs as f64 / 1e6);
                 m.entries_per_fsync.observe(entries as f64 / syncs as f64);
@@ -1280,10 +1375,10 @@ impl Actor {
         for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
             waiter.fail(error.clone());
         }
-        for (_, waiter) in std::mem::take(&mut self.forwarded) {
+        for (_, (_, waiter)) in std::mem::take(&mut self.forwarded) {
             waiter.fail(error.clone());
         }
-        for (_, tx) in std::mem::take(&mut self.waiting) {
+        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = tx.send(Err(error.clone()));
         }
         for (_, read) in std::mem::take(&mut self.reads) {

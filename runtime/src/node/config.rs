@@ -90,7 +90,9 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A config with defaults for everything but identity, storage and
-    /// addresses.
+    /// addresses. (Every argument is required and of a distinct type or
+    /// role; a builder would only hide that.)
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node_id: NodeId,
         cluster_id: impl Into<String>,

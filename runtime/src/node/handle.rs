@@ -229,10 +229,8 @@ impl NodeHandle {
         let mut backoff_ms = RETRY_BACKOFF_MIN_MS;
         loop {
             let (failed, failed_rx) = oneshot::channel();
-            if let Err(error) = self.send(NodeRequest::Read { query, failed }) {
-                // The request (and the query) did not get in; it is gone.
-                return Err(error);
-            }
+            // If the request does not get in, the query is gone with it.
+            self.send(NodeRequest::Read { query, failed })?;
             let wait = async {
                 tokio::select! {
                     biased;

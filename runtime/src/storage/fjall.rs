@@ -27,6 +27,12 @@ pub struct FjallStorage {
     log: Keyspace,
     meta: Keyspace,
     snapshot: Keyspace,
+    /// Entries at or below this index were removed by an earlier `compact`
+    /// of this process. The next compaction scans from here: scanning from
+    /// index 1 would walk the tombstones of every earlier compaction (an
+    /// LSM tree keeps them until its own compaction), a cost that grows
+    /// with the log's history.
+    compacted_to: LogIndex,
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -61,6 +67,7 @@ impl FjallStorage {
             log,
             meta,
             snapshot,
+            compacted_to: 0,
         };
         match storage.get(&storage.meta.clone(), KEY_IDENTITY, "read identity")? {
             Some(bytes) => {
@@ -248,7 +255,13 @@ impl Storage for FjallStorage {
     }
 
     fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
-        self.remove_log_range(..=log_key(up_to), "compact log")
+        if up_to <= self.compacted_to {
+            return Ok(());
+        }
+        let from = log_key(self.compacted_to.saturating_add(1));
+        self.remove_log_range(from..=log_key(up_to), "compact log")?;
+        self.compacted_to = up_to;
+        Ok(())
     }
 }
 

@@ -190,7 +190,7 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
 }
 
 pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::Result<u8> {
-    if args.concurrency.iter().any(|&c| c == 0) {
+    if args.concurrency.contains(&0) {
         anyhow::bail!("--concurrency levels must be at least 1");
     }
     // Distinct lock names per invocation, so leftovers of an earlier run

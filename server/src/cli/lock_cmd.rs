@@ -159,6 +159,121 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
 mod tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use deadbolt_client::api::{
+        AcquireResponse, CreateSessionResponse, EmptyResponse, ErrorCode, KeepaliveResponse,
+        SessionId,
+    };
+
+    use crate::http::{serve_http, ApiError};
+
+    /// A scripted HTTP server (not a node): the few answers `lock` needs,
+    /// with keepalives that start answering 410 once `expire` is set.
+    async fn scripted_server(
+        expire: Arc<AtomicBool>,
+    ) -> (String, deadbolt_runtime::ShutdownTrigger) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = Router::new()
+            .route(
+                "/v1/sessions",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::CREATED,
+                        Json(CreateSessionResponse {
+                            session_id: SessionId(7),
+                            ttl_ms: 1000,
+                        }),
+                    )
+                }),
+            )
+            .route(
+                "/v1/sessions/{id}/keepalive",
+                post(move || {
+                    let expire = expire.clone();
+                    async move {
+                        if expire.load(Ordering::SeqCst) {
+                            Err(ApiError::new(ErrorCode::SessionExpired, "expired"))
+                        } else {
+                            Ok(Json(KeepaliveResponse { ttl_ms: 1000 }))
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v1/sessions/{id}",
+                axum::routing::delete(|| async { Json(EmptyResponse {}) }),
+            )
+            .route(
+                "/v1/locks/{name}/acquire",
+                post(|| async {
+                    Json(AcquireResponse {
+                        lock: "L".into(),
+                        mode: LockMode::Exclusive,
+                        session_id: SessionId(7),
+                        fencing_token: 42,
+                    })
+                }),
+            )
+            .route(
+                "/v1/locks/{name}/release",
+                post(|| async { Json(EmptyResponse {}) }),
+            );
+        let (stop, shutdown) = deadbolt_runtime::shutdown_channel();
+        tokio::spawn(serve_http(listener, router, shutdown));
+        (url, stop)
+    }
+
+    fn args(command: &[&str]) -> LockArgs {
+        LockArgs {
+            name: "L".into(),
+            shared: false,
+            ttl_ms: 1000,
+            wait_ms: Some(0),
+            command: command.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_the_command_with_the_grant_and_returns_its_status() {
+        let (url, _stop) = scripted_server(Arc::new(AtomicBool::new(false))).await;
+        let client = Client::new([url]).expect("client");
+        let script = r#"test "$DEADBOLT_LOCK" = L && test "$DEADBOLT_FENCING_TOKEN" = 42 && test "$DEADBOLT_SESSION_ID" = 7 && exit 7"#;
+        let code = run(client, args(&["sh", "-c", script]), false)
+            .await
+            .expect("ran");
+        assert_eq!(code, 7);
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_the_command_even_if_it_ignores_sigterm() {
+        let expire = Arc::new(AtomicBool::new(false));
+        let (url, _stop) = scripted_server(expire.clone()).await;
+        let client = Client::new([url]).expect("client");
+        expire.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        // `trap "" TERM` is inherited through exec: only SIGKILL ends it.
+        let command = ["sh", "-c", "trap '' TERM; exec sleep 30"];
+        let code =
+            tokio::time::timeout(Duration::from_secs(10), run(client, args(&command), false))
+                .await
+                .expect("the command was stopped")
+                .expect("ran");
+        assert_eq!(code, EXIT_LEASE_LOST);
+        // Stopped within the lease (1 s TTL) rather than after 30 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn grace_ends_before_the_lease_can_run_out() {
         let ttl = Duration::from_secs(10);

@@ -26,6 +26,17 @@ pub(super) fn print_error(error: &anyhow::Error, json: bool) {
         );
     } else {
         eprintln!("deadbolt: {error:#}");
+        // Who holds it is what a person asks next.
+        if let Some(deadbolt_client::Error::LockHeld { holders }) =
+            error.downcast_ref::<deadbolt_client::Error>()
+        {
+            for holder in holders {
+                eprintln!(
+                    "  holder  session {} token {}",
+                    holder.session_id, holder.fencing_token
+                );
+            }
+        }
     }
 }
 

@@ -149,19 +149,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than this server's limit",
-                )
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })
+/// Reads the body within the request's deadline, so a client that trickles
+/// its body cannot hold a connection slot and a handler forever.
+async fn read_body<S: Send + Sync>(
+    request: Request,
+    state: &S,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    let read = Bytes::from_request(request, state);
+    let Ok(result) = tokio::time::timeout(deadline, read).await else {
+        return Err(ApiError::invalid(
+            "body",
+            "not received within the request deadline",
+        ));
+    };
+    result.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than this server's limit",
+            )
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })
 }
 
 /// A JSON body, for endpoints that do not mutate (validate).
@@ -171,7 +182,8 @@ pub(crate) struct JsonBody<T>(pub(crate) T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(request, state).await?;
+        let Deadline(deadline) = parse_deadline(request.headers())?;
+        let bytes = read_body(request, state, deadline).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -194,7 +206,7 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for Mutatio
         let key = parse_idempotency_key(request.headers())?;
         let method = request.method().clone();
         let path = decode_path(request.uri().path());
-        let bytes = read_body(request, state).await?;
+        let bytes = read_body(request, state, deadline).await?;
         let body: T = parse_json(&bytes)?;
         let idempotency = key.map(|key| {
             let canonical = serde_json::to_vec(&body).expect("a parsed body serializes");

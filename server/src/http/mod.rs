@@ -27,7 +27,9 @@ pub use error::ApiError;
 pub use extract::{fingerprint, parse_json};
 pub use metrics::RequestMetrics;
 pub use openapi::openapi_document;
-pub use serve::{serve_http, serve_http_with, ServeHttpOptions, DRAIN_TIMEOUT_DEFAULT};
+pub use serve::{
+    serve_http, serve_http_with, ServeHttpOptions, CONNECTIONS_MAX_DEFAULT, DRAIN_TIMEOUT_DEFAULT,
+};
 
 /// What the API layer needs to know beyond the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +185,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     };
     state.metrics.observe(&endpoint, outcome, elapsed);
     let status = response.status().as_u16();
-    if response.status().is_server_error() {
+    // `/ready` answering 503 is its job (probes poll it through every
+    // election): not a failure worth a warning.
+    let probe = endpoint == "GET /ready";
+    if response.status().is_server_error() && !probe {
         tracing::warn!(%method, %path, status, outcome, elapsed_ms = elapsed.as_millis() as u64, "request failed");
     } else {
         tracing::debug!(%method, %path, status, outcome, elapsed_ms = elapsed.as_millis() as u64, "request");

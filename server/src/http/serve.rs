@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use deadbolt_runtime::{shutdown_channel, Shutdown};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// How long in-flight requests may run on after shutdown by default. Longer
 /// than the default request deadline, shorter than most supervisors' kill
@@ -27,6 +28,9 @@ use tokio::sync::mpsc;
 pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once by default; past it, accepting waits (the
+/// kernel's backlog holds newcomers) instead of growing without bound.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// Pause after a failed accept (out of file descriptors...), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -35,12 +39,14 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeHttpOptions {
     pub drain_timeout: Duration,
+    pub connections_max: usize,
 }
 
 impl Default for ServeHttpOptions {
     fn default() -> Self {
         ServeHttpOptions {
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -112,7 +118,13 @@ pub async fn serve_http_with(
     // over. `hard_stop` cuts the ones that outlive the drain bound.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (hard_stop, hard_stopped) = shutdown_channel();
+    let slots = Arc::new(Semaphore::new(options.connections_max.max(1)));
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let accepted = tokio::select! {
             biased;
             () = shutdown.wait() => break,
@@ -131,9 +143,11 @@ pub async fn serve_http_with(
         let alive = alive_tx.clone();
         let graceful = shutdown.clone();
         let hard = hard_stopped.clone();
-        tokio::spawn(serve_connection(
-            stream, peer, service, graceful, hard, alive,
-        ));
+        tokio::spawn(async move {
+            serve_connection(stream, peer, service, graceful, hard, alive).await;
+            // The slot frees when the connection is over.
+            drop(slot);
+        });
     }
     drop(listener);
     drop(alive_tx);

@@ -377,6 +377,7 @@ async fn every_route_in_the_table_is_served() {
     }
 }
 
+#[cfg(not(madsim))]
 mod over_sockets {
     //! The serve loop with real sockets: HTTP/1.1 and prior-knowledge h2c
     //! on one port, and graceful shutdown.
@@ -399,6 +400,7 @@ mod over_sockets {
         let (trigger, shutdown) = shutdown_channel();
         let options = ServeHttpOptions {
             drain_timeout: Duration::from_secs(2),
+            ..ServeHttpOptions::default()
         };
         let task = tokio::spawn(serve_http_with(listener, detached(), shutdown, options));
         (addr, trigger, task)
@@ -451,4 +453,214 @@ mod over_sockets {
         // No longer accepting.
         assert!(TcpStream::connect(addr).await.is_err());
     }
+
+    /// Serves a router whose only route sleeps `delay` before answering.
+    async fn start_slow(
+        delay: Duration,
+        drain_timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        deadbolt_runtime::ShutdownTrigger,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (trigger, shutdown) = shutdown_channel();
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                "done"
+            }),
+        );
+        let options = ServeHttpOptions {
+            drain_timeout,
+            connections_max: 1,
+        };
+        let task = tokio::spawn(serve_http_with(listener, router, shutdown, options));
+        (addr, trigger, task)
+    }
+
+    async fn h1(
+        addr: std::net::SocketAddr,
+    ) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_slot() {
+        // start_slow serves one connection at a time.
+        let (addr, _trigger, _task) = start_slow(Duration::ZERO, Duration::from_secs(1)).await;
+        let mut first = h1(addr).await;
+        let response = first
+            .send_request(get("/slow"))
+            .await
+            .expect("first served");
+        // Read to the end: a dropped unread body makes hyper close the
+        // connection, which would free the slot.
+        response.into_body().collect().await.expect("body");
+        let mut second = h1(addr).await;
+        let waiting = tokio::spawn(async move { second.send_request(get("/slow")).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "served past the connection limit");
+        drop(first);
+        let answered = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(answered, Ok(Ok(Ok(_)))), "{answered:?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let (addr, trigger, task) =
+            start_slow(Duration::from_millis(300), Duration::from_secs(5)).await;
+        let mut sender = h1(addr).await;
+        let in_flight = tokio::spawn(async move { sender.send_request(get("/slow")).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.trigger();
+        let response = in_flight
+            .await
+            .expect("join")
+            .expect("answered despite shutdown");
+        assert_eq!(response.status(), StatusCode::OK);
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_cuts_requests_that_outlive_the_drain_bound() {
+        let (addr, trigger, task) =
+            start_slow(Duration::from_secs(60), Duration::from_millis(200)).await;
+        let mut sender = h1(addr).await;
+        let in_flight = tokio::spawn(async move { sender.send_request(get("/slow")).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        trigger.trigger();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // The cut request fails instead of hanging.
+        let cut = tokio::time::timeout(Duration::from_secs(5), in_flight).await;
+        assert!(matches!(cut, Ok(Ok(Err(_)))), "{cut:?}");
+    }
+}
+
+/// The same serve loop inside the simulator: no real tokio runtime is
+/// reached (executor, timer, IO adapter are ours), h2c works, and shutdown
+/// drains.
+#[cfg(madsim)]
+#[tokio::test]
+async fn serve_loop_runs_under_madsim() {
+    use std::time::Duration;
+
+    use deadbolt_client::HyperIo;
+    use deadbolt_runtime::shutdown_channel;
+    use madsim::runtime::Handle;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::http::serve::SpawnExecutor;
+
+    let handle = Handle::current();
+    let server = handle
+        .create_node()
+        .name("server")
+        .ip("10.0.0.1".parse().unwrap())
+        .build();
+    let client = handle
+        .create_node()
+        .name("client")
+        .ip("10.0.0.2".parse().unwrap())
+        .build();
+    let (trigger, shutdown) = shutdown_channel();
+    let served = server.spawn(async move {
+        let listener = TcpListener::bind("10.0.0.1:7070").await.expect("bind");
+        serve_http(listener, detached(), shutdown).await
+    });
+    let checked = client.spawn(async move {
+        // The listener may not be bound yet: retry the first connect.
+        let stream = loop {
+            match TcpStream::connect("10.0.0.1:7070").await {
+                Ok(stream) => break stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        let get = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .header(header::HOST, "server")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request")
+        };
+        for _ in 0..20 {
+            let response = h1.send_request(get("/health")).await.expect("h1");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let response = h1.send_request(get("/nope")).await.expect("h1");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let envelope: ErrorEnvelope = serde_json::from_slice(&body).expect("envelope");
+        assert_eq!(envelope.error.code, ErrorCode::NotFound);
+
+        let stream = TcpStream::connect("10.0.0.1:7070").await.expect("connect");
+        let (mut h2, conn) =
+            hyper::client::conn::http2::handshake(SpawnExecutor, HyperIo::new(stream))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        let response = h2.send_request(get("/health")).await.expect("h2");
+        assert_eq!(response.version(), axum::http::Version::HTTP_2);
+    });
+    tokio::time::timeout(Duration::from_secs(30), checked)
+        .await
+        .expect("requests answered in simulated time")
+        .expect("client task");
+    trigger.trigger();
+    let result = tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("serve loop ends after shutdown")
+        .expect("server task");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// A body that never arrives.
+struct StalledBody;
+
+impl hyper::body::Body for StalledBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_body_ends_at_the_request_deadline() {
+    let r = detached();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/sessions")
+        .header(HEADER_REQUEST_TIMEOUT_MS, "100")
+        .body(Body::new(StalledBody))
+        .expect("request");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        expect_error(&r, req, ErrorCode::InvalidRequest).await
+    })
+    .await
+    .expect("answered at the deadline, not never");
+    assert_eq!(answered.error.details.field.as_deref(), Some("body"));
 }

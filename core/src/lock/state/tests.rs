@@ -1,6 +1,7 @@
 //! Unit tests of each rule of the API contract, one scenario per test.
 
 use super::*;
+use crate::lock::LeaseTracker;
 
 /// A state plus a log index counter: each `run` applies the next entry.
 struct Log {
@@ -103,6 +104,12 @@ fn granted(events: &[Event]) -> Vec<(SessionId, FencingToken)> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn an_idle_lock_entry_stays_small() {
+    // 24 (inline holder + tag) + 8 (queue box) + 8: the B-tree value of a lock.
+    assert_eq!(std::mem::size_of::<LockEntry>(), 40);
 }
 
 #[test]
@@ -725,7 +732,7 @@ fn list_pages_by_name_with_prefix() {
         .list_locks("", Some(LIST_LIMIT_MAX + 1), None)
         .is_err());
     let free = log.sm.lock("zzz").unwrap();
-    assert!(!free.held && free.holders.is_empty() && free.waiters.is_empty());
+    assert!(free.state == LockState::Free && free.holders.is_empty() && free.waiters.is_empty());
 }
 
 #[test]
@@ -870,6 +877,31 @@ fn clock_never_goes_back_with_a_lagging_leader() {
     log.run(Command::ExpireWaiters);
     assert_eq!(log.sm.clock_ms(), 10_000);
     assert_eq!(log.sm.lock("L").unwrap().waiters.len(), 1);
+}
+
+#[test]
+fn times_at_the_end_of_the_clock_do_not_overflow() {
+    let mut log = Log::new();
+    let (a, b) = (log.open("a"), log.open("b"));
+    log.token("L", a, Mode::Exclusive);
+    log.now_ms = u64::MAX;
+    log.apply_keyed(
+        Command::Acquire {
+            lock: "L".into(),
+            owner: Owner::Session(b),
+            mode: Mode::Exclusive,
+            wait_ms: WAIT_MS_MAX,
+        },
+        Some(("k", 1)),
+    );
+    log.run(Command::ExpireSessions {
+        session_ids: vec![a],
+    });
+    log.run(Command::ExpireWaiters);
+    log.run(Command::CloseSession { session_id: b });
+    let mut lease = LeaseTracker::new();
+    lease.renew(1, SESSION_TTL_MS_MAX, u64::MAX);
+    assert_eq!(lease.expired(u64::MAX), vec![1]);
 }
 
 proptest::proptest! {

@@ -217,7 +217,10 @@ impl Network {
                 Some((payload, pt)) => {
                     assert!(
                         payload == &e.payload && *pt == prev_term,
-                        "log matching violated at {key:?} on node {id}"
+                        "log matching violated at {key:?} on node {id}: had {:?} after term {pt}, now {:?} after term {prev_term}\n{}",
+                        payload,
+                        e.payload,
+                        self.debug_dump()
                     );
                 }
                 None => {
@@ -389,6 +392,9 @@ impl Network {
             return;
         }
         let now = self.now_ms;
+        if std::env::var("DEADBOLT_RAFT_TRACE").is_ok() {
+            eprintln!("{now} {}->{} {:?}", m.from, m.to, m.msg);
+        }
         self.node_mut(m.to)
             .replica
             .handle_message(m.from, m.msg, now);
@@ -449,11 +455,15 @@ impl Network {
         }
     }
 
+    /// Live leaders, newest term first.
     pub(crate) fn leaders(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, n)| n.up && n.replica.role() == Role::Leader)
-            .map(|(id, _)| *id)
+            .map(|(id, n)| (std::cmp::Reverse(n.replica.term()), *id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(_, id)| id)
             .collect()
     }
 

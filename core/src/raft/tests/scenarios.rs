@@ -354,6 +354,9 @@ fn basic_election() {
         stabilize
         expect commit 2 4
         expect log 3 1:0 2:1 3:1 4:1
+        run 5000                  # a healthy cluster never re-elects
+        expect leader 1
+        expect term 3 1
     ");
 }
 
@@ -418,7 +421,7 @@ fn prevote_blocks_a_partitioned_node() {
 }
 
 #[test]
-fn leader_stickiness_without_prevote() {
+fn leader_stickiness_lease_without_prevote() {
     // Without pre-vote the partitioned node bumps its term, but followers
     // that hear from the leader ignore its vote requests (check-quorum
     // lease); the old leader learns the term from its responses and the
@@ -431,10 +434,15 @@ fn leader_stickiness_without_prevote() {
         stabilize
         isolate 3
         run 1000
-        expect role 1 leader      # followers in the lease ignore 3
+        expect role 1 leader
         expect role 3 candidate
         heal
-        run 1000
+        campaign 3                # term ~10 vote request reaches 2...
+        deliver 3 2
+        expect term 2 1           # ...which ignores it: it hears from leader 1
+        expect role 2 follower
+        drop-all
+        run 1000                  # 1 learns 3's term from a response, steps down
         expect one-leader
         expect commit 3 4         # a new term's no-op on top of a
         expect applied 3 4
@@ -849,6 +857,8 @@ fn single_node_cluster_commits_after_persist() {
         cluster 1
         manual-sync
         campaign 1
+        expect role 1 candidate   # its own vote is not durable yet
+        sync 1
         expect role 1 leader
         expect commit 1 1         # own no-op not yet durable
         sync 1
@@ -937,4 +947,62 @@ fn appends_are_batched_pipelined_and_bounded() {
         r.propose_batch(Vec::new()),
         Err(crate::raft::ProposeError::BadBatchSize { .. })
     ));
+}
+
+#[test]
+fn fast_backtracking_skips_a_whole_conflicting_term() {
+    let mut net = Network::new(&[1, 2, 3], &[], 13, |id| {
+        let mut c = test_config(id);
+        c.max_append_entries = 8;
+        c.check_quorum = false; // Let 2 win at once while 1 still leads.
+        c
+    });
+    net.node_mut(1).replica.campaign_now();
+    net.stabilize();
+    // 40 entries of term 1 that only the old leader holds.
+    net.isolate(1);
+    for i in 0..40 {
+        let _ = net.node_mut(1).replica.propose(vec![i]);
+        net.process_all();
+    }
+    net.queue.clear();
+    net.node_mut(2).replica.campaign_now();
+    net.stabilize();
+    assert_eq!(net.leaders(), vec![2, 1]); // newest term first
+    for i in 0..30 {
+        net.node_mut(2).replica.propose(vec![100 + i]).unwrap();
+        net.stabilize();
+    }
+    // A third leader starts probing 1 at the end of its long log.
+    net.node_mut(3).replica.campaign_now();
+    net.stabilize();
+    assert_eq!(net.leaders(), vec![3, 1]);
+    net.cut.clear();
+    // Count the rejections node 1 sends while being repaired.
+    let mut rejections = 0;
+    for _ in 0..20 {
+        net.now_ms += 10;
+        net.tick_all();
+        while !net.queue.is_empty() {
+            for m in std::mem::take(&mut net.queue) {
+                if let crate::raft::Message::AppendEntriesResponse(r) = &m.msg {
+                    if m.from == 1 && !r.success {
+                        rejections += 1;
+                    }
+                }
+                net.deliver(m);
+            }
+            net.process_all();
+        }
+    }
+    assert_eq!(
+        net.node(1).applied,
+        net.node(2).applied,
+        "{}",
+        net.debug_dump()
+    );
+    assert_eq!(net.node(1).replica.role(), crate::raft::Role::Follower);
+    // Backing up one entry at a time would take ~30 rejections; the term
+    // hints skip all of term 2 at once.
+    assert!(rejections <= 2, "{rejections} rejections");
 }

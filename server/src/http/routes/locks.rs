@@ -20,10 +20,9 @@ use crate::http::AppState;
 pub(crate) fn lock_json(view: LockView) -> LockState {
     LockState {
         lock: view.lock,
-        state: if view.held {
-            LockStatus::Held
-        } else {
-            LockStatus::Free
+        state: match view.state {
+            deadbolt_core::lock::LockState::Held => LockStatus::Held,
+            deadbolt_core::lock::LockState::Free => LockStatus::Free,
         },
         mode: view.mode.map(mode_to_api),
         holders: view.holders.into_iter().map(holder_json).collect(),
