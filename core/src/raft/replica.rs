@@ -847,7 +847,7 @@ impl Replica {
             || self.unwritten_from.is_some()
             || self.unwritten_truncate.is_some()
             || self.unwritten_snapshot.is_some()
-            || self.hard_state() != self.last_hard_state
+            || self.vote_unwritten()
             || self
                 .held
                 .iter()
@@ -876,8 +876,17 @@ impl Replica {
         if let Some(from) = self.unwritten_from.take() {
             ready.entries = self.log.slice(from, self.log.last_index()).to_vec();
         }
+        // Term and vote must be durable before anything that depends on
+        // them goes out. The commit index need not be (Raft recovers it from
+        // the cluster; a restarted node just applies less until told), so a
+        // commit-only change rides along with the next write instead of
+        // costing an fsync of its own: at one proposer that extra sync per
+        // commit halved throughput.
         let hard_state = self.hard_state();
-        if hard_state != self.last_hard_state {
+        let writes = ready.snapshot.is_some()
+            || ready.truncate_from.is_some()
+            || !ready.entries.is_empty();
+        if self.vote_unwritten() || (writes && hard_state != self.last_hard_state) {
             self.last_hard_state = hard_state;
             ready.hard_state = Some(hard_state);
         }
@@ -1978,7 +1987,13 @@ impl Replica {
         self.unwritten_from.is_some()
             || self.unwritten_truncate.is_some()
             || self.unwritten_snapshot.is_some()
-            || self.hard_state() != self.last_hard_state
+            || self.vote_unwritten()
+    }
+
+    /// Whether term or vote changed since the last hard state handed out
+    /// (a commit-only change is not a write of its own; see `ready`).
+    fn vote_unwritten(&self) -> bool {
+        self.term != self.last_hard_state.term || self.voted_for != self.last_hard_state.voted_for
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
