@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes moved per read; hyper asks again while data is ready.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// A stream that hyper can drive.
-pub(crate) struct HyperIo<S> {
+/// A stream that hyper can drive (the server's connections use it too).
+pub struct HyperIo<S> {
     inner: S,
     chunk: Box<[u8]>,
     /// Bytes were written since the last flush. madsim's `poll_flush` sends a
@@ -27,7 +27,7 @@ pub(crate) struct HyperIo<S> {
 }
 
 impl<S> HyperIo<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub fn new(inner: S) -> Self {
         HyperIo {
             inner,
             chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),

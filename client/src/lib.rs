@@ -28,6 +28,7 @@ pub use client::{
 };
 pub use deadbolt_core::api;
 pub use error::Error;
+pub use io::HyperIo;
 pub use path::encode_component;
 pub use session::{
     lease_deadline, LeaseState, Lock, LostReason, Session, SessionOptions, DRIFT_ALLOWANCE_DEFAULT,

@@ -106,6 +106,21 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u64);
 
+// A session id is a decimal string on the wire, whatever the Rust type is.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SessionId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,20}$"))
+            .description(Some("A session id: the decimal string of a u64."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SessionId {}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -149,6 +164,7 @@ fn session_ttl_ms_default() -> u64 {
 
 /// `POST /v1/sessions` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSessionRequest {
     /// Lease length, in `SESSION_TTL_MS_MIN..=SESSION_TTL_MS_MAX`; default 10000.
     #[serde(default = "session_ttl_ms_default")]
@@ -160,6 +176,7 @@ pub struct CreateSessionRequest {
 
 /// `POST /v1/sessions` answer (201).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSessionResponse {
     pub session_id: SessionId,
     /// The session's configured TTL.
@@ -168,10 +185,12 @@ pub struct CreateSessionResponse {
 
 /// `POST /v1/sessions/{id}/keepalive` body: empty or `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeepaliveRequest {}
 
 /// `POST /v1/sessions/{id}/keepalive` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeepaliveResponse {
     /// The session's configured TTL (the lease now runs that long again).
     pub ttl_ms: u64,
@@ -179,6 +198,7 @@ pub struct KeepaliveResponse {
 
 /// A lock a session holds, in [`SessionInfo`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeldLock {
     pub lock: String,
     pub mode: LockMode,
@@ -187,6 +207,7 @@ pub struct HeldLock {
 
 /// A lock a session waits for, in [`SessionInfo`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitingLock {
     pub lock: String,
     pub mode: LockMode,
@@ -194,6 +215,7 @@ pub struct WaitingLock {
 
 /// `GET /v1/sessions/{id}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub session_id: SessionId,
     /// The name given at creation; null if none.
@@ -211,6 +233,7 @@ pub struct SessionInfo {
 
 /// Lock mode: one exclusive holder, or any number of shared holders.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LockMode {
     #[default]
@@ -220,6 +243,7 @@ pub enum LockMode {
 
 /// `POST /v1/locks/{name}/acquire` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireRequest {
     /// The owning session. Omitted: the server creates a session of `ttl_ms`
     /// that owns just this lock and ends when it is released.
@@ -239,6 +263,7 @@ pub struct AcquireRequest {
 
 /// `POST /v1/locks/{name}/acquire` answer: the grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireResponse {
     pub lock: String,
     pub mode: LockMode,
@@ -249,6 +274,7 @@ pub struct AcquireResponse {
 
 /// `POST /v1/locks/{name}/release` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRequest {
     pub session_id: SessionId,
     /// The grant being released; a mismatch is `not_holder`/`stale_token`.
@@ -259,6 +285,7 @@ pub struct ReleaseRequest {
 
 /// Whether a lock is held (waiters alone leave it `free`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LockStatus {
     Free,
@@ -267,6 +294,7 @@ pub enum LockStatus {
 
 /// One holder of a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockHolder {
     pub session_id: SessionId,
     /// The holding session's name; null if it has none.
@@ -280,6 +308,7 @@ pub struct LockHolder {
 
 /// One waiter in a lock's FIFO queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockWaiter {
     pub session_id: SessionId,
     pub mode: LockMode,
@@ -288,6 +317,7 @@ pub struct LockWaiter {
 /// `GET /v1/locks/{name}` answer (linearizable). A lock nobody holds or
 /// waits for is `free` with empty lists, not 404.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockState {
     pub lock: String,
     pub state: LockStatus,
@@ -300,6 +330,7 @@ pub struct LockState {
 
 /// `GET /v1/locks` query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListLocksQuery {
     /// Only names starting with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +345,7 @@ pub struct ListLocksQuery {
 
 /// `GET /v1/locks` answer: held or waited-for locks ordered by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListLocksResponse {
     pub locks: Vec<LockState>,
     /// The name to pass as `after` for the next page; null on the last page.
@@ -322,12 +354,14 @@ pub struct ListLocksResponse {
 
 /// `POST /v1/locks/{name}/validate` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidateRequest {
     pub fencing_token: u64,
 }
 
 /// `POST /v1/locks/{name}/validate` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidateResponse {
     /// Whether `fencing_token` is a current grant of the lock.
     pub valid: bool,
@@ -342,6 +376,7 @@ pub struct ValidateResponse {
 /// `PUT /v1/kv/{key}` and `POST /v1/kv/{key}/append` body. `lock` and
 /// `fencing_token` go together; both absent is an unfenced write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvWriteRequest {
     /// UTF-8, at most `KV_VALUE_BYTES_MAX` (after an append too).
     pub value: String,
@@ -353,6 +388,7 @@ pub struct KvWriteRequest {
 
 /// `PUT /v1/kv/{key}` and `POST /v1/kv/{key}/append` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvWriteResponse {
     pub key: String,
     /// Value size in bytes after the write.
@@ -363,6 +399,7 @@ pub struct KvWriteResponse {
 
 /// `GET /v1/kv/{key}` answer (linearizable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvGetResponse {
     pub value: String,
     /// Newest token that wrote the key; null if only unfenced writes did.
@@ -375,6 +412,7 @@ pub struct KvGetResponse {
 
 /// `POST /v1/stacks/{name}/push` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackPushRequest {
     /// UTF-8, at most `STACK_ELEMENT_BYTES_MAX`.
     pub value: String,
@@ -386,6 +424,7 @@ pub struct StackPushRequest {
 
 /// `POST /v1/stacks/{name}/push` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackPushResponse {
     /// Elements after the push.
     pub size: u64,
@@ -393,6 +432,7 @@ pub struct StackPushResponse {
 
 /// `POST /v1/stacks/{name}/pop` body: empty, `{}`, or a fence.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackPopRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
@@ -402,6 +442,7 @@ pub struct StackPopRequest {
 
 /// `POST /v1/stacks/{name}/pop` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackPopResponse {
     pub value: String,
     /// Elements after the pop.
@@ -410,6 +451,7 @@ pub struct StackPopResponse {
 
 /// `GET /v1/stacks/{name}` answer (linearizable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackGetResponse {
     pub size: u64,
     /// The top element; null when the stack is empty.
@@ -422,6 +464,7 @@ pub struct StackGetResponse {
 
 /// A node's Raft role, as it sees itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NodeRole {
     Leader,
@@ -432,6 +475,7 @@ pub enum NodeRole {
 
 /// One member in [`ClusterStatus`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberStatus {
     pub id: u64,
     /// `host:port` of the peer (Raft) listener.
@@ -447,6 +491,7 @@ pub struct MemberStatus {
 
 /// `GET /v1/cluster` answer: the answering node's own view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterStatus {
     pub cluster_id: String,
     /// The server's version string.
@@ -462,6 +507,7 @@ pub struct ClusterStatus {
 /// `POST /v1/cluster/members` body: a node joins as a learner and is promoted
 /// once caught up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMemberRequest {
     pub id: u64,
     pub peer_addr: String,
@@ -470,6 +516,7 @@ pub struct AddMemberRequest {
 
 /// `POST /v1/cluster/leader` body: transfer leadership to `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferLeaderRequest {
     pub id: u64,
 }
@@ -478,6 +525,7 @@ pub struct TransferLeaderRequest {
 /// stack DELETE, release, member add/remove, leader transfer). Readers must
 /// ignore fields they do not know, so these may grow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmptyResponse {}
 
 // ---------------------------------------------------------------------------
@@ -486,6 +534,7 @@ pub struct EmptyResponse {}
 
 /// The stable error codes. Each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: malformed JSON, bad name, out-of-range value.
@@ -577,6 +626,7 @@ impl fmt::Display for ErrorCode {
 
 /// What a `not_found` error was about (`details.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NotFoundKind {
     Session,
@@ -588,6 +638,7 @@ pub enum NotFoundKind {
 /// `error.details`: structured context; every field optional, `{}` allowed.
 /// Readers ignore fields they do not know.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetails {
     /// With `not_found`: what was missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -602,6 +653,7 @@ pub struct ErrorDetails {
 
 /// `error` inside [`ErrorEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     /// For humans; not stable.
@@ -612,6 +664,7 @@ pub struct ErrorBody {
 
 /// The body of every non-2xx answer: `{"error": {"code", "message", "details"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorEnvelope {
     pub error: ErrorBody,
 }

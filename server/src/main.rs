@@ -1,37 +1,109 @@
-//! The `deadbolt` binary. Only configuration parsing exists so far (see
-//! ARCHITECTURE.md); `serve` validates its settings and then says plainly that
-//! the node itself is not built yet instead of pretending.
+//! The `deadbolt` binary: parses the command line and runs it (`serve`
+//! binds the listeners and runs `deadbolt_server::server`; the other
+//! commands are API clients).
 
-use std::process::ExitCode;
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    use deadbolt_server::cli::{run_client_command, Cli, Command};
+    use deadbolt_server::logging;
+    use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use deadbolt_server::config::ServeArgs;
-
-#[derive(Debug, Parser)]
-#[command(name = "deadbolt", version, about = "A distributed lock service")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run a node (no flags: node 1 of a one-node cluster).
-    Serve(ServeArgs),
-}
-
-fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => match args.resolve() {
-            Ok(config) => {
-                eprintln!("deadbolt: configuration valid ({config:?}), but the node runtime is not built yet");
-                ExitCode::from(1)
+        Command::Serve(args) => {
+            logging::init(cli.global.log_format, "info");
+            let config = match args.resolve() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("deadbolt: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("deadbolt: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("deadbolt: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("deadbolt: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
+        command => {
+            // Client commands: logs only when asked for (RUST_LOG), so
+            // their output stays clean.
+            logging::init(cli.global.log_format, "warn");
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("deadbolt: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            runtime.block_on(run_client_command(cli.global, command))
+        }
     }
+}
+
+/// `deadbolt serve`: binds both listeners (an address in use is named with
+/// its flag), starts the node, prints where it listens, and stops gracefully
+/// on SIGTERM or SIGINT.
+#[cfg(not(madsim))]
+async fn serve(config: deadbolt_server::config::ServeConfig) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tokio::net::TcpListener;
+
+    let api_listener = TcpListener::bind(config.listen_api)
+        .await
+        .with_context(|| format!("--listen-api {}: cannot listen", config.listen_api))?;
+    let peer_listener = TcpListener::bind(config.listen_peer)
+        .await
+        .with_context(|| format!("--listen-peer {}: cannot listen", config.listen_peer))?;
+    // Signal handlers first, so a SIGTERM during start-up is not lost.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let server = deadbolt_server::server::start(api_listener, peer_listener, config).await?;
+    let info = server.info();
+    println!(
+        "deadbolt {} serving\n  api:        {}\n  peers:      {}\n  data dir:   {}{}\n  node id:    {}\n  cluster id: {}",
+        env!("CARGO_PKG_VERSION"),
+        info.api_url,
+        info.peer_addr,
+        info.data_dir.display(),
+        if info.resumed { " (resumed)" } else { "" },
+        info.node_id,
+        info.cluster_id,
+    );
+    let (trigger, shutdown) = deadbolt_runtime::shutdown_channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+            result = tokio::signal::ctrl_c() => match result {
+                Ok(()) => tracing::info!("SIGINT received"),
+                Err(error) => tracing::warn!(%error, "cannot listen for SIGINT"),
+            },
+        }
+        trigger.trigger();
+        // Keep the trigger alive: dropping it also means "stop", harmless here.
+    });
+    server.run_until(shutdown).await
+}
+
+/// Under `--cfg madsim` the crate is a library for the simulation; the
+/// command line needs real processes and a real runtime.
+#[cfg(madsim)]
+fn main() {
+    eprintln!("deadbolt: the binary is not built for the simulator");
 }

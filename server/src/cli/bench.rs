@@ -1,0 +1,254 @@
+//! `deadbolt bench`: acquire→release cycles against a running cluster, one
+//! session per worker, for each concurrency level in turn. Reports cycles/s,
+//! latency percentiles, error counts by code, and fencing-token
+//! monotonicity violations (a grant whose token is not above every token
+//! granted before it on the same lock while exclusive).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use deadbolt_client::api::LockMode;
+use deadbolt_client::{Client, SessionOptions};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{parse_seconds, EXIT_ERROR, EXIT_OK};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Every worker cycles its own lock.
+    Uncontended,
+    /// Every worker cycles the same lock, waiting in its queue.
+    Contended,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = Workload::Uncontended)]
+    pub workload: Workload,
+    /// Concurrency levels to run, one after the other.
+    #[arg(
+        short = 'c',
+        long = "concurrency",
+        value_delimiter = ',',
+        default_value = "1,16,64"
+    )]
+    pub concurrency: Vec<usize>,
+    /// Seconds per level.
+    #[arg(long, value_parser = parse_seconds, default_value = "10")]
+    pub duration: Duration,
+}
+
+/// What one level measured.
+#[derive(Debug, Clone, Serialize)]
+struct LevelReport {
+    workload: Workload,
+    concurrency: usize,
+    cycles: u64,
+    cycles_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: BTreeMap<String, u64>,
+    token_violations: u64,
+}
+
+#[derive(Debug, Default)]
+struct WorkerStats {
+    latencies_us: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+    violations: u64,
+}
+
+fn error_label(error: &deadbolt_client::Error) -> String {
+    match error.code() {
+        Some(code) => code.as_str().to_owned(),
+        None => match error {
+            deadbolt_client::Error::DeadlineExceeded { .. } => "deadline_exceeded".into(),
+            deadbolt_client::Error::Transport { .. } => "transport".into(),
+            deadbolt_client::Error::LeaseLost => "lease_lost".into(),
+            _ => "other".into(),
+        },
+    }
+}
+
+async fn worker(
+    client: Client,
+    workload: Workload,
+    lock_name: String,
+    until: Instant,
+    newest_token: Arc<AtomicU64>,
+) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    let session = match client.session(SessionOptions::default()).await {
+        Ok(session) => session,
+        Err(error) => {
+            *stats.errors.entry(error_label(&error)).or_default() += 1;
+            return stats;
+        }
+    };
+    let wait = match workload {
+        Workload::Uncontended => Duration::ZERO,
+        Workload::Contended => Duration::from_secs(10),
+    };
+    while Instant::now() < until {
+        let started = Instant::now();
+        let lock = match session.lock(&lock_name, LockMode::Exclusive, wait).await {
+            Ok(lock) => lock,
+            Err(error) => {
+                *stats.errors.entry(error_label(&error)).or_default() += 1;
+                if session.is_lost() {
+                    break;
+                }
+                continue;
+            }
+        };
+        // Exclusive grants of one lock: each must be above every earlier one.
+        let token = lock.fencing_token();
+        let before = newest_token.fetch_max(token, Ordering::SeqCst);
+        if before >= token {
+            stats.violations += 1;
+        }
+        match lock.release().await {
+            Ok(()) => stats
+                .latencies_us
+                .push(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX)),
+            Err(error) => *stats.errors.entry(error_label(&error)).or_default() += 1,
+        }
+    }
+    let _ = session.close().await;
+    stats
+}
+
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    sorted_us[rank - 1] as f64 / 1000.0
+}
+
+async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u64) -> LevelReport {
+    let until = Instant::now() + args.duration;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    // One counter per lock: one shared lock when contended, one per worker
+    // otherwise.
+    let shared = Arc::new(AtomicU64::new(0));
+    for i in 0..concurrency {
+        let (name, newest) = match args.workload {
+            Workload::Contended => (format!("bench/{run}/contended"), shared.clone()),
+            Workload::Uncontended => (format!("bench/{run}/w{i}"), Arc::new(AtomicU64::new(0))),
+        };
+        tasks.push(tokio::spawn(worker(
+            client.clone(),
+            args.workload,
+            name,
+            until,
+            newest,
+        )));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = BTreeMap::new();
+    let mut violations = 0;
+    for task in tasks {
+        match task.await {
+            Ok(stats) => {
+                latencies.extend(stats.latencies_us);
+                for (code, n) in stats.errors {
+                    *errors.entry(code).or_default() += n;
+                }
+                violations += stats.violations;
+            }
+            Err(error) => {
+                *errors
+                    .entry(format!("worker_panicked: {error}"))
+                    .or_default() += 1
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    latencies.sort_unstable();
+    LevelReport {
+        workload: args.workload,
+        concurrency,
+        cycles: latencies.len() as u64,
+        cycles_per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        max_ms: latencies
+            .last()
+            .map(|&us| us as f64 / 1000.0)
+            .unwrap_or(0.0),
+        errors,
+        token_violations: violations,
+    }
+}
+
+pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::Result<u8> {
+    if args.concurrency.contains(&0) {
+        anyhow::bail!("--concurrency levels must be at least 1");
+    }
+    // Distinct lock names per invocation, so leftovers of an earlier run
+    // (locks whose sessions have not expired yet) do not interfere.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut reports = Vec::new();
+    if !json {
+        println!(
+            "{:<12} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10}  errors",
+            "workload", "c", "cycles", "cycles/s", "p50 ms", "p99 ms", "max ms", "violations"
+        );
+    }
+    for &c in &args.concurrency {
+        let report = run_level(&client, &args, c, run).await;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            let errors: Vec<String> = report
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            println!(
+                "{:<12} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>10}  {}",
+                format!("{:?}", report.workload).to_lowercase(),
+                report.concurrency,
+                report.cycles,
+                report.cycles_per_second,
+                report.p50_ms,
+                report.p99_ms,
+                report.max_ms,
+                report.token_violations,
+                if errors.is_empty() {
+                    "-".to_owned()
+                } else {
+                    errors.join(" ")
+                }
+            );
+        }
+        reports.push(report);
+    }
+    // Fencing violations are a correctness failure, not a performance result.
+    let violated = reports.iter().any(|r| r.token_violations > 0);
+    Ok(if violated { EXIT_ERROR } else { EXIT_OK })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&v, 0.5), 50.0);
+        assert_eq!(percentile_ms(&v, 0.99), 99.0);
+        assert_eq!(percentile_ms(&[], 0.5), 0.0);
+    }
+}

@@ -1,0 +1,295 @@
+//! The command line: `deadbolt serve` and the client commands of API.md
+//! ("Command line"), over deadbolt-client. Global flags (`--endpoints`,
+//! `--json`, `--log-format`) go before or after the subcommand.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage (clap's own), 3 lock held / not
+//! acquired in time, 4 lease lost.
+
+mod bench;
+mod lock_cmd;
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use deadbolt_client::api::{AcquireRequest, AddMemberRequest, ListLocksQuery, LockMode, SessionId};
+use deadbolt_client::{Client, ClientBuilder};
+
+use crate::config::ServeArgs;
+use crate::logging::LogFormat;
+
+pub use bench::{BenchArgs, Workload};
+pub use lock_cmd::LockArgs;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: any error not listed below.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: bad usage (clap exits with it on its own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the lock is held / was not acquired in time.
+pub const EXIT_LOCK_HELD: u8 = 3;
+/// Exit status: the session's lease was lost.
+pub const EXIT_LEASE_LOST: u8 = 4;
+
+/// Default API endpoint of the client commands.
+pub const ENDPOINTS_DEFAULT: &str = "http://127.0.0.1:7070";
+
+#[derive(Debug, Parser)]
+#[command(name = "deadbolt", version, about = "A distributed lock service")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// API URLs of cluster nodes, comma-separated; the client rotates through them.
+    #[arg(
+        long,
+        global = true,
+        env = "DEADBOLT_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = ENDPOINTS_DEFAULT
+    )]
+    pub endpoints: Vec<String>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log line format (logs go to stderr; filter with RUST_LOG).
+    #[arg(long, global = true, env = "DEADBOLT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (no flags: node 1 of a one-node cluster).
+    Serve(ServeArgs),
+    /// Run a command while holding a lock; exits with the command's status.
+    Lock(LockArgs),
+    /// Acquire a lock and print the grant (the lock outlives this process
+    /// until released or its session's lease runs out).
+    Acquire(AcquireArgs),
+    /// Release a grant.
+    Release(ReleaseArgs),
+    /// Show a lock's state.
+    Status(NameArg),
+    /// List held or waited-for locks.
+    List(ListArgs),
+    /// Ask whether a fencing token still holds a lock.
+    Validate(ValidateArgs),
+    /// Inspect or change the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Measure acquire/release cycles against a running cluster.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Lock name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// Lock name.
+    pub name: String,
+    /// Shared instead of exclusive mode.
+    #[arg(long)]
+    pub shared: bool,
+    /// An existing session to hold the lock; without it the server opens a
+    /// session that owns just this lock.
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// TTL of the session the server opens when no --session-id is given.
+    #[arg(long)]
+    pub ttl_ms: Option<u64>,
+    /// How long to wait for the lock (0: fail at once if held).
+    #[arg(long, default_value_t = 0)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Lock name.
+    pub name: String,
+    #[arg(long)]
+    pub session_id: String,
+    /// The grant to release; without it, whatever the session holds.
+    #[arg(long)]
+    pub fencing_token: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Page size (1..=1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Start after this name (a previous page's `next`).
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Lock name.
+    pub name: String,
+    #[arg(long)]
+    pub fencing_token: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The answering node's view of the cluster.
+    Status,
+    /// Add a node (joins as a learner, promoted once caught up).
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        peer_addr: String,
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Remove a member.
+    Remove { id: u64 },
+    /// Transfer leadership to a member.
+    Transfer { id: u64 },
+}
+
+/// Maps an error to the documented exit status.
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<deadbolt_client::Error>() {
+        Some(deadbolt_client::Error::LockHeld { .. }) => EXIT_LOCK_HELD,
+        Some(deadbolt_client::Error::LeaseLost | deadbolt_client::Error::SessionExpired { .. }) => {
+            EXIT_LEASE_LOST
+        }
+        _ => EXIT_ERROR,
+    }
+}
+
+fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    ClientBuilder::new(global.endpoints.iter().map(|e| e.trim().to_owned()))
+        .build()
+        .context("configuring the client")
+}
+
+fn parse_session_id(text: &str) -> anyhow::Result<SessionId> {
+    text.parse()
+        .with_context(|| format!("--session-id {text:?}"))
+}
+
+/// Runs a client command (everything but `serve`) to its exit status.
+pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCode {
+    let json = global.json;
+    let result = async {
+        match command {
+            Command::Serve(_) => unreachable!("serve is dispatched by main"),
+            Command::Lock(args) => lock_cmd::run(client(&global)?, args, json).await,
+            Command::Bench(args) => bench::run(client(&global)?, args, json).await,
+            other => run_simple(client(&global)?, other, json)
+                .await
+                .map(|()| EXIT_OK),
+        }
+    }
+    .await;
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let code = exit_code_of(&error);
+            output::print_error(&error, json);
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Acquire(args) => {
+            let request = AcquireRequest {
+                session_id: args
+                    .session_id
+                    .as_deref()
+                    .map(parse_session_id)
+                    .transpose()?,
+                mode: if args.shared {
+                    LockMode::Shared
+                } else {
+                    LockMode::Exclusive
+                },
+                wait_ms: args.wait_ms,
+                ttl_ms: args.ttl_ms,
+            };
+            let grant = client.acquire(&args.name, &request).await?;
+            output::grant(&grant, json);
+        }
+        Command::Release(args) => {
+            let session_id = parse_session_id(&args.session_id)?;
+            client
+                .release(&args.name, session_id, args.fencing_token)
+                .await?;
+            output::done(&format!("released {}", args.name), json);
+        }
+        Command::Status(args) => output::lock_state(&client.lock_state(&args.name).await?, json),
+        Command::List(args) => {
+            let query = ListLocksQuery {
+                prefix: args.prefix,
+                limit: args.limit,
+                after: args.after,
+            };
+            output::lock_list(&client.list_locks(&query).await?, json);
+        }
+        Command::Validate(args) => {
+            let answer = client.validate(&args.name, args.fencing_token).await?;
+            output::validity(&args.name, args.fencing_token, &answer, json);
+        }
+        Command::Cluster(ClusterCommand::Status) => {
+            output::cluster(&client.cluster_status().await?, json)
+        }
+        Command::Cluster(ClusterCommand::Add {
+            id,
+            peer_addr,
+            api_addr,
+        }) => {
+            let request = AddMemberRequest {
+                id,
+                peer_addr,
+                api_addr,
+            };
+            client.add_member(&request).await?;
+            output::done(&format!("added node {id} as a learner"), json);
+        }
+        Command::Cluster(ClusterCommand::Remove { id }) => {
+            client.remove_member(id).await?;
+            output::done(&format!("removed node {id}"), json);
+        }
+        Command::Cluster(ClusterCommand::Transfer { id }) => {
+            client.transfer_leader(id).await?;
+            output::done(&format!("leadership transferred to node {id}"), json);
+        }
+        Command::Serve(_) | Command::Lock(_) | Command::Bench(_) => {
+            unreachable!("dispatched by run_client_command")
+        }
+    }
+    Ok(())
+}
+
+/// Parses a duration in whole seconds (`--duration 10`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! `/v1/cluster`: this node's view of the membership, and membership and
+//! leadership changes through the node's handle.
+
+use axum::extract::State;
+use axum::Json;
+use deadbolt_core::api::{
+    AddMemberRequest, ClusterStatus, EmptyResponse, ErrorEnvelope, MemberStatus, NodeRole,
+    TransferLeaderRequest,
+};
+use deadbolt_core::raft::Role;
+use deadbolt_runtime::node::NodeStatus;
+
+use crate::http::error::ApiError;
+use crate::http::extract::{Deadline, JsonBody, PathParam};
+use crate::http::AppState;
+
+/// The API's view of a [`NodeStatus`]. A node knows only its own Raft role;
+/// it reports the leader it knows as `leader`, other voters as `follower`
+/// and non-voters as `learner`.
+pub(crate) fn cluster_json(status: NodeStatus) -> ClusterStatus {
+    let own_role = match status.role {
+        Role::Leader => NodeRole::Leader,
+        Role::Candidate | Role::PreCandidate => NodeRole::Candidate,
+        Role::Follower => NodeRole::Follower,
+    };
+    let members = status
+        .members
+        .into_iter()
+        .map(|m| {
+            let role = if !m.voter {
+                NodeRole::Learner
+            } else if m.id == status.id {
+                own_role
+            } else if Some(m.id) == status.leader {
+                NodeRole::Leader
+            } else {
+                NodeRole::Follower
+            };
+            MemberStatus {
+                id: m.id,
+                peer_addr: m.peer_addr,
+                api_addr: m.api_addr,
+                role,
+                voter: m.voter,
+                match_index: m.match_index,
+            }
+        })
+        .collect();
+    ClusterStatus {
+        cluster_id: status.cluster_id,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        node_id: status.id,
+        leader_id: status.leader,
+        term: status.term,
+        commit_index: status.commit_index,
+        members,
+    }
+}
+
+/// This node's own view of the cluster (answered without a quorum).
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, body = ClusterStatus), (status = "5XX", body = ErrorEnvelope)))]
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
+    Ok(Json(cluster_json(state.node()?.status().await?)))
+}
+
+fn check_host_port(field: &str, text: &str) -> Result<(), ApiError> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("{text:?} is not host:port"),
+        )),
+    }
+}
+
+/// Add a node as a learner; it is promoted to voter once caught up.
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
+    request_body = AddMemberRequest,
+    params(("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, body = EmptyResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn add_member(
+    State(state): State<AppState>,
+    Deadline(deadline): Deadline,
+    JsonBody(body): JsonBody<AddMemberRequest>,
+) -> Result<Json<EmptyResponse>, ApiError> {
+    if body.id == 0 {
+        return Err(ApiError::invalid("id", "must be at least 1"));
+    }
+    check_host_port("peer_addr", &body.peer_addr)?;
+    check_host_port("api_addr", &body.api_addr)?;
+    state
+        .node()?
+        .add_member(body.id, body.peer_addr, body.api_addr, deadline)
+        .await?;
+    Ok(Json(EmptyResponse {}))
+}
+
+/// Remove a member.
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = u64, Path), ("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, body = EmptyResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<u64>,
+    Deadline(deadline): Deadline,
+) -> Result<Json<EmptyResponse>, ApiError> {
+    state.node()?.remove_member(id, deadline).await?;
+    Ok(Json(EmptyResponse {}))
+}
+
+/// Transfer leadership to a member.
+#[utoipa::path(post, path = "/v1/cluster/leader", tag = "cluster",
+    request_body = TransferLeaderRequest,
+    params(("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, body = EmptyResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn transfer_leader(
+    State(state): State<AppState>,
+    Deadline(deadline): Deadline,
+    JsonBody(body): JsonBody<TransferLeaderRequest>,
+) -> Result<Json<EmptyResponse>, ApiError> {
+    state.node()?.transfer_leader(body.id, deadline).await?;
+    Ok(Json(EmptyResponse {}))
+}

@@ -1,0 +1,469 @@
+//! One running deadbolt node: storage, the Raft node and the HTTP API wired
+//! together from a validated [`ServeConfig`]. `deadbolt serve` and the tests
+//! start it the same way ([`run`], or [`start`] then [`Server::run_until`]).
+//!
+//! The data dir holds `identity.json` (cluster id, node id, whether a joining
+//! node was added) next to the Raft storage in `raft/`. The identity file
+//! is what lets a restarted node resume its stored cluster whatever the
+//! membership flags say: founders derive the cluster id from the founder
+//! list, but a joining node learns it from the cluster, and neither is
+//! recomputed on restart.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use deadbolt_client::api::AddMemberRequest;
+use deadbolt_client::ClientBuilder;
+use deadbolt_core::raft::NodeId;
+use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
+use deadbolt_runtime::{shutdown_channel, Shutdown, ShutdownTrigger, TokioClock};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Bootstrap, ServeConfig};
+use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
+
+/// Name of the identity file inside the data dir.
+const IDENTITY_FILE: &str = "identity.json";
+/// Sub-directory of the data dir that holds the Raft log and snapshots.
+const RAFT_DIR: &str = "raft";
+/// How long a joining node keeps asking the cluster to add it. Bounded so a
+/// wrong `--join` URL ends in an error instead of a node that waits forever.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+/// Pause between join attempts (the client already retries 503s inside one).
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// In-flight API requests may finish for this long after shutdown; the node
+/// is already stopping, so they end quickly anyway (with 503: retry elsewhere).
+const HTTP_DRAIN: Duration = Duration::from_secs(3);
+
+/// What the data dir says about the node that owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredIdentity {
+    cluster_id: String,
+    node_id: NodeId,
+    /// False for a joining node until the cluster accepted it: a restart
+    /// before that asks again.
+    joined: bool,
+}
+
+/// Where a started server listens and who it is, for the banner and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    /// `http://host:port` of the API as bound.
+    pub api_url: String,
+    /// Bound peer address.
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    /// The data dir already held this node's state.
+    pub resumed: bool,
+}
+
+/// A started node with its API.
+pub struct Server {
+    info: ServerInfo,
+    node: Node,
+    http: JoinHandle<std::io::Result<()>>,
+    http_stop: ShutdownTrigger,
+}
+
+/// Starts the node and serves the API until `shutdown`, then stops
+/// gracefully (a leader hands leadership over first, for at most ~2 s).
+pub async fn run(
+    api_listener: TcpListener,
+    peer_listener: TcpListener,
+    config: ServeConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    start(api_listener, peer_listener, config)
+        .await?
+        .run_until(shutdown)
+        .await
+}
+
+/// The cluster id founders agree on without talking: a digest of the sorted
+/// `id=peer_addr` founder list. A one-node cluster is a list of one.
+pub fn founder_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
+    // FNV-1a 64: stable across Rust versions and platforms, unlike
+    // `DefaultHasher`, which is all this needs (not an adversarial input).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, addr) in voters {
+        for byte in format!("{id}={addr}\n").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("dbc-{hash:016x}")
+}
+
+/// Opens storage, starts the node and the API, and (for `--join`) asks the
+/// cluster to add this node. Returns once the API is served.
+pub async fn start(
+    api_listener: TcpListener,
+    peer_listener: TcpListener,
+    config: ServeConfig,
+) -> anyhow::Result<Server> {
+    let api_addr = api_listener
+        .local_addr()
+        .context("reading the API listener's address")?;
+    let peer_addr = peer_listener
+        .local_addr()
+        .context("reading the peer listener's address")?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!(
+            "--data-dir {}: cannot create the data directory",
+            data_dir.display()
+        )
+    })?;
+    let stored = read_identity(&data_dir)?;
+    if let Some(stored) = &stored {
+        if stored.node_id != config.node_id {
+            bail!(
+                "--data-dir {}: holds node {} of cluster {}, but --node-id is {}; \
+                 use that node's id or another data dir",
+                data_dir.display(),
+                stored.node_id,
+                stored.cluster_id,
+                config.node_id
+            );
+        }
+    }
+
+    let (cluster_id, bootstrap, must_join) = match (&config.bootstrap, &stored) {
+        (Bootstrap::Founder { voters }, stored) => {
+            let derived = founder_cluster_id(voters);
+            let cluster_id = match stored {
+                Some(stored) if stored.cluster_id != derived => {
+                    tracing::warn!(
+                        stored = %stored.cluster_id,
+                        from_flags = %derived,
+                        "the data dir belongs to another founder list than --initial-cluster \
+                         describes; resuming the stored cluster (membership flags are ignored \
+                         once a node has state)"
+                    );
+                    stored.cluster_id.clone()
+                }
+                _ => derived,
+            };
+            let bootstrap = node::Bootstrap::Founder {
+                voters: voters.clone(),
+            };
+            (cluster_id, bootstrap, None)
+        }
+        (Bootstrap::Join { url }, Some(stored)) if stored.joined => {
+            tracing::info!(%url, cluster_id = %stored.cluster_id, "already a member; --join ignored on restart");
+            (stored.cluster_id.clone(), node::Bootstrap::Join, None)
+        }
+        (Bootstrap::Join { url }, stored) => {
+            let remote = remote_cluster_id(url).await?;
+            if let Some(stored) = stored {
+                if stored.cluster_id != remote {
+                    bail!(
+                        "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
+                        data_dir.display(),
+                        stored.cluster_id
+                    );
+                }
+            }
+            (remote, node::Bootstrap::Join, Some(url.clone()))
+        }
+    };
+    if stored.is_none() {
+        write_identity(
+            &data_dir,
+            &StoredIdentity {
+                cluster_id: cluster_id.clone(),
+                node_id: config.node_id,
+                joined: must_join.is_none(),
+            },
+        )?;
+    }
+
+    let node_config = NodeConfig::new(
+        config.node_id,
+        cluster_id.clone(),
+        StorageChoice::Fjall {
+            dir: data_dir.join(RAFT_DIR),
+        },
+        peer_listener,
+        config.advertise_peer.clone(),
+        config.advertise_api.clone(),
+        bootstrap,
+        Arc::new(TokioClock::new()),
+        os_seed(),
+    );
+    let node = Node::start(node_config).await.with_context(|| {
+        format!(
+            "--data-dir {}: starting node {} of cluster {cluster_id}",
+            data_dir.display(),
+            config.node_id
+        )
+    })?;
+    let handle = node.handle();
+    if stored.is_some() {
+        log_membership_difference(&handle, &config).await;
+    }
+
+    let settings = ApiSettings {
+        body_bytes_max: config.max_body_bytes,
+        ..ApiSettings::default()
+    };
+    let (http_stop, http_shutdown) = shutdown_channel();
+    let options = ServeHttpOptions {
+        drain_timeout: HTTP_DRAIN,
+        ..ServeHttpOptions::default()
+    };
+    let http = tokio::spawn(serve_http_with(
+        api_listener,
+        app(handle.clone(), settings),
+        http_shutdown,
+        options,
+    ));
+    let info = ServerInfo {
+        node_id: config.node_id,
+        cluster_id: cluster_id.clone(),
+        api_url: format!("http://{api_addr}"),
+        peer_addr: peer_addr.to_string(),
+        data_dir: data_dir.clone(),
+        resumed: stored.is_some(),
+    };
+    let server = Server {
+        info,
+        node,
+        http,
+        http_stop,
+    };
+    if let Some(url) = must_join {
+        if let Err(error) = join(&url, &config).await {
+            server.stop().await;
+            return Err(error);
+        }
+        write_identity(
+            &data_dir,
+            &StoredIdentity {
+                cluster_id,
+                node_id: config.node_id,
+                joined: true,
+            },
+        )?;
+    }
+    tracing::info!(
+        node_id = server.info.node_id,
+        cluster_id = %server.info.cluster_id,
+        api = %server.info.api_url,
+        peer = %server.info.peer_addr,
+        data_dir = %server.info.data_dir.display(),
+        resumed = server.info.resumed,
+        "node started"
+    );
+    Ok(server)
+}
+
+impl Server {
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.node.handle()
+    }
+
+    /// Serves until `shutdown`, then stops gracefully.
+    pub async fn run_until(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        shutdown.wait().await;
+        tracing::info!("shutting down");
+        self.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Graceful stop: the node refuses new requests and hands leadership
+    /// over while the API drains what is in flight.
+    pub async fn stop(self) {
+        self.http_stop.trigger();
+        let http = self.http;
+        let ((), served) = tokio::join!(self.node.shutdown(), http);
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the API server ended with an error"),
+            Err(error) => tracing::warn!(%error, "the API server task failed"),
+        }
+    }
+}
+
+fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(IDENTITY_FILE)
+}
+
+fn read_identity(data_dir: &Path) -> anyhow::Result<Option<StoredIdentity>> {
+    let path = identity_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if data_dir.join(RAFT_DIR).exists() {
+                bail!(
+                    "--data-dir {}: holds Raft state but no {IDENTITY_FILE}; refusing to guess \
+                     which cluster it belongs to",
+                    data_dir.display()
+                );
+            }
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("--data-dir: reading {}", path.display()))
+        }
+    };
+    let identity = serde_json::from_str(&text)
+        .with_context(|| format!("--data-dir: {} is not a deadbolt identity", path.display()))?;
+    Ok(Some(identity))
+}
+
+/// Writes the identity durably: temp file, fsync, rename.
+fn write_identity(data_dir: &Path, identity: &StoredIdentity) -> anyhow::Result<()> {
+    let path = identity_path(data_dir);
+    let temp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let context = || {
+        format!(
+            "--data-dir {}: cannot write {IDENTITY_FILE} (is the directory writable?)",
+            data_dir.display()
+        )
+    };
+    let text = serde_json::to_string_pretty(identity).expect("identity serializes");
+    let mut file = std::fs::File::create(&temp).with_context(context)?;
+    file.write_all(text.as_bytes()).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    std::fs::rename(&temp, &path).with_context(context)?;
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        // Makes the rename durable; not every platform can fsync a directory.
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// A seed from the OS (time and pid): production nodes need distinct
+/// election jitter, not replayability (the simulation passes its own).
+fn os_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A restarted node resumes its stored membership; say so when the flags
+/// describe another one.
+async fn log_membership_difference(handle: &NodeHandle, config: &ServeConfig) {
+    let Bootstrap::Founder { voters } = &config.bootstrap else {
+        return;
+    };
+    let Ok(status) = handle.status().await else {
+        return;
+    };
+    let stored: BTreeMap<NodeId, String> = status
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
+    if !stored.is_empty() && &stored != voters {
+        tracing::warn!(
+            ?stored,
+            from_flags = ?voters,
+            "resuming the stored membership; the membership flags differ and are ignored"
+        );
+    }
+}
+
+async fn remote_cluster_id(url: &str) -> anyhow::Result<String> {
+    let client = ClientBuilder::new([url])
+        .call_timeout(Duration::from_secs(10))
+        .build()
+        .with_context(|| format!("--join {url}: not a usable API URL"))?;
+    let status = client
+        .cluster_status()
+        .await
+        .with_context(|| format!("--join {url}: cannot read GET /v1/cluster"))?;
+    Ok(status.cluster_id)
+}
+
+/// Asks the cluster behind `url` to add this node as a learner (the leader
+/// promotes it once caught up). Retries until [`JOIN_DEADLINE`]: the
+/// cluster may be electing, or still catching up a previous joiner.
+async fn join(url: &str, config: &ServeConfig) -> anyhow::Result<()> {
+    let client = ClientBuilder::new([url])
+        .call_timeout(Duration::from_secs(15))
+        .build()
+        .with_context(|| format!("--join {url}: not a usable API URL"))?;
+    let request = AddMemberRequest {
+        id: config.node_id,
+        peer_addr: config.advertise_peer.clone(),
+        api_addr: config.advertise_api.clone(),
+    };
+    let until = tokio::time::Instant::now() + JOIN_DEADLINE;
+    loop {
+        let error = match client.add_member(&request).await {
+            Ok(()) => {
+                tracing::info!(%url, "joined the cluster as a learner");
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        // A retry after an attempt whose answer was lost finds us a member.
+        if let Ok(status) = client.cluster_status().await {
+            if status.members.iter().any(|m| m.id == config.node_id) {
+                tracing::info!(%url, "joined the cluster as a learner");
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() + JOIN_RETRY_PAUSE >= until {
+            return Err(anyhow::Error::new(error).context(format!(
+                "--join {url}: the cluster did not add node {} within {} s",
+                config.node_id,
+                JOIN_DEADLINE.as_secs()
+            )));
+        }
+        tracing::warn!(%url, %error, "join attempt failed; retrying");
+        tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn founders_agree_on_the_cluster_id() {
+        let a = BTreeMap::from([(2, "b:2".to_string()), (1, "a:1".to_string())]);
+        let b = BTreeMap::from([(1, "a:1".to_string()), (2, "b:2".to_string())]);
+        assert_eq!(founder_cluster_id(&a), founder_cluster_id(&b));
+        let other = BTreeMap::from([(1, "a:1".to_string())]);
+        assert_ne!(founder_cluster_id(&a), founder_cluster_id(&other));
+        assert!(founder_cluster_id(&a).len() <= 64);
+    }
+
+    #[test]
+    fn identity_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read_identity(dir.path()).expect("empty dir"), None);
+        let identity = StoredIdentity {
+            cluster_id: "dbc-1".into(),
+            node_id: 3,
+            joined: false,
+        };
+        write_identity(dir.path(), &identity).expect("write");
+        assert_eq!(
+            read_identity(dir.path()).expect("read"),
+            Some(identity.clone())
+        );
+        std::fs::write(identity_path(dir.path()), "nope").expect("write");
+        let error = format!("{:#}", read_identity(dir.path()).expect_err("garbage"));
+        assert!(error.contains("--data-dir"), "{error}");
+    }
+}

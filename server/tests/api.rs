@@ -1,0 +1,907 @@
+//! End-to-end tests of the HTTP API (shared/API.md) against a real one-node
+//! cluster: each test starts node 1 on a temporary data dir with
+//! `deadbolt_server::server::start` on ephemeral loopback ports (the same
+//! path `deadbolt serve` takes), and talks to it through `deadbolt-client`
+//! or raw hyper where the test must control headers and bodies. What is
+//! decided before a request reaches a node (routing, limits, validation of
+//! every field) is also covered without a node in `src/http/tests.rs`;
+//! here each error code is produced by the real node.
+
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use deadbolt_client::api::*;
+use deadbolt_client::{Client, Error, HyperIo, SessionOptions};
+use deadbolt_server::config::ServeArgs;
+use deadbolt_server::server::{start as start_server, Server};
+use http_body_util::{BodyExt, Full};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bound on every poll for a condition.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running one-node cluster with its API.
+struct TestServer {
+    addr: SocketAddr,
+    client: Client,
+    server: Server,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Graceful stop, as on SIGTERM.
+    async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// Starts node 1 of a one-node cluster with these extra settings and
+/// returns once it leads.
+async fn start_with(args: ServeArgs) -> TestServer {
+    let data = tempfile::tempdir().expect("temp dir");
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let addr = api.local_addr().expect("addr");
+    let peer_addr = peer.local_addr().expect("peer addr");
+    let config = ServeArgs {
+        data_dir: Some(data.path().join("node")),
+        listen_api: Some(addr.to_string()),
+        listen_peer: Some(peer_addr.to_string()),
+        ..args
+    }
+    .resolve()
+    .expect("valid settings");
+    let server = start_server(api, peer, config)
+        .await
+        .expect("server starts");
+    let handle = server.handle();
+    eventually("node 1 leads", || async {
+        handle.status().await.ok().filter(|s| s.ready).map(|_| ())
+    })
+    .await;
+    let client = Client::new([format!("http://{addr}")]).expect("client");
+    TestServer {
+        addr,
+        client,
+        server,
+        _data: data,
+    }
+}
+
+async fn start() -> TestServer {
+    start_with(ServeArgs::default()).await
+}
+
+/// Polls `check` every 10 ms until it returns Some, or panics at DEADLINE.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One raw HTTP/1.1 request: (status, headers, body).
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, serde_json::Value) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("send");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+#[tokio::test]
+async fn session_lifecycle() {
+    let s = start().await;
+    let created = s
+        .client
+        .create_session(&CreateSessionRequest {
+            ttl_ms: 5000,
+            name: Some("w".into()),
+        })
+        .await
+        .expect("create");
+    assert_eq!(created.ttl_ms, 5000);
+    let info = s
+        .client
+        .session_info(created.session_id)
+        .await
+        .expect("info");
+    assert_eq!(info.name.as_deref(), Some("w"));
+    assert!(
+        info.expires_in_ms <= 5000 && info.expires_in_ms > 0,
+        "{info:?}"
+    );
+    assert_eq!(
+        s.client
+            .keepalive(created.session_id)
+            .await
+            .expect("keepalive")
+            .ttl_ms,
+        5000
+    );
+    s.client
+        .delete_session(created.session_id)
+        .await
+        .expect("delete");
+    let gone = s.client.session_info(created.session_id).await.unwrap_err();
+    assert!(
+        matches!(gone, Error::NotFound { .. } | Error::SessionExpired { .. }),
+        "{gone:?}"
+    );
+    let (status, _, body) = raw(s.addr, "POST", "/v1/sessions", &[], "{}").await;
+    assert_eq!(status, 201, "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn exclusive_locks_fence_and_queue() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("session a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("session b");
+    let held = a
+        .try_lock("jobs/nightly", LockMode::Exclusive)
+        .await
+        .expect("a locks");
+    let refused = b
+        .try_lock("jobs/nightly", LockMode::Exclusive)
+        .await
+        .unwrap_err();
+    let Error::LockHeld { holders } = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(holders[0].fencing_token, held.fencing_token());
+
+    let state = s.client.lock_state("jobs/nightly").await.expect("state");
+    assert_eq!(state.state, LockStatus::Held);
+    assert!(
+        s.client
+            .validate("jobs/nightly", held.fencing_token())
+            .await
+            .expect("validate")
+            .valid
+    );
+
+    // b waits; a releases; b gets a larger token.
+    let waiter = tokio::spawn({
+        let b_client = s.client.clone();
+        let id = b.id();
+        async move {
+            b_client
+                .acquire(
+                    "jobs/nightly",
+                    &AcquireRequest {
+                        session_id: Some(id),
+                        wait_ms: 5000,
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+    });
+    eventually("b queued", || async {
+        let state = s.client.lock_state("jobs/nightly").await.ok()?;
+        (state.waiters.len() == 1).then_some(())
+    })
+    .await;
+    let first = held.fencing_token();
+    held.release().await.expect("release");
+    let granted = waiter.await.expect("join").expect("b acquires");
+    assert!(granted.fencing_token > first);
+    assert!(
+        !s.client
+            .validate("jobs/nightly", first)
+            .await
+            .expect("validate")
+            .valid
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acquire_without_session_is_ephemeral() {
+    let s = start().await;
+    let grant = s
+        .client
+        .acquire("e", &AcquireRequest::default())
+        .await
+        .expect("ephemeral acquire");
+    let info = s
+        .client
+        .session_info(grant.session_id)
+        .await
+        .expect("its session");
+    assert_eq!(info.ttl_ms, EPHEMERAL_SESSION_TTL_MS_DEFAULT);
+    s.client
+        .release("e", grant.session_id, Some(grant.fencing_token))
+        .await
+        .expect("release");
+    // Releasing its only lock ends the ephemeral session.
+    assert!(s.client.session_info(grant.session_id).await.is_err());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_other_bodies() {
+    let s = start().await;
+    let key = [("Idempotency-Key", "k-1")];
+    let (st1, _, one) = raw(s.addr, "POST", "/v1/sessions", &key, r#"{"ttl_ms": 5000}"#).await;
+    let (st2, _, two) = raw(
+        s.addr,
+        "POST",
+        "/v1/sessions",
+        &key,
+        r#"{ "ttl_ms" : 5000 }"#,
+    )
+    .await;
+    assert_eq!((st1, st2), (201, 201));
+    assert_eq!(one, two, "same key, same request: the first outcome");
+    let (st3, _, three) = raw(s.addr, "POST", "/v1/sessions", &key, r#"{"ttl_ms": 6000}"#).await;
+    assert_eq!(st3, 400, "{three}");
+    assert_eq!(three["error"]["code"], "invalid_request");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fenced_kv_and_stacks() {
+    let s = start().await;
+    let session = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("session");
+    let lock = session
+        .try_lock("L", LockMode::Exclusive)
+        .await
+        .expect("lock");
+    let token = lock.fencing_token();
+    let write = KvWriteRequest {
+        value: "v1".into(),
+        lock: Some("L".into()),
+        fencing_token: Some(token),
+    };
+    let written = s.client.kv_put("k", &write).await.expect("fenced put");
+    assert_eq!((written.size, written.last_token), (2, Some(token)));
+    let stale = KvWriteRequest {
+        fencing_token: Some(token - 1),
+        ..write.clone()
+    };
+    assert!(matches!(
+        s.client.kv_put("k", &stale).await,
+        Err(Error::StaleToken { .. } | Error::NotHolder { .. })
+    ));
+    assert_eq!(s.client.kv_get("k").await.expect("get").value, "v1");
+
+    let push = StackPushRequest {
+        value: "a".into(),
+        lock: None,
+        fencing_token: None,
+    };
+    assert_eq!(s.client.stack_push("s", &push).await.expect("push").size, 1);
+    assert_eq!(
+        s.client
+            .stack_pop("s", &StackPopRequest::default())
+            .await
+            .expect("pop")
+            .value,
+        "a"
+    );
+    assert!(matches!(
+        s.client.stack_pop("s", &StackPopRequest::default()).await,
+        Err(Error::StackEmpty)
+    ));
+    s.client.stack_delete("s").await.expect("delete");
+    assert!(matches!(
+        s.client.stack_get("s").await,
+        Err(Error::NotFound { .. })
+    ));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_locks() {
+    let s = start().await;
+    let session = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("session");
+    let mut held = Vec::new();
+    for i in 0..5 {
+        held.push(
+            session
+                .try_lock(&format!("p/{i}"), LockMode::Shared)
+                .await
+                .expect("lock"),
+        );
+    }
+    let page = s
+        .client
+        .list_locks(&ListLocksQuery {
+            prefix: Some("p/".into()),
+            limit: Some(2),
+            after: None,
+        })
+        .await
+        .expect("page");
+    assert_eq!(page.locks.len(), 2);
+    assert_eq!(page.next.as_deref(), Some("p/1"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_disconnected_waiter_is_withdrawn() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let _held = a.try_lock("w", LockMode::Exclusive).await.expect("a holds");
+    let wait = b.lock("w", LockMode::Exclusive, Duration::from_secs(30));
+    // Give up after 300 ms: the client drops the request (disconnects).
+    assert!(tokio::time::timeout(Duration::from_millis(300), wait)
+        .await
+        .is_err());
+    eventually("waiter withdrawn", || async {
+        let state = s.client.lock_state("w").await.ok()?;
+        state.waiters.is_empty().then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_deadline_covers_wait_ms() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let _held = a.try_lock("d", LockMode::Exclusive).await.expect("a holds");
+    let body = format!(r#"{{"session_id": "{}", "wait_ms": 1500}}"#, b.id());
+    let started = tokio::time::Instant::now();
+    let (status, _, answer) = raw(
+        s.addr,
+        "POST",
+        "/v1/locks/d/acquire",
+        &[("Request-Timeout-Ms", "500")],
+        &body,
+    )
+    .await;
+    // Not a 504 after 500 ms: the wait runs its 1500 ms and ends lock_held.
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "lock_held");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let s = start().await;
+    let (status, _, _) = raw(s.addr, "GET", "/ready", &[], "").await;
+    assert_eq!(status, 200);
+    let cluster = s.client.cluster_status().await.expect("cluster");
+    assert_eq!(cluster.node_id, 1);
+    assert_eq!(cluster.leader_id, Some(1));
+    assert_eq!(cluster.members.len(), 1);
+    assert_eq!(cluster.members[0].role, NodeRole::Leader);
+    let metrics = s.client.metrics(0).await.expect("metrics");
+    assert!(metrics.contains("deadbolt_raft_term"));
+    assert!(metrics.contains(
+        "deadbolt_http_request_duration_seconds_bucket{endpoint=\"GET /v1/cluster\",outcome=\"ok\""
+    ));
+    let doc: serde_json::Value =
+        serde_json::from_str(&s.client.openapi().await.expect("doc")).expect("json");
+    assert!(doc["paths"]["/v1/locks/{name}/acquire"]["post"].is_object());
+    s.stop().await;
+}
+
+/// Asserts an error envelope with this status and code; returns `details`.
+fn expect_code(
+    (status, _, body): &(u16, hyper::HeaderMap, serde_json::Value),
+    want_status: u16,
+    want_code: &str,
+) -> serde_json::Value {
+    assert_eq!(*status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body["error"]["details"].clone()
+}
+
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, hyper::HeaderMap, serde_json::Value) {
+    raw(addr, "POST", path, &[], body).await
+}
+
+async fn new_session(addr: SocketAddr, ttl_ms: u64) -> String {
+    let (status, _, body) = post(addr, "/v1/sessions", &format!(r#"{{"ttl_ms": {ttl_ms}}}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    body["session_id"].as_str().expect("session id").to_owned()
+}
+
+#[tokio::test]
+async fn every_error_code_from_a_real_node() {
+    let s = start().await;
+    let a = new_session(s.addr, 60_000).await;
+    let b = new_session(s.addr, 60_000).await;
+
+    // invalid_request: malformed JSON, a bad name, an out-of-range value.
+    let r = post(s.addr, "/v1/sessions", "{").await;
+    expect_code(&r, 400, "invalid_request");
+    let r = post(s.addr, "/v1/locks/bad%20name/acquire", "{}").await;
+    expect_code(&r, 400, "invalid_request");
+    let r = post(s.addr, "/v1/sessions", r#"{"ttl_ms": 5}"#).await;
+    let message = r.2["error"]["message"].to_string();
+    expect_code(&r, 400, "invalid_request");
+    assert!(message.contains("ttl_ms"), "{message}");
+
+    // not_found, with its kind.
+    let r = raw(s.addr, "GET", "/v1/sessions/987654321", &[], "").await;
+    assert_eq!(expect_code(&r, 404, "not_found")["kind"], "session");
+    let r = raw(s.addr, "GET", "/v1/kv/nothing-here", &[], "").await;
+    assert_eq!(expect_code(&r, 404, "not_found")["kind"], "key");
+    let r = raw(s.addr, "GET", "/v1/stacks/nothing-here", &[], "").await;
+    assert_eq!(expect_code(&r, 404, "not_found")["kind"], "stack");
+    let r = raw(s.addr, "GET", "/v2/nothing", &[], "").await;
+    expect_code(&r, 404, "not_found");
+
+    // lock_held lists the holders.
+    let r = post(
+        s.addr,
+        "/v1/locks/L/acquire",
+        &format!(r#"{{"session_id": "{a}"}}"#),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let token = r.2["fencing_token"].as_u64().expect("token");
+    let r = post(
+        s.addr,
+        "/v1/locks/L/acquire",
+        &format!(r#"{{"session_id": "{b}"}}"#),
+    )
+    .await;
+    let details = expect_code(&r, 409, "lock_held");
+    assert_eq!(details["holders"][0]["fencing_token"], token, "{details}");
+    // Re-acquiring in the same mode returns the same token.
+    let r = post(
+        s.addr,
+        "/v1/locks/L/acquire",
+        &format!(r#"{{"session_id": "{a}"}}"#),
+    )
+    .await;
+    assert_eq!(r.2["fencing_token"], token, "{}", r.2);
+
+    // not_holder: b releases a's lock; a fenced write under a lock held shared.
+    let r = post(
+        s.addr,
+        "/v1/locks/L/release",
+        &format!(r#"{{"session_id": "{b}", "fencing_token": {token}}}"#),
+    )
+    .await;
+    expect_code(&r, 409, "not_holder");
+    let r = post(
+        s.addr,
+        "/v1/locks/S/acquire",
+        &format!(r#"{{"session_id": "{a}", "mode": "shared"}}"#),
+    )
+    .await;
+    let shared = r.2["fencing_token"].as_u64().expect("shared token");
+    let r = raw(
+        s.addr,
+        "PUT",
+        "/v1/kv/k",
+        &[],
+        &format!(r#"{{"value": "x", "lock": "S", "fencing_token": {shared}}}"#),
+    )
+    .await;
+    expect_code(&r, 409, "not_holder");
+
+    // stale_token: the lock was granted again since.
+    let r = post(
+        s.addr,
+        "/v1/locks/L/release",
+        &format!(r#"{{"session_id": "{a}", "fencing_token": {token}}}"#),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let r = post(
+        s.addr,
+        "/v1/locks/L/acquire",
+        &format!(r#"{{"session_id": "{b}"}}"#),
+    )
+    .await;
+    let newer = r.2["fencing_token"].as_u64().expect("token");
+    assert!(newer > token);
+    let r = raw(
+        s.addr,
+        "PUT",
+        "/v1/kv/k",
+        &[],
+        &format!(r#"{{"value": "x", "lock": "L", "fencing_token": {token}}}"#),
+    )
+    .await;
+    expect_code(&r, 409, "stale_token");
+    let r = post(
+        s.addr,
+        "/v1/locks/L/validate",
+        &format!(r#"{{"fencing_token": {token}}}"#),
+    )
+    .await;
+    assert_eq!(
+        (r.2["valid"].clone(), r.2["current_token"].clone()),
+        (false.into(), newer.into()),
+        "{}",
+        r.2
+    );
+
+    // stack_empty.
+    let r = post(s.addr, "/v1/stacks/st/push", r#"{"value": "v"}"#).await;
+    assert_eq!(r.2["size"], 1, "{}", r.2);
+    let r = post(s.addr, "/v1/stacks/st/pop", "").await;
+    assert_eq!(r.2["value"], "v", "{}", r.2);
+    let r = post(s.addr, "/v1/stacks/st/pop", "").await;
+    expect_code(&r, 409, "stack_empty");
+
+    // payload_too_large (default limit 1 MiB) and method_not_allowed.
+    let big = format!(r#"{{"value": "{}"}}"#, "x".repeat(1024 * 1024 + 1));
+    let r = raw(s.addr, "PUT", "/v1/kv/big", &[], &big).await;
+    expect_code(&r, 413, "payload_too_large");
+    let r = raw(s.addr, "DELETE", "/v1/locks/L/acquire", &[], "").await;
+    expect_code(&r, 405, "method_not_allowed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_answers_410_and_frees_its_locks() {
+    let s = start().await;
+    let a = new_session(s.addr, 1000).await;
+    let r = post(
+        s.addr,
+        "/v1/locks/lease/acquire",
+        &format!(r#"{{"session_id": "{a}"}}"#),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let r = eventually("the lease runs out", || async {
+        let r = raw(s.addr, "GET", &format!("/v1/sessions/{a}"), &[], "").await;
+        (r.0 != 200).then_some(r)
+    })
+    .await;
+    expect_code(&r, 410, "session_expired");
+    let r = post(s.addr, &format!("/v1/sessions/{a}/keepalive"), "").await;
+    expect_code(&r, 410, "session_expired");
+    let state = s.client.lock_state("lease").await.expect("state");
+    assert_eq!(state.state, LockStatus::Free, "{state:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shared_holders_coexist_and_a_queued_writer_blocks_later_readers() {
+    let s = start().await;
+    let [a, b, c, d] = [
+        new_session(s.addr, 60_000).await,
+        new_session(s.addr, 60_000).await,
+        new_session(s.addr, 60_000).await,
+        new_session(s.addr, 60_000).await,
+    ];
+    for id in [&a, &b] {
+        let r = post(
+            s.addr,
+            "/v1/locks/rw/acquire",
+            &format!(r#"{{"session_id": "{id}", "mode": "shared"}}"#),
+        )
+        .await;
+        assert_eq!(r.0, 200, "{}", r.2);
+    }
+    let writer = tokio::spawn({
+        let addr = s.addr;
+        let c = c.clone();
+        async move {
+            post(
+                addr,
+                "/v1/locks/rw/acquire",
+                &format!(r#"{{"session_id": "{c}", "wait_ms": 10000}}"#),
+            )
+            .await
+        }
+    });
+    eventually("the writer queued", || async {
+        let state = s.client.lock_state("rw").await.ok()?;
+        (state.waiters.len() == 1).then_some(())
+    })
+    .await;
+    let r = post(
+        s.addr,
+        "/v1/locks/rw/acquire",
+        &format!(r#"{{"session_id": "{d}", "mode": "shared"}}"#),
+    )
+    .await;
+    expect_code(&r, 409, "lock_held");
+    // Deleting the readers' sessions releases them; the writer gets it.
+    for id in [&a, &b] {
+        let r = raw(s.addr, "DELETE", &format!("/v1/sessions/{id}"), &[], "").await;
+        assert_eq!(r.0, 200, "{}", r.2);
+    }
+    let granted = writer.await.expect("join");
+    assert_eq!(granted.0, 200, "{}", granted.2);
+    assert_eq!(granted.2["mode"], "exclusive");
+    let info = s
+        .client
+        .session_info(SessionId(c.parse().expect("numeric id")))
+        .await;
+    let info = info.expect("c's session");
+    assert_eq!(info.locks.len(), 1, "{info:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn kv_appends_and_the_value_limit() {
+    let s = start().await;
+    let r = raw(s.addr, "PUT", "/v1/kv/log", &[], r#"{"value": "a"}"#).await;
+    assert_eq!((r.0, r.2["size"].clone()), (200, 1.into()), "{}", r.2);
+    let r = post(s.addr, "/v1/kv/log/append", r#"{"value": "b"}"#).await;
+    assert_eq!((r.0, r.2["size"].clone()), (200, 2.into()), "{}", r.2);
+    let got = s.client.kv_get("log").await.expect("get");
+    assert_eq!(got.value, "ab");
+    // 256 KiB is the most a value may hold, appends included.
+    let chunk = "x".repeat(200 * 1024);
+    let r = post(
+        s.addr,
+        "/v1/kv/log/append",
+        &format!(r#"{{"value": "{chunk}"}}"#),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let r = post(
+        s.addr,
+        "/v1/kv/log/append",
+        &format!(r#"{{"value": "{chunk}"}}"#),
+    )
+    .await;
+    expect_code(&r, 400, "invalid_request");
+    // `lock` without `fencing_token` is refused: they go together.
+    let r = post(
+        s.addr,
+        "/v1/kv/log/append",
+        r#"{"value": "c", "lock": "L"}"#,
+    )
+    .await;
+    expect_code(&r, 400, "invalid_request");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_endpoints_through_the_node() {
+    let s = start().await;
+    let r = raw(s.addr, "GET", "/v1/cluster", &[], "").await;
+    assert_eq!(r.0, 200);
+    for field in [
+        "cluster_id",
+        "version",
+        "node_id",
+        "leader_id",
+        "term",
+        "commit_index",
+    ] {
+        assert!(!r.2[field].is_null(), "{field} missing: {}", r.2);
+    }
+    // A founder publishes its API address once it leads (entry 1 is
+    // identical on every founder, so it cannot carry it).
+    let r = eventually("the API address is published", || async {
+        let r = raw(s.addr, "GET", "/v1/cluster", &[], "").await;
+        (r.2["members"][0]["api_addr"] != "").then_some(r)
+    })
+    .await;
+    let member = &r.2["members"][0];
+    assert_eq!(member["api_addr"], s.addr.to_string(), "{}", r.2);
+    assert_eq!(member["voter"], true);
+    let r = post(
+        s.addr,
+        "/v1/cluster/members",
+        r#"{"id": 2, "peer_addr": "nowhere", "api_addr": "127.0.0.1:1"}"#,
+    )
+    .await;
+    expect_code(&r, 400, "invalid_request");
+    let r = post(s.addr, "/v1/cluster/leader", r#"{"id": 9}"#).await;
+    expect_code(&r, 400, "invalid_request");
+    let r = raw(s.addr, "GET", "/health", &[], "").await;
+    assert_eq!(r.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_quorum_the_node_answers_503_with_retry_after() {
+    // Node 1 of three founders whose peers never start: no leader, ever.
+    let data = tempfile::tempdir().expect("temp dir");
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let addr = api.local_addr().expect("addr");
+    let peer_addr = peer.local_addr().expect("peer addr");
+    let config = ServeArgs {
+        data_dir: Some(data.path().join("node")),
+        listen_api: Some(addr.to_string()),
+        listen_peer: Some(peer_addr.to_string()),
+        initial_cluster: Some(format!("1={peer_addr},2=127.0.0.1:9,3=127.0.0.1:11")),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid settings");
+    let server = start_server(api, peer, config)
+        .await
+        .expect("server starts");
+    let r = raw(
+        addr,
+        "POST",
+        "/v1/sessions",
+        &[("Request-Timeout-Ms", "500")],
+        "{}",
+    )
+    .await;
+    expect_code(&r, 503, "unavailable");
+    let retry_after: u64 = r.1["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    assert!(retry_after >= 1);
+    assert_eq!(raw(addr, "GET", "/ready", &[], "").await.0, 503);
+    assert_eq!(raw(addr, "GET", "/health", &[], "").await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_stored_state_and_refuses_another_node_id() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let dir = data.path().join("node");
+    let settings = |api: SocketAddr, peer: SocketAddr, node_id: u64| ServeArgs {
+        node_id: Some(node_id),
+        data_dir: Some(dir.clone()),
+        listen_api: Some(api.to_string()),
+        listen_peer: Some(peer.to_string()),
+        ..Default::default()
+    };
+    let bind_pair = || async {
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+        let (a, p) = (
+            api.local_addr().expect("addr"),
+            peer.local_addr().expect("addr"),
+        );
+        (api, peer, a, p)
+    };
+    let (api, peer, a, p) = bind_pair().await;
+    let server = start_server(api, peer, settings(a, p, 1).resolve().expect("valid"))
+        .await
+        .expect("first start");
+    let first_cluster = server.info().cluster_id.clone();
+    let client = Client::new([format!("http://{a}")]).expect("client");
+    client
+        .kv_put(
+            "kept",
+            &KvWriteRequest {
+                value: "yes".into(),
+                lock: None,
+                fencing_token: None,
+            },
+        )
+        .await
+        .expect("put");
+    server.stop().await;
+
+    // Other ports, so the flags describe another one-node cluster: the
+    // stored one wins.
+    let (api, peer, a, p) = bind_pair().await;
+    let server = start_server(api, peer, settings(a, p, 1).resolve().expect("valid"))
+        .await
+        .expect("restart");
+    assert!(server.info().resumed);
+    assert_eq!(server.info().cluster_id, first_cluster);
+    let client = Client::new([format!("http://{a}")]).expect("client");
+    let kept = eventually("the write survives the restart", || async {
+        client.kv_get("kept").await.ok()
+    })
+    .await;
+    assert_eq!(kept.value, "yes");
+    server.stop().await;
+
+    let (api, peer, a, p) = bind_pair().await;
+    let error = start_server(api, peer, settings(a, p, 2).resolve().expect("valid"))
+        .await
+        .err()
+        .expect("another node id is refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("--data-dir") && error.contains("--node-id"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_data_dir_is_named() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let file = data.path().join("a-file");
+    std::fs::write(&file, "not a dir").expect("write");
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let config = ServeArgs {
+        data_dir: Some(file.join("sub")),
+        listen_api: Some(api.local_addr().expect("addr").to_string()),
+        listen_peer: Some(peer.local_addr().expect("addr").to_string()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid settings");
+    let error = start_server(api, peer, config)
+        .await
+        .err()
+        .expect("refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("--data-dir") && error.contains("a-file"),
+        "{error}"
+    );
+}

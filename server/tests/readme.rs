@@ -1,0 +1,285 @@
+//! Runs the README's commands against real `deadbolt` processes, read from
+//! the README itself (the code blocks after `<!-- readme-test: NAME -->`),
+//! so the page cannot drift from the code.
+//!
+//! Substitutions, all mechanical: `127.0.0.1:PORT` becomes an ephemeral
+//! port (tests never take fixed ports), `cargo run --release --bin deadbolt
+//! --` and `export PATH=...target/release...` become the binary under test,
+//! and `release`'s example session and token become the ones `acquire`
+//! printed. The `prerequisites` block (installs a toolchain from the network)
+//! and the `tests` block (the test suite itself) are checked for shape only:
+//! they name the justfile recipe and cargo alias that exist.
+
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// The code block following each `<!-- readme-test: NAME -->` marker.
+fn readme_blocks() -> BTreeMap<String, Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&path).expect("README.md at the repository root");
+    let mut blocks = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("<!-- readme-test:")
+            .and_then(|rest| rest.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().expect("a code block after the marker");
+        assert!(
+            fence.starts_with("```"),
+            "marker {name} not followed by a code block"
+        );
+        let body: Vec<String> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .map(str::to_owned)
+            .collect();
+        blocks.insert(name.trim().to_owned(), body);
+    }
+    for expected in ["prerequisites", "serve", "curl", "cli", "cluster", "tests"] {
+        assert!(
+            blocks.contains_key(expected),
+            "README lost its {expected} block"
+        );
+    }
+    blocks
+}
+
+/// Replaces every `127.0.0.1:PORT` with an ephemeral address, the same
+/// port always mapping to the same address.
+fn remap_ports(text: &str, map: &mut BTreeMap<String, String>) -> String {
+    const HOST: &str = "127.0.0.1:";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(HOST) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + HOST.len()..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        let original = format!("{HOST}{}", &after[..digits]);
+        let fresh = map.entry(original).or_insert_with(free_addr);
+        out.push_str(fresh);
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn shell(script: &str, cwd: &Path) -> Command {
+    let mut command = Command::new("sh");
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env_remove("DEADBOLT_ENDPOINTS");
+    command
+}
+
+fn run_shell(script: &str, cwd: &Path) -> (i32, String, String) {
+    let output = shell(script, cwd).output().expect("run sh");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn wait_ready(url: &str, proc: &Proc) {
+    let client = deadbolt_client::Client::new([url]).expect("client");
+    eventually(
+        &format!("{url} ready\n{}", proc.logs()),
+        STARTUP,
+        || async { client.ready(0).await.ok() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_node_walkthrough_works_as_written() {
+    let blocks = readme_blocks();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ports = BTreeMap::new();
+
+    // `cargo run --release --bin deadbolt -- serve`: the binary under test,
+    // run from a fresh directory, on ephemeral ports (through the
+    // documented DEADBOLT_* variables, so the command line stays as written).
+    let serve = blocks["serve"].join("\n");
+    let serve_args = serve
+        .strip_prefix("cargo run --release --bin deadbolt -- ")
+        .expect("the serve block runs the binary through cargo");
+    let api = remap_ports("127.0.0.1:7070", &mut ports);
+    let peer = remap_ports("127.0.0.1:7071", &mut ports);
+    let mut command = Command::new(bin());
+    command
+        .args(serve_args.split_whitespace())
+        .current_dir(dir.path())
+        .env("DEADBOLT_LISTEN_API", &api)
+        .env("DEADBOLT_LISTEN_PEER", &peer);
+    let server = Proc::spawn("serve", command, dir.path());
+    let url = format!("http://{api}");
+    wait_ready(&url, &server).await;
+    let banner = server.output();
+    assert!(
+        banner.contains(&url) && banner.contains("deadbolt-data"),
+        "{banner}"
+    );
+    assert!(dir.path().join("deadbolt-data").is_dir());
+
+    // curl: the block as one script (its lines share `$grant`).
+    let script = remap_ports(&blocks["curl"].join("\n"), &mut ports);
+    let (code, out, err) = run_shell(&script, dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let grant: serde_json::Value = serde_json::from_str(lines[0]).expect("grant JSON");
+    assert!(grant["fencing_token"].as_u64().is_some(), "{out}");
+    let state: serde_json::Value = serde_json::from_str(lines[1]).expect("state JSON");
+    assert_eq!(state["state"], "held", "{out}");
+    assert_eq!(state["holders"][0]["fencing_token"], grant["fencing_token"]);
+    assert_eq!(lines[2], "{}", "{out}");
+
+    // CLI: line by line, the binary under test first on PATH.
+    let cli_lines = &blocks["cli"];
+    assert!(
+        cli_lines[0].starts_with("export PATH=") && cli_lines[0].contains("target/release"),
+        "the CLI block starts by putting the binary on PATH"
+    );
+    let mut acquired: Option<(String, String)> = None;
+    for line in &cli_lines[1..] {
+        let mut line = remap_ports(line, &mut ports);
+        if line.contains(" release ") {
+            let (session, token) = acquired.clone().expect("acquire ran before release");
+            line = line
+                .replace("--session-id 7", &format!("--session-id {session}"))
+                .replace("--fencing-token 7", &format!("--fencing-token {token}"));
+        }
+        let script = format!("DEADBOLT_ENDPOINTS={url} {line}");
+        let (code, out, err) = run_shell(&script, dir.path());
+        assert_eq!(code, 0, "{line}\n{out}{err}");
+        if line.contains(" lock ") {
+            assert!(out.contains("holding demo with fencing token "), "{out}");
+        }
+        if line.contains(" acquire ") {
+            // "acquired demo (exclusive) session S fencing token T"
+            let words: Vec<&str> = out.split_whitespace().collect();
+            let after = |key: &str| {
+                let at = words.iter().position(|w| *w == key).expect(key);
+                words[at + 1].to_owned()
+            };
+            acquired = Some((after("session"), after("token")));
+        }
+        if line.contains(" status ") {
+            assert!(out.contains("held"), "{out}");
+        }
+    }
+    let (_, out, _) = cli(&url, &["status", "demo", "--json"]);
+    assert!(
+        out.contains(r#""state":"free""#),
+        "released at the end: {out}"
+    );
+
+    // SIGINT (Ctrl-C) stops it cleanly.
+    let mut server = server;
+    server.signal(nix::sys::signal::Signal::SIGINT);
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_recipe_works_as_written() {
+    let blocks = readme_blocks();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ports = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for line in &blocks["cluster"] {
+        let line = remap_ports(line, &mut ports);
+        if let Some(background) = line.strip_suffix('&') {
+            let name = format!("node-{}", nodes.len() + 1);
+            let script = format!("exec {}", background.trim());
+            let mut command = shell(&script, dir.path());
+            command.env("RUST_LOG", "info");
+            nodes.push(Proc::spawn(&name, command, dir.path()));
+            continue;
+        }
+        // A foreground command: retried until the cluster can answer it.
+        let out = eventually(&format!("{line} succeeds"), STARTUP, || {
+            let (code, out, _) = run_shell(&line, dir.path());
+            let ok = code == 0 && out.contains("leader") && out.contains("follower");
+            async move { ok.then_some(out) }
+        })
+        .await;
+        assert_eq!(
+            out.lines().filter(|l| l.contains("true")).count(),
+            3,
+            "{out}"
+        );
+    }
+    assert_eq!(nodes.len(), 4, "three founders and one joiner");
+    let endpoints: Vec<String> = ["127.0.0.1:7070", "127.0.0.1:7100"]
+        .iter()
+        .map(|a| format!("http://{}", ports[*a]))
+        .collect();
+    let client = deadbolt_client::Client::new(endpoints).expect("client");
+    eventually("node 4 is a voter", Duration::from_secs(30), || async {
+        let status = client.cluster_status().await.ok()?;
+        status
+            .members
+            .iter()
+            .any(|m| m.id == 4 && m.voter)
+            .then_some(())
+    })
+    .await;
+    for node in &mut nodes {
+        node.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for node in &mut nodes {
+        let status = node.wait_exit(Duration::from_secs(15)).await;
+        assert!(status.success(), "{status:?}\n{}", node.logs());
+    }
+}
+
+#[test]
+fn the_install_and_test_blocks_name_what_exists() {
+    let blocks = readme_blocks();
+    let prerequisites = blocks["prerequisites"].join("\n");
+    assert!(
+        prerequisites.contains("rustup") && prerequisites.contains("cargo install just --locked")
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let justfile = std::fs::read_to_string(root.join("justfile")).expect("justfile");
+    let tests = &blocks["tests"];
+    assert_eq!(tests[0], "just test");
+    let recipe: Vec<&str> = justfile
+        .lines()
+        .skip_while(|l| *l != "test:")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        tests[1],
+        recipe.join(" && "),
+        "the plain-cargo line is what `just test` runs"
+    );
+    let aliases = std::fs::read_to_string(root.join(".cargo/config.toml")).expect("cargo config");
+    assert!(aliases.contains("\nsim = "), "`cargo sim` is an alias");
+}
