@@ -90,7 +90,11 @@ pub struct Ready {
     pub truncate_from: Option<LogIndex>,
     /// Entries to append, contiguous.
     pub entries: Vec<Entry>,
-    /// Hard state to store, if it changed.
+    /// Hard state to store: when term or vote changed, or when the commit
+    /// index moved and this Ready writes entries, a truncation or a
+    /// snapshot anyway. A commit-only change is never a write of its own
+    /// (the commit index need not be durable: a restarted node learns it
+    /// again from the leader, or as a leader by committing its no-op).
     pub hard_state: Option<HardState>,
     /// Messages to send now (they never depend on writes not yet reported
     /// durable).
@@ -880,12 +884,11 @@ impl Replica {
         // them goes out. The commit index need not be (Raft recovers it from
         // the cluster; a restarted node just applies less until told), so a
         // commit-only change rides along with the next write instead of
-        // costing an fsync of its own: at one proposer that extra sync per
-        // commit halved throughput.
+        // costing an fsync of its own (at one proposer that was an extra
+        // sync per commit: 0.8 entries per fsync, now 1.0).
         let hard_state = self.hard_state();
-        let writes = ready.snapshot.is_some()
-            || ready.truncate_from.is_some()
-            || !ready.entries.is_empty();
+        let writes =
+            ready.snapshot.is_some() || ready.truncate_from.is_some() || !ready.entries.is_empty();
         if self.vote_unwritten() || (writes && hard_state != self.last_hard_state) {
             self.last_hard_state = hard_state;
             ready.hard_state = Some(hard_state);
