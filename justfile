@@ -19,3 +19,8 @@ fmt:
 
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# The `deadbolt bench` matrix against a local 3-node release cluster
+# (`just bench 1` for one node); every process started is stopped.
+bench nodes="3":
+    scripts/bench.sh {{nodes}}

@@ -26,7 +26,10 @@
 //!    order they were handed out): if `snapshot` is set, install it into the
 //!    state machine and replace the stored log with it; then delete stored
 //!    entries from `truncate_from`; then append `entries`; then store
-//!    `hard_state`. When these writes, and those of every earlier `Ready`,
+//!    `hard_state` (set when term or vote changed; a commit index that
+//!    moved rides along only with other writes, since it need not be
+//!    durable and an fsync of its own per commit would cost a sync per
+//!    entry at low concurrency). When these writes, and those of every earlier `Ready`,
 //!    are durable, call [`Replica::persisted`]`(persist_seq)` (skip when
 //!    `persist_seq == 0`: nothing to write).
 //! 2. **Send** `messages` right away, without waiting for step 1. They never

@@ -35,12 +35,23 @@ pub struct BenchArgs {
         short = 'c',
         long = "concurrency",
         value_delimiter = ',',
-        default_value = "1,16,64"
+        default_value = "1,16,64,256"
     )]
     pub concurrency: Vec<usize>,
-    /// Seconds per level.
+    /// Seconds measured per level.
     #[arg(long, value_parser = parse_seconds, default_value = "10")]
     pub duration: Duration,
+    /// Seconds run before measuring each level (sessions opened, connections
+    /// warm, the leader's batches at their steady size); not counted.
+    #[arg(long, value_parser = parse_warmup_seconds, default_value = "2")]
+    pub warmup: Duration,
+}
+
+/// Whole seconds, zero allowed (no warmup).
+fn parse_warmup_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{text:?} is not a whole number of seconds"))
 }
 
 /// What one level measured.
@@ -48,18 +59,47 @@ pub struct BenchArgs {
 struct LevelReport {
     workload: Workload,
     concurrency: usize,
+    /// Acquire+release cycles completed in the measured window; in the
+    /// contended workload each cycle is one handoff of the shared lock.
     cycles: u64,
     cycles_per_second: f64,
+    /// Latency of the whole cycle (acquire, then release).
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    acquire: Latency,
+    release: Latency,
     errors: BTreeMap<String, u64>,
     token_violations: u64,
+}
+
+/// Percentiles of one operation, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latency {
+    fn of(sorted_us: &[u64]) -> Self {
+        Self {
+            p50_ms: percentile_ms(sorted_us, 0.50),
+            p99_ms: percentile_ms(sorted_us, 0.99),
+            max_ms: sorted_us.last().map_or(0.0, |&us| us as f64 / 1000.0),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Default)]
 struct WorkerStats {
     latencies_us: Vec<u64>,
+    acquire_us: Vec<u64>,
+    release_us: Vec<u64>,
     errors: BTreeMap<String, u64>,
     violations: u64,
 }
@@ -80,6 +120,7 @@ async fn worker(
     client: Client,
     workload: Workload,
     lock_name: String,
+    measure_from: Instant,
     until: Instant,
     newest_token: Arc<AtomicU64>,
 ) -> WorkerStats {
@@ -97,6 +138,8 @@ async fn worker(
     };
     while Instant::now() < until {
         let started = Instant::now();
+        // Cycles that start in the warmup are run but not counted.
+        let measured = started >= measure_from;
         let lock = match session.lock(&lock_name, LockMode::Exclusive, wait).await {
             Ok(lock) => lock,
             Err(error) => {
@@ -108,15 +151,20 @@ async fn worker(
             }
         };
         // Exclusive grants of one lock: each must be above every earlier one.
+        let acquired = started.elapsed();
         let token = lock.fencing_token();
         let before = newest_token.fetch_max(token, Ordering::SeqCst);
         if before >= token {
             stats.violations += 1;
         }
+        let releasing = Instant::now();
         match lock.release().await {
-            Ok(()) => stats
-                .latencies_us
-                .push(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX)),
+            Ok(()) if measured => {
+                stats.latencies_us.push(micros(started.elapsed()));
+                stats.acquire_us.push(micros(acquired));
+                stats.release_us.push(micros(releasing.elapsed()));
+            }
+            Ok(()) => {}
             Err(error) => *stats.errors.entry(error_label(&error)).or_default() += 1,
         }
     }
@@ -133,8 +181,8 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
 }
 
 async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u64) -> LevelReport {
-    let until = Instant::now() + args.duration;
-    let started = Instant::now();
+    let measure_from = Instant::now() + args.warmup;
+    let until = measure_from + args.duration;
     let mut tasks = Vec::with_capacity(concurrency);
     // One counter per lock: one shared lock when contended, one per worker
     // otherwise.
@@ -148,17 +196,22 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
             client.clone(),
             args.workload,
             name,
+            measure_from,
             until,
             newest,
         )));
     }
     let mut latencies = Vec::new();
+    let mut acquire = Vec::new();
+    let mut release = Vec::new();
     let mut errors = BTreeMap::new();
     let mut violations = 0;
     for task in tasks {
         match task.await {
             Ok(stats) => {
                 latencies.extend(stats.latencies_us);
+                acquire.extend(stats.acquire_us);
+                release.extend(stats.release_us);
                 for (code, n) in stats.errors {
                     *errors.entry(code).or_default() += n;
                 }
@@ -171,8 +224,12 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    // Cycles started in the window and finished (workers stop starting new
+    // ones at `until`), over the window's length.
+    let elapsed = args.duration.as_secs_f64().max(1e-9);
     latencies.sort_unstable();
+    acquire.sort_unstable();
+    release.sort_unstable();
     LevelReport {
         workload: args.workload,
         concurrency,
@@ -184,6 +241,8 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
             .last()
             .map(|&us| us as f64 / 1000.0)
             .unwrap_or(0.0),
+        acquire: Latency::of(&acquire),
+        release: Latency::of(&release),
         errors,
         token_violations: violations,
     }
@@ -202,8 +261,17 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
     let mut reports = Vec::new();
     if !json {
         println!(
-            "{:<12} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10}  errors",
-            "workload", "c", "cycles", "cycles/s", "p50 ms", "p99 ms", "max ms", "violations"
+            "{:<12} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>15} {:>15} {:>10}  errors",
+            "workload",
+            "c",
+            "cycles",
+            "cycles/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "acq p50/p99",
+            "rel p50/p99",
+            "violations"
         );
     }
     for &c in &args.concurrency {
@@ -217,7 +285,7 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             println!(
-                "{:<12} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>10}  {}",
+                "{:<12} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>15} {:>15} {:>10}  {}",
                 format!("{:?}", report.workload).to_lowercase(),
                 report.concurrency,
                 report.cycles,
@@ -225,6 +293,8 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
                 report.p50_ms,
                 report.p99_ms,
                 report.max_ms,
+                format!("{:.2}/{:.2}", report.acquire.p50_ms, report.acquire.p99_ms),
+                format!("{:.2}/{:.2}", report.release.p50_ms, report.release.p99_ms),
                 report.token_violations,
                 if errors.is_empty() {
                     "-".to_owned()
