@@ -24,3 +24,12 @@ lint:
 # (`just bench 1` for one node); every process started is stopped.
 bench nodes="3":
     scripts/bench.sh {{nodes}}
+
+# Replay one simulation seed alone, with tracing and a text timeline in
+# target/sim-timeline-SEED.txt.
+sim-replay SEED:
+    DEADBOLT_SIM_SEED={{SEED}} cargo sim --test sim replay -- --nocapture
+
+# Sweep simulation seeds for MINUTES, printing progress.
+sim-soak MINUTES:
+    DEADBOLT_SIM_SOAK_MINUTES={{MINUTES}} cargo sim --test sim sweep -- --nocapture
