@@ -13,8 +13,8 @@ use deadbolt_core::api::{
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
     StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse,
-    HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
-    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
+    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
+    HEADER_RETRY_AFTER, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
 };
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::decode_error;
-use crate::ids::{default_seed, KeyGenerator, SplitMix64};
+use crate::ids::{default_seed, IdempotencyKey, KeyGenerator, SplitMix64};
 use crate::path::{list_locks_path, name_segment};
 use crate::pool::{Answer, Endpoint};
 use crate::Error;
@@ -183,8 +183,9 @@ struct Call {
     method: Method,
     path: String,
     body: Option<Bytes>,
-    /// Set on every mutation; the same on every attempt.
-    idempotency_key: Option<String>,
+    /// Set on every mutation; the same on every attempt. Dropping the call
+    /// acknowledges the key (see [`KeyGenerator`]).
+    idempotency_key: Option<IdempotencyKey>,
     /// The server may hold the request this long beyond its deadline.
     wait: Duration,
     retry: bool,
@@ -572,7 +573,12 @@ impl Client {
         if let Some(key) = &call.idempotency_key {
             headers.insert(
                 HEADER_IDEMPOTENCY_KEY,
-                HeaderValue::from_str(key).expect("keys are hex digits and a dash"),
+                HeaderValue::from_str(key.as_str()).expect("keys are hex digits and a dash"),
+            );
+            // Computed per attempt: calls that ended meanwhile raise it.
+            headers.insert(
+                HEADER_IDEMPOTENCY_ACKED_BELOW,
+                HeaderValue::from(key.acked_below()),
             );
         }
         request

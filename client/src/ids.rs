@@ -1,7 +1,10 @@
 //! Client ids, idempotency keys and retry jitter, all drawn from one seeded
 //! generator so that a simulated run is a pure function of its seed.
 
+use std::collections::BTreeSet;
+#[cfg(not(madsim))]
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use deadbolt_core::api::IDEMPOTENCY_KEY_BYTES_MAX;
 
@@ -55,10 +58,62 @@ pub(crate) fn default_seed() -> u64 {
 /// Hands out `Idempotency-Key` values: `<client id>-<sequence>`. The client id
 /// makes keys unique across clients (keys are cluster-wide); the sequence
 /// makes them unique across the calls of one client.
+///
+/// It also tracks which sequences are outstanding, for
+/// `Idempotency-Acked-Below`: every keyed request tells the cluster the
+/// lowest outstanding sequence, and the cluster forgets this client's entries
+/// below it. Otherwise a busy client fills the cluster's idempotency cache
+/// (entries live for the session's life or 10 minutes) and every keyed request
+/// is refused until they age out.
+///
+/// What the ack promises is "I will never retry keys below n", not "I know
+/// their outcomes": a call leaves the outstanding set when it is done with
+/// its key, whether it got a final answer or gave up (transport errors,
+/// timeouts, the caller dropping the future). A call that gave up will never
+/// resend its key, so its cached outcome can do no good; keeping it
+/// outstanding would instead pin the low-water mark forever.
 #[derive(Debug)]
 pub(crate) struct KeyGenerator {
     client_id: String,
-    next_seq: AtomicU64,
+    seqs: Arc<Mutex<Seqs>>,
+}
+
+#[derive(Debug)]
+struct Seqs {
+    next: u64,
+    /// Issued to a call that has not finished with its key yet.
+    outstanding: BTreeSet<u64>,
+}
+
+/// One call's idempotency key. While it exists its sequence is outstanding;
+/// dropping it (the call is over) acknowledges it.
+#[derive(Debug)]
+pub(crate) struct IdempotencyKey {
+    key: String,
+    seq: u64,
+    seqs: Arc<Mutex<Seqs>>,
+}
+
+impl IdempotencyKey {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// The value for `Idempotency-Acked-Below`: the lowest outstanding
+    /// sequence, which is at most this key's own (it is outstanding), as the
+    /// server requires.
+    pub(crate) fn acked_below(&self) -> u64 {
+        let seqs = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+        seqs.outstanding.first().copied().unwrap_or(self.seq)
+    }
+}
+
+impl Drop for IdempotencyKey {
+    fn drop(&mut self) {
+        // Never panic in drop: a poisoned set is still a valid set.
+        let mut seqs = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+        seqs.outstanding.remove(&self.seq);
+    }
 }
 
 impl KeyGenerator {
@@ -67,7 +122,10 @@ impl KeyGenerator {
         assert!(client_id.len() + 21 <= IDEMPOTENCY_KEY_BYTES_MAX);
         KeyGenerator {
             client_id,
-            next_seq: AtomicU64::new(1),
+            seqs: Arc::new(Mutex::new(Seqs {
+                next: 1,
+                outstanding: BTreeSet::new(),
+            })),
         }
     }
 
@@ -81,9 +139,17 @@ impl KeyGenerator {
     }
 
     /// The key for one logical call; every retry of the call reuses it.
-    pub(crate) fn next_key(&self) -> String {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{}", self.client_id, seq)
+    /// Outstanding until the returned guard is dropped.
+    pub(crate) fn next_key(&self) -> IdempotencyKey {
+        let mut seqs = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = seqs.next;
+        seqs.next = seq.wrapping_add(1);
+        seqs.outstanding.insert(seq);
+        IdempotencyKey {
+            key: format!("{}-{}", self.client_id, seq),
+            seq,
+            seqs: Arc::clone(&self.seqs),
+        }
     }
 }
 
@@ -100,15 +166,36 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(a.len(), 16);
         let keys = KeyGenerator::new(a.clone());
-        assert_eq!(keys.next_key(), format!("{a}-1"));
-        assert_eq!(keys.next_key(), format!("{a}-2"));
+        assert_eq!(keys.next_key().as_str(), format!("{a}-1"));
+        assert_eq!(keys.next_key().as_str(), format!("{a}-2"));
     }
 
     #[test]
     fn keys_fit_the_limit() {
         let keys = KeyGenerator::new("f".repeat(IDEMPOTENCY_KEY_BYTES_MAX - 21));
-        keys.next_seq.store(u64::MAX, Ordering::Relaxed);
-        assert!(keys.next_key().len() <= IDEMPOTENCY_KEY_BYTES_MAX);
+        keys.seqs.lock().unwrap().next = u64::MAX;
+        assert!(keys.next_key().as_str().len() <= IDEMPOTENCY_KEY_BYTES_MAX);
+    }
+
+    #[test]
+    fn acked_below_is_the_lowest_outstanding_seq() {
+        let keys = KeyGenerator::new("c".into());
+        let k1 = keys.next_key();
+        let k2 = keys.next_key();
+        let k3 = keys.next_key();
+        assert_eq!(k1.acked_below(), 1, "nothing below 1 to acknowledge");
+        assert_eq!(k3.acked_below(), 1);
+        // k2 done: 1 is still outstanding, so nothing more is acknowledged.
+        drop(k2);
+        assert_eq!(k3.acked_below(), 1);
+        drop(k1);
+        assert_eq!(k3.acked_below(), 3);
+        drop(k3);
+        let k4 = keys.next_key();
+        assert_eq!(k4.acked_below(), 4);
+        // Never above the key's own seq, as the server requires.
+        let k5 = keys.next_key();
+        assert!(k5.acked_below() <= 5);
     }
 
     #[test]

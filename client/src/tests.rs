@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadbolt_core::api::{
     AcquireRequest, CreateSessionRequest, ErrorCode, ErrorEnvelope, LockMode, SessionId,
-    HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
+    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -39,6 +39,12 @@ impl Seen {
         self.headers
             .get(HEADER_IDEMPOTENCY_KEY)
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    fn acked_below(&self) -> Option<u64> {
+        self.headers
+            .get(HEADER_IDEMPOTENCY_ACKED_BELOW)
+            .map(|v| v.to_str().unwrap().parse().unwrap())
     }
 }
 
@@ -285,9 +291,17 @@ async fn retries_504_with_the_same_key_and_new_calls_get_new_keys() {
         let first = seen[0].key().unwrap();
         assert!(first.starts_with(client.client_id()));
         assert!(seen[..3].iter().all(|s| s.key().as_ref() == Some(&first)));
-        assert_ne!(seen[3].key(), Some(first));
+        assert_ne!(seen[3].key(), Some(first.clone()));
         assert_eq!(seen[4].method, "GET");
         assert_eq!(seen[4].key(), None);
+        // Every keyed attempt acknowledges the calls that are over: nothing
+        // before the first, the first once it has its answer.
+        let client_id = client.client_id();
+        assert_eq!(first, format!("{client_id}-1"));
+        assert!(seen[..3].iter().all(|s| s.acked_below() == Some(1)));
+        assert_eq!(seen[3].key(), Some(format!("{client_id}-2")));
+        assert_eq!(seen[3].acked_below(), Some(2));
+        assert_eq!(seen[4].acked_below(), None);
     })
     .await
     .unwrap();

@@ -17,6 +17,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Header carrying the client's idempotency key on mutating requests.
 pub const HEADER_IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// Optional header on a keyed mutation: the `Idempotency-Key` is
+/// `<prefix>-<decimal seq>` and the client has the final outcome of every
+/// `<prefix>-<m>` with `m` below this value, and will never retry those keys,
+/// so the cluster may forget them (a retry of one is then a new request).
+/// Must be a u64 no greater than the key's own seq; ignored with a key of
+/// another form. Keeps a busy client from filling the idempotency cache.
+pub const HEADER_IDEMPOTENCY_ACKED_BELOW: &str = "Idempotency-Acked-Below";
 /// Header carrying the request's deadline in milliseconds.
 pub const HEADER_REQUEST_TIMEOUT_MS: &str = "Request-Timeout-Ms";
 /// Header on 503 answers: whole seconds to wait before retrying (at least 1).

@@ -388,6 +388,7 @@ async fn lossy_links_still_converge() {
         let idempotency = Some(Idempotency {
             key: format!("healed-{i}"),
             fingerprint: i as u64,
+            acked_below: None,
         });
         let command = Command::KvAppend {
             key: "healed".into(),

@@ -292,6 +292,36 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
 }
 
 #[tokio::test]
+async fn acknowledged_idempotency_keys_are_forgotten() {
+    let s = start().await;
+    let body = r#"{"value": "x"}"#;
+    let push = |key: &'static str, acked: Option<&'static str>| {
+        let mut headers = vec![("Idempotency-Key", key)];
+        headers.extend(acked.map(|a| ("Idempotency-Acked-Below", a)));
+        let addr = s.addr;
+        async move {
+            let (status, _, answer) = raw(addr, "POST", "/v1/stacks/s/push", &headers, body).await;
+            (status, answer)
+        }
+    };
+    assert_eq!(push("c-1", Some("1")).await.1["size"], 1);
+    assert_eq!(push("c-2", Some("1")).await.1["size"], 2);
+    // c-3 acknowledges c-1 only.
+    assert_eq!(push("c-3", Some("2")).await.1["size"], 3);
+    assert_eq!(push("c-2", None).await.1["size"], 2, "c-2 replays");
+    assert_eq!(push("c-1", None).await.1["size"], 4, "c-1 is a new request");
+    // An ack of a reply the client cannot have had yet: 400, nothing applied.
+    let (status, answer) = push("c-4", Some("5")).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"]["details"]["field"],
+        "Idempotency-Acked-Below"
+    );
+    assert_eq!(push("c-4", Some("4")).await.1["size"], 5);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn fenced_kv_and_stacks() {
     let s = start().await;
     let session = s

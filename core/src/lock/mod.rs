@@ -54,7 +54,14 @@
 //!   its owning session lives and [`IDEMPOTENCY_WINDOW_MS`] after the later
 //!   of its recording and the owner's end; at [`IDEMPOTENCY_KEYS_MAX`] new keys
 //!   get `unavailable` rather than evicting a key inside its window. A queued
-//!   acquire's entry is updated to its final outcome (grant or wait end).
+//!   acquire's entry is updated to its final outcome (grant or wait end),
+//!   unless it was acknowledged meanwhile. Acknowledgements
+//!   (`Idempotency-Acked-Below`, [`Idempotency::acked_below`]): applying a key
+//!   `<prefix>-<seq>` (see [`idempotency_key_seq`]) with `acked_below: n`
+//!   first drops every entry `<prefix>-<m>` with `m < n`, so a retry of one is
+//!   applied as a new request; `n > seq` is `invalid_request` on that header
+//!   and changes nothing; keys of other forms ignore it. This is what keeps
+//!   clients that key every mutation from filling the cache.
 //! - Limits are the `*_MAX` constants; exceeding one is `invalid_request`
 //!   naming the field, never a panic.
 

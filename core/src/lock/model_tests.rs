@@ -133,8 +133,9 @@ impl Model {
                 mode: head.mode,
                 fencing_token: index,
             };
-            if let Some(k) = &head.key {
-                self.cache.get_mut(k).unwrap().1 = Reply::Acquired(grant);
+            // An acknowledged key's entry is gone; nothing to update.
+            if let Some(entry) = head.key.as_ref().and_then(|k| self.cache.get_mut(k)) {
+                entry.1 = Reply::Acquired(grant);
             }
             events.push(Event::Granted {
                 lock: lock.into(),
@@ -174,8 +175,8 @@ impl Model {
             let q = self.queues.get_mut(l).unwrap();
             let pos = q.iter().position(|w| w.session == s).unwrap();
             let w = q.remove(pos);
-            if let Some(k) = w.key {
-                self.cache.get_mut(&k).unwrap().1 = final_reply.clone();
+            if let Some(entry) = w.key.and_then(|k| self.cache.get_mut(&k)) {
+                entry.1 = final_reply.clone();
             }
             ev.push(Event::WaitEnded {
                 lock: l.clone(),
@@ -225,8 +226,8 @@ impl Model {
             holders: self.holder_views(lock),
         });
         let w = self.queues.get_mut(lock).unwrap().remove(pos);
-        if let Some(k) = w.key {
-            self.cache.get_mut(&k).unwrap().1 = final_reply.clone();
+        if let Some(entry) = w.key.and_then(|k| self.cache.get_mut(&k)) {
+            entry.1 = final_reply.clone();
         }
         ev.push(Event::WaitEnded {
             lock: lock.into(),
@@ -269,6 +270,22 @@ impl Model {
         self.clock_ms = self.clock_ms.max(env.now_ms);
         let mut ev = Vec::new();
         if let Some(idem) = &env.idempotency {
+            // Keys are `c-<seq>`; an ack drops the client's lower seqs.
+            if let (Some(n), Some(seq)) = (
+                idem.acked_below,
+                idem.key
+                    .strip_prefix("c-")
+                    .and_then(|s| s.parse::<u64>().ok()),
+            ) {
+                if n > seq {
+                    return (invalid("Idempotency-Acked-Below"), ev);
+                }
+                self.cache.retain(|k, _| {
+                    k.strip_prefix("c-")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_none_or(|m| m >= n)
+                });
+            }
             if let Some((fp, reply)) = self.cache.get(&idem.key) {
                 if *fp == idem.fingerprint {
                     return (reply.clone(), ev);
@@ -720,8 +737,9 @@ enum Op {
 struct Step {
     op: Op,
     advance_ms: u64,
-    /// Some((key, fingerprint)) from a tiny space so keys collide and retry.
-    idem: Option<(u8, u8)>,
+    /// Some((key seq, fingerprint, acked below)) from a tiny space so keys
+    /// collide and retry, and acks (sometimes bogus) forget some of them.
+    idem: Option<(u8, u8, Option<u8>)>,
 }
 
 fn token_pick() -> impl Strategy<Value = TokenPick> {
@@ -773,7 +791,7 @@ fn step() -> impl Strategy<Value = Step> {
             Just(700),
             Just(2_500)
         ],
-        prop::option::weighted(0.2, (0u8..4, 0u8..2)),
+        prop::option::weighted(0.2, (0u8..4, 0u8..2, prop::option::of(0u8..5))),
     )
         .prop_map(|(op, advance_ms, idem)| Step {
             op,
@@ -951,9 +969,10 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
         let command = concretize(&step.op, &ids, &model, index);
         let env = Envelope {
             now_ms,
-            idempotency: step.idem.map(|(k, f)| Idempotency {
-                key: format!("key{k}"),
+            idempotency: step.idem.map(|(k, f, acked_below)| Idempotency {
+                key: format!("c-{k}"),
                 fingerprint: f as u64,
+                acked_below: acked_below.map(u64::from),
             }),
             command,
         };

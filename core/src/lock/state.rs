@@ -199,13 +199,21 @@ struct IdempotencyEntry {
 /// session lives and for [`IDEMPOTENCY_WINDOW_MS`] after the later of its
 /// recording and the session's end (no owner: after its recording). Entries
 /// past their window are dropped in deadline order at the start of every
-/// apply. At [`IDEMPOTENCY_KEYS_MAX`] a new key is refused with `unavailable`
+/// apply. Entries are also dropped early when the client acknowledges them:
+/// an envelope keyed `<prefix>-<seq>` with `acked_below: Some(n)` drops every
+/// `<prefix>-<m>` with `m < n` (the client has their outcomes and promises
+/// never to retry them), which is what keeps a busy client from filling the
+/// cache. At [`IDEMPOTENCY_KEYS_MAX`] a new key is refused with `unavailable`
 /// rather than forgetting a key inside its window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct IdempotencyCache {
     entries: BTreeMap<String, IdempotencyEntry>,
     by_owner: BTreeSet<(SessionId, String)>,
     by_deadline: BTreeSet<(u64, String)>,
+    /// prefix -> seqs of the entries keyed `<prefix>-<seq>`, so that an
+    /// acknowledgement costs O(removed * log n). Derived from the keys, so
+    /// snapshots do not carry it.
+    by_prefix: BTreeMap<String, BTreeSet<u64>>,
 }
 
 impl IdempotencyCache {
@@ -219,8 +227,55 @@ impl IdempotencyCache {
             }
             (None, None) => panic!("idempotency entry {key} has neither owner nor deadline"),
         }
+        if let Some((prefix, seq)) = idempotency_key_seq(&key) {
+            self.by_prefix
+                .entry(prefix.to_owned())
+                .or_default()
+                .insert(seq);
+        }
         let old = self.entries.insert(key, entry);
         assert!(old.is_none(), "idempotency key recorded twice");
+    }
+
+    /// Forgets `key` from every index.
+    fn remove(&mut self, key: &str) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        match (entry.deadline_ms, entry.owner) {
+            (Some(deadline), _) => {
+                self.by_deadline.remove(&(deadline, key.to_owned()));
+            }
+            (None, Some(owner)) => {
+                self.by_owner.remove(&(owner, key.to_owned()));
+            }
+            (None, None) => {}
+        }
+        self.unindex_prefix(key);
+    }
+
+    fn unindex_prefix(&mut self, key: &str) {
+        if let Some((prefix, seq)) = idempotency_key_seq(key) {
+            if let Some(seqs) = self.by_prefix.get_mut(prefix) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    self.by_prefix.remove(prefix);
+                }
+            }
+        }
+    }
+
+    /// The client behind `prefix` has the outcomes of every seq below
+    /// `acked_below`: drop their entries.
+    fn acknowledge(&mut self, prefix: &str, acked_below: u64) {
+        let Some(seqs) = self.by_prefix.get_mut(prefix) else {
+            return;
+        };
+        let kept = seqs.split_off(&acked_below);
+        let dropped = std::mem::replace(seqs, kept);
+        for seq in dropped {
+            self.remove(&format!("{prefix}-{seq}"));
+        }
     }
 
     /// The owner ended at `now_ms`: its entries' windows start now.
@@ -250,6 +305,7 @@ impl IdempotencyCache {
             }
             let (_, key) = self.by_deadline.pop_first().expect("first exists");
             self.entries.remove(&key);
+            self.unindex_prefix(&key);
         }
     }
 
@@ -335,6 +391,24 @@ impl LockStateMachine {
                 reply: Reply::Error(e),
                 events,
             };
+        }
+        // Acknowledgements first: they may make room for this very key. The
+        // server refuses an ack beyond the key's own seq; refuse it here too
+        // so the rule does not depend on which server proposed the entry.
+        if let (Some(acked_below), Some((prefix, seq))) =
+            (idem.acked_below, idempotency_key_seq(&idem.key))
+        {
+            if acked_below > seq {
+                let e = LockError::invalid(
+                    "Idempotency-Acked-Below",
+                    "must not exceed the sequence number of the Idempotency-Key",
+                );
+                return Applied {
+                    reply: Reply::Error(e),
+                    events,
+                };
+            }
+            self.idempotency.acknowledge(prefix, acked_below);
         }
         if let Some(entry) = self.idempotency.entries.get(&idem.key) {
             let reply = if entry.fingerprint == idem.fingerprint {
@@ -1431,6 +1505,24 @@ impl LockStateMachine {
             != self.idempotency.entries.len()
         {
             return Err("idempotency indexes out of sync".into());
+        }
+        let mut seq_keys = 0;
+        for key in self.idempotency.entries.keys() {
+            if let Some((prefix, seq)) = idempotency_key_seq(key) {
+                seq_keys += 1;
+                if !self
+                    .idempotency
+                    .by_prefix
+                    .get(prefix)
+                    .is_some_and(|seqs| seqs.contains(&seq))
+                {
+                    return Err(format!("idempotency entry {key:?} missing from by_prefix"));
+                }
+            }
+        }
+        let indexed: usize = self.idempotency.by_prefix.values().map(BTreeSet::len).sum();
+        if indexed != seq_keys || self.idempotency.by_prefix.values().any(BTreeSet::is_empty) {
+            return Err("idempotency prefix index out of sync".into());
         }
         for (key, e) in &self.kv {
             if validate_name("key", key).is_err() || e.value.len() > KV_VALUE_BYTES_MAX {

@@ -116,6 +116,29 @@ impl Envelope {
 pub struct Idempotency {
     pub key: String,
     pub fingerprint: u64,
+    /// `Idempotency-Acked-Below`: for a key `<prefix>-<seq>` (see
+    /// [`idempotency_key_seq`]), the client has the final outcome of every
+    /// `<prefix>-<m>` with `m` below this, and will never retry those keys, so
+    /// their entries may be forgotten. Ignored for keys not of that form.
+    #[serde(default)]
+    pub acked_below: Option<u64>,
+}
+
+/// Splits an idempotency key of the form `<prefix>-<seq>` (non-empty prefix,
+/// `seq` a canonical decimal u64: digits only, no leading zero) into its
+/// parts. Only keys of this form take part in acknowledgements; requiring the
+/// canonical spelling keeps one seq per prefix (`a-7` and `a-07` would
+/// otherwise both claim seq 7).
+pub fn idempotency_key_seq(key: &str) -> Option<(&str, u64)> {
+    let (prefix, seq) = key.rsplit_once('-')?;
+    if prefix.is_empty()
+        || seq.is_empty()
+        || !seq.bytes().all(|b| b.is_ascii_digit())
+        || (seq.len() > 1 && seq.starts_with('0'))
+    {
+        return None;
+    }
+    Some((prefix, seq.parse().ok()?))
 }
 
 /// Who asks for a lock.
@@ -537,6 +560,7 @@ mod tests {
             idempotency: Some(Idempotency {
                 key: "k".into(),
                 fingerprint: 7,
+                acked_below: Some(3),
             }),
             command: Command::Acquire {
                 lock: "a/b".into(),

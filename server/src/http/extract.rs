@@ -11,10 +11,11 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use deadbolt_core::api::{
-    validate_name, ErrorCode, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
-    IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX,
+    validate_name, ErrorCode, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY,
+    HEADER_REQUEST_TIMEOUT_MS, IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
+    REQUEST_TIMEOUT_MS_MAX,
 };
-use deadbolt_core::lock::Idempotency;
+use deadbolt_core::lock::{idempotency_key_seq, Idempotency};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -74,6 +75,35 @@ pub(crate) fn parse_idempotency_key(headers: &HeaderMap) -> Result<Option<String
         ));
     }
     Ok(Some(key.to_owned()))
+}
+
+/// Parses `Idempotency-Acked-Below` for the request's `key`: absent is None;
+/// not a u64, or above the key's own seq (a client cannot have the outcome of
+/// a call it has not made yet), is 400. With no key, or a key not of the form
+/// `<prefix>-<seq>`, a valid value is ignored (None), as the contract says.
+pub(crate) fn parse_acked_below(
+    headers: &HeaderMap,
+    key: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(HEADER_IDEMPOTENCY_ACKED_BELOW) else {
+        return Ok(None);
+    };
+    let field = HEADER_IDEMPOTENCY_ACKED_BELOW;
+    let acked_below: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| ApiError::invalid(field, "must be a non-negative integer"))?;
+    let Some((_, seq)) = key.and_then(idempotency_key_seq) else {
+        return Ok(None);
+    };
+    if acked_below > seq {
+        return Err(ApiError::invalid(
+            field,
+            format!("{acked_below} is above the Idempotency-Key's sequence number {seq}"),
+        ));
+    }
+    Ok(Some(acked_below))
 }
 
 /// FNV-1a, 64 bit: a fixed function (no per-process seed), so every node
@@ -204,6 +234,7 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for Mutatio
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let Deadline(deadline) = parse_deadline(request.headers())?;
         let key = parse_idempotency_key(request.headers())?;
+        let acked_below = parse_acked_below(request.headers(), key.as_deref())?;
         let method = request.method().clone();
         let path = decode_path(request.uri().path());
         let bytes = read_body(request, state, deadline).await?;
@@ -213,6 +244,7 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for Mutatio
             Idempotency {
                 key,
                 fingerprint: fingerprint(&method, &path, &canonical),
+                acked_below,
             }
         });
         Ok(Mutation {
@@ -362,6 +394,32 @@ mod tests {
         );
         h.insert(HEADER_IDEMPOTENCY_KEY, "k".repeat(129).parse().unwrap());
         assert!(parse_idempotency_key(&h).is_err());
+    }
+
+    #[test]
+    fn acked_below_is_validated_against_the_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(parse_acked_below(&h, Some("c-5")).unwrap(), None);
+        h.insert(HEADER_IDEMPOTENCY_ACKED_BELOW, "5".parse().unwrap());
+        assert_eq!(parse_acked_below(&h, Some("c-5")).unwrap(), Some(5));
+        // Keys of another form (or none): the header changes nothing.
+        assert_eq!(parse_acked_below(&h, Some("plain")).unwrap(), None);
+        assert_eq!(parse_acked_below(&h, None).unwrap(), None);
+        // An ack of a reply the client cannot have had yet.
+        let e = parse_acked_below(&h, Some("c-4")).unwrap_err();
+        assert_eq!(
+            e.details.field.as_deref(),
+            Some(HEADER_IDEMPOTENCY_ACKED_BELOW)
+        );
+        for bad in ["-1", "x", "", "18446744073709551616"] {
+            h.insert(HEADER_IDEMPOTENCY_ACKED_BELOW, bad.parse().unwrap());
+            let e = parse_acked_below(&h, Some("c-5")).unwrap_err();
+            assert_eq!(
+                e.details.field.as_deref(),
+                Some(HEADER_IDEMPOTENCY_ACKED_BELOW),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,16 @@ use super::routes;
     info(
         title = "deadbolt",
         description = "Distributed lock service: sessions, fenced locks, fenced KV and stacks. \
-                       Every non-2xx answer carries the error envelope; 503 carries Retry-After.",
+                       Every non-2xx answer carries the error envelope; 503 carries Retry-After. \
+                       Mutations take an optional Idempotency-Key (cluster-wide; a retry returns \
+                       the first outcome, errors included). A client that names its keys \
+                       `<prefix>-<decimal seq>` should also send Idempotency-Acked-Below: <n>, \
+                       meaning it has the final outcome of every `<prefix>-<m>` with m < n and \
+                       will never retry those keys, so the cluster forgets them at once instead \
+                       of keeping them for the session's life or 10 minutes; a retry of such a \
+                       key is then a new request. n must be an integer no greater than the \
+                       key's own seq (else 400 invalid_request naming the header); with a key \
+                       of another form the header is ignored.",
     ),
     paths(
         routes::sessions::create,

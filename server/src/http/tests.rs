@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use deadbolt_core::api::{
-    ErrorCode, ErrorEnvelope, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
+    ErrorCode, ErrorEnvelope, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY,
+    HEADER_REQUEST_TIMEOUT_MS,
 };
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -294,6 +295,25 @@ async fn long_idempotency_keys_are_400() {
         e.error.details.field.as_deref(),
         Some(HEADER_IDEMPOTENCY_KEY)
     );
+}
+
+#[tokio::test]
+async fn bad_idempotency_acks_are_400() {
+    let r = detached();
+    // Not a number, and an ack of a reply the client cannot have yet.
+    for (key, acked) in [("c-3", "soon"), ("c-3", "4")] {
+        let mut req = request(Method::POST, "/v1/sessions", "{}");
+        req.headers_mut()
+            .insert(HEADER_IDEMPOTENCY_KEY, key.parse().unwrap());
+        req.headers_mut()
+            .insert(HEADER_IDEMPOTENCY_ACKED_BELOW, acked.parse().unwrap());
+        let e = expect_error(&r, req, ErrorCode::InvalidRequest).await;
+        assert_eq!(
+            e.error.details.field.as_deref(),
+            Some(HEADER_IDEMPOTENCY_ACKED_BELOW),
+            "{acked}"
+        );
+    }
 }
 
 #[tokio::test]

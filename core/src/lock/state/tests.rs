@@ -24,12 +24,23 @@ impl Log {
     }
 
     fn apply_keyed(&mut self, command: Command, key: Option<(&str, u64)>) -> Applied {
+        self.apply_acked(command, key, None)
+    }
+
+    /// Like `apply_keyed`, with an `Idempotency-Acked-Below`.
+    fn apply_acked(
+        &mut self,
+        command: Command,
+        key: Option<(&str, u64)>,
+        acked_below: Option<u64>,
+    ) -> Applied {
         self.index += 1;
         let env = Envelope {
             now_ms: self.now_ms,
             idempotency: key.map(|(k, f)| Idempotency {
                 key: k.into(),
                 fingerprint: f,
+                acked_below,
             }),
             command,
         };
@@ -593,6 +604,135 @@ fn idempotency_cache_full_refuses_new_keys_without_forgetting() {
     log.now_ms = 1_000 + IDEMPOTENCY_WINDOW_MS;
     assert_eq!(code(&log.apply_keyed(cmd, Some(("new", 0))).reply), "ok");
     log.sm.check_invariants().unwrap();
+}
+
+fn push(value: &str) -> Command {
+    Command::StackPush {
+        stack: "s".into(),
+        value: value.into(),
+        fence: None,
+    }
+}
+
+#[test]
+fn idempotency_key_seq_accepts_only_canonical_prefix_dash_seq() {
+    assert_eq!(idempotency_key_seq("ab12-7"), Some(("ab12", 7)));
+    assert_eq!(idempotency_key_seq("a-b-0"), Some(("a-b", 0)));
+    for bad in [
+        "7",
+        "-7",
+        "a-",
+        "a-07",
+        "a-+7",
+        "a-x",
+        "a-99999999999999999999",
+    ] {
+        assert_eq!(idempotency_key_seq(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn acknowledged_entries_are_forgotten_and_unacknowledged_kept() {
+    let mut log = Log::new();
+    for seq in 1..=4 {
+        log.apply_keyed(push("x"), Some((&format!("c-{seq}"), 1)));
+    }
+    log.apply_keyed(push("x"), Some(("other-1", 1)));
+    log.apply_keyed(push("x"), Some(("plain", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 6);
+    // c-5 acknowledges c-1 and c-2 (c-3 and c-4 are still outstanding).
+    log.apply_acked(push("x"), Some(("c-5", 1)), Some(3));
+    assert_eq!(log.sm.stack("s").unwrap().size, 7);
+    // Unacknowledged keys, other prefixes and keys of other forms: cached.
+    for key in ["c-3", "c-4", "c-5", "other-1", "plain"] {
+        log.apply_keyed(push("x"), Some((key, 1)));
+    }
+    assert_eq!(
+        log.sm.stack("s").unwrap().size,
+        7,
+        "retries applied nothing"
+    );
+    // The documented consequence of acknowledging: a retry of an
+    // acknowledged key is a new request.
+    log.apply_keyed(push("x"), Some(("c-1", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 8);
+    // An ack on a retry of a cached key still counts, and an ack equal to
+    // the key's own seq keeps the key itself.
+    log.apply_acked(push("x"), Some(("c-5", 1)), Some(5));
+    assert_eq!(log.sm.stack("s").unwrap().size, 8);
+    log.apply_keyed(push("x"), Some(("c-5", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 8, "c-5 is still cached");
+    log.apply_keyed(push("x"), Some(("c-4", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 9, "c-4 was acknowledged");
+    // Snapshots rebuild the prefix index.
+    let restored = LockStateMachine::restore(&log.sm.snapshot()).unwrap();
+    assert_eq!(restored, log.sm);
+}
+
+#[test]
+fn an_ack_beyond_the_keys_own_seq_is_refused_and_changes_nothing() {
+    let mut log = Log::new();
+    log.apply_keyed(push("x"), Some(("c-1", 1)));
+    let r = log.apply_acked(push("x"), Some(("c-2", 1)), Some(3)).reply;
+    assert_eq!(code(&r), "invalid_request");
+    assert_eq!(log.sm.stack("s").unwrap().size, 1);
+    log.apply_keyed(push("x"), Some(("c-1", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 1, "c-1 still cached");
+    // An ack on a key of another form is ignored.
+    log.apply_acked(push("x"), Some(("plain", 1)), Some(99));
+    assert_eq!(log.sm.stack("s").unwrap().size, 2);
+    log.apply_keyed(push("x"), Some(("c-1", 1)));
+    assert_eq!(log.sm.stack("s").unwrap().size, 2);
+}
+
+#[test]
+fn a_long_stream_of_acknowledged_requests_never_fills_the_cache() {
+    let mut log = Log::new();
+    log.checked = false;
+    let a = log.open("a");
+    // 16 clients interleaved, each with a few calls in flight, all in one
+    // session (so no entry expires by time): 3x the cache's capacity.
+    let clients = 16u64;
+    let total = 3 * IDEMPOTENCY_KEYS_MAX as u64;
+    for i in 0..total {
+        let client = i % clients;
+        let seq = i / clients + 1;
+        let cmd = Command::Keepalive { session_id: a };
+        let key = format!("{client:016x}-{seq}");
+        let r = log.apply_acked(cmd, Some((&key, 0)), Some(seq.saturating_sub(3).max(1)));
+        assert!(!r.reply.is_error(), "request {i}: {:?}", r.reply);
+    }
+    log.sm.check_invariants().unwrap();
+    assert!(log.sm.idempotency.entries.len() <= 4 * clients as usize);
+}
+
+#[test]
+fn entries_of_ephemeral_sessions_expire_a_window_after_the_session_ends() {
+    let mut log = Log::new();
+    let acq = Command::Acquire {
+        lock: "L".into(),
+        owner: Owner::Ephemeral {
+            ttl_ms: EPHEMERAL_SESSION_TTL_MS_DEFAULT,
+        },
+        mode: Mode::Exclusive,
+        wait_ms: 0,
+    };
+    let Reply::Acquired(g) = log.apply_keyed(acq.clone(), Some(("e-1", 1))).reply else {
+        panic!()
+    };
+    let entry = &log.sm.idempotency.entries["e-1"];
+    assert_eq!((entry.owner, entry.deadline_ms), (Some(g.session_id), None));
+    log.now_ms += 2 * IDEMPOTENCY_WINDOW_MS;
+    log.release("L", g.session_id, Some(g.fencing_token));
+    assert_eq!(log.sm.session_count(), 0);
+    let ended = log.now_ms;
+    assert_eq!(
+        log.sm.idempotency.entries["e-1"].deadline_ms,
+        Some(ended + IDEMPOTENCY_WINDOW_MS)
+    );
+    log.now_ms += IDEMPOTENCY_WINDOW_MS;
+    log.run(Command::ExpireWaiters);
+    assert!(log.sm.idempotency.entries.is_empty());
 }
 
 #[test]

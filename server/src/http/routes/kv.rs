@@ -52,6 +52,7 @@ async fn write(
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
     request_body = KvWriteRequest,
     params(("key" = String, Path), ("Idempotency-Key" = Option<String>, Header),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = KvWriteResponse),
@@ -69,6 +70,7 @@ pub(crate) async fn put(
 #[utoipa::path(post, path = "/v1/kv/{key}/append", tag = "kv",
     request_body = KvWriteRequest,
     params(("key" = String, Path), ("Idempotency-Key" = Option<String>, Header),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = KvWriteResponse),

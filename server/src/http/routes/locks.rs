@@ -45,6 +45,7 @@ pub(crate) fn lock_json(view: LockView) -> LockState {
     params(
         ("name" = String, Path, description = "Lock name; `/` sent as `%2F`."),
         ("Idempotency-Key" = Option<String>, Header),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
         ("Request-Timeout-Ms" = Option<u64>, Header, description = "Deadline; `wait_ms` is added to it."),
     ),
     responses(
@@ -110,6 +111,7 @@ pub(crate) async fn acquire(
     params(
         ("name" = String, Path),
         ("Idempotency-Key" = Option<String>, Header),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
         ("Request-Timeout-Ms" = Option<u64>, Header),
     ),
     responses(
