@@ -189,7 +189,7 @@ fn bench_flags() {
         (b.workload, b.concurrency.as_slice(), b.duration),
         (
             Workload::Uncontended,
-            &[1, 16, 64][..],
+            &[1, 16, 64, 256][..],
             Duration::from_secs(10)
         )
     );
