@@ -58,10 +58,19 @@
 //!   unless it was acknowledged meanwhile. Acknowledgements
 //!   (`Idempotency-Acked-Below`, [`Idempotency::acked_below`]): applying a key
 //!   `<prefix>-<seq>` (see [`idempotency_key_seq`]) with `acked_below: n`
-//!   first drops every entry `<prefix>-<m>` with `m < n`, so a retry of one is
-//!   applied as a new request; `n > seq` is `invalid_request` on that header
-//!   and changes nothing; keys of other forms ignore it. This is what keeps
-//!   clients that key every mutation from filling the cache.
+//!   first drops every entry `<prefix>-<m>` with `m < n` and raises the
+//!   prefix's acknowledged low-water mark to `n` (the max of its acks); a
+//!   keyed request whose seq is below its prefix's mark is refused with
+//!   `invalid_request` on `Idempotency-Key` ("already acknowledged"), not
+//!   applied and not cached, so a delayed attempt of an acknowledged key can
+//!   never apply twice. A mark is dropped once its prefix has had no keyed
+//!   request for [`IDEMPOTENCY_WINDOW_MS`] of state time; at
+//!   `IDEMPOTENCY_CLIENTS_MAX` (100,000) marks, none expired, a new prefix
+//!   records none and falls back to the plain window rule (a retry of an
+//!   acknowledged key is then applied as new). Marks are in snapshots.
+//!   `n > seq` is `invalid_request` on that header and changes nothing; keys
+//!   of other forms ignore it. This is what keeps clients that key every
+//!   mutation from filling the cache.
 //! - Limits are the `*_MAX` constants; exceeding one is `invalid_request`
 //!   naming the field, never a panic.
 

@@ -51,6 +51,8 @@ struct Model {
     kv: BTreeMap<String, (String, Option<u64>)>,
     stacks: BTreeMap<String, (Vec<String>, Option<u64>)>,
     cache: BTreeMap<String, (u64, Reply)>,
+    /// Acknowledged low-water mark of prefix `c`: (acked_below, touched_ms).
+    mark: Option<(u64, u64)>,
 }
 
 fn err(e: LockError) -> Reply {
@@ -268,6 +270,12 @@ impl Model {
 
     fn apply(&mut self, index: LogIndex, env: &Envelope) -> (Reply, Vec<Event>) {
         self.clock_ms = self.clock_ms.max(env.now_ms);
+        if self
+            .mark
+            .is_some_and(|(_, t)| t + IDEMPOTENCY_WINDOW_MS <= self.clock_ms)
+        {
+            self.mark = None;
+        }
         let mut ev = Vec::new();
         if let Some(idem) = &env.idempotency {
             // Keys are `c-<seq>`; an ack drops the client's lower seqs.
@@ -280,6 +288,39 @@ impl Model {
                 if n > seq {
                     return (invalid("Idempotency-Acked-Below"), ev);
                 }
+            }
+            // The mark of prefix `c`: raised by acks, refreshed by every
+            // keyed request, gone after a window without one; a key below it
+            // is refused and not cached.
+            if let Some(seq) = idem
+                .key
+                .strip_prefix("c-")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let n = idem.acked_below.unwrap_or(0);
+                let now = self.clock_ms;
+                let mark = match self.mark {
+                    Some((m, _)) => Some((m.max(n), now)),
+                    None if n > 0 => Some((n, now)),
+                    None => None,
+                };
+                self.mark = mark;
+                if mark.is_some_and(|(m, _)| seq < m) {
+                    // The ack (if any) still drops entries below it.
+                    self.cache.retain(|k, _| {
+                        k.strip_prefix("c-")
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .is_none_or(|m| m >= n)
+                    });
+                    return (invalid("Idempotency-Key"), ev);
+                }
+            }
+            if let (Some(n), Some(_)) = (
+                idem.acked_below,
+                idem.key
+                    .strip_prefix("c-")
+                    .and_then(|s| s.parse::<u64>().ok()),
+            ) {
                 self.cache.retain(|k, _| {
                     k.strip_prefix("c-")
                         .and_then(|s| s.parse::<u64>().ok())

@@ -205,6 +205,18 @@ struct IdempotencyEntry {
 /// never to retry them), which is what keeps a busy client from filling the
 /// cache. At [`IDEMPOTENCY_KEYS_MAX`] a new key is refused with `unavailable`
 /// rather than forgetting a key inside its window.
+///
+/// Acknowledged low-water marks: per prefix, the largest `acked_below` seen
+/// and the state time of the prefix's last keyed request. A keyed request
+/// whose seq is below its prefix's mark is refused (`invalid_request` on
+/// `Idempotency-Key`, not cached), never applied again: this closes the hole
+/// where a delayed attempt of an acknowledged (hence forgotten) key commits
+/// after the acknowledgement. A mark is dropped once its prefix has gone
+/// [`IDEMPOTENCY_WINDOW_MS`] of state time without a keyed request (a
+/// duplicate delayed longer than that is outside the contract's window). At
+/// [`IDEMPOTENCY_CLIENTS_MAX`] marks, none expired, a new prefix records no
+/// mark: its acknowledged keys fall back to the plain window rule (a retry
+/// of one after its acknowledgement is applied as new).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct IdempotencyCache {
     entries: BTreeMap<String, IdempotencyEntry>,
@@ -214,6 +226,23 @@ struct IdempotencyCache {
     /// acknowledgement costs O(removed * log n). Derived from the keys, so
     /// snapshots do not carry it.
     by_prefix: BTreeMap<String, BTreeSet<u64>>,
+    /// prefix -> its acknowledged low-water mark. In snapshots.
+    marks: BTreeMap<String, AckMark>,
+    /// (touched_ms, prefix) of every mark, in expiry order. Derived.
+    marks_by_touch: BTreeSet<(u64, String)>,
+}
+
+/// Most prefixes with an acknowledged low-water mark (see
+/// [`IdempotencyCache`]). When full, and none has expired, a new prefix
+/// records no mark and falls back to the plain window rule.
+pub(super) const IDEMPOTENCY_CLIENTS_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AckMark {
+    /// Max of every `acked_below` seen for the prefix.
+    acked_below: u64,
+    /// State time of the prefix's last keyed request.
+    touched_ms: u64,
 }
 
 impl IdempotencyCache {
@@ -278,6 +307,38 @@ impl IdempotencyCache {
         }
     }
 
+    /// A keyed request of `prefix` at `now_ms`, acknowledging below
+    /// `acked_below` (0: none): raises the prefix's mark (creating it if
+    /// there is room) and refreshes its time. Returns the mark, if any.
+    fn touch_mark(&mut self, prefix: &str, acked_below: u64, now_ms: u64) -> Option<u64> {
+        let room = self.marks.len() < IDEMPOTENCY_CLIENTS_MAX;
+        let mark = match self.marks.get_mut(prefix) {
+            Some(mark) => {
+                self.marks_by_touch
+                    .remove(&(mark.touched_ms, prefix.to_owned()));
+                mark
+            }
+            None if acked_below > 0 && room => {
+                self.marks.entry(prefix.to_owned()).or_insert(AckMark {
+                    acked_below: 0,
+                    touched_ms: now_ms,
+                })
+            }
+            None => return None,
+        };
+        mark.acked_below = mark.acked_below.max(acked_below);
+        mark.touched_ms = now_ms;
+        let below = mark.acked_below;
+        self.marks_by_touch.insert((now_ms, prefix.to_owned()));
+        Some(below)
+    }
+
+    fn insert_mark(&mut self, prefix: String, mark: AckMark) {
+        self.marks_by_touch
+            .insert((mark.touched_ms, prefix.clone()));
+        self.marks.insert(prefix, mark);
+    }
+
     /// The owner ended at `now_ms`: its entries' windows start now.
     fn owner_ended(&mut self, owner: SessionId, now_ms: u64) {
         let keys: Vec<(SessionId, String)> = self
@@ -306,6 +367,13 @@ impl IdempotencyCache {
             let (_, key) = self.by_deadline.pop_first().expect("first exists");
             self.entries.remove(&key);
             self.unindex_prefix(&key);
+        }
+        while let Some((touched, _)) = self.marks_by_touch.first() {
+            if touched.saturating_add(IDEMPOTENCY_WINDOW_MS) > now_ms {
+                break;
+            }
+            let (_, prefix) = self.marks_by_touch.pop_first().expect("first exists");
+            self.marks.remove(&prefix);
         }
     }
 
@@ -395,7 +463,7 @@ impl LockStateMachine {
         // Acknowledgements first: they may make room for this very key. The
         // server refuses an ack beyond the key's own seq; refuse it here too
         // so the rule does not depend on which server proposed the entry.
-        if let (Some(acked_below), Some((prefix, seq))) =
+        if let (Some(acked_below), Some((_, seq))) =
             (idem.acked_below, idempotency_key_seq(&idem.key))
         {
             if acked_below > seq {
@@ -408,7 +476,28 @@ impl LockStateMachine {
                     events,
                 };
             }
-            self.idempotency.acknowledge(prefix, acked_below);
+        }
+        // Marks: an acknowledged key is refused for good (within the mark's
+        // lifetime), not forgotten and applied again.
+        if let Some((prefix, seq)) = idempotency_key_seq(&idem.key) {
+            let acked_below = idem.acked_below.unwrap_or(0);
+            let mark = self
+                .idempotency
+                .touch_mark(prefix, acked_below, self.clock_ms);
+            if acked_below > 0 {
+                self.idempotency.acknowledge(prefix, acked_below);
+            }
+            if mark.is_some_and(|below| seq < below) {
+                let e = LockError::invalid(
+                    "Idempotency-Key",
+                    "key was already acknowledged by its client (Idempotency-Acked-Below); a \
+                     retry of an acknowledged request is refused, not applied again",
+                );
+                return Applied {
+                    reply: Reply::Error(e),
+                    events,
+                };
+            }
         }
         if let Some(entry) = self.idempotency.entries.get(&idem.key) {
             let reply = if entry.fingerprint == idem.fingerprint {
@@ -1524,6 +1613,36 @@ impl LockStateMachine {
         if indexed != seq_keys || self.idempotency.by_prefix.values().any(BTreeSet::is_empty) {
             return Err("idempotency prefix index out of sync".into());
         }
+        let marks = &self.idempotency.marks;
+        if marks.len() > IDEMPOTENCY_CLIENTS_MAX
+            || self.idempotency.marks_by_touch.len() != marks.len()
+        {
+            return Err("idempotency marks out of sync".into());
+        }
+        for (prefix, mark) in marks {
+            if idempotency_key_seq(&format!("{prefix}-1")) != Some((prefix.as_str(), 1)) {
+                return Err(format!("idempotency mark of bad prefix {prefix:?}"));
+            }
+            if mark.acked_below == 0
+                || mark.touched_ms > self.clock_ms
+                || mark.touched_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) <= self.clock_ms
+                || !self
+                    .idempotency
+                    .marks_by_touch
+                    .contains(&(mark.touched_ms, prefix.clone()))
+            {
+                return Err(format!("idempotency mark of {prefix:?} out of sync"));
+            }
+            let cached_below = self
+                .idempotency
+                .by_prefix
+                .get(prefix)
+                .and_then(|seqs| seqs.first())
+                .is_some_and(|seq| *seq < mark.acked_below);
+            if cached_below {
+                return Err(format!("idempotency entry of {prefix:?} below its mark"));
+            }
+        }
         for (key, e) in &self.kv {
             if validate_name("key", key).is_err() || e.value.len() > KV_VALUE_BYTES_MAX {
                 return Err(format!("bad kv entry {key:?}"));
@@ -1541,13 +1660,19 @@ impl LockStateMachine {
 
     /// The whole state as bytes: a versioned postcard payload with a checksum.
     pub fn snapshot(&self) -> Vec<u8> {
-        codec::encode_checked(&SnapshotFile::V1(self.to_snapshot()))
+        codec::encode_checked(&SnapshotFile::V2(self.to_snapshot()))
     }
 
     /// Rebuilds a state from [`Self::snapshot`] bytes. Bad bytes and
     /// inconsistent contents are errors, never panics.
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let SnapshotFile::V1(snap) = codec::decode_checked::<SnapshotFile>(bytes)?;
+        let snap = match codec::decode_checked::<SnapshotFile>(bytes)? {
+            SnapshotFile::V1(base) => SnapshotV2 {
+                base,
+                marks: Vec::new(),
+            },
+            SnapshotFile::V2(snap) => snap,
+        };
         let state = Self::from_snapshot(snap).map_err(SnapshotError::Inconsistent)?;
         state
             .check_invariants()
@@ -1555,8 +1680,8 @@ impl LockStateMachine {
         Ok(state)
     }
 
-    fn to_snapshot(&self) -> SnapshotV1 {
-        SnapshotV1 {
+    fn to_snapshot(&self) -> SnapshotV2 {
+        let base = SnapshotV1 {
             last_applied: self.last_applied,
             clock_ms: self.clock_ms,
             sessions: self
@@ -1611,10 +1736,20 @@ impl LockStateMachine {
                     deadline_ms: e.deadline_ms,
                 })
                 .collect(),
+        };
+        SnapshotV2 {
+            base,
+            marks: self
+                .idempotency
+                .marks
+                .iter()
+                .map(|(prefix, m)| (prefix.clone(), m.acked_below, m.touched_ms))
+                .collect(),
         }
     }
 
-    fn from_snapshot(snap: SnapshotV1) -> Result<Self, String> {
+    fn from_snapshot(snap: SnapshotV2) -> Result<Self, String> {
+        let SnapshotV2 { base: snap, marks } = snap;
         let mut state = LockStateMachine {
             last_applied: snap.last_applied,
             clock_ms: snap.clock_ms,
@@ -1697,6 +1832,18 @@ impl LockStateMachine {
                 },
             );
         }
+        for (prefix, acked_below, touched_ms) in marks {
+            if state.idempotency.marks.contains_key(&prefix) {
+                return Err(format!("idempotency mark of {prefix:?} twice"));
+            }
+            state.idempotency.insert_mark(
+                prefix,
+                AckMark {
+                    acked_below,
+                    touched_ms,
+                },
+            );
+        }
         Ok(state)
     }
 }
@@ -1706,6 +1853,15 @@ impl LockStateMachine {
 #[derive(Serialize, Deserialize)]
 enum SnapshotFile {
     V1(SnapshotV1),
+    /// V1 plus the acknowledged low-water marks.
+    V2(SnapshotV2),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    base: SnapshotV1,
+    /// (prefix, acked_below, touched_ms), in prefix order.
+    marks: Vec<(String, u64, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]

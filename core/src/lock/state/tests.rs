@@ -652,21 +652,95 @@ fn acknowledged_entries_are_forgotten_and_unacknowledged_kept() {
         7,
         "retries applied nothing"
     );
-    // The documented consequence of acknowledging: a retry of an
-    // acknowledged key is a new request.
-    log.apply_keyed(push("x"), Some(("c-1", 1)));
-    assert_eq!(log.sm.stack("s").unwrap().size, 8);
+    // A retry of an acknowledged key is refused, never applied again.
+    let r = log.apply_keyed(push("x"), Some(("c-1", 1))).reply;
+    assert_acked_refusal(&r);
+    assert_eq!(log.sm.stack("s").unwrap().size, 7);
     // An ack on a retry of a cached key still counts, and an ack equal to
     // the key's own seq keeps the key itself.
     log.apply_acked(push("x"), Some(("c-5", 1)), Some(5));
-    assert_eq!(log.sm.stack("s").unwrap().size, 8);
+    assert_eq!(log.sm.stack("s").unwrap().size, 7);
     log.apply_keyed(push("x"), Some(("c-5", 1)));
-    assert_eq!(log.sm.stack("s").unwrap().size, 8, "c-5 is still cached");
-    log.apply_keyed(push("x"), Some(("c-4", 1)));
-    assert_eq!(log.sm.stack("s").unwrap().size, 9, "c-4 was acknowledged");
+    assert_eq!(log.sm.stack("s").unwrap().size, 7, "c-5 is still cached");
+    let r = log.apply_keyed(push("x"), Some(("c-4", 1))).reply;
+    assert_acked_refusal(&r);
+    assert_eq!(log.sm.stack("s").unwrap().size, 7, "c-4 was acknowledged");
+    assert!(
+        !log.sm.idempotency.entries.contains_key("c-4"),
+        "not cached"
+    );
     // Snapshots rebuild the prefix index.
     let restored = LockStateMachine::restore(&log.sm.snapshot()).unwrap();
     assert_eq!(restored, log.sm);
+}
+
+fn assert_acked_refusal(reply: &Reply) {
+    match reply {
+        Reply::Error(LockError::InvalidRequest { field, message }) => {
+            assert_eq!(field, "Idempotency-Key");
+            assert!(message.contains("already acknowledged"), "{message}");
+        }
+        other => panic!("expected the acknowledged-key refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_delayed_attempt_of_an_acknowledged_key_is_refused_not_applied_twice() {
+    let mut log = Log::new();
+    // Attempt 2 of p-5 reaches the leader and applies; attempt 1 sits in a
+    // forwarding queue on another node.
+    let r = log.apply_keyed(push("x"), Some(("p-5", 7))).reply;
+    assert!(!r.is_error(), "{r:?}");
+    assert_eq!(log.sm.stack("s").unwrap().size, 1);
+    // The client has the reply and acknowledges below 6: p-5 is forgotten.
+    log.now_ms += 1_000;
+    log.apply_acked(push("y"), Some(("p-6", 8)), Some(6));
+    assert_eq!(log.sm.stack("s").unwrap().size, 2);
+    assert!(!log.sm.idempotency.entries.contains_key("p-5"));
+    // Attempt 1 finally commits: refused, not applied, not cached.
+    log.now_ms += 1_000;
+    let r = log.apply_keyed(push("x"), Some(("p-5", 7))).reply;
+    assert_acked_refusal(&r);
+    assert_eq!(log.sm.stack("s").unwrap().size, 2, "applied exactly once");
+    assert!(!log.sm.idempotency.entries.contains_key("p-5"));
+    // Other prefixes are unaffected; the mark survives a snapshot.
+    let r = log.apply_keyed(push("z"), Some(("q-1", 1))).reply;
+    assert!(!r.is_error(), "{r:?}");
+    let restored = LockStateMachine::restore(&log.sm.snapshot()).unwrap();
+    assert_eq!(restored, log.sm);
+    let mut again = Log {
+        sm: restored,
+        index: log.index,
+        now_ms: log.now_ms,
+        checked: true,
+    };
+    let r = again.apply_keyed(push("x"), Some(("p-5", 7))).reply;
+    assert_acked_refusal(&r);
+    assert_eq!(again.sm.stack("s").unwrap().size, 3);
+}
+
+#[test]
+fn an_acknowledged_mark_expires_a_window_after_its_prefix_was_last_used() {
+    let mut log = Log::new();
+    log.apply_keyed(push("x"), Some(("p-1", 1)));
+    log.apply_acked(push("x"), Some(("p-2", 1)), Some(2));
+    assert_eq!(log.sm.idempotency.marks.len(), 1);
+    // Any keyed request of the prefix keeps the mark alive.
+    log.now_ms += IDEMPOTENCY_WINDOW_MS - 1;
+    assert_acked_refusal(&log.apply_keyed(push("x"), Some(("p-1", 1))).reply);
+    log.now_ms += IDEMPOTENCY_WINDOW_MS - 1;
+    assert_acked_refusal(&log.apply_keyed(push("x"), Some(("p-1", 1))).reply);
+    assert_eq!(log.sm.stack("s").unwrap().size, 2);
+    // A whole window without one: the mark (and the p-2 entry) are gone, so
+    // the plain window rule applies again.
+    log.now_ms += IDEMPOTENCY_WINDOW_MS;
+    log.run(Command::Keepalive { session_id: 999 });
+    assert!(log.sm.idempotency.marks.is_empty());
+    assert!(log.sm.idempotency.marks_by_touch.is_empty());
+    let r = log.apply_keyed(push("x"), Some(("p-1", 1))).reply;
+    assert!(!r.is_error(), "{r:?}");
+    assert_eq!(log.sm.stack("s").unwrap().size, 3);
+    log.sm.check_invariants().unwrap();
 }
 
 #[test]
