@@ -292,7 +292,7 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
 }
 
 #[tokio::test]
-async fn acknowledged_idempotency_keys_are_forgotten() {
+async fn acknowledged_idempotency_keys_are_forgotten_and_refused() {
     let s = start().await;
     let body = r#"{"value": "x"}"#;
     let push = |key: &'static str, acked: Option<&'static str>| {
@@ -309,7 +309,10 @@ async fn acknowledged_idempotency_keys_are_forgotten() {
     // c-3 acknowledges c-1 only.
     assert_eq!(push("c-3", Some("2")).await.1["size"], 3);
     assert_eq!(push("c-2", None).await.1["size"], 2, "c-2 replays");
-    assert_eq!(push("c-1", None).await.1["size"], 4, "c-1 is a new request");
+    // A late duplicate of an acknowledged key is refused, never applied again.
+    let (status, answer) = push("c-1", None).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["details"]["field"], "Idempotency-Key");
     // An ack of a reply the client cannot have had yet: 400, nothing applied.
     let (status, answer) = push("c-4", Some("5")).await;
     assert_eq!(status, 400, "{answer}");
@@ -317,7 +320,7 @@ async fn acknowledged_idempotency_keys_are_forgotten() {
         answer["error"]["details"]["field"],
         "Idempotency-Acked-Below"
     );
-    assert_eq!(push("c-4", Some("4")).await.1["size"], 5);
+    assert_eq!(push("c-4", Some("4")).await.1["size"], 4);
     s.stop().await;
 }
 
