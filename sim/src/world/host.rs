@@ -190,6 +190,7 @@ async fn run_incarnation(
         sub_seed(seed, Concern::Node, id << 32 | incarnation),
     );
     config.link_faults = Some(faults);
+    config.observer = Some(super::observe::node_observer(id, rec.clone()));
     let node = match Node::start(config).await {
         Ok(node) => node,
         Err(error) => {
