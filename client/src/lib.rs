@@ -31,7 +31,8 @@ pub use error::Error;
 pub use io::HyperIo;
 pub use path::encode_component;
 pub use session::{
-    lease_deadline, LeaseState, Lock, LostReason, Session, SessionOptions, DRIFT_ALLOWANCE_DEFAULT,
+    lease_deadline, LeaseClosed, LeaseState, LeaseWatch, Lock, LostReason, Session, SessionOptions,
+    DRIFT_ALLOWANCE_DEFAULT,
 };
 
 #[cfg(test)]

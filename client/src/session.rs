@@ -8,13 +8,14 @@
 //! moment that passes without a newer successful keepalive. Fencing tokens
 //! keep downstream resources safe when even that guess is wrong.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deadbolt_core::api::{
     AcquireRequest, CreateSessionRequest, LockMode, SessionId, SESSION_TTL_MS_DEFAULT,
     SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
 };
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -90,42 +91,169 @@ fn is_lost_at(state: &LeaseState, now: Instant) -> bool {
     }
 }
 
-/// The lease now: the last published state, except that a passed deadline
-/// reads as lost even before the keepalive task has said so, and a keepalive
-/// task that is gone without saying why means the session was closed.
-fn current_lease(lease: &watch::Receiver<LeaseState>) -> LeaseState {
-    let state = *lease.borrow();
-    match state {
-        LeaseState::Lost(_) => state,
-        LeaseState::Alive { .. } if lease.has_changed().is_err() => {
-            LeaseState::Lost(LostReason::Closed)
-        }
-        LeaseState::Alive { .. } if is_lost_at(&state, Instant::now()) => {
-            LeaseState::Lost(LostReason::Unconfirmed)
-        }
-        LeaseState::Alive { .. } => state,
+/// The lease's latest-value channel. Not `tokio::sync::watch`: with several
+/// waiters (the session, each lock, user `select!` loops), watch wakes them
+/// in an order drawn from a thread-local rng, which breaks madsim's
+/// same-seed-same-run guarantee. A `Notify` wakes waiters in a fixed order.
+#[derive(Debug)]
+struct LeaseCell {
+    state: LeaseState,
+    /// Bumped on every publish; subscribers compare it to what they saw.
+    version: u64,
+    /// The keepalive task is gone (ended, aborted or panicked).
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct LeaseShared {
+    cell: Mutex<LeaseCell>,
+    notify: Notify,
+}
+
+impl LeaseShared {
+    fn lock(&self) -> MutexGuard<'_, LeaseCell> {
+        // A plain value: a panic elsewhere cannot leave it torn.
+        self.cell.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn lease_is_lost(lease: &watch::Receiver<LeaseState>) -> bool {
-    matches!(current_lease(lease), LeaseState::Lost(_))
+/// The keepalive task's side; dropping it (the task ended or was aborted)
+/// closes the channel, which reads as [`LostReason::Closed`] unless a loss
+/// was published first.
+#[derive(Debug)]
+struct LeasePublisher {
+    shared: Arc<LeaseShared>,
 }
 
-async fn lease_lost(mut lease: watch::Receiver<LeaseState>) -> LostReason {
-    loop {
-        let state = *lease.borrow_and_update();
+impl LeasePublisher {
+    fn publish(&self, state: LeaseState) {
+        {
+            let mut cell = self.shared.lock();
+            cell.state = state;
+            cell.version += 1;
+        }
+        self.shared.notify.notify_waiters();
+    }
+}
+
+impl Drop for LeasePublisher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.notify.notify_waiters();
+    }
+}
+
+/// The keepalive task ended and every published state has been seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session's keepalive task ended")]
+pub struct LeaseClosed;
+
+/// A subscriber to a session's lease, for `select!` loops (from
+/// [`Session::lease_watch`]). Clones start from the clone's position.
+#[derive(Debug, Clone)]
+pub struct LeaseWatch {
+    shared: Arc<LeaseShared>,
+    seen: u64,
+}
+
+fn lease_channel(initial: LeaseState) -> (LeasePublisher, LeaseWatch) {
+    let shared = Arc::new(LeaseShared {
+        cell: Mutex::new(LeaseCell {
+            state: initial,
+            version: 0,
+            closed: false,
+        }),
+        notify: Notify::new(),
+    });
+    (
+        LeasePublisher {
+            shared: shared.clone(),
+        },
+        LeaseWatch { shared, seen: 0 },
+    )
+}
+
+impl LeaseWatch {
+    /// The last published state, as published (see [`LeaseWatch::current`]
+    /// for the state with deadlines and a closed channel taken into account).
+    pub fn get(&self) -> LeaseState {
+        self.shared.lock().state
+    }
+
+    /// The last published state, marked as seen.
+    pub fn get_and_update(&mut self) -> LeaseState {
+        let cell = self.shared.lock();
+        self.seen = cell.version;
+        cell.state
+    }
+
+    /// The lease now: the last published state, except that a passed
+    /// deadline reads as lost even before the keepalive task has said so,
+    /// and a keepalive task that is gone without saying why means the
+    /// session was closed.
+    pub fn current(&self) -> LeaseState {
+        let (state, closed) = {
+            let cell = self.shared.lock();
+            (cell.state, cell.closed)
+        };
         match state {
-            LeaseState::Lost(reason) => return reason,
-            LeaseState::Alive { valid_until } => {
-                tokio::select! {
-                    changed = lease.changed() => {
-                        if changed.is_err() {
-                            return LostReason::Closed;
+            LeaseState::Lost(_) => state,
+            LeaseState::Alive { .. } if closed => LeaseState::Lost(LostReason::Closed),
+            LeaseState::Alive { .. } if is_lost_at(&state, Instant::now()) => {
+                LeaseState::Lost(LostReason::Unconfirmed)
+            }
+            LeaseState::Alive { .. } => state,
+        }
+    }
+
+    /// Whether the lease can no longer be known alive.
+    pub fn is_lost(&self) -> bool {
+        matches!(self.current(), LeaseState::Lost(_))
+    }
+
+    /// Waits for a state newer than the last one seen and returns it;
+    /// `Err` once the keepalive task is gone and everything was seen.
+    /// Cancel-safe: usable as a `select!` branch.
+    pub async fn changed(&mut self) -> Result<LeaseState, LeaseClosed> {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a publish in between is not missed.
+            notified.as_mut().enable();
+            {
+                let cell = self.shared.lock();
+                if cell.version != self.seen {
+                    self.seen = cell.version;
+                    return Ok(cell.state);
+                }
+                if cell.closed {
+                    return Err(LeaseClosed);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves when the lease is lost, with the reason.
+    pub async fn lost(mut self) -> LostReason {
+        loop {
+            match self.get_and_update() {
+                LeaseState::Lost(reason) => return reason,
+                LeaseState::Alive { valid_until } => {
+                    tokio::select! {
+                        // The channel first: at a tie, a renewal published
+                        // at the deadline instant wins over the timer, the
+                        // same way on every run.
+                        biased;
+                        changed = self.changed() => {
+                            if changed.is_err() {
+                                return LostReason::Closed;
+                            }
                         }
+                        // Belt and braces: the keepalive task fires at this
+                        // instant too, but the waiter must not depend on it.
+                        () = tokio::time::sleep_until(valid_until) => return LostReason::Unconfirmed,
                     }
-                    // Belt and braces: the keepalive task fires at this
-                    // instant too, but the waiter must not depend on it.
-                    () = tokio::time::sleep_until(valid_until) => return LostReason::Unconfirmed,
                 }
             }
         }
@@ -158,7 +286,7 @@ impl Client {
         let ttl = Duration::from_millis(created.ttl_ms.min(ttl_ms));
         let interval = options.keepalive_interval.unwrap_or(ttl / 3);
         let valid_until = lease_deadline(sent_at, ttl, options.drift_allowance);
-        let (tx, rx) = watch::channel(LeaseState::Alive { valid_until });
+        let (tx, rx) = lease_channel(LeaseState::Alive { valid_until });
         let keepalive = tokio::spawn(keep_alive(
             self.clone(),
             created.session_id,
@@ -194,7 +322,7 @@ async fn keep_alive(
     client: Client,
     id: SessionId,
     timing: KeepaliveTiming,
-    lease: watch::Sender<LeaseState>,
+    lease: LeasePublisher,
     created_at: Instant,
 ) {
     let retry_pause = (timing.interval / 4).max(KEEPALIVE_RETRY_PAUSE_MIN);
@@ -207,24 +335,27 @@ async fn keep_alive(
             (sent_at, client.keepalive(id).await)
         };
         let outcome = tokio::select! {
+            // The deadline first: once it has passed, a keepalive answer
+            // arriving at the same instant must not revive the lease.
+            biased;
             () = tokio::time::sleep_until(valid_until) => None,
             answer = attempt => Some(answer),
         };
         match outcome {
             None => {
                 tracing::warn!(session = %id, "lease lost: no keepalive succeeded in time");
-                lease.send_replace(LeaseState::Lost(LostReason::Unconfirmed));
+                lease.publish(LeaseState::Lost(LostReason::Unconfirmed));
                 return;
             }
             Some((sent_at, Ok(answer))) => {
                 let ttl = Duration::from_millis(answer.ttl_ms).min(timing.ttl);
                 valid_until = valid_until.max(lease_deadline(sent_at, ttl, timing.drift_allowance));
-                lease.send_replace(LeaseState::Alive { valid_until });
+                lease.publish(LeaseState::Alive { valid_until });
                 next_send = sent_at + timing.interval;
             }
             Some((_, Err(Error::SessionExpired { .. } | Error::NotFound { .. }))) => {
                 tracing::warn!(session = %id, "lease lost: the server ended the session");
-                lease.send_replace(LeaseState::Lost(LostReason::Expired));
+                lease.publish(LeaseState::Lost(LostReason::Expired));
                 return;
             }
             Some((_, Err(error))) => {
@@ -244,7 +375,7 @@ pub struct Session {
     client: Client,
     id: SessionId,
     ttl: Duration,
-    lease: watch::Receiver<LeaseState>,
+    lease: LeaseWatch,
     keepalive: JoinHandle<()>,
     closed: bool,
 }
@@ -262,22 +393,22 @@ impl Session {
     /// The lease as the client sees it now (a passed deadline reads as lost
     /// even before the keepalive task has said so).
     pub fn lease_state(&self) -> LeaseState {
-        current_lease(&self.lease)
+        self.lease.current()
     }
 
-    /// A receiver of lease changes, for `select!` loops.
-    pub fn lease_watch(&self) -> watch::Receiver<LeaseState> {
+    /// A subscriber to lease changes, for `select!` loops.
+    pub fn lease_watch(&self) -> LeaseWatch {
         self.lease.clone()
     }
 
     /// Whether the lease can no longer be known alive.
     pub fn is_lost(&self) -> bool {
-        lease_is_lost(&self.lease)
+        self.lease.is_lost()
     }
 
     /// Resolves when the lease is lost, with the reason.
     pub async fn lost(&self) -> LostReason {
-        lease_lost(self.lease.clone()).await
+        self.lease.clone().lost().await
     }
 
     /// Acquires `name` without waiting (`wait_ms` 0): `Error::LockHeld` if
@@ -355,7 +486,7 @@ pub struct Lock {
     mode: LockMode,
     session_id: SessionId,
     fencing_token: u64,
-    lease: watch::Receiver<LeaseState>,
+    lease: LeaseWatch,
     released: bool,
 }
 
@@ -380,12 +511,12 @@ impl Lock {
     /// Whether the owning session's lease can no longer be known alive (the
     /// lock must then be treated as lost).
     pub fn is_lost(&self) -> bool {
-        lease_is_lost(&self.lease)
+        self.lease.is_lost()
     }
 
     /// Resolves when the owning session's lease is lost.
     pub async fn lost(&self) -> LostReason {
-        lease_lost(self.lease.clone()).await
+        self.lease.clone().lost().await
     }
 
     /// Releases the grant.

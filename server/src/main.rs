@@ -89,6 +89,7 @@ async fn serve(config: deadbolt_server::config::ServeConfig) -> anyhow::Result<(
     let (trigger, shutdown) = deadbolt_runtime::shutdown_channel();
     tokio::spawn(async move {
         tokio::select! {
+            biased;
             _ = sigterm.recv() => tracing::info!("SIGTERM received"),
             result = tokio::signal::ctrl_c() => match result {
                 Ok(()) => tracing::info!("SIGINT received"),

@@ -21,7 +21,8 @@
 //!   knobs, the regression list, the sweep/soak driver, failure messages
 //!   with the replay command.
 //! - `world` (madsim only): hosts, clients and workload, the fault
-//!   executor, status-poll observations, the run phases and the verdict.
+//!   executor, the node observer hook and status polls, the run phases and
+//!   the verdict.
 //! - `tests/sim.rs` (madsim only): the sweep, the regression list, the
 //!   "broken world is caught" test, and replay; each seed runs in a fresh
 //!   child process of the test binary.
@@ -45,9 +46,12 @@
 //! violations; [`check::check_run`] runs them all into a
 //! [`check::CheckReport`].
 //!
-//! Until the node has an observation hook, the harness sees Raft through
-//! `NodeHandle::status()` polls (leaders per term, commit index; no applied
-//! entries), and a lock hold ends, for the lock-safety checker, when its
+//! The harness sees Raft through the node's observer hook
+//! (`NodeConfig::observer`, called inside the Raft actor): leaders per term,
+//! commit-index advances, every applied entry with an FNV-1a hash of its
+//! encoding, snapshot restores; a run with no `Applied` fails as a harness
+//! error. `NodeHandle::status()` polls only keep the executor's view of who
+//! leads. A lock hold still ends, for the lock-safety checker, when its
 //! client stops believing in its lease (not at the cluster's expiry).
 //!
 //! # What the harness records, and when

@@ -32,7 +32,7 @@ use deadbolt_core::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::LinkFaultsTable;
+use super::config::{entry_hash, LinkFaultsTable, NodeEvent, NodeObserver};
 use super::handle::{MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
@@ -172,7 +172,9 @@ pub(crate) struct ActorParts {
     pub(crate) shutdown: Shutdown,
     pub(crate) snapshot_threshold_entries: u64,
     pub(crate) snapshot_index: LogIndex,
+    pub(crate) snapshot_term: Term,
     pub(crate) link_faults: Option<Subscriber<LinkFaultsTable>>,
+    pub(crate) observer: Option<NodeObserver>,
 }
 
 pub(crate) struct Actor {
@@ -193,6 +195,11 @@ pub(crate) struct Actor {
     shutdown: Shutdown,
     link_faults: Option<Subscriber<LinkFaultsTable>>,
     applied_link_faults: LinkFaultsTable,
+    observer: Option<NodeObserver>,
+    /// The commit index last reported to the observer.
+    observed_commit: LogIndex,
+    /// The storage snapshot the node started from: (last index, last term).
+    started_from: (LogIndex, Term),
 
     /// Write requests handed to the storage actor so far.
     submitted_requests: u64,
@@ -253,6 +260,9 @@ impl Actor {
             shutdown: parts.shutdown,
             link_faults: parts.link_faults,
             applied_link_faults: LinkFaultsTable::new(),
+            observer: parts.observer,
+            observed_commit: 0,
+            started_from: (parts.snapshot_index, parts.snapshot_term),
             submitted_requests: 0,
             persist_marks: VecDeque::new(),
             pending: BTreeMap::new(),
@@ -278,6 +288,14 @@ impl Actor {
 
     /// Runs until shutdown; returns the peer actors' tasks to wait for.
     pub(crate) async fn run(mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.observe(|| NodeEvent::Started);
+        let (last_index, last_term) = self.started_from;
+        if last_index > 0 {
+            self.observe(|| NodeEvent::SnapshotRestored {
+                last_index,
+                last_term,
+            });
+        }
         self.sync_peers();
         let graceful = loop {
             self.drain_ready().await;
@@ -747,6 +765,11 @@ impl Actor {
                     Ok(state) => {
                         self.state = state;
                         self.on_snapshot_installed(index);
+                        let last_term = snapshot.meta.last_term;
+                        self.observe(|| NodeEvent::SnapshotRestored {
+                            last_index: index,
+                            last_term,
+                        });
                     }
                     Err(error) => {
                         self.fail(format!(
@@ -781,7 +804,14 @@ impl Actor {
             for (to, message) in ready.messages {
                 self.peers.send(to, PeerMessage::Raft(message));
             }
-            // 3. Apply.
+            // 3. Apply (the observer hears of the commit first).
+            if self.observer.is_some() {
+                let commit = self.replica.commit_index();
+                if commit > self.observed_commit {
+                    self.observed_commit = commit;
+                    self.observe(|| NodeEvent::CommitIndex(commit));
+                }
+            }
             if let Some(last) = ready.committed.last().map(|e| e.index) {
                 for entry in ready.committed {
                     self.apply(entry);
@@ -838,6 +868,11 @@ impl Actor {
             self.applied_index
         );
         self.applied_index = entry.index;
+        self.observe(|| NodeEvent::Applied {
+            index: entry.index,
+            term: entry.term,
+            entry_hash: entry_hash(&entry),
+        });
         let waiter = match self.pending.remove(&entry.index) {
             Some((term, waiter)) if term == entry.term => Some(waiter),
             Some((_, waiter)) => {
@@ -1013,6 +1048,14 @@ impl Actor {
         }
     }
 
+    /// Reports to the observer, if any; `event` is only built when there is
+    /// one, so a node without an observer pays a branch.
+    fn observe(&self, event: impl FnOnce() -> NodeEvent) {
+        if let Some(observer) = &self.observer {
+            observer(event());
+        }
+    }
+
     fn serve_reads(&mut self) {
         let ready: Vec<u64> = self
             .reads
@@ -1036,6 +1079,11 @@ impl Actor {
     }
 
     fn on_soft_state(&mut self, soft: raft::SoftState) {
+        self.observe(|| NodeEvent::RoleChanged {
+            role: soft.role,
+            term: soft.term,
+            leader: soft.leader,
+        });
         if soft.leader != self.last_leader {
             self.last_leader = soft.leader;
             self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);

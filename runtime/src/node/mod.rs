@@ -99,6 +99,7 @@ impl Node {
             None => (LockStateMachine::new(), None),
         };
         let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        let snapshot_term = snapshot_meta.as_ref().map_or(0, |m| m.last_term);
         let initial_membership = match &config.bootstrap {
             Bootstrap::Founder { voters } => Membership {
                 members: voters
@@ -165,7 +166,9 @@ impl Node {
             shutdown,
             snapshot_threshold_entries: config.snapshot_threshold_entries,
             snapshot_index,
+            snapshot_term,
             link_faults: config.link_faults,
+            observer: config.observer,
         });
         drop(_guard);
         let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));

@@ -122,6 +122,9 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
         .context("installing the SIGTERM handler")?;
     let status = loop {
         tokio::select! {
+            // The command's exit first: once it has exited (and been reaped)
+            // there is nothing left to stop, and its pid may already be reused.
+            biased;
             status = &mut exited => break Some(status.context("waiting for the command")??),
             reason = lock.lost() => {
                 eprintln!("deadbolt: lease lost ({reason:?}); stopping the command");

@@ -181,16 +181,21 @@ async fn serve_connection(
     builder.http2().timer(SleepTimer);
     let connection = builder.serve_connection(HyperIo::new(stream), service);
     tokio::pin!(connection);
+    // Biased (the same order on every run under madsim), shutdown first: a
+    // connection that is ready at the moment shutdown arrives is still
+    // polled to completion after `graceful_shutdown`.
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        biased;
         () = graceful.wait() => {
             // Finish in-flight requests, refuse new ones on this connection.
             connection.as_mut().graceful_shutdown();
             tokio::select! {
-                result = connection.as_mut() => result,
+                biased;
                 () = hard.wait() => Ok(()),
+                result = connection.as_mut() => result,
             }
         }
+        result = connection.as_mut() => result,
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");

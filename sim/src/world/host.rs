@@ -28,6 +28,8 @@ use crate::seed::{sub_seed, Concern};
 pub(crate) const API_PORT: u16 = 7070;
 pub(crate) const PEER_PORT: u16 = 7071;
 pub(crate) const CLUSTER_ID: &str = "deadbolt-sim";
+/// Entries applied between snapshots in the simulation.
+const SNAPSHOT_THRESHOLD_ENTRIES: u64 = 50;
 
 pub(crate) fn server_ip(id: NodeId) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
@@ -190,6 +192,11 @@ async fn run_incarnation(
         sub_seed(seed, Concern::Node, id << 32 | incarnation),
     );
     config.link_faults = Some(faults);
+    config.observer = Some(super::observe::node_observer(id, rec.clone()));
+    // Far below the production default (10 000) so that a 20 s run takes,
+    // installs and restores snapshots: the Raft checker then also sees
+    // `SnapshotRestored` and applies that resume after one.
+    config.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
     let node = match Node::start(config).await {
         Ok(node) => node,
         Err(error) => {

@@ -429,6 +429,18 @@ fn finish(
     for (node, error) in start_errors {
         harness_failures.push(format!("n{node} could not start: {error}"));
     }
+    // The Raft checker compares applied sequences only if the node observer
+    // reported them: a run without a single `Applied` means the hook is not
+    // wired, and "no divergence" would mean nothing.
+    if !recorder
+        .raft
+        .events
+        .iter()
+        .any(|e| matches!(e.event, crate::history::NodeObservation::Applied { .. }))
+    {
+        harness_failures
+            .push("no applied entries observed: the Raft checker saw no apply sequence".into());
+    }
     if !read_back.complete {
         harness_failures.push(
             "read-back after the cluster-wide restart did not finish (durability unchecked)".into(),

@@ -1,14 +1,17 @@
-//! Raft observations of each node, as a stop-gap poll of
-//! `NodeHandle::status()`: role and term (for `BecameLeader` and the
-//! timeline) and the commit index. The node has no observation hook yet, so
-//! applied entries and their hashes are not seen; the Raft checker then
-//! checks one-leader-per-term and commit-index monotonicity only.
+//! Raft observations of each node. The node's observer hook
+//! ([`node_observer`]) records into the `RaftHistory` synchronously inside
+//! the Raft actor: leaders per term, every commit-index advance, every
+//! applied entry with its hash, every snapshot restore. A status poll every
+//! 50 ms still keeps the harness's view of each node (who leads, for the
+//! fault executor), but records nothing: a poll sees the node late and
+//! would only repeat what the hook said.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadbolt_core::raft::Role;
+use deadbolt_runtime::node::{NodeEvent, NodeObserver};
 
 use super::host::Host;
 use super::recorder::Shared;
@@ -88,34 +91,7 @@ pub(crate) async fn poll_node(
             continue;
         };
         let role = mark(status.role);
-        let previous = views
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .copied();
-        let mut rec = rec.lock();
         let at_ns = rec.now_ns();
-        if role == RoleMark::Leader {
-            // Recorded once per (node, term) by the recorder.
-            rec.observe(NodeObservation::BecameLeader {
-                node: id,
-                term: status.term,
-            });
-        } else if previous.is_none_or(|p| p.role != role || p.term != status.term) {
-            rec.event(TimelineEvent::Role {
-                node: id,
-                role,
-                term: status.term,
-            });
-        }
-        if previous.is_none_or(|p| p.commit_index != status.commit_index) {
-            rec.observe(NodeObservation::CommitIndex {
-                node: id,
-                index: status.commit_index,
-            });
-        }
-        drop(rec);
         views.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id,
             NodeView {
@@ -127,6 +103,53 @@ pub(crate) async fn poll_node(
             },
         );
     }
+}
+
+/// The observer given to every incarnation of node `id`: translates the
+/// node's events into `RaftHistory` observations as `lib.rs` prescribes
+/// (`Restarted` is recorded by the fault executor before the restart, so a
+/// new incarnation's events follow it).
+pub(crate) fn node_observer(id: NodeId, rec: Shared) -> NodeObserver {
+    Arc::new(move |event: NodeEvent| {
+        let mut rec = rec.lock();
+        match event {
+            NodeEvent::Started => {}
+            NodeEvent::RoleChanged { role, term, .. } => {
+                let role = mark(role);
+                if role == RoleMark::Leader {
+                    // Also puts the leader on the timeline.
+                    rec.observe(NodeObservation::BecameLeader { node: id, term });
+                } else {
+                    rec.event(TimelineEvent::Role {
+                        node: id,
+                        role,
+                        term,
+                    });
+                }
+            }
+            NodeEvent::CommitIndex(index) => {
+                rec.observe(NodeObservation::CommitIndex { node: id, index });
+            }
+            NodeEvent::Applied {
+                index,
+                term,
+                entry_hash,
+            } => rec.observe(NodeObservation::Applied {
+                node: id,
+                index,
+                term,
+                entry_hash,
+            }),
+            NodeEvent::SnapshotRestored {
+                last_index,
+                last_term,
+            } => rec.observe(NodeObservation::SnapshotRestored {
+                node: id,
+                last_index,
+                last_term,
+            }),
+        }
+    })
 }
 
 /// Spawns a poller per host on the supervisor.

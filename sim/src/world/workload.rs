@@ -140,7 +140,7 @@ fn watch_lease(rec: Shared, lease_id: SessionId, kind: &LeaseKind, ended: Arc<At
             tokio::spawn(async move {
                 let mut lost = lost;
                 loop {
-                    let state = *lost.borrow_and_update();
+                    let state = lost.get_and_update();
                     match state {
                         deadbolt_client::LeaseState::Lost(_) => break,
                         deadbolt_client::LeaseState::Alive { valid_until } => {
