@@ -360,7 +360,6 @@ fn seeds() -> Vec<u64> {
 }
 
 fn sweep(size: usize, joiners: usize) {
-    let started = std::time::Instant::now();
     let seeds = seeds();
     for &seed in &seeds {
         let result = std::panic::catch_unwind(|| run_seed(seed, size, joiners));
@@ -383,10 +382,11 @@ fn sweep(size: usize, joiners: usize) {
             );
         }
     }
+    // No wall-clock timing here: core reads no clock, not even in tests
+    // (`cargo test` reports the time taken).
     eprintln!(
-        "raft_random ({size} replicas, {joiners} joiners): {} seeds in {:.1?}",
-        seeds.len(),
-        started.elapsed()
+        "raft_random ({size} replicas, {joiners} joiners): {} seeds passed",
+        seeds.len()
     );
 }
 
