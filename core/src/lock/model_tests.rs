@@ -172,21 +172,8 @@ impl Model {
                 kind: NotFoundKind::Session,
             })
         };
-        let (held, waiting) = self.locks_of(s);
-        for l in &waiting {
-            let q = self.queues.get_mut(l).unwrap();
-            let pos = q.iter().position(|w| w.session == s).unwrap();
-            let w = q.remove(pos);
-            if let Some(entry) = w.key.and_then(|k| self.cache.get_mut(&k)) {
-                entry.1 = final_reply.clone();
-            }
-            ev.push(Event::WaitEnded {
-                lock: l.clone(),
-                session_id: s,
-                reason: WaitEndReason::SessionGone,
-                reply: final_reply.clone(),
-            });
-        }
+        let waiting = self.leave_queues(s, &final_reply, ev);
+        let (held, _) = self.locks_of(s);
         for l in &held {
             self.holds.get_mut(l).unwrap().retain(|h| h.session != s);
         }
@@ -202,6 +189,32 @@ impl Model {
         } else {
             ev.push(Event::SessionClosed { session_id: s });
         }
+    }
+
+    /// Takes `s` out of every queue without handing anything over; returns
+    /// the locks it left.
+    fn leave_queues(
+        &mut self,
+        s: SessionId,
+        final_reply: &Reply,
+        ev: &mut Vec<Event>,
+    ) -> Vec<String> {
+        let (_, waiting) = self.locks_of(s);
+        for l in &waiting {
+            let q = self.queues.get_mut(l).unwrap();
+            let pos = q.iter().position(|w| w.session == s).unwrap();
+            let w = q.remove(pos);
+            if let Some(entry) = w.key.and_then(|k| self.cache.get_mut(&k)) {
+                entry.1 = final_reply.clone();
+            }
+            ev.push(Event::WaitEnded {
+                lock: l.clone(),
+                session_id: s,
+                reason: WaitEndReason::SessionGone,
+                reply: final_reply.clone(),
+            });
+        }
+        waiting.into_iter().collect()
     }
 
     fn end_if_idle_ephemeral(&mut self, s: SessionId, index: LogIndex, ev: &mut Vec<Event>) {
@@ -388,14 +401,27 @@ impl Model {
                 }
             },
             Command::ExpireSessions { session_ids } => {
-                let mut count = 0;
+                let mut expiring: Vec<SessionId> = Vec::new();
                 for s in session_ids {
-                    if self.sessions.contains_key(s) {
-                        self.end_session(*s, true, index, ev);
-                        count += 1;
+                    if self.sessions.contains_key(s) && !expiring.contains(s) {
+                        expiring.push(*s);
                     }
                 }
-                Reply::SessionsExpired { count }
+                // Every expiring session leaves every queue first: a waiter
+                // whose session expires is never granted.
+                let mut left = BTreeSet::new();
+                for s in &expiring {
+                    left.extend(self.leave_queues(*s, &err(LockError::SessionExpired), ev));
+                }
+                for s in &expiring {
+                    self.end_session(*s, true, index, ev);
+                }
+                for l in left {
+                    self.settle(&l, index, ev);
+                }
+                Reply::SessionsExpired {
+                    count: expiring.len() as u64,
+                }
             }
             Command::Acquire {
                 lock,

@@ -578,14 +578,35 @@ impl LockStateMachine {
                 Ok(Reply::SessionClosed)
             }
             Command::ExpireSessions { session_ids } => {
-                let mut count = 0;
+                let mut expiring: Vec<SessionId> = Vec::with_capacity(session_ids.len());
                 for id in session_ids {
-                    if self.sessions.contains_key(id) {
-                        self.end_session(index, *id, true, events);
-                        count += 1;
+                    if self.sessions.contains_key(id) && !expiring.contains(id) {
+                        expiring.push(*id);
                     }
                 }
-                Ok(Reply::SessionsExpired { count })
+                // "A waiter whose session expires is never granted" (API.md):
+                // every expiring session leaves every queue before any of
+                // their locks is handed over, or releasing the first session's
+                // lock could grant it to a second one expiring in this very
+                // entry (sim seed 305: an exclusive and a shared grant with
+                // the same token).
+                let mut left = BTreeSet::new();
+                for id in &expiring {
+                    left.extend(self.leave_queues(
+                        *id,
+                        &Reply::Error(LockError::SessionExpired),
+                        events,
+                    ));
+                }
+                for id in &expiring {
+                    self.end_session(index, *id, true, events);
+                }
+                for lock in &left {
+                    self.promote(index, lock, events);
+                }
+                Ok(Reply::SessionsExpired {
+                    count: expiring.len() as u64,
+                })
             }
             Command::Acquire {
                 lock,
@@ -701,13 +722,50 @@ impl LockStateMachine {
         expired: bool,
         events: &mut Vec<Event>,
     ) {
-        let session = self.sessions.remove(&id).expect("ending a live session");
         let final_reply = Reply::Error(if expired {
             LockError::SessionExpired
         } else {
             not_found(NotFoundKind::Session)
         });
-        for lock in &session.waiting {
+        let left = self.leave_queues(id, &final_reply, events);
+        let session = self.sessions.remove(&id).expect("ending a live session");
+        for lock in &session.held {
+            let entry = self
+                .locks
+                .get_mut(lock.as_bytes())
+                .expect("held lock exists");
+            let removed = entry.holders.remove(id);
+            assert!(removed, "session.held mirrors the holders");
+        }
+        for lock in session.held.iter().chain(&left) {
+            self.promote(index, lock, events);
+        }
+        if expired {
+            self.tombstones.insert(id, self.clock_ms);
+            self.tombstone_order.push_back((self.clock_ms, id));
+            if self.tombstone_order.len() > SESSION_TOMBSTONES_MAX {
+                let (_, oldest) = self.tombstone_order.pop_front().expect("non-empty");
+                self.tombstones.remove(&oldest);
+            }
+            events.push(Event::SessionExpired { session_id: id });
+        } else {
+            events.push(Event::SessionClosed { session_id: id });
+        }
+        self.idempotency.owner_ended(id, self.clock_ms);
+    }
+
+    /// Takes a live session out of every wait queue (their final answer is
+    /// `final_reply`) without handing anything over; returns the locks it
+    /// left, which the caller must `promote`.
+    fn leave_queues(
+        &mut self,
+        id: SessionId,
+        final_reply: &Reply,
+        events: &mut Vec<Event>,
+    ) -> BTreeSet<LockName> {
+        let session = self.sessions.get_mut(&id).expect("a live session");
+        let waiting = std::mem::take(&mut session.waiting);
+        for lock in &waiting {
             let entry = self
                 .locks
                 .get_mut(lock.as_bytes())
@@ -732,29 +790,7 @@ impl LockStateMachine {
                 reply: final_reply.clone(),
             });
         }
-        for lock in &session.held {
-            let entry = self
-                .locks
-                .get_mut(lock.as_bytes())
-                .expect("held lock exists");
-            let removed = entry.holders.remove(id);
-            assert!(removed, "session.held mirrors the holders");
-        }
-        for lock in session.held.union(&session.waiting) {
-            self.promote(index, lock, events);
-        }
-        if expired {
-            self.tombstones.insert(id, self.clock_ms);
-            self.tombstone_order.push_back((self.clock_ms, id));
-            if self.tombstone_order.len() > SESSION_TOMBSTONES_MAX {
-                let (_, oldest) = self.tombstone_order.pop_front().expect("non-empty");
-                self.tombstones.remove(&oldest);
-            }
-            events.push(Event::SessionExpired { session_id: id });
-        } else {
-            events.push(Event::SessionClosed { session_id: id });
-        }
-        self.idempotency.owner_ended(id, self.clock_ms);
+        waiting
     }
 
     /// Ends an ephemeral session that holds and waits for nothing.

@@ -283,6 +283,34 @@ fn expiry_releases_hands_over_and_ends_waits() {
 }
 
 #[test]
+fn a_waiter_expiring_in_the_same_entry_as_the_holder_is_never_granted() {
+    // Sim seed 305: expiring the holder handed the lock to a waiter whose
+    // session expired in the same entry, and then on to a shared waiter, so
+    // an exclusive and a shared grant carried the same token.
+    let mut log = Log::new();
+    let (a, b, c) = (log.open("a"), log.open("b"), log.open("c"));
+    log.token("L", a, Mode::Exclusive);
+    log.acquire("L", b, Mode::Exclusive, 60_000);
+    log.acquire("L", c, Mode::Shared, 60_000);
+    let done = log.apply_keyed(
+        Command::ExpireSessions {
+            session_ids: vec![a, b, a],
+        },
+        None,
+    );
+    assert_eq!(done.reply, Reply::SessionsExpired { count: 2 });
+    assert_eq!(
+        granted(&done.events),
+        vec![(c, log.index)],
+        "only c is granted"
+    );
+    let state = log.sm.lock("L").unwrap();
+    assert_eq!(state.holders.len(), 1);
+    assert_eq!(state.holders[0].session_id, c);
+    assert!(state.waiters.is_empty());
+}
+
+#[test]
 fn closing_a_session_releases_everything() {
     let mut log = Log::new();
     let (a, b) = (log.open("a"), log.open("b"));
