@@ -7,10 +7,12 @@
 //! deterministic. That is what lets the runtime drive it with real IO and the
 //! simulation drive it under seeded faults with exact replay.
 //!
-//! [`codec`] is the one place where bytes are produced and parsed. [`api`] holds
+//! [`codec`] is the one place where bytes are produced and parsed; [`rng`]
+//! is the one seeded random generator (Raft, runtime and client share it). [`api`] holds
 //! the HTTP API's JSON wire types, shared by the server and the client.
 
 pub mod api;
 pub mod codec;
 pub mod lock;
 pub mod raft;
+pub mod rng;

@@ -9,7 +9,7 @@
 //!   ([`MAX_INFLIGHT_APPENDS`], [`MAX_APPEND_BYTES`], [`MAX_APPEND_ENTRIES`],
 //!   [`SNAPSHOT_CHUNK_BYTES`], ...).
 //! - `replica`: [`Replica`], the state machine; `log`: its in-memory log;
-//!   `rng`: the seeded SplitMix64 used for election jitter.
+//!   [`crate::rng`]: the seeded SplitMix64 used for election jitter.
 //!
 //! # Driving a replica
 //! Inputs: [`Replica::handle_message`], [`Replica::tick`] (with `now_ms` from
@@ -111,7 +111,6 @@ mod config;
 mod log;
 pub mod message;
 mod replica;
-mod rng;
 mod types;
 
 #[cfg(test)]

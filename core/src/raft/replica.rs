@@ -12,10 +12,10 @@ use super::message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse,
 };
-use super::rng::SplitMix64;
 use super::types::{
     Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
 };
+use crate::rng::SplitMix64;
 
 /// Most committed entries handed out in one [`Ready`]; the rest follow in the
 /// next one (bounded apply batches).
@@ -1303,7 +1303,7 @@ impl Replica {
     }
 
     fn reset_election_timer(&mut self) {
-        let jitter = self.rng.range(
+        let jitter = self.rng.range_u64(
             self.config.election_timeout_min_ms,
             self.config.election_timeout_max_ms,
         );

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::codec;
-use crate::raft::rng::SplitMix64;
 use crate::raft::{
     Config, Entry, EntryPayload, HardState, LogIndex, Member, Membership, Message, NodeId,
     ReadState, Ready, Replica, RestoredState, Role, SnapshotMeta, SnapshotToInstall, Term,
 };
+use crate::rng::SplitMix64;
 
 /// One Ready's writes, waiting for a simulated fsync.
 #[derive(Debug, Clone)]
@@ -242,7 +242,7 @@ impl Network {
         }
         for (to, msg) in ready.messages {
             let delay = if self.max_delay_ms > 0 {
-                self.rng.range(0, self.max_delay_ms + 1)
+                self.rng.range_u64(0, self.max_delay_ms + 1)
             } else {
                 0
             };

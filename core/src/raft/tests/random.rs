@@ -6,9 +6,9 @@
 //! Replay one seed: `DEADBOLT_RAFT_SEED=N cargo test -p deadbolt-core raft_random`.
 //! Sweep more: `DEADBOLT_RAFT_SEEDS=20000 [DEADBOLT_RAFT_SEED_START=N] cargo test -p deadbolt-core raft_random`.
 
-use crate::raft::rng::SplitMix64;
 use crate::raft::tests::harness::{test_config, Network};
 use crate::raft::{LogIndex, NodeId, Role};
+use crate::rng::SplitMix64;
 
 /// Seeds per cluster size in a default `cargo test`.
 const DEFAULT_SEEDS: u64 = 1000;
@@ -52,7 +52,7 @@ fn chance(rng: &mut SplitMix64, p: f64) -> bool {
 }
 
 fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> T {
-    items[rng.range(0, items.len() as u64) as usize]
+    items[rng.range_u64(0, items.len() as u64) as usize]
 }
 
 /// One full run; panics (with the invariant) on a violation.
@@ -73,8 +73,8 @@ fn run_seed(seed: u64, size: usize, joiners: usize) {
         // sweeps run that combination); liveness needs one of the two.
         pre_vote = true;
     }
-    let max_append_entries = rng.range(1, 8) as usize;
-    let max_inflight = rng.range(1, 5) as usize;
+    let max_append_entries = rng.range_u64(1, 8) as usize;
+    let max_inflight = rng.range_u64(1, 5) as usize;
     let mut net = Network::new(&founders, &extra, seed, |id| {
         let mut c = test_config(id);
         c.pre_vote = pre_vote;
@@ -85,13 +85,13 @@ fn run_seed(seed: u64, size: usize, joiners: usize) {
         c
     });
     net.auto_sync = false;
-    net.max_delay_ms = rng.range(0, 30);
+    net.max_delay_ms = rng.range_u64(0, 30);
     let faults = Faults {
-        loss: rng.range(0, 20) as f64 / 100.0,
-        dup: rng.range(0, 5) as f64 / 100.0,
-        hold: rng.range(0, 40) as f64 / 100.0,
-        sync: rng.range(20, 90) as f64 / 100.0,
-        crash: rng.range(0, 10) as f64 / 1000.0,
+        loss: rng.range_u64(0, 20) as f64 / 100.0,
+        dup: rng.range_u64(0, 5) as f64 / 100.0,
+        hold: rng.range_u64(0, 40) as f64 / 100.0,
+        sync: rng.range_u64(20, 90) as f64 / 100.0,
+        crash: rng.range_u64(0, 10) as f64 / 1000.0,
     };
     let mut next_command = 0u64;
     let mut next_read = 0u64;
@@ -111,7 +111,7 @@ fn run_seed(seed: u64, size: usize, joiners: usize) {
                 net.process(id);
             }
         }
-        let action = rng.range(0, 100);
+        let action = rng.range_u64(0, 100);
         match action {
             0..=29 => {
                 // Mostly at a leader; sometimes at a follower (refused).
@@ -133,7 +133,7 @@ fn run_seed(seed: u64, size: usize, joiners: usize) {
                     net.node_mut(id).up = false;
                 }
             }
-            34..=37 => match rng.range(0, 3) {
+            34..=37 => match rng.range_u64(0, 3) {
                 0 => net.cut.clear(),
                 1 => {
                     net.cut.clear();
@@ -298,13 +298,13 @@ fn deliver_some(net: &mut Network, rng: &mut SplitMix64, faults: &Faults) {
     let mut due = due;
     // Fisher-Yates with the run's rng: reordering.
     for i in (1..due.len()).rev() {
-        let j = rng.range(0, i as u64 + 1) as usize;
+        let j = rng.range_u64(0, i as u64 + 1) as usize;
         due.swap(i, j);
     }
     for m in due {
         if chance(rng, faults.hold) {
             let mut m = m;
-            m.deliver_at_ms = now + rng.range(1, 40);
+            m.deliver_at_ms = now + rng.range_u64(1, 40);
             net.queue.push(m);
             continue;
         }
@@ -313,7 +313,7 @@ fn deliver_some(net: &mut Network, rng: &mut SplitMix64, faults: &Faults) {
         }
         if chance(rng, faults.dup) {
             let mut copy = m.clone();
-            copy.deliver_at_ms = now + rng.range(0, 50);
+            copy.deliver_at_ms = now + rng.range_u64(0, 50);
             net.queue.push(copy);
         }
         net.deliver(m);
