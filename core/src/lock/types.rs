@@ -14,8 +14,9 @@ pub type FencingToken = LogIndex;
 
 // ---------------------------------------------------------------- limits ---
 
-/// Longest lock, key or stack name, in bytes (names are `[A-Za-z0-9._:/-]`).
-pub const NAME_BYTES_MAX: usize = 256;
+/// Longest lock, key or stack name, in bytes (names are `[A-Za-z0-9._:/-]`):
+/// the API's limit.
+pub use crate::api::NAME_BYTES_MAX;
 /// Longest session name, in bytes.
 pub const SESSION_NAME_BYTES_MAX: usize = 256;
 /// Largest KV value, after an append too.
@@ -528,24 +529,16 @@ pub struct ValidateView {
     pub current_token: Option<FencingToken>,
 }
 
-/// Checks a lock, key or stack name: 1..=256 bytes of `[A-Za-z0-9._:/-]`.
+/// Checks a lock, key or stack name (the rule is [`crate::api::validate_name`])
+/// and words a refusal as the state machine's `invalid_request` on `field`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), LockError> {
-    if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(LockError::invalid(
-            field,
-            format!("must be 1..={NAME_BYTES_MAX} bytes"),
-        ));
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
-    if !ok {
-        return Err(LockError::invalid(
-            field,
-            "may contain only [A-Za-z0-9._:/-]",
-        ));
-    }
-    Ok(())
+    use crate::api::NameError;
+    crate::api::validate_name(name).map_err(|e| match e {
+        NameError::Empty | NameError::TooLong { .. } => {
+            LockError::invalid(field, format!("must be 1..={NAME_BYTES_MAX} bytes"))
+        }
+        NameError::BadByte { .. } => LockError::invalid(field, "may contain only [A-Za-z0-9._:/-]"),
+    })
 }
 
 #[cfg(test)]
