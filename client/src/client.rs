@@ -13,8 +13,9 @@ use deadbolt_core::api::{
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
     StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse,
-    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
-    HEADER_RETRY_AFTER, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
+    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
+    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER, REQUEST_TIMEOUT_MS_DEFAULT,
+    REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
 };
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -170,7 +171,8 @@ impl std::fmt::Debug for Client {
 
 struct Inner {
     endpoints: Vec<Endpoint>,
-    /// Where the next call starts: the endpoint that last answered.
+    /// Where the next call starts: the leader when a node named it
+    /// (`Deadbolt-Leader`), else the endpoint that last answered.
     preferred: AtomicUsize,
     keys: KeyGenerator,
     rng: Mutex<SplitMix64>,
@@ -528,8 +530,10 @@ impl Client {
             };
             if (200..300).contains(&answer.status) {
                 inner.preferred.store(index, Ordering::Relaxed);
+                self.follow_leader_hint(index, &answer.headers);
                 return Ok((index, answer));
             }
+            self.follow_leader_hint(index, &answer.headers);
             let error = decode_error(&endpoint.url, answer.status, &answer.body);
             match error {
                 Error::Unavailable { .. } => {
@@ -549,6 +553,26 @@ impl Client {
                 deadline: config.call_timeout + call.wait,
             },
         })
+    }
+
+    /// Prefers the leader for the next calls when the node at `answered`
+    /// named it (`Deadbolt-Leader`) and it is one of our endpoints: every
+    /// request sent to a follower costs the cluster a forwarding hop.
+    fn follow_leader_hint(&self, answered: usize, headers: &hyper::HeaderMap) {
+        let Some(leader) = headers.get(HEADER_LEADER).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        if self.inner.endpoints[answered].authority == leader {
+            return;
+        }
+        if let Some(index) = self
+            .inner
+            .endpoints
+            .iter()
+            .position(|e| e.authority == leader)
+        {
+            self.inner.preferred.store(index, Ordering::Relaxed);
+        }
     }
 
     fn build_request(&self, call: &Call, endpoint: &Endpoint) -> Request<Full<Bytes>> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadbolt_core::api::{
     AcquireRequest, CreateSessionRequest, ErrorCode, ErrorEnvelope, LockMode, SessionId,
-    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_REQUEST_TIMEOUT_MS,
+    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
+    HEADER_REQUEST_TIMEOUT_MS,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -360,6 +361,49 @@ async fn the_call_deadline_holds_against_a_server_that_never_answers() {
         assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
         // Each attempt (100 ms + grace) gave up and tried again.
         assert!(server.seen().len() >= 2);
+    })
+    .await
+    .unwrap();
+}
+
+const NEW_SESSION: CreateSessionRequest = CreateSessionRequest {
+    ttl_ms: 10000,
+    name: None,
+};
+
+#[tokio::test]
+async fn calls_follow_the_leader_hint_to_a_known_endpoint() {
+    timeout(TEST_TIMEOUT, async {
+        let leader = TestServer::start(|_, _| ok(CREATED)).await;
+        let leader_authority = leader.addr.to_string();
+        let follower = TestServer::start(move |_, _| Reply::Answer {
+            status: 201,
+            headers: vec![(HEADER_LEADER, leader_authority.clone())],
+            body: CREATED.into(),
+        })
+        .await;
+        let stranger = TestServer::start(|_, _| Reply::Answer {
+            status: 201,
+            headers: vec![(HEADER_LEADER, "10.9.9.9:1".into())],
+            body: CREATED.into(),
+        })
+        .await;
+
+        // The first call lands on the follower, which names the leader.
+        let client = builder(vec![follower.url(), leader.url()]).build().unwrap();
+        for _ in 0..3 {
+            client.create_session(&NEW_SESSION).await.unwrap();
+        }
+        assert_eq!(follower.seen().len(), 1);
+        assert_eq!(leader.seen().len(), 2);
+
+        // A leader that is not among the endpoints changes nothing.
+        let client = builder(vec![stranger.url(), leader.url()]).build().unwrap();
+        for _ in 0..3 {
+            client.create_session(&NEW_SESSION).await.unwrap();
+        }
+        assert_eq!(stranger.seen().len(), 3);
+        assert_eq!(leader.seen().len(), 2);
     })
     .await
     .unwrap();

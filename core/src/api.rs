@@ -26,6 +26,12 @@ pub const HEADER_IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const HEADER_IDEMPOTENCY_ACKED_BELOW: &str = "Idempotency-Acked-Below";
 /// Header carrying the request's deadline in milliseconds.
 pub const HEADER_REQUEST_TIMEOUT_MS: &str = "Request-Timeout-Ms";
+/// Header on every answer from a node that knows the leader's API address
+/// (an API extension): `host:port` as the leader announced it. A client
+/// that has the leader among its endpoints sends there next, sparing the
+/// cluster a forwarding hop per request; the hint is never needed for
+/// correctness (any node serves any request).
+pub const HEADER_LEADER: &str = "Deadbolt-Leader";
 /// Header on 503 answers: whole seconds to wait before retrying (at least 1).
 pub const HEADER_RETRY_AFTER: &str = "Retry-After";
 

@@ -174,6 +174,15 @@ async fn three_nodes_replicate_restart_and_catch_up_by_snapshot() {
             .then_some(())
     })
     .await;
+    // Every node names the leader's API address for clients to go to.
+    let leader_api = format!("api-{leader}.test:80");
+    for id in 1..=3 {
+        eventually("the leader hint", || async {
+            (cluster.handle(id).leader_api_addr().as_deref() == Some(leader_api.as_str()))
+                .then_some(())
+        })
+        .await;
+    }
 
     // A write through a follower is forwarded to the leader.
     let reply = cluster

@@ -2,6 +2,12 @@
 //! binds the listeners and runs `deadbolt_server::server`; the other
 //! commands are API clients).
 
+/// glibc's allocator spent ~11% of a loaded leader's CPU in malloc/free
+/// bookkeeping; mimalloc's thread-local free lists cost a fraction of it.
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     use clap::Parser;

@@ -791,6 +791,16 @@ async fn cluster_endpoints_through_the_node() {
     .await;
     let member = &r.2["members"][0];
     assert_eq!(member["api_addr"], s.addr.to_string(), "{}", r.2);
+    // Every answer names the leader's API address (here: this node's own),
+    // errors included.
+    for path in ["/v1/cluster", "/v1/locks/nope"] {
+        let r = raw(s.addr, "GET", path, &[], "").await;
+        assert_eq!(
+            r.1.get(HEADER_LEADER).and_then(|v| v.to_str().ok()),
+            Some(s.addr.to_string().as_str()),
+            "{path}"
+        );
+    }
     assert_eq!(member["voter"], true);
     let r = post(
         s.addr,

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{entry_hash, LinkFaultsTable, NodeEvent, NodeObserver};
-use super::handle::{MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
+use super::handle::{
+    LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn,
+};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
@@ -175,6 +177,7 @@ pub(crate) struct ActorParts {
     pub(crate) snapshot_term: Term,
     pub(crate) link_faults: Option<Subscriber<LinkFaultsTable>>,
     pub(crate) observer: Option<NodeObserver>,
+    pub(crate) leader_hint: LeaderHint,
 }
 
 pub(crate) struct Actor {
@@ -229,6 +232,9 @@ pub(crate) struct Actor {
     synced_peers: BTreeMap<NodeId, String>,
     announced: Option<(NodeId, String)>,
     last_leader: Option<NodeId>,
+    /// What `leader_hint` was last set to (compared without locking).
+    published_leader_api_addr: Option<Arc<str>>,
+    leader_hint: LeaderHint,
     last_stats: StorageStats,
 
     /// Storage failed: the node stops acting (the reason is reported).
@@ -280,6 +286,8 @@ impl Actor {
             synced_peers: BTreeMap::new(),
             announced: None,
             last_leader: None,
+            published_leader_api_addr: None,
+            leader_hint: parts.leader_hint,
             last_stats: StorageStats::default(),
             failed: None,
             stopping: None,
@@ -800,6 +808,7 @@ impl Actor {
             // The membership takes effect on append: know the peers before
             // sending to them.
             self.sync_peers();
+            self.refresh_leader_hint();
             // 2. Messages.
             for (to, message) in ready.messages {
                 self.peers.send(to, PeerMessage::Raft(message));
@@ -1312,7 +1321,53 @@ impl Actor {
 
     /// Keeps one peer actor per other member (plus an announcing leader
     /// not yet in our membership).
+    /// Whether `synced_peers` already is what `sync_peers` would build: the
+    /// common case, checked on every Ready without allocating.
+    fn peers_in_sync(&self) -> bool {
+        let members = &self.replica.membership().members;
+        let mut expected = 0;
+        for (id, member) in members.iter().filter(|(id, _)| **id != self.id) {
+            if self.synced_peers.get(id) != Some(&member.peer_addr) {
+                return false;
+            }
+            expected += 1;
+        }
+        if let Some((id, addr)) = &self.announced {
+            if !members.contains_key(id) || *id == self.id {
+                if self.synced_peers.get(id) != Some(addr) {
+                    return false;
+                }
+                expected += 1;
+            }
+        }
+        expected == self.synced_peers.len()
+    }
+
+    /// Publishes the leader's API address to the handles when it changed
+    /// (a new leader, or the leader published its address).
+    fn refresh_leader_hint(&mut self) {
+        let api_addr = match self.replica.leader() {
+            Some(id) if id == self.id => Some(self.api_addr.as_str()),
+            Some(id) => self
+                .replica
+                .membership()
+                .members
+                .get(&id)
+                .map(|m| m.api_addr.as_str()),
+            None => None,
+        }
+        .filter(|addr| !addr.is_empty());
+        if api_addr == self.published_leader_api_addr.as_deref() {
+            return;
+        }
+        self.published_leader_api_addr = api_addr.map(Arc::from);
+        self.leader_hint.set(self.published_leader_api_addr.clone());
+    }
+
     fn sync_peers(&mut self) {
+        if self.peers_in_sync() {
+            return;
+        }
         let mut wanted: BTreeMap<NodeId, String> = self
             .replica
             .membership()

@@ -3,7 +3,7 @@
 //! mailbox, answered on a oneshot; deadlines are enforced here, so no call
 //! can hang whatever the cluster is doing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadbolt_core::lock::{Command, Idempotency, LeaseTracker, LockStateMachine, Reply};
@@ -132,6 +132,25 @@ pub struct NodeHandle {
     pub(crate) cluster_id: Arc<str>,
     pub(crate) requests: mpsc::Sender<NodeRequest>,
     pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) leader_hint: LeaderHint,
+}
+
+/// The API address (`host:port`) of the leader as this node last saw it,
+/// shared by the Raft actor (writer) and every handle (readers). Servers
+/// pass it to clients so they can send to the leader directly instead of
+/// paying a forwarding hop on every request.
+#[derive(Clone, Default)]
+pub(crate) struct LeaderHint(Arc<Mutex<Option<Arc<str>>>>);
+
+impl LeaderHint {
+    pub(crate) fn get(&self) -> Option<Arc<str>> {
+        // A plain value: a panic elsewhere cannot leave it torn.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, api_addr: Option<Arc<str>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = api_addr;
+    }
 }
 
 fn stopped() -> ProposeError {
@@ -147,6 +166,13 @@ impl NodeHandle {
 
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The leader's API address (`host:port`) as this node last saw it;
+    /// `None` while no leader is known or it has not published its address.
+    /// Read without a message to the actor: cheap enough for every request.
+    pub fn leader_api_addr(&self) -> Option<Arc<str>> {
+        self.leader_hint.get()
     }
 
     pub fn metrics(&self) -> &NodeMetrics {

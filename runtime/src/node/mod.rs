@@ -27,6 +27,7 @@ use crate::shutdown::{shutdown_channel, ShutdownTrigger};
 use crate::storage::{spawn_storage_actor, Identity, Recovered, SimStorage, Storage};
 use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
 use actor::{Actor, ActorParts, PeerMessage};
+use handle::LeaderHint;
 
 /// Inbound peer messages buffered between the listener and the actor; when
 /// full, the listener's connections wait (TCP backpressure).
@@ -150,6 +151,7 @@ impl Node {
         let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
         let metrics = Arc::new(NodeMetrics::default());
         let cluster_id: Arc<str> = config.cluster_id.as_str().into();
+        let leader_hint = LeaderHint::default();
         let actor = Actor::new(ActorParts {
             id: config.node_id,
             cluster_id: cluster_id.clone(),
@@ -169,6 +171,7 @@ impl Node {
             snapshot_term,
             link_faults: config.link_faults,
             observer: config.observer,
+            leader_hint: leader_hint.clone(),
         });
         drop(_guard);
         let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
@@ -177,6 +180,7 @@ impl Node {
             cluster_id,
             requests: requests_tx,
             metrics,
+            leader_hint,
         };
         Ok(Node {
             handle,

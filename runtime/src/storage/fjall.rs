@@ -228,8 +228,12 @@ impl Storage for FjallStorage {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        // fdatasync, as etcd does on Linux: it flushes the data and the
+        // metadata needed to read it back (size, block allocation), skipping
+        // only timestamps, which recovery never reads. fjall makes new
+        // journals durable (file and directory) itself with a full fsync.
         self.db
-            .persist(PersistMode::SyncAll)
+            .persist(PersistMode::SyncData)
             .map_err(|e| fjall_error("fsync", &self.dir.display().to_string(), e))
     }
 

@@ -15,12 +15,14 @@ mod tests;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
-use deadbolt_core::api::{ErrorCode, BODY_BYTES_MAX_DEFAULT, EPHEMERAL_SESSION_TTL_MS_DEFAULT};
+use deadbolt_core::api::{
+    ErrorCode, BODY_BYTES_MAX_DEFAULT, EPHEMERAL_SESSION_TTL_MS_DEFAULT, HEADER_LEADER,
+};
 use deadbolt_runtime::node::NodeHandle;
 
 pub use error::ApiError;
@@ -172,7 +174,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let path = request.uri().path().to_owned();
-    let response = next.run(request).await.into_response();
+    let mut response = next.run(request).await.into_response();
+    if let Some(leader) = state.node.as_ref().and_then(NodeHandle::leader_api_addr) {
+        if let Ok(value) = HeaderValue::from_str(&leader) {
+            response.headers_mut().insert(HEADER_LEADER, value);
+        }
+    }
     let elapsed = started.elapsed();
     let outcome = match response.extensions().get::<ErrorCode>() {
         Some(code) => code.as_str(),
