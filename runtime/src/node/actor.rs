@@ -786,6 +786,14 @@ impl Actor {
                         return;
                     }
                 }
+                // The contract: a received snapshot *replaces* the stored
+                // log. `Snapshot` alone keeps entries after its index (right
+                // for our own snapshots), and the log we had may run past
+                // the snapshot with entries of another history, which the
+                // core has already dropped (simulation seed 215). Truncating
+                // first means a crash in between leaves a prefix of what we
+                // had, never stale entries after the new snapshot.
+                self.submit(WriteRequest::TruncateFrom(index + 1)).await;
                 self.submit(WriteRequest::Snapshot {
                     meta: snapshot.meta,
                     data: snapshot.data,
