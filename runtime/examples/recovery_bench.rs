@@ -26,6 +26,17 @@ async fn main() -> anyhow::Result<()> {
     use deadbolt_runtime::storage::{FjallStorage, Identity, Storage};
     use deadbolt_runtime::TokioClock;
 
+    // The node logs its recovery phases ("recovered from storage": open,
+    // load and restore times) at info; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "deadbolt_runtime::node=info".into()),
+        )
+        .init();
+
     const SNAPSHOT_LOCKS: usize = 100_000;
     const APPEND_CHUNK: usize = 10_000;
     let entries: u64 = std::env::args()

@@ -65,27 +65,34 @@ impl Node {
         let _guard = span.enter();
 
         let (trigger, shutdown) = shutdown_channel();
+        // Wall time of each recovery phase, for the "recovered" log line.
+        let started = tokio::time::Instant::now();
+        let opened_ms;
         let (recovered, storage_handle, storage_task) = match &config.storage {
             #[cfg(not(madsim))]
             StorageChoice::Fjall { dir } => {
                 let mut storage = crate::storage::FjallStorage::open(dir, &identity)?;
+                opened_ms = started.elapsed().as_millis();
                 let recovered = storage.load()?;
                 let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
                 (recovered, handle, task)
             }
             StorageChoice::Sim(disk) => {
                 let mut storage = SimStorage::open(disk.clone(), &identity)?;
+                opened_ms = started.elapsed().as_millis();
                 let recovered = storage.load()?;
                 let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
                 (recovered, handle, task)
             }
         };
+        let loaded_ms = started.elapsed().as_millis();
         let Recovered {
             hard_state,
             snapshot,
             entries,
             ..
         } = recovered;
+        let recovered_entries = entries.len();
         let (state, snapshot_meta) = match snapshot {
             Some((meta, data)) => {
                 let state = LockStateMachine::restore(&data).map_err(|error| {
@@ -99,6 +106,14 @@ impl Node {
             None => (LockStateMachine::new(), None),
         };
         let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        tracing::info!(
+            snapshot_index,
+            entries = recovered_entries,
+            open_ms = opened_ms,
+            load_ms = loaded_ms - opened_ms,
+            restore_ms = started.elapsed().as_millis() - loaded_ms,
+            "recovered from storage; entries after the snapshot are applied next"
+        );
         let snapshot_term = snapshot_meta.as_ref().map_or(0, |m| m.last_term);
         let initial_membership = match &config.bootstrap {
             Bootstrap::Founder { voters } => Membership {

@@ -28,7 +28,7 @@ pub use actor::{
     SYNC_LATENCY_BUCKETS_US,
 };
 #[cfg(not(madsim))]
-pub use fjall::FjallStorage;
+pub use fjall::{FjallStorage, COMPACT_STEP_ENTRIES_MAX};
 pub use sim::{CrashFault, SimDisk, SimStorage};
 
 /// Longest cluster id accepted in a data dir or a handshake.
@@ -137,12 +137,26 @@ pub trait Storage: Send + 'static {
     /// Makes everything written since the last sync durable (one fsync).
     fn sync(&mut self) -> Result<(), StorageError>;
     /// Durably and atomically replaces the snapshot (durable on return, with
-    /// everything written before it), then drops log entries up to
-    /// `meta.last_index`.
+    /// everything written before it), then compacts the log up to
+    /// `meta.last_index` (see `compact`).
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
-    /// Drops log entries with index <= `up_to` (they are covered by a snapshot).
-    /// Durable at the next sync; losing it in a crash is harmless.
+    /// Drops log entries with index <= `up_to` (they are covered by a
+    /// snapshot), either at once or, if the backend says so through
+    /// `compaction_pending`, in bounded steps taken by `compact_step`. Until
+    /// then `load` skips them. Durable at the next sync; losing it in a crash
+    /// is harmless (the next `load` compacts again).
     fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError>;
+    /// Whether a compaction still has entries to drop (`compact_step` does it).
+    fn compaction_pending(&self) -> bool {
+        false
+    }
+    /// Drops the next bounded chunk of a pending compaction. Like `compact`,
+    /// durable at the next sync. The storage actor calls it only while no
+    /// write waits, so a large compaction never delays a sync by more than
+    /// one chunk.
+    fn compact_step(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 pub(crate) fn check_snapshot_len(data: &[u8]) -> Result<(), StorageError> {
@@ -223,21 +237,27 @@ pub(crate) struct RecoveredLog {
 /// middle, or at or below the commit index) is corruption of data that may
 /// have been acknowledged, so the node stops with an error naming the place
 /// and the index rather than serving or silently dropping it.
-pub(crate) fn recover_log(
+///
+/// `records` is streamed in index order straight from the backend's scan
+/// (a restart reads ~1M records; collecting them first cost a second copy of
+/// every record, recovery_bench). Records at or below the snapshot's last
+/// index are skipped undecoded: a compaction that had not finished left them.
+pub(crate) fn recover_log<B: AsRef<[u8]>>(
     location: &str,
-    records: Vec<(LogIndex, Vec<u8>)>,
+    records: impl IntoIterator<Item = Result<(LogIndex, B), StorageError>>,
     hard_state: &HardState,
     snapshot_last: (Term, LogIndex),
 ) -> Result<RecoveredLog, StorageError> {
-    let count = records.len();
-    let mut entries = Vec::with_capacity(count);
+    let mut records = records.into_iter().peekable();
+    let mut entries: Vec<Entry> = Vec::with_capacity(records.size_hint().0);
     let mut torn_tail_at = None;
-    for (position, (index, bytes)) in records.into_iter().enumerate() {
+    while let Some(record) = records.next() {
+        let (index, bytes) = record?;
         if index <= snapshot_last.1 {
             // Left behind by a compaction that was not yet synced: covered by the snapshot.
             continue;
         }
-        let decoded: Result<Entry, DecodeError> = codec::decode_checked(&bytes);
+        let decoded: Result<Entry, DecodeError> = codec::decode_checked(bytes.as_ref());
         let entry = match decoded {
             Ok(entry) if entry.index == index => entry,
             Ok(entry) => {
@@ -248,7 +268,9 @@ pub(crate) fn recover_log(
                 })
             }
             Err(e) => {
-                let is_last = position + 1 == count;
+                // A failed read of the next record is reported as itself
+                // by the next call; here it only means "not the last".
+                let is_last = records.peek().is_none();
                 if is_last && index > hard_state.commit_index {
                     tracing::warn!(location, index, error = %e, "dropping torn tail log record");
                     torn_tail_at = Some(index);
