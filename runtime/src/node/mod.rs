@@ -239,3 +239,63 @@ impl Node {
         let _ = self.listener.task.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::storage::SimDisk;
+
+    async fn start_single(disk: &SimDisk, clock: &ManualClock) -> Node {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let config = NodeConfig::new(
+            1,
+            "c",
+            StorageChoice::Sim(disk.clone()),
+            listener,
+            addr.clone(),
+            "api.test:80",
+            Bootstrap::Founder {
+                voters: BTreeMap::from([(1, addr)]),
+            },
+            Arc::new(clock.clone()),
+            7,
+        );
+        Node::start(config).await.expect("node starts")
+    }
+
+    /// Polls (real time, bounded) until the node knows itself leader.
+    async fn wait_leader(handle: &NodeHandle) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(status) = handle.status().await {
+                if status.ready && status.leader == Some(1) {
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < until, "no leader");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A sole voter campaigns at start, at first boot and on restart: its
+    /// clock never moves here, so waiting for the election timeout would
+    /// never elect it.
+    #[tokio::test]
+    async fn sole_voter_is_elected_without_an_election_timeout() {
+        let disk = SimDisk::new();
+        let clock = ManualClock::new(1_000);
+        let node = start_single(&disk, &clock).await;
+        wait_leader(&node.handle()).await;
+        node.shutdown().await;
+        let node = start_single(&disk, &clock).await;
+        wait_leader(&node.handle()).await;
+        assert_eq!(clock.now_ms(), 1_000, "the clock never moved");
+        node.shutdown().await;
+    }
+}
