@@ -36,8 +36,10 @@ const KEY_LOG_COMPACTED_TO: &[u8] = b"log_compacted_to";
 /// for ~15-20 ms, which bounds the extra latency a sync can see behind it.
 pub const COMPACT_STEP_ENTRIES_MAX: usize = 16_384;
 /// Log records per chunk handed from the scanning thread to the decoder in
-/// `load`, and chunks buffered between them (bounds the extra memory).
+/// `load`.
 const SCAN_CHUNK_RECORDS: usize = 4_096;
+/// Chunks buffered between the scanner and the decoder: bounds the memory
+/// the scanner can run ahead with.
 const SCAN_CHUNKS_IN_FLIGHT_MAX: usize = 8;
 
 /// A node's data dir on fjall.
