@@ -366,3 +366,86 @@ impl fmt::Display for Identity {
         write!(f, "cluster {:?} node {}", self.cluster_id, self.node_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(index: LogIndex) -> Result<(LogIndex, Vec<u8>), StorageError> {
+        Ok((
+            index,
+            encode_log_record(&Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Noop,
+            }),
+        ))
+    }
+
+    fn torn(index: LogIndex) -> Result<(LogIndex, Vec<u8>), StorageError> {
+        let (index, mut bytes) = record(index)?;
+        bytes.truncate(bytes.len() / 2);
+        Ok((index, bytes))
+    }
+
+    fn read_failure() -> Result<(LogIndex, Vec<u8>), StorageError> {
+        Err(StorageError::Io {
+            op: "read log",
+            location: "test".into(),
+            kind: std::io::ErrorKind::Other,
+            message: "injected".into(),
+        })
+    }
+
+    fn hard_state(commit_index: LogIndex) -> HardState {
+        HardState {
+            term: 1,
+            voted_for: None,
+            commit_index,
+        }
+    }
+
+    /// The streamed rule decides exactly as the collected one did: a bad
+    /// record is a torn tail only when nothing follows it, and a read
+    /// failure during the scan is reported as itself.
+    #[test]
+    fn streamed_records_keep_the_torn_tail_rule() {
+        let log = recover_log("t", [record(1), record(2), torn(3)], &hard_state(2), (0, 0))
+            .expect("torn tail beyond the commit index is dropped");
+        assert_eq!(log.entries.len(), 2);
+        assert_eq!(log.torn_tail_at, Some(3));
+
+        let err = recover_log("t", [record(1), torn(2), record(3)], &hard_state(1), (0, 0))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::CorruptLogRecord { index: 2, .. }),
+            "{err}"
+        );
+
+        // A failed read after a bad record: the record is not known to be
+        // the last, so it is corruption, not a torn tail.
+        let err = recover_log(
+            "t",
+            [record(1), torn(2), read_failure()],
+            &hard_state(1),
+            (0, 0),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            matches!(err, StorageError::CorruptLogRecord { index: 2, .. }),
+            "{err}"
+        );
+
+        let err = recover_log("t", [record(1), read_failure()], &hard_state(1), (0, 0))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+
+        // Records the snapshot covers are skipped without being decoded.
+        let log = recover_log("t", [torn(1), record(2), record(3)], &hard_state(3), (1, 1))
+            .expect("covered records are not read");
+        assert_eq!(log.entries.first().map(|e| e.index), Some(2));
+    }
+}
