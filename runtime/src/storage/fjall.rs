@@ -34,7 +34,7 @@ const KEY_LOG_COMPACTED_TO: &[u8] = b"log_compacted_to";
 /// Log keys removed by one `compact_step` (one write batch) at most. At
 /// ~1 µs per key on the reference machine a step holds the storage actor
 /// for ~15-20 ms, which bounds the extra latency a sync can see behind it.
-pub const COMPACT_STEP_ENTRIES_MAX: usize = 16_384;
+pub(crate) const COMPACT_STEP_ENTRIES_MAX: usize = 16_384;
 /// Log records per chunk handed from the scanning thread to the decoder in
 /// `load`.
 const SCAN_CHUNK_RECORDS: usize = 4_096;

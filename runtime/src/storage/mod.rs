@@ -28,7 +28,7 @@ pub use actor::{
     SYNC_LATENCY_BUCKETS_US,
 };
 #[cfg(not(madsim))]
-pub use fjall::{FjallStorage, COMPACT_STEP_ENTRIES_MAX};
+pub use fjall::FjallStorage;
 pub use sim::{CrashFault, SimDisk, SimStorage};
 
 /// Longest cluster id accepted in a data dir or a handshake.
