@@ -17,6 +17,7 @@ fn main() {}
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -26,7 +27,20 @@ async fn main() -> anyhow::Result<()> {
     use deadbolt_runtime::storage::{FjallStorage, Identity, Storage};
     use deadbolt_runtime::TokioClock;
 
+    // The node logs its recovery phases ("recovered from storage": open,
+    // load and restore times) at info; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "deadbolt_runtime::node=info".into()),
+        )
+        .init();
+
     const SNAPSHOT_LOCKS: usize = 100_000;
+    /// Deadline of one read try while polling for the first read.
+    const READ_TRY: Duration = Duration::from_millis(20);
     const APPEND_CHUNK: usize = 10_000;
     let entries: u64 = std::env::args()
         .nth(1)
@@ -154,13 +168,34 @@ async fn main() -> anyhow::Result<()> {
     let node = Node::start(config).await?;
     let opened = started.elapsed();
     let handle = node.handle();
-    // Poll until a linearizable read sees the last entry applied.
+    // Phases seen from outside, through the metrics the actor publishes
+    // after each turn: replay caught up with the log, then leadership.
+    let watcher = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let metrics = handle.metrics();
+            let (mut caught_up, mut leader) = (None, None);
+            while caught_up.is_none() || leader.is_none() {
+                if caught_up.is_none() && metrics.applied_index.load(Relaxed) >= last {
+                    caught_up = Some(started.elapsed());
+                }
+                if leader.is_none() && metrics.leader_changes.load(Relaxed) > 0 {
+                    leader = Some(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (caught_up, leader)
+        })
+    };
+    // Poll until a linearizable read sees the last entry applied. Each try
+    // is short: `read` retries an unavailable node with a backoff of up to
+    // 200 ms, which would measure the backoff rather than the node.
     let key = format!("k{}", last % 1024);
     let want = format!("{last}");
     loop {
         let key = key.clone();
         let seen = handle
-            .read(Duration::from_secs(10), move |ctx| {
+            .read(READ_TRY, move |ctx| {
                 ctx.state.kv_get(&key).ok().map(|v| v.value)
             })
             .await;
@@ -174,14 +209,15 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let serving = started.elapsed();
+    let (caught_up, leader) = watcher.await?;
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
     println!(
-        "restart: Node::start returned in {:.2} s; first read of the last entry after {:.2} s ({} snapshots taken meanwhile)",
+        "restart: Node::start returned in {:.2} s; replay caught up at {:.2} s; leader at {:.2} s; first read of the last entry after {:.2} s ({} snapshots taken meanwhile)",
         opened.as_secs_f64(),
+        secs(caught_up),
+        secs(leader),
         serving.as_secs_f64(),
-        handle
-            .metrics()
-            .snapshots_taken
-            .load(std::sync::atomic::Ordering::Relaxed)
+        handle.metrics().snapshots_taken.load(Relaxed)
     );
     node.shutdown().await;
     Ok(())

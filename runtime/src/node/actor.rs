@@ -305,6 +305,13 @@ impl Actor {
             });
         }
         self.sync_peers();
+        if self.is_sole_voter() {
+            // Nobody else can win or disrupt an election, so waiting out the
+            // election timeout (300-600 ms) would only delay the first write
+            // and read after a restart; the vote is persisted while the
+            // backlog is applied. Safety does not depend on timing.
+            self.replica.campaign_now();
+        }
         let graceful = loop {
             self.drain_ready().await;
             self.update_metrics();
@@ -1124,6 +1131,17 @@ impl Actor {
             self.lease = LeaseTracker::new();
         }
         self.api_addr_asked_at_ms = None;
+    }
+
+    /// This node is the only voter of the membership it recovered.
+    fn is_sole_voter(&self) -> bool {
+        let mut voters = self
+            .replica
+            .membership()
+            .members
+            .iter()
+            .filter(|(_, m)| m.voter);
+        matches!(voters.next(), Some((id, _)) if *id == self.id) && voters.next().is_none()
     }
 
     /// Past the threshold, and (on a leader) every follower already holds

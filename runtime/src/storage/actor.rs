@@ -1,6 +1,9 @@
 //! The storage actor: owns a node's `Storage`, takes write requests through a
 //! bounded mailbox, and turns everything queued since the last sync into one
 //! batch and one fsync (group commit), then publishes what is now durable.
+//! While the mailbox is empty it advances a pending log compaction one
+//! bounded step at a time (`Storage::compact_step`), so dropping a long log
+//! never holds a sync back by more than one step.
 
 use std::sync::{Arc, Mutex};
 
@@ -267,6 +270,9 @@ pub fn spawn_storage_actor<S: Storage>(
             let mut terms = terms;
             let mut state = initial;
             loop {
+                let compacting = state.error.is_none()
+                    && storage.as_ref().is_some_and(|s| s.compaction_pending());
+                // Writes first; a compaction step only when none waits.
                 let first = tokio::select! {
                     biased;
                     _ = wait_for_shutdown(&mut shutdown) => break,
@@ -274,6 +280,27 @@ pub fn spawn_storage_actor<S: Storage>(
                         Some(request) => request,
                         None => break,
                     },
+                    () = std::future::ready(()), if compacting => {
+                        let Some(owned) = storage.take() else {
+                            break;
+                        };
+                        match compact_step(owned).await {
+                            Ok((owned, Ok(()))) => storage = Some(owned),
+                            Ok((owned, Err(error))) => {
+                                storage = Some(owned);
+                                tracing::error!(%error, "log compaction failed; refusing further writes");
+                                state.error = Some(error);
+                                persisted_tx.publish(state.clone());
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "storage actor lost its storage");
+                                state.error = Some(error);
+                                persisted_tx.publish(state.clone());
+                                break;
+                            }
+                        }
+                        continue;
+                    }
                 };
                 let mut batch = vec![first];
                 while batch.len() < STORAGE_BATCH_REQUESTS_MAX {
@@ -352,6 +379,19 @@ pub fn spawn_storage_actor<S: Storage>(
         span,
     ));
     (handle, task)
+}
+
+/// Runs one bounded compaction step off the async workers and hands the
+/// storage back with its outcome (`Err` only if the blocking task was lost).
+async fn compact_step<S: Storage>(
+    mut storage: S,
+) -> Result<(S, Result<(), StorageError>), StorageError> {
+    run_blocking(move || {
+        let result = storage.compact_step();
+        (storage, result)
+    })
+    .await
+    .map_err(|e| StorageError::Poisoned(format!("storage task failed: {e}")))
 }
 
 /// Runs blocking storage work off the async workers in production. Under
@@ -541,6 +581,180 @@ mod tests {
             .unwrap();
         assert_eq!(rx.get().last_log, (1, 1));
         assert_eq!(handle.stats().sync_failures, 1);
+    }
+
+    /// A storage whose compaction takes ten steps, each waiting for the
+    /// test's permit, and which records the order of what it did.
+    struct SteppedCompaction {
+        inner: SimStorage,
+        target: LogIndex,
+        done: LogIndex,
+        permits: std::sync::mpsc::Receiver<Result<(), StorageError>>,
+        events: Events,
+    }
+
+    impl SteppedCompaction {
+        fn record(&self, event: &'static str) {
+            self.events.lock().unwrap().push(event);
+        }
+    }
+
+    impl Storage for SteppedCompaction {
+        fn load(&mut self) -> Result<Recovered, StorageError> {
+            self.inner.load()
+        }
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            self.record("append");
+            self.inner.append(entries)
+        }
+        fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
+            self.inner.truncate_from(index)
+        }
+        fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+            self.inner.save_hard_state(hard_state)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+        fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+            self.record("snapshot");
+            self.inner.save_snapshot(meta, data)?;
+            self.compact(meta.last_index)
+        }
+        fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+            self.target = self.target.max(up_to);
+            Ok(())
+        }
+        fn compaction_pending(&self) -> bool {
+            self.done < self.target
+        }
+        fn compact_step(&mut self) -> Result<(), StorageError> {
+            let permit = self.permits.recv().expect("test hands out permits");
+            self.record("step");
+            permit?;
+            self.done = (self.done + self.target.div_ceil(10)).min(self.target);
+            Ok(())
+        }
+    }
+
+    type Permits = std::sync::mpsc::Sender<Result<(), StorageError>>;
+    type Events = Arc<Mutex<Vec<&'static str>>>;
+
+    fn stepped(disk: &SimDisk) -> (SteppedCompaction, Recovered, Permits, Events) {
+        let (inner, recovered) = open(disk);
+        let (permit_tx, permits) = std::sync::mpsc::channel();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let storage = SteppedCompaction {
+            inner,
+            target: 0,
+            done: 0,
+            permits,
+            events: events.clone(),
+        };
+        (storage, recovered, permit_tx, events)
+    }
+
+    async fn wait_for_events(events: &Mutex<Vec<&'static str>>, pred: impl Fn(&[&str]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pred(&events.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "{:?}", events.lock().unwrap());
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A write that arrives during a long compaction waits for one step at
+    /// most, not for the whole compaction.
+    #[tokio::test]
+    async fn writes_go_out_between_compaction_steps() {
+        let disk = SimDisk::new();
+        let (s, r, permits, events) = stepped(&disk);
+        let (_stop_tx, stop) = shutdown_channel();
+        let (handle, task) = spawn_storage_actor(s, &r, stop);
+        let mut rx = handle.persisted();
+        handle
+            .submit(WriteRequest::Append(
+                (1..=100).map(|i| entry(1, i)).collect(),
+            ))
+            .await
+            .unwrap();
+        handle
+            .submit(WriteRequest::Snapshot {
+                meta: SnapshotMeta {
+                    last_index: 100,
+                    last_term: 1,
+                    membership: Default::default(),
+                },
+                data: b"sm".to_vec(),
+            })
+            .await
+            .unwrap();
+        wait_for(&mut rx, |s| s.snapshot_last_index == 100).await;
+        permits.send(Ok(())).unwrap();
+        wait_for_events(&events, |e| e.contains(&"step")).await;
+        // Step 2 may already wait for its permit: the append queues behind it.
+        handle
+            .submit(WriteRequest::Append(vec![entry(1, 101)]))
+            .await
+            .unwrap();
+        permits.send(Ok(())).unwrap();
+        wait_for(&mut rx, |s| s.last_log == (1, 101)).await;
+        let steps_before_append = {
+            let events = events.lock().unwrap();
+            let at = events.iter().rposition(|e| *e == "append").unwrap();
+            events[..at].iter().filter(|e| **e == "step").count()
+        };
+        assert!(steps_before_append <= 2, "{:?}", events.lock().unwrap());
+        for _ in 0..8 {
+            permits.send(Ok(())).unwrap();
+        }
+        wait_for_events(&events, |e| {
+            e.iter().filter(|e| **e == "step").count() == 10
+        })
+        .await;
+        drop(handle);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, r) = open(&disk);
+        assert_eq!(r.last_log_id(), (1, 101));
+    }
+
+    /// A failed compaction step is a failed write: the actor refuses every
+    /// later write and reports nothing more as durable.
+    #[tokio::test]
+    async fn failed_compaction_step_poisons() {
+        let disk = SimDisk::new();
+        let (s, r, permits, _events) = stepped(&disk);
+        let (stop_tx, stop) = shutdown_channel();
+        let (handle, task) = spawn_storage_actor(s, &r, stop);
+        let mut rx = handle.persisted();
+        handle
+            .submit(WriteRequest::Append(vec![entry(1, 1)]))
+            .await
+            .unwrap();
+        handle.submit(WriteRequest::Compact(1)).await.unwrap();
+        permits
+            .send(Err(StorageError::DiskFull {
+                op: "compact log",
+                location: "test".into(),
+            }))
+            .unwrap();
+        let s = wait_for(&mut rx, |s| s.error.is_some()).await;
+        assert!(
+            matches!(s.error, Some(StorageError::DiskFull { .. })),
+            "{s:?}"
+        );
+        handle
+            .submit(WriteRequest::Append(vec![entry(1, 2)]))
+            .await
+            .unwrap();
+        stop_tx.trigger();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.get().last_log, (1, 1), "nothing after the failure");
     }
 
     /// Crashes the disk at a random moment under a running actor: every

@@ -276,7 +276,7 @@ impl Storage for SimStorage {
             .map_or((0, 0), |(m, _): &(SnapshotMeta, _)| {
                 (m.last_term, m.last_index)
             });
-        let records = self.view.log.iter().map(|(i, b)| (*i, b.clone())).collect();
+        let records = self.view.log.iter().map(|(i, b)| Ok((*i, b)));
         let log = recover_log(LOCATION, records, &hard_state, snapshot_last)?;
         if let Some(index) = log.torn_tail_at {
             // Repair durably, so a second crash cannot resurrect the torn record.
