@@ -57,6 +57,7 @@ pub struct ClientBuilder {
     backoff_initial: Duration,
     backoff_max: Duration,
     retry_after_max: Duration,
+    follow_leader: bool,
 }
 
 impl ClientBuilder {
@@ -75,6 +76,7 @@ impl ClientBuilder {
             backoff_initial: BACKOFF_INITIAL_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
             retry_after_max: RETRY_AFTER_MAX_DEFAULT,
+            follow_leader: true,
         }
     }
 
@@ -116,6 +118,15 @@ impl ClientBuilder {
     /// Cap on an honoured Retry-After; default 5 s.
     pub fn retry_after_max(mut self, max: Duration) -> Self {
         self.retry_after_max = max;
+        self
+    }
+
+    /// Whether calls move to the endpoint a `Deadbolt-Leader` answer names
+    /// (default yes: it spares the cluster a forwarding hop per request).
+    /// The simulation turns it off for some clients so that forwarding
+    /// stays exercised.
+    pub fn follow_leader(mut self, follow: bool) -> Self {
+        self.follow_leader = follow;
         self
     }
 
@@ -559,6 +570,9 @@ impl Client {
     /// named it (`Deadbolt-Leader`) and it is one of our endpoints: every
     /// request sent to a follower costs the cluster a forwarding hop.
     fn follow_leader_hint(&self, answered: usize, headers: &hyper::HeaderMap) {
+        if !self.inner.config.follow_leader {
+            return;
+        }
         let Some(leader) = headers.get(HEADER_LEADER).and_then(|v| v.to_str().ok()) else {
             return;
         };

@@ -404,6 +404,17 @@ async fn calls_follow_the_leader_hint_to_a_known_endpoint() {
         }
         assert_eq!(stranger.seen().len(), 3);
         assert_eq!(leader.seen().len(), 2);
+
+        // A client told not to follow stays where it is.
+        let client = builder(vec![follower.url(), leader.url()])
+            .follow_leader(false)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            client.create_session(&NEW_SESSION).await.unwrap();
+        }
+        assert_eq!(follower.seen().len(), 4);
+        assert_eq!(leader.seen().len(), 2);
     })
     .await
     .unwrap();

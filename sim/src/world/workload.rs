@@ -55,9 +55,12 @@ pub(crate) fn append_keys() -> Vec<String> {
 
 /// A client built for the simulation: short deadlines so that a run's
 /// operations end (with an answer or an unknown outcome) within seconds.
+/// About half the clients (by seed) ignore the leader hint, so requests
+/// through followers, and their forwarding, stay exercised.
 pub(crate) fn build_client(endpoints: &[String], seed: u64) -> Client {
     ClientBuilder::new(endpoints.iter().cloned())
         .seed(seed)
+        .follow_leader(seed % 2 == 0)
         .request_timeout(Duration::from_secs(2))
         .call_timeout(Duration::from_secs(6))
         .attempts_max(6)
