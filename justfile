@@ -5,10 +5,12 @@
 test:
     cargo test --workspace
     cargo sim
+    cargo sim-node
 
 # The madsim simulation sweep (own target dir, release mode).
 sim:
     cargo sim
+    cargo sim-node
 
 # Run a one-node server with data in ./deadbolt-data.
 serve:

@@ -440,3 +440,63 @@ async fn lossy_links_still_converge() {
         let _ = stop.send(());
     }
 }
+
+/// A request forwarded to a leader that then vanishes is answered "outcome
+/// unknown" as soon as the follower knows another leader (or none), not
+/// after the forward's 3 s reply bound; a keyed retry then settles it.
+#[tokio::test]
+async fn a_forward_to_a_vanished_leader_is_answered_at_the_leader_change() {
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
+    let mut handles = Vec::new();
+    let mut hosts = BTreeMap::new();
+    let mut stops = Vec::new();
+    for id in 1..=3 {
+        let (handle, host, stop) = start_host(id, &voters).await;
+        handles.push(handle);
+        hosts.insert(id, host);
+        stops.push(stop);
+    }
+    let leader = leader_among(&handles).await;
+    let follower = handles
+        .iter()
+        .find(|h| h.id() != leader)
+        .expect("a follower")
+        .clone();
+
+    // The leader drops off the network; the follower still names it and
+    // forwards into the void.
+    NetSim::current().clog_node(hosts[&leader]);
+    let idempotency = Idempotency {
+        key: "forward-1".into(),
+        fingerprint: 7,
+        acked_below: None,
+    };
+    let command = Command::KvPut {
+        key: "k".into(),
+        value: "v".into(),
+        fence: None,
+    };
+    let started = tokio::time::Instant::now();
+    let first = follower
+        .propose(command.clone(), Some(idempotency.clone()), DEADLINE)
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(first, Err(deadbolt_runtime::node::ProposeError::Timeout));
+    // Election timeouts are 300-600 ms; the forward's own bound is 3 s.
+    assert!(
+        waited < Duration::from_millis(2_000),
+        "answered after {waited:?}"
+    );
+    let status = follower.status().await.expect("status");
+    assert_ne!(status.leader, Some(leader), "{status:?}");
+
+    // The keyed retry goes to the new leader and applies once.
+    let reply = follower
+        .propose(command, Some(idempotency), DEADLINE)
+        .await
+        .expect("retry applied");
+    assert!(matches!(reply, Reply::KvWritten { .. }), "{reply:?}");
+    for stop in stops {
+        let _ = stop.send(());
+    }
+}

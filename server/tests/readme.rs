@@ -282,4 +282,8 @@ fn the_install_and_test_blocks_name_what_exists() {
     );
     let aliases = std::fs::read_to_string(root.join(".cargo/config.toml")).expect("cargo config");
     assert!(aliases.contains("\nsim = "), "`cargo sim` is an alias");
+    assert!(
+        aliases.contains("\nsim-node = "),
+        "`cargo sim-node` is an alias"
+    );
 }

@@ -147,6 +147,16 @@ impl Waiter {
     }
 }
 
+/// A request sent to the leader, waiting for its `ForwardReply`.
+struct ForwardedRequest {
+    /// When it was sent (monotonic ms).
+    sent_ms: u64,
+    /// The leader it was sent to: once another leader is known, no reply
+    /// will come.
+    leader: NodeId,
+    waiter: Waiter,
+}
+
 struct PendingRead {
     query: ReadFn,
     failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
@@ -215,9 +225,8 @@ pub(crate) struct Actor {
     /// Several callers may wait for the same queue place (a retried
     /// acquire with the same session): all get the outcome.
     waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
-    /// Requests forwarded to the leader, waiting for its `ForwardReply`:
-    /// request id -> (sent at, monotonic ms; who waits).
-    forwarded: BTreeMap<u64, (u64, Waiter)>,
+    /// Requests forwarded to the leader, waiting for its `ForwardReply`.
+    forwarded: BTreeMap<u64, ForwardedRequest>,
     reads: BTreeMap<u64, PendingRead>,
     next_request_id: u64,
 
@@ -431,7 +440,8 @@ impl Actor {
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
-                let Some((_, waiter)) = self.forwarded.remove(&request_id) else {
+                let Some(ForwardedRequest { waiter, .. }) = self.forwarded.remove(&request_id)
+                else {
                     return;
                 };
                 match result {
@@ -642,8 +652,15 @@ impl Actor {
                 request,
             },
         ) {
-            let now_ms = self.clock.now_ms();
-            self.forwarded.insert(request_id, (now_ms, waiter));
+            let sent_ms = self.clock.now_ms();
+            self.forwarded.insert(
+                request_id,
+                ForwardedRequest {
+                    sent_ms,
+                    leader,
+                    waiter,
+                },
+            );
         } else {
             waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
         }
@@ -1110,6 +1127,7 @@ impl Actor {
         });
         if soft.leader != self.last_leader {
             self.last_leader = soft.leader;
+            self.fail_forwards_to_other_leaders(soft.leader);
             self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 node_id = self.id,
@@ -1199,6 +1217,23 @@ impl Actor {
         self.publish_api_addr(now_ms);
     }
 
+    /// Requests forwarded to a leader that is no longer ours will get no
+    /// `ForwardReply`: their callers learn "outcome unknown" now (the old
+    /// leader may have appended them; a retry with the idempotency key
+    /// settles it) instead of after `FORWARD_REPLY_MS`.
+    fn fail_forwards_to_other_leaders(&mut self, leader: Option<NodeId>) {
+        let orphaned: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| Some(f.leader) != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            let forwarded = self.forwarded.remove(&id).expect("listed above");
+            forwarded.waiter.fail(ProposeError::Timeout);
+        }
+    }
+
     /// Requests whose caller gave up: forget them; a queued acquire whose
     /// caller left is withdrawn from the queue.
     fn sweep_abandoned(&mut self) {
@@ -1210,12 +1245,12 @@ impl Actor {
         let expired: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, (sent_ms, w))| w.is_closed() || now_ms >= *sent_ms + FORWARD_REPLY_MS)
+            .filter(|(_, f)| f.waiter.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            let (_, waiter) = self.forwarded.remove(&id).expect("listed above");
-            waiter.fail(ProposeError::Timeout);
+            let forwarded = self.forwarded.remove(&id).expect("listed above");
+            forwarded.waiter.fail(ProposeError::Timeout);
         }
         self.reads.retain(|_, r| !r.failed.is_closed());
         // A forwarded ReadIndex or its answer may be lost (Raft tolerates
@@ -1512,8 +1547,8 @@ impl Actor {
         for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
             waiter.fail(error.clone());
         }
-        for (_, (_, waiter)) in std::mem::take(&mut self.forwarded) {
-            waiter.fail(error.clone());
+        for (_, forwarded) in std::mem::take(&mut self.forwarded) {
+            forwarded.waiter.fail(error.clone());
         }
         for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = tx.send(Err(error.clone()));
