@@ -2,9 +2,10 @@
 //! a three-node cluster that loses its leader to `kill -9` in the middle of
 //! a stream of fenced appends (nothing acknowledged is lost or applied
 //! twice), the killed node's catch-up after restart, a fourth node added by
-//! `--join`, session expiry handing a lock to its waiter, and `deadbolt lock
+//! `--join`, session expiry handing a lock to its waiter, `deadbolt lock
 //! -- CMD` (children never overlap; the child is killed before the lease
-//! could run out when the server stops answering).
+//! could run out when the server stops answering), and a write forwarded to
+//! a frozen leader answering 504 whose keyed retry applies once.
 //!
 //! Ports are ephemeral, data lives in temp dirs, every wait has a deadline
 //! and every process is killed when its guard drops.
@@ -505,4 +506,76 @@ async fn an_address_in_use_is_named_with_its_flag() {
             "{stderr}"
         );
     }
+}
+
+/// One raw HTTP/1.1 POST with an idempotency key: (status, JSON body).
+async fn post_keyed(addr: &str, path: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(deadbolt_client::HyperIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("an answer within 10 s")
+        .expect("send");
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_frozen_leader_answers_504_and_its_keyed_retry_applies_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (specs, procs) = three_nodes(root.path()).await;
+    let all: Vec<String> = specs.iter().map(NodeSpec::url).collect();
+    let everyone = client(&all);
+    let leader = eventually("a leader", STARTUP, || leader_of(&everyone)).await;
+    let follower = specs.iter().find(|s| s.id != leader).expect("a follower");
+    let (path, key, body) = (
+        "/v1/kv/e2e-504/append",
+        "e2e-504-1",
+        r#"{"value": "once;"}"#,
+    );
+
+    // SIGSTOP: the leader's sockets stay open and nothing answers. The
+    // follower forwards to it; once the other two elect a new leader the
+    // forward is orphaned and its outcome unknown: 504.
+    procs[&leader].signal(Signal::SIGSTOP);
+    let (status, answer) = post_keyed(&follower.api, path, key, body).await;
+    assert_eq!(status, 504, "{answer}");
+    assert_eq!(answer["error"]["code"], "timeout", "{answer}");
+
+    // The keyed retry, through the same follower, is settled by the new
+    // leader.
+    eventually("the keyed retry is answered 200", STARTUP, || async {
+        let (status, _) = post_keyed(&follower.api, path, key, body).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    // The old leader wakes up holding the forward in its socket buffer:
+    // whatever it does with it, the write exists once.
+    procs[&leader].signal(Signal::SIGCONT);
+    let (status, _) = post_keyed(&follower.api, path, key, body).await;
+    assert_eq!(status, 200);
+    let value = everyone.kv_get("e2e-504").await.expect("read").value;
+    assert_eq!(value, "once;");
 }
