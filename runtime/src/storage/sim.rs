@@ -170,12 +170,20 @@ impl SimDisk {
     }
 }
 
+/// Log entries one `compact_step` drops at most: small, so that the
+/// simulation's frequent compactions take several steps interleaved with
+/// appends, syncs and crashes, as fjall's long ones do in production.
+const COMPACT_STEP_ENTRIES_MAX: LogIndex = 16;
+
 /// A node's view of its [`SimDisk`]: what it has written (synced or not).
 #[derive(Debug)]
 pub struct SimStorage {
     disk: SimDisk,
     generation: u64,
     view: Image,
+    /// The log may be dropped up to here (covered by a snapshot);
+    /// `compact_step` gets there in chunks.
+    compact_target: LogIndex,
 }
 
 impl SimStorage {
@@ -210,6 +218,7 @@ impl SimStorage {
             disk,
             generation,
             view,
+            compact_target: 0,
         })
     }
 
@@ -283,6 +292,9 @@ impl Storage for SimStorage {
             self.write(Op::TruncateFrom(index))?;
             self.sync()?;
         }
+        // Finish a compaction that a crash cut short (its steps were not
+        // synced), in steps, as FjallStorage does.
+        self.compact_target = snapshot_last.1;
         let membership = current_membership(snapshot.as_ref().map(|(m, _)| m), &log.entries);
         let hard_state = raise_term_to_log(hard_state, &log.entries);
         Ok(Recovered {
@@ -338,6 +350,28 @@ impl Storage for SimStorage {
     }
 
     fn compact(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+        self.compact_target = self.compact_target.max(up_to);
+        Ok(())
+    }
+
+    fn compaction_pending(&self) -> bool {
+        self.view
+            .log
+            .keys()
+            .next()
+            .is_some_and(|first| *first <= self.compact_target)
+    }
+
+    fn compact_step(&mut self) -> Result<(), StorageError> {
+        let Some(&first) = self.view.log.keys().next() else {
+            return Ok(());
+        };
+        if first > self.compact_target {
+            return Ok(());
+        }
+        let up_to = self
+            .compact_target
+            .min(first + COMPACT_STEP_ENTRIES_MAX - 1);
         self.write(Op::CompactTo(up_to))
     }
 }
@@ -390,6 +424,49 @@ mod tests {
         assert_eq!(r.snapshot, Some((meta, b"state".to_vec())));
         assert_eq!(r.entries, entries[5..].to_vec());
         assert_eq!(r.last_log_id(), (1, 10));
+    }
+
+    /// A compaction goes in steps of at most `COMPACT_STEP_ENTRIES_MAX`; one
+    /// cut short by a crash (steps not synced) is picked up again after
+    /// `load`, which meanwhile serves only the entries after the snapshot.
+    #[test]
+    fn compaction_goes_in_steps_and_resumes_after_a_crash() {
+        let disk = SimDisk::new();
+        let mut s = SimStorage::open(disk.clone(), &identity()).unwrap();
+        let entries: Vec<_> = (1..=50).map(|i| entry(1, i)).collect();
+        s.append(&entries).unwrap();
+        s.sync().unwrap();
+        let meta = SnapshotMeta {
+            last_index: 40,
+            last_term: 1,
+            membership: Default::default(),
+        };
+        s.save_snapshot(&meta, b"state").unwrap();
+        assert!(s.compaction_pending());
+        s.compact_step().unwrap();
+        assert_eq!(
+            s.view.log.keys().next(),
+            Some(&(COMPACT_STEP_ENTRIES_MAX + 1))
+        );
+        s.sync().unwrap();
+        s.compact_step().unwrap();
+        // The second step is lost in the crash; the first one was synced.
+        drop(s);
+        disk.crash(CrashFault::LoseUnsynced, &mut SplitMix64::new(1));
+        let mut s = SimStorage::open(disk, &identity()).unwrap();
+        let r = s.load().unwrap();
+        assert_eq!(r.entries, entries[40..].to_vec());
+        assert_eq!(
+            s.view.log.keys().next(),
+            Some(&(COMPACT_STEP_ENTRIES_MAX + 1))
+        );
+        let mut steps = 0;
+        while s.compaction_pending() {
+            s.compact_step().unwrap();
+            steps += 1;
+        }
+        assert_eq!(steps, 2, "24 covered entries left, 16 per step");
+        assert_eq!(s.view.log.keys().next(), Some(&41));
     }
 
     #[test]
