@@ -75,6 +75,26 @@ async fn start_host_with_faults(
     (handle, host.id(), stop_tx)
 }
 
+/// Nodes 1-3 as founders on their own hosts: (handles, madsim host of each
+/// node id, stop senders).
+async fn start_three() -> (
+    Vec<NodeHandle>,
+    BTreeMap<NodeId, madsim::task::NodeId>,
+    Vec<oneshot::Sender<()>>,
+) {
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
+    let mut handles = Vec::new();
+    let mut hosts = BTreeMap::new();
+    let mut stops = Vec::new();
+    for id in 1..=3 {
+        let (handle, host, stop) = start_host(id, &voters).await;
+        handles.push(handle);
+        hosts.insert(id, host);
+        stops.push(stop);
+    }
+    (handles, hosts, stops)
+}
+
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -130,16 +150,7 @@ async fn write(handles: &[NodeHandle], count: usize, tag: &str) {
 
 #[tokio::test]
 async fn partitioned_leader_is_replaced_and_the_cluster_converges() {
-    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
-    let mut handles = Vec::new();
-    let mut hosts = BTreeMap::new();
-    let mut stops = Vec::new();
-    for id in 1..=3 {
-        let (handle, host, stop) = start_host(id, &voters).await;
-        handles.push(handle);
-        hosts.insert(id, host);
-        stops.push(stop);
-    }
+    let (handles, hosts, stops) = start_three().await;
     let leader = leader_among(&handles).await;
     write(&handles, 60, "a").await;
 
@@ -446,16 +457,7 @@ async fn lossy_links_still_converge() {
 /// after the forward's 3 s reply bound; a keyed retry then settles it.
 #[tokio::test]
 async fn a_forward_to_a_vanished_leader_is_answered_at_the_leader_change() {
-    let voters: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, addr(id))).collect();
-    let mut handles = Vec::new();
-    let mut hosts = BTreeMap::new();
-    let mut stops = Vec::new();
-    for id in 1..=3 {
-        let (handle, host, stop) = start_host(id, &voters).await;
-        handles.push(handle);
-        hosts.insert(id, host);
-        stops.push(stop);
-    }
+    let (handles, hosts, stops) = start_three().await;
     let leader = leader_among(&handles).await;
     let follower = handles
         .iter()

@@ -10,15 +10,16 @@
 // Real processes, sockets and fjall: not a simulation test.
 #![cfg(not(madsim))]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use deadbolt_client::api::*;
-use deadbolt_client::{Client, Error, HyperIo, SessionOptions};
+use deadbolt_client::{Client, Error, SessionOptions};
 use deadbolt_server::config::ServeArgs;
 use deadbolt_server::server::{start as start_server, Server};
-use http_body_util::{BodyExt, Full};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Bound on every poll for a condition.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -102,33 +103,7 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, hyper::HeaderMap, serde_json::Value) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "test")
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(bytes::Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("send");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, headers, json)
+    common::http_request(&addr.to_string(), method, path, headers, body).await
 }
 
 #[tokio::test]

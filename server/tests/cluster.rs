@@ -510,36 +510,9 @@ async fn an_address_in_use_is_named_with_its_flag() {
 
 /// One raw HTTP/1.1 POST with an idempotency key: (status, JSON body).
 async fn post_keyed(addr: &str, path: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(deadbolt_client::HyperIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("host", addr)
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(Full::new(bytes::Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-        .await
-        .expect("an answer within 10 s")
-        .expect("send");
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    let (status, _, json) =
+        http_request(addr, "POST", path, &[("idempotency-key", key)], body).await;
+    (status, json)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

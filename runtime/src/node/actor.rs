@@ -1222,13 +1222,18 @@ impl Actor {
     /// leader may have appended them; a retry with the idempotency key
     /// settles it) instead of after `FORWARD_REPLY_MS`.
     fn fail_forwards_to_other_leaders(&mut self, leader: Option<NodeId>) {
-        let orphaned: Vec<u64> = self
+        self.fail_forwards_where(|f| Some(f.leader) != leader);
+    }
+
+    /// Answers "outcome unknown" to every forward matching `orphaned`.
+    fn fail_forwards_where(&mut self, orphaned: impl Fn(&ForwardedRequest) -> bool) {
+        let ids: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, f)| Some(f.leader) != leader)
+            .filter(|(_, f)| orphaned(f))
             .map(|(id, _)| *id)
             .collect();
-        for id in orphaned {
+        for id in ids {
             let forwarded = self.forwarded.remove(&id).expect("listed above");
             forwarded.waiter.fail(ProposeError::Timeout);
         }
@@ -1242,16 +1247,9 @@ impl Actor {
         // retry with its idempotency key; internal requests are forgotten
         // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| f.waiter.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let forwarded = self.forwarded.remove(&id).expect("listed above");
-            forwarded.waiter.fail(ProposeError::Timeout);
-        }
+        self.fail_forwards_where(|f| {
+            f.waiter.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
+        });
         self.reads.retain(|_, r| !r.failed.is_closed());
         // A forwarded ReadIndex or its answer may be lost (Raft tolerates
         // loss; the core never completes such a read): hand the query back
