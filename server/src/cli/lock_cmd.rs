@@ -8,6 +8,15 @@
 //! lease run out: the signal fires at `ttl × (1 − drift)` after the last
 //! confirmed keepalive was sent, and the grace is half of the remaining
 //! `ttl × drift`.
+//!
+//! The command runs under a supervisor (`deadbolt lock-child`, see
+//! `lock_child.rs`) that leads a process group of its own: every signal
+//! goes to the whole group, so processes the command forked stop with it,
+//! and the supervisor stops the group by itself if this process dies. When
+//! the command exits, whatever it left running in its group is stopped
+//! before the lock is released: nothing the command started outlives the
+//! lock. At a terminal the group gets the foreground (the command can read
+//! the terminal, and Ctrl-C reaches it directly) and gives it back at the end.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -16,6 +25,9 @@ use anyhow::Context as _;
 use clap::Args;
 use deadbolt_client::api::{LockMode, SESSION_TTL_MS_DEFAULT, WAIT_MS_MAX};
 use deadbolt_client::{Client, Error, Lock, Session, SessionOptions};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::unistd::{getpgrp, tcgetpgrp, tcsetpgrp, Pid};
+use std::os::unix::process::CommandExt as _;
 use tokio::sync::oneshot;
 
 use super::{EXIT_ERROR, EXIT_LEASE_LOST};
@@ -67,7 +79,7 @@ async fn acquire(
 }
 
 /// Exit status to report for the child's own status.
-fn child_exit_code(status: ExitStatus) -> u8 {
+pub(super) fn child_exit_code(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code).unwrap_or(EXIT_ERROR),
@@ -77,10 +89,63 @@ fn child_exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-fn signal(pid: u32, signal: nix::sys::signal::Signal) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // The child may have exited a moment ago; then there is nothing to do.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+/// Signals the command's process group; true if any member was there.
+fn signal_group(group: Pid, signal: Signal) -> bool {
+    // ESRCH: every member has exited already.
+    killpg(group, signal).is_ok()
+}
+
+/// Stops what the command left behind in its group after it exited: SIGTERM,
+/// then SIGKILL once `grace` has passed with members still there.
+async fn stop_leftovers(group: Pid, grace: Duration) {
+    if !signal_group(group, Signal::SIGTERM) {
+        return;
+    }
+    tracing::info!("the command left processes running; stopping them");
+    let deadline = tokio::time::Instant::now() + grace;
+    // Bounded poll: the group is gone once its last member is reaped (by init,
+    // since their parent, the supervisor, has exited).
+    while tokio::time::Instant::now() < deadline {
+        if killpg(group, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal_group(group, Signal::SIGKILL);
+}
+
+/// The terminal's foreground, lent to the command's group while it runs when
+/// this process has it (stdin is a terminal and this process's group is its
+/// foreground), so the command can read the terminal and gets Ctrl-C.
+struct Foreground {
+    own_group: Pid,
+}
+
+impl Foreground {
+    fn lend_to(group: Pid) -> Option<Foreground> {
+        let stdin = std::io::stdin();
+        let own_group = getpgrp();
+        if tcgetpgrp(&stdin).ok()? != own_group {
+            return None;
+        }
+        tcsetpgrp(&stdin, group).ok()?;
+        Some(Foreground { own_group })
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        // A background group that sets the foreground gets SIGTTOU unless it
+        // blocks it (POSIX tcsetpgrp); block it around the call only, on this
+        // thread, so no child inherits the mask.
+        let mut ttou = SigSet::empty();
+        ttou.add(Signal::SIGTTOU);
+        let blocked = ttou.thread_block().is_ok();
+        let _ = tcsetpgrp(std::io::stdin(), self.own_group);
+        if blocked {
+            let _ = ttou.thread_unblock();
+        }
+    }
 }
 
 pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::Result<u8> {
@@ -99,18 +164,28 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     let lock = acquire(&session, &args.name, mode, args.wait_ms).await?;
     tracing::info!(lock = %args.name, token = lock.fencing_token(), "acquired; running the command");
 
-    let (program, rest) = args
-        .command
-        .split_first()
-        .context("no command given after --")?;
-    let mut child = std::process::Command::new(program)
-        .args(rest)
+    if args.command.is_empty() {
+        anyhow::bail!("no command given after --");
+    }
+    let supervisor = std::env::current_exe().context("locating the deadbolt binary")?;
+    // Spawned from the thread that drives this future, which lives as long
+    // as the process (the parent-death signal follows the spawning thread).
+    let mut child = std::process::Command::new(supervisor)
+        .arg("lock-child")
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .arg("--grace-ms")
+        .arg(grace.as_millis().to_string())
+        .arg("--")
+        .args(&args.command)
         .env("DEADBOLT_LOCK", &args.name)
         .env("DEADBOLT_FENCING_TOKEN", lock.fencing_token().to_string())
         .env("DEADBOLT_SESSION_ID", session.id().to_string())
+        .process_group(0)
         .spawn()
-        .with_context(|| format!("starting {program:?}"))?;
-    let pid = child.id();
+        .context("starting the command's supervisor (deadbolt lock-child)")?;
+    let group = Pid::from_raw(i32::try_from(child.id()).context("child pid out of range")?);
+    let foreground = Foreground::lend_to(group);
     // std's wait blocks; a thread reports the exit so the runtime stays free
     // to watch the lease.
     let (exited_tx, mut exited) = oneshot::channel();
@@ -122,25 +197,30 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
         .context("installing the SIGTERM handler")?;
     let status = loop {
         tokio::select! {
-            // The command's exit first: once it has exited (and been reaped)
-            // there is nothing left to stop, and its pid may already be reused.
+            // The command's exit first: once it has exited there is nothing
+            // left to stop but its leftovers, handled after the loop.
             biased;
             status = &mut exited => break Some(status.context("waiting for the command")??),
             reason = lock.lost() => {
                 eprintln!("deadbolt: lease lost ({reason:?}); stopping the command");
-                signal(pid, nix::sys::signal::Signal::SIGTERM);
+                signal_group(group, Signal::SIGTERM);
                 if tokio::time::timeout(grace, &mut exited).await.is_err() {
-                    signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    signal_group(group, Signal::SIGKILL);
                     let _ = exited.await;
+                } else {
+                    // Leftovers had their SIGTERM with the rest; the lease
+                    // margin leaves no time for a second grace.
+                    signal_group(group, Signal::SIGKILL);
                 }
                 break None;
             }
             // Asked to stop: pass it on to the command, keep the lock until
             // it exits, then release as usual.
-            _ = tokio::signal::ctrl_c() => signal(pid, nix::sys::signal::Signal::SIGTERM),
-            _ = terminate.recv() => signal(pid, nix::sys::signal::Signal::SIGTERM),
+            _ = tokio::signal::ctrl_c() => { signal_group(group, Signal::SIGTERM); }
+            _ = terminate.recv() => { signal_group(group, Signal::SIGTERM); }
         }
     };
+    drop(foreground);
     let Some(status) = status else {
         if json {
             println!(
@@ -149,6 +229,7 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
         }
         return Ok(EXIT_LEASE_LOST);
     };
+    stop_leftovers(group, grace).await;
     if let Err(error) = lock.release().await {
         tracing::warn!(%error, "releasing the lock failed; the session's end releases it");
     }
@@ -158,124 +239,11 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     Ok(child_exit_code(status))
 }
 
+// The tests that run a command go through the real binary (the supervisor
+// is the binary itself): `server/tests/lock_cmd.rs`.
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    use axum::routing::post;
-    use axum::{Json, Router};
-    use deadbolt_client::api::{
-        AcquireResponse, CreateSessionResponse, EmptyResponse, ErrorCode, KeepaliveResponse,
-        SessionId,
-    };
-
-    use crate::http::{serve_http, ApiError};
-
-    /// A scripted HTTP server (not a node): the few answers `lock` needs,
-    /// with keepalives that start answering 410 once `expire` is set.
-    async fn scripted_server(
-        expire: Arc<AtomicBool>,
-    ) -> (String, deadbolt_runtime::ShutdownTrigger) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = Router::new()
-            .route(
-                "/v1/sessions",
-                post(|| async {
-                    (
-                        axum::http::StatusCode::CREATED,
-                        Json(CreateSessionResponse {
-                            session_id: SessionId(7),
-                            ttl_ms: 1000,
-                        }),
-                    )
-                }),
-            )
-            .route(
-                "/v1/sessions/{id}/keepalive",
-                post(move || {
-                    let expire = expire.clone();
-                    async move {
-                        if expire.load(Ordering::SeqCst) {
-                            Err(ApiError::new(ErrorCode::SessionExpired, "expired"))
-                        } else {
-                            Ok(Json(KeepaliveResponse { ttl_ms: 1000 }))
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/v1/sessions/{id}",
-                axum::routing::delete(|| async { Json(EmptyResponse {}) }),
-            )
-            .route(
-                "/v1/locks/{name}/acquire",
-                post(|| async {
-                    Json(AcquireResponse {
-                        lock: "L".into(),
-                        mode: LockMode::Exclusive,
-                        session_id: SessionId(7),
-                        fencing_token: 42,
-                    })
-                }),
-            )
-            .route(
-                "/v1/locks/{name}/release",
-                post(|| async { Json(EmptyResponse {}) }),
-            );
-        let (stop, shutdown) = deadbolt_runtime::shutdown_channel();
-        tokio::spawn(serve_http(listener, router, shutdown));
-        (url, stop)
-    }
-
-    fn args(command: &[&str]) -> LockArgs {
-        LockArgs {
-            name: "L".into(),
-            shared: false,
-            ttl_ms: 1000,
-            wait_ms: Some(0),
-            command: command.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn runs_the_command_with_the_grant_and_returns_its_status() {
-        let (url, _stop) = scripted_server(Arc::new(AtomicBool::new(false))).await;
-        let client = Client::new([url]).expect("client");
-        let script = r#"test "$DEADBOLT_LOCK" = L && test "$DEADBOLT_FENCING_TOKEN" = 42 && test "$DEADBOLT_SESSION_ID" = 7 && exit 7"#;
-        let code = run(client, args(&["sh", "-c", script]), false)
-            .await
-            .expect("ran");
-        assert_eq!(code, 7);
-    }
-
-    #[tokio::test]
-    async fn a_lost_lease_stops_the_command_even_if_it_ignores_sigterm() {
-        let expire = Arc::new(AtomicBool::new(false));
-        let (url, _stop) = scripted_server(expire.clone()).await;
-        let client = Client::new([url]).expect("client");
-        expire.store(true, Ordering::SeqCst);
-        let started = tokio::time::Instant::now();
-        // `trap "" TERM` is inherited through exec: only SIGKILL ends it.
-        let command = ["sh", "-c", "trap '' TERM; exec sleep 30"];
-        let code =
-            tokio::time::timeout(Duration::from_secs(10), run(client, args(&command), false))
-                .await
-                .expect("the command was stopped")
-                .expect("ran");
-        assert_eq!(code, EXIT_LEASE_LOST);
-        // Stopped within the lease (1 s TTL) rather than after 30 s.
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-    }
 
     #[test]
     fn grace_ends_before_the_lease_can_run_out() {

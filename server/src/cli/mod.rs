@@ -6,6 +6,7 @@
 //! acquired in time, 4 lease lost.
 
 mod bench;
+mod lock_child;
 mod lock_cmd;
 mod output;
 
@@ -21,6 +22,7 @@ use crate::config::ServeArgs;
 use crate::logging::LogFormat;
 
 pub use bench::{BenchArgs, Workload};
+pub use lock_child::LockChildArgs;
 pub use lock_cmd::LockArgs;
 
 /// Exit status: success.
@@ -88,6 +90,9 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Measure acquire/release cycles against a running cluster.
     Bench(BenchArgs),
+    /// Internal: the supervisor `lock` runs its command under.
+    #[command(hide = true)]
+    LockChild(LockChildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,7 @@ pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCod
         match command {
             Command::Serve(_) => unreachable!("serve is dispatched by main"),
             Command::Lock(args) => lock_cmd::run(client(&global)?, args, json).await,
+            Command::LockChild(args) => lock_child::run(args).await,
             Command::Bench(args) => bench::run(client(&global)?, args, json).await,
             other => run_simple(client(&global)?, other, json)
                 .await
@@ -275,7 +281,7 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
             client.transfer_leader(id).await?;
             output::done(&format!("leadership transferred to node {id}"), json);
         }
-        Command::Serve(_) | Command::Lock(_) | Command::Bench(_) => {
+        Command::Serve(_) | Command::Lock(_) | Command::Bench(_) | Command::LockChild(_) => {
             unreachable!("dispatched by run_client_command")
         }
     }
