@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use deadbolt_core::api::BODY_BYTES_MAX_DEFAULT;
 use deadbolt_core::raft::NodeId;
 use serde::Deserialize;
 
-/// Default request body limit (API.md: larger bodies get 413).
-pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// The largest cluster deadbolt supports.
 pub const CLUSTER_VOTERS_MAX: usize = 7;
 
