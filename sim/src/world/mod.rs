@@ -98,6 +98,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
                 spec.nodes,
                 schedule.clocks[(id - 1) as usize],
                 rec.clone(),
+                observe::node_observer(id, rec.clone()),
             )
         })
         .collect();
