@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use deadbolt_core::api::BODY_BYTES_MAX_DEFAULT;
 use deadbolt_core::raft::NodeId;
 use serde::Deserialize;
 
-/// Default request body limit (API.md: larger bodies get 413).
-pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// The largest cluster deadbolt supports.
 pub const CLUSTER_VOTERS_MAX: usize = 7;
 
@@ -170,35 +169,7 @@ impl ServeArgs {
 
         let initial_cluster = self.initial_cluster.clone().or(file.initial_cluster);
         let join = self.join.clone().or(file.join);
-        let bootstrap = match (initial_cluster, join) {
-            (Some(list), Some(_)) => {
-                return Err(invalid(
-                    "join",
-                    list,
-                    "--join and --initial-cluster exclude each other: founders list the cluster, a joining node asks it",
-                ))
-            }
-            (None, Some(url)) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid("join", url, "expected an API URL like http://host:7070"));
-                }
-                Bootstrap::Join { url }
-            }
-            (Some(list), None) => {
-                let voters = parse_initial_cluster(&list)?;
-                if !voters.contains_key(&node_id) {
-                    return Err(invalid(
-                        "initial-cluster",
-                        list,
-                        format!("does not list this node (--node-id {node_id})"),
-                    ));
-                }
-                Bootstrap::Founder { voters }
-            }
-            (None, None) => Bootstrap::Founder {
-                voters: BTreeMap::from([(node_id, advertise_peer.clone())]),
-            },
-        };
+        let bootstrap = choose_bootstrap(initial_cluster, join, node_id, &advertise_peer)?;
         let max_body_bytes = self
             .max_body_bytes
             .or(file.max_body_bytes)
@@ -221,6 +192,46 @@ impl ServeArgs {
             max_body_bytes,
         })
     }
+}
+
+/// How the node enters its cluster: `--initial-cluster` (a founder), `--join`
+/// (a joining node), or neither (the one founder of a one-node cluster).
+fn choose_bootstrap(
+    initial_cluster: Option<String>,
+    join: Option<String>,
+    node_id: NodeId,
+    advertise_peer: &str,
+) -> Result<Bootstrap, ConfigError> {
+    let bootstrap = match (initial_cluster, join) {
+        (Some(list), Some(_)) => {
+            return Err(invalid(
+                "join",
+                list,
+                "--join and --initial-cluster exclude each other: founders list the cluster, a joining node asks it",
+            ))
+        }
+        (None, Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("join", url, "expected an API URL like http://host:7070"));
+            }
+            Bootstrap::Join { url }
+        }
+        (Some(list), None) => {
+            let voters = parse_initial_cluster(&list)?;
+            if !voters.contains_key(&node_id) {
+                return Err(invalid(
+                    "initial-cluster",
+                    list,
+                    format!("does not list this node (--node-id {node_id})"),
+                ));
+            }
+            Bootstrap::Founder { voters }
+        }
+        (None, None) => Bootstrap::Founder {
+            voters: BTreeMap::from([(node_id, advertise_peer.to_owned())]),
+        },
+    };
+    Ok(bootstrap)
 }
 
 fn pick(flag: &Option<String>, file: Option<String>, default: &str) -> String {

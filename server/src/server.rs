@@ -116,130 +116,32 @@ pub async fn start(
         .local_addr()
         .context("reading the peer listener's address")?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| {
-        format!(
-            "--data-dir {}: cannot create the data directory",
-            data_dir.display()
-        )
-    })?;
-    let stored = read_identity(&data_dir)?;
-    if let Some(stored) = &stored {
-        if stored.node_id != config.node_id {
-            bail!(
-                "--data-dir {}: holds node {} of cluster {}, but --node-id is {}; \
-                 use that node's id or another data dir",
-                data_dir.display(),
-                stored.node_id,
-                stored.cluster_id,
-                config.node_id
-            );
-        }
-    }
-
-    let (cluster_id, bootstrap, must_join) = match (&config.bootstrap, &stored) {
-        (Bootstrap::Founder { voters }, stored) => {
-            let derived = founder_cluster_id(voters);
-            let cluster_id = match stored {
-                Some(stored) if stored.cluster_id != derived => {
-                    tracing::warn!(
-                        stored = %stored.cluster_id,
-                        from_flags = %derived,
-                        "the data dir belongs to another founder list than --initial-cluster \
-                         describes; resuming the stored cluster (membership flags are ignored \
-                         once a node has state)"
-                    );
-                    stored.cluster_id.clone()
-                }
-                _ => derived,
-            };
-            let bootstrap = node::Bootstrap::Founder {
-                voters: voters.clone(),
-            };
-            (cluster_id, bootstrap, None)
-        }
-        (Bootstrap::Join { url }, Some(stored)) if stored.joined => {
-            // Already a member: resume. A --join URL of another cluster is
-            // a mistake worth refusing; an unreachable one is not (the
-            // node's own cluster may be the one that is down).
-            match remote_cluster_id(url).await {
-                Ok(remote) if remote != stored.cluster_id => bail!(
-                    "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
-                    data_dir.display(),
-                    stored.cluster_id
-                ),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::info!(%url, error = %format!("{error:#}"), "cannot check the --join URL; resuming the stored cluster")
-                }
-            }
-            tracing::info!(%url, cluster_id = %stored.cluster_id, "already a member; --join ignored on restart");
-            (stored.cluster_id.clone(), node::Bootstrap::Join, None)
-        }
-        (Bootstrap::Join { url }, stored) => {
-            let remote = remote_cluster_id(url).await?;
-            if let Some(stored) = stored {
-                if stored.cluster_id != remote {
-                    bail!(
-                        "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
-                        data_dir.display(),
-                        stored.cluster_id
-                    );
-                }
-            }
-            (remote, node::Bootstrap::Join, Some(url.clone()))
-        }
-    };
+    let stored = open_data_dir(&config)?;
+    let membership = choose_membership(&config, stored.as_ref()).await?;
+    let cluster_id = membership.cluster_id.clone();
     if stored.is_none() {
         write_identity(
             &data_dir,
             &StoredIdentity {
                 cluster_id: cluster_id.clone(),
                 node_id: config.node_id,
-                joined: must_join.is_none(),
+                joined: membership.join_url.is_none(),
             },
         )?;
     }
 
-    let node_config = NodeConfig::new(
-        config.node_id,
-        cluster_id.clone(),
-        StorageChoice::Fjall {
-            dir: data_dir.join(RAFT_DIR),
-        },
+    let node = start_node(
         peer_listener,
-        config.advertise_peer.clone(),
-        config.advertise_api.clone(),
-        bootstrap,
-        Arc::new(TokioClock::new()),
-        os_seed(),
-    );
-    let node = Node::start(node_config).await.with_context(|| {
-        format!(
-            "--data-dir {}: starting node {} of cluster {cluster_id}",
-            data_dir.display(),
-            config.node_id
-        )
-    })?;
+        &config,
+        membership.cluster_id,
+        membership.bootstrap,
+    )
+    .await?;
     let handle = node.handle();
     if stored.is_some() {
         log_membership_difference(&handle, &config).await;
     }
-
-    let settings = ApiSettings {
-        body_bytes_max: config.max_body_bytes,
-        ..ApiSettings::default()
-    };
-    let (http_stop, http_shutdown) = shutdown_channel();
-    let options = ServeHttpOptions {
-        drain_timeout: HTTP_DRAIN,
-        ..ServeHttpOptions::default()
-    };
-    let http = tokio::spawn(serve_http_with(
-        api_listener,
-        app(handle.clone(), settings),
-        http_shutdown,
-        options,
-    ));
+    let (http, http_stop) = serve_api(api_listener, handle, &config);
     let info = ServerInfo {
         node_id: config.node_id,
         cluster_id: cluster_id.clone(),
@@ -254,7 +156,7 @@ pub async fn start(
         http,
         http_stop,
     };
-    if let Some(url) = must_join {
+    if let Some(url) = membership.join_url {
         if let Err(error) = join(&url, &config).await {
             server.stop().await;
             return Err(error);
@@ -278,6 +180,169 @@ pub async fn start(
         "node started"
     );
     Ok(server)
+}
+
+/// Creates the data dir if needed and reads its identity, refusing a dir
+/// that belongs to another node id.
+fn open_data_dir(config: &ServeConfig) -> anyhow::Result<Option<StoredIdentity>> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "--data-dir {}: cannot create the data directory",
+            data_dir.display()
+        )
+    })?;
+    let stored = read_identity(data_dir)?;
+    if let Some(stored) = &stored {
+        if stored.node_id != config.node_id {
+            bail!(
+                "--data-dir {}: holds node {} of cluster {}, but --node-id is {}; \
+                 use that node's id or another data dir",
+                data_dir.display(),
+                stored.node_id,
+                stored.cluster_id,
+                config.node_id
+            );
+        }
+    }
+    Ok(stored)
+}
+
+/// Which cluster this node belongs to and how it enters it.
+struct Membership {
+    cluster_id: String,
+    bootstrap: node::Bootstrap,
+    /// Set when the node still has to ask this URL to add it.
+    join_url: Option<String>,
+}
+
+/// Decides the cluster from the flags and what the data dir holds: stored
+/// state wins over membership flags, and a `--join` URL of another cluster
+/// is refused.
+async fn choose_membership(
+    config: &ServeConfig,
+    stored: Option<&StoredIdentity>,
+) -> anyhow::Result<Membership> {
+    let data_dir = &config.data_dir;
+    Ok(match (&config.bootstrap, stored) {
+        (Bootstrap::Founder { voters }, stored) => {
+            let derived = founder_cluster_id(voters);
+            let cluster_id = match stored {
+                Some(stored) if stored.cluster_id != derived => {
+                    tracing::warn!(
+                        stored = %stored.cluster_id,
+                        from_flags = %derived,
+                        "the data dir belongs to another founder list than --initial-cluster \
+                         describes; resuming the stored cluster (membership flags are ignored \
+                         once a node has state)"
+                    );
+                    stored.cluster_id.clone()
+                }
+                _ => derived,
+            };
+            let bootstrap = node::Bootstrap::Founder {
+                voters: voters.clone(),
+            };
+            Membership {
+                cluster_id,
+                bootstrap,
+                join_url: None,
+            }
+        }
+        (Bootstrap::Join { url }, Some(stored)) if stored.joined => {
+            // Already a member: resume. A --join URL of another cluster is
+            // a mistake worth refusing; an unreachable one is not (the
+            // node's own cluster may be the one that is down).
+            match remote_cluster_id(url).await {
+                Ok(remote) if remote != stored.cluster_id => bail!(
+                    "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
+                    data_dir.display(),
+                    stored.cluster_id
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::info!(%url, error = %format!("{error:#}"), "cannot check the --join URL; resuming the stored cluster")
+                }
+            }
+            tracing::info!(%url, cluster_id = %stored.cluster_id, "already a member; --join ignored on restart");
+            Membership {
+                cluster_id: stored.cluster_id.clone(),
+                bootstrap: node::Bootstrap::Join,
+                join_url: None,
+            }
+        }
+        (Bootstrap::Join { url }, stored) => {
+            let remote = remote_cluster_id(url).await?;
+            if let Some(stored) = stored {
+                if stored.cluster_id != remote {
+                    bail!(
+                        "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
+                        data_dir.display(),
+                        stored.cluster_id
+                    );
+                }
+            }
+            Membership {
+                cluster_id: remote,
+                bootstrap: node::Bootstrap::Join,
+                join_url: Some(url.clone()),
+            }
+        }
+    })
+}
+
+/// Starts the Raft node on fjall storage in the data dir.
+async fn start_node(
+    peer_listener: TcpListener,
+    config: &ServeConfig,
+    cluster_id: String,
+    bootstrap: node::Bootstrap,
+) -> anyhow::Result<Node> {
+    let node_config = NodeConfig::new(
+        config.node_id,
+        cluster_id.clone(),
+        StorageChoice::Fjall {
+            dir: config.data_dir.join(RAFT_DIR),
+        },
+        peer_listener,
+        config.advertise_peer.clone(),
+        config.advertise_api.clone(),
+        bootstrap,
+        Arc::new(TokioClock::new()),
+        os_seed(),
+    );
+    Node::start(node_config).await.with_context(|| {
+        format!(
+            "--data-dir {}: starting node {} of cluster {cluster_id}",
+            config.data_dir.display(),
+            config.node_id
+        )
+    })
+}
+
+/// Serves the API of `handle` on `api_listener` until the returned trigger
+/// fires.
+fn serve_api(
+    api_listener: TcpListener,
+    handle: NodeHandle,
+    config: &ServeConfig,
+) -> (JoinHandle<std::io::Result<()>>, ShutdownTrigger) {
+    let settings = ApiSettings {
+        body_bytes_max: config.max_body_bytes,
+        ..ApiSettings::default()
+    };
+    let (http_stop, http_shutdown) = shutdown_channel();
+    let options = ServeHttpOptions {
+        drain_timeout: HTTP_DRAIN,
+        ..ServeHttpOptions::default()
+    };
+    let http = tokio::spawn(serve_http_with(
+        api_listener,
+        app(handle, settings),
+        http_shutdown,
+        options,
+    ));
+    (http, http_stop)
 }
 
 impl Server {

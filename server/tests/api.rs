@@ -496,30 +496,45 @@ async fn every_error_code_from_a_real_node() {
     let s = start().await;
     let a = new_session(s.addr, 60_000).await;
     let b = new_session(s.addr, 60_000).await;
+    expect_invalid_request(s.addr).await;
+    expect_not_found(s.addr).await;
+    let token = expect_lock_held(s.addr, &a, &b).await;
+    expect_not_holder(s.addr, &a, &b, token).await;
+    expect_stale_token(s.addr, &a, &b, token).await;
+    expect_stack_empty(s.addr).await;
+    expect_payload_too_large_and_method_not_allowed(s.addr).await;
+    s.stop().await;
+}
 
-    // invalid_request: malformed JSON, a bad name, an out-of-range value.
-    let r = post(s.addr, "/v1/sessions", "{").await;
+/// invalid_request: malformed JSON, a bad name, an out-of-range value.
+async fn expect_invalid_request(addr: SocketAddr) {
+    let r = post(addr, "/v1/sessions", "{").await;
     expect_code(&r, 400, "invalid_request");
-    let r = post(s.addr, "/v1/locks/bad%20name/acquire", "{}").await;
+    let r = post(addr, "/v1/locks/bad%20name/acquire", "{}").await;
     expect_code(&r, 400, "invalid_request");
-    let r = post(s.addr, "/v1/sessions", r#"{"ttl_ms": 5}"#).await;
+    let r = post(addr, "/v1/sessions", r#"{"ttl_ms": 5}"#).await;
     let message = r.2["error"]["message"].to_string();
     expect_code(&r, 400, "invalid_request");
     assert!(message.contains("ttl_ms"), "{message}");
+}
 
-    // not_found, with its kind.
-    let r = raw(s.addr, "GET", "/v1/sessions/987654321", &[], "").await;
+/// not_found, with its kind.
+async fn expect_not_found(addr: SocketAddr) {
+    let r = raw(addr, "GET", "/v1/sessions/987654321", &[], "").await;
     assert_eq!(expect_code(&r, 404, "not_found")["kind"], "session");
-    let r = raw(s.addr, "GET", "/v1/kv/nothing-here", &[], "").await;
+    let r = raw(addr, "GET", "/v1/kv/nothing-here", &[], "").await;
     assert_eq!(expect_code(&r, 404, "not_found")["kind"], "key");
-    let r = raw(s.addr, "GET", "/v1/stacks/nothing-here", &[], "").await;
+    let r = raw(addr, "GET", "/v1/stacks/nothing-here", &[], "").await;
     assert_eq!(expect_code(&r, 404, "not_found")["kind"], "stack");
-    let r = raw(s.addr, "GET", "/v2/nothing", &[], "").await;
+    let r = raw(addr, "GET", "/v2/nothing", &[], "").await;
     expect_code(&r, 404, "not_found");
+}
 
-    // lock_held lists the holders.
+/// lock_held lists the holders: `a` takes lock L, `b` is refused; `a`
+/// re-acquiring in the same mode gets the same token, which is returned.
+async fn expect_lock_held(addr: SocketAddr, a: &str, b: &str) -> u64 {
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/acquire",
         &format!(r#"{{"session_id": "{a}"}}"#),
     )
@@ -527,7 +542,7 @@ async fn every_error_code_from_a_real_node() {
     assert_eq!(r.0, 200, "{}", r.2);
     let token = r.2["fencing_token"].as_u64().expect("token");
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/acquire",
         &format!(r#"{{"session_id": "{b}"}}"#),
     )
@@ -536,30 +551,34 @@ async fn every_error_code_from_a_real_node() {
     assert_eq!(details["holders"][0]["fencing_token"], token, "{details}");
     // Re-acquiring in the same mode returns the same token.
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/acquire",
         &format!(r#"{{"session_id": "{a}"}}"#),
     )
     .await;
     assert_eq!(r.2["fencing_token"], token, "{}", r.2);
+    token
+}
 
-    // not_holder: b releases a's lock; a fenced write under a lock held shared.
+/// not_holder: `b` releases `a`'s lock; a fenced write under a lock held
+/// shared.
+async fn expect_not_holder(addr: SocketAddr, a: &str, b: &str, token: u64) {
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/release",
         &format!(r#"{{"session_id": "{b}", "fencing_token": {token}}}"#),
     )
     .await;
     expect_code(&r, 409, "not_holder");
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/S/acquire",
         &format!(r#"{{"session_id": "{a}", "mode": "shared"}}"#),
     )
     .await;
     let shared = r.2["fencing_token"].as_u64().expect("shared token");
     let r = raw(
-        s.addr,
+        addr,
         "PUT",
         "/v1/kv/k",
         &[],
@@ -567,17 +586,19 @@ async fn every_error_code_from_a_real_node() {
     )
     .await;
     expect_code(&r, 409, "not_holder");
+}
 
-    // stale_token: the lock was granted again since.
+/// stale_token: L (held by `a` with `token`) is granted again since.
+async fn expect_stale_token(addr: SocketAddr, a: &str, b: &str, token: u64) {
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/release",
         &format!(r#"{{"session_id": "{a}", "fencing_token": {token}}}"#),
     )
     .await;
     assert_eq!(r.0, 200, "{}", r.2);
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/acquire",
         &format!(r#"{{"session_id": "{b}"}}"#),
     )
@@ -585,7 +606,7 @@ async fn every_error_code_from_a_real_node() {
     let newer = r.2["fencing_token"].as_u64().expect("token");
     assert!(newer > token);
     let r = raw(
-        s.addr,
+        addr,
         "PUT",
         "/v1/kv/k",
         &[],
@@ -594,7 +615,7 @@ async fn every_error_code_from_a_real_node() {
     .await;
     expect_code(&r, 409, "stale_token");
     let r = post(
-        s.addr,
+        addr,
         "/v1/locks/L/validate",
         &format!(r#"{{"fencing_token": {token}}}"#),
     )
@@ -605,22 +626,25 @@ async fn every_error_code_from_a_real_node() {
         "{}",
         r.2
     );
+}
 
-    // stack_empty.
-    let r = post(s.addr, "/v1/stacks/st/push", r#"{"value": "v"}"#).await;
+/// stack_empty.
+async fn expect_stack_empty(addr: SocketAddr) {
+    let r = post(addr, "/v1/stacks/st/push", r#"{"value": "v"}"#).await;
     assert_eq!(r.2["size"], 1, "{}", r.2);
-    let r = post(s.addr, "/v1/stacks/st/pop", "").await;
+    let r = post(addr, "/v1/stacks/st/pop", "").await;
     assert_eq!(r.2["value"], "v", "{}", r.2);
-    let r = post(s.addr, "/v1/stacks/st/pop", "").await;
+    let r = post(addr, "/v1/stacks/st/pop", "").await;
     expect_code(&r, 409, "stack_empty");
+}
 
-    // payload_too_large (default limit 1 MiB) and method_not_allowed.
+/// payload_too_large (default limit 1 MiB) and method_not_allowed.
+async fn expect_payload_too_large_and_method_not_allowed(addr: SocketAddr) {
     let big = format!(r#"{{"value": "{}"}}"#, "x".repeat(1024 * 1024 + 1));
-    let r = raw(s.addr, "PUT", "/v1/kv/big", &[], &big).await;
+    let r = raw(addr, "PUT", "/v1/kv/big", &[], &big).await;
     expect_code(&r, 413, "payload_too_large");
-    let r = raw(s.addr, "DELETE", "/v1/locks/L/acquire", &[], "").await;
+    let r = raw(addr, "DELETE", "/v1/locks/L/acquire", &[], "").await;
     expect_code(&r, 405, "method_not_allowed");
-    s.stop().await;
 }
 
 #[tokio::test]

@@ -18,11 +18,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use deadbolt_client::api::*;
-use deadbolt_client::{Client, ClientBuilder, SessionOptions};
+use deadbolt_client::{Client, ClientBuilder, Lock, Session, SessionOptions};
 use nix::sys::signal::Signal;
 
 const STARTUP: Duration = Duration::from_secs(20);
@@ -99,82 +101,29 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
     let leader = eventually("a leader", STARTUP, || leader_of(&everyone)).await;
     let follower = specs.iter().find(|s| s.id != leader).expect("a follower");
 
-    // Acquire through a follower (it forwards to the leader).
-    let via_follower = client(&[follower.url()]);
-    let session = via_follower
-        .session(SessionOptions {
-            ttl: Duration::from_secs(10),
-            ..SessionOptions::default()
-        })
-        .await
-        .expect("session through a follower");
-    let lock = session
-        .try_lock("journal-lock", LockMode::Exclusive)
-        .await
-        .expect("acquire through a follower");
+    let (session, lock) = lock_through(follower).await;
     let token = lock.fencing_token();
 
     // A stream of fenced appends; the leader dies in the middle of it.
-    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stream = tokio::spawn({
-        let everyone = everyone.clone();
-        let acked_so_far = acked_so_far.clone();
-        async move {
-            let (mut acknowledged, mut unknown) = (Vec::new(), Vec::new());
-            for i in 0..60u32 {
-                let write = KvWriteRequest {
-                    value: format!("{i};"),
-                    lock: Some("journal-lock".into()),
-                    fencing_token: Some(token),
-                };
-                let sent = Instant::now();
-                let result = everyone.kv_append("journal", &write).await;
-                if sent.elapsed() > Duration::from_secs(1) {
-                    eprintln!("append {i} took {:?}", sent.elapsed());
-                }
-                match result {
-                    Ok(answer) => {
-                        assert_eq!(answer.last_token, Some(token));
-                        acknowledged.push(i);
-                        acked_so_far.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    // Retried with the same idempotency key until the call's
-                    // bound: applied at most once, but we cannot tell.
-                    Err(error) => {
-                        eprintln!("append {i}: {error}");
-                        unknown.push(i);
-                    }
-                }
-            }
-            (acknowledged, unknown)
-        }
-    });
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
+    let stream = tokio::spawn(fenced_appends(
+        everyone.clone(),
+        token,
+        acked_so_far.clone(),
+    ));
     eventually("20 appends acknowledged", STARTUP, || async {
-        (acked_so_far.load(std::sync::atomic::Ordering::SeqCst) >= 20).then_some(())
+        (acked_so_far.load(Ordering::SeqCst) >= 20).then_some(())
     })
     .await;
     procs.get_mut(&leader).expect("leader process").kill9();
     let killed_at = Instant::now();
-
-    // A new leader among the survivors within a few election timeouts
-    // (300-600 ms each).
     let survivors: Vec<String> = specs
         .iter()
         .filter(|s| s.id != leader)
         .map(NodeSpec::url)
         .collect();
     let surviving = client(&survivors);
-    let new_leader = eventually("a new leader", Duration::from_secs(10), || async {
-        let status = surviving.cluster_status().await.ok()?;
-        status.leader_id.filter(|id| *id != leader)
-    })
-    .await;
-    let election = killed_at.elapsed();
-    eprintln!("node {new_leader} leads {election:?} after node {leader} was killed");
-    assert!(
-        election < Duration::from_secs(3),
-        "election took {election:?}"
-    );
+    let new_leader = new_leader_after_kill(&surviving, leader, killed_at).await;
     let (acknowledged, unknown) = stream.await.expect("the append stream");
     eprintln!(
         "{} appends acknowledged, {} unknown, {:?} after the kill",
@@ -189,13 +138,138 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
 
     // Read back: every acknowledged append exactly once, nothing twice.
     let value = surviving.kv_get("journal").await.expect("read back").value;
+    assert_applied_once(&value, &acknowledged, &unknown);
+
+    // The killed node restarts on its data dir and catches up.
+    let old = specs
+        .iter()
+        .find(|s| s.id == leader)
+        .expect("the killed node's spec");
+    let restarted = restart_and_catch_up(root.path(), old, &surviving, new_leader).await;
+    procs.insert(leader, restarted);
+
+    // A fourth node joins through a follower's API, serves reads, and
+    // resumes its membership after a restart.
+    let fourth = NodeSpec::new(4, root.path());
+    let all4: Vec<String> = specs
+        .iter()
+        .map(NodeSpec::url)
+        .chain([fourth.url()])
+        .collect();
+    let everyone = client(&all4);
+    let join_url = survivors[0].clone();
+    procs.insert(4, fourth.spawn(root.path(), &["--join", &join_url]));
+    join_fourth_node(
+        root.path(),
+        &fourth,
+        &mut procs,
+        &everyone,
+        &join_url,
+        &value,
+        token,
+    )
+    .await;
+    specs.push(fourth);
+    lock.release().await.expect("release");
+
+    sigterm_leader_hands_over(&specs, &all4, &mut procs).await;
+    drop(session);
+    stop_all(&mut procs).await;
+}
+
+/// A session and an exclusive "journal-lock" through `follower` (which
+/// forwards to the leader).
+async fn lock_through(follower: &NodeSpec) -> (Session, Lock) {
+    let via_follower = client(&[follower.url()]);
+    let session = via_follower
+        .session(SessionOptions {
+            ttl: Duration::from_secs(10),
+            ..SessionOptions::default()
+        })
+        .await
+        .expect("session through a follower");
+    let lock = session
+        .try_lock("journal-lock", LockMode::Exclusive)
+        .await
+        .expect("acquire through a follower");
+    (session, lock)
+}
+
+/// Graceful stop of every node: each exits 0.
+async fn stop_all(procs: &mut BTreeMap<u64, Proc>) {
+    for proc in procs.values_mut() {
+        proc.signal(Signal::SIGTERM);
+    }
+    for proc in procs.values_mut() {
+        let status = proc.wait_exit(Duration::from_secs(15)).await;
+        assert!(status.success(), "{status:?}\n{}", proc.logs());
+    }
+}
+
+/// Sends 60 fenced appends `i;` to "journal" one after another, counting
+/// acknowledgements in `acked_so_far` as they come; returns (acknowledged,
+/// unknown outcome).
+async fn fenced_appends(
+    everyone: Client,
+    token: u64,
+    acked_so_far: Arc<AtomicUsize>,
+) -> (Vec<u32>, Vec<u32>) {
+    let (mut acknowledged, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..60u32 {
+        let write = KvWriteRequest {
+            value: format!("{i};"),
+            lock: Some("journal-lock".into()),
+            fencing_token: Some(token),
+        };
+        let sent = Instant::now();
+        let result = everyone.kv_append("journal", &write).await;
+        if sent.elapsed() > Duration::from_secs(1) {
+            eprintln!("append {i} took {:?}", sent.elapsed());
+        }
+        match result {
+            Ok(answer) => {
+                assert_eq!(answer.last_token, Some(token));
+                acknowledged.push(i);
+                acked_so_far.fetch_add(1, Ordering::SeqCst);
+            }
+            // Retried with the same idempotency key until the call's
+            // bound: applied at most once, but we cannot tell.
+            Err(error) => {
+                eprintln!("append {i}: {error}");
+                unknown.push(i);
+            }
+        }
+    }
+    (acknowledged, unknown)
+}
+
+/// A new leader among the survivors within a few election timeouts
+/// (300-600 ms each) of the kill.
+async fn new_leader_after_kill(surviving: &Client, killed: u64, killed_at: Instant) -> u64 {
+    let new_leader = eventually("a new leader", Duration::from_secs(10), || async {
+        let status = surviving.cluster_status().await.ok()?;
+        status.leader_id.filter(|id| *id != killed)
+    })
+    .await;
+    let election = killed_at.elapsed();
+    eprintln!("node {new_leader} leads {election:?} after node {killed} was killed");
+    assert!(
+        election < Duration::from_secs(3),
+        "election took {election:?}"
+    );
+    new_leader
+}
+
+/// `value` (appends `i;`) holds every acknowledged append exactly once and
+/// nothing that was never sent.
+fn assert_applied_once(value: &str, acknowledged: &[u32], unknown: &[u32]) {
     let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
     for part in value.split(';').filter(|p| !p.is_empty()) {
         *seen
             .entry(part.parse().expect("an append number"))
             .or_default() += 1;
     }
-    for i in &acknowledged {
+    for i in acknowledged {
         assert_eq!(seen.get(i), Some(&1), "append {i} in {value:?}");
     }
     for (i, count) in &seen {
@@ -205,13 +279,17 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
             "{i} never sent"
         );
     }
+}
 
-    // The killed node restarts on its data dir and catches up.
-    let old = specs
-        .iter()
-        .find(|s| s.id == leader)
-        .expect("the killed node's spec");
-    let restarted = old.spawn(root.path(), &[]);
+/// Restarts `old` on its data dir and waits until it follows `new_leader`
+/// up to the survivors' commit index.
+async fn restart_and_catch_up(
+    root: &Path,
+    old: &NodeSpec,
+    surviving: &Client,
+    new_leader: u64,
+) -> Proc {
+    let restarted = old.spawn(root, &[]);
     let target = surviving
         .cluster_status()
         .await
@@ -219,7 +297,7 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         .commit_index;
     let back = client(&[old.url()]);
     eventually(
-        &format!("node {leader} catches up\n{}", restarted.logs()),
+        &format!("node {} catches up\n{}", old.id, restarted.logs()),
         STARTUP,
         || async {
             let status = back.cluster_status().await.ok()?;
@@ -227,18 +305,21 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         },
     )
     .await;
-    procs.insert(leader, restarted);
+    restarted
+}
 
-    // A fourth node joins through a follower's API.
-    let fourth = NodeSpec::new(4, root.path());
-    let join_url = survivors[0].clone();
-    procs.insert(4, fourth.spawn(root.path(), &["--join", &join_url]));
-    let all4: Vec<String> = specs
-        .iter()
-        .map(NodeSpec::url)
-        .chain([fourth.url()])
-        .collect();
-    let everyone = client(&all4);
+/// Node 4 (started with `--join`) becomes a voter, reads `value` from its
+/// own view, and after a kill -9 and a restart with the same flags resumes
+/// its membership (it does not ask to join again) and catches up.
+async fn join_fourth_node(
+    root: &Path,
+    fourth: &NodeSpec,
+    procs: &mut BTreeMap<u64, Proc>,
+    everyone: &Client,
+    join_url: &str,
+    value: &str,
+    token: u64,
+) {
     eventually(
         &format!("node 4 is a voter\n{}", procs[&4].logs()),
         STARTUP,
@@ -249,7 +330,6 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         },
     )
     .await;
-    // Node 4 answers from its own view too, and serves reads.
     let from_four = client(&[fourth.url()]);
     assert_eq!(
         from_four
@@ -259,8 +339,6 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
             .value,
         value
     );
-    // A joined node restarted with the same flags resumes its membership
-    // (it does not ask to join again) and catches up.
     procs.get_mut(&4).expect("node 4").kill9();
     let written = everyone
         .kv_append(
@@ -273,7 +351,7 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         )
         .await
         .expect("append while node 4 is down");
-    procs.insert(4, fourth.spawn(root.path(), &["--join", &join_url]));
+    procs.insert(4, fourth.spawn(root, &["--join", join_url]));
     eventually(
         &format!("node 4 is back\n{}", procs[&4].logs()),
         STARTUP,
@@ -288,14 +366,18 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         "{}",
         procs[&4].logs()
     );
-    specs.push(fourth);
-    lock.release().await.expect("release");
+}
 
-    // SIGTERM to the leader: it hands leadership over (bounded at 2 s) and
-    // exits 0; the others have a new leader without waiting out an
-    // election timeout of silence.
-    let all4_client = client(&all4);
-    let current = eventually("a leader", STARTUP, || leader_of(&all4_client)).await;
+/// SIGTERM to the leader: it hands leadership over (bounded at 2 s) and
+/// exits 0; the others have a new leader without waiting out an election
+/// timeout of silence. The stopped node leaves `procs`.
+async fn sigterm_leader_hands_over(
+    specs: &[NodeSpec],
+    all: &[String],
+    procs: &mut BTreeMap<u64, Proc>,
+) {
+    let all_client = client(all);
+    let current = eventually("a leader", STARTUP, || leader_of(&all_client)).await;
     let others: Vec<String> = specs
         .iter()
         .filter(|s| s.id != current)
@@ -324,15 +406,6 @@ async fn a_killed_leader_loses_no_acknowledged_append_and_a_fourth_node_joins() 
         terminated_at.elapsed()
     );
     procs.remove(&current);
-    drop(session);
-    // Graceful stop of every node: exit 0.
-    for proc in procs.values_mut() {
-        proc.signal(Signal::SIGTERM);
-    }
-    for proc in procs.values_mut() {
-        let status = proc.wait_exit(Duration::from_secs(15)).await;
-        assert!(status.success(), "{status:?}\n{}", proc.logs());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

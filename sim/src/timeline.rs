@@ -139,6 +139,21 @@ impl Timeline {
             .collect();
         let mut cut: BTreeSet<(NodeId, NodeId)> = BTreeSet::new();
         let mut out = String::new();
+        self.render_header(&mut out);
+        for (at_ns, event) in &self.events {
+            let (about, text) = apply_event(event, &mut cells, &mut cut);
+            let _ = write!(out, "{:>12} ", fmt_ms(*at_ns));
+            for (n, c) in &cells {
+                let cell = render_cell(*n, c, about == Some(*n), &cut);
+                let _ = write!(out, "|{:<width$}", cell, width = CELL_WIDTH + 1);
+            }
+            let _ = writeln!(out, "| {text}");
+        }
+        out
+    }
+
+    /// The legend and the column header.
+    fn render_header(&self, out: &mut String) {
         out.push_str(
             "legend: L leader, F follower, C candidate, ? unknown; tN term; DOWN crashed/stopped; \
              PAUSE stalled; x<ids> cannot send to those nodes; +/-ms clock offset; * = row is about this node\n",
@@ -153,96 +168,107 @@ impl Timeline {
             let _ = write!(out, "+-{:-<CELL_WIDTH$}", "");
         }
         out.push_str("+------\n");
-
-        for (at_ns, event) in &self.events {
-            let mut about: Option<NodeId> = None;
-            let text = match event {
-                TimelineEvent::Role { node, role, term } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.role = *role;
-                        c.term = *term;
-                    }
-                    format!("n{node} is {role:?} in term {term}")
-                }
-                TimelineEvent::Down { node, why } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.down = true;
-                        c.paused = false;
-                        c.role = RoleMark::Unknown;
-                    }
-                    format!("n{node} down: {why}")
-                }
-                TimelineEvent::Up { node } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.down = false;
-                    }
-                    format!("n{node} started")
-                }
-                TimelineEvent::Paused { node } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.paused = true;
-                    }
-                    format!("n{node} paused")
-                }
-                TimelineEvent::Resumed { node } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.paused = false;
-                    }
-                    format!("n{node} resumed")
-                }
-                TimelineEvent::Clock {
-                    node,
-                    offset_ms,
-                    what,
-                    ..
-                } => {
-                    about = Some(*node);
-                    if let Some(c) = cells.get_mut(node) {
-                        c.offset_ms = *offset_ms;
-                    }
-                    what.clone()
-                }
-                TimelineEvent::Network { what, cut: now } => {
-                    cut = now.clone();
-                    format!("net: {what}")
-                }
-                TimelineEvent::Harness { what } => what.clone(),
-                TimelineEvent::Client { client, what } => format!("c{client} {what}"),
-            };
-            let _ = write!(out, "{:>12} ", fmt_ms(*at_ns));
-            for (n, c) in &cells {
-                let mut cell = String::new();
-                cell.push(if about == Some(*n) { '*' } else { ' ' });
-                if c.down {
-                    cell.push_str("DOWN");
-                } else {
-                    let _ = write!(cell, "{}t{}", c.role.letter(), c.term);
-                    if c.paused {
-                        cell.push_str(" PAUSE");
-                    }
-                }
-                let unreachable: Vec<String> = cut
-                    .iter()
-                    .filter(|(src, _)| src == n)
-                    .map(|(_, dst)| dst.to_string())
-                    .collect();
-                if !unreachable.is_empty() {
-                    let _ = write!(cell, " x{}", unreachable.join(""));
-                }
-                if c.offset_ms != 0 {
-                    let _ = write!(cell, " {:+}", c.offset_ms);
-                }
-                let _ = write!(out, "|{:<width$}", cell, width = CELL_WIDTH + 1);
-            }
-            let _ = writeln!(out, "| {text}");
-        }
-        out
     }
+}
+
+/// Applies `event` to the nodes' cells and the cut links; returns the node
+/// the event is about (if one) and the event's text.
+fn apply_event(
+    event: &TimelineEvent,
+    cells: &mut BTreeMap<NodeId, NodeCell>,
+    cut: &mut BTreeSet<(NodeId, NodeId)>,
+) -> (Option<NodeId>, String) {
+    let mut about: Option<NodeId> = None;
+    let text = match event {
+        TimelineEvent::Role { node, role, term } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.role = *role;
+                c.term = *term;
+            }
+            format!("n{node} is {role:?} in term {term}")
+        }
+        TimelineEvent::Down { node, why } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.down = true;
+                c.paused = false;
+                c.role = RoleMark::Unknown;
+            }
+            format!("n{node} down: {why}")
+        }
+        TimelineEvent::Up { node } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.down = false;
+            }
+            format!("n{node} started")
+        }
+        TimelineEvent::Paused { node } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.paused = true;
+            }
+            format!("n{node} paused")
+        }
+        TimelineEvent::Resumed { node } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.paused = false;
+            }
+            format!("n{node} resumed")
+        }
+        TimelineEvent::Clock {
+            node,
+            offset_ms,
+            what,
+            ..
+        } => {
+            about = Some(*node);
+            if let Some(c) = cells.get_mut(node) {
+                c.offset_ms = *offset_ms;
+            }
+            what.clone()
+        }
+        TimelineEvent::Network { what, cut: now } => {
+            *cut = now.clone();
+            format!("net: {what}")
+        }
+        TimelineEvent::Harness { what } => what.clone(),
+        TimelineEvent::Client { client, what } => format!("c{client} {what}"),
+    };
+    (about, text)
+}
+
+/// Node `node`'s column in one row (`*` first when the row is about it).
+fn render_cell(
+    node: NodeId,
+    c: &NodeCell,
+    about: bool,
+    cut: &BTreeSet<(NodeId, NodeId)>,
+) -> String {
+    let mut cell = String::new();
+    cell.push(if about { '*' } else { ' ' });
+    if c.down {
+        cell.push_str("DOWN");
+    } else {
+        let _ = write!(cell, "{}t{}", c.role.letter(), c.term);
+        if c.paused {
+            cell.push_str(" PAUSE");
+        }
+    }
+    let unreachable: Vec<String> = cut
+        .iter()
+        .filter(|(src, _)| *src == node)
+        .map(|(_, dst)| dst.to_string())
+        .collect();
+    if !unreachable.is_empty() {
+        let _ = write!(cell, " x{}", unreachable.join(""));
+    }
+    if c.offset_ms != 0 {
+        let _ = write!(cell, " {:+}", c.offset_ms);
+    }
+    cell
 }
 
 /// Simulated nanoseconds as milliseconds with one decimal.

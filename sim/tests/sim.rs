@@ -47,6 +47,40 @@ struct ChildRun {
 /// Runs `spec` in a fresh process (this binary's `replay` test in child
 /// mode) and parses its report.
 fn run_in_child(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> ChildRun {
+    let died = |why: String| ChildRun {
+        outcome: RunOutcome {
+            sim_secs: 0.0,
+            ops: 0,
+            failure: Some(Failure {
+                checkers: vec!["crash".into()],
+                details: why,
+            }),
+            inconclusive: 0,
+        },
+        trace: None,
+    };
+    let output = match child_command(spec, trace_file).output() {
+        Ok(o) => o,
+        Err(e) => return died(format!("  could not start the child process: {e}")),
+    };
+    match parse_child_report(&String::from_utf8_lossy(&output.stdout)) {
+        Some(run) => run,
+        None => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            died(format!(
+                "  the child process ended ({}) without a result:\n  {}",
+                output.status,
+                tail.join("\n  ")
+            ))
+        }
+    }
+}
+
+/// This test binary in child mode for `spec`, with exactly the run's
+/// `DEADBOLT_SIM_*` overrides in its environment.
+fn child_command(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> Command {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     let mut cmd = Command::new(exe);
     cmd.args(["replay", "--exact", "--nocapture", "--test-threads=1"])
@@ -77,23 +111,11 @@ fn run_in_child(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> ChildRu
         Some(path) => cmd.env(TRACE_FILE_ENV, path),
         None => cmd.env_remove(TRACE_FILE_ENV),
     };
-    let died = |why: String| ChildRun {
-        outcome: RunOutcome {
-            sim_secs: 0.0,
-            ops: 0,
-            failure: Some(Failure {
-                checkers: vec!["crash".into()],
-                details: why,
-            }),
-            inconclusive: 0,
-        },
-        trace: None,
-    };
-    let output = match cmd.output() {
-        Ok(o) => o,
-        Err(e) => return died(format!("  could not start the child process: {e}")),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    cmd
+}
+
+/// The `@@` lines a child printed (see `child`); None without a result line.
+fn parse_child_report(stdout: &str) -> Option<ChildRun> {
     let mut result = None;
     let mut checkers = Vec::new();
     let mut details = Vec::new();
@@ -117,30 +139,19 @@ fn run_in_child(spec: &RunSpec, trace_file: Option<&std::path::Path>) -> ChildRu
             details.push(rest.to_owned());
         }
     }
-    match result {
-        Some((sim_secs, ops, inconclusive, hash, events)) => ChildRun {
-            outcome: RunOutcome {
-                sim_secs,
-                ops,
-                failure: (!checkers.is_empty()).then(|| Failure {
-                    checkers,
-                    details: details.join("\n"),
-                }),
-                inconclusive,
-            },
-            trace: (events > 0).then_some((hash, events)),
+    let (sim_secs, ops, inconclusive, hash, events) = result?;
+    Some(ChildRun {
+        outcome: RunOutcome {
+            sim_secs,
+            ops,
+            failure: (!checkers.is_empty()).then(|| Failure {
+                checkers,
+                details: details.join("\n"),
+            }),
+            inconclusive,
         },
-        None => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            died(format!(
-                "  the child process ended ({}) without a result:\n  {}",
-                output.status,
-                tail.join("\n  ")
-            ))
-        }
-    }
+        trace: (events > 0).then_some((hash, events)),
+    })
 }
 
 /// Runs `spec` in a child and, if asked, again in a second child; different

@@ -1,6 +1,7 @@
 //! The HTTP/JSON API of `shared/API.md`: the router ([`app`]), its state, the
-//! route table that both the router and the OpenAPI test read, and the
-//! middleware that labels metrics and logs. The serve loop is in [`serve`].
+//! route table that both the router and the OpenAPI document are built from,
+//! and the middleware that labels metrics and logs. The serve loop is in
+//! [`serve`].
 
 mod error;
 mod extract;
@@ -12,7 +13,7 @@ mod serve;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
@@ -28,7 +29,6 @@ use deadbolt_runtime::node::NodeHandle;
 pub use error::ApiError;
 pub use extract::{fingerprint, parse_json};
 pub use metrics::RequestMetrics;
-pub use openapi::openapi_document;
 pub use serve::{
     serve_http, serve_http_with, ServeHttpOptions, CONNECTIONS_MAX_DEFAULT, DRAIN_TIMEOUT_DEFAULT,
 };
@@ -71,8 +71,9 @@ impl AppState {
     }
 }
 
-/// One served route: the router and the OpenAPI coverage test both read
-/// this table, so a route cannot be served without being checked.
+/// One served route: the router and the OpenAPI document are both built
+/// from this table, so a route cannot be served undocumented; the OpenAPI
+/// coverage test checks that each annotation names the route it documents.
 pub(crate) struct Route {
     // Read by the OpenAPI coverage test; the router gets it through `handler`.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -80,14 +81,20 @@ pub(crate) struct Route {
     /// In OpenAPI/axum 0.8 syntax: `/v1/locks/{name}`.
     pub(crate) path: &'static str,
     handler: MethodRouter<AppState>,
+    /// Adds the handler's `#[utoipa::path]` operation to the document.
+    document: openapi::AddOperation,
 }
 
+/// `route!(METHOD "/path" => module::handler, module::__path_handler)`: the
+/// second path is the struct `#[utoipa::path]` generates beside `handler`
+/// (macro_rules cannot build that name itself).
 macro_rules! route {
-    ($method:ident $path:literal => $handler:path) => {
+    ($method:ident $path:literal => $handler:path, $doc:ty) => {
         Route {
             method: Method::$method,
             path: $path,
             handler: on(MethodFilter::$method, $handler),
+            document: openapi::add_operation::<$doc>,
         }
     };
 }
@@ -96,32 +103,38 @@ macro_rules! route {
 pub(crate) fn route_table() -> Vec<Route> {
     use routes::{cluster, kv, locks, ops, sessions, stacks};
     vec![
-        route!(POST "/v1/sessions" => sessions::create),
-        route!(GET "/v1/sessions/{id}" => sessions::get),
-        route!(DELETE "/v1/sessions/{id}" => sessions::delete),
-        route!(POST "/v1/sessions/{id}/keepalive" => sessions::keepalive),
-        route!(GET "/v1/locks" => locks::list),
-        route!(GET "/v1/locks/{name}" => locks::get),
-        route!(POST "/v1/locks/{name}/acquire" => locks::acquire),
-        route!(POST "/v1/locks/{name}/release" => locks::release),
-        route!(POST "/v1/locks/{name}/validate" => locks::validate),
-        route!(GET "/v1/kv/{key}" => kv::get),
-        route!(PUT "/v1/kv/{key}" => kv::put),
-        route!(POST "/v1/kv/{key}/append" => kv::append),
-        route!(GET "/v1/stacks/{name}" => stacks::get),
-        route!(DELETE "/v1/stacks/{name}" => stacks::delete),
-        route!(POST "/v1/stacks/{name}/push" => stacks::push),
-        route!(POST "/v1/stacks/{name}/pop" => stacks::pop),
-        route!(GET "/v1/cluster" => cluster::status),
-        route!(POST "/v1/cluster/members" => cluster::add_member),
-        route!(DELETE "/v1/cluster/members/{id}" => cluster::remove_member),
-        route!(POST "/v1/cluster/leader" => cluster::transfer_leader),
-        route!(GET "/health" => ops::health),
-        route!(GET "/ready" => ops::ready),
-        route!(GET "/metrics" => ops::metrics),
-        route!(GET "/openapi.json" => ops::openapi),
-        route!(GET "/docs" => ops::docs),
+        route!(POST "/v1/sessions" => sessions::create, sessions::__path_create),
+        route!(GET "/v1/sessions/{id}" => sessions::get, sessions::__path_get),
+        route!(DELETE "/v1/sessions/{id}" => sessions::delete, sessions::__path_delete),
+        route!(POST "/v1/sessions/{id}/keepalive" => sessions::keepalive, sessions::__path_keepalive),
+        route!(GET "/v1/locks" => locks::list, locks::__path_list),
+        route!(GET "/v1/locks/{name}" => locks::get, locks::__path_get),
+        route!(POST "/v1/locks/{name}/acquire" => locks::acquire, locks::__path_acquire),
+        route!(POST "/v1/locks/{name}/release" => locks::release, locks::__path_release),
+        route!(POST "/v1/locks/{name}/validate" => locks::validate, locks::__path_validate),
+        route!(GET "/v1/kv/{key}" => kv::get, kv::__path_get),
+        route!(PUT "/v1/kv/{key}" => kv::put, kv::__path_put),
+        route!(POST "/v1/kv/{key}/append" => kv::append, kv::__path_append),
+        route!(GET "/v1/stacks/{name}" => stacks::get, stacks::__path_get),
+        route!(DELETE "/v1/stacks/{name}" => stacks::delete, stacks::__path_delete),
+        route!(POST "/v1/stacks/{name}/push" => stacks::push, stacks::__path_push),
+        route!(POST "/v1/stacks/{name}/pop" => stacks::pop, stacks::__path_pop),
+        route!(GET "/v1/cluster" => cluster::status, cluster::__path_status),
+        route!(POST "/v1/cluster/members" => cluster::add_member, cluster::__path_add_member),
+        route!(DELETE "/v1/cluster/members/{id}" => cluster::remove_member, cluster::__path_remove_member),
+        route!(POST "/v1/cluster/leader" => cluster::transfer_leader, cluster::__path_transfer_leader),
+        route!(GET "/health" => ops::health, ops::__path_health),
+        route!(GET "/ready" => ops::ready, ops::__path_ready),
+        route!(GET "/metrics" => ops::metrics, ops::__path_metrics),
+        route!(GET "/openapi.json" => ops::openapi, ops::__path_openapi),
+        route!(GET "/docs" => ops::docs, ops::__path_docs),
     ]
+}
+
+/// The OpenAPI document of [`route_table`], as JSON, built once.
+pub fn openapi_document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| openapi::document(route_table().iter().map(|r| r.document)))
 }
 
 /// The whole API, served by `node`.

@@ -474,7 +474,8 @@ mod over_sockets {
         assert!(TcpStream::connect(addr).await.is_err());
     }
 
-    /// Serves a router whose only route sleeps `delay` before answering.
+    /// Serves a router whose only route sleeps `delay` before answering;
+    /// the receiver gets one message each time a request reaches the route.
     async fn start_slow(
         delay: Duration,
         drain_timeout: Duration,
@@ -482,15 +483,20 @@ mod over_sockets {
         std::net::SocketAddr,
         deadbolt_runtime::ShutdownTrigger,
         tokio::task::JoinHandle<std::io::Result<()>>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (trigger, shutdown) = shutdown_channel();
+        let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
         let router = Router::new().route(
             "/slow",
-            axum::routing::get(move || async move {
-                tokio::time::sleep(delay).await;
-                "done"
+            axum::routing::get(move || {
+                let _ = entered_tx.send(());
+                async move {
+                    tokio::time::sleep(delay).await;
+                    "done"
+                }
             }),
         );
         let options = ServeHttpOptions {
@@ -498,7 +504,15 @@ mod over_sockets {
             connections_max: 1,
         };
         let task = tokio::spawn(serve_http_with(listener, router, shutdown, options));
-        (addr, trigger, task)
+        (addr, trigger, task, entered)
+    }
+
+    /// Waits until a request has reached the slow route (it is in flight).
+    async fn wait_entered(entered: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+        tokio::time::timeout(Duration::from_secs(5), entered.recv())
+            .await
+            .expect("the request reaches the handler within 5 s")
+            .expect("the route is still served");
     }
 
     async fn h1(
@@ -515,7 +529,8 @@ mod over_sockets {
     #[tokio::test]
     async fn connections_beyond_the_limit_wait_for_a_slot() {
         // start_slow serves one connection at a time.
-        let (addr, _trigger, _task) = start_slow(Duration::ZERO, Duration::from_secs(1)).await;
+        let (addr, _trigger, _task, _entered) =
+            start_slow(Duration::ZERO, Duration::from_secs(1)).await;
         let mut first = h1(addr).await;
         let response = first
             .send_request(get("/slow"))
@@ -526,6 +541,9 @@ mod over_sockets {
         response.into_body().collect().await.expect("body");
         let mut second = h1(addr).await;
         let waiting = tokio::spawn(async move { second.send_request(get("/slow")).await });
+        // A bound for something that must not happen (no state to wait
+        // for): the second request stays unserved while the first holds
+        // the only slot.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiting.is_finished(), "served past the connection limit");
         drop(first);
@@ -535,11 +553,11 @@ mod over_sockets {
 
     #[tokio::test]
     async fn shutdown_lets_in_flight_requests_finish() {
-        let (addr, trigger, task) =
+        let (addr, trigger, task, mut entered) =
             start_slow(Duration::from_millis(300), Duration::from_secs(5)).await;
         let mut sender = h1(addr).await;
         let in_flight = tokio::spawn(async move { sender.send_request(get("/slow")).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_entered(&mut entered).await;
         trigger.trigger();
         let response = in_flight
             .await
@@ -552,11 +570,11 @@ mod over_sockets {
 
     #[tokio::test]
     async fn shutdown_cuts_requests_that_outlive_the_drain_bound() {
-        let (addr, trigger, task) =
+        let (addr, trigger, task, mut entered) =
             start_slow(Duration::from_secs(60), Duration::from_millis(200)).await;
         let mut sender = h1(addr).await;
         let in_flight = tokio::spawn(async move { sender.send_request(get("/slow")).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_entered(&mut entered).await;
         let started = tokio::time::Instant::now();
         trigger.trigger();
         let ended = tokio::time::timeout(Duration::from_secs(5), task).await;

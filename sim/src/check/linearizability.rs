@@ -432,6 +432,116 @@ impl LockModel {
             .filter(|(h, _)| *h != session)
             .all(|(_, (m, _))| mode == LockMode::Shared && *m == LockMode::Shared)
     }
+
+    /// The states an acquire of `mode` by `session` may lead to.
+    fn acquire(
+        s: &LockState,
+        session: &SessionId,
+        mode: LockMode,
+        output: Option<&LockOutput>,
+    ) -> Vec<LockState> {
+        let already = s.holders.get(session).filter(|(m, _)| m == &mode);
+        let fresh_ok = !s.ended.contains(session) && Self::compatible(s, session, mode);
+        // Waiters are not modelled: a `lock_held` is allowed whenever
+        // someone else holds the lock (a FIFO queue ahead may also
+        // block a compatible request), or when the session holds it
+        // in the other mode (whether a mode change is granted is not
+        // part of the contract).
+        let held_ok = s.holders.keys().any(|h| h != session)
+            || s.holders.get(session).is_some_and(|(m, _)| m != &mode);
+        match output {
+            Some(LockOutput::Granted { token }) => match already {
+                // Re-acquiring in the same mode returns the same token.
+                Some((_, Some(t))) if t == token => vec![s.clone()],
+                Some((_, None)) => {
+                    let mut n = s.clone();
+                    n.holders.insert(session.clone(), (mode, Some(*token)));
+                    n.max_token = n.max_token.max(*token);
+                    vec![n]
+                }
+                Some(_) => vec![],
+                // Shared waiters granted by one apply (a release or
+                // an expiry) share that entry's index as token.
+                None if fresh_ok
+                    && (*token > s.max_token
+                        || (mode == LockMode::Shared
+                            && *token == s.max_token
+                            && s.holders
+                                .values()
+                                .any(|(m, t)| *m == LockMode::Shared && *t == Some(*token)))) =>
+                {
+                    let mut n = s.clone();
+                    n.holders.insert(session.clone(), (mode, Some(*token)));
+                    n.max_token = *token;
+                    vec![n]
+                }
+                None => vec![],
+            },
+            Some(LockOutput::Held) if held_ok => vec![s.clone()],
+            // The harness may not see every expiry; the refusal itself
+            // has no effect.
+            Some(LockOutput::SessionExpired) => vec![s.clone()],
+            Some(_) => vec![],
+            None => {
+                let mut next = vec![s.clone()];
+                if already.is_none() && fresh_ok {
+                    let mut n = s.clone();
+                    n.holders.insert(session.clone(), (mode, None));
+                    next.push(n);
+                }
+                next
+            }
+        }
+    }
+
+    /// The states a release of `token` by `session` may lead to.
+    fn release(
+        s: &LockState,
+        session: &SessionId,
+        token: FencingToken,
+        output: Option<&LockOutput>,
+    ) -> Vec<LockState> {
+        let held = s
+            .holders
+            .get(session)
+            .is_some_and(|(_, t)| t.is_none_or(|t| t == token));
+        let known_held = s
+            .holders
+            .get(session)
+            .is_some_and(|(_, t)| *t == Some(token));
+        let mut released = s.clone();
+        released.holders.remove(session);
+        match output {
+            Some(LockOutput::Released) if held => vec![released],
+            Some(LockOutput::ReleaseRefused) if !known_held => vec![s.clone()],
+            Some(_) => vec![],
+            None if held => vec![released, s.clone()],
+            None => vec![s.clone()],
+        }
+    }
+
+    /// A read must show exactly the holders (and learns unknown tokens).
+    fn read(s: &LockState, output: Option<&LockOutput>) -> Vec<LockState> {
+        match output {
+            None => vec![s.clone()],
+            Some(LockOutput::State { holders }) => {
+                let mut n = s.clone();
+                if holders.len() != s.holders.len() {
+                    return vec![];
+                }
+                for (session, mode, token) in holders {
+                    match s.holders.get(session) {
+                        Some((m, t)) if m == mode && t.is_none_or(|t| t == *token) => {
+                            n.holders.insert(session.clone(), (*mode, Some(*token)));
+                        }
+                        _ => return vec![],
+                    }
+                }
+                vec![n]
+            }
+            Some(_) => vec![],
+        }
+    }
 }
 
 impl Model for LockModel {
@@ -451,98 +561,9 @@ impl Model for LockModel {
             None => None,
         };
         match input {
-            LockInput::Acquire { session, mode, .. } => {
-                let already = s.holders.get(session).filter(|(m, _)| m == mode);
-                let fresh_ok = !s.ended.contains(session) && Self::compatible(s, session, *mode);
-                // Waiters are not modelled: a `lock_held` is allowed whenever
-                // someone else holds the lock (a FIFO queue ahead may also
-                // block a compatible request), or when the session holds it
-                // in the other mode (whether a mode change is granted is not
-                // part of the contract).
-                let held_ok = s.holders.keys().any(|h| h != session)
-                    || s.holders.get(session).is_some_and(|(m, _)| m != mode);
-                match output {
-                    Some(LockOutput::Granted { token }) => match already {
-                        // Re-acquiring in the same mode returns the same token.
-                        Some((_, Some(t))) if t == token => vec![s.clone()],
-                        Some((_, None)) => {
-                            let mut n = s.clone();
-                            n.holders.insert(session.clone(), (*mode, Some(*token)));
-                            n.max_token = n.max_token.max(*token);
-                            vec![n]
-                        }
-                        Some(_) => vec![],
-                        // Shared waiters granted by one apply (a release or
-                        // an expiry) share that entry's index as token.
-                        None if fresh_ok
-                            && (*token > s.max_token
-                                || (*mode == LockMode::Shared
-                                    && *token == s.max_token
-                                    && s.holders.values().any(|(m, t)| {
-                                        *m == LockMode::Shared && *t == Some(*token)
-                                    }))) =>
-                        {
-                            let mut n = s.clone();
-                            n.holders.insert(session.clone(), (*mode, Some(*token)));
-                            n.max_token = *token;
-                            vec![n]
-                        }
-                        None => vec![],
-                    },
-                    Some(LockOutput::Held) if held_ok => vec![s.clone()],
-                    // The harness may not see every expiry; the refusal itself
-                    // has no effect.
-                    Some(LockOutput::SessionExpired) => vec![s.clone()],
-                    Some(_) => vec![],
-                    None => {
-                        let mut next = vec![s.clone()];
-                        if already.is_none() && fresh_ok {
-                            let mut n = s.clone();
-                            n.holders.insert(session.clone(), (*mode, None));
-                            next.push(n);
-                        }
-                        next
-                    }
-                }
-            }
-            LockInput::Release { session, token, .. } => {
-                let held = s
-                    .holders
-                    .get(session)
-                    .is_some_and(|(_, t)| t.is_none_or(|t| t == *token));
-                let known_held = s
-                    .holders
-                    .get(session)
-                    .is_some_and(|(_, t)| *t == Some(*token));
-                let mut released = s.clone();
-                released.holders.remove(session);
-                match output {
-                    Some(LockOutput::Released) if held => vec![released],
-                    Some(LockOutput::ReleaseRefused) if !known_held => vec![s.clone()],
-                    Some(_) => vec![],
-                    None if held => vec![released, s.clone()],
-                    None => vec![s.clone()],
-                }
-            }
-            LockInput::Read { .. } => match output {
-                None => vec![s.clone()],
-                Some(LockOutput::State { holders }) => {
-                    let mut n = s.clone();
-                    if holders.len() != s.holders.len() {
-                        return vec![];
-                    }
-                    for (session, mode, token) in holders {
-                        match s.holders.get(session) {
-                            Some((m, t)) if m == mode && t.is_none_or(|t| t == *token) => {
-                                n.holders.insert(session.clone(), (*mode, Some(*token)));
-                            }
-                            _ => return vec![],
-                        }
-                    }
-                    vec![n]
-                }
-                Some(_) => vec![],
-            },
+            LockInput::Acquire { session, mode, .. } => Self::acquire(s, session, *mode, output),
+            LockInput::Release { session, token, .. } => Self::release(s, session, *token, output),
+            LockInput::Read { .. } => Self::read(s, output),
             LockInput::EndSession { session } => {
                 let mut n = s.clone();
                 n.holders.remove(session);
@@ -599,31 +620,9 @@ enum SearchResult {
 /// only if it was invoked no later than every not-yet-linearized completed
 /// op completed; the search succeeds once every completed op is linearized.
 fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64) -> SearchResult {
-    let n = ops.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (ops[i].invoked_ns, i));
-    let known: Vec<bool> = ops.iter().map(|o| o.known_output().is_some()).collect();
-    let required = known.iter().filter(|k| **k).count() as u32;
-    // Completed ops by completion time: the first one not yet linearized
-    // bounds which op may go next. Scanning from the front stops early
-    // because linearized ops are mostly the early ones.
-    let mut by_completion: Vec<(SimTimeNs, usize)> = (0..n)
-        .filter(|&i| known[i])
-        .filter_map(|i| ops[i].completed_ns.map(|c| (c, i)))
-        .collect();
-    by_completion.sort_unstable();
-
-    struct Node<S> {
-        bits: Bits,
-        /// How many ops with a known answer `bits` holds.
-        known_done: u32,
-        state: S,
-        /// Index of the parent in `nodes` and the op linearized to get here,
-        /// to rebuild the longest order for the report.
-        parent: Option<(usize, usize)>,
-    }
-    let mut nodes: Vec<Node<M::State>> = vec![Node {
-        bits: Bits::new(n),
+    let candidates = Candidates::new(ops);
+    let mut nodes: Vec<SearchNode<M::State>> = vec![SearchNode {
+        bits: Bits::new(ops.len()),
         known_done: 0,
         state: model.init(),
         parent: None,
@@ -637,43 +636,14 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
         if *steps > steps_max {
             return SearchResult::Inconclusive;
         }
-        let bits = nodes[at].bits.clone();
-        let known_done = nodes[at].known_done;
-        if known_done == required {
+        if nodes[at].known_done == candidates.required {
             return SearchResult::Linearizable;
         }
-        let count = bits.count();
+        let count = nodes[at].bits.count();
         if count > best.0 {
             best = (count, at);
         }
-        let deadline = by_completion
-            .iter()
-            .find(|(_, i)| !bits.contains(*i))
-            .map_or(SimTimeNs::MAX, |(c, _)| *c);
-        let mut children = Vec::new();
-        for &i in &order {
-            if ops[i].invoked_ns > deadline {
-                break;
-            }
-            if bits.contains(i) {
-                continue;
-            }
-            for next in model.step(&nodes[at].state, &ops[i].input, ops[i].known_output()) {
-                let mut nb = bits.clone();
-                nb.insert(i);
-                if visited.insert((nb.clone(), next.clone())) {
-                    // Stored states count as steps too, so the bound also
-                    // bounds memory.
-                    *steps += 1;
-                    children.push(Node {
-                        bits: nb,
-                        known_done: known_done + u32::from(known[i]),
-                        state: next,
-                        parent: Some((at, i)),
-                    });
-                }
-            }
-        }
+        let children = expand(model, ops, &candidates, &nodes[at], at, &mut visited, steps);
         // Push in reverse so that the earliest-invoked candidate is tried
         // first: real executions are usually close to invocation order.
         for child in children.into_iter().rev() {
@@ -681,14 +651,114 @@ fn search<M: Model>(model: &M, ops: &[ClientOp], steps_max: u64, steps: &mut u64
             stack.push(nodes.len() - 1);
         }
     }
+    SearchResult::NotLinearizable {
+        longest: longest_path(&nodes, best.1),
+    }
+}
+
+/// One linearization prefix of the search.
+struct SearchNode<S> {
+    bits: Bits,
+    /// How many ops with a known answer `bits` holds.
+    known_done: u32,
+    state: S,
+    /// Index of the parent in the node list and the op linearized to get
+    /// here, to rebuild the longest order for the report.
+    parent: Option<(usize, usize)>,
+}
+
+/// What the search precomputes about its ops.
+struct Candidates {
+    /// Positions by invocation time.
+    order: Vec<usize>,
+    /// Whether each op's answer is known.
+    known: Vec<bool>,
+    /// How many ops have a known answer (all must be linearized).
+    required: u32,
+    /// Completed ops by completion time: the first one not yet linearized
+    /// bounds which op may go next. Scanning from the front stops early
+    /// because linearized ops are mostly the early ones.
+    by_completion: Vec<(SimTimeNs, usize)>,
+}
+
+impl Candidates {
+    fn new(ops: &[ClientOp]) -> Self {
+        let n = ops.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (ops[i].invoked_ns, i));
+        let known: Vec<bool> = ops.iter().map(|o| o.known_output().is_some()).collect();
+        let required = known.iter().filter(|k| **k).count() as u32;
+        let mut by_completion: Vec<(SimTimeNs, usize)> = (0..n)
+            .filter(|&i| known[i])
+            .filter_map(|i| ops[i].completed_ns.map(|c| (c, i)))
+            .collect();
+        by_completion.sort_unstable();
+        Candidates {
+            order,
+            known,
+            required,
+            by_completion,
+        }
+    }
+
+    /// No op invoked after this may be linearized after the prefix `bits`.
+    fn deadline(&self, bits: &Bits) -> SimTimeNs {
+        self.by_completion
+            .iter()
+            .find(|(_, i)| !bits.contains(*i))
+            .map_or(SimTimeNs::MAX, |(c, _)| *c)
+    }
+}
+
+/// The unvisited children of `node` (at position `at`): every op that may
+/// go next, in invocation order, with every state the model allows.
+fn expand<M: Model>(
+    model: &M,
+    ops: &[ClientOp],
+    candidates: &Candidates,
+    node: &SearchNode<M::State>,
+    at: usize,
+    visited: &mut BTreeSet<(Bits, M::State)>,
+    steps: &mut u64,
+) -> Vec<SearchNode<M::State>> {
+    let bits = &node.bits;
+    let deadline = candidates.deadline(bits);
+    let mut children = Vec::new();
+    for &i in &candidates.order {
+        if ops[i].invoked_ns > deadline {
+            break;
+        }
+        if bits.contains(i) {
+            continue;
+        }
+        for next in model.step(&node.state, &ops[i].input, ops[i].known_output()) {
+            let mut nb = bits.clone();
+            nb.insert(i);
+            if visited.insert((nb.clone(), next.clone())) {
+                // Stored states count as steps too, so the bound also
+                // bounds memory.
+                *steps += 1;
+                children.push(SearchNode {
+                    bits: nb,
+                    known_done: node.known_done + u32::from(candidates.known[i]),
+                    state: next,
+                    parent: Some((at, i)),
+                });
+            }
+        }
+    }
+    children
+}
+
+/// The ops linearized on the way from the root to `nodes[at]`, in order.
+fn longest_path<S>(nodes: &[SearchNode<S>], mut at: usize) -> Vec<usize> {
     let mut longest = Vec::new();
-    let mut at = best.1;
     while let Some((parent, op)) = nodes[at].parent {
         longest.push(op);
         at = parent;
     }
     longest.reverse();
-    SearchResult::NotLinearizable { longest }
+    longest
 }
 
 enum PartitionVerdict {

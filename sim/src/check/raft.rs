@@ -176,153 +176,182 @@ impl NodeTrack {
 /// Checks every Raft invariant over `history`. Returns every violation found,
 /// in history order (the first is usually the root cause).
 pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
-    let mut violations = Vec::new();
-    let mut leaders: BTreeMap<Term, Witness> = BTreeMap::new();
-    // Every entry seen in any log, by (index, term): log matching.
-    let mut log_entries: BTreeMap<(LogIndex, Term), Witness> = BTreeMap::new();
-    // The first applied entry at each index: everyone must apply the same.
-    let mut applied: BTreeMap<LogIndex, Witness> = BTreeMap::new();
-    // Entries known committed from a commit index and the log under it.
-    let mut committed: BTreeMap<LogIndex, Witness> = BTreeMap::new();
-    let mut nodes: BTreeMap<NodeId, NodeTrack> = BTreeMap::new();
-
+    let mut check = RaftCheck::default();
     for (event, rec) in history.events.iter().enumerate() {
-        let at_ns = rec.at_ns;
         let witness = |node, term, entry_hash| Witness {
             node,
             event,
-            at_ns,
+            at_ns: rec.at_ns,
             term,
             entry_hash,
         };
         match rec.event {
             NodeObservation::BecameLeader { node, term } => {
-                let w = witness(node, term, 0);
-                match leaders.get(&term) {
-                    Some(first) if first.node != node => {
-                        violations.push(RaftViolation::TwoLeaders {
-                            term,
-                            first: *first,
-                            second: w,
-                        });
-                    }
-                    Some(_) => {}
-                    None => {
-                        leaders.insert(term, w);
-                    }
-                }
+                check.became_leader(witness(node, term, 0));
             }
             NodeObservation::Appended {
                 node,
                 index,
                 term,
                 entry_hash,
-            } => {
-                let w = witness(node, term, entry_hash);
-                check_log_matching(&mut log_entries, index, w, &mut violations);
-                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
-                // An append that conflicts with the node's entry at `index`
-                // truncates it and everything after it, as in Raft.
-                if track.log.get(&index).is_some_and(|e| e.term != term) {
-                    track.log.split_off(&index);
-                }
-                track.log.insert(index, w);
-            }
+            } => check.appended(index, witness(node, term, entry_hash)),
             NodeObservation::Applied {
                 node,
                 index,
                 term,
                 entry_hash,
-            } => {
-                let w = witness(node, term, entry_hash);
-                check_log_matching(&mut log_entries, index, w, &mut violations);
-                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
-                if index != track.next_apply {
-                    violations.push(RaftViolation::ApplyOutOfOrder {
-                        node,
-                        expected: track.next_apply,
-                        got: index,
-                        event,
-                        at_ns,
-                    });
-                }
-                // Resynchronise so that one gap is reported once.
-                track.next_apply = index.saturating_add(1);
-                let before = violations.len();
-                check_same_applied(&mut applied, index, w, &mut violations);
-                if violations.len() == before {
-                    check_committed(&mut committed, index, w, &mut violations);
-                }
-            }
+            } => check.applied(index, witness(node, term, entry_hash)),
             NodeObservation::SnapshotRestored {
                 node,
                 last_index,
                 last_term,
-            } => {
-                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
-                // A snapshot may move a node forward, never back below what it
-                // has applied since its last restart.
-                if last_index.saturating_add(1) < track.next_apply {
-                    violations.push(RaftViolation::ApplyOutOfOrder {
-                        node,
-                        expected: track.next_apply,
-                        got: last_index,
-                        event,
-                        at_ns,
-                    });
-                }
-                track.next_apply = last_index.saturating_add(1);
-                track.log.clear();
-                if last_index > 0 {
-                    // The hash of a snapshot's last entry is unknown: compare
-                    // terms only.
-                    if let Some(before) = applied.get(&last_index) {
-                        if before.term != last_term {
-                            let after = witness(node, last_term, before.entry_hash);
-                            violations.push(changed_or_divergent(last_index, *before, after));
-                        }
-                    }
-                }
-            }
+            } => check.snapshot_restored(last_index, witness(node, last_term, 0)),
             NodeObservation::CommitIndex { node, index } => {
-                let track = nodes.entry(node).or_insert_with(NodeTrack::new);
-                if let Some(from) = track.commit_index {
-                    if index < from {
-                        violations.push(RaftViolation::CommitIndexDecreased {
-                            node,
-                            from,
-                            to: index,
-                            event,
-                            at_ns,
-                        });
-                    }
-                }
-                // Entries of the node's log up to its commit index are
-                // committed: they must be the ones every node applies.
-                let from = track.commit_index.unwrap_or(0);
-                // `range` panics on inverted bounds: `to` stays at or above
-                // `from` (and (from, from] is simply empty).
-                let to = index.max(from);
-                for (&i, &w) in track.log.range((Excluded(from), Included(to))) {
-                    match applied.get(&i) {
-                        Some(a) if (a.term, a.entry_hash) != (w.term, w.entry_hash) => {
-                            violations.push(RaftViolation::CommittedEntryChanged {
-                                index: i,
-                                before: *a,
-                                after: w,
-                            });
-                        }
-                        _ => check_committed(&mut committed, i, w, &mut violations),
-                    }
-                }
-                track.commit_index = Some(track.commit_index.map_or(index, |c| c.max(index)));
+                check.commit_index(index, witness(node, 0, 0));
             }
             NodeObservation::Restarted { node } => {
-                nodes.insert(node, NodeTrack::new());
+                check.nodes.insert(node, NodeTrack::new());
             }
         }
     }
-    violations
+    check.violations
+}
+
+/// What the checker has learned so far along the history, and what it found.
+#[derive(Default)]
+struct RaftCheck {
+    violations: Vec<RaftViolation>,
+    leaders: BTreeMap<Term, Witness>,
+    /// Every entry seen in any log, by (index, term): log matching.
+    log_entries: BTreeMap<(LogIndex, Term), Witness>,
+    /// The first applied entry at each index: everyone must apply the same.
+    applied: BTreeMap<LogIndex, Witness>,
+    /// Entries known committed from a commit index and the log under it.
+    committed: BTreeMap<LogIndex, Witness>,
+    nodes: BTreeMap<NodeId, NodeTrack>,
+}
+
+impl RaftCheck {
+    /// At most one leader per term.
+    fn became_leader(&mut self, w: Witness) {
+        match self.leaders.get(&w.term) {
+            Some(first) if first.node != w.node => {
+                self.violations.push(RaftViolation::TwoLeaders {
+                    term: w.term,
+                    first: *first,
+                    second: w,
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.leaders.insert(w.term, w);
+            }
+        }
+    }
+
+    fn appended(&mut self, index: LogIndex, w: Witness) {
+        check_log_matching(&mut self.log_entries, index, w, &mut self.violations);
+        let track = self.nodes.entry(w.node).or_insert_with(NodeTrack::new);
+        // An append that conflicts with the node's entry at `index`
+        // truncates it and everything after it, as in Raft.
+        if track.log.get(&index).is_some_and(|e| e.term != w.term) {
+            track.log.split_off(&index);
+        }
+        track.log.insert(index, w);
+    }
+
+    /// Applies come in index order per node, and every node applies the
+    /// same entry at an index, the one committed there.
+    fn applied(&mut self, index: LogIndex, w: Witness) {
+        check_log_matching(&mut self.log_entries, index, w, &mut self.violations);
+        let track = self.nodes.entry(w.node).or_insert_with(NodeTrack::new);
+        if index != track.next_apply {
+            self.violations.push(RaftViolation::ApplyOutOfOrder {
+                node: w.node,
+                expected: track.next_apply,
+                got: index,
+                event: w.event,
+                at_ns: w.at_ns,
+            });
+        }
+        // Resynchronise so that one gap is reported once.
+        track.next_apply = index.saturating_add(1);
+        let before = self.violations.len();
+        check_same_applied(&mut self.applied, index, w, &mut self.violations);
+        if self.violations.len() == before {
+            check_committed(&mut self.committed, index, w, &mut self.violations);
+        }
+    }
+
+    /// `last` carries the node and the snapshot's last term (its hash is
+    /// unknown).
+    fn snapshot_restored(&mut self, last_index: LogIndex, last: Witness) {
+        let node = last.node;
+        let track = self.nodes.entry(node).or_insert_with(NodeTrack::new);
+        // A snapshot may move a node forward, never back below what it
+        // has applied since its last restart.
+        if last_index.saturating_add(1) < track.next_apply {
+            self.violations.push(RaftViolation::ApplyOutOfOrder {
+                node,
+                expected: track.next_apply,
+                got: last_index,
+                event: last.event,
+                at_ns: last.at_ns,
+            });
+        }
+        track.next_apply = last_index.saturating_add(1);
+        track.log.clear();
+        if last_index > 0 {
+            // The hash of a snapshot's last entry is unknown: compare
+            // terms only.
+            if let Some(before) = self.applied.get(&last_index) {
+                if before.term != last.term {
+                    let after = Witness {
+                        entry_hash: before.entry_hash,
+                        ..last
+                    };
+                    self.violations
+                        .push(changed_or_divergent(last_index, *before, after));
+                }
+            }
+        }
+    }
+
+    /// `at` carries the node and when (no term or hash).
+    fn commit_index(&mut self, index: LogIndex, at: Witness) {
+        let node = at.node;
+        let track = self.nodes.entry(node).or_insert_with(NodeTrack::new);
+        if let Some(from) = track.commit_index {
+            if index < from {
+                self.violations.push(RaftViolation::CommitIndexDecreased {
+                    node,
+                    from,
+                    to: index,
+                    event: at.event,
+                    at_ns: at.at_ns,
+                });
+            }
+        }
+        // Entries of the node's log up to its commit index are
+        // committed: they must be the ones every node applies.
+        let from = track.commit_index.unwrap_or(0);
+        // `range` panics on inverted bounds: `to` stays at or above
+        // `from` (and (from, from] is simply empty).
+        let to = index.max(from);
+        for (&i, &w) in track.log.range((Excluded(from), Included(to))) {
+            match self.applied.get(&i) {
+                Some(a) if (a.term, a.entry_hash) != (w.term, w.entry_hash) => {
+                    self.violations.push(RaftViolation::CommittedEntryChanged {
+                        index: i,
+                        before: *a,
+                        after: w,
+                    });
+                }
+                _ => check_committed(&mut self.committed, i, w, &mut self.violations),
+            }
+        }
+        track.commit_index = Some(track.commit_index.map_or(index, |c| c.max(index)));
+    }
 }
 
 fn check_log_matching(

@@ -156,52 +156,13 @@ impl Executor {
     pub(crate) async fn apply(&mut self, action: &FaultAction) {
         match action {
             FaultAction::Cut { shape, links } => self.cut_links(shape.to_string(), links),
-            FaultAction::IsolateLeader => {
-                let Some(leader) = self.views.leader() else {
-                    self.rec
-                        .lock()
-                        .harness("isolate the leader: no leader known, skipped");
-                    return;
-                };
-                let others: Vec<NodeId> = self
-                    .hosts
-                    .iter()
-                    .map(|h| h.id)
-                    .filter(|&n| n != leader)
-                    .collect();
-                let links: Vec<(NodeId, NodeId)> = others
-                    .iter()
-                    .flat_map(|&o| [(leader, o), (o, leader)])
-                    .collect();
-                self.cut_links(format!("isolate leader n{leader}"), &links);
-            }
+            FaultAction::IsolateLeader => self.isolate_leader(),
             FaultAction::HealNetwork => self.heal_network(),
             FaultAction::CutClient {
                 client_slot,
                 from,
                 leader,
-            } => {
-                if self.clients.is_empty() {
-                    return;
-                }
-                let client = (*client_slot as usize) % self.clients.len();
-                let mut nodes: BTreeSet<NodeId> = from.iter().copied().collect();
-                if *leader {
-                    nodes.extend(self.views.leader());
-                }
-                for &node in &nodes {
-                    let (c, n) = (self.clients[client], self.host(node).madsim_id);
-                    self.net.clog_link(c, n);
-                    self.net.clog_link(n, c);
-                    self.client_cut.insert((client, node));
-                }
-                let names: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
-                self.rec.lock().harness(format!(
-                    "net: client c{} cut from {{{}}}",
-                    client + 1,
-                    names.join(",")
-                ));
-            }
+            } => self.cut_client(*client_slot, from, *leader),
             FaultAction::HealClients => self.heal_clients(),
             FaultAction::SetNet {
                 loss_per_million,
@@ -242,30 +203,10 @@ impl Executor {
             FaultAction::Crash { node, fault } => {
                 self.crash(*node, *fault, format!("crash ({fault:?})"));
             }
-            FaultAction::WipeDisk { node } => {
-                self.crash(*node, CrashFault::LoseUnsynced, "wiped: blank disk".into());
-                *self
-                    .host(*node)
-                    .disk
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = deadbolt_runtime::storage::SimDisk::new();
-            }
+            FaultAction::WipeDisk { node } => self.wipe_disk(*node),
             FaultAction::Restart { node } => self.restart(*node),
-            FaultAction::Pause { node } => {
-                if self.down.contains(node) || !self.paused.insert(*node) {
-                    return;
-                }
-                self.handle.pause(self.host(*node).madsim_id);
-                self.rec.lock().event(TimelineEvent::Paused { node: *node });
-            }
-            FaultAction::Resume { node } => {
-                if self.paused.remove(node) {
-                    self.handle.resume(self.host(*node).madsim_id);
-                    self.rec
-                        .lock()
-                        .event(TimelineEvent::Resumed { node: *node });
-                }
-            }
+            FaultAction::Pause { node } => self.pause(*node),
+            FaultAction::Resume { node } => self.resume(*node),
             FaultAction::GracefulRestart { node } => {
                 if self.down.contains(node) || self.paused.contains(node) {
                     return;
@@ -284,6 +225,78 @@ impl Executor {
                 self.host(*node).skew.step_wall_ms(*delta_ms);
                 self.clock_event(*node, action.to_string());
             }
+        }
+    }
+
+    /// Cuts the node that leads now (as the pollers last saw) from every
+    /// other node; skipped when no leader is known.
+    fn isolate_leader(&mut self) {
+        let Some(leader) = self.views.leader() else {
+            self.rec
+                .lock()
+                .harness("isolate the leader: no leader known, skipped");
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .hosts
+            .iter()
+            .map(|h| h.id)
+            .filter(|&n| n != leader)
+            .collect();
+        let links: Vec<(NodeId, NodeId)> = others
+            .iter()
+            .flat_map(|&o| [(leader, o), (o, leader)])
+            .collect();
+        self.cut_links(format!("isolate leader n{leader}"), &links);
+    }
+
+    /// Cuts client `client_slot` (modulo the number of clients) from `from`
+    /// and, if `leader`, from the node that leads now, both ways.
+    fn cut_client(&mut self, client_slot: u64, from: &[NodeId], leader: bool) {
+        if self.clients.is_empty() {
+            return;
+        }
+        let client = (client_slot as usize) % self.clients.len();
+        let mut nodes: BTreeSet<NodeId> = from.iter().copied().collect();
+        if leader {
+            nodes.extend(self.views.leader());
+        }
+        for &node in &nodes {
+            let (c, n) = (self.clients[client], self.host(node).madsim_id);
+            self.net.clog_link(c, n);
+            self.net.clog_link(n, c);
+            self.client_cut.insert((client, node));
+        }
+        let names: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+        self.rec.lock().harness(format!(
+            "net: client c{} cut from {{{}}}",
+            client + 1,
+            names.join(",")
+        ));
+    }
+
+    /// Kills the node and gives it a blank disk (amnesia).
+    fn wipe_disk(&mut self, node: NodeId) {
+        self.crash(node, CrashFault::LoseUnsynced, "wiped: blank disk".into());
+        *self
+            .host(node)
+            .disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = deadbolt_runtime::storage::SimDisk::new();
+    }
+
+    fn pause(&mut self, node: NodeId) {
+        if self.down.contains(&node) || !self.paused.insert(node) {
+            return;
+        }
+        self.handle.pause(self.host(node).madsim_id);
+        self.rec.lock().event(TimelineEvent::Paused { node });
+    }
+
+    fn resume(&mut self, node: NodeId) {
+        if self.paused.remove(&node) {
+            self.handle.resume(self.host(node).madsim_id);
+            self.rec.lock().event(TimelineEvent::Resumed { node });
         }
     }
 

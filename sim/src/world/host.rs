@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use deadbolt_runtime::latest::{self, Publisher};
 use deadbolt_runtime::node::{
-    Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, StorageChoice,
+    Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, NodeObserver, StorageChoice,
 };
 use deadbolt_runtime::storage::SimDisk;
 use deadbolt_runtime::{
@@ -86,7 +86,21 @@ impl Host {
     }
 }
 
-/// Creates host `id` of a cluster of `nodes` and starts its node.
+/// What every incarnation of a host's node starts with.
+#[derive(Clone)]
+struct IncarnationSetup {
+    id: NodeId,
+    seed: u64,
+    voters: BTreeMap<NodeId, String>,
+    current: Arc<Mutex<Incarnation>>,
+    /// Records the node's events (`observe::node_observer`); handed in so
+    /// that this file does not depend on the observation side.
+    observer: NodeObserver,
+    rec: Shared,
+}
+
+/// Creates host `id` of a cluster of `nodes` and starts its node, which
+/// reports its events to `observer`.
 pub(crate) fn create_host(
     handle: &Handle,
     seed: u64,
@@ -94,6 +108,7 @@ pub(crate) fn create_host(
     nodes: u64,
     clock_setup: ClockSetup,
     rec: Shared,
+    observer: NodeObserver,
 ) -> Host {
     let disk = Arc::new(Mutex::new(SimDisk::new()));
     let true_clock = TokioClock::new();
@@ -109,34 +124,26 @@ pub(crate) fn create_host(
         .map(|n| (n, format!("{}:{PEER_PORT}", server_ip(n))))
         .collect();
     let starts = Arc::new(AtomicU64::new(0));
+    let setup = IncarnationSetup {
+        id,
+        seed,
+        voters,
+        current: current.clone(),
+        observer,
+        rec,
+    };
 
     let init = {
         let disk = disk.clone();
         let clock = clock.clone();
         let link_faults = link_faults.clone();
-        let current = current.clone();
         move || {
             let disk = disk.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let clock: Arc<dyn Clock> = Arc::new(clock.clone());
             let faults = link_faults.subscribe();
-            let current = current.clone();
-            let voters = voters.clone();
-            let rec = rec.clone();
+            let setup = setup.clone();
             let incarnation = starts.fetch_add(1, Ordering::SeqCst);
-            async move {
-                run_incarnation(
-                    id,
-                    seed,
-                    incarnation,
-                    disk,
-                    clock,
-                    faults,
-                    voters,
-                    current,
-                    rec,
-                )
-                .await
-            }
+            async move { run_incarnation(setup, incarnation, disk, clock, faults).await }
         }
     };
     let node = handle
@@ -157,18 +164,21 @@ pub(crate) fn create_host(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_incarnation(
-    id: NodeId,
-    seed: u64,
+    setup: IncarnationSetup,
     incarnation: u64,
     disk: SimDisk,
     clock: Arc<dyn Clock>,
     faults: latest::Subscriber<LinkFaultsTable>,
-    voters: BTreeMap<NodeId, String>,
-    current: Arc<Mutex<Incarnation>>,
-    rec: Shared,
 ) {
+    let IncarnationSetup {
+        id,
+        seed,
+        voters,
+        current,
+        observer,
+        rec,
+    } = setup;
     let ip = server_ip(id);
     // A killed incarnation's sockets are gone (kill resets the node's
     // network state), so binding again succeeds.
@@ -192,7 +202,7 @@ async fn run_incarnation(
         sub_seed(seed, Concern::Node, id << 32 | incarnation),
     );
     config.link_faults = Some(faults);
-    config.observer = Some(super::observe::node_observer(id, rec.clone()));
+    config.observer = Some(observer);
     // Far below the production default (10 000) so that a 20 s run takes,
     // installs and restores snapshots: the Raft checker then also sees
     // `SnapshotRestored` and applies that resume after one.

@@ -89,71 +89,12 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         schedule.plan
     ));
 
-    let hosts: Vec<host::Host> = (1..=spec.nodes)
-        .map(|id| {
-            host::create_host(
-                &handle,
-                spec.seed,
-                id,
-                spec.nodes,
-                schedule.clocks[(id - 1) as usize],
-                rec.clone(),
-            )
-        })
-        .collect();
-    for h in &hosts {
-        let setup = schedule.clocks[(h.id - 1) as usize];
-        if setup.offset_ms != 0 || setup.drift_ppm != 0 {
-            rec.lock().event(crate::timeline::TimelineEvent::Clock {
-                node: h.id,
-                offset_ms: h.clock_offset_ms(),
-                drift_ppm: setup.drift_ppm,
-                what: format!(
-                    "n{} clock starts {:+} ms off, drift {:+.1}%",
-                    h.id,
-                    setup.offset_ms,
-                    setup.drift_ppm as f64 / 10_000.0
-                ),
-            });
-        }
-    }
+    let hosts = create_hosts(&handle, &spec, &schedule, &rec);
     let views = Views::default();
     let pollers = spawn_pollers(&hosts, &views, &rec);
     let endpoints: Vec<String> = (1..=spec.nodes).map(host::api_url).collect();
-
-    // Clients, each on its own simulated host (so it has its own
-    // connections and IP), seeded per client.
-    let mut workload_rng = rng_for(spec.seed, Concern::Workload, 0);
-    let clients = workload_rng.range_u64(2, 8);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut client_tasks = Vec::new();
-    let mut client_hosts = Vec::new();
-    for c in 1..=clients {
-        let node = handle
-            .create_node()
-            .name(format!("c{c}"))
-            .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-                10, 0, 1, c as u8,
-            )))
-            .build();
-        client_hosts.push(node.id());
-        let task = ClientTask {
-            id: c,
-            client: build_client(&endpoints, sub_seed(spec.seed, Concern::Client, c)),
-            rec: rec.clone(),
-            rng: rng_for(spec.seed, Concern::Workload, c),
-            stop: stop.clone(),
-            manual: workload_rng.chance(1, 2),
-            reckless: workload_rng.chance(1, 3),
-            ttl_ms: workload_rng.range_u64(1_000, 5_000),
-            values: 0,
-        };
-        client_tasks.push(node.spawn(async move {
-            // Let the cluster elect its first leader.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            task.run().await
-        }));
-    }
+    let (client_tasks, client_hosts) = start_clients(&handle, &spec, &endpoints, &rec, &stop);
 
     // Phase 1: the fault schedule.
     let mut executor = Executor::new(
@@ -173,17 +114,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     // Phase 2: heal, stop the clients, probe.
     executor.heal_all();
     let faults_stopped_ns = rec.now_ns();
-    stop.store(true, Ordering::SeqCst);
-    let stop_deadline = Instant::now() + CLIENT_STOP_MAX;
-    for task in client_tasks {
-        let left = stop_deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, task).await.is_err() {
-            // Its in-flight operation stays unknown.
-        }
-    }
-    rec.lock().close_unseen_sessions();
-    rec.lock().harness("clients stopped");
-
+    stop_clients(&stop, client_tasks, &rec).await;
     let probe_node = handle
         .create_node()
         .name("harness")
@@ -230,6 +161,108 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         r.clone()
     };
     finish(&spec, recorder, liveness, read_back, start_errors, sim_secs)
+}
+
+/// Creates the server hosts (each starts its node) and puts skewed clocks
+/// on the timeline.
+fn create_hosts(
+    handle: &Handle,
+    spec: &RunSpec,
+    schedule: &FaultSchedule,
+    rec: &Shared,
+) -> Vec<host::Host> {
+    let hosts: Vec<host::Host> = (1..=spec.nodes)
+        .map(|id| {
+            host::create_host(
+                handle,
+                spec.seed,
+                id,
+                spec.nodes,
+                schedule.clocks[(id - 1) as usize],
+                rec.clone(),
+                observe::node_observer(id, rec.clone()),
+            )
+        })
+        .collect();
+    for h in &hosts {
+        let setup = schedule.clocks[(h.id - 1) as usize];
+        if setup.offset_ms != 0 || setup.drift_ppm != 0 {
+            rec.lock().event(crate::timeline::TimelineEvent::Clock {
+                node: h.id,
+                offset_ms: h.clock_offset_ms(),
+                drift_ppm: setup.drift_ppm,
+                what: format!(
+                    "n{} clock starts {:+} ms off, drift {:+.1}%",
+                    h.id,
+                    setup.offset_ms,
+                    setup.drift_ppm as f64 / 10_000.0
+                ),
+            });
+        }
+    }
+    hosts
+}
+
+/// Starts the clients, each on its own simulated host (so it has its own
+/// connections and IP), seeded per client; they run until `stop`. Returns
+/// their tasks and their madsim hosts.
+fn start_clients(
+    handle: &Handle,
+    spec: &RunSpec,
+    endpoints: &[String],
+    rec: &Shared,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<madsim::task::JoinHandle<()>>, Vec<madsim::task::NodeId>) {
+    let mut workload_rng = rng_for(spec.seed, Concern::Workload, 0);
+    let clients = workload_rng.range_u64(2, 8);
+    let mut client_tasks = Vec::new();
+    let mut client_hosts = Vec::new();
+    for c in 1..=clients {
+        let node = handle
+            .create_node()
+            .name(format!("c{c}"))
+            .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                10, 0, 1, c as u8,
+            )))
+            .build();
+        client_hosts.push(node.id());
+        let task = ClientTask {
+            id: c,
+            client: build_client(endpoints, sub_seed(spec.seed, Concern::Client, c)),
+            rec: rec.clone(),
+            rng: rng_for(spec.seed, Concern::Workload, c),
+            stop: stop.clone(),
+            manual: workload_rng.chance(1, 2),
+            reckless: workload_rng.chance(1, 3),
+            ttl_ms: workload_rng.range_u64(1_000, 5_000),
+            values: 0,
+        };
+        client_tasks.push(node.spawn(async move {
+            // Let the cluster elect its first leader.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.run().await
+        }));
+    }
+    (client_tasks, client_hosts)
+}
+
+/// Tells the clients to stop and gives them [`CLIENT_STOP_MAX`] to finish
+/// their current operation (one still running stays unknown).
+async fn stop_clients(
+    stop: &AtomicBool,
+    client_tasks: Vec<madsim::task::JoinHandle<()>>,
+    rec: &Shared,
+) {
+    stop.store(true, Ordering::SeqCst);
+    let stop_deadline = Instant::now() + CLIENT_STOP_MAX;
+    for task in client_tasks {
+        let left = stop_deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, task).await.is_err() {
+            // Its in-flight operation stays unknown.
+        }
+    }
+    rec.lock().close_unseen_sessions();
+    rec.lock().harness("clients stopped");
 }
 
 /// Waits for a leader and runs probe operations after the heal.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use deadbolt_core::raft::Role;
 use deadbolt_runtime::node::{NodeEvent, NodeObserver};
 
-use super::host::Host;
+use super::host::{Host, Incarnation};
 use super::recorder::Shared;
 use crate::history::{LogIndex, NodeId, NodeObservation, SimTimeNs, Term};
 use crate::timeline::{RoleMark, TimelineEvent};
@@ -71,7 +71,7 @@ fn mark(role: Role) -> RoleMark {
 /// Polls `host` forever (the supervisor drops the task at the end).
 pub(crate) async fn poll_node(
     id: NodeId,
-    current: Arc<Mutex<super::host::Incarnation>>,
+    current: Arc<Mutex<Incarnation>>,
     views: Views,
     rec: Shared,
 ) {

@@ -186,6 +186,15 @@ fn watch_lease(rec: Shared, lease_id: SessionId, kind: &LeaseKind, ended: Arc<At
     }
 }
 
+/// A lock held in a lock cycle: its index among the workload's locks, its
+/// name, mode and fencing token.
+struct Hold {
+    i: u64,
+    lock: String,
+    mode: LockMode,
+    token: u64,
+}
+
 pub(crate) struct ClientTask {
     pub(crate) id: ClientId,
     pub(crate) client: Client,
@@ -377,6 +386,27 @@ impl ClientTask {
     /// holding, release. False when the session should be dropped (an
     /// acquire with an unknown outcome may hold the lock unseen).
     async fn lock_cycle(&mut self, lease: &Lease) -> bool {
+        let hold = match self.acquire_lock(lease).await {
+            Ok(hold) => hold,
+            Err(keep_session) => return keep_session,
+        };
+        // Hold it for a while, working under the token.
+        self.work_under(lease, &hold).await;
+        if !lease.alive() {
+            // The hold already ended for the checker (lease lost); a new
+            // session will be opened.
+            return false;
+        }
+        if self.rng.chance(1, 10) {
+            // Walk away without releasing: the session's end frees it.
+            return false;
+        }
+        self.release_lock(lease, hold).await
+    }
+
+    /// Draws a lock, a mode and a wait, and acquires. Err(keep the session)
+    /// when the cycle ends here without a hold.
+    async fn acquire_lock(&mut self, lease: &Lease) -> Result<Hold, bool> {
         let i = self.rng.range_u64(0, LOCKS);
         let lock = lock_name(i);
         let mode = if self.rng.chance(1, 4) {
@@ -401,7 +431,7 @@ impl ClientTask {
             wait_ms,
             ttl_ms: None,
         };
-        let token = match self.client.acquire(&lock, &request).await {
+        match self.client.acquire(&lock, &request).await {
             Ok(grant) => {
                 self.done(
                     op,
@@ -413,33 +443,49 @@ impl ClientTask {
                 // not relied on (the client crate's `Session::lock` does the
                 // same): no hold for the checker.
                 if !lease.alive() {
-                    return false;
+                    return Err(false);
                 }
                 self.rec.lock().lock_event(LockEvent::Granted {
                     lock: lock.clone(),
-                    session: session.clone(),
+                    session,
                     client: self.id,
                     mode: from_api_mode(grant.mode),
                     token: grant.fencing_token,
                 });
-                grant.fencing_token
+                Ok(Hold {
+                    i,
+                    lock,
+                    mode,
+                    token: grant.fencing_token,
+                })
             }
             Err(Error::LockHeld { .. }) => {
                 self.done(op, OpOutput::Lock(LockOutput::Held));
-                return true;
+                Err(true)
             }
             Err(Error::SessionExpired { .. }) => {
                 self.done(op, OpOutput::Lock(LockOutput::SessionExpired));
                 self.session_gone(lease);
-                return false;
+                Err(false)
             }
             Err(e) => {
                 self.unknown(op, &e);
-                return !is_unknown(&e) && !matches!(e, Error::NotFound { .. });
+                Err(!is_unknown(&e) && !matches!(e, Error::NotFound { .. }))
             }
-        };
+        }
+    }
 
-        // Hold it for a while, working under the token.
+    /// Up to three steps of work under the hold (downstream writes, fenced
+    /// stack ops and appends if exclusive, reads if shared), each followed
+    /// by a pause. A reckless client goes on after it believes its lease
+    /// lost.
+    async fn work_under(&mut self, lease: &Lease, hold: &Hold) {
+        let Hold {
+            i,
+            ref lock,
+            mode,
+            token,
+        } = *hold;
         let writes = self.rng.range_u64(0, 4);
         for _ in 0..writes {
             let believed = lease.alive();
@@ -450,7 +496,7 @@ impl ClientTask {
                 if self.rng.chance(1, 2) {
                     self.rec
                         .lock()
-                        .resource_write(self.id, &resource_name(i), &lock, token);
+                        .resource_write(self.id, &resource_name(i), lock, token);
                 } else if self.rng.chance(1, 3) {
                     let fence = Fence {
                         lock: lock.clone(),
@@ -458,24 +504,20 @@ impl ClientTask {
                     };
                     self.stack_op(Some(fence)).await;
                 } else {
-                    self.fenced_append(i, &lock, token).await;
+                    self.fenced_append(i, lock, token).await;
                 }
             } else {
                 self.read_op().await;
             }
-            let hold = self.rng.range_u64(0, 400);
-            tokio::time::sleep(Duration::from_millis(hold)).await;
+            let pause_ms = self.rng.range_u64(0, 400);
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
+    }
 
-        if !lease.alive() {
-            // The hold already ended for the checker (lease lost); a new
-            // session will be opened.
-            return false;
-        }
-        if self.rng.chance(1, 10) {
-            // Walk away without releasing: the session's end frees it.
-            return false;
-        }
+    /// Releases the hold. False when the session should be dropped.
+    async fn release_lock(&mut self, lease: &Lease, hold: Hold) -> bool {
+        let Hold { lock, token, .. } = hold;
+        let session = lease.id.to_string();
         self.rec.lock().lock_event(LockEvent::ReleaseSent {
             lock: lock.clone(),
             session: session.clone(),

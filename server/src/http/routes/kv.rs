@@ -7,7 +7,7 @@ use deadbolt_core::api::{
 };
 use deadbolt_core::lock::{Command, Reply};
 
-use super::{fence, propose, read, unexpected};
+use super::{fence, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
 use crate::http::extract::{check_name, Deadline, Mutation, PathParam};
 use crate::http::AppState;
@@ -52,7 +52,7 @@ async fn write(
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
     request_body = KvWriteRequest,
     params(("key" = String, Path), ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = KvWriteResponse),
@@ -70,7 +70,7 @@ pub(crate) async fn put(
 #[utoipa::path(post, path = "/v1/kv/{key}/append", tag = "kv",
     request_body = KvWriteRequest,
     params(("key" = String, Path), ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = KvWriteResponse),

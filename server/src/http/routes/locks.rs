@@ -12,7 +12,9 @@ use deadbolt_core::api::{
 };
 use deadbolt_core::lock::{Command, LockView, Owner, Reply};
 
-use super::{mode_from_api, mode_to_api, propose, read, unexpected};
+use super::{
+    mode_from_api, mode_to_api, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION,
+};
 use crate::http::error::{holder_json, ApiError};
 use crate::http::extract::{check_name, Deadline, JsonBody, Mutation, PathParam, QueryParams};
 use crate::http::AppState;
@@ -45,7 +47,7 @@ pub(crate) fn lock_json(view: LockView) -> LockState {
     params(
         ("name" = String, Path, description = "Lock name; `/` sent as `%2F`."),
         ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
         ("Request-Timeout-Ms" = Option<u64>, Header, description = "Deadline; `wait_ms` is added to it."),
     ),
     responses(
@@ -111,7 +113,7 @@ pub(crate) async fn acquire(
     params(
         ("name" = String, Path),
         ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
         ("Request-Timeout-Ms" = Option<u64>, Header),
     ),
     responses(

@@ -18,6 +18,12 @@ use super::error::ApiError;
 use super::extract::check_name;
 use super::AppState;
 
+/// The OpenAPI description of the `Idempotency-Acked-Below` header, which
+/// every keyed mutation takes.
+pub(crate) const ACKED_BELOW_HEADER_DESCRIPTION: &str = "Optional: the key is `<prefix>-<seq>` \
+    and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most \
+    seq) and will never retry them; the cluster may forget them.";
+
 /// Replicates `command` and returns its reply; a state-machine refusal
 /// becomes its API error.
 pub(crate) async fn propose(

@@ -8,8 +8,7 @@ use axum::Json;
 use deadbolt_core::api::{EmptyResponse, ErrorEnvelope};
 
 use crate::http::error::ApiError;
-use crate::http::openapi::openapi_document;
-use crate::http::AppState;
+use crate::http::{openapi_document, AppState};
 
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/health", tag = "operations",

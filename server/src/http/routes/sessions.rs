@@ -10,7 +10,7 @@ use deadbolt_core::api::{
 };
 use deadbolt_core::lock::{Command, Reply};
 
-use super::{mode_to_api, propose, read, unexpected};
+use super::{mode_to_api, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
 use crate::http::extract::{Deadline, Mutation, PathParam};
 use crate::http::AppState;
@@ -24,7 +24,7 @@ fn session_id(text: &str) -> Result<SessionId, ApiError> {
     request_body = CreateSessionRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "Up to 128 bytes; a retry returns the first outcome."),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
         ("Request-Timeout-Ms" = Option<u64>, Header, description = "Deadline, 1..=60000, default 5000."),
     ),
     responses(
@@ -67,7 +67,7 @@ pub(crate) async fn create(
     params(
         ("id" = String, Path, description = "Session id (decimal string)."),
         ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
         ("Request-Timeout-Ms" = Option<u64>, Header),
     ),
     responses(
@@ -147,7 +147,7 @@ pub(crate) async fn get(
     params(
         ("id" = String, Path, description = "Session id (decimal string)."),
         ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
         ("Request-Timeout-Ms" = Option<u64>, Header),
     ),
     responses(

@@ -8,7 +8,7 @@ use deadbolt_core::api::{
 };
 use deadbolt_core::lock::{Command, Reply};
 
-use super::{fence, propose, read, unexpected};
+use super::{fence, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
 use crate::http::extract::{check_name, Deadline, Mutation, PathParam};
 use crate::http::AppState;
@@ -17,7 +17,7 @@ use crate::http::AppState;
 #[utoipa::path(post, path = "/v1/stacks/{name}/push", tag = "stacks",
     request_body = StackPushRequest,
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = StackPushResponse),
@@ -54,7 +54,7 @@ pub(crate) async fn push(
 #[utoipa::path(post, path = "/v1/stacks/{name}/pop", tag = "stacks",
     request_body(content = StackPopRequest, description = "Empty, `{}` or a fence."),
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = StackPopResponse),
@@ -102,7 +102,7 @@ pub(crate) async fn get(
 #[utoipa::path(delete, path = "/v1/stacks/{name}", tag = "stacks",
     request_body(content = StackPopRequest, description = "Optional fence; may be empty."),
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header),
-        ("Idempotency-Acked-Below" = Option<u64>, Header, description = "Optional: the key is `<prefix>-<seq>` and the client has the final outcome of every `<prefix>-<m>` with m below this value (at most seq) and will never retry them; the cluster may forget them."),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
            ("Request-Timeout-Ms" = Option<u64>, Header)),
     responses(
         (status = 200, body = EmptyResponse),

@@ -648,47 +648,93 @@ fn kv_write(
 /// its execution point (overlapping its neighbours); some answers are lost.
 fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
     let mut h = ClientHistory::new();
-    let (mut kv, mut kv_token): (Option<String>, u64) = (None, 0);
-    let mut stack: Vec<String> = Vec::new();
-    let mut holders: BTreeMap<String, (LockMode, u64)> = BTreeMap::new();
-    let mut ended: BTreeSet<String> = BTreeSet::new();
-    let mut next_token = 1;
+    let mut reference = Reference {
+        next_token: 1,
+        ..Reference::default()
+    };
     for (k, (g, before, after, lost)) in ops.iter().enumerate() {
         let at = 1_000 + 100 * k as u64;
-        let (input, output) = match g {
+        let (input, output) = reference.execute(k, g);
+        let id = h.invoke(k as u64, at - before, input);
+        if !lost {
+            h.complete(id, at + after, output);
+        }
+    }
+    h
+}
+
+/// Plain sequential implementations of one key, one stack and one lock.
+#[derive(Default)]
+struct Reference {
+    kv: Option<String>,
+    kv_token: u64,
+    stack: Vec<String>,
+    holders: BTreeMap<String, (LockMode, u64)>,
+    ended: BTreeSet<String>,
+    /// The last token granted (grants grow it by 1..=3).
+    next_token: u64,
+}
+
+impl Reference {
+    /// Runs op number `k` and returns it with its answer.
+    fn execute(&mut self, k: usize, g: &Gen) -> (OpInput, OpOutput) {
+        match g {
+            Gen::Put(..) | Gen::Append(_) | Gen::Get => self.kv_op(g),
+            Gen::Push(_) | Gen::Pop | Gen::Peek => self.stack_op(g),
+            Gen::Acquire(..) | Gen::Release(..) | Gen::ReadLock | Gen::End(_) => self.lock_op(k, g),
+        }
+    }
+
+    fn kv_op(&mut self, g: &Gen) -> (OpInput, OpOutput) {
+        match g {
             Gen::Put(v, fence) => {
                 let value = format!("<{v}>");
                 let input = put("k", &value, *fence);
-                kv_write(&mut kv, &mut kv_token, input, value, *fence, false)
+                kv_write(
+                    &mut self.kv,
+                    &mut self.kv_token,
+                    input,
+                    value,
+                    *fence,
+                    false,
+                )
             }
             Gen::Append(v) => {
                 let value = format!("<{v}>");
                 let input = append("k", &value);
-                kv_write(&mut kv, &mut kv_token, input, value, None, true)
+                kv_write(&mut self.kv, &mut self.kv_token, input, value, None, true)
             }
             Gen::Get => (
                 get("k"),
-                match &kv {
+                match &self.kv {
                     Some(v) => OpOutput::Kv(KvOutput::Read {
                         value: v.clone(),
-                        last_token: (kv_token > 0).then_some(kv_token),
+                        last_token: (self.kv_token > 0).then_some(self.kv_token),
                     }),
                     None => OpOutput::Kv(KvOutput::NotFound),
                 },
             ),
+            _ => unreachable!("not a KV op: {g:?}"),
+        }
+    }
+
+    fn stack_op(&mut self, g: &Gen) -> (OpInput, OpOutput) {
+        match g {
             Gen::Push(v) => {
-                stack.push(format!("<{v}>"));
+                self.stack.push(format!("<{v}>"));
                 (
                     push(&format!("<{v}>")),
-                    OpOutput::Stack(StackOutput::Pushed { size: stack.len() }),
+                    OpOutput::Stack(StackOutput::Pushed {
+                        size: self.stack.len(),
+                    }),
                 )
             }
             Gen::Pop => (
                 pop(),
-                match stack.pop() {
+                match self.stack.pop() {
                     Some(value) => OpOutput::Stack(StackOutput::Popped {
                         value,
-                        size: stack.len(),
+                        size: self.stack.len(),
                     }),
                     None => OpOutput::Stack(StackOutput::Empty),
                 },
@@ -696,10 +742,16 @@ fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
             Gen::Peek => (
                 OpInput::Stack(StackInput::Peek { stack: "s".into() }),
                 OpOutput::Stack(StackOutput::Peeked {
-                    size: stack.len(),
-                    top: stack.last().cloned(),
+                    size: self.stack.len(),
+                    top: self.stack.last().cloned(),
                 }),
             ),
+            _ => unreachable!("not a stack op: {g:?}"),
+        }
+    }
+
+    fn lock_op(&mut self, k: usize, g: &Gen) -> (OpInput, OpOutput) {
+        match g {
             Gen::Acquire(s, exclusive) => {
                 let session = format!("s{s}");
                 let mode = if *exclusive {
@@ -707,18 +759,23 @@ fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
                 } else {
                     LockMode::Shared
                 };
-                let out = if ended.contains(&session) {
+                let out = if self.ended.contains(&session) {
                     LockOutput::SessionExpired
-                } else if let Some((_, t)) = holders.get(&session).filter(|(m, _)| *m == mode) {
+                } else if let Some((_, t)) = self.holders.get(&session).filter(|(m, _)| *m == mode)
+                {
                     LockOutput::Granted { token: *t }
-                } else if holders
+                } else if self
+                    .holders
                     .iter()
                     .filter(|(h, _)| **h != session)
                     .all(|(_, (m, _))| mode == LockMode::Shared && *m == LockMode::Shared)
                 {
-                    next_token += 1 + k as u64 % 3;
-                    holders.insert(session.clone(), (mode, next_token));
-                    LockOutput::Granted { token: next_token }
+                    self.next_token += 1 + k as u64 % 3;
+                    self.holders
+                        .insert(session.clone(), (mode, self.next_token));
+                    LockOutput::Granted {
+                        token: self.next_token,
+                    }
                 } else {
                     LockOutput::Held
                 };
@@ -726,12 +783,12 @@ fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
             }
             Gen::Release(s, good) => {
                 let session = format!("s{s}");
-                let token = match holders.get(&session) {
+                let token = match self.holders.get(&session) {
                     Some((_, t)) if *good => *t,
                     _ => 1_000_000,
                 };
-                let out = if holders.get(&session).is_some_and(|(_, t)| *t == token) {
-                    holders.remove(&session);
+                let out = if self.holders.get(&session).is_some_and(|(_, t)| *t == token) {
+                    self.holders.remove(&session);
                     LockOutput::Released
                 } else {
                     LockOutput::ReleaseRefused
@@ -741,7 +798,8 @@ fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
             Gen::ReadLock => (
                 OpInput::Lock(LockInput::Read { lock: "L".into() }),
                 OpOutput::Lock(LockOutput::State {
-                    holders: holders
+                    holders: self
+                        .holders
                         .iter()
                         .map(|(s, (m, t))| (s.clone(), *m, *t))
                         .collect(),
@@ -749,20 +807,16 @@ fn execute(ops: &[(Gen, u64, u64, bool)]) -> ClientHistory {
             ),
             Gen::End(s) => {
                 let session = format!("s{s}");
-                holders.remove(&session);
-                ended.insert(session.clone());
+                self.holders.remove(&session);
+                self.ended.insert(session.clone());
                 (
                     OpInput::Lock(LockInput::EndSession { session }),
                     OpOutput::Lock(LockOutput::Released),
                 )
             }
-        };
-        let id = h.invoke(k as u64, at - before, input);
-        if !lost {
-            h.complete(id, at + after, output);
+            _ => unreachable!("not a lock op: {g:?}"),
         }
     }
-    h
 }
 
 proptest! {
