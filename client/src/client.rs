@@ -58,6 +58,7 @@ pub struct ClientBuilder {
     backoff_max: Duration,
     retry_after_max: Duration,
     follow_leader: bool,
+    idempotency_keys: bool,
 }
 
 impl ClientBuilder {
@@ -77,6 +78,7 @@ impl ClientBuilder {
             backoff_max: BACKOFF_MAX_DEFAULT,
             retry_after_max: RETRY_AFTER_MAX_DEFAULT,
             follow_leader: true,
+            idempotency_keys: true,
         }
     }
 
@@ -127,6 +129,18 @@ impl ClientBuilder {
     /// stays exercised.
     pub fn follow_leader(mut self, follow: bool) -> Self {
         self.follow_leader = follow;
+        self
+    }
+
+    /// Whether mutations carry an `Idempotency-Key` (default yes). Without
+    /// keys the client behaves as the contract allows a plain HTTP client
+    /// to: it resends a mutation only after a 503 (refused before it was
+    /// proposed) and reports a 504 or a lost connection as an unknown
+    /// outcome at once, since resending could apply it twice. The
+    /// simulation runs some clients so, to hold the server to what 503
+    /// promises.
+    pub fn idempotency_keys(mut self, keyed: bool) -> Self {
+        self.idempotency_keys = keyed;
         self
     }
 
@@ -202,6 +216,10 @@ struct Call {
     /// The server may hold the request this long beyond its deadline.
     wait: Duration,
     retry: bool,
+    /// Whether an attempt whose outcome is unknown (504, no answer, lost
+    /// connection) may be sent again: only when doing so cannot apply it
+    /// twice (a read, or a mutation carrying its idempotency key).
+    resend_after_unknown: bool,
 }
 
 impl Client {
@@ -303,6 +321,7 @@ impl Client {
         let path = format!("/v1/locks/{}/validate", name_segment(name)?);
         let mut call = self.mutation(Method::POST, path, Some(&ValidateRequest { fencing_token }));
         call.idempotency_key = None;
+        call.resend_after_unknown = true;
         self.call_json(call).await
     }
 
@@ -432,19 +451,22 @@ impl Client {
             idempotency_key: None,
             wait: Duration::ZERO,
             retry: true,
+            resend_after_unknown: true,
         }
     }
 
     fn mutation<B: Serialize>(&self, method: Method, path: String, body: Option<&B>) -> Call {
+        let keyed = self.inner.config.idempotency_keys;
         Call {
             method,
             path,
             body: body.map(|b| {
                 Bytes::from(serde_json::to_vec(b).expect("API request types serialize to JSON"))
             }),
-            idempotency_key: Some(self.inner.keys.next_key()),
+            idempotency_key: keyed.then(|| self.inner.keys.next_key()),
             wait: Duration::ZERO,
             retry: true,
+            resend_after_unknown: keyed,
         }
     }
 
@@ -526,6 +548,9 @@ impl Client {
                         endpoint: endpoint.url.clone(),
                         source: format!("no answer within {attempt_timeout:?}").into(),
                     });
+                    if !call.resend_after_unknown {
+                        break;
+                    }
                     continue;
                 }
                 Ok(Err(source)) => {
@@ -535,6 +560,9 @@ impl Client {
                         endpoint: endpoint.url.clone(),
                         source,
                     });
+                    if !call.resend_after_unknown {
+                        break;
+                    }
                     continue;
                 }
                 Ok(Ok(answer)) => answer,
@@ -552,7 +580,7 @@ impl Client {
                     endpoint.set_not_before(Instant::now() + wait);
                 }
                 // Outcome unknown: resending with the same key learns it.
-                Error::Timeout { .. } => {}
+                Error::Timeout { .. } if call.resend_after_unknown => {}
                 _ => return Err(error),
             }
             tracing::debug!(endpoint = %endpoint.url, path = %call.path, %error, "retryable answer");

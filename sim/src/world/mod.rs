@@ -46,7 +46,7 @@ use crate::timeline::Timeline;
 use executor::Executor;
 use observe::{spawn_pollers, Views};
 use recorder::{Recorder, Shared};
-use workload::{build_client, ClientTask};
+use workload::{build_client, keyed_client, ClientTask};
 
 /// After the faults stop, a leader must be known and probes must complete
 /// within this much simulated time.
@@ -120,7 +120,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         .name("harness")
         .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 2, 1)))
         .build();
-    let probe_client = build_client(&endpoints, sub_seed(spec.seed, Concern::Client, 0));
+    let probe_client = build_client(&endpoints, sub_seed(spec.seed, Concern::Client, 0), true);
     let liveness = {
         let rec2 = rec.clone();
         let views2 = views.clone();
@@ -226,9 +226,11 @@ fn start_clients(
             )))
             .build();
         client_hosts.push(node.id());
+        let client_seed = sub_seed(spec.seed, Concern::Client, c);
         let task = ClientTask {
             id: c,
-            client: build_client(endpoints, sub_seed(spec.seed, Concern::Client, c)),
+            client: build_client(endpoints, client_seed, keyed_client(client_seed)),
+            keyed: keyed_client(client_seed),
             rec: rec.clone(),
             rng: rng_for(spec.seed, Concern::Workload, c),
             stop: stop.clone(),
@@ -444,14 +446,29 @@ fn finish(
             .ops
             .iter()
             .enumerate()
-            .filter(|(id, op)| !recorder.read_back_ops.contains(id) && op.client != HARNESS_CLIENT)
+            .filter(|(id, op)| {
+                !recorder.read_back_ops.contains(id)
+                    && !recorder.not_applied_ops.contains(id)
+                    && op.client != HARNESS_CLIENT
+            })
             .map(|(_, op)| op.clone())
             .collect();
         DurabilityInput::from_history(&workload_only, read_back.values, read_back.stacks)
     });
+    // Ops refused before proposing (503 to keyless clients) must have had no
+    // effect: the checkers judge the history without them.
+    let mut checked_clients = ClientHistory::new();
+    checked_clients.ops = recorder
+        .clients
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| !recorder.not_applied_ops.contains(id))
+        .map(|(_, op)| op.clone())
+        .collect();
     let inputs = RunInputs {
         raft: &recorder.raft,
-        clients: &recorder.clients,
+        clients: &checked_clients,
         locks: &recorder.locks,
         accepted_writes: recorder.resource.accepted(),
         durability: durability.as_ref(),

@@ -29,6 +29,11 @@ pub(crate) struct Recorder {
     leaders_seen: BTreeSet<(NodeId, Term)>,
     /// Ops issued by the final read-back (not workload effects).
     pub(crate) read_back_ops: BTreeSet<OpId>,
+    /// Ops the API answered 503 to a client without idempotency keys: by
+    /// the contract they were refused before being proposed, so they are
+    /// left out of the checked history (if one took effect anyway, the
+    /// checkers see an effect nobody asked for).
+    pub(crate) not_applied_ops: BTreeSet<OpId>,
     /// Sessions the clients opened: (owning client, opened at), and whether
     /// an `EndSession` op was recorded for them.
     sessions: BTreeMap<String, (ClientId, SimTimeNs, bool)>,
@@ -57,6 +62,7 @@ impl Shared {
             },
             leaders_seen: BTreeSet::new(),
             read_back_ops: BTreeSet::new(),
+            not_applied_ops: BTreeSet::new(),
             sessions: BTreeMap::new(),
             verbose,
         })))
@@ -147,6 +153,22 @@ impl Recorder {
         self.trace_line(at, &what);
         self.timeline
             .record(at, TimelineEvent::Client { client, what });
+    }
+
+    /// The op was refused before it was proposed (503 to a client without
+    /// idempotency keys, whose client library then gave up or did not
+    /// resend): it must have had no effect.
+    pub(crate) fn not_applied(&mut self, op: OpId, why: &str) {
+        let at = self.now_ns();
+        let Some(o) = self.clients.ops.get(op) else {
+            return;
+        };
+        let client = o.client;
+        let what = format!("#{op} {} -> not applied ({why})", o.input);
+        self.trace_line(at, &what);
+        self.timeline
+            .record(at, TimelineEvent::Client { client, what });
+        self.not_applied_ops.insert(op);
     }
 
     pub(crate) fn lock_event(&mut self, event: LockEvent) {

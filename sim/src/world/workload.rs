@@ -57,10 +57,11 @@ pub(crate) fn append_keys() -> Vec<String> {
 /// operations end (with an answer or an unknown outcome) within seconds.
 /// About half the clients (by seed) ignore the leader hint, so requests
 /// through followers, and their forwarding, stay exercised.
-pub(crate) fn build_client(endpoints: &[String], seed: u64) -> Client {
+pub(crate) fn build_client(endpoints: &[String], seed: u64, keyed: bool) -> Client {
     ClientBuilder::new(endpoints.iter().cloned())
         .seed(seed)
         .follow_leader(seed % 2 == 0)
+        .idempotency_keys(keyed)
         .request_timeout(Duration::from_secs(2))
         .call_timeout(Duration::from_secs(6))
         .attempts_max(6)
@@ -68,6 +69,13 @@ pub(crate) fn build_client(endpoints: &[String], seed: u64) -> Client {
         .retry_after_max(Duration::from_secs(1))
         .build()
         .expect("the simulation's client configuration is valid")
+}
+
+/// About a quarter of the clients (by seed, no extra draw) send no
+/// idempotency keys, as a plain HTTP client may: their 503s are taken at
+/// the contract's word ("safe to retry": nothing was applied).
+pub(crate) fn keyed_client(seed: u64) -> bool {
+    (seed >> 8) % 4 != 0
 }
 
 fn api_mode(mode: LockMode) -> ApiMode {
@@ -205,6 +213,8 @@ pub(crate) struct ClientTask {
     pub(crate) manual: bool,
     /// Writes downstream even after its lease is lost.
     pub(crate) reckless: bool,
+    /// Sends idempotency keys (see [`keyed_client`]).
+    pub(crate) keyed: bool,
     pub(crate) ttl_ms: u64,
     pub(crate) values: u64,
 }
@@ -224,7 +234,11 @@ impl ClientTask {
     }
 
     fn unknown(&self, op: OpId, e: &Error) {
-        self.rec.lock().unknown(op, &e.to_string());
+        if !self.keyed && matches!(e, Error::Unavailable { .. }) {
+            self.rec.lock().not_applied(op, &e.to_string());
+        } else {
+            self.rec.lock().unknown(op, &e.to_string());
+        }
     }
 
     async fn open_session(&mut self) -> Option<Lease> {
