@@ -85,6 +85,9 @@ pub(crate) struct Network {
     pub(crate) rng: SplitMix64,
     /// Extra delay range for sent messages (random test), in ms.
     pub(crate) max_delay_ms: u64,
+    /// Chained checksum of every Ready any replica handed out (with the time
+    /// and the node): a behaviour fingerprint of the whole run.
+    pub(crate) digest: u32,
 }
 
 pub(crate) fn member(id: NodeId, voter: bool) -> Member {
@@ -128,6 +131,7 @@ impl Network {
             checker: Checker::default(),
             rng: SplitMix64::new(seed),
             max_delay_ms: 0,
+            digest: 0,
         };
         for &id in voters.iter().chain(extra) {
             net.configs.insert(id, config(id));
@@ -202,6 +206,7 @@ impl Network {
 
     fn handle_ready(&mut self, id: NodeId, ready: Ready) {
         let now = self.now_ms;
+        self.fold_digest(id, &ready);
         // Log matching registry: every entry that enters any log.
         for (i, e) in ready.entries.iter().enumerate() {
             let prev_term = if i == 0 {
@@ -293,6 +298,33 @@ impl Network {
         if self.auto_sync {
             self.sync(id);
         }
+    }
+
+    /// Folds one Ready into [`Network::digest`]. Encoded with the codec, not
+    /// `Debug`, so renaming a type or a field does not change the digest.
+    fn fold_digest(&mut self, id: NodeId, ready: &Ready) {
+        let fields = (
+            self.now_ms,
+            id,
+            ready.persist_seq,
+            ready.snapshot.as_ref().map(|s| (&s.meta, &s.data)),
+            ready.truncate_from,
+            &ready.entries,
+            ready.hard_state,
+            &ready.messages,
+            &ready.committed,
+            ready
+                .read_states
+                .iter()
+                .map(|r| (r.request_id, r.index))
+                .collect::<Vec<_>>(),
+            &ready.failed_reads,
+            ready.soft_state.map(|s| (s.role as u8, s.term, s.leader)),
+            ready.snapshot_wanted,
+        );
+        let mut bytes = self.digest.to_le_bytes().to_vec();
+        bytes.extend(codec::encode(&fields));
+        self.digest = codec::checksum(&bytes);
     }
 
     /// Simulated fsync of everything a node has written.
