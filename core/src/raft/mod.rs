@@ -6,7 +6,7 @@
 //!   (shared with storage and transport).
 //! - [`message`]: the peer messages and their encoding.
 //! - `config`: [`Config`], its validation, and the named limits
-//!   ([`MAX_INFLIGHT_APPENDS`], [`MAX_APPEND_BYTES`], [`MAX_APPEND_ENTRIES`],
+//!   ([`APPEND_INFLIGHT_MAX`], [`APPEND_BYTES_MAX`], [`APPEND_ENTRIES_MAX`],
 //!   [`SNAPSHOT_CHUNK_BYTES`], ...).
 //! - `replica`: [`Replica`], the state machine; `log`: its in-memory log;
 //!   [`crate::rng`]: the seeded SplitMix64 used for election jitter.
@@ -108,15 +108,39 @@
 //! replicas only entries of its own term.
 
 mod config;
+mod error;
 mod log;
+mod membership_log;
 pub mod message;
+mod persist;
+mod progress;
+mod read_only;
+mod ready;
 mod replica;
+mod snapshot;
+mod timers;
 mod types;
+mod votes;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::*;
-pub use message::*;
-pub use replica::*;
-pub use types::*;
+pub use config::{
+    Config, ConfigError, APPEND_BYTES_MAX, APPEND_ENTRIES_MAX, APPEND_INFLIGHT_MAX,
+    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROMOTE_LAG_ENTRIES_MAX,
+    PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    UNCOMMITTED_ENTRIES_MAX,
+};
+pub use error::{
+    MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
+};
+pub use message::{
+    AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
+    InstallSnapshotResponse, Message, VoteRequest, VoteResponse, WIRE_NUMBER_MAX,
+};
+pub use progress::{ProgressState, ReplicationProgress};
+pub use ready::{ReadState, Ready, Role, SnapshotToInstall, SoftState};
+pub use replica::{Replica, RestoredState, Status};
+pub use types::{
+    Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
+};

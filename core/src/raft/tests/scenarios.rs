@@ -941,11 +941,11 @@ fn appends_are_batched_pipelined_and_bounded() {
     let r = &mut net.node_mut(1).replica;
     assert!(matches!(
         r.propose(vec![0; crate::raft::PROPOSAL_BYTES_MAX + 1]),
-        Err(crate::raft::ProposeError::TooLarge { .. })
+        Err(crate::raft::ProposalRefused::TooLarge { .. })
     ));
     assert!(matches!(
         r.propose_batch(Vec::new()),
-        Err(crate::raft::ProposeError::BadBatchSize { .. })
+        Err(crate::raft::ProposalRefused::BadBatchSize { .. })
     ));
 }
 

@@ -1,0 +1,492 @@
+//! The leader's view of each follower: where its log matches, what is in
+//! flight, and how it is being fed (flow control: probe, pipelined
+//! replicate, snapshot).
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use super::types::{LogIndex, Membership, NodeId};
+
+/// How the leader is currently feeding one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Matching point unknown: one AppendEntries at a time.
+    Probe,
+    /// Matching: appends are pipelined up to the in-flight window.
+    Replicate,
+    /// Too far behind the leader's log: a snapshot is being streamed.
+    Snapshot,
+}
+
+/// Replication progress of one member, as the leader sees it (what
+/// [`super::Status`] reports; the API's member status is built from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationProgress {
+    pub voter: bool,
+    pub match_index: LogIndex,
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+}
+
+/// One follower's replication state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Progress {
+    match_index: LogIndex,
+    next_index: LogIndex,
+    state: ProgressState,
+    /// Probe: an append is outstanding; wait for its answer or a heartbeat.
+    probe_sent: bool,
+    /// Replicate: last index of each unacknowledged append, ascending.
+    inflight: VecDeque<LogIndex>,
+    /// Heard from since the last check-quorum round.
+    recent_active: bool,
+    /// Snapshot state: which snapshot, the acknowledged offset, and whether a
+    /// chunk is outstanding (chunks are sent one at a time).
+    snapshot_index: LogIndex,
+    snapshot_offset: u64,
+    snapshot_chunk_sent: bool,
+    /// Highest commit index this follower was told it may apply; an empty
+    /// append goes out when the leader's commit moves past it.
+    commit_sent: LogIndex,
+}
+
+impl Progress {
+    fn new(next_index: LogIndex) -> Self {
+        Self {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            recent_active: true,
+            snapshot_index: 0,
+            snapshot_offset: 0,
+            snapshot_chunk_sent: false,
+            commit_sent: 0,
+        }
+    }
+
+    pub(crate) fn match_index(&self) -> LogIndex {
+        self.match_index
+    }
+
+    pub(crate) fn next_index(&self) -> LogIndex {
+        self.next_index
+    }
+
+    pub(crate) fn state(&self) -> ProgressState {
+        self.state
+    }
+
+    /// Whether the follower was told a lower commit index than `commit`.
+    pub(crate) fn commit_behind(&self, commit: LogIndex) -> bool {
+        self.commit_sent < commit
+    }
+
+    /// The follower answered something: it counts as active this round.
+    pub(crate) fn mark_active(&mut self) {
+        self.recent_active = true;
+    }
+
+    /// Flow control: no append may go out now (a snapshot is streaming, a
+    /// probe is outstanding, or the in-flight window is full).
+    pub(crate) fn is_paused(&self, inflight_max: usize) -> bool {
+        match self.state {
+            ProgressState::Snapshot => true,
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= inflight_max,
+        }
+    }
+
+    /// An append ending at `last` went out carrying `commit`.
+    pub(crate) fn append_sent(&mut self, last: LogIndex, commit: LogIndex) {
+        self.commit_sent = self.commit_sent.max(commit.min(last));
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.next_index = last + 1;
+                self.inflight.push_back(last);
+            }
+            ProgressState::Snapshot => unreachable!("no append goes out while paused"),
+        }
+    }
+
+    /// A heartbeat goes out; returns the commit index it may carry (never
+    /// past what the follower is known to hold).
+    pub(crate) fn heartbeat_sent(&mut self, commit: LogIndex) -> LogIndex {
+        let commit = commit.min(self.match_index);
+        self.commit_sent = self.commit_sent.max(commit);
+        commit
+    }
+
+    /// The follower holds the leader's log up to `index`.
+    pub(crate) fn append_acked(&mut self, index: LogIndex) {
+        if index > self.match_index {
+            self.match_index = index;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        while self.inflight.front().is_some_and(|&i| i <= index) {
+            self.inflight.pop_front();
+        }
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Snapshot if self.match_index >= self.snapshot_index => {
+                self.become_probe()
+            }
+            _ => {}
+        }
+    }
+
+    /// The follower refused the append after `index`; `probe_to` is the
+    /// leader's best guess of the last matching index (from the follower's
+    /// hint). Returns whether a new probe should go out (false for a stale
+    /// refusal).
+    pub(crate) fn append_rejected(&mut self, index: LogIndex, probe_to: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if index <= self.match_index {
+                    return false; // Stale: about entries already matched.
+                }
+                self.next_index = (probe_to + 1).min(index).max(self.match_index + 1);
+                self.become_probe();
+            }
+            ProgressState::Probe => {
+                if index + 1 != self.next_index {
+                    return false; // Stale: not the probe we are waiting for.
+                }
+                self.next_index = (probe_to + 1).min(index).max(self.match_index + 1);
+                self.probe_sent = false;
+            }
+            ProgressState::Snapshot => return false,
+        }
+        true
+    }
+
+    /// The follower answered a heartbeat: it is active, a probe may go out
+    /// again, and a full window loses its oldest slot (appends may have been
+    /// lost: freeing one lets replication resume).
+    pub(crate) fn heartbeat_acked(&mut self, inflight_max: usize) {
+        self.recent_active = true;
+        self.probe_sent = false;
+        if self.state == ProgressState::Replicate && self.inflight.len() >= inflight_max {
+            self.inflight.pop_front();
+        }
+    }
+
+    /// Starts streaming the snapshot at `snapshot_index` from its beginning.
+    pub(crate) fn become_snapshot(&mut self, snapshot_index: LogIndex) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.snapshot_index = snapshot_index;
+        self.snapshot_offset = 0;
+        self.snapshot_chunk_sent = false;
+    }
+
+    /// The range of the next chunk of the snapshot at `snapshot_index`
+    /// (`len` bytes), unless a chunk is still outstanding. A newer snapshot
+    /// than the one being sent restarts the stream.
+    pub(crate) fn next_snapshot_chunk(
+        &mut self,
+        snapshot_index: LogIndex,
+        len: usize,
+        chunk_bytes: usize,
+    ) -> Option<Range<usize>> {
+        if self.snapshot_chunk_sent {
+            return None;
+        }
+        if self.snapshot_index != snapshot_index {
+            self.snapshot_index = snapshot_index;
+            self.snapshot_offset = 0;
+        }
+        let start = (self.snapshot_offset as usize).min(len);
+        let end = (start + chunk_bytes).min(len);
+        self.snapshot_chunk_sent = true;
+        Some(start..end)
+    }
+
+    /// The outstanding chunk may have been lost: allow sending it again.
+    pub(crate) fn resend_snapshot_chunk(&mut self) {
+        self.snapshot_chunk_sent = false;
+    }
+
+    /// The follower holds the chunks of snapshot `last_index` up to
+    /// `next_offset`. Returns whether the next chunk should go out (false if
+    /// the answer is about another snapshot or no snapshot is streaming).
+    pub(crate) fn snapshot_chunk_acked(&mut self, last_index: LogIndex, next_offset: u64) -> bool {
+        if self.state != ProgressState::Snapshot || last_index != self.snapshot_index {
+            return false;
+        }
+        self.snapshot_offset = next_offset;
+        self.snapshot_chunk_sent = false;
+        true
+    }
+
+    /// The follower holds everything up to `last_index` (it installed a
+    /// snapshot, or already held it): probe from there.
+    pub(crate) fn snapshot_installed(&mut self, last_index: LogIndex) {
+        self.match_index = self.match_index.max(last_index);
+        if self.state == ProgressState::Snapshot {
+            self.next_index = self.match_index + 1;
+            self.become_probe();
+        }
+    }
+
+    fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = self.next_index.max(self.match_index + 1);
+    }
+
+    fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = self.match_index + 1;
+    }
+}
+
+/// Every other member's [`Progress`], kept only on a leader.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProgressTracker {
+    peers: BTreeMap<NodeId, Progress>,
+}
+
+impl ProgressTracker {
+    /// A new leader starts every other member probing at `next_index`.
+    pub(crate) fn reset(&mut self, membership: &Membership, self_id: NodeId, next: LogIndex) {
+        self.peers = membership
+            .members
+            .keys()
+            .filter(|&&m| m != self_id)
+            .map(|&m| (m, Progress::new(next)))
+            .collect();
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.peers.clear();
+    }
+
+    /// Follows a membership change: drops removed members, starts new ones
+    /// probing at `next`, keeps everyone else's state.
+    pub(crate) fn sync_members(&mut self, membership: &Membership, self_id: NodeId, next: LogIndex) {
+        self.peers.retain(|id, _| membership.contains(*id));
+        for &m in membership.members.keys() {
+            if m != self_id {
+                self.peers.entry(m).or_insert_with(|| Progress::new(next));
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: NodeId) -> Option<&Progress> {
+        self.peers.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.peers.get_mut(&id)
+    }
+
+    /// The tracked members, ascending.
+    pub(crate) fn ids(&self) -> Vec<NodeId> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut Progress)> {
+        self.peers.iter_mut().map(|(id, pr)| (*id, pr))
+    }
+
+    /// How far `id`'s log is known to match (0 if not tracked).
+    pub(crate) fn match_index(&self, id: NodeId) -> LogIndex {
+        self.peers.get(&id).map_or(0, |p| p.match_index)
+    }
+
+    /// Starts a check-quorum round: nobody has been heard from yet.
+    pub(crate) fn start_quorum_round(&mut self) {
+        for pr in self.peers.values_mut() {
+            pr.recent_active = false;
+        }
+    }
+
+    /// Whether a quorum of voters (counting the leader) was heard from this
+    /// round.
+    pub(crate) fn quorum_recently_active(&self, membership: &Membership, self_id: NodeId) -> bool {
+        let active = membership
+            .voters()
+            .filter(|v| *v == self_id || self.peers.get(v).is_some_and(|p| p.recent_active))
+            .count();
+        active >= membership.quorum()
+    }
+
+    /// The highest index a quorum of voters holds, the leader counting
+    /// `self_match` for itself; `None` without voters.
+    pub(crate) fn quorum_match_index(
+        &self,
+        membership: &Membership,
+        self_id: NodeId,
+        self_match: LogIndex,
+    ) -> Option<LogIndex> {
+        let mut matches: Vec<LogIndex> = membership
+            .voters()
+            .map(|v| {
+                if v == self_id {
+                    self_match
+                } else {
+                    self.match_index(v)
+                }
+            })
+            .collect();
+        if matches.is_empty() {
+            return None;
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        Some(matches[membership.quorum() - 1])
+    }
+
+    /// The voter with the longest matching log (the lowest id among equals).
+    pub(crate) fn most_caught_up_voter(&self, membership: &Membership) -> Option<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| membership.is_voter(**id))
+            .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
+    pub(crate) fn status(&self, membership: &Membership) -> BTreeMap<NodeId, ReplicationProgress> {
+        self.peers
+            .iter()
+            .map(|(id, pr)| {
+                (
+                    *id,
+                    ReplicationProgress {
+                        voter: membership.is_voter(*id),
+                        match_index: pr.match_index,
+                        next_index: pr.next_index,
+                        state: pr.state,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::Member;
+
+    fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
+        let mut m = Membership::default();
+        for (&id, voter) in voters
+            .iter()
+            .map(|id| (id, true))
+            .chain(learners.iter().map(|id| (id, false)))
+        {
+            m.members.insert(
+                id,
+                Member {
+                    voter,
+                    peer_addr: String::new(),
+                    api_addr: String::new(),
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn a_probe_sends_one_append_then_waits() {
+        let mut pr = Progress::new(5);
+        assert!(!pr.is_paused(4));
+        pr.append_sent(6, 3);
+        assert!(pr.is_paused(4), "one probe outstanding");
+        assert_eq!(pr.next_index(), 5, "a probe does not advance next_index");
+        pr.heartbeat_acked(4);
+        assert!(!pr.is_paused(4), "a heartbeat answer allows a new probe");
+    }
+
+    #[test]
+    fn an_ack_switches_to_replicate_and_the_window_fills() {
+        let mut pr = Progress::new(5);
+        pr.append_sent(6, 0);
+        pr.append_acked(6);
+        assert_eq!(pr.state(), ProgressState::Replicate);
+        assert_eq!((pr.match_index(), pr.next_index()), (6, 7));
+        pr.append_sent(8, 0);
+        pr.append_sent(10, 0);
+        assert!(pr.is_paused(2), "two appends in flight fill a window of 2");
+        assert_eq!(pr.next_index(), 11, "replicate advances next_index");
+        pr.append_acked(8);
+        assert!(!pr.is_paused(2));
+        pr.append_sent(12, 0);
+        pr.heartbeat_acked(2);
+        assert!(!pr.is_paused(2), "a heartbeat frees the oldest slot");
+    }
+
+    #[test]
+    fn a_rejection_backtracks_and_stale_ones_are_ignored() {
+        let mut pr = Progress::new(5);
+        pr.append_sent(6, 0);
+        pr.append_acked(6);
+        pr.append_sent(9, 0);
+        assert!(!pr.append_rejected(6, 2), "about entries already matched");
+        assert!(pr.append_rejected(9, 7));
+        assert_eq!(pr.state(), ProgressState::Probe);
+        assert_eq!(pr.next_index(), 8);
+        assert!(!pr.append_rejected(9, 3), "not the probe we wait for");
+        assert!(pr.append_rejected(7, 3));
+        assert_eq!(pr.next_index(), 7, "never below match_index + 1");
+    }
+
+    #[test]
+    fn snapshot_chunks_go_one_at_a_time_and_restart_for_a_newer_snapshot() {
+        let mut pr = Progress::new(5);
+        pr.become_snapshot(40);
+        assert!(pr.is_paused(16));
+        assert_eq!(pr.next_snapshot_chunk(40, 100, 64), Some(0..64));
+        assert_eq!(pr.next_snapshot_chunk(40, 100, 64), None, "one outstanding");
+        assert!(!pr.snapshot_chunk_acked(39, 64), "another snapshot");
+        assert!(pr.snapshot_chunk_acked(40, 64));
+        assert_eq!(pr.next_snapshot_chunk(40, 100, 64), Some(64..100));
+        pr.resend_snapshot_chunk();
+        assert_eq!(pr.next_snapshot_chunk(50, 30, 64), Some(0..30));
+        pr.snapshot_installed(50);
+        assert_eq!(pr.state(), ProgressState::Probe);
+        assert_eq!((pr.match_index(), pr.next_index()), (50, 51));
+    }
+
+    #[test]
+    fn commit_sent_tracks_what_the_follower_was_told() {
+        let mut pr = Progress::new(5);
+        assert_eq!(pr.heartbeat_sent(9), 0, "never past the follower's match");
+        pr.append_sent(6, 9);
+        assert!(!pr.commit_behind(6));
+        assert!(pr.commit_behind(7));
+    }
+
+    #[test]
+    fn the_tracker_counts_quorums_over_voters_only() {
+        let m = membership(&[1, 2, 3], &[4]);
+        let mut t = ProgressTracker::default();
+        t.reset(&m, 1, 10);
+        assert_eq!(t.ids(), vec![2, 3, 4]);
+        for (id, index) in [(2, 7), (4, 9)] {
+            let pr = t.get_mut(id).expect("tracked");
+            pr.append_sent(index, 0);
+            pr.append_acked(index);
+        }
+        assert_eq!(t.quorum_match_index(&m, 1, 8), Some(7));
+        assert_eq!(t.quorum_match_index(&membership(&[], &[2]), 1, 8), None);
+        assert_eq!(t.most_caught_up_voter(&m), Some(2));
+        t.start_quorum_round();
+        assert!(!t.quorum_recently_active(&m, 1));
+        t.get_mut(4).expect("tracked").mark_active();
+        assert!(!t.quorum_recently_active(&m, 1), "a learner does not count");
+        t.get_mut(3).expect("tracked").mark_active();
+        assert!(t.quorum_recently_active(&m, 1));
+        t.sync_members(&membership(&[1, 3, 5], &[]), 1, 12);
+        assert_eq!(t.ids(), vec![3, 5]);
+        assert_eq!(t.get(5).map(Progress::next_index), Some(12));
+        assert_eq!(t.match_index(2), 0, "removed");
+    }
+}
