@@ -157,6 +157,31 @@ impl RaftLog {
         i
     }
 
+    /// Where `entries`, which follow an entry this log holds, first differ
+    /// from it: the position of the first entry the log lacks, and whether
+    /// the log holds another entry there (a conflict: cut the log before
+    /// appending). `None` when the log already holds them all: entries with
+    /// the same index and term are identical (log matching).
+    pub(crate) fn find_conflict(&self, entries: &[Entry]) -> Option<(usize, bool)> {
+        entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| match self.term_at(e.index) {
+                Some(t) if t == e.term => None,
+                Some(_) => Some((i, true)),
+                None => Some((i, false)),
+            })
+    }
+
+    /// A follower's hint for a leader whose append at `index` (term `term`)
+    /// did not match: the last index at or before it whose term is at most
+    /// `term`, and that term (0 if unknown), so the leader can skip a whole
+    /// conflicting term.
+    pub(crate) fn conflict_hint(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let hint_index = self.last_index_with_term_at_most(index.min(self.last_index()), term);
+        (hint_index, self.term_at(hint_index).unwrap_or(0))
+    }
+
     pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -213,12 +238,41 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_and_hints() {
+        let term_3 = Entry {
+            term: 3,
+            ..command(3, 0)
+        };
+        let entries = vec![command(1, 0), command(2, 0), term_3];
+        let log = RaftLog::restore(0, 0, entries.clone());
+        assert_eq!(log.find_conflict(&entries[1..]), None);
+        let newer = [Entry {
+            term: 4,
+            ..command(3, 0)
+        }];
+        assert_eq!(log.find_conflict(&newer), Some((0, true)));
+        let more = [entries[2].clone(), command(4, 0)];
+        assert_eq!(log.find_conflict(&more), Some((1, false)));
+        assert_eq!(
+            log.conflict_hint(9, 3),
+            (3, 3),
+            "past the end: from the last"
+        );
+        assert_eq!(log.conflict_hint(3, 2), (2, 1), "skips the newer term");
+        assert_eq!(log.conflict_hint(3, 0), (0, 0));
+    }
+
+    #[test]
     fn batches_are_bounded_by_count_and_bytes_but_never_empty() {
         let entries: Vec<Entry> = (1..=6).map(|i| command(i, 100)).collect();
         let log = RaftLog::restore(0, 0, entries);
         let indexes = |b: Vec<Entry>| b.iter().map(|e| e.index).collect::<Vec<_>>();
         assert_eq!(indexes(log.batch_from(2, 3, 10_000)), vec![2, 3, 4]);
-        assert_eq!(indexes(log.batch_from(2, 10, 250)), vec![2, 3], "124 bytes each");
+        assert_eq!(
+            indexes(log.batch_from(2, 10, 250)),
+            vec![2, 3],
+            "124 bytes each"
+        );
         assert_eq!(indexes(log.batch_from(5, 10, 1)), vec![5], "one alone");
         assert_eq!(indexes(log.batch_from(7, 10, 10_000)), Vec::<u64>::new());
     }

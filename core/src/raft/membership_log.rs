@@ -2,7 +2,10 @@
 //! boundary plus every membership entry after it. A membership takes effect
 //! when appended, so truncating the log can bring an older one back.
 
-use super::types::{Entry, EntryPayload, LogIndex, Membership};
+use std::collections::BTreeSet;
+
+use super::error::MembershipError;
+use super::types::{Entry, EntryPayload, LogIndex, Member, Membership, NodeId};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MembershipLog {
@@ -54,6 +57,67 @@ impl MembershipLog {
         }
     }
 
+    /// Checks a proposed next membership against the one-voter-at-a-time
+    /// rule: the previous change is committed, `next` keeps a voter, and at
+    /// most one voter is added or removed.
+    pub(crate) fn check_change(
+        &self,
+        next: &Membership,
+        commit_index: LogIndex,
+    ) -> Result<(), MembershipError> {
+        if self.last_change_index() > commit_index {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        let current: BTreeSet<NodeId> = self.latest().voters().collect();
+        let wanted: BTreeSet<NodeId> = next.voters().collect();
+        if wanted.is_empty() {
+            return Err(MembershipError::NoVoters);
+        }
+        if current.symmetric_difference(&wanted).count() > 1 {
+            return Err(MembershipError::MoreThanOneVoterChanged);
+        }
+        Ok(())
+    }
+
+    /// The latest membership plus a learner.
+    pub(crate) fn with_learner(
+        &self,
+        id: NodeId,
+        peer_addr: String,
+        api_addr: String,
+    ) -> Result<Membership, MembershipError> {
+        if self.latest().contains(id) {
+            return Err(MembershipError::AlreadyMember(id));
+        }
+        let mut next = self.latest().clone();
+        let learner = Member {
+            voter: false,
+            peer_addr,
+            api_addr,
+        };
+        next.members.insert(id, learner);
+        Ok(next)
+    }
+
+    /// The latest membership with member `id` a voter.
+    pub(crate) fn with_voter(&self, id: NodeId) -> Result<Membership, MembershipError> {
+        let mut next = self.latest().clone();
+        let Some(member) = next.members.get_mut(&id) else {
+            return Err(MembershipError::UnknownMember(id));
+        };
+        member.voter = true;
+        Ok(next)
+    }
+
+    /// The latest membership without member `id`.
+    pub(crate) fn without(&self, id: NodeId) -> Result<Membership, MembershipError> {
+        let mut next = self.latest().clone();
+        if next.members.remove(&id).is_none() {
+            return Err(MembershipError::UnknownMember(id));
+        }
+        Ok(next)
+    }
+
     /// `entry` entered the log; returns whether it changed the membership.
     pub(crate) fn appended(&mut self, entry: &Entry) -> bool {
         match &entry.payload {
@@ -90,7 +154,6 @@ impl MembershipLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::types::Member;
 
     fn voters(ids: &[u64]) -> Membership {
         let mut m = Membership::default();
@@ -133,6 +196,43 @@ mod tests {
         assert!(!log.truncate_from(7));
         assert!(log.truncate_from(6));
         assert_eq!(log.latest(), &voters(&[1, 2]));
+    }
+
+    #[test]
+    fn changes_go_one_voter_at_a_time_after_the_previous_one_commits() {
+        let entries = [entry(4, EntryPayload::Membership(voters(&[1, 2])))];
+        let log = MembershipLog::new(voters(&[1]), &entries);
+        let err = |r: Result<(), MembershipError>| r.expect_err("refused");
+        let next = voters(&[1, 2, 3]);
+        assert_eq!(
+            err(log.check_change(&next, 3)),
+            MembershipError::ChangeInProgress
+        );
+        assert_eq!(log.check_change(&next, 4), Ok(()));
+        let two_more = voters(&[1, 2, 3, 4]);
+        assert_eq!(
+            err(log.check_change(&two_more, 4)),
+            MembershipError::MoreThanOneVoterChanged
+        );
+        let none = voters(&[]);
+        assert_eq!(err(log.check_change(&none, 4)), MembershipError::NoVoters);
+    }
+
+    #[test]
+    fn next_memberships_are_built_from_the_latest() {
+        let log = MembershipLog::new(voters(&[1]), &[]);
+        assert_eq!(
+            log.with_learner(1, String::new(), String::new()),
+            Err(MembershipError::AlreadyMember(1))
+        );
+        let with_learner = log.with_learner(2, "b:1".into(), "b:2".into());
+        let with_learner = with_learner.expect("new member");
+        assert_eq!(with_learner.learners().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(log.with_voter(2), Err(MembershipError::UnknownMember(2)));
+        assert_eq!(log.without(2), Err(MembershipError::UnknownMember(2)));
+        let log = MembershipLog::new(with_learner, &[]);
+        assert_eq!(log.with_voter(2).map(|m| m.quorum()), Ok(2));
+        assert_eq!(log.without(1).map(|m| m.voters().count()), Ok(0));
     }
 
     #[test]

@@ -117,6 +117,7 @@ mod progress;
 mod read_only;
 mod ready;
 mod replica;
+mod restore;
 mod snapshot;
 mod timers;
 mod types;
@@ -131,16 +132,15 @@ pub use config::{
     PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
     UNCOMMITTED_ENTRIES_MAX,
 };
-pub use error::{
-    MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
-};
+pub use error::{MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse, WIRE_NUMBER_MAX,
 };
 pub use progress::{ProgressState, ReplicationProgress};
 pub use ready::{ReadState, Ready, Role, SnapshotToInstall, SoftState};
-pub use replica::{Replica, RestoredState, Status};
+pub use replica::{Replica, Status};
+pub use restore::RestoredState;
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
 };

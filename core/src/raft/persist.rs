@@ -138,7 +138,11 @@ mod tests {
         assert_eq!(p.start_batch(5), 2);
         assert_eq!(p.start_batch(9), 3);
         p.cap(4);
-        assert_eq!(p.persisted(2), Some(4), "batch 2 was capped by a truncation");
+        assert_eq!(
+            p.persisted(2),
+            Some(4),
+            "batch 2 was capped by a truncation"
+        );
         assert_eq!(p.persisted(2), None, "already reported");
         assert_eq!(p.persisted(3), Some(4));
         assert!(p.is_durable(3));

@@ -270,7 +270,12 @@ impl ProgressTracker {
 
     /// Follows a membership change: drops removed members, starts new ones
     /// probing at `next`, keeps everyone else's state.
-    pub(crate) fn sync_members(&mut self, membership: &Membership, self_id: NodeId, next: LogIndex) {
+    pub(crate) fn sync_members(
+        &mut self,
+        membership: &Membership,
+        self_id: NodeId,
+        next: LogIndex,
+    ) {
         self.peers.retain(|id, _| membership.contains(*id));
         for &m in membership.members.keys() {
             if m != self_id {

@@ -148,7 +148,11 @@ impl Unwritten {
 
     /// The hard state this Ready must store, if any: always when term or vote
     /// changed; a changed commit index only when the Ready `writes` anyway.
-    pub(crate) fn take_hard_state(&mut self, current: HardState, writes: bool) -> Option<HardState> {
+    pub(crate) fn take_hard_state(
+        &mut self,
+        current: HardState,
+        writes: bool,
+    ) -> Option<HardState> {
         let vote_changed = self.vote_changed(current.term, current.voted_for);
         if vote_changed || (writes && current != self.hard_state) {
             self.hard_state = current;
@@ -256,7 +260,10 @@ mod tests {
         u.appended(3);
         u.truncated(2);
         let meta = SnapshotMeta::default();
-        u.snapshot_installed(SnapshotToInstall { meta, data: vec![1] });
+        u.snapshot_installed(SnapshotToInstall {
+            meta,
+            data: vec![1],
+        });
         let w = u.take_log_writes();
         assert_eq!((w.truncate_from, w.entries_from), (None, None));
         assert!(w.snapshot.is_some());

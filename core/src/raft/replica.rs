@@ -4,7 +4,7 @@
 //! `persist`, `ready`, `snapshot`, `membership_log`, `timers`, `votes`); the
 //! replica holds the Raft rules that tie them together.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::config::{
     Config, ConfigError, APPEND_ENTRIES_MAX, APPLY_BATCH_ENTRIES_MAX, PROMOTE_LAG_ENTRIES_MAX,
@@ -25,22 +25,13 @@ use super::read_only::ReadOnly;
 use super::ready::{
     LogWrites, Outbox, ReadState, Ready, Role, SnapshotToInstall, SoftState, Unwritten,
 };
+use super::restore::{Recovered, RestoredState};
 use super::snapshot::{ChunkReceived, Snapshots};
 use super::timers::{Timer, TimerTable};
 use super::types::{
-    Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
+    Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term,
 };
 use super::votes::{VoteResult, Votes};
-
-/// What storage held when the process started. Empty storage is
-/// `RestoredState::default()`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RestoredState {
-    pub hard_state: HardState,
-    pub snapshot: Option<SnapshotMeta>,
-    /// The entries after the snapshot, contiguous.
-    pub entries: Vec<Entry>,
-}
 
 /// A snapshot of the replica's state for operators and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,54 +90,6 @@ pub struct Replica {
     outbox: Outbox,
 }
 
-/// The log and memberships storage held, with the bootstrap entry added.
-struct Recovered {
-    log: RaftLog,
-    memberships: MembershipLog,
-    hard_state: HardState,
-    /// A founding member wrote the initial membership as entry 1.
-    bootstrap: bool,
-}
-
-impl Recovered {
-    fn new(restored: RestoredState, initial_membership: Membership) -> Self {
-        let RestoredState {
-            mut hard_state,
-            snapshot,
-            entries,
-        } = restored;
-        let storage_empty = snapshot.is_none() && entries.is_empty();
-        let (snapshot_index, snapshot_term, base_membership) = match snapshot {
-            Some(meta) => (meta.last_index, meta.last_term, meta.membership),
-            None if storage_empty => (0, 0, initial_membership),
-            None => (0, 0, Membership::default()),
-        };
-        let mut log = RaftLog::restore(snapshot_index, snapshot_term, entries);
-        // Bootstrap: the founding membership becomes entry 1 (term 0), the
-        // same on every founding member and committed by definition, so it
-        // is stored like any other entry and survives restarts.
-        let bootstrap = storage_empty && !base_membership.members.is_empty();
-        let base_membership = if bootstrap {
-            log.append(&[Entry {
-                term: 0,
-                index: 1,
-                payload: EntryPayload::Membership(base_membership),
-            }]);
-            hard_state.commit_index = 1;
-            Membership::default()
-        } else {
-            base_membership
-        };
-        let memberships = MembershipLog::new(base_membership, log.entries());
-        Self {
-            log,
-            memberships,
-            hard_state,
-            bootstrap,
-        }
-    }
-}
-
 impl Replica {
     /// Builds a replica from what storage holds. `initial_membership` is used
     /// only when storage is empty (a bootstrapping cluster; a node joining an
@@ -163,18 +106,9 @@ impl Replica {
             log,
             memberships,
             hard_state,
-            bootstrap,
+            stored_hard_state,
+            unwritten_from,
         } = Recovered::new(restored, initial_membership);
-        let snapshot_index = log.snapshot_index();
-        // A torn write may have kept the hard state but not every entry; the
-        // commit index is recomputed from the cluster in that case.
-        let commit_index = hard_state
-            .commit_index
-            .clamp(snapshot_index, log.last_index());
-        let stored_hard_state = HardState {
-            commit_index: if bootstrap { 0 } else { commit_index },
-            ..hard_state
-        };
         let mut replica = Self {
             id: config.id,
             now_ms,
@@ -185,10 +119,10 @@ impl Replica {
             leader: None,
             last_leader_contact_ms: None,
             votes: Votes::default(),
+            apply_cursor: log.snapshot_index(),
+            applied_index: log.snapshot_index(),
+            commit_index: hard_state.commit_index,
             log,
-            commit_index,
-            apply_cursor: snapshot_index,
-            applied_index: snapshot_index,
             memberships,
             progress: ProgressTracker::default(),
             term_start_index: 0,
@@ -197,7 +131,7 @@ impl Replica {
             reads: ReadOnly::default(),
             snapshots: Snapshots::default(),
             persist: PersistTracker::default(),
-            unwritten: Unwritten::new(stored_hard_state, bootstrap.then_some(1)),
+            unwritten: Unwritten::new(stored_hard_state, unwritten_from),
             outbox: Outbox::new(SoftState {
                 role: Role::Follower,
                 term: hard_state.term,
@@ -425,17 +359,7 @@ impl Replica {
         if self.commit_index < self.term_start_index {
             return Err(MembershipError::LeaderTermNotCommitted);
         }
-        if self.memberships.last_change_index() > self.commit_index {
-            return Err(MembershipError::ChangeInProgress);
-        }
-        let current: BTreeSet<NodeId> = self.membership().voters().collect();
-        let wanted: BTreeSet<NodeId> = next.voters().collect();
-        if wanted.is_empty() {
-            return Err(MembershipError::NoVoters);
-        }
-        if current.symmetric_difference(&wanted).count() > 1 {
-            return Err(MembershipError::MoreThanOneVoterChanged);
-        }
+        self.memberships.check_change(&next, self.commit_index)?;
         self.check_can_propose(1)?;
         self.append_as_leader(vec![EntryPayload::Membership(next)]);
         Ok((self.term, self.log.last_index()))
@@ -448,18 +372,7 @@ impl Replica {
         peer_addr: String,
         api_addr: String,
     ) -> Result<(Term, LogIndex), MembershipError> {
-        if self.membership().contains(id) {
-            return Err(MembershipError::AlreadyMember(id));
-        }
-        let mut next = self.membership().clone();
-        next.members.insert(
-            id,
-            Member {
-                voter: false,
-                peer_addr,
-                api_addr,
-            },
-        );
+        let next = self.memberships.with_learner(id, peer_addr, api_addr)?;
         self.propose_membership(next)
     }
 
@@ -470,10 +383,7 @@ impl Replica {
                 leader_hint: self.leader,
             });
         }
-        let mut next = self.membership().clone();
-        let Some(member) = next.members.get_mut(&id) else {
-            return Err(MembershipError::UnknownMember(id));
-        };
+        let next = self.memberships.with_voter(id)?;
         let match_index = self.progress.match_index(id);
         let last_index = self.log.last_index();
         if match_index + PROMOTE_LAG_ENTRIES_MAX < last_index {
@@ -483,17 +393,13 @@ impl Replica {
                 last_index,
             });
         }
-        member.voter = true;
         self.propose_membership(next)
     }
 
     /// Removes a member (voter or learner). Removing the leader itself makes
     /// it step down once the change commits.
     pub fn remove_member(&mut self, id: NodeId) -> Result<(Term, LogIndex), MembershipError> {
-        let mut next = self.membership().clone();
-        if next.members.remove(&id).is_none() {
-            return Err(MembershipError::UnknownMember(id));
-        }
+        let next = self.memberships.without(id)?;
         self.propose_membership(next)
     }
 
@@ -746,9 +652,7 @@ impl Replica {
             }
             Message::AppendEntriesResponse(r) if leader => self.handle_append_response(from, r),
             Message::HeartbeatResponse(r) if leader => self.handle_heartbeat_response(from, r),
-            Message::InstallSnapshotResponse(r) if leader => {
-                self.handle_snapshot_response(from, r)
-            }
+            Message::InstallSnapshotResponse(r) if leader => self.handle_snapshot_response(from, r),
             Message::AppendEntriesResponse(_)
             | Message::HeartbeatResponse(_)
             | Message::InstallSnapshotResponse(_) => {}
@@ -1140,7 +1044,10 @@ impl Replica {
         } else {
             r.hint_index
         };
-        let pr = self.progress.get_mut(from).expect("the caller looked it up");
+        let pr = self
+            .progress
+            .get_mut(from)
+            .expect("the caller looked it up");
         if pr.append_rejected(r.index, probe_to) {
             self.send_append(from, true);
         }
@@ -1252,55 +1159,36 @@ impl Replica {
     /// of where the logs may match (the last index of a term no newer than
     /// the leader's there), so the leader skips a whole conflicting term.
     fn refuse_append(&mut self, from: NodeId, m: &AppendEntries) {
-        let hint_index = m.prev_log_index.min(self.log.last_index());
-        let hint_index = self
-            .log
-            .last_index_with_term_at_most(hint_index, m.prev_log_term);
-        let hint_term = self.log.term_at(hint_index).unwrap_or(0);
+        let (hint_index, hint_term) = self.log.conflict_hint(m.prev_log_index, m.prev_log_term);
         let term = self.term;
-        self.send(
-            from,
-            Message::AppendEntriesResponse(AppendEntriesResponse {
-                term,
-                index: m.prev_log_index,
-                success: false,
-                hint_index,
-                hint_term,
-            }),
-        );
+        let refusal = AppendEntriesResponse {
+            term,
+            index: m.prev_log_index,
+            success: false,
+            hint_index,
+            hint_term,
+        };
+        self.send(from, Message::AppendEntriesResponse(refusal));
     }
 
-    /// Appends the entries our log lacks, after the append's matching
-    /// predecessor.
+    /// Appends the entries our log lacks (after the append's matching
+    /// predecessor), cutting the log at a conflict first. Only a real
+    /// conflict truncates: a stale or reordered append never removes newer
+    /// matching entries.
     fn append_new_entries(&mut self, entries: &[Entry]) {
-        // Truncate only at a real conflict: entries we already hold with the
-        // same term are identical (log matching) and are kept, so a stale or
-        // reordered append never removes newer matching entries.
-        let mut new_from = None;
-        for (i, e) in entries.iter().enumerate() {
-            match self.log.term_at(e.index) {
-                Some(t) if t == e.term => continue,
-                Some(_) => {
-                    assert!(
-                        e.index > self.commit_index,
-                        "conflict at committed index {}",
-                        e.index
-                    );
-                    self.truncate_from(e.index);
-                    new_from = Some(i);
-                    break;
-                }
-                None => {
-                    new_from = Some(i);
-                    break;
-                }
-            }
+        let Some((i, conflict)) = self.log.find_conflict(entries) else {
+            return;
+        };
+        let first = entries[i].index;
+        if conflict {
+            assert!(
+                first > self.commit_index,
+                "conflict at committed index {first}"
+            );
+            self.truncate_from(first);
         }
-        if let Some(i) = new_from {
-            let first = entries[i].index;
-            self.log.append(&entries[i..]);
-            self.note_appended(&entries[i..], first);
-        }
+        self.log.append(&entries[i..]);
+        self.note_appended(&entries[i..], first);
     }
 
     fn handle_heartbeat(&mut self, from: NodeId, m: Heartbeat) {

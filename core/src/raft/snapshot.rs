@@ -135,7 +135,10 @@ mod tests {
         let mut s = Snapshots::default();
         s.want();
         s.installed(SnapshotMeta::default(), vec![1]);
-        assert!(s.is_wanted(), "an installed snapshot does not answer a want");
+        assert!(
+            s.is_wanted(),
+            "an installed snapshot does not answer a want"
+        );
         s.taken(SnapshotMeta::default(), vec![2]);
         assert!(!s.take_wanted());
         assert_eq!(s.latest().map(|(_, d)| d.clone()), Some(vec![2]));
