@@ -1,12 +1,17 @@
 //! The leader's view of each follower: where its log matches, what is in
-//! flight, and how it is being fed (flow control: probe, pipelined
+//! flight, and what to send it next (flow control: probe, pipelined
 //! replicate, snapshot).
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use super::types::{LogIndex, Membership, NodeId};
+use super::config::{Config, APPEND_ENTRIES_MAX};
+use super::log::RaftLog;
+use super::message::{AppendEntries, Heartbeat, InstallSnapshot, Message};
+use super::ready::Outbox;
+use super::snapshot::Snapshots;
+use super::types::{LogIndex, Membership, NodeId, Term};
 
 /// How the leader is currently feeding one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +74,6 @@ impl Progress {
 
     pub(crate) fn match_index(&self) -> LogIndex {
         self.match_index
-    }
-
-    pub(crate) fn next_index(&self) -> LogIndex {
-        self.next_index
     }
 
     pub(crate) fn state(&self) -> ProgressState {
@@ -253,6 +254,19 @@ pub(crate) struct ProgressTracker {
     peers: BTreeMap<NodeId, Progress>,
 }
 
+/// What a leader feeds its followers from, borrowed from the replica for one
+/// call; what is sent goes to `outbox`.
+pub(crate) struct Feed<'a> {
+    pub(crate) term: Term,
+    pub(crate) commit_index: LogIndex,
+    pub(crate) log: &'a RaftLog,
+    pub(crate) config: &'a Config,
+    /// Snapshot bytes for followers behind the log's start (or a request
+    /// for them).
+    pub(crate) snapshots: &'a mut Snapshots,
+    pub(crate) outbox: &'a mut Outbox,
+}
+
 impl ProgressTracker {
     /// A new leader starts every other member probing at `next_index`.
     pub(crate) fn reset(&mut self, membership: &Membership, self_id: NodeId, next: LogIndex) {
@@ -295,10 +309,6 @@ impl ProgressTracker {
     /// The tracked members, ascending.
     pub(crate) fn ids(&self) -> Vec<NodeId> {
         self.peers.keys().copied().collect()
-    }
-
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut Progress)> {
-        self.peers.iter_mut().map(|(id, pr)| (*id, pr))
     }
 
     /// How far `id`'s log is known to match (0 if not tracked).
@@ -357,6 +367,111 @@ impl ProgressTracker {
             .map(|(id, _)| *id)
     }
 
+    /// Sends every follower what flow control allows: an append carrying the
+    /// commit index to one told less, then new entries while the window
+    /// lets them go.
+    pub(crate) fn broadcast_append(&mut self, feed: &mut Feed<'_>) {
+        for peer in self.ids() {
+            let behind = self
+                .get(peer)
+                .is_some_and(|p| p.commit_behind(feed.commit_index));
+            self.send_append(peer, behind, feed);
+            while self.send_append(peer, false, feed) {}
+        }
+    }
+
+    /// Sends every follower a heartbeat carrying the ReadIndex round
+    /// `read_ctx` (0: none).
+    pub(crate) fn broadcast_heartbeat(&mut self, read_ctx: u64, feed: &mut Feed<'_>) {
+        for (to, pr) in self.peers.iter_mut() {
+            let commit = pr.heartbeat_sent(feed.commit_index);
+            let heartbeat = Heartbeat {
+                term: feed.term,
+                commit,
+                read_ctx,
+            };
+            feed.outbox.send(*to, Message::Heartbeat(heartbeat));
+        }
+    }
+
+    /// Sends the next AppendEntries (or snapshot chunk) to `to` if flow
+    /// control allows. With `allow_empty`, an append carrying no entries is
+    /// still sent (to carry the commit index or re-probe). Returns whether an
+    /// append with entries went out.
+    pub(crate) fn send_append(
+        &mut self,
+        to: NodeId,
+        allow_empty: bool,
+        feed: &mut Feed<'_>,
+    ) -> bool {
+        let Some(pr) = self.peers.get_mut(&to) else {
+            return false;
+        };
+        if pr.is_paused(feed.config.max_inflight_appends) {
+            return false;
+        }
+        let prev_log_index = pr.next_index - 1;
+        let Some(prev_log_term) = feed.log.term_at(prev_log_index) else {
+            self.start_snapshot(to, feed);
+            return false;
+        };
+        let entries_max = feed.config.max_append_entries.min(APPEND_ENTRIES_MAX);
+        let bytes_max = feed.config.max_append_bytes;
+        let entries = feed.log.batch_from(pr.next_index, entries_max, bytes_max);
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let last = prev_log_index + entries.len() as u64;
+        let has_entries = !entries.is_empty();
+        pr.append_sent(last, feed.commit_index);
+        let append = AppendEntries {
+            term: feed.term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: feed.commit_index,
+        };
+        feed.outbox.send(to, Message::AppendEntries(append));
+        has_entries
+    }
+
+    /// `to` needs entries the log no longer holds: stream the latest
+    /// snapshot, or ask for one if there are no bytes to send.
+    fn start_snapshot(&mut self, to: NodeId, feed: &mut Feed<'_>) {
+        let Some((meta, _)) = feed.snapshots.latest() else {
+            feed.snapshots.want();
+            return;
+        };
+        let snapshot_index = meta.last_index;
+        let pr = self.peers.get_mut(&to).expect("caller checked");
+        pr.become_snapshot(snapshot_index);
+        self.send_snapshot_chunk(to, feed);
+    }
+
+    /// Sends `to` the next chunk of the latest snapshot, unless one is
+    /// outstanding.
+    pub(crate) fn send_snapshot_chunk(&mut self, to: NodeId, feed: &mut Feed<'_>) {
+        let Some((meta, data)) = feed.snapshots.latest() else {
+            feed.snapshots.want();
+            return;
+        };
+        let Some(pr) = self.peers.get_mut(&to) else {
+            return;
+        };
+        let chunk_bytes = feed.config.snapshot_chunk_bytes;
+        let Some(range) = pr.next_snapshot_chunk(meta.last_index, data.len(), chunk_bytes) else {
+            return;
+        };
+        let chunk = InstallSnapshot {
+            term: feed.term,
+            meta: meta.clone(),
+            offset: range.start as u64,
+            data: data[range.clone()].to_vec(),
+            done: range.end == data.len(),
+        };
+        feed.outbox.send(to, Message::InstallSnapshot(chunk));
+    }
+
     pub(crate) fn status(&self, membership: &Membership) -> BTreeMap<NodeId, ReplicationProgress> {
         self.peers
             .iter()
@@ -378,7 +493,8 @@ impl ProgressTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::types::Member;
+    use crate::raft::ready::{Role, SoftState};
+    use crate::raft::types::{Entry, EntryPayload, Member, SnapshotMeta};
 
     fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
         let mut m = Membership::default();
@@ -405,7 +521,7 @@ mod tests {
         assert!(!pr.is_paused(4));
         pr.append_sent(6, 3);
         assert!(pr.is_paused(4), "one probe outstanding");
-        assert_eq!(pr.next_index(), 5, "a probe does not advance next_index");
+        assert_eq!(pr.next_index, 5, "a probe does not advance next_index");
         pr.heartbeat_acked(4);
         assert!(!pr.is_paused(4), "a heartbeat answer allows a new probe");
     }
@@ -416,11 +532,11 @@ mod tests {
         pr.append_sent(6, 0);
         pr.append_acked(6);
         assert_eq!(pr.state(), ProgressState::Replicate);
-        assert_eq!((pr.match_index(), pr.next_index()), (6, 7));
+        assert_eq!((pr.match_index(), pr.next_index), (6, 7));
         pr.append_sent(8, 0);
         pr.append_sent(10, 0);
         assert!(pr.is_paused(2), "two appends in flight fill a window of 2");
-        assert_eq!(pr.next_index(), 11, "replicate advances next_index");
+        assert_eq!(pr.next_index, 11, "replicate advances next_index");
         pr.append_acked(8);
         assert!(!pr.is_paused(2));
         pr.append_sent(12, 0);
@@ -437,10 +553,10 @@ mod tests {
         assert!(!pr.append_rejected(6, 2), "about entries already matched");
         assert!(pr.append_rejected(9, 7));
         assert_eq!(pr.state(), ProgressState::Probe);
-        assert_eq!(pr.next_index(), 8);
+        assert_eq!(pr.next_index, 8);
         assert!(!pr.append_rejected(9, 3), "not the probe we wait for");
         assert!(pr.append_rejected(7, 3));
-        assert_eq!(pr.next_index(), 7, "never below match_index + 1");
+        assert_eq!(pr.next_index, 7, "never below match_index + 1");
     }
 
     #[test]
@@ -457,7 +573,7 @@ mod tests {
         assert_eq!(pr.next_snapshot_chunk(50, 30, 64), Some(0..30));
         pr.snapshot_installed(50);
         assert_eq!(pr.state(), ProgressState::Probe);
-        assert_eq!((pr.match_index(), pr.next_index()), (50, 51));
+        assert_eq!((pr.match_index(), pr.next_index), (50, 51));
     }
 
     #[test]
@@ -467,6 +583,103 @@ mod tests {
         pr.append_sent(6, 9);
         assert!(!pr.commit_behind(6));
         assert!(pr.commit_behind(7));
+    }
+
+    fn log_of(last_index: LogIndex) -> RaftLog {
+        let entries = (1..=last_index)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Noop,
+            })
+            .collect();
+        RaftLog::restore(0, 0, entries)
+    }
+
+    fn soft_state() -> SoftState {
+        SoftState {
+            role: Role::Leader,
+            term: 1,
+            leader: Some(1),
+        }
+    }
+
+    #[test]
+    fn appends_follow_flow_control_and_the_batch_limit() {
+        let mut config = Config::new(1);
+        config.max_append_entries = 2;
+        let log = log_of(5);
+        let mut snapshots = Snapshots::default();
+        let mut outbox = Outbox::new(soft_state());
+        let mut feed = Feed {
+            term: 1,
+            commit_index: 3,
+            log: &log,
+            config: &config,
+            snapshots: &mut snapshots,
+            outbox: &mut outbox,
+        };
+        let mut t = ProgressTracker::default();
+        t.reset(&membership(&[1, 2], &[]), 1, 2);
+        assert!(
+            t.send_append(2, false, &mut feed),
+            "a probe with entries 2..=3"
+        );
+        assert!(
+            !t.send_append(2, true, &mut feed),
+            "the probe is outstanding"
+        );
+        let sent = feed.outbox.take_messages();
+        let [(2, Message::AppendEntries(append))] = sent.as_slice() else {
+            panic!("one append to 2, got {sent:?}");
+        };
+        assert_eq!((append.prev_log_index, append.entries.len()), (1, 2));
+        assert_eq!(append.leader_commit, 3);
+        t.get_mut(2).expect("tracked").append_acked(3);
+        t.broadcast_append(&mut feed);
+        let sent = feed.outbox.take_messages();
+        assert_eq!(sent.len(), 1, "entries 4..=5 in one append: {sent:?}");
+        t.broadcast_heartbeat(7, &mut feed);
+        let sent = feed.outbox.take_messages();
+        let [(2, Message::Heartbeat(heartbeat))] = sent.as_slice() else {
+            panic!("one heartbeat to 2, got {sent:?}");
+        };
+        assert_eq!((heartbeat.commit, heartbeat.read_ctx), (3, 7));
+    }
+
+    #[test]
+    fn a_follower_behind_the_log_gets_the_snapshot_or_asks_for_one() {
+        let config = Config::new(1);
+        let mut log = log_of(5);
+        log.compact_to(4, 1);
+        let mut snapshots = Snapshots::default();
+        let mut outbox = Outbox::new(soft_state());
+        let mut t = ProgressTracker::default();
+        t.reset(&membership(&[1, 2], &[]), 1, 2);
+        let mut feed = Feed {
+            term: 1,
+            commit_index: 5,
+            log: &log,
+            config: &config,
+            snapshots: &mut snapshots,
+            outbox: &mut outbox,
+        };
+        assert!(!t.send_append(2, true, &mut feed));
+        assert!(feed.snapshots.is_wanted(), "no bytes to send");
+        assert_eq!(t.get(2).map(Progress::state), Some(ProgressState::Probe));
+        let meta = SnapshotMeta {
+            last_index: 4,
+            last_term: 1,
+            membership: Membership::default(),
+        };
+        feed.snapshots.taken(meta, vec![7; 10]);
+        assert!(!t.send_append(2, true, &mut feed));
+        assert_eq!(t.get(2).map(Progress::state), Some(ProgressState::Snapshot));
+        let sent = feed.outbox.take_messages();
+        let [(2, Message::InstallSnapshot(chunk))] = sent.as_slice() else {
+            panic!("one chunk to 2, got {sent:?}");
+        };
+        assert!(chunk.done && chunk.data.len() == 10);
     }
 
     #[test]
@@ -491,7 +704,7 @@ mod tests {
         assert!(t.quorum_recently_active(&m, 1));
         t.sync_members(&membership(&[1, 3, 5], &[]), 1, 12);
         assert_eq!(t.ids(), vec![3, 5]);
-        assert_eq!(t.get(5).map(Progress::next_index), Some(12));
+        assert_eq!(t.get(5).map(|p| p.next_index), Some(12));
         assert_eq!(t.match_index(2), 0, "removed");
     }
 }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::config::{
-    Config, ConfigError, APPEND_ENTRIES_MAX, APPLY_BATCH_ENTRIES_MAX, PROMOTE_LAG_ENTRIES_MAX,
-    PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
+    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROMOTE_LAG_ENTRIES_MAX, PROPOSAL_BATCH_MAX,
+    PROPOSAL_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
 };
 use super::error::{
     MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
@@ -20,7 +20,7 @@ use super::message::{
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse,
 };
 use super::persist::PersistTracker;
-use super::progress::{ProgressState, ProgressTracker, ReplicationProgress};
+use super::progress::{Feed, ProgressState, ProgressTracker, ReplicationProgress};
 use super::read_only::ReadOnly;
 use super::ready::{
     LogWrites, Outbox, ReadState, Ready, Role, SnapshotToInstall, SoftState, Unwritten,
@@ -933,15 +933,23 @@ impl Replica {
             .sync_members(self.memberships.latest(), self.id, next);
     }
 
+    /// The sending side of the leader: the followers' progress, fed from
+    /// the replica's log, snapshots and outbox.
+    fn feed(&mut self) -> (&mut ProgressTracker, Feed<'_>) {
+        let feed = Feed {
+            term: self.term,
+            commit_index: self.commit_index,
+            log: &self.log,
+            config: &self.config,
+            snapshots: &mut self.snapshots,
+            outbox: &mut self.outbox,
+        };
+        (&mut self.progress, feed)
+    }
+
     fn broadcast_append(&mut self) {
-        for peer in self.progress.ids() {
-            let behind = self
-                .progress
-                .get(peer)
-                .is_some_and(|p| p.commit_behind(self.commit_index));
-            self.send_append(peer, behind);
-            while self.send_append(peer, false) {}
-        }
+        let (progress, mut feed) = self.feed();
+        progress.broadcast_append(&mut feed);
     }
 
     fn broadcast_heartbeat(&mut self) {
@@ -950,56 +958,14 @@ impl Replica {
     }
 
     fn broadcast_heartbeat_with(&mut self, read_ctx: u64) {
-        let term = self.term;
-        let commit_index = self.commit_index;
-        for (to, pr) in self.progress.iter_mut() {
-            let commit = pr.heartbeat_sent(commit_index);
-            let heartbeat = Heartbeat {
-                term,
-                commit,
-                read_ctx,
-            };
-            self.outbox.send(to, Message::Heartbeat(heartbeat));
-        }
+        let (progress, mut feed) = self.feed();
+        progress.broadcast_heartbeat(read_ctx, &mut feed);
     }
 
-    /// Sends the next AppendEntries (or snapshot chunk) to `to` if flow
-    /// control allows. With `allow_empty`, an append carrying no entries is
-    /// still sent (to carry the commit index or re-probe). Returns whether an
-    /// append with entries went out.
+    /// See [`ProgressTracker::send_append`].
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
-        let Some(pr) = self.progress.get(to) else {
-            return false;
-        };
-        if pr.is_paused(self.config.max_inflight_appends) {
-            return false;
-        }
-        let next_index = pr.next_index();
-        let prev_log_index = next_index - 1;
-        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            self.start_snapshot(to);
-            return false;
-        };
-        let entries_max = self.config.max_append_entries.min(APPEND_ENTRIES_MAX);
-        let entries = self
-            .log
-            .batch_from(next_index, entries_max, self.config.max_append_bytes);
-        if entries.is_empty() && !allow_empty {
-            return false;
-        }
-        let last = prev_log_index + entries.len() as u64;
-        let has_entries = !entries.is_empty();
-        let msg = Message::AppendEntries(AppendEntries {
-            term: self.term,
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit: self.commit_index,
-        });
-        let pr = self.progress.get_mut(to).expect("checked above");
-        pr.append_sent(last, self.commit_index);
-        self.send(to, msg);
-        has_entries
+        let (progress, mut feed) = self.feed();
+        progress.send_append(to, allow_empty, &mut feed)
     }
 
     fn handle_append_response(&mut self, from: NodeId, r: AppendEntriesResponse) {
@@ -1220,37 +1186,9 @@ impl Replica {
 
     // ----- snapshots ----------------------------------------------------
 
-    fn start_snapshot(&mut self, to: NodeId) {
-        let Some((meta, _)) = self.snapshots.latest() else {
-            self.snapshots.want();
-            return;
-        };
-        let snapshot_index = meta.last_index;
-        let pr = self.progress.get_mut(to).expect("caller checked");
-        pr.become_snapshot(snapshot_index);
-        self.send_snapshot_chunk(to);
-    }
-
     fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let Some((meta, data)) = self.snapshots.latest() else {
-            self.snapshots.want();
-            return;
-        };
-        let Some(pr) = self.progress.get_mut(to) else {
-            return;
-        };
-        let chunk_bytes = self.config.snapshot_chunk_bytes;
-        let Some(range) = pr.next_snapshot_chunk(meta.last_index, data.len(), chunk_bytes) else {
-            return;
-        };
-        let msg = Message::InstallSnapshot(InstallSnapshot {
-            term: self.term,
-            meta: meta.clone(),
-            offset: range.start as u64,
-            data: data[range.clone()].to_vec(),
-            done: range.end == data.len(),
-        });
-        self.send(to, msg);
+        let (progress, mut feed) = self.feed();
+        progress.send_snapshot_chunk(to, &mut feed);
     }
 
     fn handle_snapshot_response(&mut self, from: NodeId, r: InstallSnapshotResponse) {
