@@ -8,7 +8,10 @@ use std::ops::Range;
 
 use super::config::{Config, APPEND_ENTRIES_MAX};
 use super::log::RaftLog;
-use super::message::{AppendEntries, Heartbeat, InstallSnapshot, Message};
+use super::message::{
+    AppendEntries, AppendEntriesResponse, Heartbeat, InstallSnapshot, InstallSnapshotResponse,
+    Message,
+};
 use super::ready::Outbox;
 use super::snapshot::Snapshots;
 use super::types::{LogIndex, Membership, NodeId, Term};
@@ -76,23 +79,19 @@ impl Progress {
         self.match_index
     }
 
-    pub(crate) fn state(&self) -> ProgressState {
-        self.state
-    }
-
     /// Whether the follower was told a lower commit index than `commit`.
-    pub(crate) fn commit_behind(&self, commit: LogIndex) -> bool {
+    fn commit_behind(&self, commit: LogIndex) -> bool {
         self.commit_sent < commit
     }
 
     /// The follower answered something: it counts as active this round.
-    pub(crate) fn mark_active(&mut self) {
+    fn mark_active(&mut self) {
         self.recent_active = true;
     }
 
     /// Flow control: no append may go out now (a snapshot is streaming, a
     /// probe is outstanding, or the in-flight window is full).
-    pub(crate) fn is_paused(&self, inflight_max: usize) -> bool {
+    fn is_paused(&self, inflight_max: usize) -> bool {
         match self.state {
             ProgressState::Snapshot => true,
             ProgressState::Probe => self.probe_sent,
@@ -101,7 +100,7 @@ impl Progress {
     }
 
     /// An append ending at `last` went out carrying `commit`.
-    pub(crate) fn append_sent(&mut self, last: LogIndex, commit: LogIndex) {
+    fn append_sent(&mut self, last: LogIndex, commit: LogIndex) {
         self.commit_sent = self.commit_sent.max(commit.min(last));
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
@@ -115,14 +114,14 @@ impl Progress {
 
     /// A heartbeat goes out; returns the commit index it may carry (never
     /// past what the follower is known to hold).
-    pub(crate) fn heartbeat_sent(&mut self, commit: LogIndex) -> LogIndex {
+    fn heartbeat_sent(&mut self, commit: LogIndex) -> LogIndex {
         let commit = commit.min(self.match_index);
         self.commit_sent = self.commit_sent.max(commit);
         commit
     }
 
     /// The follower holds the leader's log up to `index`.
-    pub(crate) fn append_acked(&mut self, index: LogIndex) {
+    fn append_acked(&mut self, index: LogIndex) {
         if index > self.match_index {
             self.match_index = index;
         }
@@ -143,7 +142,7 @@ impl Progress {
     /// leader's best guess of the last matching index (from the follower's
     /// hint). Returns whether a new probe should go out (false for a stale
     /// refusal).
-    pub(crate) fn append_rejected(&mut self, index: LogIndex, probe_to: LogIndex) -> bool {
+    fn append_rejected(&mut self, index: LogIndex, probe_to: LogIndex) -> bool {
         match self.state {
             ProgressState::Replicate => {
                 if index <= self.match_index {
@@ -167,7 +166,7 @@ impl Progress {
     /// The follower answered a heartbeat: it is active, a probe may go out
     /// again, and a full window loses its oldest slot (appends may have been
     /// lost: freeing one lets replication resume).
-    pub(crate) fn heartbeat_acked(&mut self, inflight_max: usize) {
+    fn heartbeat_acked(&mut self, inflight_max: usize) {
         self.recent_active = true;
         self.probe_sent = false;
         if self.state == ProgressState::Replicate && self.inflight.len() >= inflight_max {
@@ -176,7 +175,7 @@ impl Progress {
     }
 
     /// Starts streaming the snapshot at `snapshot_index` from its beginning.
-    pub(crate) fn become_snapshot(&mut self, snapshot_index: LogIndex) {
+    fn become_snapshot(&mut self, snapshot_index: LogIndex) {
         self.state = ProgressState::Snapshot;
         self.inflight.clear();
         self.snapshot_index = snapshot_index;
@@ -187,7 +186,7 @@ impl Progress {
     /// The range of the next chunk of the snapshot at `snapshot_index`
     /// (`len` bytes), unless a chunk is still outstanding. A newer snapshot
     /// than the one being sent restarts the stream.
-    pub(crate) fn next_snapshot_chunk(
+    fn next_snapshot_chunk(
         &mut self,
         snapshot_index: LogIndex,
         len: usize,
@@ -207,14 +206,14 @@ impl Progress {
     }
 
     /// The outstanding chunk may have been lost: allow sending it again.
-    pub(crate) fn resend_snapshot_chunk(&mut self) {
+    fn resend_snapshot_chunk(&mut self) {
         self.snapshot_chunk_sent = false;
     }
 
     /// The follower holds the chunks of snapshot `last_index` up to
     /// `next_offset`. Returns whether the next chunk should go out (false if
     /// the answer is about another snapshot or no snapshot is streaming).
-    pub(crate) fn snapshot_chunk_acked(&mut self, last_index: LogIndex, next_offset: u64) -> bool {
+    fn snapshot_chunk_acked(&mut self, last_index: LogIndex, next_offset: u64) -> bool {
         if self.state != ProgressState::Snapshot || last_index != self.snapshot_index {
             return false;
         }
@@ -225,7 +224,7 @@ impl Progress {
 
     /// The follower holds everything up to `last_index` (it installed a
     /// snapshot, or already held it): probe from there.
-    pub(crate) fn snapshot_installed(&mut self, last_index: LogIndex) {
+    fn snapshot_installed(&mut self, last_index: LogIndex) {
         self.match_index = self.match_index.max(last_index);
         if self.state == ProgressState::Snapshot {
             self.next_index = self.match_index + 1;
@@ -300,10 +299,6 @@ impl ProgressTracker {
 
     pub(crate) fn get(&self, id: NodeId) -> Option<&Progress> {
         self.peers.get(&id)
-    }
-
-    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
-        self.peers.get_mut(&id)
     }
 
     /// The tracked members, ascending.
@@ -435,6 +430,102 @@ impl ProgressTracker {
         has_entries
     }
 
+    /// `from` acknowledged its log up to `index`. Returns whether the answer
+    /// counts: from a tracked member, about entries the log holds.
+    pub(crate) fn handle_append_ack(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        last_index: LogIndex,
+    ) -> bool {
+        let Some(pr) = self.peers.get_mut(&from) else {
+            return false;
+        };
+        pr.mark_active();
+        if index > last_index {
+            return false; // Malformed: acknowledges entries we never sent.
+        }
+        pr.append_acked(index);
+        true
+    }
+
+    /// After an acknowledgement: new entries while the window allows, then
+    /// an empty append if `to` was told a lower commit index.
+    pub(crate) fn send_more(&mut self, to: NodeId, feed: &mut Feed<'_>) {
+        while self.send_append(to, false, feed) {}
+        let behind = self
+            .get(to)
+            .is_some_and(|p| p.commit_behind(feed.commit_index));
+        if behind {
+            self.send_append(to, true, feed);
+        }
+    }
+
+    /// `from` refused an append: back off to its hint and probe again.
+    pub(crate) fn handle_append_refusal(
+        &mut self,
+        from: NodeId,
+        r: &AppendEntriesResponse,
+        feed: &mut Feed<'_>,
+    ) {
+        let Some(pr) = self.peers.get_mut(&from) else {
+            return;
+        };
+        pr.mark_active();
+        // Fast backtracking: jump over the follower's conflicting term.
+        let probe_to = if r.hint_term > 0 {
+            feed.log
+                .last_index_with_term_at_most(r.hint_index, r.hint_term)
+        } else {
+            r.hint_index
+        };
+        if pr.append_rejected(r.index, probe_to) {
+            self.send_append(from, true, feed);
+        }
+    }
+
+    /// `from` answered a heartbeat: resend a chunk that may have been lost,
+    /// or catch it up. Returns false if `from` is not tracked.
+    pub(crate) fn handle_heartbeat_ack(&mut self, from: NodeId, feed: &mut Feed<'_>) -> bool {
+        let Some(pr) = self.peers.get_mut(&from) else {
+            return false;
+        };
+        pr.heartbeat_acked(feed.config.max_inflight_appends);
+        if pr.state == ProgressState::Snapshot {
+            pr.resend_snapshot_chunk();
+            self.send_snapshot_chunk(from, feed);
+        } else if pr.match_index < feed.log.last_index() {
+            self.send_append(from, true, feed);
+        }
+        true
+    }
+
+    /// `from` answered a snapshot chunk: the next chunk goes out, or, once
+    /// it holds the log up to the snapshot, it probes from there. Returns
+    /// whether its match index moved that way.
+    pub(crate) fn handle_snapshot_ack(
+        &mut self,
+        from: NodeId,
+        r: &InstallSnapshotResponse,
+        feed: &mut Feed<'_>,
+    ) -> bool {
+        let Some(pr) = self.peers.get_mut(&from) else {
+            return false;
+        };
+        pr.mark_active();
+        if r.done {
+            if r.last_index > feed.log.last_index() {
+                return false;
+            }
+            pr.snapshot_installed(r.last_index);
+            return true;
+        }
+        if pr.snapshot_chunk_acked(r.last_index, r.next_offset) {
+            self.send_snapshot_chunk(from, feed);
+        }
+        false
+    }
+
     /// `to` needs entries the log no longer holds: stream the latest
     /// snapshot, or ask for one if there are no bytes to send.
     fn start_snapshot(&mut self, to: NodeId, feed: &mut Feed<'_>) {
@@ -531,7 +622,7 @@ mod tests {
         let mut pr = Progress::new(5);
         pr.append_sent(6, 0);
         pr.append_acked(6);
-        assert_eq!(pr.state(), ProgressState::Replicate);
+        assert_eq!(pr.state, ProgressState::Replicate);
         assert_eq!((pr.match_index(), pr.next_index), (6, 7));
         pr.append_sent(8, 0);
         pr.append_sent(10, 0);
@@ -552,7 +643,7 @@ mod tests {
         pr.append_sent(9, 0);
         assert!(!pr.append_rejected(6, 2), "about entries already matched");
         assert!(pr.append_rejected(9, 7));
-        assert_eq!(pr.state(), ProgressState::Probe);
+        assert_eq!(pr.state, ProgressState::Probe);
         assert_eq!(pr.next_index, 8);
         assert!(!pr.append_rejected(9, 3), "not the probe we wait for");
         assert!(pr.append_rejected(7, 3));
@@ -572,7 +663,7 @@ mod tests {
         pr.resend_snapshot_chunk();
         assert_eq!(pr.next_snapshot_chunk(50, 30, 64), Some(0..30));
         pr.snapshot_installed(50);
-        assert_eq!(pr.state(), ProgressState::Probe);
+        assert_eq!(pr.state, ProgressState::Probe);
         assert_eq!((pr.match_index(), pr.next_index), (50, 51));
     }
 
@@ -635,7 +726,7 @@ mod tests {
         };
         assert_eq!((append.prev_log_index, append.entries.len()), (1, 2));
         assert_eq!(append.leader_commit, 3);
-        t.get_mut(2).expect("tracked").append_acked(3);
+        t.peers.get_mut(&2).expect("tracked").append_acked(3);
         t.broadcast_append(&mut feed);
         let sent = feed.outbox.take_messages();
         assert_eq!(sent.len(), 1, "entries 4..=5 in one append: {sent:?}");
@@ -666,7 +757,7 @@ mod tests {
         };
         assert!(!t.send_append(2, true, &mut feed));
         assert!(feed.snapshots.is_wanted(), "no bytes to send");
-        assert_eq!(t.get(2).map(Progress::state), Some(ProgressState::Probe));
+        assert_eq!(t.get(2).map(|p| p.state), Some(ProgressState::Probe));
         let meta = SnapshotMeta {
             last_index: 4,
             last_term: 1,
@@ -674,7 +765,7 @@ mod tests {
         };
         feed.snapshots.taken(meta, vec![7; 10]);
         assert!(!t.send_append(2, true, &mut feed));
-        assert_eq!(t.get(2).map(Progress::state), Some(ProgressState::Snapshot));
+        assert_eq!(t.get(2).map(|p| p.state), Some(ProgressState::Snapshot));
         let sent = feed.outbox.take_messages();
         let [(2, Message::InstallSnapshot(chunk))] = sent.as_slice() else {
             panic!("one chunk to 2, got {sent:?}");
@@ -689,7 +780,7 @@ mod tests {
         t.reset(&m, 1, 10);
         assert_eq!(t.ids(), vec![2, 3, 4]);
         for (id, index) in [(2, 7), (4, 9)] {
-            let pr = t.get_mut(id).expect("tracked");
+            let pr = t.peers.get_mut(&id).expect("tracked");
             pr.append_sent(index, 0);
             pr.append_acked(index);
         }
@@ -698,9 +789,9 @@ mod tests {
         assert_eq!(t.most_caught_up_voter(&m), Some(2));
         t.start_quorum_round();
         assert!(!t.quorum_recently_active(&m, 1));
-        t.get_mut(4).expect("tracked").mark_active();
+        t.peers.get_mut(&4).expect("tracked").mark_active();
         assert!(!t.quorum_recently_active(&m, 1), "a learner does not count");
-        t.get_mut(3).expect("tracked").mark_active();
+        t.peers.get_mut(&3).expect("tracked").mark_active();
         assert!(t.quorum_recently_active(&m, 1));
         t.sync_members(&membership(&[1, 3, 5], &[]), 1, 12);
         assert_eq!(t.ids(), vec![3, 5]);

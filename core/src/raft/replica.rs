@@ -20,7 +20,7 @@ use super::message::{
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse,
 };
 use super::persist::PersistTracker;
-use super::progress::{Feed, ProgressState, ProgressTracker, ReplicationProgress};
+use super::progress::{Feed, ProgressTracker, ReplicationProgress};
 use super::read_only::ReadOnly;
 use super::ready::{
     LogWrites, Outbox, ReadState, Ready, Role, SnapshotToInstall, SoftState, Unwritten,
@@ -969,19 +969,15 @@ impl Replica {
     }
 
     fn handle_append_response(&mut self, from: NodeId, r: AppendEntriesResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(from) else {
-            return;
-        };
-        pr.mark_active();
         if !r.success {
-            self.handle_append_refusal(from, r);
+            let (progress, mut feed) = self.feed();
+            progress.handle_append_refusal(from, &r, &mut feed);
             return;
         }
-        if r.index > last_index {
-            return; // Malformed: acknowledges entries we never sent.
+        let last_index = self.log.last_index();
+        if !self.progress.handle_append_ack(from, r.index, last_index) {
+            return;
         }
-        pr.append_acked(r.index);
         self.maybe_commit();
         if self.transfer_to == Some(from)
             && self
@@ -992,45 +988,14 @@ impl Replica {
             let term = self.term;
             self.send(from, Message::TimeoutNow { term });
         }
-        while self.send_append(from, false) {}
-        let behind = self
-            .progress
-            .get(from)
-            .is_some_and(|p| p.commit_behind(self.commit_index));
-        if behind {
-            self.send_append(from, true);
-        }
-    }
-
-    fn handle_append_refusal(&mut self, from: NodeId, r: AppendEntriesResponse) {
-        // Fast backtracking: jump over the follower's conflicting term.
-        let probe_to = if r.hint_term > 0 {
-            self.log
-                .last_index_with_term_at_most(r.hint_index, r.hint_term)
-        } else {
-            r.hint_index
-        };
-        let pr = self
-            .progress
-            .get_mut(from)
-            .expect("the caller looked it up");
-        if pr.append_rejected(r.index, probe_to) {
-            self.send_append(from, true);
-        }
+        let (progress, mut feed) = self.feed();
+        progress.send_more(from, &mut feed);
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, r: HeartbeatResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(from) else {
+        let (progress, mut feed) = self.feed();
+        if !progress.handle_heartbeat_ack(from, &mut feed) {
             return;
-        };
-        pr.heartbeat_acked(self.config.max_inflight_appends);
-        if pr.state() == ProgressState::Snapshot {
-            // The outstanding chunk may have been lost: resend it.
-            pr.resend_snapshot_chunk();
-            self.send_snapshot_chunk(from);
-        } else if pr.match_index() < last_index {
-            self.send_append(from, true);
         }
         if r.read_ctx > 0 && self.membership().is_voter(from) {
             self.reads.record_ack(from, r.read_ctx);
@@ -1186,28 +1151,11 @@ impl Replica {
 
     // ----- snapshots ----------------------------------------------------
 
-    fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let (progress, mut feed) = self.feed();
-        progress.send_snapshot_chunk(to, &mut feed);
-    }
-
     fn handle_snapshot_response(&mut self, from: NodeId, r: InstallSnapshotResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(from) else {
-            return;
-        };
-        pr.mark_active();
-        if r.done {
-            if r.last_index > last_index {
-                return;
-            }
-            pr.snapshot_installed(r.last_index);
+        let (progress, mut feed) = self.feed();
+        if progress.handle_snapshot_ack(from, &r, &mut feed) {
             self.maybe_commit();
             self.send_append(from, true);
-            return;
-        }
-        if pr.snapshot_chunk_acked(r.last_index, r.next_offset) {
-            self.send_snapshot_chunk(from);
         }
     }
 
