@@ -5,16 +5,18 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use super::config::PENDING_READS_MAX;
-use super::types::{LogIndex, Membership, NodeId};
+use super::message::Message;
+use super::ready::{Outbox, ReadState};
+use super::types::{LogIndex, Membership, NodeId, Term};
 
 /// A read waiting for a quorum to confirm the leader still leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UnconfirmedRead {
+struct UnconfirmedRead {
     /// `None` for a local read, the follower's id for a forwarded one.
-    pub(crate) origin: Option<NodeId>,
-    pub(crate) request_id: u64,
+    origin: Option<NodeId>,
+    request_id: u64,
     /// The commit index when the read arrived: safe to serve once applied.
-    pub(crate) index: LogIndex,
+    index: LogIndex,
     /// The heartbeat round that confirms it.
     read_ctx: u64,
     /// Voters (and others, filtered when counting) that answered that round
@@ -92,8 +94,34 @@ impl ReadOnly {
         }
     }
 
+    /// Hands out every read a quorum of `membership`'s voters confirmed,
+    /// oldest first (a read is confirmed only after every earlier one).
+    pub(crate) fn release_confirmed(
+        &mut self,
+        membership: &Membership,
+        term: Term,
+        outbox: &mut Outbox,
+    ) {
+        while let Some(read) = self.pop_confirmed(membership) {
+            deliver(read.origin, read.request_id, Some(read.index), term, outbox);
+        }
+    }
+
+    /// Leadership is lost: every read fails, the unconfirmed ones first.
+    pub(crate) fn fail_all(&mut self, term: Term, outbox: &mut Outbox) {
+        let reads: Vec<(Option<NodeId>, u64)> = self
+            .unconfirmed
+            .drain(..)
+            .map(|r| (r.origin, r.request_id))
+            .chain(self.awaiting_commit.drain(..))
+            .collect();
+        for (origin, request_id) in reads {
+            deliver(origin, request_id, None, term, outbox);
+        }
+    }
+
     /// The oldest read, once a quorum of `membership`'s voters confirmed it.
-    pub(crate) fn pop_confirmed(&mut self, membership: &Membership) -> Option<UnconfirmedRead> {
+    fn pop_confirmed(&mut self, membership: &Membership) -> Option<UnconfirmedRead> {
         let confirmed = self.unconfirmed.front().is_some_and(|r| {
             r.acks.iter().filter(|id| membership.is_voter(**id)).count() >= membership.quorum()
         });
@@ -103,21 +131,36 @@ impl ReadOnly {
             None
         }
     }
+}
 
-    /// Removes every read (leadership lost): (origin, request id), the
-    /// unconfirmed ones first.
-    pub(crate) fn drain(&mut self) -> Vec<(Option<NodeId>, u64)> {
-        self.unconfirmed
-            .drain(..)
-            .map(|r| (r.origin, r.request_id))
-            .chain(self.awaiting_commit.drain(..))
-            .collect()
+/// Hands out a read's result (`None`: failed): a local read as a
+/// [`ReadState`] or a failed read, a forwarded one as the answer to its
+/// follower.
+fn deliver(
+    origin: Option<NodeId>,
+    request_id: u64,
+    index: Option<LogIndex>,
+    term: Term,
+    outbox: &mut Outbox,
+) {
+    match (origin, index) {
+        (None, Some(index)) => outbox.read_ready(ReadState { request_id, index }),
+        (None, None) => outbox.read_failed(request_id),
+        (Some(to), index) => {
+            let answer = Message::ReadIndexResponse {
+                term,
+                request_id,
+                index,
+            };
+            outbox.send(to, answer);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::ready::{Role, SoftState};
     use crate::raft::types::Member;
 
     fn voters(ids: &[NodeId]) -> Membership {
@@ -135,34 +178,64 @@ mod tests {
         m
     }
 
+    fn outbox() -> Outbox {
+        Outbox::new(SoftState {
+            role: Role::Leader,
+            term: 2,
+            leader: Some(1),
+        })
+    }
+
+    fn answer(request_id: u64, index: Option<LogIndex>) -> Message {
+        Message::ReadIndexResponse {
+            term: 2,
+            request_id,
+            index,
+        }
+    }
+
     #[test]
     fn a_read_is_confirmed_by_a_quorum_of_its_round_or_a_later_one() {
         let m = voters(&[1, 2, 3]);
+        let mut out = outbox();
         let mut reads = ReadOnly::default();
         assert_eq!(reads.latest_ctx(), 0);
         assert_eq!(reads.start(None, 10, 5, 1), 1);
         assert_eq!(reads.start(Some(3), 11, 6, 1), 2);
         assert_eq!(reads.latest_ctx(), 2);
-        assert_eq!(reads.pop_confirmed(&m), None, "only the leader acked");
+        reads.release_confirmed(&m, 2, &mut out);
+        assert!(out.take_read_states().is_empty(), "only the leader acked");
         reads.record_ack(9, 2);
-        assert_eq!(reads.pop_confirmed(&m), None, "a non-voter does not count");
+        reads.release_confirmed(&m, 2, &mut out);
+        assert!(
+            out.take_read_states().is_empty(),
+            "a non-voter does not count"
+        );
         reads.record_ack(2, 1);
-        let first = reads.pop_confirmed(&m).expect("round 1 confirmed");
-        assert_eq!((first.origin, first.request_id, first.index), (None, 10, 5));
-        assert_eq!(reads.pop_confirmed(&m), None, "round 2 is not");
+        reads.release_confirmed(&m, 2, &mut out);
+        let local = ReadState {
+            request_id: 10,
+            index: 5,
+        };
+        assert_eq!(out.take_read_states(), vec![local], "round 1 confirmed");
+        assert!(out.take_messages().is_empty(), "round 2 is not");
         reads.record_ack(3, 2);
-        let second = reads.pop_confirmed(&m).expect("round 2 confirmed");
-        assert_eq!((second.origin, second.request_id), (Some(3), 11));
+        reads.release_confirmed(&m, 2, &mut out);
+        assert_eq!(out.take_messages(), vec![(3, answer(11, Some(6)))]);
         assert!(!reads.has_unconfirmed());
     }
 
     #[test]
-    fn reads_are_bounded_and_drained_in_order() {
+    fn reads_are_bounded_and_fail_in_order() {
+        let mut out = outbox();
         let mut reads = ReadOnly::default();
         reads.await_commit(Some(2), 7);
+        reads.await_commit(None, 6);
         reads.start(None, 8, 1, 1);
         assert!(reads.has_awaiting_commit());
-        assert_eq!(reads.drain(), vec![(None, 8), (Some(2), 7)]);
+        reads.fail_all(2, &mut out);
+        assert_eq!(out.take_failed_reads(), vec![8, 6]);
+        assert_eq!(out.take_messages(), vec![(2, answer(7, None))]);
         assert!(!reads.has_unconfirmed() && !reads.has_awaiting_commit());
         for id in 0..PENDING_READS_MAX as u64 {
             assert!(!reads.is_full());

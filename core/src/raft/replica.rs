@@ -1240,33 +1240,13 @@ impl Replica {
     }
 
     fn release_confirmed_reads(&mut self) {
-        while let Some(read) = self.reads.pop_confirmed(self.memberships.latest()) {
-            self.deliver_read(read.origin, read.request_id, Some(read.index));
-        }
-    }
-
-    fn deliver_read(&mut self, origin: Option<NodeId>, request_id: u64, index: Option<LogIndex>) {
-        match (origin, index) {
-            (None, Some(index)) => self.outbox.read_ready(ReadState { request_id, index }),
-            (None, None) => self.outbox.read_failed(request_id),
-            (Some(to), index) => {
-                let term = self.term;
-                self.send(
-                    to,
-                    Message::ReadIndexResponse {
-                        term,
-                        request_id,
-                        index,
-                    },
-                );
-            }
-        }
+        let membership = self.memberships.latest();
+        self.reads
+            .release_confirmed(membership, self.term, &mut self.outbox);
     }
 
     fn fail_pending_reads(&mut self) {
-        for (origin, id) in self.reads.drain() {
-            self.deliver_read(origin, id, None);
-        }
+        self.reads.fail_all(self.term, &mut self.outbox);
     }
 
     // ----- plumbing -----------------------------------------------------
