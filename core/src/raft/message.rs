@@ -174,7 +174,7 @@ impl Message {
 
     /// Decodes bytes from the wire; bad bytes are an error, never a panic.
     /// Semantic checks (entry indexes consecutive, ...) are
-    /// [`Message::is_well_formed`]'s; the replica drops malformed messages.
+    /// `Message::is_well_formed`'s; the replica drops malformed messages.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         codec::decode(bytes)
     }

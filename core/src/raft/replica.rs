@@ -1,8 +1,12 @@
 //! The Raft replica itself: every input (message, tick, proposal, durability
 //! report) turns into state changes plus outputs queued for [`Replica::ready`].
-//! Each concern's state lives in its own sub-state (`progress`, `read_only`,
-//! `persist`, `ready`, `snapshot`, `membership_log`, `timers`, `votes`); the
-//! replica holds the Raft rules that tie them together.
+//!
+//! Over 1,000 lines on purpose: these are the Raft rules that tie the
+//! sub-states together (term and role changes, elections, commit, follower
+//! appends, snapshot install, membership and transfer), kept in one place as
+//! etcd's `raft.go` keeps them; each concern's own state and logic lives in
+//! its file (`progress`, `read_only`, `persist`, `ready`, `snapshot`,
+//! `membership_log`, `restore`, `timers`, `votes`, `log`).
 
 use std::collections::BTreeMap;
 
