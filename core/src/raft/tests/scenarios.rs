@@ -1,6 +1,8 @@
 //! Data-driven scenario tests in the spirit of etcd-raft's interaction
 //! tests: each scenario is a small script of commands against an in-process
 //! cluster, with messages delivered, dropped and timed by the script.
+//! (Over 1,000 lines on purpose: the script runner, then one short script
+//! per Raft rule, which read best side by side.)
 //!
 //! Commands (one per line, `#` starts a comment; a leading `!` means the
 //! command must fail):
