@@ -5,20 +5,22 @@ use super::types::NodeId;
 
 /// Most AppendEntries a leader keeps unacknowledged per follower in the
 /// replicate state (the pipelining window).
-pub const MAX_INFLIGHT_APPENDS: usize = 16;
+pub const APPEND_INFLIGHT_MAX: usize = 16;
 /// Most encoded entry payload bytes in one AppendEntries (a single larger
 /// entry is still sent alone, so the log always makes progress).
-pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+pub const APPEND_BYTES_MAX: usize = 1024 * 1024;
 /// Most entries in one AppendEntries.
-pub const MAX_APPEND_ENTRIES: usize = 256;
+pub const APPEND_ENTRIES_MAX: usize = 256;
 /// Bytes of snapshot data per InstallSnapshot chunk.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
-/// Largest snapshot a follower will assemble in memory.
+/// Largest snapshot a follower will assemble in memory, and the largest the
+/// runtime stores (fjall keeps a snapshot in one value, limited to 4 GiB; a
+/// lock table far beyond this means something else is wrong).
 pub const SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Largest single proposal payload.
-pub const PROPOSAL_BYTES_MAX: usize = MAX_APPEND_BYTES;
+pub const PROPOSAL_BYTES_MAX: usize = APPEND_BYTES_MAX;
 /// Most proposals accepted in one `propose_batch` call.
-pub const PROPOSAL_BATCH_MAX: usize = MAX_APPEND_ENTRIES;
+pub const PROPOSAL_BATCH_MAX: usize = APPEND_ENTRIES_MAX;
 /// Most entries a leader holds that are appended but not yet committed;
 /// beyond it proposals are refused (back-pressure instead of unbounded memory).
 pub const UNCOMMITTED_ENTRIES_MAX: usize = 4096;
@@ -27,6 +29,12 @@ pub const PENDING_READS_MAX: usize = 4096;
 /// Most messages held back waiting for durability before they are dropped
 /// (Raft tolerates message loss; memory must stay bounded).
 pub const HELD_MESSAGES_MAX: usize = 4096;
+/// Most committed entries handed out in one `Ready`; the rest follow in the
+/// next one (bounded apply batches).
+pub const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
+/// A learner may be promoted once its log is within this many entries of the
+/// leader's.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
 
 /// How one replica behaves. Times are milliseconds of the caller's monotonic
 /// clock.
@@ -51,11 +59,11 @@ pub struct Config {
     /// removed node that never learned of its removal keeps bumping the term
     /// and can stop the cluster from making progress (safety is unaffected).
     pub check_quorum: bool,
-    /// Pipelining window; at most [`MAX_INFLIGHT_APPENDS`].
+    /// Pipelining window; at most [`APPEND_INFLIGHT_MAX`].
     pub max_inflight_appends: usize,
-    /// Entries per AppendEntries; at most [`MAX_APPEND_ENTRIES`].
+    /// Entries per AppendEntries; at most [`APPEND_ENTRIES_MAX`].
     pub max_append_entries: usize,
-    /// Payload bytes per AppendEntries; at most [`MAX_APPEND_BYTES`].
+    /// Payload bytes per AppendEntries; at most [`APPEND_BYTES_MAX`].
     pub max_append_bytes: usize,
     /// Snapshot chunk size; at most [`SNAPSHOT_CHUNK_BYTES`].
     pub snapshot_chunk_bytes: usize,
@@ -89,9 +97,9 @@ impl Config {
             heartbeat_interval_ms: 50,
             pre_vote: true,
             check_quorum: true,
-            max_inflight_appends: MAX_INFLIGHT_APPENDS,
-            max_append_entries: MAX_APPEND_ENTRIES,
-            max_append_bytes: MAX_APPEND_BYTES,
+            max_inflight_appends: APPEND_INFLIGHT_MAX,
+            max_append_entries: APPEND_ENTRIES_MAX,
+            max_append_bytes: APPEND_BYTES_MAX,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
         }
     }
@@ -120,14 +128,14 @@ impl Config {
             (
                 "max_inflight_appends",
                 self.max_inflight_appends,
-                MAX_INFLIGHT_APPENDS,
+                APPEND_INFLIGHT_MAX,
             ),
             (
                 "max_append_entries",
                 self.max_append_entries,
-                MAX_APPEND_ENTRIES,
+                APPEND_ENTRIES_MAX,
             ),
-            ("max_append_bytes", self.max_append_bytes, MAX_APPEND_BYTES),
+            ("max_append_bytes", self.max_append_bytes, APPEND_BYTES_MAX),
             (
                 "snapshot_chunk_bytes",
                 self.snapshot_chunk_bytes,
@@ -164,7 +172,7 @@ mod tests {
             Err(ConfigError::HeartbeatTooSlow { .. })
         ));
         let mut c = Config::new(1);
-        c.max_inflight_appends = MAX_INFLIGHT_APPENDS + 1;
+        c.max_inflight_appends = APPEND_INFLIGHT_MAX + 1;
         assert!(matches!(
             c.validate(),
             Err(ConfigError::LimitOutOfRange {

@@ -1,7 +1,7 @@
 //! The replica's in-memory view of its log: a snapshot boundary, the entries
 //! after it, and how much of it is known to be durable.
 
-use super::types::{Entry, LogIndex, Term};
+use super::types::{Entry, EntryPayload, LogIndex, Term};
 
 /// Entries `snapshot_index + 1 ..= last_index()`, plus the term of the
 /// snapshot boundary so `term_at(snapshot_index)` is always answerable.
@@ -157,7 +157,123 @@ impl RaftLog {
         i
     }
 
+    /// Where `entries`, which follow an entry this log holds, first differ
+    /// from it: the position of the first entry the log lacks, and whether
+    /// the log holds another entry there (a conflict: cut the log before
+    /// appending). `None` when the log already holds them all: entries with
+    /// the same index and term are identical (log matching).
+    pub(crate) fn find_conflict(&self, entries: &[Entry]) -> Option<(usize, bool)> {
+        entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| match self.term_at(e.index) {
+                Some(t) if t == e.term => None,
+                Some(_) => Some((i, true)),
+                None => Some((i, false)),
+            })
+    }
+
+    /// A follower's hint for a leader whose append at `index` (term `term`)
+    /// did not match: the last index at or before it whose term is at most
+    /// `term`, and that term (0 if unknown), so the leader can skip a whole
+    /// conflicting term.
+    pub(crate) fn conflict_hint(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let hint_index = self.last_index_with_term_at_most(index.min(self.last_index()), term);
+        (hint_index, self.term_at(hint_index).unwrap_or(0))
+    }
+
     pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Entries from `from` on for one AppendEntries: at most `entries_max`
+    /// and `bytes_max` bytes (roughly, as encoded), but always one if any
+    /// (a single larger entry still goes alone, so the log makes progress).
+    pub(crate) fn batch_from(
+        &self,
+        from: LogIndex,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Vec<Entry> {
+        let to = from + entries_max as u64 - 1;
+        let mut bytes = 0usize;
+        let mut batch = Vec::new();
+        for e in self.slice(from, to) {
+            let size = entry_size_bytes(e);
+            if !batch.is_empty() && bytes + size > bytes_max {
+                break;
+            }
+            bytes += size;
+            batch.push(e.clone());
+        }
+        batch
+    }
+}
+
+/// Rough encoded size of an entry, for batching limits.
+fn entry_size_bytes(e: &Entry) -> usize {
+    const OVERHEAD: usize = 24;
+    OVERHEAD
+        + match &e.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command(d) => d.len(),
+            EntryPayload::Membership(m) => m
+                .members
+                .values()
+                .map(|x| 16 + x.peer_addr.len() + x.api_addr.len())
+                .sum(),
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(index: LogIndex, bytes: usize) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            payload: EntryPayload::Command(vec![0; bytes]),
+        }
+    }
+
+    #[test]
+    fn conflicts_and_hints() {
+        let term_3 = Entry {
+            term: 3,
+            ..command(3, 0)
+        };
+        let entries = vec![command(1, 0), command(2, 0), term_3];
+        let log = RaftLog::restore(0, 0, entries.clone());
+        assert_eq!(log.find_conflict(&entries[1..]), None);
+        let newer = [Entry {
+            term: 4,
+            ..command(3, 0)
+        }];
+        assert_eq!(log.find_conflict(&newer), Some((0, true)));
+        let more = [entries[2].clone(), command(4, 0)];
+        assert_eq!(log.find_conflict(&more), Some((1, false)));
+        assert_eq!(
+            log.conflict_hint(9, 3),
+            (3, 3),
+            "past the end: from the last"
+        );
+        assert_eq!(log.conflict_hint(3, 2), (2, 1), "skips the newer term");
+        assert_eq!(log.conflict_hint(3, 0), (0, 0));
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes_but_never_empty() {
+        let entries: Vec<Entry> = (1..=6).map(|i| command(i, 100)).collect();
+        let log = RaftLog::restore(0, 0, entries);
+        let indexes = |b: Vec<Entry>| b.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(indexes(log.batch_from(2, 3, 10_000)), vec![2, 3, 4]);
+        assert_eq!(
+            indexes(log.batch_from(2, 10, 250)),
+            vec![2, 3],
+            "124 bytes each"
+        );
+        assert_eq!(indexes(log.batch_from(5, 10, 1)), vec![5], "one alone");
+        assert_eq!(indexes(log.batch_from(7, 10, 10_000)), Vec::<u64>::new());
     }
 }

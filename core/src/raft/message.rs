@@ -3,8 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::APPEND_ENTRIES_MAX;
 use super::types::{Entry, LogIndex, SnapshotMeta, Term};
 use crate::codec::{self, DecodeError};
+
+/// Largest term, index, offset or id a message may carry. Real values are
+/// far below; the bound keeps `+ 1` arithmetic on peer-supplied numbers from
+/// overflowing.
+pub const WIRE_NUMBER_MAX: u64 = 1 << 62;
 
 /// A request for a (pre-)vote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,10 +173,80 @@ impl Message {
     }
 
     /// Decodes bytes from the wire; bad bytes are an error, never a panic.
-    /// Semantic checks (entry indexes consecutive, ...) happen in the replica,
-    /// which drops malformed messages.
+    /// Semantic checks (entry indexes consecutive, ...) are
+    /// `Message::is_well_formed`'s; the replica drops malformed messages.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         codec::decode(bytes)
+    }
+
+    /// Semantic checks on a decoded message from outside: a malformed one is
+    /// dropped instead of tripping an assertion or overflowing.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        let ok = |values: &[u64]| values.iter().all(|v| *v <= WIRE_NUMBER_MAX);
+        match self {
+            Message::PreVote(m) | Message::RequestVote(m) => {
+                ok(&[m.term, m.last_log_index, m.last_log_term])
+            }
+            Message::PreVoteResponse(m) | Message::RequestVoteResponse(m) => ok(&[m.term]),
+            Message::AppendEntries(m) => {
+                if m.entries.len() > APPEND_ENTRIES_MAX
+                    || !ok(&[m.term, m.prev_log_index, m.prev_log_term, m.leader_commit])
+                    || m.prev_log_term > m.term
+                {
+                    return false;
+                }
+                let mut prev_term = m.prev_log_term;
+                for (i, e) in m.entries.iter().enumerate() {
+                    if e.index != m.prev_log_index + 1 + i as u64
+                        || e.term < prev_term
+                        || e.term > m.term
+                    {
+                        return false;
+                    }
+                    prev_term = e.term;
+                }
+                true
+            }
+            Message::AppendEntriesResponse(m) => ok(&[m.term, m.index, m.hint_index, m.hint_term]),
+            Message::Heartbeat(m) => ok(&[m.term, m.commit]),
+            Message::HeartbeatResponse(m) => ok(&[m.term]),
+            Message::InstallSnapshot(m) => {
+                ok(&[m.term, m.meta.last_index, m.meta.last_term, m.offset])
+                    && m.meta.last_term <= m.term
+                    && m.meta.last_index > 0
+            }
+            Message::InstallSnapshotResponse(m) => ok(&[m.term, m.last_index, m.next_offset]),
+            Message::TimeoutNow { term } | Message::ReadIndex { term, .. } => ok(&[*term]),
+            Message::ReadIndexResponse { term, index, .. } => ok(&[*term, index.unwrap_or(0)]),
+        }
+    }
+
+    /// A follower's acknowledgement: its log matches the leader's up to
+    /// `index`.
+    pub(crate) fn append_ack(term: Term, index: LogIndex) -> Message {
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            term,
+            index,
+            success: true,
+            hint_index: 0,
+            hint_term: 0,
+        })
+    }
+
+    /// A follower's answer to a snapshot chunk: the offset it wants next, or
+    /// `done` once it holds everything up to `last_index`.
+    pub(crate) fn snapshot_ack(
+        term: Term,
+        last_index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) -> Message {
+        Message::InstallSnapshotResponse(InstallSnapshotResponse {
+            term,
+            last_index,
+            next_offset,
+            done,
+        })
     }
 }
 

@@ -4,12 +4,28 @@
 //! # Code map
 //! - `types`: ids, entries, hard state, membership, snapshot metadata
 //!   (shared with storage and transport).
-//! - [`message`]: the peer messages and their encoding.
+//! - [`message`]: the peer messages, their encoding and their semantic
+//!   checks ([`WIRE_NUMBER_MAX`]).
 //! - `config`: [`Config`], its validation, and the named limits
-//!   ([`MAX_INFLIGHT_APPENDS`], [`MAX_APPEND_BYTES`], [`MAX_APPEND_ENTRIES`],
+//!   ([`APPEND_INFLIGHT_MAX`], [`APPEND_BYTES_MAX`], [`APPEND_ENTRIES_MAX`],
 //!   [`SNAPSHOT_CHUNK_BYTES`], ...).
-//! - `replica`: [`Replica`], the state machine; `log`: its in-memory log;
-//!   [`crate::rng`]: the seeded SplitMix64 used for election jitter.
+//! - `replica`: [`Replica`], the Raft rules; it owns one sub-state per
+//!   concern, each in its own file with its own tests:
+//!   - `log`: the in-memory log (durable prefix, batches, conflict search);
+//!   - `restore`: [`RestoredState`] and the rebuild (and bootstrap) at start;
+//!   - `membership_log`: the membership in force at each index, and the
+//!     one-voter-at-a-time rule;
+//!   - `progress`: the leader's view of each follower and what to send it
+//!     next (probe / replicate / snapshot flow control, in-flight window);
+//!   - `read_only`: ReadIndex rounds, local and forwarded;
+//!   - `persist`: `persist_seq` numbering and the votes and acks held back
+//!     until durable;
+//!   - `ready`: [`Ready`] and its parts, and the buffers it drains;
+//!   - `snapshot`: snapshot bytes sent to followers and assembled from a
+//!     leader;
+//!   - `timers`: deadlines and the seeded election jitter ([`crate::rng`]);
+//!   - `votes`: one election's votes and their tally;
+//!   - `error`: why a call was refused ([`ProposalRefused`], ...).
 //!
 //! # Driving a replica
 //! Inputs: [`Replica::handle_message`], [`Replica::tick`] (with `now_ms` from
@@ -108,15 +124,39 @@
 //! replicas only entries of its own term.
 
 mod config;
+mod error;
 mod log;
+mod membership_log;
 pub mod message;
+mod persist;
+mod progress;
+mod read_only;
+mod ready;
 mod replica;
+mod restore;
+mod snapshot;
+mod timers;
 mod types;
+mod votes;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::*;
-pub use message::*;
-pub use replica::*;
-pub use types::*;
+pub use config::{
+    Config, ConfigError, APPEND_BYTES_MAX, APPEND_ENTRIES_MAX, APPEND_INFLIGHT_MAX,
+    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROMOTE_LAG_ENTRIES_MAX,
+    PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    UNCOMMITTED_ENTRIES_MAX,
+};
+pub use error::{MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError};
+pub use message::{
+    AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
+    InstallSnapshotResponse, Message, VoteRequest, VoteResponse, WIRE_NUMBER_MAX,
+};
+pub use progress::{ProgressState, ReplicationProgress};
+pub use ready::{ReadState, Ready, Role, SnapshotToInstall, SoftState};
+pub use replica::{Replica, Status};
+pub use restore::RestoredState;
+pub use types::{
+    Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
+};

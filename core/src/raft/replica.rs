@@ -1,196 +1,41 @@
 //! The Raft replica itself: every input (message, tick, proposal, durability
 //! report) turns into state changes plus outputs queued for [`Replica::ready`].
+//!
+//! Over 1,000 lines on purpose: these are the Raft rules that tie the
+//! sub-states together (term and role changes, elections, commit, follower
+//! appends, snapshot install, membership and transfer), kept in one place as
+//! etcd's `raft.go` keeps them; each concern's own state and logic lives in
+//! its file (`progress`, `read_only`, `persist`, `ready`, `snapshot`,
+//! `membership_log`, `restore`, `timers`, `votes`, `log`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 
 use super::config::{
-    Config, ConfigError, HELD_MESSAGES_MAX, MAX_APPEND_ENTRIES, PENDING_READS_MAX,
-    PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
+    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROMOTE_LAG_ENTRIES_MAX, PROPOSAL_BATCH_MAX,
+    PROPOSAL_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
+};
+use super::error::{
+    MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
 };
 use super::log::RaftLog;
+use super::membership_log::MembershipLog;
 use super::message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse,
 };
-use super::types::{
-    Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
+use super::persist::PersistTracker;
+use super::progress::{Feed, ProgressTracker, ReplicationProgress};
+use super::read_only::ReadOnly;
+use super::ready::{
+    LogWrites, Outbox, ReadState, Ready, Role, SnapshotToInstall, SoftState, Unwritten,
 };
-use crate::rng::SplitMix64;
-
-/// Most committed entries handed out in one [`Ready`]; the rest follow in the
-/// next one (bounded apply batches).
-pub const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
-/// A learner may be promoted once its log is within this many entries of the
-/// leader's.
-pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
-
-/// What a replica currently is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Follower,
-    PreCandidate,
-    Candidate,
-    Leader,
-}
-
-/// How the leader is currently feeding one follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressState {
-    /// Matching point unknown: one AppendEntries at a time.
-    Probe,
-    /// Matching: appends are pipelined up to the in-flight window.
-    Replicate,
-    /// Too far behind the leader's log: a snapshot is being streamed.
-    Snapshot,
-}
-
-/// What storage held when the process started. Empty storage is
-/// `RestoredState::default()`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RestoredState {
-    pub hard_state: HardState,
-    pub snapshot: Option<SnapshotMeta>,
-    /// The entries after the snapshot, contiguous.
-    pub entries: Vec<Entry>,
-}
-
-/// A linearizable read that became safe to serve once the state machine has
-/// applied `index` (waiting for that is the caller's job).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadState {
-    pub request_id: u64,
-    pub index: LogIndex,
-}
-
-/// Role, term and leader, reported whenever any of them changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SoftState {
-    pub role: Role,
-    pub term: Term,
-    pub leader: Option<NodeId>,
-}
-
-/// A complete snapshot received from the leader, to install.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotToInstall {
-    pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
-}
-
-/// Everything the caller must act on; see the module docs for the order.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Ready {
-    /// Non-zero when this batch holds writes; report [`Replica::persisted`]
-    /// with it once they (and every earlier batch's) are durable.
-    pub persist_seq: u64,
-    /// Snapshot to install: replace the state machine and drop the whole
-    /// stored log before appending `entries`.
-    pub snapshot: Option<SnapshotToInstall>,
-    /// Delete stored entries at and after this index before appending.
-    pub truncate_from: Option<LogIndex>,
-    /// Entries to append, contiguous.
-    pub entries: Vec<Entry>,
-    /// Hard state to store: when term or vote changed, or when the commit
-    /// index moved and this Ready writes entries, a truncation or a
-    /// snapshot anyway. A commit-only change is never a write of its own
-    /// (the commit index need not be durable: a restarted node learns it
-    /// again from the leader, or as a leader by committing its no-op).
-    pub hard_state: Option<HardState>,
-    /// Messages to send now (they never depend on writes not yet reported
-    /// durable).
-    pub messages: Vec<(NodeId, Message)>,
-    /// Committed entries to apply, in order; always durable locally.
-    pub committed: Vec<Entry>,
-    /// Reads that became safe (serve once applied >= index).
-    pub read_states: Vec<ReadState>,
-    /// Reads that will never produce a [`ReadState`] (leadership lost, leader
-    /// refused); the client should retry.
-    pub failed_reads: Vec<u64>,
-    /// Role, term or leader changed.
-    pub soft_state: Option<SoftState>,
-    /// The leader must send a snapshot but holds no snapshot bytes (e.g.
-    /// after a restart): take one and call [`Replica::snapshot_taken`].
-    pub snapshot_wanted: bool,
-}
-
-/// Why a proposal was refused. Nothing was appended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
-    #[error("proposal is {bytes} bytes, more than {max}")]
-    TooLarge { bytes: usize, max: usize },
-    #[error("{count} proposals in one batch, more than {max} (or none)")]
-    BadBatchSize { count: usize, max: usize },
-    #[error("leadership transfer in progress")]
-    TransferInProgress,
-    #[error("{uncommitted} entries await commit; retry later")]
-    Backpressure { uncommitted: usize },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadIndexError {
-    #[error("no leader known to serve the read (leader hint: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
-    #[error("too many reads pending")]
-    TooManyPending,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransferError {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
-    #[error("node {0} is not a voter")]
-    NotVoter(NodeId),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MembershipError {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
-    #[error("the previous membership change is not committed yet")]
-    ChangeInProgress,
-    #[error("the leader has not committed an entry of its own term yet")]
-    LeaderTermNotCommitted,
-    #[error("a change may add or remove at most one voter")]
-    MoreThanOneVoterChanged,
-    #[error("the membership would have no voters")]
-    NoVoters,
-    #[error("node {0} is not a member")]
-    UnknownMember(NodeId),
-    #[error("node {0} is already a member")]
-    AlreadyMember(NodeId),
-    #[error("node {id} is not caught up (match {match_index}, leader last {last_index})")]
-    NotCaughtUp {
-        id: NodeId,
-        match_index: LogIndex,
-        last_index: LogIndex,
-    },
-    #[error("leadership transfer in progress")]
-    TransferInProgress,
-    #[error(transparent)]
-    Propose(#[from] ProposeError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot index {index} is beyond what was handed out to apply ({applied})")]
-    NotApplied { index: LogIndex, applied: LogIndex },
-    #[error("snapshot index {index} is not newer than the current snapshot ({snapshot_index})")]
-    Stale {
-        index: LogIndex,
-        snapshot_index: LogIndex,
-    },
-}
-
-/// Replication progress of one member, as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberStatus {
-    pub voter: bool,
-    pub match_index: LogIndex,
-    pub next_index: LogIndex,
-    pub state: ProgressState,
-}
+use super::restore::{Recovered, RestoredState};
+use super::snapshot::{ChunkReceived, Snapshots};
+use super::timers::{Timer, TimerTable};
+use super::types::{
+    Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term,
+};
+use super::votes::{VoteResult, Votes};
 
 /// A snapshot of the replica's state for operators and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,84 +51,7 @@ pub struct Status {
     pub snapshot_index: LogIndex,
     pub membership: Membership,
     /// Only on a leader: every other member's progress.
-    pub progress: BTreeMap<NodeId, MemberStatus>,
-}
-
-#[derive(Debug, Clone)]
-struct Progress {
-    match_index: LogIndex,
-    next_index: LogIndex,
-    state: ProgressState,
-    /// Probe: an append is outstanding; wait for its answer or a heartbeat.
-    probe_sent: bool,
-    /// Replicate: last index of each unacknowledged append, ascending.
-    inflight: VecDeque<LogIndex>,
-    /// Heard from since the last check-quorum round.
-    recent_active: bool,
-    /// Snapshot state: which snapshot, the acknowledged offset, and whether a
-    /// chunk is outstanding (chunks are sent one at a time).
-    snapshot_index: LogIndex,
-    snapshot_offset: u64,
-    snapshot_chunk_sent: bool,
-    /// Highest commit index this follower was told it may apply; an empty
-    /// append goes out when the leader's commit moves past it.
-    commit_sent: LogIndex,
-}
-
-impl Progress {
-    fn new(next_index: LogIndex) -> Self {
-        Self {
-            match_index: 0,
-            next_index,
-            state: ProgressState::Probe,
-            probe_sent: false,
-            inflight: VecDeque::new(),
-            recent_active: true,
-            snapshot_index: 0,
-            snapshot_offset: 0,
-            snapshot_chunk_sent: false,
-            commit_sent: 0,
-        }
-    }
-
-    fn become_probe(&mut self) {
-        self.state = ProgressState::Probe;
-        self.probe_sent = false;
-        self.inflight.clear();
-        self.next_index = self.next_index.max(self.match_index + 1);
-    }
-
-    fn become_replicate(&mut self) {
-        self.state = ProgressState::Replicate;
-        self.probe_sent = false;
-        self.inflight.clear();
-        self.next_index = self.match_index + 1;
-    }
-}
-
-#[derive(Debug, Clone)]
-struct PendingRead {
-    /// `None` for a local read, the follower's id for a forwarded one.
-    origin: Option<NodeId>,
-    request_id: u64,
-    index: LogIndex,
-    read_ctx: u64,
-    acks: BTreeSet<NodeId>,
-}
-
-/// A snapshot being received chunk by chunk.
-#[derive(Debug, Clone)]
-struct SnapshotAssembly {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
-/// A batch handed to the caller whose durability is not yet reported: the log
-/// prefix it makes durable (capped if a later truncation overwrote part).
-#[derive(Debug, Clone, Copy)]
-struct PendingPersist {
-    seq: u64,
-    last_index: LogIndex,
+    pub progress: BTreeMap<NodeId, ReplicationProgress>,
 }
 
 /// One Raft replica. See the module docs for the calling contract.
@@ -291,13 +59,16 @@ struct PendingPersist {
 pub struct Replica {
     config: Config,
     id: NodeId,
-    rng: SplitMix64,
     now_ms: u64,
+    timers: TimerTable,
 
     term: Term,
     voted_for: Option<NodeId>,
     role: Role,
     leader: Option<NodeId>,
+    /// When the leader was last heard from (leader stickiness).
+    last_leader_contact_ms: Option<u64>,
+    votes: Votes,
 
     log: RaftLog,
     commit_index: LogIndex,
@@ -305,50 +76,22 @@ pub struct Replica {
     apply_cursor: LogIndex,
     /// Highest index the caller reported applied.
     applied_index: LogIndex,
+    memberships: MembershipLog,
 
-    /// Membership at the snapshot boundary (or the initial one).
-    base_membership: Membership,
-    /// Membership entries in the log after the snapshot, ascending by index.
-    membership_log: Vec<(LogIndex, Membership)>,
-
-    election_deadline_ms: u64,
-    heartbeat_deadline_ms: u64,
-    check_quorum_deadline_ms: u64,
-    last_leader_contact_ms: Option<u64>,
-
-    votes: BTreeMap<NodeId, bool>,
-    progress: BTreeMap<NodeId, Progress>,
+    // Leader state.
+    progress: ProgressTracker,
     /// First index of this leader's term (its no-op).
     term_start_index: LogIndex,
-    /// The Ready whose durability makes a candidate's own vote count.
-    self_vote_seq: u64,
     transfer_to: Option<NodeId>,
-    transfer_deadline_ms: u64,
+    /// Appends wait for the next `ready()`, so every proposal made before the
+    /// caller drains goes out in one AppendEntries.
     broadcast_pending: bool,
+    reads: ReadOnly,
 
-    read_ctx: u64,
-    pending_reads: VecDeque<PendingRead>,
-    /// Reads on a fresh leader, waiting for its no-op to commit.
-    reads_awaiting_commit: Vec<(Option<NodeId>, u64)>,
-
-    /// Latest local snapshot bytes (taken here or installed from a leader).
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    snapshot_wanted: bool,
-    assembly: Option<SnapshotAssembly>,
-
-    // Outputs not yet drained.
-    messages: Vec<(NodeId, Message)>,
-    held: Vec<(u64, NodeId, Message)>,
-    read_states: Vec<ReadState>,
-    failed_reads: Vec<u64>,
-    last_hard_state: HardState,
-    last_soft_state: SoftState,
-    unwritten_from: Option<LogIndex>,
-    unwritten_truncate: Option<LogIndex>,
-    unwritten_snapshot: Option<SnapshotToInstall>,
-    last_persist_seq: u64,
-    persisted_seq: u64,
-    pending_persists: VecDeque<PendingPersist>,
+    snapshots: Snapshots,
+    persist: PersistTracker,
+    unwritten: Unwritten,
+    outbox: Outbox,
 }
 
 impl Replica {
@@ -363,101 +106,41 @@ impl Replica {
         now_ms: u64,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let RestoredState {
+        let Recovered {
+            log,
+            memberships,
             hard_state,
-            snapshot,
-            entries,
-        } = restored;
-        let storage_empty = snapshot.is_none() && entries.is_empty();
-        let (snapshot_index, snapshot_term, base_membership) = match snapshot {
-            Some(meta) => (meta.last_index, meta.last_term, meta.membership),
-            None if storage_empty => (0, 0, initial_membership),
-            None => (0, 0, Membership::default()),
-        };
-        let mut log = RaftLog::restore(snapshot_index, snapshot_term, entries);
-        // Bootstrap: the founding membership becomes entry 1 (term 0), the
-        // same on every founding member and committed by definition, so it
-        // is stored like any other entry and survives restarts.
-        let bootstrap = storage_empty && !base_membership.members.is_empty();
-        let mut hard_state = hard_state;
-        if bootstrap {
-            log.append(&[Entry {
-                term: 0,
-                index: 1,
-                payload: EntryPayload::Membership(base_membership.clone()),
-            }]);
-            hard_state.commit_index = 1;
-        }
-        let base_membership = if bootstrap {
-            Membership::default()
-        } else {
-            base_membership
-        };
-        let membership_log = log
-            .entries()
-            .iter()
-            .filter_map(|e| match &e.payload {
-                EntryPayload::Membership(m) => Some((e.index, m.clone())),
-                _ => None,
-            })
-            .collect();
-        // A torn write may have kept the hard state but not every entry; the
-        // commit index is recomputed from the cluster in that case.
-        let commit_index = hard_state
-            .commit_index
-            .clamp(snapshot_index, log.last_index());
-        let restored_hard_state = HardState {
-            commit_index: if bootstrap { 0 } else { commit_index },
-            ..hard_state
-        };
-        let id = config.id;
+            stored_hard_state,
+            unwritten_from,
+        } = Recovered::new(restored, initial_membership);
         let mut replica = Self {
-            rng: SplitMix64::new(seed),
-            id,
+            id: config.id,
             now_ms,
+            timers: TimerTable::new(seed),
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             role: Role::Follower,
             leader: None,
-            log,
-            commit_index,
-            apply_cursor: snapshot_index,
-            applied_index: snapshot_index,
-            base_membership,
-            membership_log,
-            election_deadline_ms: 0,
-            heartbeat_deadline_ms: 0,
-            check_quorum_deadline_ms: 0,
             last_leader_contact_ms: None,
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
+            votes: Votes::default(),
+            apply_cursor: log.snapshot_index(),
+            applied_index: log.snapshot_index(),
+            commit_index: hard_state.commit_index,
+            log,
+            memberships,
+            progress: ProgressTracker::default(),
             term_start_index: 0,
-            self_vote_seq: 0,
             transfer_to: None,
-            transfer_deadline_ms: 0,
             broadcast_pending: false,
-            read_ctx: 0,
-            pending_reads: VecDeque::new(),
-            reads_awaiting_commit: Vec::new(),
-            snapshot: None,
-            snapshot_wanted: false,
-            assembly: None,
-            messages: Vec::new(),
-            held: Vec::new(),
-            read_states: Vec::new(),
-            failed_reads: Vec::new(),
-            last_hard_state: restored_hard_state,
-            last_soft_state: SoftState {
+            reads: ReadOnly::default(),
+            snapshots: Snapshots::default(),
+            persist: PersistTracker::default(),
+            unwritten: Unwritten::new(stored_hard_state, unwritten_from),
+            outbox: Outbox::new(SoftState {
                 role: Role::Follower,
                 term: hard_state.term,
                 leader: None,
-            },
-            unwritten_from: bootstrap.then_some(1),
-            unwritten_truncate: None,
-            unwritten_snapshot: None,
-            last_persist_seq: 0,
-            persisted_seq: 0,
-            pending_persists: VecDeque::new(),
+            }),
             config,
         };
         replica.reset_election_timer();
@@ -486,54 +169,34 @@ impl Replica {
 
     /// The membership in force: the latest one in the log, committed or not.
     pub fn membership(&self) -> &Membership {
-        self.membership_log
-            .last()
-            .map_or(&self.base_membership, |(_, m)| m)
+        self.memberships.latest()
     }
 
     /// The membership in force at `index` (for snapshot metadata).
     pub fn membership_at(&self, index: LogIndex) -> &Membership {
-        self.membership_log
-            .iter()
-            .rev()
-            .find(|(i, _)| *i <= index)
-            .map_or(&self.base_membership, |(_, m)| m)
+        self.memberships.at(index)
     }
 
     /// When the caller should call [`Replica::tick`] next, at the latest.
     pub fn next_deadline_ms(&self) -> u64 {
         match self.role {
             Role::Leader => {
-                let mut d = self.heartbeat_deadline_ms;
+                let mut d = self.timers.get(Timer::Heartbeat);
                 if self.config.check_quorum {
-                    d = d.min(self.check_quorum_deadline_ms);
+                    d = d.min(self.timers.get(Timer::CheckQuorum));
                 }
                 if self.transfer_to.is_some() {
-                    d = d.min(self.transfer_deadline_ms);
+                    d = d.min(self.timers.get(Timer::Transfer));
                 }
                 d
             }
-            _ => self.election_deadline_ms,
+            _ => self.timers.get(Timer::Election),
         }
     }
 
     pub fn status(&self) -> Status {
         let membership = self.membership().clone();
-        let progress = self
-            .progress
-            .iter()
-            .map(|(id, pr)| {
-                (
-                    *id,
-                    MemberStatus {
-                        voter: membership.is_voter(*id),
-                        match_index: pr.match_index,
-                        next_index: pr.next_index,
-                        state: pr.state,
-                    },
-                )
-            })
-            .collect();
+        let progress = self.progress.status(&membership);
         Status {
             id: self.id,
             role: self.role,
@@ -555,29 +218,37 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) {
         self.advance_clock(now_ms);
         if self.role == Role::Leader {
-            if self.transfer_to.is_some() && self.now_ms >= self.transfer_deadline_ms {
-                self.transfer_to = None;
-            }
-            if self.config.check_quorum && self.now_ms >= self.check_quorum_deadline_ms {
-                if !self.quorum_recently_active() {
-                    let term = self.term;
-                    self.become_follower(term, None);
-                    return;
-                }
-                for pr in self.progress.values_mut() {
-                    pr.recent_active = false;
-                }
-                self.check_quorum_deadline_ms = self.now_ms + self.config.election_timeout_min_ms;
-            }
-            if self.now_ms >= self.heartbeat_deadline_ms {
-                self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
-                self.broadcast_heartbeat();
-            }
-        } else if self.now_ms >= self.election_deadline_ms {
+            self.tick_leader();
+        } else if self.timers.is_due(Timer::Election, self.now_ms) {
             self.reset_election_timer();
             if self.promotable() {
                 self.campaign(self.use_pre_vote(), false);
             }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        let now_ms = self.now_ms;
+        if self.transfer_to.is_some() && self.timers.is_due(Timer::Transfer, now_ms) {
+            self.transfer_to = None;
+        }
+        if self.config.check_quorum && self.timers.is_due(Timer::CheckQuorum, now_ms) {
+            if !self
+                .progress
+                .quorum_recently_active(self.memberships.latest(), self.id)
+            {
+                let term = self.term;
+                self.become_follower(term, None);
+                return;
+            }
+            self.progress.start_quorum_round();
+            let at_ms = now_ms + self.config.election_timeout_min_ms;
+            self.timers.set(Timer::CheckQuorum, at_ms);
+        }
+        if self.timers.is_due(Timer::Heartbeat, now_ms) {
+            let at_ms = now_ms + self.config.heartbeat_interval_ms;
+            self.timers.set(Timer::Heartbeat, at_ms);
+            self.broadcast_heartbeat();
         }
     }
 
@@ -591,7 +262,7 @@ impl Replica {
     }
 
     /// Appends one command. Returns where it will sit in the log if it commits.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Term, LogIndex), ProposeError> {
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Term, LogIndex), ProposalRefused> {
         self.propose_batch(vec![data])
             .map(|(term, first, _)| (term, first))
     }
@@ -600,16 +271,16 @@ impl Replica {
     pub fn propose_batch(
         &mut self,
         batch: Vec<Vec<u8>>,
-    ) -> Result<(Term, LogIndex, LogIndex), ProposeError> {
+    ) -> Result<(Term, LogIndex, LogIndex), ProposalRefused> {
         self.check_can_propose(batch.len())?;
         if batch.is_empty() || batch.len() > PROPOSAL_BATCH_MAX {
-            return Err(ProposeError::BadBatchSize {
+            return Err(ProposalRefused::BadBatchSize {
                 count: batch.len(),
                 max: PROPOSAL_BATCH_MAX,
             });
         }
         if let Some(big) = batch.iter().find(|d| d.len() > PROPOSAL_BYTES_MAX) {
-            return Err(ProposeError::TooLarge {
+            return Err(ProposalRefused::TooLarge {
                 bytes: big.len(),
                 max: PROPOSAL_BYTES_MAX,
             });
@@ -627,8 +298,7 @@ impl Replica {
     pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
         match (self.role, self.leader) {
             (Role::Leader, _) => {
-                if self.pending_reads.len() + self.reads_awaiting_commit.len() >= PENDING_READS_MAX
-                {
+                if self.reads.is_full() {
                     return Err(ReadIndexError::TooManyPending);
                 }
                 self.start_read(None, request_id);
@@ -659,11 +329,12 @@ impl Replica {
             return Err(TransferError::NotVoter(to));
         }
         self.transfer_to = Some(to);
-        self.transfer_deadline_ms = self.now_ms + self.config.election_timeout_max_ms;
+        let at_ms = self.now_ms + self.config.election_timeout_max_ms;
+        self.timers.set(Timer::Transfer, at_ms);
         let caught_up = self
             .progress
-            .get(&to)
-            .is_some_and(|pr| pr.match_index == self.log.last_index());
+            .get(to)
+            .is_some_and(|pr| pr.match_index() == self.log.last_index());
         if caught_up {
             let term = self.term;
             self.send(to, Message::TimeoutNow { term });
@@ -692,18 +363,7 @@ impl Replica {
         if self.commit_index < self.term_start_index {
             return Err(MembershipError::LeaderTermNotCommitted);
         }
-        let change_index = self.membership_log.last().map_or(0, |(i, _)| *i);
-        if change_index > self.commit_index {
-            return Err(MembershipError::ChangeInProgress);
-        }
-        let current: BTreeSet<NodeId> = self.membership().voters().collect();
-        let wanted: BTreeSet<NodeId> = next.voters().collect();
-        if wanted.is_empty() {
-            return Err(MembershipError::NoVoters);
-        }
-        if current.symmetric_difference(&wanted).count() > 1 {
-            return Err(MembershipError::MoreThanOneVoterChanged);
-        }
+        self.memberships.check_change(&next, self.commit_index)?;
         self.check_can_propose(1)?;
         self.append_as_leader(vec![EntryPayload::Membership(next)]);
         Ok((self.term, self.log.last_index()))
@@ -716,18 +376,7 @@ impl Replica {
         peer_addr: String,
         api_addr: String,
     ) -> Result<(Term, LogIndex), MembershipError> {
-        if self.membership().contains(id) {
-            return Err(MembershipError::AlreadyMember(id));
-        }
-        let mut next = self.membership().clone();
-        next.members.insert(
-            id,
-            Member {
-                voter: false,
-                peer_addr,
-                api_addr,
-            },
-        );
+        let next = self.memberships.with_learner(id, peer_addr, api_addr)?;
         self.propose_membership(next)
     }
 
@@ -738,11 +387,8 @@ impl Replica {
                 leader_hint: self.leader,
             });
         }
-        let mut next = self.membership().clone();
-        let Some(member) = next.members.get_mut(&id) else {
-            return Err(MembershipError::UnknownMember(id));
-        };
-        let match_index = self.progress.get(&id).map_or(0, |p| p.match_index);
+        let next = self.memberships.with_voter(id)?;
+        let match_index = self.progress.match_index(id);
         let last_index = self.log.last_index();
         if match_index + PROMOTE_LAG_ENTRIES_MAX < last_index {
             return Err(MembershipError::NotCaughtUp {
@@ -751,17 +397,13 @@ impl Replica {
                 last_index,
             });
         }
-        member.voter = true;
         self.propose_membership(next)
     }
 
     /// Removes a member (voter or learner). Removing the leader itself makes
     /// it step down once the change commits.
     pub fn remove_member(&mut self, id: NodeId) -> Result<(Term, LogIndex), MembershipError> {
-        let mut next = self.membership().clone();
-        if next.members.remove(&id).is_none() {
-            return Err(MembershipError::UnknownMember(id));
-        }
+        let next = self.memberships.without(id)?;
         self.propose_membership(next)
     }
 
@@ -769,25 +411,13 @@ impl Replica {
     /// ones) are durable: releases held messages, lets the leader count
     /// itself, and lets committed entries up to there be applied.
     pub fn persisted(&mut self, persist_seq: u64) {
-        if persist_seq <= self.persisted_seq {
+        let Some(durable) = self.persist.persisted(persist_seq) else {
             return;
-        }
-        assert!(
-            persist_seq <= self.last_persist_seq,
-            "persisted({persist_seq}) reports a batch never handed out (last {})",
-            self.last_persist_seq
-        );
-        self.persisted_seq = persist_seq;
-        while let Some(p) = self.pending_persists.front().copied() {
-            if p.seq > persist_seq {
-                break;
-            }
-            self.pending_persists.pop_front();
-            self.log.mark_persisted(p.last_index);
-        }
+        };
+        self.log.mark_persisted(durable);
         match self.role {
             Role::Leader => self.maybe_commit(),
-            Role::Candidate if !self.votes.contains_key(&self.id) => {
+            Role::Candidate if !self.votes.contains(self.id) => {
                 self.count_self_vote_if_durable();
                 self.tally_votes();
             }
@@ -813,18 +443,19 @@ impl Replica {
         &mut self,
         index: LogIndex,
         data: Vec<u8>,
-    ) -> Result<SnapshotMeta, SnapshotError> {
+    ) -> Result<SnapshotMeta, SnapshotRefused> {
         if index > self.apply_cursor {
-            return Err(SnapshotError::NotApplied {
+            return Err(SnapshotRefused::NotApplied {
                 index,
                 applied: self.apply_cursor,
             });
         }
         let snapshot_index = self.log.snapshot_index();
-        if index < snapshot_index || (index == snapshot_index && self.snapshot.is_some()) {
-            return Err(SnapshotError::Stale {
+        if index < snapshot_index || (index == snapshot_index && self.snapshots.latest().is_some())
+        {
+            return Err(SnapshotRefused::Stale {
                 index,
-                snapshot_index: self.log.snapshot_index(),
+                snapshot_index,
             });
         }
         let term = self
@@ -836,31 +467,20 @@ impl Replica {
             last_term: term,
             membership: self.membership_at(index).clone(),
         };
-        self.base_membership = meta.membership.clone();
-        self.membership_log.retain(|(i, _)| *i > index);
+        self.memberships.compact_to(index);
         self.log.compact_to(index, term);
-        self.snapshot = Some((meta.clone(), data));
-        self.snapshot_wanted = false;
+        self.snapshots.taken(meta.clone(), data);
         Ok(meta)
     }
 
     /// Whether [`Replica::ready`] has anything to hand out.
     pub fn has_ready(&self) -> bool {
         self.broadcast_pending
-            || !self.messages.is_empty()
-            || self.unwritten_from.is_some()
-            || self.unwritten_truncate.is_some()
-            || self.unwritten_snapshot.is_some()
-            || self.vote_unwritten()
-            || self
-                .held
-                .iter()
-                .any(|(seq, _, _)| *seq <= self.persisted_seq)
+            || self.has_unwritten()
+            || self.persist.has_releasable()
             || self.apply_cursor < self.appliable_index()
-            || !self.read_states.is_empty()
-            || !self.failed_reads.is_empty()
-            || self.soft_state() != self.last_soft_state
-            || self.snapshot_wanted
+            || self.outbox.has_output(self.soft_state())
+            || self.snapshots.is_wanted()
     }
 
     /// Drains everything the caller must act on, in the order of the module
@@ -872,78 +492,88 @@ impl Replica {
                 self.broadcast_append();
             }
         }
-        let mut ready = Ready {
-            snapshot: self.unwritten_snapshot.take(),
-            truncate_from: self.unwritten_truncate.take(),
-            ..Ready::default()
+        let LogWrites {
+            snapshot,
+            truncate_from,
+            entries_from,
+        } = self.unwritten.take_log_writes();
+        let entries = match entries_from {
+            Some(from) => self.log.slice(from, self.log.last_index()).to_vec(),
+            None => Vec::new(),
         };
-        if let Some(from) = self.unwritten_from.take() {
-            ready.entries = self.log.slice(from, self.log.last_index()).to_vec();
-        }
         // Term and vote must be durable before anything that depends on
         // them goes out. The commit index need not be (Raft recovers it from
         // the cluster; a restarted node just applies less until told), so a
         // commit-only change rides along with the next write instead of
         // costing an fsync of its own (at one proposer that was an extra
         // sync per commit: 0.8 entries per fsync, now 1.0).
-        let hard_state = self.hard_state();
-        let writes =
-            ready.snapshot.is_some() || ready.truncate_from.is_some() || !ready.entries.is_empty();
-        if self.vote_unwritten() || (writes && hard_state != self.last_hard_state) {
-            self.last_hard_state = hard_state;
-            ready.hard_state = Some(hard_state);
+        let writes = snapshot.is_some() || truncate_from.is_some() || !entries.is_empty();
+        let hard_state = self.unwritten.take_hard_state(self.hard_state(), writes);
+        let persist_seq = if writes || hard_state.is_some() {
+            self.persist.start_batch(self.log.last_index())
+        } else {
+            0
+        };
+        let released = self.persist.take_releasable();
+        self.outbox.send_all(released);
+        let committed = self.take_committed();
+        let soft_state = self.soft_state();
+        Ready {
+            persist_seq,
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+            messages: self.outbox.take_messages(),
+            committed,
+            read_states: self.outbox.take_read_states(),
+            failed_reads: self.outbox.take_failed_reads(),
+            soft_state: self.outbox.take_soft_state(soft_state),
+            snapshot_wanted: self.snapshots.take_wanted(),
         }
-        if ready.snapshot.is_some()
-            || ready.truncate_from.is_some()
-            || !ready.entries.is_empty()
-            || ready.hard_state.is_some()
-        {
-            self.last_persist_seq += 1;
-            ready.persist_seq = self.last_persist_seq;
-            self.pending_persists.push_back(PendingPersist {
-                seq: self.last_persist_seq,
-                last_index: self.log.last_index(),
-            });
-        }
-        self.release_held();
-        ready.messages = std::mem::take(&mut self.messages);
+    }
+
+    /// The next batch of committed entries to apply: durable here, in order,
+    /// at most [`APPLY_BATCH_ENTRIES_MAX`].
+    fn take_committed(&mut self) -> Vec<Entry> {
         let appliable = self.appliable_index();
-        if self.apply_cursor < appliable {
-            let to = appliable.min(self.apply_cursor + APPLY_BATCH_ENTRIES_MAX as u64);
-            ready.committed = self.log.slice(self.apply_cursor + 1, to).to_vec();
-            assert_eq!(
-                ready.committed.len() as u64,
-                to - self.apply_cursor,
-                "committed entries are in the log"
-            );
-            self.apply_cursor = to;
+        if self.apply_cursor >= appliable {
+            return Vec::new();
         }
-        ready.read_states = std::mem::take(&mut self.read_states);
-        ready.failed_reads = std::mem::take(&mut self.failed_reads);
-        let soft = self.soft_state();
-        if soft != self.last_soft_state {
-            self.last_soft_state = soft;
-            ready.soft_state = Some(soft);
-        }
-        ready.snapshot_wanted = std::mem::take(&mut self.snapshot_wanted);
-        ready
+        let to = appliable.min(self.apply_cursor + APPLY_BATCH_ENTRIES_MAX as u64);
+        let committed = self.log.slice(self.apply_cursor + 1, to).to_vec();
+        assert_eq!(
+            committed.len() as u64,
+            to - self.apply_cursor,
+            "committed entries are in the log"
+        );
+        self.apply_cursor = to;
+        committed
     }
 
     /// Handles one message from a peer.
     pub fn handle_message(&mut self, from: NodeId, msg: Message, now_ms: u64) {
         self.advance_clock(now_ms);
-        if from == self.id || from == 0 || !well_formed(&msg) {
+        if from == self.id || from == 0 || !msg.is_well_formed() {
             return;
         }
+        if self.step_term(from, &msg) {
+            self.step(from, msg);
+        }
+    }
+
+    /// The term rules every message passes first (Raft §5.1). Returns whether
+    /// the message is still to be handled.
+    fn step_term(&mut self, from: NodeId, msg: &Message) -> bool {
         let msg_term = msg.term();
         if msg_term > self.term {
-            match &msg {
+            match msg {
                 Message::PreVote(req) | Message::RequestVote(req)
                     if !req.transfer && self.in_leader_lease() =>
                 {
                     // Leader stickiness: we hear from a live leader, so a
                     // higher-term candidate is a disruption, not a need.
-                    return;
+                    return false;
                 }
                 Message::PreVote(_) => {}
                 Message::PreVoteResponse(r) if r.granted => {}
@@ -953,42 +583,46 @@ impl Replica {
                 _ => self.become_follower(msg_term, None),
             }
         } else if msg_term < self.term {
-            match msg {
-                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_) => {
-                    // Tell a stale leader about the new term so it steps down
-                    // (Raft 5.1). Always, not only with pre-vote/check-quorum:
-                    // a removed stale leader hears from nobody else.
-                    let term = self.term;
-                    self.send(
-                        from,
-                        Message::HeartbeatResponse(HeartbeatResponse { term, read_ctx: 0 }),
-                    );
-                }
-                Message::PreVote(_) => {
-                    let term = self.term;
-                    self.send(
-                        from,
-                        Message::PreVoteResponse(VoteResponse {
-                            term,
-                            granted: false,
-                        }),
-                    );
-                }
-                Message::RequestVote(_) => {
-                    let term = self.term;
-                    self.send(
-                        from,
-                        Message::RequestVoteResponse(VoteResponse {
-                            term,
-                            granted: false,
-                        }),
-                    );
-                }
-                _ => {}
-            }
-            return;
+            self.refuse_stale(from, msg);
+            return false;
         }
+        true
+    }
 
+    /// Answers a message from an older term with ours.
+    fn refuse_stale(&mut self, from: NodeId, msg: &Message) {
+        let term = self.term;
+        match msg {
+            Message::AppendEntries(_) | Message::Heartbeat(_) | Message::InstallSnapshot(_) => {
+                // Tell a stale leader about the new term so it steps down
+                // (Raft 5.1). Always, not only with pre-vote/check-quorum:
+                // a removed stale leader hears from nobody else.
+                self.send(
+                    from,
+                    Message::HeartbeatResponse(HeartbeatResponse { term, read_ctx: 0 }),
+                );
+            }
+            Message::PreVote(_) => {
+                let refusal = VoteResponse {
+                    term,
+                    granted: false,
+                };
+                self.send(from, Message::PreVoteResponse(refusal));
+            }
+            Message::RequestVote(_) => {
+                let refusal = VoteResponse {
+                    term,
+                    granted: false,
+                };
+                self.send(from, Message::RequestVoteResponse(refusal));
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles a message of our own term.
+    fn step(&mut self, from: NodeId, msg: Message) {
+        let leader = self.role == Role::Leader;
         match msg {
             Message::PreVote(req) => self.handle_vote_request(from, req, true),
             Message::RequestVote(req) => self.handle_vote_request(from, req, false),
@@ -1012,16 +646,7 @@ impl Replica {
             }
             Message::Heartbeat(m) => {
                 if self.accept_leader(from) {
-                    let commit = m.commit.min(self.log.last_index());
-                    self.commit_to(commit);
-                    let term = self.term;
-                    self.send(
-                        from,
-                        Message::HeartbeatResponse(HeartbeatResponse {
-                            term,
-                            read_ctx: m.read_ctx,
-                        }),
-                    );
+                    self.handle_heartbeat(from, m);
                 }
             }
             Message::InstallSnapshot(m) => {
@@ -1029,48 +654,23 @@ impl Replica {
                     self.handle_snapshot_chunk(from, m);
                 }
             }
-            Message::AppendEntriesResponse(r) => {
-                if self.role == Role::Leader {
-                    self.handle_append_response(from, r);
-                }
-            }
-            Message::HeartbeatResponse(r) => {
-                if self.role == Role::Leader {
-                    self.handle_heartbeat_response(from, r);
-                }
-            }
-            Message::InstallSnapshotResponse(r) => {
-                if self.role == Role::Leader {
-                    self.handle_snapshot_response(from, r);
-                }
-            }
+            Message::AppendEntriesResponse(r) if leader => self.handle_append_response(from, r),
+            Message::HeartbeatResponse(r) if leader => self.handle_heartbeat_response(from, r),
+            Message::InstallSnapshotResponse(r) if leader => self.handle_snapshot_response(from, r),
+            Message::AppendEntriesResponse(_)
+            | Message::HeartbeatResponse(_)
+            | Message::InstallSnapshotResponse(_) => {}
             Message::TimeoutNow { .. } => {
-                if self.role != Role::Leader && self.promotable() {
+                if !leader && self.promotable() {
                     self.campaign(false, true);
                 }
             }
-            Message::ReadIndex { request_id, .. } => {
-                let full = self.pending_reads.len() + self.reads_awaiting_commit.len()
-                    >= PENDING_READS_MAX;
-                if self.role == Role::Leader && !full {
-                    self.start_read(Some(from), request_id);
-                } else {
-                    let term = self.term;
-                    self.send(
-                        from,
-                        Message::ReadIndexResponse {
-                            term,
-                            request_id,
-                            index: None,
-                        },
-                    );
-                }
-            }
+            Message::ReadIndex { request_id, .. } => self.handle_read_index(from, request_id),
             Message::ReadIndexResponse {
                 request_id, index, ..
             } => match index {
-                Some(index) => self.read_states.push(ReadState { request_id, index }),
-                None => self.failed_reads.push(request_id),
+                Some(index) => self.outbox.read_ready(ReadState { request_id, index }),
+                None => self.outbox.read_failed(request_id),
             },
         }
     }
@@ -1091,13 +691,13 @@ impl Replica {
             self.term
         };
         if pre_vote {
-            self.votes.insert(self.id, true);
+            self.votes.record(self.id, true);
         } else {
             // Our own vote counts only once the new term and vote are
             // durable: a leader elected on a vote it could forget in a crash
             // could lead the same term twice with different entries (a
             // single-voter cluster would not even wait for a peer).
-            self.self_vote_seq = self.last_persist_seq + 1;
+            self.votes.await_self_vote(self.persist.last_seq() + 1);
             self.count_self_vote_if_durable();
         }
         let req = VoteRequest {
@@ -1108,16 +708,11 @@ impl Replica {
         };
         let me = self.id;
         for &peer in voters.iter().filter(|&&v| v != me) {
-            let msg = if pre_vote {
-                Message::PreVote(req.clone())
-            } else {
-                Message::RequestVote(req.clone())
-            };
             if pre_vote {
-                self.send(peer, msg);
+                self.send(peer, Message::PreVote(req.clone()));
             } else {
                 // The candidate's own term and vote must be durable first.
-                self.send_after_persist(peer, msg);
+                self.send_after_persist(peer, Message::RequestVote(req.clone()));
             }
         }
         self.tally_votes();
@@ -1125,10 +720,10 @@ impl Replica {
 
     fn count_self_vote_if_durable(&mut self) {
         if self.role == Role::Candidate
-            && self.persisted_seq >= self.self_vote_seq
-            && !self.votes.contains_key(&self.id)
+            && self.persist.is_durable(self.votes.self_vote_seq())
+            && !self.votes.contains(self.id)
         {
-            self.votes.insert(self.id, true);
+            self.votes.record(self.id, true);
         }
     }
 
@@ -1161,34 +756,23 @@ impl Replica {
 
     fn record_vote(&mut self, from: NodeId, granted: bool) {
         if self.membership().is_voter(from) {
-            self.votes.entry(from).or_insert(granted);
+            self.votes.record(from, granted);
             self.tally_votes();
         }
     }
 
     fn tally_votes(&mut self) {
-        let membership = self.membership();
-        let quorum = membership.quorum();
-        let voters = membership.voters().count();
-        let granted = self
-            .votes
-            .iter()
-            .filter(|(id, g)| **g && membership.is_voter(**id))
-            .count();
-        let rejected = self
-            .votes
-            .iter()
-            .filter(|(id, g)| !**g && membership.is_voter(**id))
-            .count();
-        if granted >= quorum {
-            match self.role {
+        match self.votes.tally(self.memberships.latest()) {
+            VoteResult::Won => match self.role {
                 Role::PreCandidate => self.campaign(false, false),
                 Role::Candidate => self.become_leader(),
                 _ => {}
+            },
+            VoteResult::Lost => {
+                let term = self.term;
+                self.become_follower(term, None);
             }
-        } else if rejected > voters - quorum {
-            let term = self.term;
-            self.become_follower(term, None);
+            VoteResult::Pending => {}
         }
     }
 
@@ -1222,15 +806,14 @@ impl Replica {
         self.leader = Some(self.id);
         self.votes.clear();
         let next = self.log.last_index() + 1;
-        let members: Vec<NodeId> = self.membership().members.keys().copied().collect();
-        self.progress = members
-            .into_iter()
-            .filter(|&m| m != self.id)
-            .map(|m| (m, Progress::new(next)))
-            .collect();
+        self.progress
+            .reset(self.memberships.latest(), self.id, next);
         self.term_start_index = next;
-        self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
-        self.check_quorum_deadline_ms = self.now_ms + self.config.election_timeout_min_ms;
+        let now_ms = self.now_ms;
+        let heartbeat_at_ms = now_ms + self.config.heartbeat_interval_ms;
+        self.timers.set(Timer::Heartbeat, heartbeat_at_ms);
+        let check_quorum_at_ms = now_ms + self.config.election_timeout_min_ms;
+        self.timers.set(Timer::CheckQuorum, check_quorum_at_ms);
         // The no-op: committing it commits every earlier-term entry, which a
         // leader never does by counting replicas (Raft §5.4.2).
         self.append_as_leader(vec![EntryPayload::Noop]);
@@ -1262,12 +845,9 @@ impl Replica {
         if self.membership().is_voter(self.id) {
             return true;
         }
-        match self.membership_log.last() {
-            Some((index, _)) if *index > self.commit_index => {
-                self.membership_at(index - 1).is_voter(self.id)
-            }
-            _ => false,
-        }
+        self.memberships
+            .previous_if_uncommitted(self.commit_index)
+            .is_some_and(|m| m.is_voter(self.id))
     }
 
     /// A node that its own latest membership removed (still promotable while
@@ -1293,37 +873,28 @@ impl Replica {
         }
     }
 
-    fn quorum_recently_active(&self) -> bool {
-        let membership = self.membership();
-        let active = membership
-            .voters()
-            .filter(|v| *v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active))
-            .count();
-        active >= membership.quorum()
-    }
-
     fn reset_election_timer(&mut self) {
-        let jitter = self.rng.range_u64(
+        self.timers.reset_election(
+            self.now_ms,
             self.config.election_timeout_min_ms,
             self.config.election_timeout_max_ms,
         );
-        self.election_deadline_ms = self.now_ms + jitter;
     }
 
     // ----- replication: leader side -------------------------------------
 
-    fn check_can_propose(&self, count: usize) -> Result<(), ProposeError> {
+    fn check_can_propose(&self, count: usize) -> Result<(), ProposalRefused> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
+            return Err(ProposalRefused::NotLeader {
                 leader_hint: self.leader,
             });
         }
         if self.transfer_to.is_some() {
-            return Err(ProposeError::TransferInProgress);
+            return Err(ProposalRefused::TransferInProgress);
         }
         let uncommitted = (self.log.last_index() - self.commit_index) as usize;
         if uncommitted + count > UNCOMMITTED_ENTRIES_MAX {
-            return Err(ProposeError::Backpressure { uncommitted });
+            return Err(ProposalRefused::Backpressure { uncommitted });
         }
         Ok(())
     }
@@ -1349,10 +920,9 @@ impl Replica {
 
     /// Bookkeeping for entries that just entered the log.
     fn note_appended(&mut self, entries: &[Entry], first: LogIndex) {
-        self.unwritten_from = Some(self.unwritten_from.map_or(first, |f| f.min(first)));
+        self.unwritten.appended(first);
         for e in entries {
-            if let EntryPayload::Membership(m) = &e.payload {
-                self.membership_log.push((e.index, m.clone()));
+            if self.memberships.appended(e) {
                 self.on_membership_changed();
             }
         }
@@ -1362,218 +932,77 @@ impl Replica {
         if self.role != Role::Leader {
             return;
         }
-        let members: Vec<NodeId> = self.membership().members.keys().copied().collect();
         let next = self.log.last_index() + 1;
-        self.progress.retain(|id, _| members.contains(id));
-        for m in members {
-            if m != self.id {
-                self.progress
-                    .entry(m)
-                    .or_insert_with(|| Progress::new(next));
-            }
-        }
+        self.progress
+            .sync_members(self.memberships.latest(), self.id, next);
+    }
+
+    /// The sending side of the leader: the followers' progress, fed from
+    /// the replica's log, snapshots and outbox.
+    fn feed(&mut self) -> (&mut ProgressTracker, Feed<'_>) {
+        let feed = Feed {
+            term: self.term,
+            commit_index: self.commit_index,
+            log: &self.log,
+            config: &self.config,
+            snapshots: &mut self.snapshots,
+            outbox: &mut self.outbox,
+        };
+        (&mut self.progress, feed)
     }
 
     fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            let behind = self
-                .progress
-                .get(&peer)
-                .is_some_and(|p| p.commit_sent < self.commit_index);
-            self.send_append(peer, behind);
-            while self.send_append(peer, false) {}
-        }
+        let (progress, mut feed) = self.feed();
+        progress.broadcast_append(&mut feed);
     }
 
     fn broadcast_heartbeat(&mut self) {
-        let read_ctx = self.pending_reads.back().map_or(0, |r| r.read_ctx);
+        let read_ctx = self.reads.latest_ctx();
         self.broadcast_heartbeat_with(read_ctx);
     }
 
     fn broadcast_heartbeat_with(&mut self, read_ctx: u64) {
-        let term = self.term;
-        let commit_index = self.commit_index;
-        let sends: Vec<(NodeId, Message)> = self
-            .progress
-            .iter_mut()
-            .map(|(id, pr)| {
-                let commit = commit_index.min(pr.match_index);
-                pr.commit_sent = pr.commit_sent.max(commit);
-                (
-                    *id,
-                    Message::Heartbeat(Heartbeat {
-                        term,
-                        commit,
-                        read_ctx,
-                    }),
-                )
-            })
-            .collect();
-        for (to, msg) in sends {
-            self.send(to, msg);
-        }
+        let (progress, mut feed) = self.feed();
+        progress.broadcast_heartbeat(read_ctx, &mut feed);
     }
 
-    /// Sends the next AppendEntries (or snapshot chunk) to `to` if flow
-    /// control allows. With `allow_empty`, an append carrying no entries is
-    /// still sent (to carry the commit index or re-probe). Returns whether an
-    /// append with entries went out.
+    /// See [`ProgressTracker::send_append`].
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
-        let Some(pr) = self.progress.get(&to) else {
-            return false;
-        };
-        match pr.state {
-            ProgressState::Snapshot => return false,
-            ProgressState::Probe if pr.probe_sent => return false,
-            ProgressState::Replicate if pr.inflight.len() >= self.config.max_inflight_appends => {
-                return false
-            }
-            _ => {}
-        }
-        let prev_log_index = pr.next_index - 1;
-        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            self.start_snapshot(to);
-            return false;
-        };
-        let entries = self.batch_from(pr.next_index);
-        if entries.is_empty() && !allow_empty {
-            return false;
-        }
-        let last = prev_log_index + entries.len() as u64;
-        let has_entries = !entries.is_empty();
-        let msg = Message::AppendEntries(AppendEntries {
-            term: self.term,
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit: self.commit_index,
-        });
-        let pr = self.progress.get_mut(&to).expect("checked above");
-        pr.commit_sent = pr.commit_sent.max(self.commit_index.min(last));
-        match pr.state {
-            ProgressState::Probe => pr.probe_sent = true,
-            ProgressState::Replicate => {
-                pr.next_index = last + 1;
-                pr.inflight.push_back(last);
-            }
-            ProgressState::Snapshot => unreachable!("returned above"),
-        }
-        self.send(to, msg);
-        has_entries
-    }
-
-    fn batch_from(&self, from: LogIndex) -> Vec<Entry> {
-        let to = from + self.config.max_append_entries.min(MAX_APPEND_ENTRIES) as u64 - 1;
-        let mut bytes = 0usize;
-        let mut batch = Vec::new();
-        for e in self.log.slice(from, to) {
-            let size = entry_size_bytes(e);
-            if !batch.is_empty() && bytes + size > self.config.max_append_bytes {
-                break;
-            }
-            bytes += size;
-            batch.push(e.clone());
-        }
-        batch
+        let (progress, mut feed) = self.feed();
+        progress.send_append(to, allow_empty, &mut feed)
     }
 
     fn handle_append_response(&mut self, from: NodeId, r: AppendEntriesResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        if !r.success {
+            let (progress, mut feed) = self.feed();
+            progress.handle_append_refusal(from, &r, &mut feed);
             return;
-        };
-        pr.recent_active = true;
-        if r.success {
-            if r.index > last_index {
-                return; // Malformed: acknowledges entries we never sent.
-            }
-            if r.index > pr.match_index {
-                pr.match_index = r.index;
-            }
-            pr.next_index = pr.next_index.max(r.index + 1);
-            while pr.inflight.front().is_some_and(|&i| i <= r.index) {
-                pr.inflight.pop_front();
-            }
-            match pr.state {
-                ProgressState::Probe => pr.become_replicate(),
-                ProgressState::Snapshot if pr.match_index >= pr.snapshot_index => pr.become_probe(),
-                _ => {}
-            }
-            self.maybe_commit();
-            if self.transfer_to == Some(from)
-                && self
-                    .progress
-                    .get(&from)
-                    .is_some_and(|p| p.match_index == last_index)
-            {
-                let term = self.term;
-                self.send(from, Message::TimeoutNow { term });
-            }
-            while self.send_append(from, false) {}
-            let behind = self
-                .progress
-                .get(&from)
-                .is_some_and(|p| p.commit_sent < self.commit_index);
-            if behind {
-                self.send_append(from, true);
-            }
-        } else {
-            // Fast backtracking: jump over the follower's conflicting term.
-            let probe_to = if r.hint_term > 0 {
-                self.log
-                    .last_index_with_term_at_most(r.hint_index, r.hint_term)
-            } else {
-                r.hint_index
-            };
-            let pr = self.progress.get_mut(&from).expect("looked up above");
-            match pr.state {
-                ProgressState::Replicate => {
-                    if r.index <= pr.match_index {
-                        return; // Stale: about entries already matched.
-                    }
-                    pr.next_index = (probe_to + 1).min(r.index).max(pr.match_index + 1);
-                    pr.become_probe();
-                }
-                ProgressState::Probe => {
-                    if r.index + 1 != pr.next_index {
-                        return; // Stale: not the probe we are waiting for.
-                    }
-                    pr.next_index = (probe_to + 1).min(r.index).max(pr.match_index + 1);
-                    pr.probe_sent = false;
-                }
-                ProgressState::Snapshot => return,
-            }
-            self.send_append(from, true);
         }
+        let last_index = self.log.last_index();
+        if !self.progress.handle_append_ack(from, r.index, last_index) {
+            return;
+        }
+        self.maybe_commit();
+        if self.transfer_to == Some(from)
+            && self
+                .progress
+                .get(from)
+                .is_some_and(|p| p.match_index() == last_index)
+        {
+            let term = self.term;
+            self.send(from, Message::TimeoutNow { term });
+        }
+        let (progress, mut feed) = self.feed();
+        progress.send_more(from, &mut feed);
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, r: HeartbeatResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let (progress, mut feed) = self.feed();
+        if !progress.handle_heartbeat_ack(from, &mut feed) {
             return;
-        };
-        pr.recent_active = true;
-        pr.probe_sent = false;
-        if pr.state == ProgressState::Replicate
-            && pr.inflight.len() >= self.config.max_inflight_appends
-        {
-            // Appends may have been lost: free a slot so replication resumes.
-            pr.inflight.pop_front();
-        }
-        if pr.state == ProgressState::Snapshot {
-            // The outstanding chunk may have been lost: resend it.
-            pr.snapshot_chunk_sent = false;
-            self.send_snapshot_chunk(from);
-        } else if pr.match_index < last_index {
-            self.send_append(from, true);
         }
         if r.read_ctx > 0 && self.membership().is_voter(from) {
-            for read in self.pending_reads.iter_mut() {
-                if read.read_ctx <= r.read_ctx {
-                    read.acks.insert(from);
-                }
-            }
+            self.reads.record_ack(from, r.read_ctx);
             self.release_confirmed_reads();
         }
     }
@@ -1583,23 +1012,14 @@ impl Replica {
         if self.role != Role::Leader {
             return;
         }
-        let membership = self.membership();
-        let mut matches: Vec<LogIndex> = membership
-            .voters()
-            .map(|v| {
-                if v == self.id {
-                    // The leader counts itself only for what is durable.
-                    self.log.persisted_index()
-                } else {
-                    self.progress.get(&v).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        if matches.is_empty() {
+        // The leader counts itself only for what is durable.
+        let Some(candidate) = self.progress.quorum_match_index(
+            self.memberships.latest(),
+            self.id,
+            self.log.persisted_index(),
+        ) else {
             return;
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[membership.quorum() - 1];
+        };
         if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.term) {
             self.commit_to(candidate);
             self.broadcast_pending = true;
@@ -1608,21 +1028,18 @@ impl Replica {
     }
 
     fn on_leader_commit(&mut self) {
-        if self.commit_index >= self.term_start_index && !self.reads_awaiting_commit.is_empty() {
-            for (origin, id) in std::mem::take(&mut self.reads_awaiting_commit) {
+        if self.commit_index >= self.term_start_index && self.reads.has_awaiting_commit() {
+            for (origin, id) in self.reads.take_awaiting_commit() {
                 self.start_read(origin, id);
             }
         }
-        let change_index = self.membership_log.last().map_or(0, |(i, _)| *i);
+        let change_index = self.memberships.last_change_index();
         if !self.membership().is_voter(self.id) && change_index <= self.commit_index {
             // Our removal is committed: step down, and hand over to the most
             // caught-up voter so the cluster does not wait for a timeout.
             let best = self
                 .progress
-                .iter()
-                .filter(|(id, _)| self.membership().is_voter(**id))
-                .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
-                .map(|(id, _)| *id);
+                .most_caught_up_voter(self.memberships.latest());
             let term = self.term;
             if let Some(to) = best {
                 self.send_append(to, true);
@@ -1642,7 +1059,7 @@ impl Replica {
             let skip = (self.commit_index - m.prev_log_index) as usize;
             if skip >= m.entries.len() {
                 let index = self.commit_index;
-                self.send_after_persist(from, append_ack(term, index));
+                self.send_after_persist(from, Message::append_ack(term, index));
                 return;
             }
             let prev_log_index = self.commit_index;
@@ -1664,76 +1081,68 @@ impl Replica {
             );
         }
         if self.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
-            let hint_index = m.prev_log_index.min(self.log.last_index());
-            let hint_index = self
-                .log
-                .last_index_with_term_at_most(hint_index, m.prev_log_term);
-            let hint_term = self.log.term_at(hint_index).unwrap_or(0);
-            self.send(
-                from,
-                Message::AppendEntriesResponse(AppendEntriesResponse {
-                    term,
-                    index: m.prev_log_index,
-                    success: false,
-                    hint_index,
-                    hint_term,
-                }),
-            );
+            self.refuse_append(from, &m);
             return;
         }
-        // Truncate only at a real conflict: entries we already hold with the
-        // same term are identical (log matching) and are kept, so a stale or
-        // reordered append never removes newer matching entries.
-        let mut new_from = None;
-        for (i, e) in m.entries.iter().enumerate() {
-            match self.log.term_at(e.index) {
-                Some(t) if t == e.term => continue,
-                Some(_) => {
-                    assert!(
-                        e.index > self.commit_index,
-                        "conflict at committed index {}",
-                        e.index
-                    );
-                    self.truncate_from(e.index);
-                    new_from = Some(i);
-                    break;
-                }
-                None => {
-                    new_from = Some(i);
-                    break;
-                }
-            }
-        }
-        if let Some(i) = new_from {
-            let first = m.entries[i].index;
-            self.log.append(&m.entries[i..]);
-            self.note_appended(&m.entries[i..], first);
-        }
+        self.append_new_entries(&m.entries);
         let last_new = m.prev_log_index + m.entries.len() as u64;
         self.commit_to(m.leader_commit.min(last_new));
-        self.send_after_persist(from, append_ack(term, last_new));
+        self.send_after_persist(from, Message::append_ack(term, last_new));
+    }
+
+    /// Our log does not hold the entry the append follows: refuse with a hint
+    /// of where the logs may match (the last index of a term no newer than
+    /// the leader's there), so the leader skips a whole conflicting term.
+    fn refuse_append(&mut self, from: NodeId, m: &AppendEntries) {
+        let (hint_index, hint_term) = self.log.conflict_hint(m.prev_log_index, m.prev_log_term);
+        let term = self.term;
+        let refusal = AppendEntriesResponse {
+            term,
+            index: m.prev_log_index,
+            success: false,
+            hint_index,
+            hint_term,
+        };
+        self.send(from, Message::AppendEntriesResponse(refusal));
+    }
+
+    /// Appends the entries our log lacks (after the append's matching
+    /// predecessor), cutting the log at a conflict first. Only a real
+    /// conflict truncates: a stale or reordered append never removes newer
+    /// matching entries.
+    fn append_new_entries(&mut self, entries: &[Entry]) {
+        let Some((i, conflict)) = self.log.find_conflict(entries) else {
+            return;
+        };
+        let first = entries[i].index;
+        if conflict {
+            assert!(
+                first > self.commit_index,
+                "conflict at committed index {first}"
+            );
+            self.truncate_from(first);
+        }
+        self.log.append(&entries[i..]);
+        self.note_appended(&entries[i..], first);
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, m: Heartbeat) {
+        let commit = m.commit.min(self.log.last_index());
+        self.commit_to(commit);
+        let term = self.term;
+        let read_ctx = m.read_ctx;
+        self.send(
+            from,
+            Message::HeartbeatResponse(HeartbeatResponse { term, read_ctx }),
+        );
     }
 
     fn truncate_from(&mut self, from: LogIndex) {
         self.log.truncate_from(from);
-        self.unwritten_truncate = Some(self.unwritten_truncate.map_or(from, |t| t.min(from)));
-        if let Some(f) = self.unwritten_from {
-            if f >= from {
-                self.unwritten_from = None;
-            }
-        }
-        self.cap_pending_persists(from - 1);
-        let before = self.membership_log.len();
-        self.membership_log.retain(|(i, _)| *i < from);
-        if self.membership_log.len() != before {
+        self.unwritten.truncated(from);
+        self.persist.cap(from - 1);
+        if self.memberships.truncate_from(from) {
             self.on_membership_changed();
-        }
-    }
-
-    /// Earlier batches no longer make anything after `limit` durable.
-    fn cap_pending_persists(&mut self, limit: LogIndex) {
-        for p in self.pending_persists.iter_mut() {
-            p.last_index = p.last_index.min(limit);
         }
     }
 
@@ -1746,73 +1155,11 @@ impl Replica {
 
     // ----- snapshots ----------------------------------------------------
 
-    fn start_snapshot(&mut self, to: NodeId) {
-        let Some((meta, _)) = &self.snapshot else {
-            self.snapshot_wanted = true;
-            return;
-        };
-        let snapshot_index = meta.last_index;
-        let pr = self.progress.get_mut(&to).expect("caller checked");
-        pr.state = ProgressState::Snapshot;
-        pr.inflight.clear();
-        pr.snapshot_index = snapshot_index;
-        pr.snapshot_offset = 0;
-        pr.snapshot_chunk_sent = false;
-        self.send_snapshot_chunk(to);
-    }
-
-    fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let Some((meta, data)) = &self.snapshot else {
-            self.snapshot_wanted = true;
-            return;
-        };
-        let Some(pr) = self.progress.get_mut(&to) else {
-            return;
-        };
-        if pr.snapshot_chunk_sent {
-            return;
-        }
-        if pr.snapshot_index != meta.last_index {
-            // A newer snapshot replaced the one being sent: start over.
-            pr.snapshot_index = meta.last_index;
-            pr.snapshot_offset = 0;
-        }
-        let start = (pr.snapshot_offset as usize).min(data.len());
-        let end = (start + self.config.snapshot_chunk_bytes).min(data.len());
-        pr.snapshot_chunk_sent = true;
-        let msg = Message::InstallSnapshot(InstallSnapshot {
-            term: self.term,
-            meta: meta.clone(),
-            offset: start as u64,
-            data: data[start..end].to_vec(),
-            done: end == data.len(),
-        });
-        self.send(to, msg);
-    }
-
     fn handle_snapshot_response(&mut self, from: NodeId, r: InstallSnapshotResponse) {
-        let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
-        pr.recent_active = true;
-        if r.done {
-            if r.last_index > last_index {
-                return;
-            }
-            pr.match_index = pr.match_index.max(r.last_index);
-            if pr.state == ProgressState::Snapshot {
-                pr.next_index = pr.match_index + 1;
-                pr.become_probe();
-            }
+        let (progress, mut feed) = self.feed();
+        if progress.handle_snapshot_ack(from, &r, &mut feed) {
             self.maybe_commit();
             self.send_append(from, true);
-            return;
-        }
-        if pr.state == ProgressState::Snapshot && r.last_index == pr.snapshot_index {
-            pr.snapshot_offset = r.next_offset;
-            pr.snapshot_chunk_sent = false;
-            self.send_snapshot_chunk(from);
         }
     }
 
@@ -1822,40 +1169,17 @@ impl Replica {
         if last_index <= self.commit_index {
             // We already hold (committed) everything it covers.
             let index = self.commit_index;
-            self.send_after_persist(from, snapshot_ack(term, index, 0, true));
+            self.send_after_persist(from, Message::snapshot_ack(term, index, 0, true));
             return;
         }
-        let same = |a: &SnapshotAssembly| {
-            a.meta.last_index == m.meta.last_index && a.meta.last_term == m.meta.last_term
+        let SnapshotToInstall { meta, data } = match self.snapshots.receive_chunk(m) {
+            ChunkReceived::Incomplete { next_offset } => {
+                let ack = Message::snapshot_ack(term, last_index, next_offset, false);
+                self.send(from, ack);
+                return;
+            }
+            ChunkReceived::Complete(snapshot) => snapshot,
         };
-        if m.offset == 0 {
-            self.assembly = Some(SnapshotAssembly {
-                meta: m.meta.clone(),
-                data: Vec::new(),
-            });
-        }
-        let matches_assembly = self.assembly.as_ref().is_some_and(same);
-        let expected = match &self.assembly {
-            Some(a) if matches_assembly => a.data.len() as u64,
-            _ => 0,
-        };
-        if !matches_assembly || m.offset != expected {
-            self.send(from, snapshot_ack(term, last_index, expected, false));
-            return;
-        }
-        if expected as usize + m.data.len() > SNAPSHOT_BYTES_MAX {
-            self.assembly = None;
-            self.send(from, snapshot_ack(term, last_index, 0, false));
-            return;
-        }
-        let assembly = self.assembly.as_mut().expect("checked same above");
-        assembly.data.extend_from_slice(&m.data);
-        if !m.done {
-            let next = assembly.data.len() as u64;
-            self.send(from, snapshot_ack(term, last_index, next, false));
-            return;
-        }
-        let SnapshotAssembly { meta, data } = self.assembly.take().expect("checked above");
         if self.log.term_at(meta.last_index) == Some(meta.last_term) {
             // Our log already holds the snapshot's last entry: keep the log
             // (it matches), just commit up to there.
@@ -1863,7 +1187,8 @@ impl Replica {
         } else {
             self.install_snapshot(meta.clone(), data);
         }
-        self.send_after_persist(from, snapshot_ack(term, meta.last_index, 0, true));
+        let ack = Message::snapshot_ack(term, meta.last_index, 0, true);
+        self.send_after_persist(from, ack);
     }
 
     fn install_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
@@ -1874,86 +1199,58 @@ impl Replica {
         self.log.reset_to_snapshot(meta.last_index, meta.last_term);
         // Batches handed out before this one wrote a log that no longer
         // matches: their durability says nothing about the snapshot.
-        self.cap_pending_persists(meta.last_index - 1);
-        self.unwritten_from = None;
-        self.unwritten_truncate = None;
-        self.base_membership = meta.membership.clone();
-        self.membership_log.clear();
+        self.persist.cap(meta.last_index - 1);
+        self.memberships.reset(meta.membership.clone());
         self.commit_index = meta.last_index;
         self.apply_cursor = meta.last_index;
         self.applied_index = self.applied_index.max(meta.last_index);
-        self.snapshot = Some((meta.clone(), data.clone()));
-        self.unwritten_snapshot = Some(SnapshotToInstall { meta, data });
+        self.snapshots.installed(meta.clone(), data.clone());
+        self.unwritten
+            .snapshot_installed(SnapshotToInstall { meta, data });
     }
 
     // ----- reads --------------------------------------------------------
+
+    fn handle_read_index(&mut self, from: NodeId, request_id: u64) {
+        if self.role == Role::Leader && !self.reads.is_full() {
+            self.start_read(Some(from), request_id);
+        } else {
+            let term = self.term;
+            self.send(
+                from,
+                Message::ReadIndexResponse {
+                    term,
+                    request_id,
+                    index: None,
+                },
+            );
+        }
+    }
 
     fn start_read(&mut self, origin: Option<NodeId>, request_id: u64) {
         if self.commit_index < self.term_start_index {
             // A fresh leader does not know the commit index until its no-op
             // commits (Raft §6.4).
-            self.reads_awaiting_commit.push((origin, request_id));
+            self.reads.await_commit(origin, request_id);
             return;
         }
-        self.read_ctx += 1;
-        let mut acks = BTreeSet::new();
-        acks.insert(self.id);
-        self.pending_reads.push_back(PendingRead {
-            origin,
-            request_id,
-            index: self.commit_index,
-            read_ctx: self.read_ctx,
-            acks,
-        });
+        let ctx = self
+            .reads
+            .start(origin, request_id, self.commit_index, self.id);
         self.release_confirmed_reads();
-        if !self.pending_reads.is_empty() {
-            let ctx = self.read_ctx;
+        if self.reads.has_unconfirmed() {
             self.broadcast_heartbeat_with(ctx);
         }
     }
 
     fn release_confirmed_reads(&mut self) {
-        loop {
-            let membership = self.membership();
-            let confirmed = self.pending_reads.front().is_some_and(|r| {
-                r.acks.iter().filter(|id| membership.is_voter(**id)).count() >= membership.quorum()
-            });
-            if !confirmed {
-                break;
-            }
-            let read = self.pending_reads.pop_front().expect("front exists");
-            self.deliver_read(read.origin, read.request_id, Some(read.index));
-        }
-    }
-
-    fn deliver_read(&mut self, origin: Option<NodeId>, request_id: u64, index: Option<LogIndex>) {
-        match (origin, index) {
-            (None, Some(index)) => self.read_states.push(ReadState { request_id, index }),
-            (None, None) => self.failed_reads.push(request_id),
-            (Some(to), index) => {
-                let term = self.term;
-                self.send(
-                    to,
-                    Message::ReadIndexResponse {
-                        term,
-                        request_id,
-                        index,
-                    },
-                );
-            }
-        }
+        let membership = self.memberships.latest();
+        self.reads
+            .release_confirmed(membership, self.term, &mut self.outbox);
     }
 
     fn fail_pending_reads(&mut self) {
-        let reads: Vec<(Option<NodeId>, u64)> = self
-            .pending_reads
-            .drain(..)
-            .map(|r| (r.origin, r.request_id))
-            .chain(self.reads_awaiting_commit.drain(..))
-            .collect();
-        for (origin, id) in reads {
-            self.deliver_read(origin, id, None);
-        }
+        self.reads.fail_all(self.term, &mut self.outbox);
     }
 
     // ----- plumbing -----------------------------------------------------
@@ -1986,48 +1283,22 @@ impl Replica {
         self.commit_index.min(self.log.persisted_index())
     }
 
+    /// Whether state changed that the next Ready must write.
     fn has_unwritten(&self) -> bool {
-        self.unwritten_from.is_some()
-            || self.unwritten_truncate.is_some()
-            || self.unwritten_snapshot.is_some()
-            || self.vote_unwritten()
-    }
-
-    /// Whether term or vote changed since the last hard state handed out
-    /// (a commit-only change is not a write of its own; see `ready`).
-    fn vote_unwritten(&self) -> bool {
-        self.term != self.last_hard_state.term || self.voted_for != self.last_hard_state.voted_for
+        self.unwritten.has_log_writes() || self.unwritten.vote_changed(self.term, self.voted_for)
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
-        self.messages.push((to, msg));
+        self.outbox.send(to, msg);
     }
 
     /// Queues a message that promises state (a vote, an acknowledgement): it
     /// is released only once everything written so far is durable.
     fn send_after_persist(&mut self, to: NodeId, msg: Message) {
-        let needed = if self.has_unwritten() {
-            self.last_persist_seq + 1
-        } else {
-            self.last_persist_seq
-        };
-        if needed <= self.persisted_seq {
+        let unwritten = self.has_unwritten();
+        if let Some((to, msg)) = self.persist.send_after_persist(unwritten, to, msg) {
             self.send(to, msg);
-        } else if self.held.len() < HELD_MESSAGES_MAX {
-            self.held.push((needed, to, msg));
         }
-        // Else dropped: the peer retries, and memory stays bounded.
-    }
-
-    fn release_held(&mut self) {
-        let persisted = self.persisted_seq;
-        let (ready, waiting): (Vec<_>, Vec<_>) = self
-            .held
-            .drain(..)
-            .partition(|(seq, _, _)| *seq <= persisted);
-        self.held = waiting;
-        self.messages
-            .extend(ready.into_iter().map(|(_, to, msg)| (to, msg)));
     }
 
     #[cfg(test)]
@@ -2038,86 +1309,5 @@ impl Replica {
     #[cfg(test)]
     pub(crate) fn log_term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term_at(index)
-    }
-}
-
-fn append_ack(term: Term, index: LogIndex) -> Message {
-    Message::AppendEntriesResponse(AppendEntriesResponse {
-        term,
-        index,
-        success: true,
-        hint_index: 0,
-        hint_term: 0,
-    })
-}
-
-fn snapshot_ack(term: Term, last_index: LogIndex, next_offset: u64, done: bool) -> Message {
-    Message::InstallSnapshotResponse(InstallSnapshotResponse {
-        term,
-        last_index,
-        next_offset,
-        done,
-    })
-}
-
-/// Rough encoded size of an entry, for batching limits.
-fn entry_size_bytes(e: &Entry) -> usize {
-    const OVERHEAD: usize = 24;
-    OVERHEAD
-        + match &e.payload {
-            EntryPayload::Noop => 0,
-            EntryPayload::Command(d) => d.len(),
-            EntryPayload::Membership(m) => m
-                .members
-                .values()
-                .map(|x| 16 + x.peer_addr.len() + x.api_addr.len())
-                .sum(),
-        }
-}
-
-/// Largest term, index, offset or id a message may carry. Real values are
-/// far below; the bound keeps `+ 1` arithmetic on peer-supplied numbers from
-/// overflowing.
-pub const WIRE_NUMBER_MAX: u64 = 1 << 62;
-
-/// Semantic checks on a decoded message from outside: a malformed one is
-/// dropped instead of tripping an assertion or overflowing.
-fn well_formed(msg: &Message) -> bool {
-    let ok = |values: &[u64]| values.iter().all(|v| *v <= WIRE_NUMBER_MAX);
-    match msg {
-        Message::PreVote(m) | Message::RequestVote(m) => {
-            ok(&[m.term, m.last_log_index, m.last_log_term])
-        }
-        Message::PreVoteResponse(m) | Message::RequestVoteResponse(m) => ok(&[m.term]),
-        Message::AppendEntries(m) => {
-            if m.entries.len() > MAX_APPEND_ENTRIES
-                || !ok(&[m.term, m.prev_log_index, m.prev_log_term, m.leader_commit])
-                || m.prev_log_term > m.term
-            {
-                return false;
-            }
-            let mut prev_term = m.prev_log_term;
-            for (i, e) in m.entries.iter().enumerate() {
-                if e.index != m.prev_log_index + 1 + i as u64
-                    || e.term < prev_term
-                    || e.term > m.term
-                {
-                    return false;
-                }
-                prev_term = e.term;
-            }
-            true
-        }
-        Message::AppendEntriesResponse(m) => ok(&[m.term, m.index, m.hint_index, m.hint_term]),
-        Message::Heartbeat(m) => ok(&[m.term, m.commit]),
-        Message::HeartbeatResponse(m) => ok(&[m.term]),
-        Message::InstallSnapshot(m) => {
-            ok(&[m.term, m.meta.last_index, m.meta.last_term, m.offset])
-                && m.meta.last_term <= m.term
-                && m.meta.last_index > 0
-        }
-        Message::InstallSnapshotResponse(m) => ok(&[m.term, m.last_index, m.next_offset]),
-        Message::TimeoutNow { term } | Message::ReadIndex { term, .. } => ok(&[*term]),
-        Message::ReadIndexResponse { term, index, .. } => ok(&[*term, index.unwrap_or(0)]),
     }
 }

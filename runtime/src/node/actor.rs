@@ -1621,7 +1621,7 @@ impl Actor {
 
 fn members_view(
     membership: &Membership,
-    progress: &BTreeMap<NodeId, raft::MemberStatus>,
+    progress: &BTreeMap<NodeId, raft::ReplicationProgress>,
     last_index: LogIndex,
     self_id: NodeId,
     role: Role,
@@ -1652,15 +1652,15 @@ fn unavailable(leader: Option<NodeId>, reason: &str) -> ProposeError {
     }
 }
 
-fn propose_error(error: raft::ProposeError) -> ProposeError {
+fn propose_error(error: raft::ProposalRefused) -> ProposeError {
     match error {
-        raft::ProposeError::NotLeader { leader_hint } => {
+        raft::ProposalRefused::NotLeader { leader_hint } => {
             unavailable(leader_hint, &error.to_string())
         }
-        raft::ProposeError::TransferInProgress | raft::ProposeError::Backpressure { .. } => {
+        raft::ProposalRefused::TransferInProgress | raft::ProposalRefused::Backpressure { .. } => {
             unavailable(None, &error.to_string())
         }
-        raft::ProposeError::TooLarge { .. } | raft::ProposeError::BadBatchSize { .. } => {
+        raft::ProposalRefused::TooLarge { .. } | raft::ProposalRefused::BadBatchSize { .. } => {
             ProposeError::Rejected {
                 message: error.to_string(),
             }

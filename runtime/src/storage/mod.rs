@@ -14,6 +14,7 @@ use std::fmt;
 use deadbolt_core::codec::{self, DecodeError};
 use deadbolt_core::raft::{
     Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term,
+    SNAPSHOT_BYTES_MAX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +34,6 @@ pub use sim::{CrashFault, SimDisk, SimStorage};
 
 /// Longest cluster id accepted in a data dir or a handshake.
 pub const CLUSTER_ID_BYTES_MAX: usize = 64;
-/// Largest snapshot stored. fjall keeps it in one value (values are limited
-/// to 4 GiB); a lock table far beyond this means something else is wrong.
-pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// Whom a data dir belongs to. Written once when the dir is created and
 /// checked on every start, so a node never joins a cluster with another

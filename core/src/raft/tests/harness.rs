@@ -46,6 +46,31 @@ pub(crate) struct Node {
     incarnation: u64,
 }
 
+impl Node {
+    /// The toy state machine: installs a snapshot, then applies committed
+    /// entries in order and reports them applied.
+    fn apply(&mut self, id: NodeId, snapshot: Option<&SnapshotToInstall>, committed: &[Entry]) {
+        if let Some(snap) = snapshot {
+            let applied: Applied =
+                codec::decode(&snap.data).expect("snapshot data is what a node encoded");
+            self.applied = applied;
+            self.applied_index = snap.meta.last_index;
+        }
+        for e in committed {
+            assert_eq!(
+                e.index,
+                self.applied_index + 1,
+                "node {id}: committed entries arrive in order"
+            );
+            self.applied_index = e.index;
+            if let EntryPayload::Command(c) = &e.payload {
+                self.applied.push((e.index, c.clone()));
+            }
+            self.replica.applied(e.index);
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
     pub(crate) from: NodeId,
@@ -85,6 +110,9 @@ pub(crate) struct Network {
     pub(crate) rng: SplitMix64,
     /// Extra delay range for sent messages (random test), in ms.
     pub(crate) max_delay_ms: u64,
+    /// Chained checksum of every Ready any replica handed out (with the time
+    /// and the node): a behaviour fingerprint of the whole run.
+    pub(crate) digest: u32,
 }
 
 pub(crate) fn member(id: NodeId, voter: bool) -> Member {
@@ -128,6 +156,7 @@ impl Network {
             checker: Checker::default(),
             rng: SplitMix64::new(seed),
             max_delay_ms: 0,
+            digest: 0,
         };
         for &id in voters.iter().chain(extra) {
             net.configs.insert(id, config(id));
@@ -202,34 +231,8 @@ impl Network {
 
     fn handle_ready(&mut self, id: NodeId, ready: Ready) {
         let now = self.now_ms;
-        // Log matching registry: every entry that enters any log.
-        for (i, e) in ready.entries.iter().enumerate() {
-            let prev_term = if i == 0 {
-                self.node(id)
-                    .replica
-                    .log_term_at(e.index - 1)
-                    .expect("entry's predecessor is in the log")
-            } else {
-                ready.entries[i - 1].term
-            };
-            let key = (e.index, e.term);
-            match self.checker.entries.get(&key) {
-                Some((payload, pt)) => {
-                    assert!(
-                        payload == &e.payload && *pt == prev_term,
-                        "log matching violated at {key:?} on node {id}: had {:?} after term {pt}, now {:?} after term {prev_term}\n{}",
-                        payload,
-                        e.payload,
-                        self.debug_dump()
-                    );
-                }
-                None => {
-                    self.checker
-                        .entries
-                        .insert(key, (e.payload.clone(), prev_term));
-                }
-            }
-        }
+        self.fold_digest(id, &ready);
+        self.check_log_matching(id, &ready.entries);
         if ready.persist_seq > 0 {
             let unsynced = Unsynced {
                 seq: ready.persist_seq,
@@ -254,24 +257,7 @@ impl Network {
             });
         }
         let node = self.node_mut(id);
-        if let Some(snap) = &ready.snapshot {
-            let applied: Applied =
-                codec::decode(&snap.data).expect("snapshot data is what a node encoded");
-            node.applied = applied;
-            node.applied_index = snap.meta.last_index;
-        }
-        for e in &ready.committed {
-            assert_eq!(
-                e.index,
-                node.applied_index + 1,
-                "node {id}: committed entries arrive in order"
-            );
-            node.applied_index = e.index;
-            if let EntryPayload::Command(c) = &e.payload {
-                node.applied.push((e.index, c.clone()));
-            }
-            node.replica.applied(e.index);
-        }
+        node.apply(id, ready.snapshot.as_ref(), &ready.committed);
         node.read_states.extend(ready.read_states);
         node.failed_reads.extend(ready.failed_reads);
         for e in &ready.committed {
@@ -293,6 +279,66 @@ impl Network {
         if self.auto_sync {
             self.sync(id);
         }
+    }
+
+    /// Log matching registry: every entry that enters any log, with its
+    /// predecessor's term; the same (index, term) must always mean the same
+    /// entry after the same term.
+    fn check_log_matching(&mut self, id: NodeId, entries: &[Entry]) {
+        for (i, e) in entries.iter().enumerate() {
+            let prev_term = if i == 0 {
+                self.node(id)
+                    .replica
+                    .log_term_at(e.index - 1)
+                    .expect("entry's predecessor is in the log")
+            } else {
+                entries[i - 1].term
+            };
+            let key = (e.index, e.term);
+            match self.checker.entries.get(&key) {
+                Some((payload, pt)) => {
+                    assert!(
+                        payload == &e.payload && *pt == prev_term,
+                        "log matching violated at {key:?} on node {id}: had {:?} after term {pt}, now {:?} after term {prev_term}\n{}",
+                        payload,
+                        e.payload,
+                        self.debug_dump()
+                    );
+                }
+                None => {
+                    self.checker
+                        .entries
+                        .insert(key, (e.payload.clone(), prev_term));
+                }
+            }
+        }
+    }
+
+    /// Folds one Ready into [`Network::digest`]. Encoded with the codec, not
+    /// `Debug`, so renaming a type or a field does not change the digest.
+    fn fold_digest(&mut self, id: NodeId, ready: &Ready) {
+        let fields = (
+            self.now_ms,
+            id,
+            ready.persist_seq,
+            ready.snapshot.as_ref().map(|s| (&s.meta, &s.data)),
+            ready.truncate_from,
+            &ready.entries,
+            ready.hard_state,
+            &ready.messages,
+            &ready.committed,
+            ready
+                .read_states
+                .iter()
+                .map(|r| (r.request_id, r.index))
+                .collect::<Vec<_>>(),
+            &ready.failed_reads,
+            ready.soft_state.map(|s| (s.role as u8, s.term, s.leader)),
+            ready.snapshot_wanted,
+        );
+        let mut bytes = self.digest.to_le_bytes().to_vec();
+        bytes.extend(codec::encode(&fields));
+        self.digest = codec::checksum(&bytes);
     }
 
     /// Simulated fsync of everything a node has written.

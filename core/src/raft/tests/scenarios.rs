@@ -1,6 +1,8 @@
 //! Data-driven scenario tests in the spirit of etcd-raft's interaction
 //! tests: each scenario is a small script of commands against an in-process
 //! cluster, with messages delivered, dropped and timed by the script.
+//! (Over 1,000 lines on purpose: the script runner, then one short script
+//! per Raft rule, which read best side by side.)
 //!
 //! Commands (one per line, `#` starts a comment; a leading `!` means the
 //! command must fail):
@@ -119,6 +121,51 @@ fn build(args: &str) -> Network {
 
 fn step(n: &mut Network, cmd: &str) -> Result<(), String> {
     let w: Vec<&str> = cmd.split_whitespace().collect();
+    match w[0] {
+        "expect" => expect(n, &w[1..], cmd),
+        "propose" | "read" | "transfer" | "add-learner" | "promote" | "remove" => {
+            let result = call(n, &w, cmd);
+            n.process_all();
+            result
+        }
+        _ => {
+            drive(n, &w, cmd);
+            Ok(())
+        }
+    }
+}
+
+/// A command that calls the replica and may be refused.
+fn call(n: &mut Network, w: &[&str], cmd: &str) -> Result<(), String> {
+    let arg = |i: usize| num(w.get(i).copied(), cmd);
+    let replica = &mut n.node_mut(arg(1)).replica;
+    let refused = match w[0] {
+        "propose" => {
+            let data = w.get(2).unwrap_or(&"x").as_bytes().to_vec();
+            replica.propose(data).err().map(|e| e.to_string())
+        }
+        "read" => replica.read_index(arg(2)).err().map(|e| e.to_string()),
+        "transfer" => replica
+            .transfer_leadership(arg(2))
+            .err()
+            .map(|e| e.to_string()),
+        "add-learner" => {
+            let id = arg(2);
+            let (peer_addr, api_addr) = (format!("n{id}:1"), format!("n{id}:2"));
+            replica
+                .add_learner(id, peer_addr, api_addr)
+                .err()
+                .map(|e| e.to_string())
+        }
+        "promote" => replica.promote(arg(2)).err().map(|e| e.to_string()),
+        "remove" => replica.remove_member(arg(2)).err().map(|e| e.to_string()),
+        other => unreachable!("`{other}` is not a call"),
+    };
+    refused.map_or(Ok(()), Err)
+}
+
+/// A command that drives time, the network, disks or crashes.
+fn drive(n: &mut Network, w: &[&str], cmd: &str) {
     let arg = |i: usize| num(w.get(i).copied(), cmd);
     match w[0] {
         "campaign" => {
@@ -179,72 +226,25 @@ fn step(n: &mut Network, cmd: &str) -> Result<(), String> {
             n.sync(arg(1));
             n.process_all();
         }
-        "propose" => {
-            let data = w.get(2).unwrap_or(&"x").as_bytes().to_vec();
-            let r = n.node_mut(arg(1)).replica.propose(data);
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
-        "read" => {
-            let r = n.node_mut(arg(1)).replica.read_index(arg(2));
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
-        "transfer" => {
-            let r = n.node_mut(arg(1)).replica.transfer_leadership(arg(2));
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
         "compact" => {
             n.take_snapshot(arg(1));
         }
-        "add-learner" => {
-            let id = arg(2);
-            let r =
-                n.node_mut(arg(1))
-                    .replica
-                    .add_learner(id, format!("n{id}:1"), format!("n{id}:2"));
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
-        "promote" => {
-            let r = n.node_mut(arg(1)).replica.promote(arg(2));
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
-        "remove" => {
-            let r = n.node_mut(arg(1)).replica.remove_member(arg(2));
-            n.process_all();
-            r.map_err(|e| e.to_string())?;
-        }
-        "expect" => return expect(n, &w[1..], cmd),
         other => panic!("unknown command `{other}`"),
     }
-    Ok(())
+}
+
+fn check(ok: bool, what: String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what)
+    }
 }
 
 fn expect(n: &Network, w: &[&str], cmd: &str) -> Result<(), String> {
     let arg = |i: usize| num(w.get(i).copied(), cmd);
-    let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
     match w[0] {
-        "leader" => {
-            let id = arg(1);
-            let r = &n.node(id).replica;
-            check(
-                r.role() == Role::Leader,
-                format!("node {id} is {:?}, not leader", r.role()),
-            )?;
-            // Every live node that is in the leader's term follows it.
-            for (other, node) in &n.nodes {
-                if node.up && node.replica.term() == r.term() && *other != id {
-                    check(
-                        node.replica.leader() == Some(id),
-                        format!("node {other} follows {:?}", node.replica.leader()),
-                    )?;
-                }
-            }
-            Ok(())
-        }
+        "leader" => expect_leader(n, arg(1)),
         "role" => {
             let want = match w[2] {
                 "follower" => Role::Follower,
@@ -300,29 +300,8 @@ fn expect(n: &Network, w: &[&str], cmd: &str) -> Result<(), String> {
             let want: Vec<NodeId> = w[2..].iter().map(|x| num(Some(x), cmd)).collect();
             check(got == want, format!("voters are {got:?}"))
         }
-        "progress" => {
-            let want = match w[3] {
-                "probe" => ProgressState::Probe,
-                "replicate" => ProgressState::Replicate,
-                "snapshot" => ProgressState::Snapshot,
-                other => panic!("unknown progress state {other}"),
-            };
-            let status = n.node(arg(1)).replica.status();
-            let got = status.progress.get(&arg(2)).map(|p| p.state);
-            check(got == Some(want), format!("progress is {got:?}"))
-        }
-        "one-leader" => {
-            let leaders = n.leaders();
-            check(leaders.len() == 1, format!("leaders: {leaders:?}"))?;
-            let term = n.node(leaders[0]).replica.term();
-            for (id, node) in &n.nodes {
-                let ok = !node.up
-                    || node.replica.term() < term
-                    || node.replica.leader() == Some(leaders[0]);
-                check(ok, format!("node {id} does not follow {}", leaders[0]))?;
-            }
-            Ok(())
-        }
+        "progress" => expect_progress(n, arg(1), arg(2), w[3]),
+        "one-leader" => expect_one_leader(n),
         "queued" => {
             let (a, b) = (arg(1), arg(2));
             let got: Vec<&str> = n
@@ -335,6 +314,50 @@ fn expect(n: &Network, w: &[&str], cmd: &str) -> Result<(), String> {
         }
         other => panic!("unknown expectation `{other}`"),
     }
+}
+
+/// `id` leads, and every live node in its term follows it.
+fn expect_leader(n: &Network, id: NodeId) -> Result<(), String> {
+    let r = &n.node(id).replica;
+    check(
+        r.role() == Role::Leader,
+        format!("node {id} is {:?}, not leader", r.role()),
+    )?;
+    for (other, node) in &n.nodes {
+        if node.up && node.replica.term() == r.term() && *other != id {
+            check(
+                node.replica.leader() == Some(id),
+                format!("node {other} follows {:?}", node.replica.leader()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Exactly one live leader, followed by every live node of its term.
+fn expect_one_leader(n: &Network) -> Result<(), String> {
+    let leaders = n.leaders();
+    check(leaders.len() == 1, format!("leaders: {leaders:?}"))?;
+    let term = n.node(leaders[0]).replica.term();
+    for (id, node) in &n.nodes {
+        let ok =
+            !node.up || node.replica.term() < term || node.replica.leader() == Some(leaders[0]);
+        check(ok, format!("node {id} does not follow {}", leaders[0]))?;
+    }
+    Ok(())
+}
+
+/// Leader `id` feeds `peer` in the state named `state`.
+fn expect_progress(n: &Network, id: NodeId, peer: NodeId, state: &str) -> Result<(), String> {
+    let want = match state {
+        "probe" => ProgressState::Probe,
+        "replicate" => ProgressState::Replicate,
+        "snapshot" => ProgressState::Snapshot,
+        other => panic!("unknown progress state {other}"),
+    };
+    let status = n.node(id).replica.status();
+    let got = status.progress.get(&peer).map(|p| p.state);
+    check(got == Some(want), format!("progress is {got:?}"))
 }
 
 #[test]
@@ -941,11 +964,11 @@ fn appends_are_batched_pipelined_and_bounded() {
     let r = &mut net.node_mut(1).replica;
     assert!(matches!(
         r.propose(vec![0; crate::raft::PROPOSAL_BYTES_MAX + 1]),
-        Err(crate::raft::ProposeError::TooLarge { .. })
+        Err(crate::raft::ProposalRefused::TooLarge { .. })
     ));
     assert!(matches!(
         r.propose_batch(Vec::new()),
-        Err(crate::raft::ProposeError::BadBatchSize { .. })
+        Err(crate::raft::ProposalRefused::BadBatchSize { .. })
     ));
 }
 
