@@ -80,6 +80,8 @@ mod state;
 mod types;
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod model_tests;
 
 pub use lease::LeaseTracker;
