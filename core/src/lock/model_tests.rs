@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::api::limits::{IDEMPOTENCY_WINDOW_MS, KV_VALUE_BYTES_MAX, LIST_LIMIT_MAX};
 use crate::raft::LogIndex;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1072,7 +1073,9 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
         sm.check_invariants().map_err(TestCaseError::fail)?;
         // Observable state agrees with the model.
         let names = model.lock_names();
-        let listed = sm.list_locks("", Some(LIST_LIMIT_MAX), None).unwrap();
+        let listed = sm
+            .list_locks("", Some(LIST_LIMIT_MAX as usize), None)
+            .unwrap();
         let listed_names: Vec<String> = listed.locks.iter().map(|l| l.lock.clone()).collect();
         prop_assert_eq!(&listed_names, &names);
         for l in LOCKS {

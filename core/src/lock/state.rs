@@ -16,6 +16,13 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::limits::{
+    IDEMPOTENCY_CLIENTS_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    IDEMPOTENCY_WINDOW_MS, KV_KEYS_MAX, KV_VALUE_BYTES_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    LOCKS_MAX, LOCKS_PER_SESSION_MAX, NAME_BYTES_MAX, SESSIONS_MAX, SESSION_NAME_BYTES_MAX,
+    SESSION_TOMBSTONES_MAX, SESSION_TOMBSTONE_MS, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
+    STACKS_MAX, STACK_ELEMENTS_MAX, STACK_ELEMENT_BYTES_MAX, WAITERS_PER_LOCK_MAX, WAIT_MS_MAX,
+};
 use crate::codec::{self, DecodeError};
 use crate::raft::LogIndex;
 
@@ -231,11 +238,6 @@ struct IdempotencyCache {
     /// (touched_ms, prefix) of every mark, in expiry order. Derived.
     marks_by_touch: BTreeSet<(u64, String)>,
 }
-
-/// Most prefixes with an acknowledged low-water mark (see
-/// [`IdempotencyCache`]). When full, and none has expired, a new prefix
-/// records no mark and falls back to the plain window rule.
-pub(super) const IDEMPOTENCY_CLIENTS_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AckMark {
@@ -1388,8 +1390,8 @@ impl LockStateMachine {
         limit: Option<usize>,
         after: Option<&str>,
     ) -> Result<LockList, LockError> {
-        let limit = limit.unwrap_or(LIST_LIMIT_DEFAULT);
-        if limit == 0 || limit > LIST_LIMIT_MAX {
+        let limit = limit.unwrap_or(LIST_LIMIT_DEFAULT as usize);
+        if limit == 0 || limit > LIST_LIMIT_MAX as usize {
             return Err(LockError::invalid(
                 "limit",
                 format!("must be 1..={LIST_LIMIT_MAX}"),

@@ -1,9 +1,10 @@
 //! The vocabulary of the lock state machine: commands (what the log carries),
 //! replies and events (what an apply produces), read views (what queries
-//! answer, 1:1 with the API's JSON) and the named limits.
+//! answer, 1:1 with the API's JSON). The limits are in [`crate::api::limits`].
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::limits::NAME_BYTES_MAX;
 use crate::raft::LogIndex;
 
 /// A session's id: the log index of the command that opened it (shown as a
@@ -11,57 +12,6 @@ use crate::raft::LogIndex;
 pub type SessionId = LogIndex;
 /// A fencing token: the log index of the command that made the grant.
 pub type FencingToken = LogIndex;
-
-// ---------------------------------------------------------------- limits ---
-
-/// Longest lock, key or stack name, in bytes (names are `[A-Za-z0-9._:/-]`):
-/// the API's limit.
-pub use crate::api::NAME_BYTES_MAX;
-/// Longest session name, in bytes.
-pub const SESSION_NAME_BYTES_MAX: usize = 256;
-/// Largest KV value, after an append too.
-pub const KV_VALUE_BYTES_MAX: usize = 256 * 1024;
-/// Largest stack element.
-pub const STACK_ELEMENT_BYTES_MAX: usize = 64 * 1024;
-/// Most elements one stack holds.
-pub const STACK_ELEMENTS_MAX: usize = 100_000;
-/// Most live sessions.
-pub const SESSIONS_MAX: usize = 1_000_000;
-/// Most locks one session holds or waits for, together.
-pub const LOCKS_PER_SESSION_MAX: usize = 10_000;
-/// Most locks that exist (held or waited for) at once.
-pub const LOCKS_MAX: usize = 4_000_000;
-/// Longest wait queue of one lock.
-pub const WAITERS_PER_LOCK_MAX: usize = 1_024;
-/// Most KV keys.
-pub const KV_KEYS_MAX: usize = 100_000;
-/// Most stacks.
-pub const STACKS_MAX: usize = 100_000;
-/// Session TTL range and defaults.
-pub const SESSION_TTL_MS_MIN: u64 = 1_000;
-pub const SESSION_TTL_MS_MAX: u64 = 3_600_000;
-pub const SESSION_TTL_MS_DEFAULT: u64 = 10_000;
-/// TTL of the session an acquire without `session_id` creates.
-pub const EPHEMERAL_SESSION_TTL_MS_DEFAULT: u64 = 30_000;
-/// Longest `wait_ms` of an acquire.
-pub const WAIT_MS_MAX: u64 = 300_000;
-/// Longest idempotency key, in bytes.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
-/// How long an idempotency entry outlives its owning session (or, without
-/// one, its recording).
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1_000;
-/// Most idempotency entries. When full, and no entry's window has passed,
-/// a new keyed request is refused with `unavailable` (never evicting a key
-/// still inside its window).
-pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
-/// How long an expired session is remembered (answered 410, not 404).
-pub const SESSION_TOMBSTONE_MS: u64 = 10 * 60 * 1_000;
-/// Most remembered expired sessions; past it the oldest is forgotten early
-/// (it is then answered 404 instead of 410).
-pub const SESSION_TOMBSTONES_MAX: usize = 1_000_000;
-/// `limit` of a lock listing: default and maximum.
-pub const LIST_LIMIT_DEFAULT: usize = 100;
-pub const LIST_LIMIT_MAX: usize = 1_000;
 
 // -------------------------------------------------------------- commands ---
 

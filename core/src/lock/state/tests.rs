@@ -1,6 +1,7 @@
 //! Unit tests of each rule of the API contract, one scenario per test.
 
 use super::*;
+use crate::api::limits::EPHEMERAL_SESSION_TTL_MS_DEFAULT;
 use crate::lock::LeaseTracker;
 
 /// A state plus a log index counter: each `run` applies the next entry.
@@ -971,7 +972,7 @@ fn list_pages_by_name_with_prefix() {
     );
     assert!(log
         .sm
-        .list_locks("", Some(LIST_LIMIT_MAX + 1), None)
+        .list_locks("", Some(LIST_LIMIT_MAX as usize + 1), None)
         .is_err());
     let free = log.sm.lock("zzz").unwrap();
     assert!(free.state == LockState::Free && free.holders.is_empty() && free.waiters.is_empty());
