@@ -28,65 +28,65 @@ fn fence(token: u64) -> Option<Fence> {
 /// One envelope per command variant, with every optional field set somewhere.
 fn every_command() -> Vec<Envelope> {
     let commands = vec![
-        Command::OpenSession {
+        Command::OpenSession(OpenSession {
             ttl_ms: 10_000,
             name: "worker-7".into(),
-        },
-        Command::Keepalive { session_id: 300 },
-        Command::CloseSession { session_id: 301 },
-        Command::ExpireSessions {
+        }),
+        Command::Keepalive(Keepalive { session_id: 300 }),
+        Command::CloseSession(CloseSession { session_id: 301 }),
+        Command::ExpireSessions(ExpireSessions {
             session_ids: vec![1, 2, 1 << 40],
-        },
-        Command::Acquire {
+        }),
+        Command::Acquire(Acquire {
             lock: "jobs/nightly".into(),
             owner: Owner::Session(7),
             mode: Mode::Shared,
             wait_ms: 5_000,
-        },
-        Command::Acquire {
+        }),
+        Command::Acquire(Acquire {
             lock: "a".into(),
             owner: Owner::Ephemeral { ttl_ms: 30_000 },
             mode: Mode::Exclusive,
             wait_ms: 0,
-        },
-        Command::Release {
+        }),
+        Command::Release(Release {
             lock: "L".into(),
             session_id: 9,
             fencing_token: Some(42),
-        },
-        Command::Release {
+        }),
+        Command::Release(Release {
             lock: "L".into(),
             session_id: 9,
             fencing_token: None,
-        },
-        Command::Withdraw {
+        }),
+        Command::Withdraw(Withdraw {
             lock: "L".into(),
             session_id: 9,
-        },
+        }),
         Command::ExpireWaiters,
-        Command::KvPut {
+        Command::KvPut(KvWrite {
             key: "k".into(),
             value: "v".into(),
             fence: fence(42),
-        },
-        Command::KvAppend {
+        }),
+        Command::KvAppend(KvWrite {
             key: "k".into(),
             value: "tail".into(),
             fence: None,
-        },
-        Command::StackPush {
+        }),
+        Command::StackPush(StackPush {
             stack: "s".into(),
             value: "x".into(),
             fence: fence(43),
-        },
-        Command::StackPop {
+        }),
+        Command::StackPop(StackPop {
             stack: "s".into(),
             fence: None,
-        },
-        Command::StackDelete {
+        }),
+        Command::StackDelete(StackDelete {
             stack: "s".into(),
             fence: fence(44),
-        },
+        }),
     ];
     commands
         .into_iter()
@@ -154,21 +154,23 @@ fn state_after(steps: &[(u64, bool, Option<u64>, Command)]) -> LockStateMachine 
 }
 
 fn acquire(lock: &str, owner: Owner, mode: Mode, wait_ms: u64) -> Command {
-    Command::Acquire {
+    Command::Acquire(Acquire {
         lock: lock.into(),
         owner,
         mode,
         wait_ms,
-    }
+    })
 }
 
 /// Sessions (named, ephemeral, expired), an exclusive lock with keyed
 /// waiters, a shared lock with two holders, fenced KV, stacks, idempotency
 /// entries owned and windowed, and (with `marks`) an acknowledged mark.
 fn rich_state(marks: bool) -> LockStateMachine {
-    let open = |name: &str| Command::OpenSession {
-        ttl_ms: 10_000,
-        name: name.into(),
+    let open = |name: &str| {
+        Command::OpenSession(OpenSession {
+            ttl_ms: 10_000,
+            name: name.into(),
+        })
     };
     let s = Owner::Session;
     let mut steps = vec![
@@ -195,58 +197,68 @@ fn rich_state(marks: bool) -> LockStateMachine {
             1_600,
             true,
             None,
-            Command::KvPut {
+            Command::KvPut(KvWrite {
                 key: "k".into(),
                 value: "v".into(),
                 fence: Some(Fence {
                     lock: "L".into(),
                     fencing_token: 4,
                 }),
-            },
+            }),
         ),
         (
             1_700,
             false,
             None,
-            Command::KvAppend {
+            Command::KvAppend(KvWrite {
                 key: "k2".into(),
                 value: "w".into(),
                 fence: None,
-            },
+            }),
         ),
         (
             1_800,
             true,
             None,
-            Command::StackPush {
+            Command::StackPush(StackPush {
                 stack: "st".into(),
                 value: "x".into(),
                 fence: None,
-            },
+            }),
         ),
         (
             1_900,
             false,
             None,
-            Command::StackPush {
+            Command::StackPush(StackPush {
                 stack: "st".into(),
                 value: "y".into(),
                 fence: None,
-            },
+            }),
         ),
         (2_000, true, None, open("gone")), // 14
         (
             2_100,
             false,
             None,
-            Command::ExpireSessions {
+            Command::ExpireSessions(ExpireSessions {
                 session_ids: vec![14],
-            },
+            }),
         ),
-        (2_200, true, None, Command::Keepalive { session_id: 2 }),
+        (
+            2_200,
+            true,
+            None,
+            Command::Keepalive(Keepalive { session_id: 2 }),
+        ),
     ];
     if marks {
-        steps.push((2_300, true, Some(3), Command::Keepalive { session_id: 1 }));
+        steps.push((
+            2_300,
+            true,
+            Some(3),
+            Command::Keepalive(Keepalive { session_id: 1 }),
+        ));
     }
     state_after(&steps)
 }

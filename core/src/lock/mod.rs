@@ -74,6 +74,7 @@
 //! - Limits are the `*_MAX` constants of [`crate::api::limits`]; exceeding
 //!   one is `invalid_request` naming the field, never a panic.
 
+mod command;
 mod lease;
 mod name;
 mod state;
@@ -84,6 +85,15 @@ mod golden_tests;
 #[cfg(test)]
 mod model_tests;
 
+pub use command::{
+    idempotency_key_seq, Acquire, CloseSession, Command, Envelope, ExpireSessions, Fence,
+    Idempotency, Keepalive, KvWrite, OpenSession, Owner, Release, StackDelete, StackPop, StackPush,
+    Withdraw,
+};
 pub use lease::LeaseTracker;
 pub use state::{LockStateMachine, SnapshotError};
-pub use types::*;
+pub use types::{
+    validate_name, Applied, Event, FencingToken, Grant, HolderView, KvView, LockError, LockList,
+    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLockView, SessionView,
+    SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
+};

@@ -371,7 +371,7 @@ impl Model {
     ) -> Reply {
         let now = self.clock_ms;
         match cmd {
-            Command::OpenSession { ttl_ms, name } => {
+            Command::OpenSession(OpenSession { ttl_ms, name }) => {
                 if !(1_000..=3_600_000).contains(ttl_ms) {
                     return invalid("ttl_ms");
                 }
@@ -388,20 +388,22 @@ impl Model {
                     ttl_ms: *ttl_ms,
                 }
             }
-            Command::Keepalive { session_id } => match self.session_error(*session_id) {
+            Command::Keepalive(Keepalive { session_id }) => match self.session_error(*session_id) {
                 Some(e) => e,
                 None => Reply::KeptAlive {
                     ttl_ms: self.sessions[session_id].ttl_ms,
                 },
             },
-            Command::CloseSession { session_id } => match self.session_error(*session_id) {
-                Some(e) => e,
-                None => {
-                    self.end_session(*session_id, false, index, ev);
-                    Reply::SessionClosed
+            Command::CloseSession(CloseSession { session_id }) => {
+                match self.session_error(*session_id) {
+                    Some(e) => e,
+                    None => {
+                        self.end_session(*session_id, false, index, ev);
+                        Reply::SessionClosed
+                    }
                 }
-            },
-            Command::ExpireSessions { session_ids } => {
+            }
+            Command::ExpireSessions(ExpireSessions { session_ids }) => {
                 let mut expiring: Vec<SessionId> = Vec::new();
                 for s in session_ids {
                     if self.sessions.contains_key(s) && !expiring.contains(s) {
@@ -424,12 +426,12 @@ impl Model {
                     count: expiring.len() as u64,
                 }
             }
-            Command::Acquire {
+            Command::Acquire(Acquire {
                 lock,
                 owner,
                 mode,
                 wait_ms,
-            } => {
+            }) => {
                 if !name_ok(lock) {
                     return invalid("lock");
                 }
@@ -520,11 +522,11 @@ impl Model {
                     }
                 }
             }
-            Command::Release {
+            Command::Release(Release {
                 lock,
                 session_id,
                 fencing_token,
-            } => {
+            }) => {
                 if !name_ok(lock) {
                     return invalid("lock");
                 }
@@ -558,7 +560,7 @@ impl Model {
                 self.end_if_idle_ephemeral(*session_id, index, ev);
                 Reply::Released
             }
-            Command::Withdraw { lock, session_id } => {
+            Command::Withdraw(Withdraw { lock, session_id }) => {
                 if !name_ok(lock) {
                     return invalid("lock");
                 }
@@ -588,8 +590,9 @@ impl Model {
                 }
                 Reply::WaitersExpired { count }
             }
-            Command::KvPut { key, value, fence } | Command::KvAppend { key, value, fence } => {
-                let append = matches!(cmd, Command::KvAppend { .. });
+            Command::KvPut(KvWrite { key, value, fence })
+            | Command::KvAppend(KvWrite { key, value, fence }) => {
+                let append = matches!(cmd, Command::KvAppend(_));
                 if !name_ok(key) {
                     return invalid("key");
                 }
@@ -612,11 +615,11 @@ impl Model {
                     last_token: last,
                 }
             }
-            Command::StackPush {
+            Command::StackPush(StackPush {
                 stack,
                 value,
                 fence,
-            } => {
+            }) => {
                 if !name_ok(stack) {
                     return invalid("stack");
                 }
@@ -632,7 +635,7 @@ impl Model {
                     size: s.0.len() as u64,
                 }
             }
-            Command::StackPop { stack, fence } => {
+            Command::StackPop(StackPop { stack, fence }) => {
                 if !name_ok(stack) {
                     return invalid("stack");
                 }
@@ -655,7 +658,7 @@ impl Model {
                     size: s.0.len() as u64,
                 }
             }
-            Command::StackDelete { stack, fence } => {
+            Command::StackDelete(StackDelete { stack, fence }) => {
                 if !name_ok(stack) {
                     return invalid("stack");
                 }
@@ -916,25 +919,25 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
         })
     };
     match op {
-        Op::Open { ttl_ms } => Command::OpenSession {
+        Op::Open { ttl_ms } => Command::OpenSession(OpenSession {
             ttl_ms: *ttl_ms,
             name: format!("n{index}"),
-        },
-        Op::Keepalive(w) => Command::Keepalive {
+        }),
+        Op::Keepalive(w) => Command::Keepalive(Keepalive {
             session_id: who(*w),
-        },
-        Op::Close(w) => Command::CloseSession {
+        }),
+        Op::Close(w) => Command::CloseSession(CloseSession {
             session_id: who(*w),
-        },
-        Op::Expire(ws) => Command::ExpireSessions {
+        }),
+        Op::Expire(ws) => Command::ExpireSessions(ExpireSessions {
             session_ids: ws.iter().map(|w| who(*w)).collect(),
-        },
+        }),
         Op::Acquire {
             lock,
             who: w,
             mode,
             wait_ms,
-        } => Command::Acquire {
+        } => Command::Acquire(Acquire {
             lock: LOCKS[*lock as usize].into(),
             owner: match w {
                 Some(w) => Owner::Session(who(*w)),
@@ -942,7 +945,7 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
             },
             mode: *mode,
             wait_ms: *wait_ms,
-        },
+        }),
         Op::Release {
             lock,
             who: w,
@@ -950,16 +953,16 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
         } => {
             let lock = LOCKS[*lock as usize];
             let session_id = holder_or(lock, *w);
-            Command::Release {
+            Command::Release(Release {
                 lock: lock.into(),
                 session_id,
                 fencing_token: token(pick, lock, session_id),
-            }
+            })
         }
-        Op::Withdraw { lock, who: w } => Command::Withdraw {
+        Op::Withdraw { lock, who: w } => Command::Withdraw(Withdraw {
             lock: LOCKS[*lock as usize].into(),
             session_id: who(*w),
-        },
+        }),
         Op::ExpireWaiters => Command::ExpireWaiters,
         Op::Kv {
             key,
@@ -970,30 +973,30 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
             let key = KEYS[*key as usize].to_owned();
             let (value, fence) = (value.clone(), fence(f));
             if *append {
-                Command::KvAppend { key, value, fence }
+                Command::KvAppend(KvWrite { key, value, fence })
             } else {
-                Command::KvPut { key, value, fence }
+                Command::KvPut(KvWrite { key, value, fence })
             }
         }
-        Op::Push { value, fence: f } => Command::StackPush {
+        Op::Push { value, fence: f } => Command::StackPush(StackPush {
             stack: "s".into(),
             value: value.clone(),
             fence: fence(f),
-        },
-        Op::Pop { fence: f } => Command::StackPop {
+        }),
+        Op::Pop { fence: f } => Command::StackPop(StackPop {
             stack: "s".into(),
             fence: fence(f),
-        },
-        Op::DeleteStack => Command::StackDelete {
+        }),
+        Op::DeleteStack => Command::StackDelete(StackDelete {
             stack: "s".into(),
             fence: None,
-        },
-        Op::BadName => Command::Acquire {
+        }),
+        Op::BadName => Command::Acquire(Acquire {
             lock: "bad name".into(),
             owner: Owner::Session(who(0)),
             mode: Mode::Exclusive,
             wait_ms: 0,
-        },
+        }),
     }
 }
 

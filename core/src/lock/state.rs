@@ -26,6 +26,10 @@ use crate::api::limits::{
 use crate::codec::{self, DecodeError};
 use crate::raft::LogIndex;
 
+use super::command::{
+    idempotency_key_seq, Acquire, CloseSession, Command, Envelope, ExpireSessions, Fence,
+    Keepalive, KvWrite, OpenSession, Owner, Release, StackDelete, StackPop, StackPush, Withdraw,
+};
 use super::name::LockName;
 use super::types::*;
 
@@ -569,17 +573,19 @@ impl LockStateMachine {
         events: &mut Vec<Event>,
     ) -> Outcome {
         match command {
-            Command::OpenSession { ttl_ms, name } => self.open_session(index, *ttl_ms, name),
-            Command::Keepalive { session_id } => {
+            Command::OpenSession(OpenSession { ttl_ms, name }) => {
+                self.open_session(index, *ttl_ms, name)
+            }
+            Command::Keepalive(Keepalive { session_id }) => {
                 let s = self.live_session(*session_id)?;
                 Ok(Reply::KeptAlive { ttl_ms: s.ttl_ms })
             }
-            Command::CloseSession { session_id } => {
+            Command::CloseSession(CloseSession { session_id }) => {
                 self.live_session(*session_id)?;
                 self.end_session(index, *session_id, false, events);
                 Ok(Reply::SessionClosed)
             }
-            Command::ExpireSessions { session_ids } => {
+            Command::ExpireSessions(ExpireSessions { session_ids }) => {
                 let mut expiring: Vec<SessionId> = Vec::with_capacity(session_ids.len());
                 for id in session_ids {
                     if self.sessions.contains_key(id) && !expiring.contains(id) {
@@ -610,18 +616,18 @@ impl LockStateMachine {
                     count: expiring.len() as u64,
                 })
             }
-            Command::Acquire {
+            Command::Acquire(Acquire {
                 lock,
                 owner,
                 mode,
                 wait_ms,
-            } => self.acquire(index, lock, *owner, *mode, *wait_ms, idem_key),
-            Command::Release {
+            }) => self.acquire(index, lock, *owner, *mode, *wait_ms, idem_key),
+            Command::Release(Release {
                 lock,
                 session_id,
                 fencing_token,
-            } => self.release(index, lock, *session_id, *fencing_token, events),
-            Command::Withdraw { lock, session_id } => {
+            }) => self.release(index, lock, *session_id, *fencing_token, events),
+            Command::Withdraw(Withdraw { lock, session_id }) => {
                 validate_name("lock", lock)?;
                 self.live_session(*session_id)?;
                 let was_waiting =
@@ -649,15 +655,19 @@ impl LockStateMachine {
                 }
                 Ok(Reply::WaitersExpired { count })
             }
-            Command::KvPut { key, value, fence } => self.kv_write(key, value, fence, false),
-            Command::KvAppend { key, value, fence } => self.kv_write(key, value, fence, true),
-            Command::StackPush {
+            Command::KvPut(KvWrite { key, value, fence }) => {
+                self.kv_write(key, value, fence, false)
+            }
+            Command::KvAppend(KvWrite { key, value, fence }) => {
+                self.kv_write(key, value, fence, true)
+            }
+            Command::StackPush(StackPush {
                 stack,
                 value,
                 fence,
-            } => self.stack_push(stack, value, fence),
-            Command::StackPop { stack, fence } => self.stack_pop(stack, fence),
-            Command::StackDelete { stack, fence } => {
+            }) => self.stack_push(stack, value, fence),
+            Command::StackPop(StackPop { stack, fence }) => self.stack_pop(stack, fence),
+            Command::StackDelete(StackDelete { stack, fence }) => {
                 validate_name("stack", stack)?;
                 let last = match self.stacks.get(stack.as_str()) {
                     Some(s) => s.last_token,
