@@ -226,6 +226,23 @@ mod tests {
         assert_eq!(Envelope::from_bytes(&env.to_bytes()), Ok(env));
     }
 
+    #[test]
+    fn idempotency_key_seq_accepts_only_canonical_prefix_dash_seq() {
+        assert_eq!(idempotency_key_seq("ab12-7"), Some(("ab12", 7)));
+        assert_eq!(idempotency_key_seq("a-b-0"), Some(("a-b", 0)));
+        for bad in [
+            "7",
+            "-7",
+            "a-",
+            "a-07",
+            "a-+7",
+            "a-x",
+            "a-99999999999999999999",
+        ] {
+            assert_eq!(idempotency_key_seq(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -1,8 +1,21 @@
-//! Unit tests of each rule of the API contract, one scenario per test.
+//! Unit tests of each rule of the API contract, one scenario per test,
+//! through `apply` (long: one file for the whole contract, in its order).
 
 use super::*;
-use crate::api::limits::EPHEMERAL_SESSION_TTL_MS_DEFAULT;
-use crate::lock::{Idempotency, LeaseTracker};
+use crate::api::limits::{
+    EPHEMERAL_SESSION_TTL_MS_DEFAULT, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS,
+    KV_VALUE_BYTES_MAX, SESSION_TOMBSTONE_MS, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
+    WAITERS_PER_LOCK_MAX,
+};
+use crate::codec;
+use crate::lock::{
+    Fence, Idempotency, KvWrite, LeaseTracker, NotFoundKind, OpenSession, StackDelete, StackPop,
+    StackPush,
+};
+
+fn not_found(kind: NotFoundKind) -> LockError {
+    LockError::NotFound { kind }
+}
 
 /// A state plus a log index counter: each `run` applies the next entry.
 struct Log {
@@ -116,12 +129,6 @@ fn granted(events: &[Event]) -> Vec<(SessionId, FencingToken)> {
             _ => None,
         })
         .collect()
-}
-
-#[test]
-fn an_idle_lock_entry_stays_small() {
-    // 24 (inline holder + tag) + 8 (queue box) + 8: the B-tree value of a lock.
-    assert_eq!(std::mem::size_of::<LockEntry>(), 40);
 }
 
 #[test]
@@ -652,23 +659,6 @@ fn push(value: &str) -> Command {
 }
 
 #[test]
-fn idempotency_key_seq_accepts_only_canonical_prefix_dash_seq() {
-    assert_eq!(idempotency_key_seq("ab12-7"), Some(("ab12", 7)));
-    assert_eq!(idempotency_key_seq("a-b-0"), Some(("a-b", 0)));
-    for bad in [
-        "7",
-        "-7",
-        "a-",
-        "a-07",
-        "a-+7",
-        "a-x",
-        "a-99999999999999999999",
-    ] {
-        assert_eq!(idempotency_key_seq(bad), None, "{bad}");
-    }
-}
-
-#[test]
 fn acknowledged_entries_are_forgotten_and_unacknowledged_kept() {
     let mut log = Log::new();
     for seq in 1..=4 {
@@ -702,10 +692,7 @@ fn acknowledged_entries_are_forgotten_and_unacknowledged_kept() {
     let r = log.apply_keyed(push("x"), Some(("c-4", 1))).reply;
     assert_acked_refusal(&r);
     assert_eq!(log.sm.stack("s").unwrap().size, 7, "c-4 was acknowledged");
-    assert!(
-        !log.sm.idempotency.entries.contains_key("c-4"),
-        "not cached"
-    );
+    assert!(log.sm.idempotency.entry("c-4").is_none(), "not cached");
     // Snapshots rebuild the prefix index.
     let restored = LockStateMachine::restore(&log.sm.snapshot()).unwrap();
     assert_eq!(restored, log.sm);
@@ -733,13 +720,13 @@ fn a_delayed_attempt_of_an_acknowledged_key_is_refused_not_applied_twice() {
     log.now_ms += 1_000;
     log.apply_acked(push("y"), Some(("p-6", 8)), Some(6));
     assert_eq!(log.sm.stack("s").unwrap().size, 2);
-    assert!(!log.sm.idempotency.entries.contains_key("p-5"));
+    assert!(log.sm.idempotency.entry("p-5").is_none());
     // Attempt 1 finally commits: refused, not applied, not cached.
     log.now_ms += 1_000;
     let r = log.apply_keyed(push("x"), Some(("p-5", 7))).reply;
     assert_acked_refusal(&r);
     assert_eq!(log.sm.stack("s").unwrap().size, 2, "applied exactly once");
-    assert!(!log.sm.idempotency.entries.contains_key("p-5"));
+    assert!(log.sm.idempotency.entry("p-5").is_none());
     // Other prefixes are unaffected; the mark survives a snapshot.
     let r = log.apply_keyed(push("z"), Some(("q-1", 1))).reply;
     assert!(!r.is_error(), "{r:?}");
@@ -761,7 +748,7 @@ fn an_acknowledged_mark_expires_a_window_after_its_prefix_was_last_used() {
     let mut log = Log::new();
     log.apply_keyed(push("x"), Some(("p-1", 1)));
     log.apply_acked(push("x"), Some(("p-2", 1)), Some(2));
-    assert_eq!(log.sm.idempotency.marks.len(), 1);
+    assert_eq!(log.sm.idempotency.mark_count(), 1);
     // Any keyed request of the prefix keeps the mark alive.
     log.now_ms += IDEMPOTENCY_WINDOW_MS - 1;
     assert_acked_refusal(&log.apply_keyed(push("x"), Some(("p-1", 1))).reply);
@@ -772,8 +759,8 @@ fn an_acknowledged_mark_expires_a_window_after_its_prefix_was_last_used() {
     // the plain window rule applies again.
     log.now_ms += IDEMPOTENCY_WINDOW_MS;
     log.run(Command::Keepalive(Keepalive { session_id: 999 }));
-    assert!(log.sm.idempotency.marks.is_empty());
-    assert!(log.sm.idempotency.marks_by_touch.is_empty());
+    // No mark left (its expiry index too: the Log checks invariants).
+    assert_eq!(log.sm.idempotency.mark_count(), 0);
     let r = log.apply_keyed(push("x"), Some(("p-1", 1))).reply;
     assert!(!r.is_error(), "{r:?}");
     assert_eq!(log.sm.stack("s").unwrap().size, 3);
@@ -814,7 +801,7 @@ fn a_long_stream_of_acknowledged_requests_never_fills_the_cache() {
         assert!(!r.reply.is_error(), "request {i}: {:?}", r.reply);
     }
     log.sm.check_invariants().unwrap();
-    assert!(log.sm.idempotency.entries.len() <= 4 * clients as usize);
+    assert!(log.sm.idempotency.len() <= 4 * clients as usize);
 }
 
 #[test]
@@ -831,19 +818,19 @@ fn entries_of_ephemeral_sessions_expire_a_window_after_the_session_ends() {
     let Reply::Acquired(g) = log.apply_keyed(acq.clone(), Some(("e-1", 1))).reply else {
         panic!()
     };
-    let entry = &log.sm.idempotency.entries["e-1"];
+    let entry = log.sm.idempotency.entry("e-1").expect("cached");
     assert_eq!((entry.owner, entry.deadline_ms), (Some(g.session_id), None));
     log.now_ms += 2 * IDEMPOTENCY_WINDOW_MS;
     log.release("L", g.session_id, Some(g.fencing_token));
     assert_eq!(log.sm.session_count(), 0);
     let ended = log.now_ms;
     assert_eq!(
-        log.sm.idempotency.entries["e-1"].deadline_ms,
+        log.sm.idempotency.entry("e-1").expect("cached").deadline_ms,
         Some(ended + IDEMPOTENCY_WINDOW_MS)
     );
     log.now_ms += IDEMPOTENCY_WINDOW_MS;
     log.run(Command::ExpireWaiters);
-    assert!(log.sm.idempotency.entries.is_empty());
+    assert!(log.sm.idempotency.len() == 0);
 }
 
 #[test]
@@ -1087,34 +1074,6 @@ fn snapshot_round_trips_and_continues_like_the_whole_log() {
     flipped[3] ^= 1;
     assert!(LockStateMachine::restore(&flipped).is_err());
     assert!(LockStateMachine::restore(&[]).is_err());
-}
-
-#[test]
-fn inconsistent_snapshot_is_refused() {
-    let snap = SnapshotV1 {
-        last_applied: 5,
-        clock_ms: 0,
-        sessions: vec![],
-        tombstones: vec![],
-        locks: vec![LockSnap {
-            name: "L".into(),
-            mode: Some(Mode::Exclusive),
-            holders: vec![Holder {
-                session_id: 3,
-                fencing_token: 4,
-                acquired_at_ms: 0,
-            }],
-            waiters: vec![],
-        }],
-        kv: vec![],
-        stacks: vec![],
-        idempotency: vec![],
-    };
-    let bytes = codec::encode_checked(&SnapshotFile::V1(snap));
-    assert!(matches!(
-        LockStateMachine::restore(&bytes),
-        Err(SnapshotError::Inconsistent(_))
-    ));
 }
 
 #[test]
