@@ -162,17 +162,46 @@ fn acquire(lock: &str, owner: Owner, mode: Mode, wait_ms: u64) -> Command {
     })
 }
 
+fn open(name: &str) -> Command {
+    Command::OpenSession(OpenSession {
+        ttl_ms: 10_000,
+        name: name.into(),
+    })
+}
+
+fn kv(key: &str, value: &str, fence: Option<Fence>) -> KvWrite {
+    KvWrite {
+        key: key.into(),
+        value: value.into(),
+        fence,
+    }
+}
+
+fn push(value: &str) -> Command {
+    Command::StackPush(StackPush {
+        stack: "st".into(),
+        value: value.into(),
+        fence: None,
+    })
+}
+
+fn keepalive(session_id: SessionId) -> Command {
+    Command::Keepalive(Keepalive { session_id })
+}
+
 /// Sessions (named, ephemeral, expired), an exclusive lock with keyed
 /// waiters, a shared lock with two holders, fenced KV, stacks, idempotency
 /// entries owned and windowed, and (with `marks`) an acknowledged mark.
 fn rich_state(marks: bool) -> LockStateMachine {
-    let open = |name: &str| {
-        Command::OpenSession(OpenSession {
-            ttl_ms: 10_000,
-            name: name.into(),
-        })
-    };
     let s = Owner::Session;
+    let ephemeral = Owner::Ephemeral { ttl_ms: 30_000 };
+    let fenced = Some(Fence {
+        lock: "L".into(),
+        fencing_token: 4,
+    });
+    let expire = Command::ExpireSessions(ExpireSessions {
+        session_ids: vec![14],
+    });
     let mut steps = vec![
         (1_000, true, None, open("a")),                               // 1
         (1_000, false, None, open("b")),                              // 2
@@ -186,79 +215,18 @@ fn rich_state(marks: bool) -> LockStateMachine {
             1_500,
             true,
             None,
-            acquire(
-                "eph/x",
-                Owner::Ephemeral { ttl_ms: 30_000 },
-                Mode::Exclusive,
-                0,
-            ),
-        ), // 9
-        (
-            1_600,
-            true,
-            None,
-            Command::KvPut(KvWrite {
-                key: "k".into(),
-                value: "v".into(),
-                fence: Some(Fence {
-                    lock: "L".into(),
-                    fencing_token: 4,
-                }),
-            }),
+            acquire("eph/x", ephemeral, Mode::Exclusive, 0),
         ),
-        (
-            1_700,
-            false,
-            None,
-            Command::KvAppend(KvWrite {
-                key: "k2".into(),
-                value: "w".into(),
-                fence: None,
-            }),
-        ),
-        (
-            1_800,
-            true,
-            None,
-            Command::StackPush(StackPush {
-                stack: "st".into(),
-                value: "x".into(),
-                fence: None,
-            }),
-        ),
-        (
-            1_900,
-            false,
-            None,
-            Command::StackPush(StackPush {
-                stack: "st".into(),
-                value: "y".into(),
-                fence: None,
-            }),
-        ),
+        (1_600, true, None, Command::KvPut(kv("k", "v", fenced))), // 10
+        (1_700, false, None, Command::KvAppend(kv("k2", "w", None))),
+        (1_800, true, None, push("x")),
+        (1_900, false, None, push("y")),
         (2_000, true, None, open("gone")), // 14
-        (
-            2_100,
-            false,
-            None,
-            Command::ExpireSessions(ExpireSessions {
-                session_ids: vec![14],
-            }),
-        ),
-        (
-            2_200,
-            true,
-            None,
-            Command::Keepalive(Keepalive { session_id: 2 }),
-        ),
+        (2_100, false, None, expire),
+        (2_200, true, None, keepalive(2)),
     ];
     if marks {
-        steps.push((
-            2_300,
-            true,
-            Some(3),
-            Command::Keepalive(Keepalive { session_id: 1 }),
-        ));
+        steps.push((2_300, true, Some(3), keepalive(1)));
     }
     state_after(&steps)
 }
