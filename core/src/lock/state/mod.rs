@@ -33,8 +33,8 @@ use super::command::{
 use super::name::LockName;
 use super::types::{
     validate_name, Applied, Event, FencingToken, Grant, HolderView, KvView, LockError, LockList,
-    LockState, LockView, Mode, Reply, SessionId, SessionLockView, SessionView, SessionWaitView,
-    StackView, ValidateView, WaitEndReason, WaiterView,
+    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLockView, SessionView,
+    SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
 };
 use crate::api::limits::{
     LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LOCKS_PER_SESSION_MAX, NAME_BYTES_MAX, WAIT_MS_MAX,
@@ -215,7 +215,7 @@ impl LockStateMachine {
             LockError::SessionExpired
         } else {
             LockError::NotFound {
-                kind: super::NotFoundKind::Session,
+                kind: NotFoundKind::Session,
             }
         });
         let left = self.leave_queues(id, &final_reply, events);
