@@ -299,17 +299,26 @@ impl LockStateMachine {
         if let Some(pos) = entry.waiters.position(requester.session_id) {
             return self.ask_again(&name, pos, cmd);
         }
-        let grants = entry.grants_at_once(cmd.mode);
-        if !grants {
-            if cmd.wait_ms == 0 {
-                return Err(self.lock_held(&entry.holders));
-            }
-            Locks::check_queue_room(entry)?;
-        }
-        if grants {
+        if entry.grants_at_once(cmd.mode) {
             self.locks.add_holder(&name, cmd.mode, holder);
             return Ok(self.granted(requester, name, cmd.mode, index));
         }
+        if cmd.wait_ms == 0 {
+            return Err(self.lock_held(&entry.holders));
+        }
+        Locks::check_queue_room(entry)?;
+        Ok(self.queue(requester, name, cmd, idem_key))
+    }
+
+    /// Queues the requester at the back of the lock's queue; the key of the
+    /// acquire will answer with the wait's outcome.
+    fn queue(
+        &mut self,
+        requester: Requester,
+        name: LockName,
+        cmd: &Acquire,
+        idem_key: Option<&str>,
+    ) -> Reply {
         let waiter = Waiter {
             session_id: requester.session_id,
             mode: cmd.mode,
@@ -323,11 +332,11 @@ impl LockStateMachine {
             .get_mut(requester.session_id)
             .expect("live session");
         session.waiting.insert(name);
-        Ok(Reply::Queued {
+        Reply::Queued {
             session_id: requester.session_id,
             mode: cmd.mode,
             position,
-        })
+        }
     }
 
     /// Resolves an acquire's owner, refusing what no lock state can change:
