@@ -1,7 +1,7 @@
 //! Proptest state-machine test (long: the reference model, its generators
-//! and the comparison are read together, and share nothing with the code): random command sequences go to the real
-//! [`LockStateMachine`] and to a small reference model written here from the
-//! API contract, without sharing code with it. Replies, events and every
+//! and the comparison are read together): random command sequences go to
+//! the real [`LockStateMachine`] and to a small reference model written here
+//! from the API contract, without sharing code with it. Replies, events and every
 //! observable view must agree, and the safety invariants must hold after each
 //! step.
 //!
