@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use deadbolt_core::api::{
+use deadbolt_api::limits::{
+    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
+};
+use deadbolt_api::{
     AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,
     CreateSessionResponse, KeepaliveRequest, KeepaliveResponse, KvGetResponse, KvWriteRequest,
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
     StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse,
     HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
-    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER, REQUEST_TIMEOUT_MS_DEFAULT,
-    REQUEST_TIMEOUT_MS_MAX, RETRY_AFTER_SECS_MIN,
+    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
 };
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deadbolt_core::api::{ErrorCode, ErrorEnvelope, LockHolder, NameError, NotFoundKind};
+use deadbolt_api::{ErrorCode, ErrorEnvelope, LockHolder, NameError, NotFoundKind};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,7 @@ pub(crate) fn decode_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deadbolt_core::api::SessionId;
+    use deadbolt_api::SessionId;
 
     fn decode(status: u16, body: &str) -> Error {
         decode_error("h:1", status, body.as_bytes())

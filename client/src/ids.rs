@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use deadbolt_core::api::IDEMPOTENCY_KEY_BYTES_MAX;
-pub(crate) use deadbolt_core::rng::SplitMix64;
+use deadbolt_api::limits::IDEMPOTENCY_KEY_BYTES_MAX;
+pub(crate) use deadbolt_api::rng::SplitMix64;
 
 /// A seed for callers that gave none: under madsim the simulator's seeded
 /// rng, in production the wall clock, the pid and a process-wide counter (two

@@ -26,7 +26,7 @@ pub use client::{
     Client, ClientBuilder, ATTEMPTS_MAX_DEFAULT, BACKOFF_INITIAL_DEFAULT, BACKOFF_MAX_DEFAULT,
     CALL_TIMEOUT_DEFAULT, RETRY_AFTER_MAX_DEFAULT,
 };
-pub use deadbolt_core::api;
+pub use deadbolt_api as api;
 pub use error::Error;
 pub use io::HyperIo;
 pub use path::encode_component;

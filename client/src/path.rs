@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use deadbolt_core::api::{validate_name, ListLocksQuery};
+use deadbolt_api::{validate_name, ListLocksQuery};
 
 use crate::Error;
 

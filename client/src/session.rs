@@ -11,10 +11,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadbolt_core::api::{
-    AcquireRequest, CreateSessionRequest, LockMode, SessionId, SESSION_TTL_MS_DEFAULT,
-    SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
-};
+use deadbolt_api::limits::{SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN};
+use deadbolt_api::{AcquireRequest, CreateSessionRequest, LockMode, SessionId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use deadbolt_core::api::{
+use deadbolt_api::{
     AcquireRequest, CreateSessionRequest, ErrorCode, ErrorEnvelope, LockMode, SessionId,
     HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
     HEADER_REQUEST_TIMEOUT_MS,
@@ -279,7 +279,7 @@ async fn retries_504_with_the_same_key_and_new_calls_get_new_keys() {
         })
         .await;
         let client = builder(vec![server.url()]).build().unwrap();
-        let push = deadbolt_core::api::StackPushRequest {
+        let push = deadbolt_api::StackPushRequest {
             value: "x".into(),
             lock: None,
             fencing_token: None,

@@ -8,7 +8,9 @@
 use std::alloc::System;
 use std::time::Instant;
 
-use deadbolt_core::lock::{Command, Envelope, LockStateMachine, Mode, Owner, Reply};
+use deadbolt_core::lock::{
+    Acquire, Command, Envelope, LockStateMachine, Mode, OpenSession, Owner, Release, Reply,
+};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -53,10 +55,10 @@ fn main() {
         index += 1;
         let open = envelope(
             now_ms,
-            Command::OpenSession {
+            Command::OpenSession(OpenSession {
                 ttl_ms: 60_000,
                 name: "worker".into(),
-            },
+            }),
         );
         match sm.apply(index, &open).reply {
             Reply::SessionOpened { session_id, .. } => sessions.push(session_id),
@@ -69,12 +71,12 @@ fn main() {
         index += 1;
         let acquire = envelope(
             now_ms,
-            Command::Acquire {
+            Command::Acquire(Acquire {
                 lock: format!("lock/{i:08}"),
                 owner: Owner::Session(sessions[i / LOCKS_PER_SESSION]),
                 mode: Mode::Exclusive,
                 wait_ms: 0,
-            },
+            }),
         );
         let applied = sm.apply(index, &acquire);
         assert!(
@@ -121,23 +123,23 @@ fn main() {
         let token = index;
         let acquire = envelope(
             now_ms,
-            Command::Acquire {
+            Command::Acquire(Acquire {
                 lock: name.clone(),
                 owner: Owner::Session(worker),
                 mode: Mode::Exclusive,
                 wait_ms: 0,
-            },
+            }),
         );
         let applied = sm.apply(index, &acquire);
         debug_assert!(matches!(applied.reply, Reply::Acquired(_)));
         index += 1;
         let release = envelope(
             now_ms,
-            Command::Release {
+            Command::Release(Release {
                 lock: name,
                 session_id: worker,
                 fencing_token: Some(token),
-            },
+            }),
         );
         let applied = sm.apply(index, &release);
         debug_assert_eq!(applied.reply, Reply::Released);

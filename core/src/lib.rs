@@ -8,11 +8,16 @@
 //! simulation drive it under seeded faults with exact replay.
 //!
 //! [`codec`] is the one place where bytes are produced and parsed; [`rng`]
-//! is the one seeded random generator (Raft, runtime and client share it). [`api`] holds
-//! the HTTP API's JSON wire types, shared by the server and the client.
+//! is the one seeded random generator (Raft, runtime and client share it).
+//! [`api`] is the `deadbolt-api` crate (the HTTP API's wire types and every
+//! limit, shared by the server and the client, which does not depend on
+//! this crate), re-exported so `deadbolt_core::api::..` paths keep working.
 
-pub mod api;
+pub use deadbolt_api as api;
+/// The one seeded generator; it lives in `deadbolt-api` (see that crate's
+/// docs for why) so the client shares it without compiling Raft.
+pub use deadbolt_api::rng;
+
 pub mod codec;
 pub mod lock;
 pub mod raft;
-pub mod rng;

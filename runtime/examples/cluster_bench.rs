@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadbolt_core::lock::Command;
+use deadbolt_core::lock::{Command, KvWrite};
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{Bootstrap, Node, NodeConfig, NodeHandle, StorageChoice};
 use deadbolt_runtime::TokioClock;
@@ -111,11 +111,11 @@ async fn round(handle: &NodeHandle, concurrency: usize) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             let mut i = 0u64;
             while started.elapsed() < ROUND {
-                let command = Command::KvPut {
+                let command = Command::KvPut(KvWrite {
                     key: format!("k{worker}-{}", i % 64),
                     value: format!("{i}"),
                     fence: None,
-                };
+                });
                 let sent = Instant::now();
                 handle.propose(command, None, DEADLINE).await?;
                 latencies.push(sent.elapsed());

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use deadbolt_core::lock::{Command, Mode, Owner, Reply};
+    use deadbolt_core::lock::{Acquire, Command, Mode, OpenSession, Owner, Reply};
     use deadbolt_runtime::node::{Bootstrap, Node, NodeConfig, StorageChoice};
     use deadbolt_runtime::TokioClock;
 
@@ -80,10 +80,10 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..locks.div_ceil(LOCKS_PER_SESSION) {
         let reply = handle
             .propose(
-                Command::OpenSession {
+                Command::OpenSession(OpenSession {
                     ttl_ms: 3_600_000,
                     name: "idle".into(),
-                },
+                }),
                 None,
                 DEADLINE,
             )
@@ -106,12 +106,12 @@ async fn main() -> anyhow::Result<()> {
             while i < locks {
                 let reply = handle
                     .propose(
-                        Command::Acquire {
+                        Command::Acquire(Acquire {
                             lock: format!("lock/{i:08}"),
                             owner: Owner::Session(sessions[i / LOCKS_PER_SESSION]),
                             mode: Mode::Exclusive,
                             wait_ms: 0,
-                        },
+                        }),
                         None,
                         DEADLINE,
                     )

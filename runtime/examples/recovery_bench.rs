@@ -21,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use deadbolt_core::lock::{Command, Envelope, LockStateMachine, Mode, Owner, Reply};
+    use deadbolt_core::lock::{
+        Acquire, Command, Envelope, KvWrite, LockStateMachine, Mode, OpenSession, Owner, Reply,
+    };
     use deadbolt_core::raft::{Entry, EntryPayload, HardState, Member, Membership, SnapshotMeta};
     use deadbolt_runtime::node::{Bootstrap, Node, NodeConfig, StorageChoice};
     use deadbolt_runtime::storage::{FjallStorage, Identity, Storage};
@@ -73,10 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let session = match sm
         .apply(
             1,
-            &envelope(Command::OpenSession {
+            &envelope(Command::OpenSession(OpenSession {
                 ttl_ms: 3_600_000,
                 name: "bench".into(),
-            }),
+            })),
         )
         .reply
     {
@@ -84,12 +86,12 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("open session: {other:?}"),
     };
     for i in 0..SNAPSHOT_LOCKS {
-        let acquire = envelope(Command::Acquire {
+        let acquire = envelope(Command::Acquire(Acquire {
             lock: format!("lock/{i:08}"),
             owner: Owner::Session(session),
             mode: Mode::Exclusive,
             wait_ms: 0,
-        });
+        }));
         sm.apply(2 + i as u64, &acquire);
     }
     let snapshot_index = 1 + SNAPSHOT_LOCKS as u64;
@@ -117,11 +119,11 @@ async fn main() -> anyhow::Result<()> {
                     term: 1,
                     index,
                     payload: EntryPayload::Command(
-                        envelope(Command::KvPut {
+                        envelope(Command::KvPut(KvWrite {
                             key: format!("k{}", index % 1024),
                             value: format!("{index}"),
                             fence: None,
-                        })
+                        }))
                         .to_bytes(),
                     ),
                 })

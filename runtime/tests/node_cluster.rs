@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
-use deadbolt_core::lock::{Command, Reply};
+use deadbolt_core::lock::{Command, KvWrite, Reply};
 use deadbolt_core::raft::{NodeId, Role};
 use deadbolt_runtime::node::{Node, NodeHandle, StorageChoice};
 use deadbolt_runtime::TokioClock;
@@ -138,11 +138,11 @@ async fn write_many(handles: &[NodeHandle], count: usize, concurrency: usize, ta
         tasks.push(tokio::spawn(async move {
             let mut i = worker;
             while i < count {
-                let command = Command::KvPut {
+                let command = Command::KvPut(KvWrite {
                     key: format!("{tag}-{}", i % 997),
                     value: format!("{i}"),
                     fence: None,
-                };
+                });
                 let reply = handle
                     .propose(command, None, DEADLINE)
                     .await
@@ -188,11 +188,11 @@ async fn three_nodes_replicate_restart_and_catch_up_by_snapshot() {
     let reply = cluster
         .handle(followers[0])
         .propose(
-            Command::KvPut {
+            Command::KvPut(KvWrite {
                 key: "via-follower".into(),
                 value: "1".into(),
                 fence: None,
-            },
+            }),
             None,
             DEADLINE,
         )

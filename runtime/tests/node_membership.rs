@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use deadbolt_core::lock::Command;
+use deadbolt_core::lock::{Command, KvWrite};
 use deadbolt_core::raft::{NodeId, Role};
 use deadbolt_runtime::node::{Bootstrap, Node, NodeHandle, StorageChoice};
 use deadbolt_runtime::storage::SimDisk;
@@ -57,11 +57,11 @@ async fn join_promote_transfer_and_remove() {
     let follower: NodeId = (1..=3).find(|id| *id != leader).expect("a follower");
     let via: NodeHandle = nodes[&follower].handle();
     via.propose(
-        Command::KvPut {
+        Command::KvPut(KvWrite {
             key: "before-join".into(),
             value: "x".into(),
             fence: None,
-        },
+        }),
         None,
         DEADLINE,
     )
@@ -133,11 +133,11 @@ async fn join_promote_transfer_and_remove() {
     nodes[&follower]
         .handle()
         .propose(
-            Command::KvPut {
+            Command::KvPut(KvWrite {
                 key: "after-remove".into(),
                 value: "y".into(),
                 fence: None,
-            },
+            }),
             None,
             DEADLINE,
         )

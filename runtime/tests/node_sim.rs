@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_core::lock::{Command, Idempotency, Reply};
+use deadbolt_core::lock::{Command, Idempotency, KvWrite, Reply};
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{
     Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, StorageChoice,
@@ -133,11 +133,11 @@ async fn write(handles: &[NodeHandle], count: usize, tag: &str) {
     let mut tasks = Vec::new();
     for (i, handle) in handles.iter().cycle().take(count).enumerate() {
         let handle = handle.clone();
-        let command = Command::KvAppend {
+        let command = Command::KvAppend(KvWrite {
             key: format!("{tag}-{}", i % 7),
             value: format!("{i},"),
             fence: None,
-        };
+        });
         tasks.push(tokio::spawn(async move {
             handle.propose(command, None, DEADLINE).await
         }));
@@ -266,11 +266,11 @@ async fn acknowledged_writes_survive_crashes_with_torn_tails() {
             let handle = all[(i % 3) as usize].clone();
             let key = format!("r{round}-{i}");
             tasks.push(tokio::spawn(async move {
-                let command = Command::KvPut {
+                let command = Command::KvPut(KvWrite {
                     key: key.clone(),
                     value: "v".into(),
                     fence: None,
-                };
+                });
                 handle
                     .propose(command, None, Duration::from_secs(3))
                     .await
@@ -375,11 +375,11 @@ async fn lossy_links_still_converge() {
     for i in 0..90usize {
         let handle = handles[i % 3].clone();
         tasks.push(tokio::spawn(async move {
-            let command = Command::KvPut {
+            let command = Command::KvPut(KvWrite {
                 key: format!("k{i}"),
                 value: "v".into(),
                 fence: None,
-            };
+            });
             handle
                 .propose(command, None, Duration::from_secs(3))
                 .await
@@ -401,11 +401,11 @@ async fn lossy_links_still_converge() {
             fingerprint: i as u64,
             acked_below: None,
         });
-        let command = Command::KvAppend {
+        let command = Command::KvAppend(KvWrite {
             key: "healed".into(),
             value: format!("{i},"),
             fence: None,
-        };
+        });
         eventually("a write after healing", || {
             let (handle, command, idempotency) =
                 (handle.clone(), command.clone(), idempotency.clone());
@@ -473,11 +473,11 @@ async fn a_forward_to_a_vanished_leader_is_answered_at_the_leader_change() {
         fingerprint: 7,
         acked_below: None,
     };
-    let command = Command::KvPut {
+    let command = Command::KvPut(KvWrite {
         key: "k".into(),
         value: "v".into(),
         fence: None,
-    };
+    });
     let started = tokio::time::Instant::now();
     let first = follower
         .propose(command.clone(), Some(idempotency.clone()), DEADLINE)

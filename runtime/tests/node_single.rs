@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use deadbolt_core::lock::{Command, LockError, Mode, Owner, Reply};
+use deadbolt_core::lock::{Acquire, Command, LockError, Mode, OpenSession, Owner, Release, Reply};
 use deadbolt_runtime::node::{NodeHandle, ProposeError, StorageChoice};
 use deadbolt_runtime::storage::SimDisk;
 use deadbolt_runtime::{Clock, ManualClock, TokioClock};
@@ -35,12 +35,12 @@ async fn single(
 }
 
 fn acquire(lock: &str, session: u64, wait_ms: u64) -> Command {
-    Command::Acquire {
+    Command::Acquire(Acquire {
         lock: lock.into(),
         owner: Owner::Session(session),
         mode: Mode::Exclusive,
         wait_ms,
-    }
+    })
 }
 
 #[tokio::test]
@@ -78,11 +78,11 @@ async fn proposes_reads_hands_over_and_restarts() {
     assert!(!waiter.is_finished());
     let released = propose(
         &handle,
-        Command::Release {
+        Command::Release(Release {
             lock: "a".into(),
             session_id: s1,
             fencing_token: Some(first.fencing_token),
-        },
+        }),
     )
     .await;
     assert_eq!(released, Reply::Released);
@@ -240,10 +240,10 @@ async fn storage_failure_stops_the_node_without_panicking() {
     disk.fail_next_sync();
     let failed = handle
         .propose(
-            Command::OpenSession {
+            Command::OpenSession(OpenSession {
                 ttl_ms: 10_000,
                 name: "x".into(),
-            },
+            }),
             None,
             DEADLINE,
         )

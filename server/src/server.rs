@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use deadbolt_client::api::AddMemberRequest;
 use deadbolt_client::ClientBuilder;
+use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
 use deadbolt_runtime::{shutdown_channel, Shutdown, ShutdownTrigger, TokioClock};
@@ -92,14 +93,11 @@ pub async fn run(
 pub fn founder_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
     // FNV-1a 64: stable across Rust versions and platforms, unlike
     // `DefaultHasher`, which is all this needs (not an adversarial input).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fnv1a64::new();
     for (id, addr) in voters {
-        for byte in format!("{id}={addr}\n").bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hash.write(format!("{id}={addr}\n").as_bytes());
     }
-    format!("dbc-{hash:016x}")
+    format!("dbc-{:016x}", hash.finish())
 }
 
 /// Opens storage, starts the node and the API, and (for `--join`) asks the

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{Applied, Command, Envelope, Owner, Reply, SessionId};
+use super::command::{Acquire, CloseSession, Command, Envelope, Keepalive, Owner};
+use super::types::{Applied, Reply, SessionId};
 
 /// Lease deadlines of the live sessions, kept by the leader only.
 #[derive(Debug, Clone, Default)]
@@ -73,22 +74,22 @@ impl LeaseTracker {
             (_, Reply::SessionOpened { session_id, ttl_ms }) => {
                 self.renew(*session_id, *ttl_ms, now_ms)
             }
-            (Command::Keepalive { session_id }, Reply::KeptAlive { ttl_ms }) => {
+            (Command::Keepalive(Keepalive { session_id }), Reply::KeptAlive { ttl_ms }) => {
                 self.renew(*session_id, *ttl_ms, now_ms)
             }
             (
-                Command::Acquire {
+                Command::Acquire(Acquire {
                     owner: Owner::Ephemeral { ttl_ms },
                     ..
-                },
+                }),
                 Reply::Acquired(super::types::Grant { session_id, .. })
                 | Reply::Queued { session_id, .. },
             ) => self.renew(*session_id, *ttl_ms, now_ms),
             (
-                Command::Acquire {
+                Command::Acquire(Acquire {
                     owner: Owner::Session(session_id),
                     ..
-                },
+                }),
                 _,
             ) => self.on_keepalive(*session_id, now_ms),
             _ => {}
@@ -102,7 +103,7 @@ impl LeaseTracker {
                 _ => {}
             }
         }
-        if let (Command::CloseSession { session_id }, Reply::SessionClosed) =
+        if let (Command::CloseSession(CloseSession { session_id }), Reply::SessionClosed) =
             (&envelope.command, &applied.reply)
         {
             self.on_session_ended(*session_id);
@@ -135,6 +136,7 @@ impl LeaseTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lock::{ExpireSessions, OpenSession};
 
     #[test]
     fn expires_only_after_a_full_ttl_without_keepalive() {
@@ -172,21 +174,21 @@ mod tests {
         let mut leader = LeaseTracker::new();
         let open = env(
             0,
-            Command::OpenSession {
+            Command::OpenSession(OpenSession {
                 ttl_ms: 1_000,
                 name: "w".into(),
-            },
+            }),
         );
         let applied = sm.apply(1, &open);
         leader.observe_applied(0, &open, &applied);
         let acquire = env(
             0,
-            Command::Acquire {
+            Command::Acquire(Acquire {
                 lock: "L".into(),
                 owner: Owner::Session(1),
                 mode: Mode::Exclusive,
                 wait_ms: 0,
-            },
+            }),
         );
         let applied = sm.apply(2, &acquire);
         leader.observe_applied(600, &acquire, &applied);
@@ -201,7 +203,10 @@ mod tests {
         assert!(new_leader.expired(5_999).is_empty());
         let due = new_leader.expired(6_000);
         assert_eq!(due, vec![1]);
-        let expire = env(6_000, Command::ExpireSessions { session_ids: due });
+        let expire = env(
+            6_000,
+            Command::ExpireSessions(ExpireSessions { session_ids: due }),
+        );
         let applied = sm.apply(3, &expire);
         assert_eq!(applied.reply, Reply::SessionsExpired { count: 1 });
         new_leader.observe_applied(6_000, &expire, &applied);

@@ -50,38 +50,55 @@
 //!   queue place; asking again with `wait_ms > 0` keeps the place and extends
 //!   the deadline to the later one. Changing mode is `invalid_request` on
 //!   `mode` ("upgrading or downgrading is not supported").
-//! - Idempotency: see `IdempotencyCache` in `state.rs`: an entry lives while
-//!   its owning session lives and [`IDEMPOTENCY_WINDOW_MS`] after the later
-//!   of its recording and the owner's end; at [`IDEMPOTENCY_KEYS_MAX`] new keys
-//!   get `unavailable` rather than evicting a key inside its window. A queued
-//!   acquire's entry is updated to its final outcome (grant or wait end),
-//!   unless it was acknowledged meanwhile. Acknowledgements
-//!   (`Idempotency-Acked-Below`, [`Idempotency::acked_below`]): applying a key
-//!   `<prefix>-<seq>` (see [`idempotency_key_seq`]) with `acked_below: n`
-//!   first drops every entry `<prefix>-<m>` with `m < n` and raises the
-//!   prefix's acknowledged low-water mark to `n` (the max of its acks); a
-//!   keyed request whose seq is below its prefix's mark is refused with
-//!   `invalid_request` on `Idempotency-Key` ("already acknowledged"), not
-//!   applied and not cached, so a delayed attempt of an acknowledged key can
-//!   never apply twice. A mark is dropped once its prefix has had no keyed
-//!   request for [`IDEMPOTENCY_WINDOW_MS`] of state time; at
-//!   `IDEMPOTENCY_CLIENTS_MAX` (100,000) marks, none expired, a new prefix
-//!   records none and falls back to the plain window rule (a retry of an
-//!   acknowledged key is then applied as new). Marks are in snapshots.
-//!   `n > seq` is `invalid_request` on that header and changes nothing; keys
-//!   of other forms ignore it. This is what keeps clients that key every
-//!   mutation from filling the cache.
-//! - Limits are the `*_MAX` constants; exceeding one is `invalid_request`
-//!   naming the field, never a panic.
+//! - Idempotency: see `IdempotencyCache` in `state/idempotency.rs`: an entry
+//!   lives while its owning session lives and [`IDEMPOTENCY_WINDOW_MS`] after
+//!   the later of its recording and the owner's end; at
+//!   [`IDEMPOTENCY_KEYS_MAX`] new keys get `unavailable` rather than evicting a
+//!   key inside its window. A queued acquire's entry is updated to its final
+//!   outcome (grant or wait end), unless it was acknowledged meanwhile.
+//!   Acknowledgements (`Idempotency-Acked-Below`,
+//!   [`Idempotency::acked_below`]): applying a key `<prefix>-<seq>` (see
+//!   [`idempotency_key_seq`]) with `acked_below: n` first drops every entry
+//!   `<prefix>-<m>` with `m < n` and raises the prefix's acknowledged low-water
+//!   mark to `n` (the max of its acks); a keyed request whose seq is below its
+//!   prefix's mark is refused with `invalid_request` on `Idempotency-Key`
+//!   ("already acknowledged"), not applied and not cached, so a delayed attempt
+//!   of an acknowledged key can never apply twice. A mark is dropped once its
+//!   prefix has had no keyed request for [`IDEMPOTENCY_WINDOW_MS`] of state
+//!   time; at [`IDEMPOTENCY_CLIENTS_MAX`] (100,000) marks, none expired, a new
+//!   prefix records none and falls back to the plain window rule (a retry of an
+//!   acknowledged key is then applied as new). Marks are in snapshots. `n >
+//!   seq` is `invalid_request` on that header and changes nothing; keys of
+//!   other forms ignore it. This is what keeps clients that key every mutation
+//!   from filling the cache.
+//! - Limits are the `*_MAX` constants of [`crate::api::limits`]; exceeding one
+//!   is `invalid_request` naming the field, never a panic.
+//!
+//! [`SESSION_TOMBSTONE_MS`]: crate::api::limits::SESSION_TOMBSTONE_MS
+//! [`IDEMPOTENCY_WINDOW_MS`]: crate::api::limits::IDEMPOTENCY_WINDOW_MS
+//! [`IDEMPOTENCY_KEYS_MAX`]: crate::api::limits::IDEMPOTENCY_KEYS_MAX
+//! [`IDEMPOTENCY_CLIENTS_MAX`]: crate::api::limits::IDEMPOTENCY_CLIENTS_MAX
 
+mod command;
 mod lease;
 mod name;
 mod state;
 mod types;
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod model_tests;
 
+pub use command::{
+    idempotency_key_seq, Acquire, CloseSession, Command, Envelope, ExpireSessions, Fence,
+    Idempotency, Keepalive, KvWrite, OpenSession, Owner, Release, StackDelete, StackPop, StackPush,
+    Withdraw,
+};
 pub use lease::LeaseTracker;
 pub use state::{LockStateMachine, SnapshotError};
-pub use types::*;
+pub use types::{
+    validate_name, Applied, Event, FencingToken, Grant, HolderView, KvView, LockError, LockList,
+    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLockView, SessionView,
+    SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
+};

@@ -1,6 +1,7 @@
-//! Proptest state-machine test: random command sequences go to the real
-//! [`LockStateMachine`] and to a small reference model written here from the
-//! API contract, without sharing code with it. Replies, events and every
+//! Proptest state-machine test (long: the reference model, its generators
+//! and the comparison are read together): random command sequences go to
+//! the real [`LockStateMachine`] and to a small reference model written here
+//! from the API contract, without sharing code with it. Replies, events and every
 //! observable view must agree, and the safety invariants must hold after each
 //! step.
 //!
@@ -13,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::api::limits::{IDEMPOTENCY_WINDOW_MS, KV_VALUE_BYTES_MAX, LIST_LIMIT_MAX};
 use crate::raft::LogIndex;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,196 +370,27 @@ impl Model {
         key: Option<String>,
         ev: &mut Vec<Event>,
     ) -> Reply {
-        let now = self.clock_ms;
         match cmd {
-            Command::OpenSession { ttl_ms, name } => {
-                if !(1_000..=3_600_000).contains(ttl_ms) {
-                    return invalid("ttl_ms");
-                }
-                self.sessions.insert(
-                    index,
-                    MSession {
-                        name: name.clone(),
-                        ttl_ms: *ttl_ms,
-                        ephemeral: false,
-                    },
-                );
-                Reply::SessionOpened {
-                    session_id: index,
-                    ttl_ms: *ttl_ms,
-                }
-            }
-            Command::Keepalive { session_id } => match self.session_error(*session_id) {
+            Command::OpenSession(c) => self.open(index, c),
+            Command::Keepalive(Keepalive { session_id }) => match self.session_error(*session_id) {
                 Some(e) => e,
                 None => Reply::KeptAlive {
                     ttl_ms: self.sessions[session_id].ttl_ms,
                 },
             },
-            Command::CloseSession { session_id } => match self.session_error(*session_id) {
-                Some(e) => e,
-                None => {
-                    self.end_session(*session_id, false, index, ev);
-                    Reply::SessionClosed
-                }
-            },
-            Command::ExpireSessions { session_ids } => {
-                let mut expiring: Vec<SessionId> = Vec::new();
-                for s in session_ids {
-                    if self.sessions.contains_key(s) && !expiring.contains(s) {
-                        expiring.push(*s);
-                    }
-                }
-                // Every expiring session leaves every queue first: a waiter
-                // whose session expires is never granted.
-                let mut left = BTreeSet::new();
-                for s in &expiring {
-                    left.extend(self.leave_queues(*s, &err(LockError::SessionExpired), ev));
-                }
-                for s in &expiring {
-                    self.end_session(*s, true, index, ev);
-                }
-                for l in left {
-                    self.settle(&l, index, ev);
-                }
-                Reply::SessionsExpired {
-                    count: expiring.len() as u64,
-                }
-            }
-            Command::Acquire {
-                lock,
-                owner,
-                mode,
-                wait_ms,
-            } => {
-                if !name_ok(lock) {
-                    return invalid("lock");
-                }
-                if *wait_ms > 300_000 {
-                    return invalid("wait_ms");
-                }
-                let s = match owner {
-                    Owner::Session(s) => {
-                        if let Some(e) = self.session_error(*s) {
-                            return e;
-                        }
-                        *s
-                    }
-                    Owner::Ephemeral { ttl_ms } => {
-                        if !(1_000..=3_600_000).contains(ttl_ms) {
-                            return invalid("ttl_ms");
-                        }
-                        index
-                    }
-                };
-                if let Some(h) = self.holders(lock).iter().find(|h| h.session == s) {
-                    if h.mode != *mode {
-                        return invalid("mode");
-                    }
-                    return Reply::Acquired(Grant {
-                        session_id: s,
-                        mode: *mode,
-                        fencing_token: h.token,
-                    });
-                }
-                if let Some(pos) = self.queue(lock).iter().position(|w| w.session == s) {
-                    let w = &mut self.queues.get_mut(lock).unwrap()[pos];
-                    if w.mode != *mode {
-                        return invalid("mode");
-                    }
-                    if *wait_ms == 0 {
-                        return err(LockError::LockHeld {
-                            holders: self.holder_views(lock),
-                        });
-                    }
-                    w.deadline_ms = w.deadline_ms.max(now + wait_ms);
-                    return Reply::Queued {
-                        session_id: s,
-                        mode: *mode,
-                        position: pos as u32 + 1,
-                    };
-                }
-                let grantable = self.queue(lock).is_empty() && self.compatible(lock, *mode);
-                if !grantable && *wait_ms == 0 {
-                    return err(LockError::LockHeld {
-                        holders: self.holder_views(lock),
-                    });
-                }
-                if let Owner::Ephemeral { ttl_ms } = owner {
-                    self.sessions.insert(
-                        s,
-                        MSession {
-                            name: String::new(),
-                            ttl_ms: *ttl_ms,
-                            ephemeral: true,
-                        },
-                    );
-                }
-                if grantable {
-                    self.holds.entry(lock.clone()).or_default().push(MHold {
-                        session: s,
-                        mode: *mode,
-                        token: index,
-                        at_ms: now,
-                    });
-                    Reply::Acquired(Grant {
-                        session_id: s,
-                        mode: *mode,
-                        fencing_token: index,
-                    })
-                } else {
-                    let q = self.queues.entry(lock.clone()).or_default();
-                    q.push(MWait {
-                        session: s,
-                        mode: *mode,
-                        deadline_ms: now + wait_ms,
-                        key,
-                    });
-                    Reply::Queued {
-                        session_id: s,
-                        mode: *mode,
-                        position: q.len() as u32,
+            Command::CloseSession(CloseSession { session_id }) => {
+                match self.session_error(*session_id) {
+                    Some(e) => e,
+                    None => {
+                        self.end_session(*session_id, false, index, ev);
+                        Reply::SessionClosed
                     }
                 }
             }
-            Command::Release {
-                lock,
-                session_id,
-                fencing_token,
-            } => {
-                if !name_ok(lock) {
-                    return invalid("lock");
-                }
-                if let Some(e) = self.session_error(*session_id) {
-                    return e;
-                }
-                let hs = self.holders(lock);
-                let newest = hs.iter().map(|h| h.token).max();
-                let Some(mine) = hs.iter().find(|h| h.session == *session_id) else {
-                    return match (fencing_token, newest) {
-                        (Some(t), Some(n)) if *t < n => err(LockError::StaleToken {
-                            current_token: Some(n),
-                        }),
-                        _ => err(LockError::NotHolder),
-                    };
-                };
-                match fencing_token {
-                    Some(t) if *t < mine.token => {
-                        return err(LockError::StaleToken {
-                            current_token: Some(mine.token),
-                        })
-                    }
-                    Some(t) if *t > mine.token => return err(LockError::NotHolder),
-                    _ => {}
-                }
-                self.holds
-                    .get_mut(lock)
-                    .unwrap()
-                    .retain(|h| h.session != *session_id);
-                self.settle(lock, index, ev);
-                self.end_if_idle_ephemeral(*session_id, index, ev);
-                Reply::Released
-            }
-            Command::Withdraw { lock, session_id } => {
+            Command::ExpireSessions(c) => self.expire_sessions(c, index, ev),
+            Command::Acquire(c) => self.acquire(c, index, key),
+            Command::Release(c) => self.release(c, index, ev),
+            Command::Withdraw(Withdraw { lock, session_id }) => {
                 if !name_ok(lock) {
                     return invalid("lock");
                 }
@@ -568,108 +401,314 @@ impl Model {
                     self.remove_waiter(lock, *session_id, WaitEndReason::Withdrawn, index, ev);
                 Reply::Withdrawn { was_waiting }
             }
-            Command::ExpireWaiters => {
-                let mut due: Vec<(u64, SessionId, String)> = self
-                    .queues
-                    .iter()
-                    .flat_map(|(l, q)| {
-                        q.iter()
-                            .filter(|w| w.deadline_ms <= now)
-                            .map(move |w| (w.deadline_ms, w.session, l.clone()))
-                    })
-                    .collect();
-                due.sort();
-                let mut count = 0;
-                for (_, s, l) in due {
-                    if self.remove_waiter(&l, s, WaitEndReason::TimedOut, index, ev) {
-                        count += 1;
-                    }
-                }
-                Reply::WaitersExpired { count }
-            }
-            Command::KvPut { key, value, fence } | Command::KvAppend { key, value, fence } => {
-                let append = matches!(cmd, Command::KvAppend { .. });
-                if !name_ok(key) {
-                    return invalid("key");
-                }
-                let old = self.kv.get(key).cloned();
-                let new_value = match (&old, append) {
-                    (Some((v, _)), true) => format!("{v}{value}"),
-                    _ => value.clone(),
-                };
-                if new_value.len() > KV_VALUE_BYTES_MAX {
-                    return invalid("value");
-                }
-                let token = match self.fence(fence, old.as_ref().and_then(|o| o.1)) {
-                    Ok(t) => t,
-                    Err(e) => return e,
-                };
-                let last = token.or(old.and_then(|o| o.1));
-                self.kv.insert(key.clone(), (new_value.clone(), last));
-                Reply::KvWritten {
-                    size: new_value.len() as u64,
-                    last_token: last,
-                }
-            }
-            Command::StackPush {
-                stack,
-                value,
-                fence,
-            } => {
-                if !name_ok(stack) {
-                    return invalid("stack");
-                }
-                let last = self.stacks.get(stack).and_then(|s| s.1);
-                let token = match self.fence(fence, last) {
-                    Ok(t) => t,
-                    Err(e) => return e,
-                };
-                let s = self.stacks.entry(stack.clone()).or_default();
-                s.0.push(value.clone());
-                s.1 = token.or(s.1);
-                Reply::Pushed {
-                    size: s.0.len() as u64,
-                }
-            }
-            Command::StackPop { stack, fence } => {
-                if !name_ok(stack) {
-                    return invalid("stack");
-                }
-                let Some(last) = self.stacks.get(stack).map(|s| s.1) else {
-                    return err(LockError::NotFound {
-                        kind: NotFoundKind::Stack,
-                    });
-                };
-                let token = match self.fence(fence, last) {
-                    Ok(t) => t,
-                    Err(e) => return e,
-                };
-                let s = self.stacks.get_mut(stack).unwrap();
-                let Some(value) = s.0.pop() else {
-                    return err(LockError::StackEmpty);
-                };
-                s.1 = token.or(s.1);
-                Reply::Popped {
-                    value,
-                    size: s.0.len() as u64,
-                }
-            }
-            Command::StackDelete { stack, fence } => {
-                if !name_ok(stack) {
-                    return invalid("stack");
-                }
-                let Some(last) = self.stacks.get(stack).map(|s| s.1) else {
-                    return err(LockError::NotFound {
-                        kind: NotFoundKind::Stack,
-                    });
-                };
-                if let Err(e) = self.fence(fence, last) {
-                    return e;
-                }
-                self.stacks.remove(stack);
-                Reply::StackDeleted
+            Command::ExpireWaiters => self.expire_waiters(index, ev),
+            Command::KvPut(c) => self.kv_write(c, false),
+            Command::KvAppend(c) => self.kv_write(c, true),
+            Command::StackPush(c) => self.push(c),
+            Command::StackPop(c) => self.pop(c),
+            Command::StackDelete(c) => self.delete_stack(c),
+        }
+    }
+
+    fn open(&mut self, index: LogIndex, c: &OpenSession) -> Reply {
+        if !(1_000..=3_600_000).contains(&c.ttl_ms) {
+            return invalid("ttl_ms");
+        }
+        self.sessions.insert(
+            index,
+            MSession {
+                name: c.name.clone(),
+                ttl_ms: c.ttl_ms,
+                ephemeral: false,
+            },
+        );
+        Reply::SessionOpened {
+            session_id: index,
+            ttl_ms: c.ttl_ms,
+        }
+    }
+
+    fn expire_sessions(
+        &mut self,
+        c: &ExpireSessions,
+        index: LogIndex,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        let mut expiring: Vec<SessionId> = Vec::new();
+        for s in &c.session_ids {
+            if self.sessions.contains_key(s) && !expiring.contains(s) {
+                expiring.push(*s);
             }
         }
+        // Every expiring session leaves every queue first: a waiter
+        // whose session expires is never granted.
+        let mut left = BTreeSet::new();
+        for s in &expiring {
+            left.extend(self.leave_queues(*s, &err(LockError::SessionExpired), ev));
+        }
+        for s in &expiring {
+            self.end_session(*s, true, index, ev);
+        }
+        for l in left {
+            self.settle(&l, index, ev);
+        }
+        Reply::SessionsExpired {
+            count: expiring.len() as u64,
+        }
+    }
+
+    fn acquire(&mut self, c: &Acquire, index: LogIndex, key: Option<String>) -> Reply {
+        let Acquire {
+            lock,
+            owner,
+            mode,
+            wait_ms,
+        } = c;
+        if !name_ok(lock) {
+            return invalid("lock");
+        }
+        if *wait_ms > 300_000 {
+            return invalid("wait_ms");
+        }
+        let s = match owner {
+            Owner::Session(s) => {
+                if let Some(e) = self.session_error(*s) {
+                    return e;
+                }
+                *s
+            }
+            Owner::Ephemeral { ttl_ms } => {
+                if !(1_000..=3_600_000).contains(ttl_ms) {
+                    return invalid("ttl_ms");
+                }
+                index
+            }
+        };
+        if let Some(h) = self.holders(lock).iter().find(|h| h.session == s) {
+            if h.mode != *mode {
+                return invalid("mode");
+            }
+            return Reply::Acquired(Grant {
+                session_id: s,
+                mode: *mode,
+                fencing_token: h.token,
+            });
+        }
+        if let Some(pos) = self.queue(lock).iter().position(|w| w.session == s) {
+            return self.acquire_again(c, s, pos);
+        }
+        let grantable = self.queue(lock).is_empty() && self.compatible(lock, *mode);
+        if !grantable && *wait_ms == 0 {
+            return err(LockError::LockHeld {
+                holders: self.holder_views(lock),
+            });
+        }
+        if let Owner::Ephemeral { ttl_ms } = owner {
+            let session = MSession {
+                name: String::new(),
+                ttl_ms: *ttl_ms,
+                ephemeral: true,
+            };
+            self.sessions.insert(s, session);
+        }
+        if grantable {
+            self.grant_now(c, s, index)
+        } else {
+            self.enqueue(c, s, key)
+        }
+    }
+
+    /// An acquire by session `s`, already queued at `pos`.
+    fn acquire_again(&mut self, c: &Acquire, s: SessionId, pos: usize) -> Reply {
+        let now = self.clock_ms;
+        let w = &mut self.queues.get_mut(&c.lock).unwrap()[pos];
+        if w.mode != c.mode {
+            return invalid("mode");
+        }
+        if c.wait_ms == 0 {
+            return err(LockError::LockHeld {
+                holders: self.holder_views(&c.lock),
+            });
+        }
+        w.deadline_ms = w.deadline_ms.max(now + c.wait_ms);
+        Reply::Queued {
+            session_id: s,
+            mode: c.mode,
+            position: pos as u32 + 1,
+        }
+    }
+
+    fn grant_now(&mut self, c: &Acquire, s: SessionId, index: LogIndex) -> Reply {
+        self.holds.entry(c.lock.clone()).or_default().push(MHold {
+            session: s,
+            mode: c.mode,
+            token: index,
+            at_ms: self.clock_ms,
+        });
+        Reply::Acquired(Grant {
+            session_id: s,
+            mode: c.mode,
+            fencing_token: index,
+        })
+    }
+
+    fn enqueue(&mut self, c: &Acquire, s: SessionId, key: Option<String>) -> Reply {
+        let deadline_ms = self.clock_ms + c.wait_ms;
+        let q = self.queues.entry(c.lock.clone()).or_default();
+        q.push(MWait {
+            session: s,
+            mode: c.mode,
+            deadline_ms,
+            key,
+        });
+        Reply::Queued {
+            session_id: s,
+            mode: c.mode,
+            position: q.len() as u32,
+        }
+    }
+
+    fn release(&mut self, c: &Release, index: LogIndex, ev: &mut Vec<Event>) -> Reply {
+        let Release {
+            lock,
+            session_id,
+            fencing_token,
+        } = c;
+        if !name_ok(lock) {
+            return invalid("lock");
+        }
+        if let Some(e) = self.session_error(*session_id) {
+            return e;
+        }
+        let hs = self.holders(lock);
+        let newest = hs.iter().map(|h| h.token).max();
+        let Some(mine) = hs.iter().find(|h| h.session == *session_id) else {
+            return match (fencing_token, newest) {
+                (Some(t), Some(n)) if *t < n => err(LockError::StaleToken {
+                    current_token: Some(n),
+                }),
+                _ => err(LockError::NotHolder),
+            };
+        };
+        match fencing_token {
+            Some(t) if *t < mine.token => {
+                return err(LockError::StaleToken {
+                    current_token: Some(mine.token),
+                })
+            }
+            Some(t) if *t > mine.token => return err(LockError::NotHolder),
+            _ => {}
+        }
+        self.holds
+            .get_mut(lock)
+            .unwrap()
+            .retain(|h| h.session != *session_id);
+        self.settle(lock, index, ev);
+        self.end_if_idle_ephemeral(*session_id, index, ev);
+        Reply::Released
+    }
+
+    fn expire_waiters(&mut self, index: LogIndex, ev: &mut Vec<Event>) -> Reply {
+        let now = self.clock_ms;
+        let mut due: Vec<(u64, SessionId, String)> = self
+            .queues
+            .iter()
+            .flat_map(|(l, q)| {
+                q.iter()
+                    .filter(|w| w.deadline_ms <= now)
+                    .map(move |w| (w.deadline_ms, w.session, l.clone()))
+            })
+            .collect();
+        due.sort();
+        let mut count = 0;
+        for (_, s, l) in due {
+            if self.remove_waiter(&l, s, WaitEndReason::TimedOut, index, ev) {
+                count += 1;
+            }
+        }
+        Reply::WaitersExpired { count }
+    }
+
+    fn kv_write(&mut self, c: &KvWrite, append: bool) -> Reply {
+        let KvWrite { key, value, fence } = c;
+        if !name_ok(key) {
+            return invalid("key");
+        }
+        let old = self.kv.get(key).cloned();
+        let new_value = match (&old, append) {
+            (Some((v, _)), true) => format!("{v}{value}"),
+            _ => value.clone(),
+        };
+        if new_value.len() > KV_VALUE_BYTES_MAX {
+            return invalid("value");
+        }
+        let token = match self.fence(fence, old.as_ref().and_then(|o| o.1)) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let last = token.or(old.and_then(|o| o.1));
+        self.kv.insert(key.clone(), (new_value.clone(), last));
+        Reply::KvWritten {
+            size: new_value.len() as u64,
+            last_token: last,
+        }
+    }
+
+    fn push(&mut self, c: &StackPush) -> Reply {
+        if !name_ok(&c.stack) {
+            return invalid("stack");
+        }
+        let last = self.stacks.get(&c.stack).and_then(|s| s.1);
+        let token = match self.fence(&c.fence, last) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let s = self.stacks.entry(c.stack.clone()).or_default();
+        s.0.push(c.value.clone());
+        s.1 = token.or(s.1);
+        Reply::Pushed {
+            size: s.0.len() as u64,
+        }
+    }
+
+    fn pop(&mut self, c: &StackPop) -> Reply {
+        if !name_ok(&c.stack) {
+            return invalid("stack");
+        }
+        let Some(last) = self.stacks.get(&c.stack).map(|s| s.1) else {
+            return err(LockError::NotFound {
+                kind: NotFoundKind::Stack,
+            });
+        };
+        let token = match self.fence(&c.fence, last) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let s = self.stacks.get_mut(&c.stack).unwrap();
+        let Some(value) = s.0.pop() else {
+            return err(LockError::StackEmpty);
+        };
+        s.1 = token.or(s.1);
+        Reply::Popped {
+            value,
+            size: s.0.len() as u64,
+        }
+    }
+
+    fn delete_stack(&mut self, c: &StackDelete) -> Reply {
+        if !name_ok(&c.stack) {
+            return invalid("stack");
+        }
+        let Some(last) = self.stacks.get(&c.stack).map(|s| s.1) else {
+            return err(LockError::NotFound {
+                kind: NotFoundKind::Stack,
+            });
+        };
+        if let Err(e) = self.fence(&c.fence, last) {
+            return e;
+        }
+        self.stacks.remove(&c.stack);
+        Reply::StackDeleted
     }
 
     // Views, built independently from the model's vectors.
@@ -867,13 +906,31 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-/// Turns a generated step into a concrete command, choosing session ids and
-/// tokens from what exists (including dead sessions and a never-opened id).
-fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Command {
-    // Mostly live sessions (so queues build up), sometimes any id ever
-    // seen (dead ones too) or one never opened.
-    let live: Vec<SessionId> = model.sessions.keys().copied().collect();
-    let who = |i: u8| -> SessionId {
+/// Chooses session ids and tokens for a generated step from what exists
+/// (including dead sessions and a never-opened id).
+struct Picker<'a> {
+    /// Every session id seen so far, dead ones too.
+    ids: &'a [SessionId],
+    model: &'a Model,
+    index: LogIndex,
+    live: Vec<SessionId>,
+}
+
+impl<'a> Picker<'a> {
+    fn new(ids: &'a [SessionId], model: &'a Model, index: LogIndex) -> Self {
+        let live = model.sessions.keys().copied().collect();
+        Picker {
+            ids,
+            model,
+            index,
+            live,
+        }
+    }
+
+    /// Mostly live sessions (so queues build up), sometimes any id ever
+    /// seen (dead ones too) or one never opened.
+    fn who(&self, i: u8) -> SessionId {
+        let (live, ids) = (&self.live, self.ids);
         if i < 180 && !live.is_empty() {
             live[i as usize % live.len()]
         } else if ids.is_empty() || i as usize % (ids.len() + 1) == ids.len() {
@@ -881,59 +938,68 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
         } else {
             ids[i as usize % ids.len()]
         }
-    };
-    // For releases: often a current holder of the lock.
-    let holder_or = |lock: &str, i: u8| -> SessionId {
-        let hs = model.holders(lock);
+    }
+
+    /// For releases: often a current holder of the lock.
+    fn holder_or(&self, lock: &str, i: u8) -> SessionId {
+        let hs = self.model.holders(lock);
         if i % 2 == 0 && !hs.is_empty() {
             hs[i as usize / 2 % hs.len()].session
         } else {
-            who(i)
+            self.who(i)
         }
-    };
-    let token = |pick: &TokenPick, lock: &str, s: SessionId| -> Option<FencingToken> {
+    }
+
+    fn token(&self, pick: &TokenPick, lock: &str, s: SessionId) -> Option<FencingToken> {
         match pick {
             TokenPick::None => None,
             TokenPick::Current => Some(
-                model
+                self.model
                     .holders(lock)
                     .iter()
                     .find(|h| h.session == s)
-                    .or(model.holders(lock).first())
+                    .or(self.model.holders(lock).first())
                     .map_or(1, |h| h.token),
             ),
-            TokenPick::Back(k) => Some(index.saturating_sub(*k)),
+            TokenPick::Back(k) => Some(self.index.saturating_sub(*k)),
         }
-    };
-    let fence = |f: &Option<(u8, u8, TokenPick)>| -> Option<Fence> {
+    }
+
+    fn fence(&self, f: &Option<(u8, u8, TokenPick)>) -> Option<Fence> {
         f.as_ref().and_then(|(l, w, pick)| {
             let lock = LOCKS[*l as usize];
-            token(pick, lock, who(*w)).map(|t| Fence {
+            self.token(pick, lock, self.who(*w)).map(|t| Fence {
                 lock: lock.into(),
                 fencing_token: t,
             })
         })
-    };
+    }
+}
+
+/// Turns a generated step into a concrete command.
+fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Command {
+    let pick = Picker::new(ids, model, index);
+    let who = |w: u8| pick.who(w);
     match op {
-        Op::Open { ttl_ms } => Command::OpenSession {
+        Op::Open { ttl_ms } => Command::OpenSession(OpenSession {
             ttl_ms: *ttl_ms,
             name: format!("n{index}"),
-        },
-        Op::Keepalive(w) => Command::Keepalive {
+        }),
+        Op::Keepalive(w) => Command::Keepalive(Keepalive {
             session_id: who(*w),
-        },
-        Op::Close(w) => Command::CloseSession {
+        }),
+        Op::Close(w) => Command::CloseSession(CloseSession {
             session_id: who(*w),
-        },
-        Op::Expire(ws) => Command::ExpireSessions {
+        }),
+        Op::Expire(ws) => Command::ExpireSessions(ExpireSessions {
             session_ids: ws.iter().map(|w| who(*w)).collect(),
-        },
+        }),
         Op::Acquire {
             lock,
             who: w,
             mode,
             wait_ms,
-        } => Command::Acquire {
+        } => Command::Acquire(Acquire {
             lock: LOCKS[*lock as usize].into(),
             owner: match w {
                 Some(w) => Owner::Session(who(*w)),
@@ -941,25 +1007,40 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
             },
             mode: *mode,
             wait_ms: *wait_ms,
-        },
+        }),
         Op::Release {
             lock,
             who: w,
-            token: pick,
+            token: token_pick,
         } => {
             let lock = LOCKS[*lock as usize];
-            let session_id = holder_or(lock, *w);
-            Command::Release {
+            let session_id = pick.holder_or(lock, *w);
+            Command::Release(Release {
                 lock: lock.into(),
                 session_id,
-                fencing_token: token(pick, lock, session_id),
-            }
+                fencing_token: pick.token(token_pick, lock, session_id),
+            })
         }
-        Op::Withdraw { lock, who: w } => Command::Withdraw {
+        Op::Withdraw { lock, who: w } => Command::Withdraw(Withdraw {
             lock: LOCKS[*lock as usize].into(),
             session_id: who(*w),
-        },
+        }),
         Op::ExpireWaiters => Command::ExpireWaiters,
+        Op::Kv { .. } | Op::Push { .. } | Op::Pop { .. } | Op::DeleteStack => {
+            resource_command(op, &pick)
+        }
+        Op::BadName => Command::Acquire(Acquire {
+            lock: "bad name".into(),
+            owner: Owner::Session(who(0)),
+            mode: Mode::Exclusive,
+            wait_ms: 0,
+        }),
+    }
+}
+
+/// The KV and stack steps of [`concretize`].
+fn resource_command(op: &Op, pick: &Picker<'_>) -> Command {
+    match op {
         Op::Kv {
             key,
             append,
@@ -967,32 +1048,27 @@ fn concretize(op: &Op, ids: &[SessionId], model: &Model, index: LogIndex) -> Com
             fence: f,
         } => {
             let key = KEYS[*key as usize].to_owned();
-            let (value, fence) = (value.clone(), fence(f));
+            let (value, fence) = (value.clone(), pick.fence(f));
             if *append {
-                Command::KvAppend { key, value, fence }
+                Command::KvAppend(KvWrite { key, value, fence })
             } else {
-                Command::KvPut { key, value, fence }
+                Command::KvPut(KvWrite { key, value, fence })
             }
         }
-        Op::Push { value, fence: f } => Command::StackPush {
+        Op::Push { value, fence: f } => Command::StackPush(StackPush {
             stack: "s".into(),
             value: value.clone(),
-            fence: fence(f),
-        },
-        Op::Pop { fence: f } => Command::StackPop {
+            fence: pick.fence(f),
+        }),
+        Op::Pop { fence: f } => Command::StackPop(StackPop {
             stack: "s".into(),
-            fence: fence(f),
-        },
-        Op::DeleteStack => Command::StackDelete {
+            fence: pick.fence(f),
+        }),
+        Op::DeleteStack => Command::StackDelete(StackDelete {
             stack: "s".into(),
             fence: None,
-        },
-        Op::BadName => Command::Acquire {
-            lock: "bad name".into(),
-            owner: Owner::Session(who(0)),
-            mode: Mode::Exclusive,
-            wait_ms: 0,
-        },
+        }),
+        other => unreachable!("not a resource step: {other:?}"),
     }
 }
 
@@ -1033,7 +1109,6 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
     for (i, step) in steps.iter().enumerate() {
         let index = i as LogIndex + 1;
         now_ms += step.advance_ms;
-        let command = concretize(&step.op, &ids, &model, index);
         let env = Envelope {
             now_ms,
             idempotency: step.idem.map(|(k, f, acked_below)| Idempotency {
@@ -1041,7 +1116,7 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
                 fingerprint: f as u64,
                 acked_below: acked_below.map(u64::from),
             }),
-            command,
+            command: concretize(&step.op, &ids, &model, index),
         };
         let real = sm.apply(index, &env);
         let (reply, events) = model.apply(index, &env);
@@ -1071,88 +1146,117 @@ fn run_case(steps: &[Step], snapshot_at: usize) -> Result<(), TestCaseError> {
         // Structural invariants of the real state.
         sm.check_invariants().map_err(TestCaseError::fail)?;
         // Observable state agrees with the model.
-        let names = model.lock_names();
-        let listed = sm.list_locks("", Some(LIST_LIMIT_MAX), None).unwrap();
-        let listed_names: Vec<String> = listed.locks.iter().map(|l| l.lock.clone()).collect();
-        prop_assert_eq!(&listed_names, &names);
-        for l in LOCKS {
-            let view = sm.lock(l).unwrap();
-            prop_assert_eq!(&view, &model.lock_view(l));
-            // Safety: one exclusive holder at most, never mixed.
-            let excl = view
-                .holders
-                .iter()
-                .filter(|_| view.mode == Some(Mode::Exclusive))
-                .count();
-            prop_assert!(excl <= 1);
-            // Tokens only move forward per lock; a new grant carries this index.
-            for h in &view.holders {
-                let prev = seen_tokens.get(l).copied().unwrap_or(0);
-                prop_assert!(h.fencing_token <= index);
-                if h.fencing_token > prev {
-                    prop_assert_eq!(h.fencing_token, index, "new grant with an old index");
-                }
-            }
-            if let Some(max) = view.holders.iter().map(|h| h.fencing_token).max() {
-                let prev = seen_tokens.entry(l.to_owned()).or_insert(0);
-                *prev = (*prev).max(max);
-            }
-            // Holders and waiters belong to live sessions.
-            for s in view
-                .holders
-                .iter()
-                .map(|h| h.session_id)
-                .chain(view.waiters.iter().map(|w| w.session_id))
-            {
-                prop_assert!(sm.session(s).is_ok(), "dead session {} on {}", s, l);
-            }
-            prop_assert_eq!(
-                sm.validate(l, index).unwrap().valid,
-                view.holders.iter().any(|h| h.fencing_token == index)
-            );
-        }
-        for s in ids.iter().copied().chain([999_999]) {
-            prop_assert_eq!(sm.session(s), model.session_view(s));
-        }
-        for k in KEYS {
-            let expect = model.kv.get(k).map(|(v, t)| KvView {
-                value: v.clone(),
-                last_token: *t,
-            });
-            prop_assert_eq!(sm.kv_get(k).ok(), expect);
-        }
-        let expect = model.stacks.get("s").map(|(items, _)| StackView {
-            size: items.len() as u64,
-            top: items.last().cloned(),
-        });
-        prop_assert_eq!(sm.stack("s").ok(), expect);
-
-        // Snapshot round trip, and continuing from it equals the whole log.
+        check_lock_views(&sm, &model, index, &mut seen_tokens)?;
+        check_other_views(&sm, &model, &ids)?;
         if i == snapshot_at {
-            let restored = LockStateMachine::restore(&sm.snapshot())
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(&restored, &sm);
-            sm = restored;
-            // Damaged payloads behind a valid checksum: refused or restored
-            // to a consistent state, never a panic.
-            let bytes = sm.snapshot();
-            let payload_len = bytes.len() - crate::codec::CHECKSUM_BYTES;
-            for k in 0..16usize {
-                let mut payload = bytes[..payload_len].to_vec();
-                let pos = (k * 7_919 + i * 31) % payload.len();
-                payload[pos] = payload[pos].wrapping_add(1 + k as u8);
-                if k % 4 == 3 {
-                    payload.truncate(pos);
-                }
-                let crc = crate::codec::checksum(&payload);
-                payload.extend_from_slice(&crc.to_le_bytes());
-                if let Ok(damaged) = LockStateMachine::restore(&payload) {
-                    prop_assert!(damaged.check_invariants().is_ok());
-                }
-            }
+            sm = snapshot_round_trip(sm, i)?;
         }
     }
     Ok(())
+}
+
+/// The lock listing and every lock's view equal the model's, and the safety
+/// properties hold on them.
+fn check_lock_views(
+    sm: &LockStateMachine,
+    model: &Model,
+    index: LogIndex,
+    seen_tokens: &mut BTreeMap<String, FencingToken>,
+) -> Result<(), TestCaseError> {
+    let names = model.lock_names();
+    let listed = sm
+        .list_locks("", Some(LIST_LIMIT_MAX as usize), None)
+        .unwrap();
+    let listed_names: Vec<String> = listed.locks.iter().map(|l| l.lock.clone()).collect();
+    prop_assert_eq!(&listed_names, &names);
+    for l in LOCKS {
+        let view = sm.lock(l).unwrap();
+        prop_assert_eq!(&view, &model.lock_view(l));
+        // Safety: one exclusive holder at most, never mixed.
+        let excl = view
+            .holders
+            .iter()
+            .filter(|_| view.mode == Some(Mode::Exclusive))
+            .count();
+        prop_assert!(excl <= 1);
+        // Tokens only move forward per lock; a new grant carries this index.
+        for h in &view.holders {
+            let prev = seen_tokens.get(l).copied().unwrap_or(0);
+            prop_assert!(h.fencing_token <= index);
+            if h.fencing_token > prev {
+                prop_assert_eq!(h.fencing_token, index, "new grant with an old index");
+            }
+        }
+        if let Some(max) = view.holders.iter().map(|h| h.fencing_token).max() {
+            let prev = seen_tokens.entry(l.to_owned()).or_insert(0);
+            *prev = (*prev).max(max);
+        }
+        // Holders and waiters belong to live sessions.
+        for s in view
+            .holders
+            .iter()
+            .map(|h| h.session_id)
+            .chain(view.waiters.iter().map(|w| w.session_id))
+        {
+            prop_assert!(sm.session(s).is_ok(), "dead session {} on {}", s, l);
+        }
+        prop_assert_eq!(
+            sm.validate(l, index).unwrap().valid,
+            view.holders.iter().any(|h| h.fencing_token == index)
+        );
+    }
+    Ok(())
+}
+
+/// Every session ever seen (and one never opened), the keys and the stack
+/// read as the model says.
+fn check_other_views(
+    sm: &LockStateMachine,
+    model: &Model,
+    ids: &[SessionId],
+) -> Result<(), TestCaseError> {
+    for s in ids.iter().copied().chain([999_999]) {
+        prop_assert_eq!(sm.session(s), model.session_view(s));
+    }
+    for k in KEYS {
+        let expect = model.kv.get(k).map(|(v, t)| KvView {
+            value: v.clone(),
+            last_token: *t,
+        });
+        prop_assert_eq!(sm.kv_get(k).ok(), expect);
+    }
+    let expect = model.stacks.get("s").map(|(items, _)| StackView {
+        size: items.len() as u64,
+        top: items.last().cloned(),
+    });
+    prop_assert_eq!(sm.stack("s").ok(), expect);
+    Ok(())
+}
+
+/// Snapshot round trip: the restored state equals `sm` and the run goes on
+/// from it (so continuing from a snapshot must equal the whole log).
+/// Damaged payloads behind a valid checksum are refused or restored to a
+/// consistent state, never a panic.
+fn snapshot_round_trip(sm: LockStateMachine, i: usize) -> Result<LockStateMachine, TestCaseError> {
+    let restored = LockStateMachine::restore(&sm.snapshot())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&restored, &sm);
+    let bytes = restored.snapshot();
+    let payload_len = bytes.len() - crate::codec::CHECKSUM_BYTES;
+    for k in 0..16usize {
+        let mut payload = bytes[..payload_len].to_vec();
+        let pos = (k * 7_919 + i * 31) % payload.len();
+        payload[pos] = payload[pos].wrapping_add(1 + k as u8);
+        if k % 4 == 3 {
+            payload.truncate(pos);
+        }
+        let crc = crate::codec::checksum(&payload);
+        payload.extend_from_slice(&crc.to_le_bytes());
+        if let Ok(damaged) = LockStateMachine::restore(&payload) {
+            prop_assert!(damaged.check_invariants().is_ok());
+        }
+    }
+    Ok(restored)
 }
 
 proptest! {

@@ -1,9 +1,11 @@
-//! The vocabulary of the lock state machine: commands (what the log carries),
-//! replies and events (what an apply produces), read views (what queries
-//! answer, 1:1 with the API's JSON) and the named limits.
+//! The vocabulary of the lock state machine besides the commands (in
+//! `command.rs`): replies and events (what an apply produces), read views
+//! (what queries answer, 1:1 with the API's JSON). The limits are in
+//! [`crate::api::limits`].
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::limits::NAME_BYTES_MAX;
 use crate::raft::LogIndex;
 
 /// A session's id: the log index of the command that opened it (shown as a
@@ -12,58 +14,7 @@ pub type SessionId = LogIndex;
 /// A fencing token: the log index of the command that made the grant.
 pub type FencingToken = LogIndex;
 
-// ---------------------------------------------------------------- limits ---
-
-/// Longest lock, key or stack name, in bytes (names are `[A-Za-z0-9._:/-]`):
-/// the API's limit.
-pub use crate::api::NAME_BYTES_MAX;
-/// Longest session name, in bytes.
-pub const SESSION_NAME_BYTES_MAX: usize = 256;
-/// Largest KV value, after an append too.
-pub const KV_VALUE_BYTES_MAX: usize = 256 * 1024;
-/// Largest stack element.
-pub const STACK_ELEMENT_BYTES_MAX: usize = 64 * 1024;
-/// Most elements one stack holds.
-pub const STACK_ELEMENTS_MAX: usize = 100_000;
-/// Most live sessions.
-pub const SESSIONS_MAX: usize = 1_000_000;
-/// Most locks one session holds or waits for, together.
-pub const LOCKS_PER_SESSION_MAX: usize = 10_000;
-/// Most locks that exist (held or waited for) at once.
-pub const LOCKS_MAX: usize = 4_000_000;
-/// Longest wait queue of one lock.
-pub const WAITERS_PER_LOCK_MAX: usize = 1_024;
-/// Most KV keys.
-pub const KV_KEYS_MAX: usize = 100_000;
-/// Most stacks.
-pub const STACKS_MAX: usize = 100_000;
-/// Session TTL range and defaults.
-pub const SESSION_TTL_MS_MIN: u64 = 1_000;
-pub const SESSION_TTL_MS_MAX: u64 = 3_600_000;
-pub const SESSION_TTL_MS_DEFAULT: u64 = 10_000;
-/// TTL of the session an acquire without `session_id` creates.
-pub const EPHEMERAL_SESSION_TTL_MS_DEFAULT: u64 = 30_000;
-/// Longest `wait_ms` of an acquire.
-pub const WAIT_MS_MAX: u64 = 300_000;
-/// Longest idempotency key, in bytes.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
-/// How long an idempotency entry outlives its owning session (or, without
-/// one, its recording).
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1_000;
-/// Most idempotency entries. When full, and no entry's window has passed,
-/// a new keyed request is refused with `unavailable` (never evicting a key
-/// still inside its window).
-pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
-/// How long an expired session is remembered (answered 410, not 404).
-pub const SESSION_TOMBSTONE_MS: u64 = 10 * 60 * 1_000;
-/// Most remembered expired sessions; past it the oldest is forgotten early
-/// (it is then answered 404 instead of 410).
-pub const SESSION_TOMBSTONES_MAX: usize = 1_000_000;
-/// `limit` of a lock listing: default and maximum.
-pub const LIST_LIMIT_DEFAULT: usize = 100;
-pub const LIST_LIMIT_MAX: usize = 1_000;
-
-// -------------------------------------------------------------- commands ---
+// ----------------------------------------------------------------- modes ---
 
 /// Lock modes. (Text formats spell them as the API does; postcard uses the
 /// variant index.)
@@ -80,163 +31,6 @@ impl Mode {
         match self {
             Mode::Exclusive => "exclusive",
             Mode::Shared => "shared",
-        }
-    }
-}
-
-/// What the leader proposes: one command plus the leader's timestamp and the
-/// request's idempotency key. Applying it is a pure function of (state,
-/// envelope, log index).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// The leader's clock when it proposed this entry. The state machine keeps
-    /// the high-water mark of these (`clock_ms`) and uses only that, for waiter
-    /// deadlines, `acquired_at_ms` and the idempotency and tombstone windows.
-    pub now_ms: u64,
-    pub idempotency: Option<Idempotency>,
-    pub command: Command,
-}
-
-impl Envelope {
-    /// The bytes of a Raft entry's command payload (postcard, via
-    /// [`crate::codec`]; Raft's own log records carry the checksum).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        crate::codec::encode(self)
-    }
-
-    /// Parses a Raft entry's command payload; bad bytes are an error.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
-        crate::codec::decode(bytes)
-    }
-}
-
-/// The `Idempotency-Key` of a request and a fingerprint of it (a hash of
-/// method, path and body computed by the server): the same key with another
-/// fingerprint is `invalid_request`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Idempotency {
-    pub key: String,
-    pub fingerprint: u64,
-    /// `Idempotency-Acked-Below`: for a key `<prefix>-<seq>` (see
-    /// [`idempotency_key_seq`]), the client has the final outcome of every
-    /// `<prefix>-<m>` with `m` below this, and will never retry those keys, so
-    /// their entries may be forgotten. Ignored for keys not of that form.
-    #[serde(default)]
-    pub acked_below: Option<u64>,
-}
-
-/// Splits an idempotency key of the form `<prefix>-<seq>` (non-empty prefix,
-/// `seq` a canonical decimal u64: digits only, no leading zero) into its
-/// parts. Only keys of this form take part in acknowledgements; requiring the
-/// canonical spelling keeps one seq per prefix (`a-7` and `a-07` would
-/// otherwise both claim seq 7).
-pub fn idempotency_key_seq(key: &str) -> Option<(&str, u64)> {
-    let (prefix, seq) = key.rsplit_once('-')?;
-    if prefix.is_empty()
-        || seq.is_empty()
-        || !seq.bytes().all(|b| b.is_ascii_digit())
-        || (seq.len() > 1 && seq.starts_with('0'))
-    {
-        return None;
-    }
-    Some((prefix, seq.parse().ok()?))
-}
-
-/// Who asks for a lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Owner {
-    /// An existing session.
-    Session(SessionId),
-    /// No `session_id` given: this command opens a session (id = its log
-    /// index) that owns just this lock and ends once it holds and waits for
-    /// nothing.
-    Ephemeral { ttl_ms: u64 },
-}
-
-/// A fenced mutation's guard: the lock and the token the writer holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fence {
-    pub lock: String,
-    pub fencing_token: FencingToken,
-}
-
-/// Everything the replicated log can ask the lock state machine to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    OpenSession {
-        ttl_ms: u64,
-        name: String,
-    },
-    Keepalive {
-        session_id: SessionId,
-    },
-    CloseSession {
-        session_id: SessionId,
-    },
-    /// Proposed by the leader's [`super::LeaseTracker`]; ids no longer live
-    /// are ignored.
-    ExpireSessions {
-        session_ids: Vec<SessionId>,
-    },
-    Acquire {
-        lock: String,
-        owner: Owner,
-        mode: Mode,
-        wait_ms: u64,
-    },
-    Release {
-        lock: String,
-        session_id: SessionId,
-        fencing_token: Option<FencingToken>,
-    },
-    /// The waiting request ended (client gone or `wait_ms` passed on the
-    /// leader): leave the queue if still in it.
-    Withdraw {
-        lock: String,
-        session_id: SessionId,
-    },
-    /// Removes every waiter whose deadline is at or before the envelope's
-    /// clock.
-    ExpireWaiters,
-    KvPut {
-        key: String,
-        value: String,
-        fence: Option<Fence>,
-    },
-    KvAppend {
-        key: String,
-        value: String,
-        fence: Option<Fence>,
-    },
-    StackPush {
-        stack: String,
-        value: String,
-        fence: Option<Fence>,
-    },
-    StackPop {
-        stack: String,
-        fence: Option<Fence>,
-    },
-    StackDelete {
-        stack: String,
-        fence: Option<Fence>,
-    },
-}
-
-impl Command {
-    /// The existing session this command acts for, if any (owns its
-    /// idempotency entry).
-    pub fn session_id(&self) -> Option<SessionId> {
-        match self {
-            Command::Keepalive { session_id }
-            | Command::CloseSession { session_id }
-            | Command::Release { session_id, .. }
-            | Command::Withdraw { session_id, .. } => Some(*session_id),
-            Command::Acquire {
-                owner: Owner::Session(id),
-                ..
-            } => Some(*id),
-            _ => None,
         }
     }
 }
@@ -544,26 +338,6 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn envelope_round_trips() {
-        let env = Envelope {
-            now_ms: 42,
-            idempotency: Some(Idempotency {
-                key: "k".into(),
-                fingerprint: 7,
-                acked_below: Some(3),
-            }),
-            command: Command::Acquire {
-                lock: "a/b".into(),
-                owner: Owner::Ephemeral { ttl_ms: 30_000 },
-                mode: Mode::Shared,
-                wait_ms: 5,
-            },
-        };
-        assert_eq!(Envelope::from_bytes(&env.to_bytes()), Ok(env));
-    }
 
     #[test]
     fn codes_match_the_api() {
@@ -590,13 +364,6 @@ mod tests {
         ];
         for (e, code, status) in cases {
             assert_eq!((e.code(), e.http_status()), (code, status));
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = Envelope::from_bytes(&bytes);
         }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
-    SessionId,
+    Acquire, Applied, Command, Envelope, Event, ExpireSessions, Grant, Idempotency, LeaseTracker,
+    LockStateMachine, Reply, SessionId, Withdraw,
 };
 use deadbolt_core::raft::{
     self, Entry, EntryPayload, LogIndex, Membership, MembershipError, Message, NodeId, Replica,
@@ -985,14 +985,14 @@ impl Actor {
         tx: oneshot::Sender<Result<Reply, ProposeError>>,
     ) {
         match (&reply, command) {
-            (Reply::Queued { session_id, .. }, Command::Acquire { lock, .. }) => {
+            (Reply::Queued { session_id, .. }, Command::Acquire(Acquire { lock, .. })) => {
                 let key = (lock.clone(), *session_id);
                 if tx.is_closed() {
                     // The requester left before the wait began.
-                    self.propose_internal(Command::Withdraw {
+                    self.propose_internal(Command::Withdraw(Withdraw {
                         lock: key.0,
                         session_id: key.1,
-                    });
+                    }));
                 } else {
                     self.waiting.entry(key).or_default().push(tx);
                 }
@@ -1014,7 +1014,7 @@ impl Actor {
     fn on_applied(&mut self, envelope: &Envelope, applied: &Applied) {
         if matches!(
             (&envelope.command, &applied.reply),
-            (Command::Acquire { .. }, Reply::Acquired(_))
+            (Command::Acquire(_), Reply::Acquired(_))
         ) {
             self.metrics.grants.fetch_add(1, Ordering::Relaxed);
         }
@@ -1277,7 +1277,7 @@ impl Actor {
         }
         for (lock, session_id) in gone {
             self.waiting.remove(&(lock.clone(), session_id));
-            self.propose_internal(Command::Withdraw { lock, session_id });
+            self.propose_internal(Command::Withdraw(Withdraw { lock, session_id }));
         }
     }
 
@@ -1285,9 +1285,10 @@ impl Actor {
         if self.expire_sessions_in_flight.is_none() {
             let expired = self.lease.expired(now_ms);
             if !expired.is_empty() {
-                self.expire_sessions_in_flight = self.propose_internal(Command::ExpireSessions {
-                    session_ids: expired,
-                });
+                self.expire_sessions_in_flight =
+                    self.propose_internal(Command::ExpireSessions(ExpireSessions {
+                        session_ids: expired,
+                    }));
             }
         }
         if self.expire_waiters_in_flight.is_none()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use deadbolt_core::codec;
 use deadbolt_core::raft::{self, ConfigError, LogIndex, NodeId, Role, Term};
 use tokio::net::TcpListener;
 
@@ -105,13 +106,7 @@ pub type NodeObserver = Arc<dyn Fn(NodeEvent) + Send + Sync>;
 /// same on every node for the same entry, with no dependency on a hasher's
 /// random keys.
 pub fn entry_hash(entry: &raft::Entry) -> u64 {
-    let bytes = postcard::to_allocvec(entry).expect("a log entry always encodes");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    codec::encoded_hash(entry)
 }
 
 /// Everything `Node::start` needs.

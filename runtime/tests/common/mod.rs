@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_core::lock::{Command, Reply, SessionId};
+use deadbolt_core::lock::{Command, OpenSession, Reply, SessionId};
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{
     Bootstrap, Node, NodeConfig, NodeHandle, NodeStatus, RaftTiming, StorageChoice,
@@ -101,10 +101,10 @@ pub async fn propose(handle: &NodeHandle, command: Command) -> Reply {
 pub async fn open_session(handle: &NodeHandle, ttl_ms: u64) -> SessionId {
     match propose(
         handle,
-        Command::OpenSession {
+        Command::OpenSession(OpenSession {
             ttl_ms,
             name: "test".into(),
-        },
+        }),
     )
     .await
     {

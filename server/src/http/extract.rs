@@ -15,6 +15,7 @@ use deadbolt_core::api::{
     HEADER_REQUEST_TIMEOUT_MS, IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
     REQUEST_TIMEOUT_MS_MAX,
 };
+use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::lock::{idempotency_key_seq, Idempotency};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -110,16 +111,12 @@ pub(crate) fn parse_acked_below(
 /// computes the same fingerprint for the same request, today and after an
 /// upgrade. Parts are separated by a 0xff byte, which UTF-8 never contains.
 pub fn fingerprint(method: &Method, path: &str, canonical_body: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET_BASIS;
+    let mut hash = Fnv1a64::new();
     for part in [method.as_str().as_bytes(), path.as_bytes(), canonical_body] {
-        for &byte in part.iter().chain([0xffu8].iter()) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
+        hash.write(part);
+        hash.write(&[0xff]);
     }
-    hash
+    hash.finish()
 }
 
 /// Percent-decodes a request path so that `%2f` and `%2F` fingerprint the

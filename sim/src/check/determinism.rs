@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+use deadbolt_core::codec::Fnv1a64;
+
 /// Ends every line inside the hash so that ("ab", "c") and ("a", "bc") differ.
 /// 0xff never occurs in UTF-8.
 const LINE_END_BYTE: u8 = 0xff;
@@ -15,7 +15,7 @@ const LINE_END_BYTE: u8 = 0xff;
 /// hash of a seed must be the same in every process and toolchain.
 #[derive(Debug, Clone)]
 pub struct TraceHasher {
-    hash: u64,
+    hash: Fnv1a64,
     events: u64,
     /// The lines themselves, when kept, to name the first difference.
     lines: Option<Vec<String>>,
@@ -31,7 +31,7 @@ impl TraceHasher {
     /// Hashes only (constant memory).
     pub fn new() -> Self {
         Self {
-            hash: FNV_OFFSET_BASIS,
+            hash: Fnv1a64::new(),
             events: 0,
             lines: None,
         }
@@ -47,10 +47,8 @@ impl TraceHasher {
     }
 
     pub fn record(&mut self, line: &str) {
-        for &b in line.as_bytes().iter().chain([LINE_END_BYTE].iter()) {
-            self.hash ^= u64::from(b);
-            self.hash = self.hash.wrapping_mul(FNV_PRIME);
-        }
+        self.hash.write(line.as_bytes());
+        self.hash.write(&[LINE_END_BYTE]);
         self.events += 1;
         if let Some(lines) = &mut self.lines {
             lines.push(line.to_owned());
@@ -59,12 +57,12 @@ impl TraceHasher {
 
     /// The hash so far.
     pub fn hash(&self) -> u64 {
-        self.hash
+        self.hash.finish()
     }
 
     pub fn finish(self) -> Trace {
         Trace {
-            hash: self.hash,
+            hash: self.hash.finish(),
             events: self.events,
             lines: self.lines,
         }
@@ -156,7 +154,7 @@ mod tests {
         assert_eq!(check_determinism(&a, &b), vec![]);
         // FNV-1a of the empty input is the offset basis; of "a" + 0xff it is
         // fixed forever (a trace hash printed today must match tomorrow).
-        assert_eq!(trace(&[], false).hash, FNV_OFFSET_BASIS);
+        assert_eq!(trace(&[], false).hash, Fnv1a64::OFFSET_BASIS);
         assert_eq!(trace(&["a"], false).hash, trace(&["a"], true).hash);
     }
 

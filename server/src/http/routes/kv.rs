@@ -5,7 +5,7 @@ use axum::Json;
 use deadbolt_core::api::{
     ErrorEnvelope, KvGetResponse, KvWriteRequest, KvWriteResponse, KV_VALUE_BYTES_MAX,
 };
-use deadbolt_core::lock::{Command, Reply};
+use deadbolt_core::lock::{Command, KvWrite, Reply};
 
 use super::{fence, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
@@ -24,9 +24,9 @@ fn write_command(key: &str, body: KvWriteRequest, append: bool) -> Result<Comman
     let fence = fence(body.lock, body.fencing_token)?;
     let (key, value) = (key.to_owned(), body.value);
     Ok(if append {
-        Command::KvAppend { key, value, fence }
+        Command::KvAppend(KvWrite { key, value, fence })
     } else {
-        Command::KvPut { key, value, fence }
+        Command::KvPut(KvWrite { key, value, fence })
     })
 }
 

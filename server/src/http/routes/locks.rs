@@ -10,7 +10,7 @@ use deadbolt_core::api::{
     ValidateRequest, ValidateResponse, LIST_LIMIT_MAX, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
     WAIT_MS_MAX,
 };
-use deadbolt_core::lock::{Command, LockView, Owner, Reply};
+use deadbolt_core::lock::{Acquire, Command, LockView, Owner, Release, Reply};
 
 use super::{
     mode_from_api, mode_to_api, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION,
@@ -83,12 +83,12 @@ pub(crate) async fn acquire(
             Owner::Ephemeral { ttl_ms }
         }
     };
-    let command = Command::Acquire {
+    let command = Command::Acquire(Acquire {
         lock: name.clone(),
         owner,
         mode: mode_from_api(body.mode),
         wait_ms: body.wait_ms,
-    };
+    });
     // A waiting acquire is answered when its wait ends; dropping this future
     // (client gone) withdraws the waiter inside the runtime.
     let deadline = request.deadline + Duration::from_millis(body.wait_ms);
@@ -126,11 +126,11 @@ pub(crate) async fn release(
     request: Mutation<ReleaseRequest>,
 ) -> Result<Json<EmptyResponse>, ApiError> {
     check_name("name", &name)?;
-    let command = Command::Release {
+    let command = Command::Release(Release {
         lock: name,
         session_id: request.body.session_id.0,
         fencing_token: request.body.fencing_token,
-    };
+    });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::Released => Ok(Json(EmptyResponse {})),
         other => Err(unexpected(other)),

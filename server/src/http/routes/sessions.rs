@@ -8,7 +8,7 @@ use deadbolt_core::api::{
     KeepaliveRequest, KeepaliveResponse, SessionId, SessionInfo, WaitingLock, SESSION_TTL_MS_MAX,
     SESSION_TTL_MS_MIN,
 };
-use deadbolt_core::lock::{Command, Reply};
+use deadbolt_core::lock::{CloseSession, Command, Keepalive, OpenSession, Reply};
 
 use super::{mode_to_api, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
@@ -45,10 +45,10 @@ pub(crate) async fn create(
             ),
         ));
     }
-    let command = Command::OpenSession {
+    let command = Command::OpenSession(OpenSession {
         ttl_ms: body.ttl_ms,
         name: body.name.unwrap_or_default(),
-    };
+    });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::SessionOpened { session_id, ttl_ms } => Ok((
             StatusCode::CREATED,
@@ -81,7 +81,7 @@ pub(crate) async fn keepalive(
     request: Mutation<KeepaliveRequest>,
 ) -> Result<Json<KeepaliveResponse>, ApiError> {
     let session_id = session_id(&id)?.0;
-    let command = Command::Keepalive { session_id };
+    let command = Command::Keepalive(Keepalive { session_id });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::KeptAlive { ttl_ms } => Ok(Json(KeepaliveResponse { ttl_ms })),
         other => Err(unexpected(other)),
@@ -160,7 +160,7 @@ pub(crate) async fn delete(
     request: Mutation<EmptyResponse>,
 ) -> Result<Json<EmptyResponse>, ApiError> {
     let session_id = session_id(&id)?.0;
-    let command = Command::CloseSession { session_id };
+    let command = Command::CloseSession(CloseSession { session_id });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::SessionClosed => Ok(Json(EmptyResponse {})),
         other => Err(unexpected(other)),

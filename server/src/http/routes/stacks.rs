@@ -6,7 +6,7 @@ use deadbolt_core::api::{
     EmptyResponse, ErrorEnvelope, StackGetResponse, StackPopRequest, StackPopResponse,
     StackPushRequest, StackPushResponse, STACK_ELEMENT_BYTES_MAX,
 };
-use deadbolt_core::lock::{Command, Reply};
+use deadbolt_core::lock::{Command, Reply, StackDelete, StackPop, StackPush};
 
 use super::{fence, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION};
 use crate::http::error::ApiError;
@@ -39,11 +39,11 @@ pub(crate) async fn push(
             ),
         ));
     }
-    let command = Command::StackPush {
+    let command = Command::StackPush(StackPush {
         stack: name,
         value: body.value,
         fence: fence(body.lock, body.fencing_token)?,
-    };
+    });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::Pushed { size } => Ok(Json(StackPushResponse { size })),
         other => Err(unexpected(other)),
@@ -67,10 +67,10 @@ pub(crate) async fn pop(
     request: Mutation<StackPopRequest>,
 ) -> Result<Json<StackPopResponse>, ApiError> {
     check_name("name", &name)?;
-    let command = Command::StackPop {
+    let command = Command::StackPop(StackPop {
         stack: name,
         fence: fence(request.body.lock, request.body.fencing_token)?,
-    };
+    });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::Popped { value, size } => Ok(Json(StackPopResponse { value, size })),
         other => Err(unexpected(other)),
@@ -114,10 +114,10 @@ pub(crate) async fn delete(
     request: Mutation<StackPopRequest>,
 ) -> Result<Json<EmptyResponse>, ApiError> {
     check_name("name", &name)?;
-    let command = Command::StackDelete {
+    let command = Command::StackDelete(StackDelete {
         stack: name,
         fence: fence(request.body.lock, request.body.fencing_token)?,
-    };
+    });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::StackDeleted => Ok(Json(EmptyResponse {})),
         other => Err(unexpected(other)),

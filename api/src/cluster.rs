@@ -1,0 +1,113 @@
+//! Cluster status and membership bodies.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's Raft role, as it sees itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+}
+
+/// One member in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberStatus {
+    pub id: u64,
+    /// `host:port` of the peer (Raft) listener.
+    pub peer_addr: String,
+    /// `host:port` of the HTTP API.
+    pub api_addr: String,
+    pub role: NodeRole,
+    pub voter: bool,
+    /// Replication progress as the answering node knows it (a leader knows
+    /// every member's; others may report null).
+    pub match_index: Option<u64>,
+}
+
+/// `GET /v1/cluster` answer: the answering node's own view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    /// The server's version string.
+    pub version: String,
+    pub node_id: u64,
+    /// Null when this node knows no leader.
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// `POST /v1/cluster/members` body: a node joins as a learner and is promoted
+/// once caught up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddMemberRequest {
+    pub id: u64,
+    pub peer_addr: String,
+    pub api_addr: String,
+}
+
+/// `POST /v1/cluster/leader` body: transfer leadership to `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransferLeaderRequest {
+    pub id: u64,
+}
+
+/// The body of 200 answers the contract gives no fields: `{}` (session and
+/// stack DELETE, release, member add/remove, leader transfer). Readers must
+/// ignore fields they do not know, so these may grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmptyResponse {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::round_trip;
+    use serde_json::json;
+
+    #[test]
+    fn cluster_round_trip() {
+        round_trip(
+            json!({"cluster_id": "c1", "version": "0.1.0", "node_id": 1, "leader_id": null,
+                   "term": 3, "commit_index": 17,
+                   "members": [{"id": 1, "peer_addr": "127.0.0.1:7071",
+                                "api_addr": "127.0.0.1:7070", "role": "learner",
+                                "voter": false, "match_index": 5}]}),
+            ClusterStatus {
+                cluster_id: "c1".into(),
+                version: "0.1.0".into(),
+                node_id: 1,
+                leader_id: None,
+                term: 3,
+                commit_index: 17,
+                members: vec![MemberStatus {
+                    id: 1,
+                    peer_addr: "127.0.0.1:7071".into(),
+                    api_addr: "127.0.0.1:7070".into(),
+                    role: NodeRole::Learner,
+                    voter: false,
+                    match_index: Some(5),
+                }],
+            },
+        );
+        round_trip(
+            json!({"id": 4, "peer_addr": "h:1", "api_addr": "h:2"}),
+            AddMemberRequest {
+                id: 4,
+                peer_addr: "h:1".into(),
+                api_addr: "h:2".into(),
+            },
+        );
+        round_trip(json!({"id": 2}), TransferLeaderRequest { id: 2 });
+        round_trip(json!({}), EmptyResponse {});
+    }
+}
