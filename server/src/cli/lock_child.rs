@@ -95,9 +95,12 @@ pub(super) async fn run(args: LockChildArgs) -> anyhow::Result<u8> {
                 eprintln!("deadbolt: the lock holder process is gone; stopping the command");
                 signal_group(Signal::SIGTERM);
                 let grace = Duration::from_millis(args.grace_ms);
-                if tokio::time::timeout(grace, &mut exited).await.is_err() {
-                    signal_group(Signal::SIGKILL);
-                }
+                let _ = tokio::time::timeout(grace, &mut exited).await;
+                // Whether or not the command went within the grace: what it
+                // forked may ignore SIGTERM, and the lease leaves no time for
+                // a second grace (the same rule as the CLI's lease-lost path).
+                // This ends the supervisor too.
+                signal_group(Signal::SIGKILL);
                 return Ok(EXIT_LEASE_LOST);
             }
             _ = interrupt.recv() => {}
