@@ -154,8 +154,11 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
         name: Some(format!("deadbolt lock {}", args.name)),
         ..SessionOptions::default()
     };
-    let grace = kill_grace(options.ttl, options.drift_allowance);
+    let drift_allowance = options.drift_allowance;
     let session = client.session(options).await.context("opening a session")?;
+    // From the TTL the server granted, which the lease deadline uses too:
+    // a grace from a longer TTL asked for would outlast the lease.
+    let grace = kill_grace(session.ttl(), drift_allowance);
     let mode = if args.shared {
         LockMode::Shared
     } else {
