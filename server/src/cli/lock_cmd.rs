@@ -170,11 +170,16 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     if args.command.is_empty() {
         anyhow::bail!("no command given after --");
     }
-    let supervisor = std::env::current_exe().context("locating the deadbolt binary")?;
     // Spawned from the thread that drives this future, which lives as long
     // as the process (the parent-death signal follows the spawning thread).
-    let mut child = std::process::Command::new(supervisor)
-        .arg("lock-child")
+    let exe = std::env::current_exe().context("locating the deadbolt binary")?;
+    let mut supervisor = std::process::Command::new(exe);
+    supervisor.arg("lock-child");
+    if json {
+        // Its own errors (a command that cannot start) are the CLI's too.
+        supervisor.arg("--json");
+    }
+    let mut child = supervisor
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .arg("--grace-ms")
