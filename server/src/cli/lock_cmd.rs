@@ -50,6 +50,12 @@ pub struct LockArgs {
     pub command: Vec<String>,
 }
 
+/// This very binary, for the supervisor. Not `current_exe()`: a binary
+/// replaced or removed while `lock` waits (an upgrade) reads there as
+/// "/path (deleted)", which cannot be started, while this link still opens
+/// the running file, so the supervisor is also of the CLI's own version.
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// SIGTERM-to-SIGKILL grace: half of the lease margin the client keeps.
 pub(super) fn kill_grace(ttl: Duration, drift_allowance: f64) -> Duration {
     ttl.mul_f64(drift_allowance / 2.0)
@@ -172,9 +178,8 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     }
     // Spawned from the thread that drives this future, which lives as long
     // as the process (the parent-death signal follows the spawning thread).
-    let exe = std::env::current_exe().context("locating the deadbolt binary")?;
-    let mut supervisor = std::process::Command::new(exe);
-    supervisor.arg("lock-child");
+    let mut supervisor = std::process::Command::new(SELF_EXE);
+    supervisor.arg0("deadbolt").arg("lock-child");
     if json {
         // Its own errors (a command that cannot start) are the CLI's too.
         supervisor.arg("--json");
