@@ -573,3 +573,31 @@ fn state(pid: i32) -> String {
         })
         .unwrap_or_else(|| "gone".to_owned())
 }
+
+/// Finding 2, with a command that ignores SIGTERM in a session of its own
+/// (`setsid`): only a SIGKILL aimed at it ends it, and the group's SIGKILL
+/// misses it (the CLI before ffb0b56 sent its SIGKILL to the command's pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_kills_a_command_in_its_own_session_that_ignores_sigterm() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = Arc::new(Script::default());
+    let (url, _stop) = scripted_server(script.clone()).await;
+    let inner = format!(
+        "trap '' TERM; echo $$ > {}; exec sleep 300",
+        pid_file.display()
+    );
+    let cli = lock_argv(
+        Path::new(bin()),
+        &url,
+        1000,
+        &["setsid", "sh", "-c", &inner],
+    )
+    .spawn()
+    .expect("spawn");
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    script.expire.store(true, Ordering::SeqCst);
+    assert_eq!(exit_code(cli, Duration::from_secs(10)).await, 4);
+    gone(sleep, Duration::from_secs(2)).await;
+}
