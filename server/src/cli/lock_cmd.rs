@@ -15,7 +15,10 @@
 //! and the supervisor stops the group by itself if this process dies. When
 //! the command exits, whatever it left running in its group is stopped
 //! before the lock is released: nothing the command started outlives the
-//! lock. At a terminal the group gets the foreground (the command can read
+//! lock. A command that leaves the group (`setsid`, `setpgid`, as `timeout`
+//! does) still gets SIGTERM and SIGKILL, from the supervisor; what it forks
+//! outside the group, other than into a group it leads, is not reached.
+//! At a terminal the group gets the foreground (the command can read
 //! the terminal, and Ctrl-C reaches it directly) and gives it back at the end.
 
 use std::process::ExitStatus;
@@ -54,7 +57,7 @@ pub struct LockArgs {
 /// replaced or removed while `lock` waits (an upgrade) reads there as
 /// "/path (deleted)", which cannot be started, while this link still opens
 /// the running file, so the supervisor is also of the CLI's own version.
-const SELF_EXE: &str = "/proc/self/exe";
+pub(super) const SELF_EXE: &str = "/proc/self/exe";
 
 /// SIGTERM-to-SIGKILL grace: half of the lease margin the client keeps.
 pub(super) fn kill_grace(ttl: Duration, drift_allowance: f64) -> Duration {
