@@ -501,6 +501,53 @@ async fn a_command_that_cannot_start_is_reported_in_json_with_json() {
     );
 }
 
+/// The CLI at a terminal (a pty it controls, its group in the foreground,
+/// as a login shell's job) running `sh -c SCRIPT`, once the command's group
+/// has the terminal.
+struct AtTerminal {
+    cli: std::process::Child,
+    master: std::fs::File,
+    cli_group: Pid,
+    command_group: Pid,
+}
+
+async fn lock_at_a_terminal(url: &str, script: &str, leftovers: &Leftovers) -> AtTerminal {
+    use nix::unistd::tcgetpgrp;
+
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    // A session of its own with the pty as its controlling terminal.
+    let cli = Command::new("setsid")
+        .arg("--ctty")
+        .arg(bin())
+        .args(["--endpoints", url, "lock", "L", "--ttl-ms", "1000"])
+        .args(["--wait-ms", "0", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("spawn");
+    let cli_group = Pid::from_raw(leftovers.watch(i32::try_from(cli.id()).expect("pid")));
+    let command_group = eventually(
+        "the command's group to get the terminal",
+        Duration::from_secs(5),
+        || {
+            let foreground = tcgetpgrp(&master).ok().filter(|g| *g != cli_group);
+            async move { foreground }
+        },
+    )
+    .await;
+    // The supervisor leads the command's group.
+    leftovers.watch(command_group.as_raw());
+    AtTerminal {
+        cli,
+        master,
+        cli_group,
+        command_group,
+    }
+}
+
 /// Finding 6. At a terminal the command's group gets the foreground, so
 /// Ctrl-Z stops the command and the supervisor, but not the CLI: the shell
 /// waits for a CLI that still runs (and keeps the lease alive), the terminal
@@ -517,50 +564,54 @@ async fn ctrl_z_at_a_terminal_hands_the_terminal_back_to_the_cli_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("sleep.pid");
     let (url, _stop) = scripted_server(Arc::default()).await;
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let inner = format!("echo $$ > {}; exec sleep 300", pid_file.display());
-    // A session of its own with the pty as its controlling terminal, the
-    // CLI leading its group in the foreground: a login shell's job.
-    let cli = Command::new("setsid")
-        .arg("--ctty")
-        .arg(bin())
-        .args(["--endpoints", &url, "lock", "L", "--ttl-ms", "1000"])
-        .args(["--wait-ms", "0", "--", "sh", "-c", &inner])
-        .stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave)
-        .spawn()
-        .expect("spawn");
-    let cli_group = Pid::from_raw(leftovers.watch(i32::try_from(cli.id()).expect("pid")));
+    let script = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let mut terminal = lock_at_a_terminal(&url, &script, &leftovers).await;
     let sleep = leftovers.watch(pid_written(&pid_file).await);
-    let command_group = eventually(
-        "the command's group to get the terminal",
-        Duration::from_secs(5),
-        || {
-            let foreground = tcgetpgrp(&master).ok().filter(|g| *g != cli_group);
-            async move { foreground }
-        },
-    )
-    .await;
-    // The supervisor leads the command's group.
-    leftovers.watch(command_group.as_raw());
     assert!(alive(sleep));
-    master.write_all(b"\x1a").expect("Ctrl-Z");
+    assert_ne!(terminal.command_group, terminal.cli_group);
+    terminal.master.write_all(b"\x1a").expect("Ctrl-Z");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while tcgetpgrp(&master).ok() != Some(cli_group) && Instant::now() < deadline {
+    while tcgetpgrp(&terminal.master).ok() != Some(terminal.cli_group) && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        tcgetpgrp(&master).ok(),
-        Some(cli_group),
+        tcgetpgrp(&terminal.master).ok(),
+        Some(terminal.cli_group),
         "5 s after Ctrl-Z the terminal still belongs to the command's group; \
          CLI state {}, command state {}",
-        state(cli_group.as_raw()),
+        state(terminal.cli_group.as_raw()),
         state(sleep)
     );
-    drop(cli);
+    drop(terminal.cli);
+}
+
+/// Finding 7. Ctrl-\ (SIGQUIT) and a hangup (SIGHUP) reach the whole
+/// foreground group, the supervisor included, which handles SIGINT that way
+/// but dies of these: the CLI then reports the supervisor's death (131)
+/// instead of the command's status, although the command handled the
+/// signal and chose its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_backslash_at_a_terminal_exits_with_the_command_status() {
+    use std::io::Write as _;
+
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sh.pid");
+    let sleep_file = dir.path().join("sleep.pid");
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    // `sleep &` ignores SIGQUIT (a non-interactive shell's background job):
+    // a leftover, stopped before the release.
+    let script = format!(
+        "trap 'exit 9' QUIT; sleep 300 & echo $! > {}; echo $$ > {}; wait",
+        sleep_file.display(),
+        pid_file.display()
+    );
+    let mut terminal = lock_at_a_terminal(&url, &script, &leftovers).await;
+    leftovers.watch(pid_written(&pid_file).await);
+    leftovers.watch(pid_written(&sleep_file).await);
+    terminal.master.write_all(b"\x1c").expect("Ctrl-\\");
+    assert_eq!(exit_code(terminal.cli, Duration::from_secs(10)).await, 9);
 }
 
 /// A process's state letter from /proc (R, S, T, Z...), or "gone".
