@@ -31,6 +31,7 @@ use clap::Args;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::{getpgid, getpgrp, getppid, Pid};
+use tokio::signal::unix::{signal as signals, Signal as Signals, SignalKind};
 use tokio::sync::oneshot;
 
 use super::lock_cmd::{child_exit_code, SELF_EXE};
@@ -80,6 +81,35 @@ fn signal_escaped(command: Pid, signal: Signal) {
     };
 }
 
+/// Ctrl-C, Ctrl-\\ and a hangup, which at a terminal reach the whole
+/// foreground group: the command decides what they mean, and the supervisor
+/// must outlive it to report the command's status (dying of one, it would
+/// report its own death instead).
+struct TerminalSignals {
+    interrupt: Signals,
+    quit: Signals,
+    hangup: Signals,
+}
+
+impl TerminalSignals {
+    fn install() -> anyhow::Result<TerminalSignals> {
+        Ok(TerminalSignals {
+            interrupt: signals(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            quit: signals(SignalKind::quit()).context("installing the SIGQUIT handler")?,
+            hangup: signals(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Resolves when one of them arrives.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.quit.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
+}
+
 fn parent_alive(parent_pid: u32) -> bool {
     u32::try_from(getppid().as_raw()).is_ok_and(|pid| pid == parent_pid)
 }
@@ -126,13 +156,9 @@ pub(super) async fn run(args: LockChildArgs, json: bool) -> anyhow::Result<u8> {
         return exec_command(&args);
     }
     // Handlers first, so that a SIGTERM between the two calls below is seen.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    // Ctrl-C at a terminal reaches the whole foreground group; the command
-    // decides what SIGINT means, the supervisor must outlive it to report
-    // the command's status.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
+    let mut terminate =
+        signals(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut from_terminal = TerminalSignals::install()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("asking for a parent-death signal")?;
     // The parent may have died before the request above took effect.
     if !parent_alive(args.parent_pid) {
@@ -183,7 +209,7 @@ pub(super) async fn run(args: LockChildArgs, json: bool) -> anyhow::Result<u8> {
                 signal_group(Signal::SIGKILL);
                 return Ok(EXIT_LEASE_LOST);
             }
-            _ = interrupt.recv() => {}
+            () = from_terminal.recv() => {}
         }
     }
 }
