@@ -9,9 +9,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,15 +22,39 @@ use deadbolt_client::api::{
 use deadbolt_server::http::{serve_http, ApiError};
 
 use common::{bin, eventually};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-/// What the scripted server saw.
+/// What the scripted server answers, and what it saw.
 #[derive(Default)]
 struct Script {
     /// Keepalives answer 410 once set.
     expire: AtomicBool,
+    /// Keepalives answer 503 (retryable) once set: the client can no
+    /// longer confirm its lease and must stop the command by itself.
+    unavailable: AtomicBool,
+    /// When the session was last created or kept alive (answered 200): the
+    /// server's lease runs out `granted_ttl_ms` after it.
+    last_keepalive_ok: Mutex<Option<Instant>>,
+    /// The TTL the server grants (0: 1000 ms), whatever the client asks.
+    granted_ttl_ms: AtomicU64,
+    /// An acquire was received.
+    acquire_seen: AtomicBool,
+    /// Acquires are held (polled) until this is set, when `hold_acquire` is.
+    hold_acquire: AtomicBool,
+    acquire_open: AtomicBool,
     /// A pid file; the release handler records whether that pid was alive.
     watch_pid_file: Mutex<Option<PathBuf>>,
     released_while_alive: Mutex<Option<bool>>,
+}
+
+impl Script {
+    fn granted_ttl_ms(&self) -> u64 {
+        match self.granted_ttl_ms.load(Ordering::SeqCst) {
+            0 => 1000,
+            ttl_ms => ttl_ms,
+        }
+    }
 }
 
 /// A scripted HTTP server (not a node): the answers `lock` needs.
@@ -39,19 +63,25 @@ async fn scripted_server(script: Arc<Script>) -> (String, deadbolt_runtime::Shut
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let session_script = script.clone();
     let keepalive_script = script.clone();
+    let acquire_script = script.clone();
     let release_script = script;
     let router = Router::new()
         .route(
             "/v1/sessions",
-            post(|| async {
-                (
-                    axum::http::StatusCode::CREATED,
-                    Json(CreateSessionResponse {
-                        session_id: SessionId(7),
-                        ttl_ms: 1000,
-                    }),
-                )
+            post(move || {
+                let ttl_ms = session_script.granted_ttl_ms();
+                *session_script.last_keepalive_ok.lock().expect("lock") = Some(Instant::now());
+                async move {
+                    (
+                        axum::http::StatusCode::CREATED,
+                        Json(CreateSessionResponse {
+                            session_id: SessionId(7),
+                            ttl_ms,
+                        }),
+                    )
+                }
             }),
         )
         .route(
@@ -61,8 +91,13 @@ async fn scripted_server(script: Arc<Script>) -> (String, deadbolt_runtime::Shut
                 async move {
                     if script.expire.load(Ordering::SeqCst) {
                         Err(ApiError::new(ErrorCode::SessionExpired, "expired"))
+                    } else if script.unavailable.load(Ordering::SeqCst) {
+                        Err(ApiError::new(ErrorCode::Unavailable, "no leader"))
                     } else {
-                        Ok(Json(KeepaliveResponse { ttl_ms: 1000 }))
+                        *script.last_keepalive_ok.lock().expect("lock") = Some(Instant::now());
+                        Ok(Json(KeepaliveResponse {
+                            ttl_ms: script.granted_ttl_ms(),
+                        }))
                     }
                 }
             }),
@@ -73,13 +108,28 @@ async fn scripted_server(script: Arc<Script>) -> (String, deadbolt_runtime::Shut
         )
         .route(
             "/v1/locks/{name}/acquire",
-            post(|| async {
-                Json(AcquireResponse {
-                    lock: "L".into(),
-                    mode: LockMode::Exclusive,
-                    session_id: SessionId(7),
-                    fencing_token: 42,
-                })
+            post(move || {
+                let script = acquire_script.clone();
+                async move {
+                    script.acquire_seen.store(true, Ordering::SeqCst);
+                    if script.hold_acquire.load(Ordering::SeqCst) {
+                        eventually(
+                            "the test to let the acquire through",
+                            Duration::from_secs(20),
+                            || {
+                                let open = script.acquire_open.load(Ordering::SeqCst);
+                                async move { open.then_some(()) }
+                            },
+                        )
+                        .await;
+                    }
+                    Json(AcquireResponse {
+                        lock: "L".into(),
+                        mode: LockMode::Exclusive,
+                        session_id: SessionId(7),
+                        fencing_token: 42,
+                    })
+                }
             }),
         )
         .route(
@@ -120,6 +170,44 @@ fn lock_command(url: &str, script: &str) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command
+}
+
+/// `BINARY --endpoints URL lock L --ttl-ms TTL --wait-ms 0 -- ARGV...`, the
+/// command run directly (no `sh -c` around it).
+fn lock_argv(binary: &Path, url: &str, ttl_ms: u64, argv: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["--endpoints", url, "lock", "L", "--ttl-ms"])
+        .arg(ttl_ms.to_string())
+        .args(["--wait-ms", "0", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Processes a test started indirectly, SIGKILLed (after a SIGCONT) when it
+/// ends, so that a failing test leaves nothing running.
+#[derive(Default)]
+struct Leftovers(Mutex<Vec<i32>>);
+
+impl Leftovers {
+    fn watch(&self, pid: i32) -> i32 {
+        self.0.lock().expect("lock").push(pid);
+        pid
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in self.0.lock().expect("lock").iter() {
+            if alive(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 fn read_pid(file: &Path) -> Option<i32> {
@@ -225,4 +313,342 @@ async fn a_killed_cli_takes_the_command_and_what_it_forked_with_it() {
     cli.kill().expect("SIGKILL the CLI");
     cli.wait().expect("reap the CLI");
     gone(grandchild, Duration::from_secs(5)).await;
+}
+
+/// Finding 1. The supervisor stops the group when the CLI dies, but sends
+/// SIGKILL only if the command itself outlives the grace: a command that
+/// dies of the SIGTERM leaves whatever ignores SIGTERM running, lock gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cli_kills_forked_processes_that_ignore_sigterm_even_if_the_command_does_not() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("grandchild.pid");
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    // The shell dies of SIGTERM; its background child ignores it.
+    let command = format!(
+        r#"sh -c 'trap "" TERM; exec sleep 300' & echo $! > {}; wait"#,
+        pid_file.display()
+    );
+    let mut cli = lock_command(&url, &command).spawn().expect("spawn");
+    let grandchild = leftovers.watch(pid_written(&pid_file).await);
+    assert!(alive(grandchild));
+    cli.kill().expect("SIGKILL the CLI");
+    cli.wait().expect("reap the CLI");
+    // The supervisor's grace is 50 ms here (1 s TTL).
+    gone(grandchild, Duration::from_secs(5)).await;
+}
+
+/// Finding 2. A command that leads a process group of its own (`timeout`
+/// does, as do `setsid` and shells with job control) is not signalled at
+/// all on lease loss: the group signal reaches only the supervisor, which
+/// ignores SIGTERM while the CLI lives. Before ffb0b56 the CLI signalled the
+/// command's pid, and `timeout` passed the SIGTERM on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_stops_a_command_that_leads_its_own_process_group() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = Arc::new(Script::default());
+    let (url, _stop) = scripted_server(script.clone()).await;
+    let inner = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let cli = lock_argv(
+        Path::new(bin()),
+        &url,
+        1000,
+        &["timeout", "300", "sh", "-c", &inner],
+    )
+    .spawn()
+    .expect("spawn");
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    script.expire.store(true, Ordering::SeqCst);
+    assert_eq!(exit_code(cli, Duration::from_secs(10)).await, 4);
+    gone(sleep, Duration::from_secs(2)).await;
+}
+
+/// Finding 2, the same through SIGTERM to the CLI (systemd stopping a unit):
+/// the CLI passes it to the group, the command in its own group never gets
+/// it, and the CLI holds the lock for as long as the command runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_cli_reaches_a_command_that_leads_its_own_process_group() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    let inner = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let cli = lock_argv(
+        Path::new(bin()),
+        &url,
+        1000,
+        &["timeout", "300", "sh", "-c", &inner],
+    )
+    .spawn()
+    .expect("spawn");
+    let cli_pid = leftovers.watch(i32::try_from(cli.id()).expect("pid"));
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    kill(Pid::from_raw(cli_pid), Signal::SIGTERM).expect("SIGTERM the CLI");
+    gone(sleep, Duration::from_secs(5)).await;
+    // timeout passes the SIGTERM on and reports it as its own death by it.
+    assert_eq!(exit_code(cli, Duration::from_secs(5)).await, 128 + 15);
+}
+
+/// Finding 3. The supervisor is started from `current_exe()`, resolved only
+/// once the lock is granted: a binary replaced or removed while `lock`
+/// waits (a package upgrade) reads as "/path (deleted)", the supervisor
+/// cannot start, and the command never runs though the lock was granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_runs_even_if_the_binary_was_replaced_while_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("deadbolt");
+    std::fs::copy(bin(), &copy).expect("copy the binary");
+    let script = Arc::new(Script::default());
+    script.hold_acquire.store(true, Ordering::SeqCst);
+    let (url, _stop) = scripted_server(script.clone()).await;
+    let cli = lock_argv(
+        &copy,
+        &url,
+        1000,
+        &[
+            "sh",
+            "-c",
+            r#"test "$DEADBOLT_FENCING_TOKEN" = 42 && exit 7"#,
+        ],
+    )
+    .spawn()
+    .expect("spawn");
+    eventually(
+        "the CLI to ask for the lock",
+        Duration::from_secs(10),
+        || {
+            let seen = script.acquire_seen.load(Ordering::SeqCst);
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    // An upgrade: the new binary is renamed over the old one.
+    let new = dir.path().join("deadbolt.new");
+    std::fs::copy(bin(), &new).expect("copy the new binary");
+    std::fs::rename(&new, &copy).expect("replace the binary");
+    script.acquire_open.store(true, Ordering::SeqCst);
+    assert_eq!(exit_code(cli, Duration::from_secs(20)).await, 7);
+}
+
+/// Finding 4. The SIGKILL grace is computed from the TTL asked for, not the
+/// one the server granted (the client itself trusts only the granted one):
+/// asking 60 s and getting 4 s gives a 3 s grace, so the command is killed
+/// ~6.6 s after the last keepalive, ~2.6 s after the server let the lease
+/// run out (the right grace, 200 ms, kills it at ~3.8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_is_dead_before_the_granted_lease_can_run_out() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = Arc::new(Script::default());
+    script.granted_ttl_ms.store(4000, Ordering::SeqCst);
+    let (url, _stop) = scripted_server(script.clone()).await;
+    let inner = format!(
+        "trap '' TERM; echo $$ > {}; exec sleep 300",
+        pid_file.display()
+    );
+    let cli = lock_argv(Path::new(bin()), &url, 60_000, &["sh", "-c", &inner])
+        .spawn()
+        .expect("spawn");
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    script.unavailable.store(true, Ordering::SeqCst);
+    // Polled every 5 ms: `eventually`'s 20 ms is coarse next to the margin.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(sleep) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let died = Instant::now();
+    let last_ok = script
+        .last_keepalive_ok
+        .lock()
+        .expect("lock")
+        .expect("keepalives were answered");
+    assert!(!alive(sleep), "still running after 15 s");
+    let after = died.duration_since(last_ok);
+    assert!(
+        after < Duration::from_millis(4000),
+        "the command died {after:?} after the last keepalive; the server's lease (4 s) ran out before"
+    );
+    assert_eq!(exit_code(cli, Duration::from_secs(5)).await, 4);
+}
+
+/// Finding 5. `--json` errors are JSON (API.md), but a command that cannot
+/// be started is now reported by the supervisor, which never heard of
+/// `--json`: a plain-text line. Before ffb0b56 it was JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_is_reported_in_json_with_json() {
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    let output = Command::new(bin())
+        .args(["--json", "--endpoints", &url, "lock", "L", "--wait-ms", "0"])
+        .args(["--", "/nonexistent/command"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the CLI");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let error: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("stderr's last line is not JSON ({e}): {stderr}"));
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent/command")),
+        "{error}"
+    );
+}
+
+/// The CLI at a terminal (a pty it controls, its group in the foreground,
+/// as a login shell's job) running `sh -c SCRIPT`, once the command's group
+/// has the terminal.
+struct AtTerminal {
+    cli: std::process::Child,
+    master: std::fs::File,
+    cli_group: Pid,
+    command_group: Pid,
+}
+
+async fn lock_at_a_terminal(url: &str, script: &str, leftovers: &Leftovers) -> AtTerminal {
+    use nix::unistd::tcgetpgrp;
+
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    // A session of its own with the pty as its controlling terminal.
+    let cli = Command::new("setsid")
+        .arg("--ctty")
+        .arg(bin())
+        .args(["--endpoints", url, "lock", "L", "--ttl-ms", "1000"])
+        .args(["--wait-ms", "0", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("spawn");
+    let cli_group = Pid::from_raw(leftovers.watch(i32::try_from(cli.id()).expect("pid")));
+    let command_group = eventually(
+        "the command's group to get the terminal",
+        Duration::from_secs(5),
+        || {
+            let foreground = tcgetpgrp(&master).ok().filter(|g| *g != cli_group);
+            async move { foreground }
+        },
+    )
+    .await;
+    // The supervisor leads the command's group.
+    leftovers.watch(command_group.as_raw());
+    AtTerminal {
+        cli,
+        master,
+        cli_group,
+        command_group,
+    }
+}
+
+/// Finding 6. At a terminal the command's group gets the foreground, so
+/// Ctrl-Z stops the command and the supervisor, but not the CLI: the shell
+/// waits for a CLI that still runs (and keeps the lease alive), the terminal
+/// belongs to a stopped group that Ctrl-C cannot reach, and the lock is held
+/// until someone kills the CLI from elsewhere. Job control expects the
+/// terminal back with the job's own group (the CLI's), e.g. by the CLI
+/// stopping too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_z_at_a_terminal_hands_the_terminal_back_to_the_cli_group() {
+    use nix::unistd::tcgetpgrp;
+    use std::io::Write as _;
+
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    let script = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let mut terminal = lock_at_a_terminal(&url, &script, &leftovers).await;
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    assert!(alive(sleep));
+    assert_ne!(terminal.command_group, terminal.cli_group);
+    terminal.master.write_all(b"\x1a").expect("Ctrl-Z");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tcgetpgrp(&terminal.master).ok() != Some(terminal.cli_group) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tcgetpgrp(&terminal.master).ok(),
+        Some(terminal.cli_group),
+        "5 s after Ctrl-Z the terminal still belongs to the command's group; \
+         CLI state {}, command state {}",
+        state(terminal.cli_group.as_raw()),
+        state(sleep)
+    );
+    drop(terminal.cli);
+}
+
+/// Finding 7. Ctrl-\ (SIGQUIT) and a hangup (SIGHUP) reach the whole
+/// foreground group, the supervisor included, which handles SIGINT that way
+/// but dies of these: the CLI then reports the supervisor's death (131)
+/// instead of the command's status, although the command handled the
+/// signal and chose its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_backslash_at_a_terminal_exits_with_the_command_status() {
+    use std::io::Write as _;
+
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sh.pid");
+    let sleep_file = dir.path().join("sleep.pid");
+    let (url, _stop) = scripted_server(Arc::default()).await;
+    // `sleep &` ignores SIGQUIT (a non-interactive shell's background job):
+    // a leftover, stopped before the release.
+    let script = format!(
+        "trap 'exit 9' QUIT; sleep 300 & echo $! > {}; echo $$ > {}; wait",
+        sleep_file.display(),
+        pid_file.display()
+    );
+    let mut terminal = lock_at_a_terminal(&url, &script, &leftovers).await;
+    leftovers.watch(pid_written(&pid_file).await);
+    leftovers.watch(pid_written(&sleep_file).await);
+    terminal.master.write_all(b"\x1c").expect("Ctrl-\\");
+    assert_eq!(exit_code(terminal.cli, Duration::from_secs(10)).await, 9);
+}
+
+/// A process's state letter from /proc (R, S, T, Z...), or "gone".
+fn state(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(rest.trim_start().chars().next()?.to_string())
+        })
+        .unwrap_or_else(|| "gone".to_owned())
+}
+
+/// Finding 2, with a command that ignores SIGTERM in a session of its own
+/// (`setsid`): only a SIGKILL aimed at it ends it, and the group's SIGKILL
+/// misses it (the CLI before ffb0b56 sent its SIGKILL to the command's pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_kills_a_command_in_its_own_session_that_ignores_sigterm() {
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = Arc::new(Script::default());
+    let (url, _stop) = scripted_server(script.clone()).await;
+    let inner = format!(
+        "trap '' TERM; echo $$ > {}; exec sleep 300",
+        pid_file.display()
+    );
+    let cli = lock_argv(
+        Path::new(bin()),
+        &url,
+        1000,
+        &["setsid", "sh", "-c", &inner],
+    )
+    .spawn()
+    .expect("spawn");
+    let sleep = leftovers.watch(pid_written(&pid_file).await);
+    script.expire.store(true, Ordering::SeqCst);
+    assert_eq!(exit_code(cli, Duration::from_secs(10)).await, 4);
+    gone(sleep, Duration::from_secs(2)).await;
 }

@@ -15,7 +15,10 @@
 //! and the supervisor stops the group by itself if this process dies. When
 //! the command exits, whatever it left running in its group is stopped
 //! before the lock is released: nothing the command started outlives the
-//! lock. At a terminal the group gets the foreground (the command can read
+//! lock. A command that leaves the group (`setsid`, `setpgid`, as `timeout`
+//! does) still gets SIGTERM and SIGKILL, from the supervisor; what it forks
+//! outside the group, other than into a group it leads, is not reached.
+//! At a terminal the group gets the foreground (the command can read
 //! the terminal, and Ctrl-C reaches it directly) and gives it back at the end.
 
 use std::process::ExitStatus;
@@ -49,6 +52,12 @@ pub struct LockArgs {
     #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
     pub command: Vec<String>,
 }
+
+/// This very binary, for the supervisor. Not `current_exe()`: a binary
+/// replaced or removed while `lock` waits (an upgrade) reads there as
+/// "/path (deleted)", which cannot be started, while this link still opens
+/// the running file, so the supervisor is also of the CLI's own version.
+pub(super) const SELF_EXE: &str = "/proc/self/exe";
 
 /// SIGTERM-to-SIGKILL grace: half of the lease margin the client keeps.
 pub(super) fn kill_grace(ttl: Duration, drift_allowance: f64) -> Duration {
@@ -154,8 +163,11 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
         name: Some(format!("deadbolt lock {}", args.name)),
         ..SessionOptions::default()
     };
-    let grace = kill_grace(options.ttl, options.drift_allowance);
+    let drift_allowance = options.drift_allowance;
     let session = client.session(options).await.context("opening a session")?;
+    // From the TTL the server granted, which the lease deadline uses too:
+    // a grace from a longer TTL asked for would outlast the lease.
+    let grace = kill_grace(session.ttl(), drift_allowance);
     let mode = if args.shared {
         LockMode::Shared
     } else {
@@ -167,11 +179,15 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     if args.command.is_empty() {
         anyhow::bail!("no command given after --");
     }
-    let supervisor = std::env::current_exe().context("locating the deadbolt binary")?;
     // Spawned from the thread that drives this future, which lives as long
     // as the process (the parent-death signal follows the spawning thread).
-    let mut child = std::process::Command::new(supervisor)
-        .arg("lock-child")
+    let mut supervisor = std::process::Command::new(SELF_EXE);
+    supervisor.arg0("deadbolt").arg("lock-child");
+    if json {
+        // Its own errors (a command that cannot start) are the CLI's too.
+        supervisor.arg("--json");
+    }
+    let mut child = supervisor
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .arg("--grace-ms")

@@ -199,7 +199,7 @@ pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCod
         match command {
             Command::Serve(_) => unreachable!("serve is dispatched by main"),
             Command::Lock(args) => lock_cmd::run(client(&global)?, args, json).await,
-            Command::LockChild(args) => lock_child::run(args).await,
+            Command::LockChild(args) => lock_child::run(args, json).await,
             Command::Bench(args) => bench::run(client(&global)?, args, json).await,
             other => run_simple(client(&global)?, other, json)
                 .await
