@@ -20,6 +20,10 @@
 //! outside the group, other than into a group it leads, is not reached.
 //! At a terminal the group gets the foreground (the command can read
 //! the terminal, and Ctrl-C reaches it directly) and gives it back at the end.
+//! Known gap: Ctrl-Z at a terminal stops the command's group but not this
+//! process, which keeps the lease alive and the terminal stays with the
+//! stopped group (stop it with SIGTERM to this process from elsewhere);
+//! proper job control (stop too, re-check the lease on SIGCONT) is not built.
 
 use std::process::ExitStatus;
 use std::time::Duration;
