@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use deadbolt_core::api::BODY_BYTES_MAX_DEFAULT;
+use deadbolt_api::BODY_BYTES_MAX_DEFAULT;
 use deadbolt_core::raft::NodeId;
 use serde::Deserialize;
 

@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use deadbolt_core::api::{
+use deadbolt_api::{
     ErrorBody, ErrorCode, ErrorDetails, ErrorEnvelope, LockHolder, NotFoundKind, SessionId,
     RETRY_AFTER_SECS_MIN,
 };

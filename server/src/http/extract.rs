@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
-use deadbolt_core::api::{
+use deadbolt_api::{
     validate_name, ErrorCode, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY,
     HEADER_REQUEST_TIMEOUT_MS, IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
     REQUEST_TIMEOUT_MS_MAX,
@@ -300,7 +300,7 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deadbolt_core::api::{AcquireRequest, CreateSessionRequest};
+    use deadbolt_api::{AcquireRequest, CreateSessionRequest};
 
     #[test]
     fn fingerprint_is_stable_and_sensitive() {
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(e.details.field.as_deref(), Some("wait_ms"));
         let e = parse_json::<AcquireRequest>(br#"{"session_id": 7}"#).unwrap_err();
         assert_eq!(e.details.field.as_deref(), Some("session_id"));
-        let e = parse_json::<deadbolt_core::api::ReleaseRequest>(b"{}").unwrap_err();
+        let e = parse_json::<deadbolt_api::ReleaseRequest>(b"{}").unwrap_err();
         assert_eq!(e.details.field.as_deref(), Some("session_id"));
         let e = parse_json::<CreateSessionRequest>(b"{").unwrap_err();
         assert_eq!(e.details.field.as_deref(), Some("body"));

@@ -21,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
-use deadbolt_core::api::{
+use deadbolt_api::{
     ErrorCode, BODY_BYTES_MAX_DEFAULT, EPHEMERAL_SESSION_TTL_MS_DEFAULT, HEADER_LEADER,
 };
 use deadbolt_runtime::node::NodeHandle;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use deadbolt_core::api::{
+use deadbolt_api::{
     ErrorCode, ErrorEnvelope, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY,
     HEADER_REQUEST_TIMEOUT_MS,
 };

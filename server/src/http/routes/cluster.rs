@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use deadbolt_core::api::{
+use deadbolt_api::{
     AddMemberRequest, ClusterStatus, EmptyResponse, ErrorEnvelope, MemberStatus, NodeRole,
     TransferLeaderRequest,
 };

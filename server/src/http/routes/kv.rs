@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use deadbolt_core::api::{
+use deadbolt_api::{
     ErrorEnvelope, KvGetResponse, KvWriteRequest, KvWriteResponse, KV_VALUE_BYTES_MAX,
 };
 use deadbolt_core::lock::{Command, KvWrite, Reply};

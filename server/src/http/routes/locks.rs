@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use deadbolt_core::api::{
+use deadbolt_api::{
     AcquireRequest, AcquireResponse, EmptyResponse, ErrorCode, ErrorEnvelope, ListLocksQuery,
     ListLocksResponse, LockState, LockStatus, LockWaiter, ReleaseRequest, SessionId,
     ValidateRequest, ValidateResponse, LIST_LIMIT_MAX, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,

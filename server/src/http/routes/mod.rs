@@ -10,7 +10,7 @@ pub(crate) mod stacks;
 
 use std::time::Duration;
 
-use deadbolt_core::api::{ErrorCode, LockMode};
+use deadbolt_api::{ErrorCode, LockMode};
 use deadbolt_core::lock::{Command, Fence, Idempotency, LockError, Mode, Reply};
 use deadbolt_runtime::node::ReadContext;
 

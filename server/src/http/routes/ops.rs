@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::Json;
-use deadbolt_core::api::{EmptyResponse, ErrorEnvelope};
+use deadbolt_api::{EmptyResponse, ErrorEnvelope};
 
 use crate::http::error::ApiError;
 use crate::http::{openapi_document, AppState};

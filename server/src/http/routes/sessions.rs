@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use deadbolt_core::api::{
+use deadbolt_api::{
     CreateSessionRequest, CreateSessionResponse, EmptyResponse, ErrorEnvelope, HeldLock,
     KeepaliveRequest, KeepaliveResponse, SessionId, SessionInfo, WaitingLock, SESSION_TTL_MS_MAX,
     SESSION_TTL_MS_MIN,

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use deadbolt_core::api::{
+use deadbolt_api::{
     EmptyResponse, ErrorEnvelope, StackGetResponse, StackPopRequest, StackPopResponse,
     StackPushRequest, StackPushResponse, STACK_ELEMENT_BYTES_MAX,
 };
