@@ -70,6 +70,12 @@ impl LeaseTracker {
     /// Feeds one applied entry (leader only): opens, keepalives and acquires
     /// renew leases; ended sessions are forgotten.
     pub fn observe_applied(&mut self, now_ms: u64, envelope: &Envelope, applied: &Applied) {
+        if applied.replayed {
+            // A cached reply changed nothing; renewing on it would bring an
+            // ended session back to life here (and make this leader propose
+            // a pointless `ExpireSessions` for it every maintenance tick).
+            return;
+        }
         match (&envelope.command, &applied.reply) {
             (_, Reply::SessionOpened { session_id, ttl_ms }) => {
                 self.renew(*session_id, *ttl_ms, now_ms)

@@ -225,6 +225,11 @@ pub enum Event {
 pub struct Applied {
     pub reply: Reply,
     pub events: Vec<Event>,
+    /// The reply was answered from the idempotency cache (a retry of a
+    /// request already applied): the entry changed nothing, so whoever
+    /// follows effects (the leader's lease tracker) must ignore it. A
+    /// replayed `SessionOpened` or `KeptAlive` is history, not a sign of life.
+    pub replayed: bool,
 }
 
 // ----------------------------------------------------------------- views ---

@@ -95,24 +95,32 @@ impl LockStateMachine {
         self.idempotency.prune(self.clock_ms);
 
         let mut events = Vec::new();
-        let reply = match &envelope.idempotency {
-            None => self.dispatch(index, &envelope.command, None, &mut events),
+        let (reply, replayed) = match &envelope.idempotency {
+            None => (
+                self.dispatch(index, &envelope.command, None, &mut events),
+                false,
+            ),
             Some(idem) => self.apply_keyed(index, &envelope.command, idem, &mut events),
         };
-        Applied { reply, events }
+        Applied {
+            reply,
+            events,
+            replayed,
+        }
     }
 
     /// A keyed command: answered from (or refused by) the idempotency cache,
     /// or applied and its reply cached, owned by the session it acts for.
+    /// The flag says the reply was answered without applying anything.
     fn apply_keyed(
         &mut self,
         index: LogIndex,
         command: &Command,
         idem: &Idempotency,
         events: &mut Vec<Event>,
-    ) -> Reply {
+    ) -> (Reply, bool) {
         if let Some(answer) = self.idempotency.admit(idem, self.clock_ms) {
-            return answer;
+            return (answer, true);
         }
         let reply = self.dispatch(index, command, Some(&idem.key), events);
         let owner = command.session_id().or(match &reply {
@@ -124,7 +132,7 @@ impl LockStateMachine {
         let owner_live = owner.filter(|id| self.sessions.contains(*id));
         self.idempotency
             .record(idem, reply.clone(), owner_live, self.clock_ms);
-        reply
+        (reply, false)
     }
 
     fn dispatch(

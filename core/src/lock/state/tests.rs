@@ -9,8 +9,8 @@ use crate::api::limits::{
 };
 use crate::codec;
 use crate::lock::{
-    Fence, Idempotency, KvWrite, LeaseTracker, NotFoundKind, OpenSession, StackDelete, StackPop,
-    StackPush,
+    CloseSession, Fence, Idempotency, Keepalive, KvWrite, LeaseTracker, NotFoundKind, OpenSession,
+    StackDelete, StackPop, StackPush,
 };
 
 fn not_found(kind: NotFoundKind) -> LockError {
@@ -1123,4 +1123,48 @@ proptest::proptest! {
         checked.extend_from_slice(&codec::checksum(&bytes).to_le_bytes());
         let _ = LockStateMachine::restore(&checked);
     }
+}
+
+/// Issue 13, bug 7: retries answered from the idempotency cache after their
+/// session ended (a replayed `SessionOpened` or `KeptAlive`) must not bring
+/// the session back in the leader's lease tracker, which would then propose
+/// an `ExpireSessions` for it at every maintenance tick.
+#[test]
+fn a_replayed_reply_does_not_resurrect_an_ended_session_in_the_lease_tracker() {
+    let mut log = Log::new();
+    let mut tracker = LeaseTracker::new();
+    let feed =
+        |log: &mut Log, tracker: &mut LeaseTracker, command: Command, key: Option<(&str, u64)>| {
+            let envelope = Envelope {
+                now_ms: log.now_ms,
+                idempotency: None,
+                command: command.clone(),
+            };
+            let applied = log.apply_keyed(command, key);
+            tracker.observe_applied(log.now_ms, &envelope, &applied);
+            applied
+        };
+    let open = Command::OpenSession(OpenSession {
+        ttl_ms: 10_000,
+        name: "s".into(),
+    });
+    let Reply::SessionOpened { session_id, .. } =
+        feed(&mut log, &mut tracker, open.clone(), Some(("c-1", 1))).reply
+    else {
+        panic!("open failed");
+    };
+    let keepalive = Command::Keepalive(Keepalive { session_id });
+    assert!(!feed(&mut log, &mut tracker, keepalive.clone(), Some(("c-2", 2))).replayed);
+    let close = Command::CloseSession(CloseSession { session_id });
+    assert_eq!(
+        feed(&mut log, &mut tracker, close, None).reply,
+        Reply::SessionClosed
+    );
+    assert!(tracker.expired(u64::MAX).is_empty());
+
+    let replayed = feed(&mut log, &mut tracker, keepalive, Some(("c-2", 2)));
+    assert!(replayed.replayed, "{replayed:?}");
+    assert!(feed(&mut log, &mut tracker, open, Some(("c-1", 1))).replayed);
+    assert_eq!(tracker.expired(u64::MAX), Vec::<SessionId>::new());
+    assert_eq!(tracker.next_deadline_ms(), None);
 }
