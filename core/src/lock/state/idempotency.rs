@@ -69,7 +69,12 @@ impl IdempotencyCache {
     /// its key); `None` means apply it, then [`Self::record`] the reply.
     /// Acknowledgements take effect here, first: they may make room for
     /// this very key.
-    pub(super) fn admit(&mut self, idem: &Idempotency, now_ms: u64) -> Option<Reply> {
+    pub(super) fn admit(
+        &mut self,
+        idem: &Idempotency,
+        past_bound: bool,
+        now_ms: u64,
+    ) -> Option<Reply> {
         if let Some(refusal) = refusal(idem) {
             return Some(Reply::Error(refusal));
         }
@@ -99,7 +104,7 @@ impl IdempotencyCache {
                 ))
             });
         }
-        if self.entries.len() >= IDEMPOTENCY_KEYS_MAX {
+        if self.entries.len() >= IDEMPOTENCY_KEYS_MAX && !past_bound {
             return Some(Reply::Error(LockError::Unavailable {
                 message: "idempotency cache full of keys inside their window".into(),
             }));
@@ -453,7 +458,7 @@ mod tests {
 
     /// Admits and records `key` with an owner-less entry at `now_ms`.
     fn apply(cache: &mut IdempotencyCache, idem: &Idempotency, now_ms: u64) -> Option<Reply> {
-        let answer = cache.admit(idem, now_ms);
+        let answer = cache.admit(idem, false, now_ms);
         if answer.is_none() {
             cache.record(idem, Reply::Released, None, now_ms);
         }
@@ -464,14 +469,17 @@ mod tests {
     fn a_retry_gets_the_cached_reply_and_another_fingerprint_is_refused() {
         let mut cache = IdempotencyCache::default();
         assert_eq!(apply(&mut cache, &idem("k", 1, None), 0), None);
-        assert_eq!(cache.admit(&idem("k", 1, None), 5), Some(Reply::Released));
+        assert_eq!(
+            cache.admit(&idem("k", 1, None), false, 5),
+            Some(Reply::Released)
+        );
         assert!(matches!(
-            cache.admit(&idem("k", 2, None), 5),
+            cache.admit(&idem("k", 2, None), false, 5),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         let long = "k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1);
-        assert!(cache.admit(&idem(&long, 1, None), 5).is_some());
-        assert!(cache.admit(&idem("", 1, None), 5).is_some());
+        assert!(cache.admit(&idem(&long, 1, None), false, 5).is_some());
+        assert!(cache.admit(&idem("", 1, None), false, 5).is_some());
         cache.check(|_| true, 5).unwrap();
     }
 
@@ -479,7 +487,7 @@ mod tests {
     fn an_owned_entry_waits_for_its_owner_then_for_the_window() {
         let mut cache = IdempotencyCache::default();
         let key = idem("k", 1, None);
-        assert_eq!(cache.admit(&key, 0), None);
+        assert_eq!(cache.admit(&key, false, 0), None);
         cache.record(&key, Reply::Released, Some(7), 0);
         cache.prune(10 * IDEMPOTENCY_WINDOW_MS);
         assert_eq!(cache.entry("k").map(|e| e.deadline_ms), Some(None));
@@ -506,11 +514,11 @@ mod tests {
         assert!(cache.entry("c-3").is_some() && cache.entry("d-1").is_some());
         assert_eq!(cache.mark_count(), 1);
         assert!(matches!(
-            cache.admit(&idem("c-2", 1, None), 1),
+            cache.admit(&idem("c-2", 1, None), false, 1),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         assert!(matches!(
-            cache.admit(&idem("c-9", 1, Some(10)), 1),
+            cache.admit(&idem("c-9", 1, Some(10)), false, 1),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         cache.check(|_| true, 1).unwrap();

@@ -119,7 +119,11 @@ impl LockStateMachine {
         idem: &Idempotency,
         events: &mut Vec<Event>,
     ) -> (Reply, bool) {
-        if let Some(answer) = self.idempotency.admit(idem, self.clock_ms) {
+        // A full cache must never cost a session its lease (one client's keys
+        // would expire everybody else's sessions): keepalives are admitted
+        // past the bound.
+        let past_bound = matches!(command, Command::Keepalive(_));
+        if let Some(answer) = self.idempotency.admit(idem, past_bound, self.clock_ms) {
             return (answer, true);
         }
         let reply = self.dispatch(index, command, Some(&idem.key), events);

@@ -1168,3 +1168,34 @@ fn a_replayed_reply_does_not_resurrect_an_ended_session_in_the_lease_tracker() {
     assert_eq!(tracker.expired(u64::MAX), Vec::<SessionId>::new());
     assert_eq!(tracker.next_deadline_ms(), None);
 }
+
+/// Issue 13, bug 5: one client filling the idempotency cache (with keys
+/// inside their window, or owned by its live session, which never expire)
+/// must not cost another client its lease: a keyed keepalive is answered (and renews) whatever the cache
+/// holds. A keepalive is idempotent by nature, so it needs no cached reply.
+#[test]
+fn a_full_idempotency_cache_never_refuses_a_keepalive() {
+    let mut log = Log::new();
+    log.checked = false;
+    let victim = log.open("victim");
+    for i in 0..IDEMPOTENCY_KEYS_MAX {
+        let cmd = Command::KvPut(KvWrite {
+            key: "k".into(),
+            value: String::new(),
+            fence: None,
+        });
+        let r = log.apply_keyed(cmd, Some((&format!("hog-{i}"), 0))).reply;
+        assert!(!r.is_error(), "{r:?}");
+    }
+    let keepalive = Command::Keepalive(Keepalive { session_id: victim });
+    let applied = log.apply_keyed(keepalive.clone(), Some(("victim-1", 7)));
+    assert!(
+        matches!(applied.reply, Reply::KeptAlive { .. }),
+        "{:?}",
+        applied.reply
+    );
+    // A retry with the same key renews again rather than being refused.
+    let again = log.apply_keyed(keepalive, Some(("victim-1", 7)));
+    assert!(matches!(again.reply, Reply::KeptAlive { .. }), "{again:?}");
+    log.sm.check_invariants().expect("invariants hold");
+}
