@@ -991,3 +991,41 @@ async fn joining_another_cluster_with_a_used_data_dir_is_refused() {
     );
     other.stop().await;
 }
+
+/// Issue 13, bug 8: an acquire without a session whose `wait_ms` is longer
+/// than its `ttl_ms` keeps waiting (nobody can keep its session alive while
+/// it waits), and the grant starts its full TTL.
+#[tokio::test]
+async fn a_waiting_acquire_without_a_session_outlives_its_ttl() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let held = a.try_lock("w", LockMode::Exclusive).await.expect("a holds");
+    let addr = s.addr;
+    let waiter = tokio::spawn(async move {
+        post(
+            addr,
+            "/v1/locks/w/acquire",
+            r#"{"ttl_ms": 1000, "wait_ms": 5000}"#,
+        )
+        .await
+    });
+    // The scenario is the passing of time: the waiter's 1 s TTL runs out
+    // twice over while it waits.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    held.release().await.expect("a releases");
+    let (status, _, grant) = waiter.await.expect("waiter task");
+    assert_eq!(status, 200, "{grant}");
+    let session = grant["session_id"].as_str().expect("session id").to_owned();
+    let (status, _, info) = raw(addr, "GET", &format!("/v1/sessions/{session}"), &[], "").await;
+    assert_eq!(status, 200, "{info}");
+    let left = info["expires_in_ms"].as_u64().expect("expires_in_ms");
+    assert!(
+        left > 500,
+        "a full TTL from the grant, not what the wait left: {info}"
+    );
+    s.stop().await;
+}

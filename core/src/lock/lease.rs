@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::{Acquire, CloseSession, Command, Envelope, Keepalive, Owner};
+use super::state::LockStateMachine;
 use super::types::{Applied, Reply, SessionId};
 
 /// Lease deadlines of the live sessions, kept by the leader only.
@@ -69,7 +70,13 @@ impl LeaseTracker {
 
     /// Feeds one applied entry (leader only): opens, keepalives and acquires
     /// renew leases; ended sessions are forgotten.
-    pub fn observe_applied(&mut self, now_ms: u64, envelope: &Envelope, applied: &Applied) {
+    pub fn observe_applied(
+        &mut self,
+        now_ms: u64,
+        envelope: &Envelope,
+        applied: &Applied,
+        state: &LockStateMachine,
+    ) {
         if applied.replayed {
             // A cached reply changed nothing; renewing on it would bring an
             // ended session back to life here (and make this leader propose
@@ -102,6 +109,14 @@ impl LeaseTracker {
         }
         for event in &applied.events {
             match event {
+                // A grant after a wait starts the full TTL of a session that
+                // could not be kept alive while it waited (an acquire without
+                // a session); a session's own client renews its own.
+                super::types::Event::Granted { session_id, .. }
+                    if state.is_ephemeral(*session_id) =>
+                {
+                    self.on_keepalive(*session_id, now_ms)
+                }
                 super::types::Event::SessionExpired { session_id }
                 | super::types::Event::SessionClosed { session_id } => {
                     self.on_session_ended(*session_id)
@@ -116,8 +131,25 @@ impl LeaseTracker {
         }
     }
 
-    /// Sessions whose lease ran out at `now_ms`, in deadline order: propose
-    /// `ExpireSessions` with them.
+    /// Sessions to propose `ExpireSessions` for at `now_ms`: those whose
+    /// lease ran out, except sessions whose lease is carried by their wait
+    /// ([`LockStateMachine::leased_by_its_wait`]), which get their TTL again
+    /// instead (a waiting acquire without a session lives as long as its
+    /// `wait_ms`, whatever its TTL, under any leader).
+    pub fn due_for_expiry(&mut self, now_ms: u64, state: &LockStateMachine) -> Vec<SessionId> {
+        let mut due = self.expired(now_ms);
+        due.retain(|session| {
+            if state.leased_by_its_wait(*session) {
+                self.on_keepalive(*session, now_ms);
+                false
+            } else {
+                true
+            }
+        });
+        due
+    }
+
+    /// Sessions whose lease ran out at `now_ms`, in deadline order.
     pub fn expired(&self, now_ms: u64) -> Vec<SessionId> {
         self.by_deadline
             .iter()
@@ -186,7 +218,7 @@ mod tests {
             }),
         );
         let applied = sm.apply(1, &open);
-        leader.observe_applied(0, &open, &applied);
+        leader.observe_applied(0, &open, &applied, &sm);
         let acquire = env(
             0,
             Command::Acquire(Acquire {
@@ -197,7 +229,7 @@ mod tests {
             }),
         );
         let applied = sm.apply(2, &acquire);
-        leader.observe_applied(600, &acquire, &applied);
+        leader.observe_applied(600, &acquire, &applied, &sm);
         assert!(
             leader.expired(1_599).is_empty(),
             "the acquire renewed the lease"
@@ -215,12 +247,87 @@ mod tests {
         );
         let applied = sm.apply(3, &expire);
         assert_eq!(applied.reply, Reply::SessionsExpired { count: 1 });
-        new_leader.observe_applied(6_000, &expire, &applied);
+        new_leader.observe_applied(6_000, &expire, &applied, &sm);
         assert_eq!(new_leader.next_deadline_ms(), None);
         assert_eq!(
             sm.lock("L").unwrap().state,
             crate::lock::LockState::Free,
             "expiry released the lock"
         );
+    }
+
+    /// Issue 13, bug 8: an acquire without a session that waits longer than
+    /// its TTL keeps its place for all of `wait_ms` (nobody can keep its
+    /// session alive meanwhile), under the leader that queued it and under a
+    /// new one, and a grant after the wait starts its full TTL.
+    #[test]
+    fn a_waiting_acquire_without_a_session_lives_through_its_wait() {
+        use crate::lock::{
+            Acquire, Command, Envelope, LockStateMachine, Mode, OpenSession, Owner, Release, Reply,
+        };
+        let env = |now_ms, command| Envelope {
+            now_ms,
+            idempotency: None,
+            command,
+        };
+        let mut sm = LockStateMachine::new();
+        let mut leader = LeaseTracker::new();
+        let open = env(
+            0,
+            Command::OpenSession(OpenSession {
+                ttl_ms: 60_000,
+                name: "holder".into(),
+            }),
+        );
+        let applied = sm.apply(1, &open);
+        leader.observe_applied(0, &open, &applied, &sm);
+        let hold = env(
+            0,
+            Command::Acquire(Acquire {
+                lock: "L".into(),
+                owner: Owner::Session(1),
+                mode: Mode::Exclusive,
+                wait_ms: 0,
+            }),
+        );
+        let applied = sm.apply(2, &hold);
+        leader.observe_applied(0, &hold, &applied, &sm);
+        let wait = env(
+            0,
+            Command::Acquire(Acquire {
+                lock: "L".into(),
+                owner: Owner::Ephemeral { ttl_ms: 1_000 },
+                mode: Mode::Exclusive,
+                wait_ms: 10_000,
+            }),
+        );
+        let applied = sm.apply(3, &wait);
+        let Reply::Queued {
+            session_id: waiter, ..
+        } = applied.reply
+        else {
+            panic!("queued: {applied:?}");
+        };
+        leader.observe_applied(0, &wait, &applied, &sm);
+
+        // Past its TTL, still waiting: not due, under this leader or a new one.
+        assert!(!leader.due_for_expiry(1_500, &sm).contains(&waiter));
+        let mut new_leader = LeaseTracker::new();
+        new_leader.on_became_leader(2_000, sm.live_sessions());
+        assert!(!new_leader.due_for_expiry(3_500, &sm).contains(&waiter));
+
+        // Granted at 6_000 (after 6 s of waiting): a full TTL from the grant.
+        let release = env(
+            6_000,
+            Command::Release(Release {
+                lock: "L".into(),
+                session_id: 1,
+                fencing_token: None,
+            }),
+        );
+        let applied = sm.apply(4, &release);
+        new_leader.observe_applied(6_000, &release, &applied, &sm);
+        assert!(!new_leader.due_for_expiry(6_999, &sm).contains(&waiter));
+        assert!(new_leader.due_for_expiry(7_000, &sm).contains(&waiter));
     }
 }

@@ -960,7 +960,7 @@ impl Actor {
         let applied = self.state.apply(entry.index, &envelope);
         if self.replica.role() == Role::Leader {
             self.lease
-                .observe_applied(self.clock.now_ms(), &envelope, &applied);
+                .observe_applied(self.clock.now_ms(), &envelope, &applied, &self.state);
         }
         self.on_applied(&envelope, &applied);
         match waiter {
@@ -1283,7 +1283,7 @@ impl Actor {
 
     fn lead(&mut self, now_ms: u64) {
         if self.expire_sessions_in_flight.is_none() {
-            let expired = self.lease.expired(now_ms);
+            let expired = self.lease.due_for_expiry(now_ms, &self.state);
             if !expired.is_empty() {
                 self.expire_sessions_in_flight =
                     self.propose_internal(Command::ExpireSessions(ExpireSessions {

@@ -670,6 +670,22 @@ impl LockStateMachine {
     }
 
     /// Every live session and its TTL, for [`super::LeaseTracker::on_became_leader`].
+    /// Whether a session was opened by an acquire without a session.
+    pub fn is_ephemeral(&self, session: SessionId) -> bool {
+        self.sessions.get(session).is_some_and(|s| s.ephemeral)
+    }
+
+    /// Whether a session's lease is carried by its wait rather than by
+    /// keepalives: an ephemeral session (opened by an acquire without a
+    /// session) that is queued. Nobody can keep it alive while it waits; its
+    /// wait deadline ends it (`ExpireWaiters`, then it holds and waits for
+    /// nothing and closes), and its TTL starts over at the grant.
+    pub fn leased_by_its_wait(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(session)
+            .is_some_and(|s| s.ephemeral && !s.waiting.is_empty())
+    }
+
     pub fn live_sessions(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
         self.sessions.iter().map(|(id, s)| (id, s.ttl_ms))
     }

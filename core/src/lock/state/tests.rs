@@ -1141,7 +1141,7 @@ fn a_replayed_reply_does_not_resurrect_an_ended_session_in_the_lease_tracker() {
                 command: command.clone(),
             };
             let applied = log.apply_keyed(command, key);
-            tracker.observe_applied(log.now_ms, &envelope, &applied);
+            tracker.observe_applied(log.now_ms, &envelope, &applied, &log.sm);
             applied
         };
     let open = Command::OpenSession(OpenSession {
