@@ -25,6 +25,8 @@ pub use schedule::{ClockSetup, FaultSchedule, TimedAction};
 /// Drift is in parts per million; ±10% is the most the design promises to
 /// tolerate (clients shorten leases by their drift allowance).
 pub const DRIFT_PPM_MAX: i64 = 100_000;
+/// Largest wall-clock step of the "hours" kind (either way): 12 hours.
+pub const WALL_STEP_HOURS_MS_MAX: u64 = 12 * 3_600_000;
 /// Largest initial clock offset between nodes.
 pub const CLOCK_OFFSET_MS_MAX: u64 = 5_000;
 /// Faults start after this much simulated time, so the cluster can elect a

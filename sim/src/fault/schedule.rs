@@ -9,7 +9,7 @@ use deadbolt_runtime::SplitMix64;
 
 use super::{
     FaultAction, FaultKind, FaultMix, FaultPlan, NetShape, CLOCK_OFFSET_MS_MAX, DRIFT_PPM_MAX,
-    WARMUP_MS,
+    WALL_STEP_HOURS_MS_MAX, WARMUP_MS,
 };
 use crate::history::NodeId;
 use crate::seed::{rng_for, Concern};
@@ -467,9 +467,17 @@ impl Episodes<'_> {
                     // cannot detect. A suspended process is `Pause` (the
                     // simulated clock runs on while it sleeps).
                     // `JumpForward` stays available for targeted runs.
+                    // One step in four is hours (a bad clock at boot, an
+                    // NTP step after a long drift): far past the
+                    // idempotency window, which must not care.
+                    let reach_ms = if c_rng.chance(1, 4) {
+                        WALL_STEP_HOURS_MS_MAX
+                    } else {
+                        60_000
+                    };
                     FaultAction::StepWall {
                         node,
-                        delta_ms: c_rng.range_u64(0, 120_001) as i64 - 60_000,
+                        delta_ms: c_rng.range_u64(0, 2 * reach_ms + 1) as i64 - reach_ms as i64,
                     }
                 };
                 self.push(t, action);
@@ -609,7 +617,8 @@ mod tests {
         );
     }
 
-    /// The hash of the schedules above, as generated before `generate` was
-    /// split into steps.
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0xc9b4_471a_e675_b4ce;
+    /// The hash of the schedules above. Deliberate changes: wall-clock steps
+    /// of hours (issue 13, bug 4); before that, unchanged by the split of
+    /// `generate` into steps (0xc9b4_471a_e675_b4ce).
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x8ad1_2366_faa1_b277;
 }
