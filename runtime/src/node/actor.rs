@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
-    SessionId,
 };
 use deadbolt_core::raft::{
     self, Entry, EntryPayload, LogIndex, Membership, MembershipError, Message, NodeId, Replica,
@@ -33,9 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{entry_hash, LinkFaultsTable, NodeEvent, NodeObserver};
-use super::handle::{
-    LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn,
-};
+use super::handle::{LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext};
+use super::pending::{Forward, Pending, ReadInFlight, ReplySender, Requester};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
@@ -115,58 +113,6 @@ pub(crate) enum Forwarded {
     },
 }
 
-type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
-
-/// Who is waiting for an entry or a forwarded request.
-enum Waiter {
-    Propose(oneshot::Sender<Result<Reply, ProposeError>>),
-    Admin(oneshot::Sender<Result<(), ProposeError>>),
-    /// The node's own proposals (expiry, withdraw, address update).
-    Internal,
-}
-
-impl Waiter {
-    fn fail(self, error: ProposeError) {
-        match self {
-            Waiter::Propose(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            Waiter::Admin(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            Waiter::Internal => {}
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Waiter::Propose(tx) => tx.is_closed(),
-            Waiter::Admin(tx) => tx.is_closed(),
-            Waiter::Internal => false,
-        }
-    }
-}
-
-/// A request sent to the leader, waiting for its `ForwardReply`.
-struct ForwardedRequest {
-    /// When it was sent (monotonic ms).
-    sent_ms: u64,
-    /// The leader it was sent to: once another leader is known, no reply
-    /// will come.
-    leader: NodeId,
-    waiter: Waiter,
-}
-
-struct PendingRead {
-    query: ReadFn,
-    failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
-    /// Set once Raft says the read is safe after applying this index.
-    index: Option<LogIndex>,
-    /// When it was asked (monotonic ms): an unconfirmed read is handed back
-    /// for a retry after `READ_CONFIRM_MS`.
-    started_ms: u64,
-}
-
 /// The parts `Node::start` builds and hands to the actor.
 pub(crate) struct ActorParts {
     pub(crate) id: NodeId,
@@ -219,16 +165,8 @@ pub(crate) struct Actor {
     /// (requests submitted when the Ready was written, its persist_seq).
     persist_marks: VecDeque<(u64, u64)>,
 
-    /// Log index -> (term it was proposed in, who waits for it).
-    pending: BTreeMap<LogIndex, (Term, Waiter)>,
-    /// Queued acquires, by (lock, session), until granted or the wait ends.
-    /// Several callers may wait for the same queue place (a retried
-    /// acquire with the same session): all get the outcome.
-    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
-    /// Requests forwarded to the leader, waiting for its `ForwardReply`.
-    forwarded: BTreeMap<u64, ForwardedRequest>,
-    reads: BTreeMap<u64, PendingRead>,
-    next_request_id: u64,
+    /// Who waits for what: proposals, forwards, queued acquires, reads.
+    pending: Pending,
 
     applied_index: LogIndex,
     snapshot_index: LogIndex,
@@ -280,11 +218,7 @@ impl Actor {
             started_from: (parts.snapshot_index, parts.snapshot_term),
             submitted_requests: 0,
             persist_marks: VecDeque::new(),
-            pending: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            forwarded: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            next_request_id: 1,
+            pending: Pending::new(),
             applied_index,
             snapshot_index: parts.snapshot_index,
             snapshot_threshold_entries: parts.snapshot_threshold_entries.max(1),
@@ -440,8 +374,7 @@ impl Actor {
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
-                let Some(ForwardedRequest { waiter, .. }) = self.forwarded.remove(&request_id)
-                else {
+                let Some(Forward { requester, .. }) = self.pending.take_forward(request_id) else {
                     return;
                 };
                 match result {
@@ -449,22 +382,17 @@ impl Actor {
                         if index <= self.applied_index {
                             // Applied before the answer arrived (reordered
                             // link): its reply is gone, its outcome unknown.
-                            waiter.fail(ProposeError::Timeout);
+                            requester.fail(ProposeError::Timeout);
                         } else {
-                            if matches!(waiter, Waiter::Propose(_)) {
-                                self.metrics
-                                    .proposals_in_flight
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                            self.register(index, term, waiter);
+                            self.register(index, term, requester);
                         }
                     }
                     Ok(None) => {
-                        if let Waiter::Admin(tx) = waiter {
+                        if let Requester::Admin(tx) = requester {
                             let _ = tx.send(Ok(()));
                         }
                     }
-                    Err(error) => waiter.fail(error),
+                    Err(error) => requester.fail(error),
                 }
             }
             PeerMessage::Announce { peer_addr } => {
@@ -538,10 +466,7 @@ impl Actor {
                 if self.replica.role() == Role::Leader {
                     match self.propose_here(command, idempotency) {
                         Ok((term, index)) => {
-                            self.metrics
-                                .proposals_in_flight
-                                .fetch_add(1, Ordering::Relaxed);
-                            self.register(index, term, Waiter::Propose(reply));
+                            self.register(index, term, Requester::Client(reply));
                         }
                         Err(error) => {
                             let _ = reply.send(Err(error));
@@ -553,23 +478,16 @@ impl Actor {
                             command,
                             idempotency,
                         },
-                        Waiter::Propose(reply),
+                        Requester::Client(reply),
                     );
                 }
             }
             NodeRequest::Read { query, failed } => {
-                let request_id = self.next_request_id();
+                let request_id = self.pending.next_request_id();
                 match self.replica.read_index(request_id) {
                     Ok(()) => {
-                        self.reads.insert(
-                            request_id,
-                            PendingRead {
-                                query,
-                                failed,
-                                index: None,
-                                started_ms: self.clock.now_ms(),
-                            },
-                        );
+                        let read = ReadInFlight::new(query, failed, self.clock.now_ms());
+                        self.pending.insert_read(request_id, read);
                     }
                     Err(error) => {
                         let leader = self.replica.leader();
@@ -618,12 +536,12 @@ impl Actor {
 
     fn admin(&mut self, request: Forwarded, reply: oneshot::Sender<Result<(), ProposeError>>) {
         if self.replica.role() != Role::Leader {
-            self.forward(request, Waiter::Admin(reply));
+            self.forward(request, Requester::Admin(reply));
             return;
         }
         match self.serve_forwarded(request) {
             Ok(Some((term, index))) => {
-                self.register(index, term, Waiter::Admin(reply));
+                self.register(index, term, Requester::Admin(reply));
             }
             Ok(None) => {
                 let _ = reply.send(Ok(()));
@@ -636,15 +554,15 @@ impl Actor {
 
     /// Sends a request to the leader; the waiter is answered by its
     /// `ForwardReply` and then by the apply of the entry.
-    fn forward(&mut self, request: Forwarded, waiter: Waiter) {
+    fn forward(&mut self, request: Forwarded, requester: Requester) {
         let leader = match self.replica.leader() {
             Some(leader) if leader != self.id => leader,
             leader => {
-                waiter.fail(unavailable(leader, "no leader known"));
+                requester.fail(unavailable(leader, "no leader known"));
                 return;
             }
         };
-        let request_id = self.next_request_id();
+        let request_id = self.pending.next_request_id();
         if self.peers.send(
             leader,
             PeerMessage::Forward {
@@ -653,41 +571,28 @@ impl Actor {
             },
         ) {
             let sent_ms = self.clock.now_ms();
-            self.forwarded.insert(
+            self.pending.insert_forward(
                 request_id,
-                ForwardedRequest {
+                Forward {
                     sent_ms,
                     leader,
-                    waiter,
+                    requester,
                 },
             );
         } else {
-            waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
+            requester.fail(unavailable(Some(leader), "cannot reach the leader"));
         }
     }
 
-    /// Waits for the entry at `index` proposed in `term`. An older waiter
-    /// at the same index (another term) is certainly lost: a leader of a
-    /// later term holds a different entry there, and an entry committed
-    /// before its election would be in its log (leader completeness).
-    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
-        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
-            assert_ne!(
-                old_term, term,
-                "two proposals at index {index} in term {term}"
-            );
-            self.note_settled(&old);
+    /// Waits for the entry at `index` proposed in `term`; a requester it
+    /// displaces (same index, older term) is told its entry was lost.
+    fn register(&mut self, index: LogIndex, term: Term, requester: Requester) {
+        if let Some(old) = self.pending.expect_entry(index, term, requester) {
             old.fail(unavailable(
                 self.replica.leader(),
                 "not applied (leadership changed); retry",
             ));
         }
-    }
-
-    fn next_request_id(&mut self) -> u64 {
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        id
     }
 
     /// Proposes on this node, which must be the leader; the envelope carries
@@ -713,7 +618,7 @@ impl Actor {
         if self.replica.role() == Role::Leader {
             match self.propose_here(command, None) {
                 Ok((term, index)) => {
-                    self.register(index, term, Waiter::Internal);
+                    self.register(index, term, Requester::Internal);
                     Some(index)
                 }
                 Err(error) => {
@@ -727,7 +632,7 @@ impl Actor {
                     command,
                     idempotency: None,
                 },
-                Waiter::Internal,
+                Requester::Internal,
             );
             None
         }
@@ -861,16 +766,14 @@ impl Actor {
             }
             // 4. Reads.
             for read in ready.read_states {
-                if let Some(pending) = self.reads.get_mut(&read.request_id) {
-                    pending.index = Some(read.index);
-                }
+                self.pending.confirm_read(read.request_id, read.index);
             }
             for request_id in ready.failed_reads {
-                if let Some(pending) = self.reads.remove(&request_id) {
+                if let Some(read) = self.pending.take_read(request_id) {
                     let leader = self.replica.leader();
-                    let _ = pending.failed.send((
-                        unavailable(leader, "read could not be confirmed by a leader"),
-                        Some(pending.query),
+                    read.hand_back(unavailable(
+                        leader,
+                        "read could not be confirmed by a leader",
                     ));
                 }
             }
@@ -914,12 +817,11 @@ impl Actor {
             term: entry.term,
             entry_hash: entry_hash(&entry),
         });
-        let waiter = match self.pending.remove(&entry.index) {
-            Some((term, waiter)) if term == entry.term => Some(waiter),
-            Some((_, waiter)) => {
-                self.note_settled(&waiter);
+        let requester = match self.pending.take_proposal(entry.index) {
+            Some((term, requester)) if term == entry.term => Some(requester),
+            Some((_, requester)) => {
                 // Another leader's entry took this index: ours was lost.
-                waiter.fail(unavailable(
+                requester.fail(unavailable(
                     self.replica.leader(),
                     "not applied (leadership changed); retry",
                 ));
@@ -936,7 +838,7 @@ impl Actor {
         let bytes = match entry.payload {
             EntryPayload::Noop => return,
             EntryPayload::Membership(_) => {
-                if let Some(Waiter::Admin(tx)) = waiter {
+                if let Some(Requester::Admin(tx)) = requester {
                     let _ = tx.send(Ok(()));
                 }
                 return;
@@ -949,8 +851,8 @@ impl Actor {
                 // Committed bytes are the same on every node, so skipping is
                 // deterministic; it can only be a bug in the proposer.
                 tracing::error!(index = entry.index, %error, "undecodable committed command skipped");
-                if let Some(waiter) = waiter {
-                    waiter.fail(ProposeError::Rejected {
+                if let Some(requester) = requester {
+                    requester.fail(ProposeError::Rejected {
                         message: "command could not be decoded".into(),
                     });
                 }
@@ -963,51 +865,34 @@ impl Actor {
                 .observe_applied(self.clock.now_ms(), &envelope, &applied);
         }
         self.on_applied(&envelope, &applied);
-        match waiter {
-            Some(Waiter::Propose(tx)) => {
-                self.metrics
-                    .proposals_in_flight
-                    .fetch_sub(1, Ordering::Relaxed);
+        match requester {
+            Some(Requester::Client(tx)) => {
                 self.answer(&envelope.command, applied.reply, tx);
             }
-            Some(Waiter::Admin(tx)) => {
+            Some(Requester::Admin(tx)) => {
                 let _ = tx.send(Ok(()));
             }
-            Some(Waiter::Internal) | None => {}
+            Some(Requester::Internal) | None => {}
         }
     }
 
     /// A proposal answered; a queued acquire keeps its requester waiting.
-    fn answer(
-        &mut self,
-        command: &Command,
-        reply: Reply,
-        tx: oneshot::Sender<Result<Reply, ProposeError>>,
-    ) {
+    fn answer(&mut self, command: &Command, reply: Reply, tx: ReplySender) {
         match (&reply, command) {
             (Reply::Queued { session_id, .. }, Command::Acquire { lock, .. }) => {
-                let key = (lock.clone(), *session_id);
                 if tx.is_closed() {
                     // The requester left before the wait began.
                     self.propose_internal(Command::Withdraw {
-                        lock: key.0,
-                        session_id: key.1,
+                        lock: lock.clone(),
+                        session_id: *session_id,
                     });
                 } else {
-                    self.waiting.entry(key).or_default().push(tx);
+                    self.pending.wait_for_grant(lock.clone(), *session_id, tx);
                 }
             }
             _ => {
                 let _ = tx.send(Ok(reply));
             }
-        }
-    }
-
-    fn note_settled(&mut self, waiter: &Waiter) {
-        if matches!(waiter, Waiter::Propose(_)) {
-            self.metrics
-                .proposals_in_flight
-                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1027,11 +912,7 @@ impl Actor {
                     fencing_token,
                 } => {
                     self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
-                    for tx in self
-                        .waiting
-                        .remove(&(lock.clone(), *session_id))
-                        .unwrap_or_default()
-                    {
+                    for tx in self.pending.take_acquire(lock, *session_id) {
                         let _ = tx.send(Ok(Reply::Acquired(Grant {
                             session_id: *session_id,
                             mode: *mode,
@@ -1045,11 +926,7 @@ impl Actor {
                     reply,
                     ..
                 } => {
-                    for tx in self
-                        .waiting
-                        .remove(&(lock.clone(), *session_id))
-                        .unwrap_or_default()
-                    {
+                    for tx in self.pending.take_acquire(lock, *session_id) {
                         let _ = tx.send(Ok(reply.clone()));
                     }
                 }
@@ -1074,17 +951,14 @@ impl Actor {
         self.metrics
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
-        let kept = self.pending.split_off(&(index + 1));
-        let covered = std::mem::replace(&mut self.pending, kept);
-        for (_, (_, waiter)) in covered {
-            self.note_settled(&waiter);
-            waiter.fail(ProposeError::Timeout);
+        for requester in self.pending.take_proposals_through(index) {
+            requester.fail(ProposeError::Timeout);
         }
         self.applied_index = self.applied_index.max(index);
         self.snapshot_index = index;
         // Queued requests may have been granted inside the snapshot; their
         // outcome is unknown here.
-        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
+        for tx in self.pending.take_all_acquires() {
             let _ = tx.send(Err(ProposeError::Timeout));
         }
     }
@@ -1098,20 +972,14 @@ impl Actor {
     }
 
     fn serve_reads(&mut self) {
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|i| i <= self.applied_index))
-            .map(|(id, _)| *id)
-            .collect();
-        if ready.is_empty() {
+        let servable = self.pending.take_reads_servable(self.applied_index);
+        if servable.is_empty() {
             return;
         }
         let is_leader = self.replica.role() == Role::Leader;
         let now_ms = self.clock.now_ms();
-        for id in ready {
-            let pending = self.reads.remove(&id).expect("listed above");
-            (pending.query)(ReadContext {
+        for read in servable {
+            read.serve(ReadContext {
                 state: &self.state,
                 lease: is_leader.then_some(&self.lease),
                 now_ms,
@@ -1226,16 +1094,9 @@ impl Actor {
     }
 
     /// Answers "outcome unknown" to every forward matching `orphaned`.
-    fn fail_forwards_where(&mut self, orphaned: impl Fn(&ForwardedRequest) -> bool) {
-        let ids: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| orphaned(f))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let forwarded = self.forwarded.remove(&id).expect("listed above");
-            forwarded.waiter.fail(ProposeError::Timeout);
+    fn fail_forwards_where(&mut self, orphaned: impl Fn(&Forward) -> bool) {
+        for forward in self.pending.take_forwards_where(orphaned) {
+            forward.requester.fail(ProposeError::Timeout);
         }
     }
 
@@ -1248,35 +1109,20 @@ impl Actor {
         // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
         self.fail_forwards_where(|f| {
-            f.waiter.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
+            f.requester.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
         });
-        self.reads.retain(|_, r| !r.failed.is_closed());
+        self.pending.forget_abandoned_reads();
         // A forwarded ReadIndex or its answer may be lost (Raft tolerates
         // loss; the core never completes such a read): hand the query back
         // so the handle retries, through whichever leader is current.
-        let unconfirmed: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in unconfirmed {
-            let read = self.reads.remove(&id).expect("listed above");
+        for read in self.pending.take_reads_unconfirmed(now_ms, READ_CONFIRM_MS) {
             let leader = self.replica.leader();
-            let _ = read.failed.send((
-                unavailable(leader, "read not confirmed by a leader in time"),
-                Some(read.query),
+            read.hand_back(unavailable(
+                leader,
+                "read not confirmed by a leader in time",
             ));
         }
-        let mut gone = Vec::new();
-        for (key, senders) in &mut self.waiting {
-            senders.retain(|tx| !tx.is_closed());
-            if senders.is_empty() {
-                gone.push(key.clone());
-            }
-        }
-        for (lock, session_id) in gone {
-            self.waiting.remove(&(lock.clone(), session_id));
+        for (lock, session_id) in self.pending.take_abandoned_acquires() {
             self.propose_internal(Command::Withdraw { lock, session_id });
         }
     }
@@ -1356,7 +1202,7 @@ impl Actor {
                 tracing::debug!(%error, "api address not published yet");
             }
         } else {
-            self.forward(request, Waiter::Internal);
+            self.forward(request, Requester::Internal);
         }
     }
 
@@ -1498,10 +1344,10 @@ impl Actor {
             .store(self.state.session_count() as u64, Ordering::Relaxed);
         m.locks_held
             .store(self.state.lock_count() as u64, Ordering::Relaxed);
-        m.waiters.store(
-            self.waiting.values().map(Vec::len).sum::<usize>() as u64,
-            Ordering::Relaxed,
-        );
+        m.waiters
+            .store(self.pending.acquires_waiting() as u64, Ordering::Relaxed);
+        m.proposals_in_flight
+            .store(self.pending.client_proposals() as i64, Ordering::Relaxed);
         let dropped: u64 = self
             .peers
             .stats()
@@ -1542,19 +1388,7 @@ impl Actor {
     }
 
     fn fail_everything(&mut self, error: ProposeError) {
-        for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
-            waiter.fail(error.clone());
-        }
-        for (_, forwarded) in std::mem::take(&mut self.forwarded) {
-            forwarded.waiter.fail(error.clone());
-        }
-        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
-            let _ = tx.send(Err(error.clone()));
-        }
-        for (_, read) in std::mem::take(&mut self.reads) {
-            let _ = read.failed.send((error.clone(), None));
-        }
-        self.metrics.proposals_in_flight.store(0, Ordering::Relaxed);
+        self.pending.fail_all(&error);
     }
 
     fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {

@@ -9,6 +9,7 @@
 mod actor;
 mod config;
 mod handle;
+mod pending;
 
 use std::sync::Arc;
 use std::time::Duration;
