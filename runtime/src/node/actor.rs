@@ -22,24 +22,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
+    Applied, Command, Envelope, Event, Grant, LeaseTracker, LockStateMachine, Reply,
 };
 use deadbolt_core::raft::{
-    self, Entry, EntryPayload, LogIndex, Membership, MembershipError, Message, NodeId, Replica,
-    Role, Term, TransferError,
+    self, Entry, EntryPayload, LogIndex, Membership, NodeId, Replica, Role, Term,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{entry_hash, LinkFaultsTable, NodeEvent, NodeObserver};
+use super::config::{entry_hash, NodeEvent, NodeObserver};
+use super::forward::{self, unavailable, Forwarded, PeerMessage};
 use super::handle::{LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext};
+use super::peer_set::PeerSet;
 use super::pending::{Forward, Pending, ReadInFlight, ReplySender, Requester};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
 use crate::shutdown::Shutdown;
 use crate::storage::{PersistState, StorageHandle, StorageStats, WriteRequest};
-use crate::transport::Peers;
 
 /// How often the actor runs its maintenance (lease expiry, waiter expiry,
 /// sweeps of abandoned requests, learner promotion, address updates).
@@ -65,54 +64,6 @@ const API_ADDR_RETRY_MS: u64 = 1_000;
 /// noticed.
 const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
 
-/// Everything that crosses the peer links: Raft itself, plus the
-/// forwarding of client writes and admin requests to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum PeerMessage {
-    Raft(Message),
-    /// A follower asks the leader to propose on its behalf.
-    Forward {
-        request_id: u64,
-        request: Forwarded,
-    },
-    /// Where the leader put the forwarded request: `Some((term, index))`
-    /// for a log entry (the follower answers when it applies that index),
-    /// `None` when it was done at once (leadership transfer started).
-    ForwardReply {
-        request_id: u64,
-        result: Result<Option<(Term, LogIndex)>, ProposeError>,
-    },
-    /// The leader tells members its peer address, so a joining node that
-    /// knows nobody yet can answer it.
-    Announce {
-        peer_addr: String,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Forwarded {
-    Propose {
-        command: Command,
-        idempotency: Option<Idempotency>,
-    },
-    AddMember {
-        id: NodeId,
-        peer_addr: String,
-        api_addr: String,
-    },
-    RemoveMember {
-        id: NodeId,
-    },
-    TransferLeader {
-        to: NodeId,
-    },
-    /// Publish a member's own API address (voters unchanged).
-    SetApiAddr {
-        id: NodeId,
-        api_addr: String,
-    },
-}
-
 /// The parts `Node::start` builds and hands to the actor.
 pub(crate) struct ActorParts {
     pub(crate) id: NodeId,
@@ -123,7 +74,7 @@ pub(crate) struct ActorParts {
     pub(crate) replica: Replica,
     pub(crate) state: LockStateMachine,
     pub(crate) storage: StorageHandle,
-    pub(crate) peers: Peers<PeerMessage>,
+    pub(crate) peers: PeerSet,
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) requests: mpsc::Receiver<NodeRequest>,
     pub(crate) inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
@@ -131,7 +82,6 @@ pub(crate) struct ActorParts {
     pub(crate) snapshot_threshold_entries: u64,
     pub(crate) snapshot_index: LogIndex,
     pub(crate) snapshot_term: Term,
-    pub(crate) link_faults: Option<Subscriber<LinkFaultsTable>>,
     pub(crate) observer: Option<NodeObserver>,
     pub(crate) leader_hint: LeaderHint,
 }
@@ -147,13 +97,11 @@ pub(crate) struct Actor {
     lease: LeaseTracker,
     storage: StorageHandle,
     persist_rx: Subscriber<PersistState>,
-    peers: Peers<PeerMessage>,
+    peers: PeerSet,
     metrics: Arc<NodeMetrics>,
     requests: mpsc::Receiver<NodeRequest>,
     inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
     shutdown: Shutdown,
-    link_faults: Option<Subscriber<LinkFaultsTable>>,
-    applied_link_faults: LinkFaultsTable,
     observer: Option<NodeObserver>,
     /// The commit index last reported to the observer.
     observed_commit: LogIndex,
@@ -175,9 +123,6 @@ pub(crate) struct Actor {
     expire_waiters_in_flight: Option<LogIndex>,
     api_addr_asked_at_ms: Option<u64>,
     next_maintenance_ms: u64,
-    /// Peers known from the membership plus an announcing leader.
-    synced_peers: BTreeMap<NodeId, String>,
-    announced: Option<(NodeId, String)>,
     last_leader: Option<NodeId>,
     /// What `leader_hint` was last set to (compared without locking).
     published_leader_api_addr: Option<Arc<str>>,
@@ -211,8 +156,6 @@ impl Actor {
             requests: parts.requests,
             inbound: parts.inbound,
             shutdown: parts.shutdown,
-            link_faults: parts.link_faults,
-            applied_link_faults: LinkFaultsTable::new(),
             observer: parts.observer,
             observed_commit: 0,
             started_from: (parts.snapshot_index, parts.snapshot_term),
@@ -226,8 +169,6 @@ impl Actor {
             expire_waiters_in_flight: None,
             api_addr_asked_at_ms: None,
             next_maintenance_ms: now_ms,
-            synced_peers: BTreeMap::new(),
-            announced: None,
             last_leader: None,
             published_leader_api_addr: None,
             leader_hint: parts.leader_hint,
@@ -247,7 +188,7 @@ impl Actor {
                 last_term,
             });
         }
-        self.sync_peers();
+        self.peers.sync(self.replica.membership());
         if self.is_sole_voter() {
             // Nobody else can win or disrupt an election, so waiting out the
             // election timeout (300-600 ms) would only delay the first write
@@ -368,7 +309,7 @@ impl Actor {
                 let result = if self.stopping.is_some() {
                     Err(unavailable(None, "leader is shutting down"))
                 } else {
-                    self.serve_forwarded(request)
+                    forward::serve(&mut self.replica, &*self.clock, request)
                 };
                 self.peers
                     .send(from, PeerMessage::ForwardReply { request_id, result });
@@ -396,36 +337,9 @@ impl Actor {
                 }
             }
             PeerMessage::Announce { peer_addr } => {
-                if self.announced.as_ref() != Some(&(from, peer_addr.clone())) {
-                    self.announced = Some((from, peer_addr));
-                    self.sync_peers();
-                }
+                self.peers
+                    .on_announce(from, peer_addr, self.replica.membership());
             }
-        }
-    }
-
-    /// The leader's side of forwarding.
-    fn serve_forwarded(
-        &mut self,
-        request: Forwarded,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        match request {
-            Forwarded::Propose {
-                command,
-                idempotency,
-            } => self.propose_here(command, idempotency).map(Some),
-            Forwarded::AddMember {
-                id,
-                peer_addr,
-                api_addr,
-            } => self.add_member_here(id, peer_addr, api_addr),
-            Forwarded::RemoveMember { id } => self
-                .replica
-                .remove_member(id)
-                .map(Some)
-                .map_err(membership_error),
-            Forwarded::TransferLeader { to } => self.transfer_here(to).map(|()| None),
-            Forwarded::SetApiAddr { id, api_addr } => self.set_api_addr_here(id, api_addr),
         }
     }
 
@@ -464,7 +378,7 @@ impl Actor {
                 reply,
             } => {
                 if self.replica.role() == Role::Leader {
-                    match self.propose_here(command, idempotency) {
+                    match forward::propose(&mut self.replica, &*self.clock, command, idempotency) {
                         Ok((term, index)) => {
                             self.register(index, term, Requester::Client(reply));
                         }
@@ -539,7 +453,7 @@ impl Actor {
             self.forward(request, Requester::Admin(reply));
             return;
         }
-        match self.serve_forwarded(request) {
+        match forward::serve(&mut self.replica, &*self.clock, request) {
             Ok(Some((term, index))) => {
                 self.register(index, term, Requester::Admin(reply));
             }
@@ -595,28 +509,11 @@ impl Actor {
         }
     }
 
-    /// Proposes on this node, which must be the leader; the envelope carries
-    /// the leader's wall clock.
-    fn propose_here(
-        &mut self,
-        command: Command,
-        idempotency: Option<Idempotency>,
-    ) -> Result<(Term, LogIndex), ProposeError> {
-        let envelope = Envelope {
-            now_ms: self.clock.wall_ms(),
-            idempotency,
-            command,
-        };
-        self.replica
-            .propose(envelope.to_bytes())
-            .map_err(propose_error)
-    }
-
     /// The node's own proposals (expiry, withdraw): from the leader, or
     /// forwarded without anybody waiting.
     fn propose_internal(&mut self, command: Command) -> Option<LogIndex> {
         if self.replica.role() == Role::Leader {
-            match self.propose_here(command, None) {
+            match forward::propose(&mut self.replica, &*self.clock, command, None) {
                 Ok((term, index)) => {
                     self.register(index, term, Requester::Internal);
                     Some(index)
@@ -636,58 +533,6 @@ impl Actor {
             );
             None
         }
-    }
-
-    fn add_member_here(
-        &mut self,
-        id: NodeId,
-        peer_addr: String,
-        api_addr: String,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        if let Some(member) = self.replica.membership().members.get(&id) {
-            if member.peer_addr == peer_addr {
-                // Already added (a retried join): nothing to do.
-                return Ok(None);
-            }
-        }
-        self.replica
-            .add_learner(id, peer_addr, api_addr)
-            .map(Some)
-            .map_err(membership_error)
-    }
-
-    fn set_api_addr_here(
-        &mut self,
-        id: NodeId,
-        api_addr: String,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        let mut next = self.replica.membership().clone();
-        let Some(member) = next.members.get_mut(&id) else {
-            return Err(ProposeError::Rejected {
-                message: format!("node {id} is not a member"),
-            });
-        };
-        if member.api_addr == api_addr {
-            return Ok(None);
-        }
-        member.api_addr = api_addr;
-        self.replica
-            .propose_membership(next)
-            .map(Some)
-            .map_err(membership_error)
-    }
-
-    fn transfer_here(&mut self, to: NodeId) -> Result<(), ProposeError> {
-        self.replica
-            .transfer_leadership(to)
-            .map_err(|error| match error {
-                TransferError::NotLeader { leader_hint } => {
-                    unavailable(leader_hint, &error.to_string())
-                }
-                TransferError::NotVoter(_) => ProposeError::Rejected {
-                    message: error.to_string(),
-                },
-            })
     }
 
     // ------------------------------------------------------------- ready ---
@@ -744,7 +589,7 @@ impl Actor {
             }
             // The membership takes effect on append: know the peers before
             // sending to them.
-            self.sync_peers();
+            self.peers.sync(self.replica.membership());
             self.refresh_leader_hint();
             // 2. Messages.
             for (to, message) in ready.messages {
@@ -1075,7 +920,7 @@ impl Actor {
 
     fn maintain(&mut self, now_ms: u64) {
         self.sweep_abandoned();
-        self.apply_link_faults();
+        self.peers.apply_link_faults();
         if self.stopping.is_some() {
             return;
         }
@@ -1198,54 +1043,12 @@ impl Actor {
             api_addr: self.api_addr.clone(),
         };
         if leader == self.id {
-            if let Err(error) = self.serve_forwarded(request) {
+            if let Err(error) = forward::serve(&mut self.replica, &*self.clock, request) {
                 tracing::debug!(%error, "api address not published yet");
             }
         } else {
             self.forward(request, Requester::Internal);
         }
-    }
-
-    fn apply_link_faults(&mut self) {
-        let Some(table) = self.link_faults.as_ref().map(|s| s.get()) else {
-            return;
-        };
-        if table == self.applied_link_faults {
-            return;
-        }
-        for (to, faults) in &table {
-            self.peers.set_faults(*to, *faults);
-        }
-        for to in self.applied_link_faults.keys() {
-            if !table.contains_key(to) {
-                self.peers.set_faults(*to, Default::default());
-            }
-        }
-        self.applied_link_faults = table;
-    }
-
-    /// Keeps one peer actor per other member (plus an announcing leader
-    /// not yet in our membership).
-    /// Whether `synced_peers` already is what `sync_peers` would build: the
-    /// common case, checked on every Ready without allocating.
-    fn peers_in_sync(&self) -> bool {
-        let members = &self.replica.membership().members;
-        let mut expected = 0;
-        for (id, member) in members.iter().filter(|(id, _)| **id != self.id) {
-            if self.synced_peers.get(id) != Some(&member.peer_addr) {
-                return false;
-            }
-            expected += 1;
-        }
-        if let Some((id, addr)) = &self.announced {
-            if !members.contains_key(id) || *id == self.id {
-                if self.synced_peers.get(id) != Some(addr) {
-                    return false;
-                }
-                expected += 1;
-            }
-        }
-        expected == self.synced_peers.len()
     }
 
     /// Publishes the leader's API address to the handles when it changed
@@ -1267,37 +1070,6 @@ impl Actor {
         }
         self.published_leader_api_addr = api_addr.map(Arc::from);
         self.leader_hint.set(self.published_leader_api_addr.clone());
-    }
-
-    fn sync_peers(&mut self) {
-        if self.peers_in_sync() {
-            return;
-        }
-        let mut wanted: BTreeMap<NodeId, String> = self
-            .replica
-            .membership()
-            .members
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, m)| (*id, m.peer_addr.clone()))
-            .collect();
-        if let Some((id, addr)) = &self.announced {
-            wanted.entry(*id).or_insert_with(|| addr.clone());
-        }
-        if wanted == self.synced_peers {
-            return;
-        }
-        for id in self.synced_peers.keys() {
-            if !wanted.contains_key(id) {
-                self.peers.remove_peer(*id);
-            }
-        }
-        for (id, addr) in &wanted {
-            self.peers.set_peer(*id, addr);
-        }
-        self.synced_peers = wanted;
-        // Faults are per link: reapply to new links.
-        self.applied_link_faults.clear();
     }
 
     // ------------------------------------------------- status & metrics ---
@@ -1348,13 +1120,8 @@ impl Actor {
             .store(self.pending.acquires_waiting() as u64, Ordering::Relaxed);
         m.proposals_in_flight
             .store(self.pending.client_proposals() as i64, Ordering::Relaxed);
-        let dropped: u64 = self
-            .peers
-            .stats()
-            .values()
-            .map(|s| s.dropped_queue_full + s.dropped_disconnected + s.dropped_too_large)
-            .sum();
-        m.peer_messages_dropped.store(dropped, Ordering::Relaxed);
+        m.peer_messages_dropped
+            .store(self.peers.messages_dropped(), Ordering::Relaxed);
         let stats = self.storage.stats();
         let syncs = stats.syncs.saturating_sub(self.last_stats.syncs);
         if syncs > 0 {
@@ -1477,44 +1244,4 @@ fn members_view(
             },
         })
         .collect()
-}
-
-fn unavailable(leader: Option<NodeId>, reason: &str) -> ProposeError {
-    ProposeError::Unavailable {
-        leader,
-        reason: reason.to_string(),
-    }
-}
-
-fn propose_error(error: raft::ProposeError) -> ProposeError {
-    match error {
-        raft::ProposeError::NotLeader { leader_hint } => {
-            unavailable(leader_hint, &error.to_string())
-        }
-        raft::ProposeError::TransferInProgress | raft::ProposeError::Backpressure { .. } => {
-            unavailable(None, &error.to_string())
-        }
-        raft::ProposeError::TooLarge { .. } | raft::ProposeError::BadBatchSize { .. } => {
-            ProposeError::Rejected {
-                message: error.to_string(),
-            }
-        }
-    }
-}
-
-fn membership_error(error: MembershipError) -> ProposeError {
-    match error {
-        MembershipError::NotLeader { leader_hint } => unavailable(leader_hint, &error.to_string()),
-        MembershipError::ChangeInProgress
-        | MembershipError::LeaderTermNotCommitted
-        | MembershipError::TransferInProgress => unavailable(None, &error.to_string()),
-        MembershipError::Propose(inner) => propose_error(inner),
-        MembershipError::MoreThanOneVoterChanged
-        | MembershipError::NoVoters
-        | MembershipError::UnknownMember(_)
-        | MembershipError::AlreadyMember(_)
-        | MembershipError::NotCaughtUp { .. } => ProposeError::Rejected {
-            message: error.to_string(),
-        },
-    }
 }

@@ -8,7 +8,9 @@
 
 mod actor;
 mod config;
+mod forward;
 mod handle;
+mod peer_set;
 mod pending;
 
 use std::sync::Arc;
@@ -27,8 +29,10 @@ use crate::rng::SplitMix64;
 use crate::shutdown::{shutdown_channel, ShutdownTrigger};
 use crate::storage::{spawn_storage_actor, Identity, Recovered, SimStorage, Storage};
 use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
-use actor::{Actor, ActorParts, PeerMessage};
+use actor::{Actor, ActorParts};
+use forward::PeerMessage;
 use handle::LeaderHint;
+use peer_set::PeerSet;
 
 /// Inbound peer messages buffered between the listener and the actor; when
 /// full, the listener's connections wait (TCP backpressure).
@@ -177,7 +181,7 @@ impl Node {
             replica,
             state,
             storage: storage_handle,
-            peers,
+            peers: PeerSet::new(config.node_id, peers, config.link_faults),
             metrics: metrics.clone(),
             requests: requests_rx,
             inbound: inbound_rx,
@@ -185,7 +189,6 @@ impl Node {
             snapshot_threshold_entries: config.snapshot_threshold_entries,
             snapshot_index,
             snapshot_term,
-            link_faults: config.link_faults,
             observer: config.observer,
             leader_hint: leader_hint.clone(),
         });
