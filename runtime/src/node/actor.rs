@@ -16,7 +16,7 @@
 //! 5. role changes are logged; snapshots are taken when asked or past the
 //!    threshold.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,21 +24,20 @@ use std::time::Duration;
 use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, LeaseTracker, LockStateMachine, Reply,
 };
-use deadbolt_core::raft::{
-    self, Entry, EntryPayload, LogIndex, Membership, NodeId, Replica, Role, Term,
-};
+use deadbolt_core::raft::{self, Entry, EntryPayload, LogIndex, NodeId, Replica, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{entry_hash, NodeEvent, NodeObserver};
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
-use super::handle::{LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext};
+use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext};
+use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
 use super::peer_set::PeerSet;
 use super::pending::{Forward, Pending, ReadInFlight, ReplySender, Requester};
+use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
 use crate::shutdown::Shutdown;
-use crate::storage::{PersistState, StorageHandle, StorageStats, WriteRequest};
+use crate::storage::{PersistState, StorageHandle, WriteRequest};
 
 /// How often the actor runs its maintenance (lease expiry, waiter expiry,
 /// sweeps of abandoned requests, learner promotion, address updates).
@@ -102,9 +101,7 @@ pub(crate) struct Actor {
     requests: mpsc::Receiver<NodeRequest>,
     inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
     shutdown: Shutdown,
-    observer: Option<NodeObserver>,
-    /// The commit index last reported to the observer.
-    observed_commit: LogIndex,
+    observer: Observer,
     /// The storage snapshot the node started from: (last index, last term).
     started_from: (LogIndex, Term),
 
@@ -124,10 +121,8 @@ pub(crate) struct Actor {
     api_addr_asked_at_ms: Option<u64>,
     next_maintenance_ms: u64,
     last_leader: Option<NodeId>,
-    /// What `leader_hint` was last set to (compared without locking).
-    published_leader_api_addr: Option<Arc<str>>,
-    leader_hint: LeaderHint,
-    last_stats: StorageStats,
+    leader_hint: LeaderHintPublisher,
+    sampler: MetricsSampler,
 
     /// Storage failed: the node stops acting (the reason is reported).
     failed: Option<String>,
@@ -152,12 +147,11 @@ impl Actor {
             storage: parts.storage,
             persist_rx,
             peers: parts.peers,
-            metrics: parts.metrics,
+            metrics: parts.metrics.clone(),
             requests: parts.requests,
             inbound: parts.inbound,
             shutdown: parts.shutdown,
-            observer: parts.observer,
-            observed_commit: 0,
+            observer: Observer::new(parts.observer),
             started_from: (parts.snapshot_index, parts.snapshot_term),
             submitted_requests: 0,
             persist_marks: VecDeque::new(),
@@ -170,9 +164,8 @@ impl Actor {
             api_addr_asked_at_ms: None,
             next_maintenance_ms: now_ms,
             last_leader: None,
-            published_leader_api_addr: None,
-            leader_hint: parts.leader_hint,
-            last_stats: StorageStats::default(),
+            leader_hint: LeaderHintPublisher::new(parts.leader_hint),
+            sampler: MetricsSampler::new(parts.metrics),
             failed: None,
             stopping: None,
         }
@@ -180,10 +173,10 @@ impl Actor {
 
     /// Runs until shutdown; returns the peer actors' tasks to wait for.
     pub(crate) async fn run(mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.observe(|| NodeEvent::Started);
+        self.observer.observe(|| NodeEvent::Started);
         let (last_index, last_term) = self.started_from;
         if last_index > 0 {
-            self.observe(|| NodeEvent::SnapshotRestored {
+            self.observer.observe(|| NodeEvent::SnapshotRestored {
                 last_index,
                 last_term,
             });
@@ -548,7 +541,7 @@ impl Actor {
                         self.state = state;
                         self.on_snapshot_installed(index);
                         let last_term = snapshot.meta.last_term;
-                        self.observe(|| NodeEvent::SnapshotRestored {
+                        self.observer.observe(|| NodeEvent::SnapshotRestored {
                             last_index: index,
                             last_term,
                         });
@@ -596,13 +589,7 @@ impl Actor {
                 self.peers.send(to, PeerMessage::Raft(message));
             }
             // 3. Apply (the observer hears of the commit first).
-            if self.observer.is_some() {
-                let commit = self.replica.commit_index();
-                if commit > self.observed_commit {
-                    self.observed_commit = commit;
-                    self.observe(|| NodeEvent::CommitIndex(commit));
-                }
-            }
+            self.observer.commit_index(self.replica.commit_index());
             if let Some(last) = ready.committed.last().map(|e| e.index) {
                 for entry in ready.committed {
                     self.apply(entry);
@@ -657,7 +644,7 @@ impl Actor {
             self.applied_index
         );
         self.applied_index = entry.index;
-        self.observe(|| NodeEvent::Applied {
+        self.observer.observe(|| NodeEvent::Applied {
             index: entry.index,
             term: entry.term,
             entry_hash: entry_hash(&entry),
@@ -808,14 +795,6 @@ impl Actor {
         }
     }
 
-    /// Reports to the observer, if any; `event` is only built when there is
-    /// one, so a node without an observer pays a branch.
-    fn observe(&self, event: impl FnOnce() -> NodeEvent) {
-        if let Some(observer) = &self.observer {
-            observer(event());
-        }
-    }
-
     fn serve_reads(&mut self) {
         let servable = self.pending.take_reads_servable(self.applied_index);
         if servable.is_empty() {
@@ -833,7 +812,7 @@ impl Actor {
     }
 
     fn on_soft_state(&mut self, soft: raft::SoftState) {
-        self.observe(|| NodeEvent::RoleChanged {
+        self.observer.observe(|| NodeEvent::RoleChanged {
             role: soft.role,
             term: soft.term,
             leader: soft.leader,
@@ -1054,91 +1033,40 @@ impl Actor {
     /// Publishes the leader's API address to the handles when it changed
     /// (a new leader, or the leader published its address).
     fn refresh_leader_hint(&mut self) {
-        let api_addr = match self.replica.leader() {
-            Some(id) if id == self.id => Some(self.api_addr.as_str()),
-            Some(id) => self
-                .replica
-                .membership()
-                .members
-                .get(&id)
-                .map(|m| m.api_addr.as_str()),
-            None => None,
-        }
-        .filter(|addr| !addr.is_empty());
-        if api_addr == self.published_leader_api_addr.as_deref() {
-            return;
-        }
-        self.published_leader_api_addr = api_addr.map(Arc::from);
-        self.leader_hint.set(self.published_leader_api_addr.clone());
+        let api_addr = status::leader_api_addr(
+            self.id,
+            &self.api_addr,
+            self.replica.leader(),
+            self.replica.membership(),
+        );
+        self.leader_hint.publish(api_addr);
     }
 
     // ------------------------------------------------- status & metrics ---
 
     fn status(&self) -> NodeStatus {
-        let status = self.replica.status();
-        let members = members_view(
-            &status.membership,
-            &status.progress,
-            status.last_index,
+        status::node_status(
             self.id,
-            status.role,
-        );
-        let ready = self.failed.is_none()
-            && status.leader.is_some()
-            && status.applied_index >= status.commit_index;
-        NodeStatus {
-            id: self.id,
-            cluster_id: self.cluster_id.to_string(),
-            role: status.role,
-            term: status.term,
-            leader: status.leader,
-            commit_index: status.commit_index,
-            applied_index: status.applied_index,
-            members,
-            ready,
-        }
+            &self.cluster_id,
+            self.replica.status(),
+            self.failed.is_some(),
+        )
     }
 
     fn update_metrics(&mut self) {
-        let m = &self.metrics;
-        m.term.store(self.replica.term(), Ordering::Relaxed);
-        let role = match self.replica.role() {
-            Role::Leader => 2,
-            Role::Candidate | Role::PreCandidate => 1,
-            Role::Follower if !self.replica.membership().is_voter(self.id) => 3,
-            Role::Follower => 0,
+        let gauges = Gauges {
+            term: self.replica.term(),
+            role: self.replica.role(),
+            learner: !self.replica.membership().is_voter(self.id),
+            commit_index: self.replica.commit_index(),
+            applied_index: self.applied_index,
+            sessions: self.state.session_count(),
+            locks: self.state.lock_count(),
+            waiters: self.pending.acquires_waiting(),
+            proposals_in_flight: self.pending.client_proposals(),
+            peer_messages_dropped: self.peers.messages_dropped(),
         };
-        m.role.store(role, Ordering::Relaxed);
-        m.commit_index
-            .store(self.replica.commit_index(), Ordering::Relaxed);
-        m.applied_index.store(self.applied_index, Ordering::Relaxed);
-        m.sessions_active
-            .store(self.state.session_count() as u64, Ordering::Relaxed);
-        m.locks_held
-            .store(self.state.lock_count() as u64, Ordering::Relaxed);
-        m.waiters
-            .store(self.pending.acquires_waiting() as u64, Ordering::Relaxed);
-        m.proposals_in_flight
-            .store(self.pending.client_proposals() as i64, Ordering::Relaxed);
-        m.peer_messages_dropped
-            .store(self.peers.messages_dropped(), Ordering::Relaxed);
-        let stats = self.storage.stats();
-        let syncs = stats.syncs.saturating_sub(self.last_stats.syncs);
-        if syncs > 0 {
-            // The storage actor keeps totals; spread the new syncs evenly.
-            let latency_us = stats
-                .sync_latency_us_total
-                .saturating_sub(self.last_stats.sync_latency_us_total);
-            let entries = stats
-                .entries_synced
-                .saturating_sub(self.last_stats.entries_synced);
-            for _ in 0..syncs {
-                m.fsync_seconds
-                    .observe(latency_us as f64 / syncs as f64 / 1e6);
-                m.entries_per_fsync.observe(entries as f64 / syncs as f64);
-            }
-            self.last_stats = stats;
-        }
+        self.sampler.sample(&gauges, self.storage.stats());
     }
 
     // ---------------------------------------------- failure & shutdown ---
@@ -1218,30 +1146,4 @@ impl Actor {
             );
         }
     }
-}
-
-fn members_view(
-    membership: &Membership,
-    progress: &BTreeMap<NodeId, raft::MemberStatus>,
-    last_index: LogIndex,
-    self_id: NodeId,
-    role: Role,
-) -> Vec<MemberView> {
-    membership
-        .members
-        .iter()
-        .map(|(id, m)| MemberView {
-            id: *id,
-            peer_addr: m.peer_addr.clone(),
-            api_addr: m.api_addr.clone(),
-            voter: m.voter,
-            match_index: if role != Role::Leader {
-                None
-            } else if *id == self_id {
-                Some(last_index)
-            } else {
-                progress.get(id).map(|p| p.match_index)
-            },
-        })
-        .collect()
 }

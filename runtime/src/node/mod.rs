@@ -10,8 +10,10 @@ mod actor;
 mod config;
 mod forward;
 mod handle;
+mod observer;
 mod peer_set;
 mod pending;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use config::*;
 pub use handle::*;
+pub use observer::{entry_hash, NodeEvent, NodeObserver};
 
 use crate::metrics::NodeMetrics;
 use crate::rng::SplitMix64;
