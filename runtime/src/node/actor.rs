@@ -22,16 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Applied, Command, Envelope, Event, Grant, LeaseTracker, LockStateMachine, Reply,
+    Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
 };
 use deadbolt_core::raft::{self, Entry, EntryPayload, LogIndex, NodeId, Replica, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
-use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext};
+use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
 use super::peer_set::PeerSet;
-use super::pending::{Forward, Pending, ReadInFlight, ReplySender, Requester};
+use super::pending::{
+    AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
+};
 use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
@@ -63,45 +65,47 @@ const API_ADDR_RETRY_MS: u64 = 1_000;
 /// noticed.
 const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
 
-/// The parts `Node::start` builds and hands to the actor.
-pub(crate) struct ActorParts {
+/// Who this node is, as it tells peers, clients and operators.
+pub(crate) struct NodeIdentity {
     pub(crate) id: NodeId,
     pub(crate) cluster_id: Arc<str>,
     pub(crate) api_addr: String,
     pub(crate) peer_addr: String,
-    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// What the actor drives, as recovered from storage.
+pub(crate) struct StartState {
     pub(crate) replica: Replica,
     pub(crate) state: LockStateMachine,
+    /// The stored snapshot the state was restored from: (last index, last term).
+    pub(crate) snapshot: (LogIndex, Term),
+    pub(crate) snapshot_threshold_entries: u64,
+}
+
+/// The actor's channels to the node's other tasks.
+pub(crate) struct ActorIo {
     pub(crate) storage: StorageHandle,
     pub(crate) peers: PeerSet,
-    pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) requests: mpsc::Receiver<NodeRequest>,
     pub(crate) inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
     pub(crate) shutdown: Shutdown,
-    pub(crate) snapshot_threshold_entries: u64,
-    pub(crate) snapshot_index: LogIndex,
-    pub(crate) snapshot_term: Term,
-    pub(crate) observer: Option<NodeObserver>,
+}
+
+/// Where the actor reports on itself.
+pub(crate) struct Reports {
+    pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) leader_hint: LeaderHint,
+    pub(crate) observer: Option<NodeObserver>,
 }
 
 pub(crate) struct Actor {
-    id: NodeId,
-    cluster_id: Arc<str>,
-    api_addr: String,
-    peer_addr: String,
+    me: NodeIdentity,
     clock: Arc<dyn Clock>,
     replica: Replica,
     state: LockStateMachine,
     lease: LeaseTracker,
-    storage: StorageHandle,
+    io: ActorIo,
     persist_rx: Subscriber<PersistState>,
-    peers: PeerSet,
-    metrics: Arc<NodeMetrics>,
-    requests: mpsc::Receiver<NodeRequest>,
-    inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
-    shutdown: Shutdown,
-    observer: Observer,
     /// The storage snapshot the node started from: (last index, last term).
     started_from: (LogIndex, Term),
 
@@ -121,8 +125,11 @@ pub(crate) struct Actor {
     api_addr_asked_at_ms: Option<u64>,
     next_maintenance_ms: u64,
     last_leader: Option<NodeId>,
-    leader_hint: LeaderHintPublisher,
+
+    metrics: Arc<NodeMetrics>,
     sampler: MetricsSampler,
+    leader_hint: LeaderHintPublisher,
+    observer: Observer,
 
     /// Storage failed: the node stops acting (the reason is reported).
     failed: Option<String>,
@@ -131,41 +138,40 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    pub(crate) fn new(parts: ActorParts) -> Self {
-        let now_ms = parts.clock.now_ms();
-        let persist_rx = parts.storage.persisted();
-        let applied_index = parts.snapshot_index;
+    pub(crate) fn new(
+        me: NodeIdentity,
+        clock: Arc<dyn Clock>,
+        start: StartState,
+        io: ActorIo,
+        reports: Reports,
+    ) -> Self {
+        let now_ms = clock.now_ms();
+        let persist_rx = io.storage.persisted();
+        let (snapshot_index, _) = start.snapshot;
         Self {
-            id: parts.id,
-            cluster_id: parts.cluster_id,
-            api_addr: parts.api_addr,
-            peer_addr: parts.peer_addr,
-            clock: parts.clock,
-            replica: parts.replica,
-            state: parts.state,
+            me,
+            clock,
+            replica: start.replica,
+            state: start.state,
             lease: LeaseTracker::new(),
-            storage: parts.storage,
+            io,
             persist_rx,
-            peers: parts.peers,
-            metrics: parts.metrics.clone(),
-            requests: parts.requests,
-            inbound: parts.inbound,
-            shutdown: parts.shutdown,
-            observer: Observer::new(parts.observer),
-            started_from: (parts.snapshot_index, parts.snapshot_term),
+            started_from: start.snapshot,
             submitted_requests: 0,
             persist_marks: VecDeque::new(),
             pending: Pending::new(),
-            applied_index,
-            snapshot_index: parts.snapshot_index,
-            snapshot_threshold_entries: parts.snapshot_threshold_entries.max(1),
+            applied_index: snapshot_index,
+            snapshot_index,
+            snapshot_threshold_entries: start.snapshot_threshold_entries.max(1),
             expire_sessions_in_flight: None,
             expire_waiters_in_flight: None,
             api_addr_asked_at_ms: None,
             next_maintenance_ms: now_ms,
             last_leader: None,
-            leader_hint: LeaderHintPublisher::new(parts.leader_hint),
-            sampler: MetricsSampler::new(parts.metrics),
+            metrics: reports.metrics.clone(),
+            sampler: MetricsSampler::new(reports.metrics),
+            leader_hint: LeaderHintPublisher::new(reports.leader_hint),
+            observer: Observer::new(reports.observer),
             failed: None,
             stopping: None,
         }
@@ -181,7 +187,7 @@ impl Actor {
                 last_term,
             });
         }
-        self.peers.sync(self.replica.membership());
+        self.io.peers.sync(self.replica.membership());
         if self.is_sole_voter() {
             // Nobody else can win or disrupt an election, so waiting out the
             // election timeout (300-600 ms) would only delay the first write
@@ -204,16 +210,16 @@ impl Actor {
             let timer = tokio::time::sleep(Duration::from_millis(pause_ms));
             tokio::select! {
                 biased;
-                _ = self.shutdown.wait() => break false,
+                _ = self.io.shutdown.wait() => break false,
                 state = self.persist_rx.changed() => match state {
                     Ok(state) => self.on_persisted(&state),
                     Err(_) => self.fail("storage actor ended".into()),
                 },
-                message = self.inbound.recv() => match message {
+                message = self.io.inbound.recv() => match message {
                     Some((from, message)) => {
                         self.on_peer_message(from, message);
                         for _ in 1..PEER_MESSAGES_PER_TURN_MAX {
-                            match self.inbound.try_recv() {
+                            match self.io.inbound.try_recv() {
                                 Ok((from, message)) => self.on_peer_message(from, message),
                                 Err(_) => break,
                             }
@@ -222,11 +228,11 @@ impl Actor {
                     // The listener ended: only at shutdown.
                     None => break false,
                 },
-                request = self.requests.recv() => match request {
+                request = self.io.requests.recv() => match request {
                     Some(request) => {
                         self.on_request(request);
                         for _ in 1..REQUESTS_PER_TURN_MAX {
-                            match self.requests.try_recv() {
+                            match self.io.requests.try_recv() {
                                 Ok(request) => self.on_request(request),
                                 Err(_) => break,
                             }
@@ -248,7 +254,7 @@ impl Actor {
         if let Some((_, reply)) = self.stopping.take() {
             let _ = reply.send(());
         }
-        self.peers.close()
+        self.io.peers.close()
     }
 
     // ------------------------------------------------------------ inputs ---
@@ -304,7 +310,8 @@ impl Actor {
                 } else {
                     forward::serve(&mut self.replica, &*self.clock, request)
                 };
-                self.peers
+                self.io
+                    .peers
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
@@ -330,78 +337,35 @@ impl Actor {
                 }
             }
             PeerMessage::Announce { peer_addr } => {
-                self.peers
+                self.io
+                    .peers
                     .on_announce(from, peer_addr, self.replica.membership());
             }
         }
     }
 
     fn on_request(&mut self, request: NodeRequest) {
-        if let NodeRequest::Status { reply } = request {
-            let _ = reply.send(self.status());
-            return;
-        }
-        if let NodeRequest::Shutdown { reply } = request {
-            self.begin_shutdown(reply);
-            return;
-        }
-        if let Some(error) = self.refusal() {
-            match request {
-                NodeRequest::Propose { reply, .. } => {
-                    let _ = reply.send(Err(error));
-                }
-                NodeRequest::Read { failed, .. } => {
-                    let _ = failed.send((error, None));
-                }
-                NodeRequest::AddMember { reply, .. }
-                | NodeRequest::RemoveMember { reply, .. }
-                | NodeRequest::TransferLeader { reply, .. } => {
-                    let _ = reply.send(Err(error));
-                }
-                NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
-                    unreachable!("handled above")
-                }
+        match request {
+            NodeRequest::Status { reply } => {
+                let _ = reply.send(self.status());
             }
-            return;
+            NodeRequest::Shutdown { reply } => self.begin_shutdown(reply),
+            request => match self.refusal() {
+                Some(error) => refuse(request, error),
+                None => self.serve_request(request),
+            },
         }
+    }
+
+    /// A request that needs a working node (not stopped or stopping).
+    fn serve_request(&mut self, request: NodeRequest) {
         match request {
             NodeRequest::Propose {
                 command,
                 idempotency,
                 reply,
-            } => {
-                if self.replica.role() == Role::Leader {
-                    match forward::propose(&mut self.replica, &*self.clock, command, idempotency) {
-                        Ok((term, index)) => {
-                            self.register(index, term, Requester::Client(reply));
-                        }
-                        Err(error) => {
-                            let _ = reply.send(Err(error));
-                        }
-                    }
-                } else {
-                    self.forward(
-                        Forwarded::Propose {
-                            command,
-                            idempotency,
-                        },
-                        Requester::Client(reply),
-                    );
-                }
-            }
-            NodeRequest::Read { query, failed } => {
-                let request_id = self.pending.next_request_id();
-                match self.replica.read_index(request_id) {
-                    Ok(()) => {
-                        let read = ReadInFlight::new(query, failed, self.clock.now_ms());
-                        self.pending.insert_read(request_id, read);
-                    }
-                    Err(error) => {
-                        let leader = self.replica.leader();
-                        let _ = failed.send((unavailable(leader, &error.to_string()), Some(query)));
-                    }
-                }
-            }
+            } => self.propose(command, idempotency, reply),
+            NodeRequest::Read { query, failed } => self.read(query, failed),
             NodeRequest::AddMember {
                 id,
                 peer_addr,
@@ -422,7 +386,42 @@ impl Actor {
                 self.admin(Forwarded::TransferLeader { to }, reply);
             }
             NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
-                unreachable!("handled above")
+                unreachable!("answered by on_request")
+            }
+        }
+    }
+
+    /// A client's proposal: here on the leader, else forwarded to it.
+    fn propose(&mut self, command: Command, idempotency: Option<Idempotency>, reply: ReplySender) {
+        if self.replica.role() != Role::Leader {
+            let request = Forwarded::Propose {
+                command,
+                idempotency,
+            };
+            self.forward(request, Requester::Client(reply));
+            return;
+        }
+        match forward::propose(&mut self.replica, &*self.clock, command, idempotency) {
+            Ok((term, index)) => {
+                self.register(index, term, Requester::Client(reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Starts a ReadIndex round; the read runs once confirmed and applied.
+    fn read(&mut self, query: ReadFn, failed: ReadFailedSender) {
+        let request_id = self.pending.next_request_id();
+        match self.replica.read_index(request_id) {
+            Ok(()) => {
+                let read = ReadInFlight::new(query, failed, self.clock.now_ms());
+                self.pending.insert_read(request_id, read);
+            }
+            Err(error) => {
+                let leader = self.replica.leader();
+                let _ = failed.send((unavailable(leader, &error.to_string()), Some(query)));
             }
         }
     }
@@ -441,7 +440,7 @@ impl Actor {
         None
     }
 
-    fn admin(&mut self, request: Forwarded, reply: oneshot::Sender<Result<(), ProposeError>>) {
+    fn admin(&mut self, request: Forwarded, reply: AdminSender) {
         if self.replica.role() != Role::Leader {
             self.forward(request, Requester::Admin(reply));
             return;
@@ -463,14 +462,14 @@ impl Actor {
     /// `ForwardReply` and then by the apply of the entry.
     fn forward(&mut self, request: Forwarded, requester: Requester) {
         let leader = match self.replica.leader() {
-            Some(leader) if leader != self.id => leader,
+            Some(leader) if leader != self.me.id => leader,
             leader => {
                 requester.fail(unavailable(leader, "no leader known"));
                 return;
             }
         };
         let request_id = self.pending.next_request_id();
-        if self.peers.send(
+        if self.io.peers.send(
             leader,
             PeerMessage::Forward {
                 request_id,
@@ -582,11 +581,11 @@ impl Actor {
             }
             // The membership takes effect on append: know the peers before
             // sending to them.
-            self.peers.sync(self.replica.membership());
+            self.io.peers.sync(self.replica.membership());
             self.refresh_leader_hint();
             // 2. Messages.
             for (to, message) in ready.messages {
-                self.peers.send(to, PeerMessage::Raft(message));
+                self.io.peers.send(to, PeerMessage::Raft(message));
             }
             // 3. Apply (the observer hears of the commit first).
             self.observer.commit_index(self.replica.commit_index());
@@ -629,7 +628,7 @@ impl Actor {
     }
 
     async fn submit(&mut self, request: WriteRequest) {
-        if self.storage.submit(request).await.is_err() {
+        if self.io.storage.submit(request).await.is_err() {
             self.fail("storage actor ended".into());
             return;
         }
@@ -776,7 +775,7 @@ impl Actor {
     /// it covers will never see their reply here.
     fn on_snapshot_installed(&mut self, index: LogIndex) {
         tracing::info!(
-            node_id = self.id,
+            node_id = self.me.id,
             index,
             "installed snapshot from the leader"
         );
@@ -822,7 +821,7 @@ impl Actor {
             self.fail_forwards_to_other_leaders(soft.leader);
             self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                node_id = self.id,
+                node_id = self.me.id,
                 term = soft.term,
                 leader = ?soft.leader,
                 role = ?soft.role,
@@ -851,7 +850,7 @@ impl Actor {
             .members
             .iter()
             .filter(|(_, m)| m.voter);
-        matches!(voters.next(), Some((id, _)) if *id == self.id) && voters.next().is_none()
+        matches!(voters.next(), Some((id, _)) if *id == self.me.id) && voters.next().is_none()
     }
 
     /// Past the threshold, and (on a leader) every follower already holds
@@ -881,7 +880,7 @@ impl Actor {
                 self.snapshot_index = index;
                 self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
-                    node_id = self.id,
+                    node_id = self.me.id,
                     index,
                     bytes = data.len(),
                     "snapshot taken"
@@ -889,7 +888,7 @@ impl Actor {
                 self.submit(WriteRequest::Snapshot { meta, data }).await;
             }
             Err(error) => {
-                tracing::debug!(node_id = self.id, %error, "snapshot not taken");
+                tracing::debug!(node_id = self.me.id, %error, "snapshot not taken");
                 self.snapshot_index = self.snapshot_index.max(index);
             }
         }
@@ -899,7 +898,7 @@ impl Actor {
 
     fn maintain(&mut self, now_ms: u64) {
         self.sweep_abandoned();
-        self.peers.apply_link_faults();
+        self.io.peers.apply_link_faults();
         if self.stopping.is_some() {
             return;
         }
@@ -976,22 +975,22 @@ impl Actor {
             {
                 match self.replica.promote(*id) {
                     Ok(_) => {
-                        tracing::info!(node_id = self.id, learner = id, "promoting learner");
+                        tracing::info!(node_id = self.me.id, learner = id, "promoting learner");
                         break;
                     }
                     Err(error) => {
-                        tracing::debug!(node_id = self.id, learner = id, %error, "not promoted yet")
+                        tracing::debug!(node_id = self.me.id, learner = id, %error, "not promoted yet")
                     }
                 }
             }
         }
         // Let every member (a joining one especially) know where we are.
         for id in status.membership.members.keys() {
-            if *id != self.id {
-                self.peers.send(
+            if *id != self.me.id {
+                self.io.peers.send(
                     *id,
                     PeerMessage::Announce {
-                        peer_addr: self.peer_addr.clone(),
+                        peer_addr: self.me.peer_addr.clone(),
                     },
                 );
             }
@@ -1004,10 +1003,10 @@ impl Actor {
         let Some(leader) = self.replica.leader() else {
             return;
         };
-        let Some(member) = self.replica.membership().members.get(&self.id) else {
+        let Some(member) = self.replica.membership().members.get(&self.me.id) else {
             return;
         };
-        if member.api_addr == self.api_addr {
+        if member.api_addr == self.me.api_addr {
             return;
         }
         if self
@@ -1018,10 +1017,10 @@ impl Actor {
         }
         self.api_addr_asked_at_ms = Some(now_ms);
         let request = Forwarded::SetApiAddr {
-            id: self.id,
-            api_addr: self.api_addr.clone(),
+            id: self.me.id,
+            api_addr: self.me.api_addr.clone(),
         };
-        if leader == self.id {
+        if leader == self.me.id {
             if let Err(error) = forward::serve(&mut self.replica, &*self.clock, request) {
                 tracing::debug!(%error, "api address not published yet");
             }
@@ -1034,8 +1033,8 @@ impl Actor {
     /// (a new leader, or the leader published its address).
     fn refresh_leader_hint(&mut self) {
         let api_addr = status::leader_api_addr(
-            self.id,
-            &self.api_addr,
+            self.me.id,
+            &self.me.api_addr,
             self.replica.leader(),
             self.replica.membership(),
         );
@@ -1046,8 +1045,8 @@ impl Actor {
 
     fn status(&self) -> NodeStatus {
         status::node_status(
-            self.id,
-            &self.cluster_id,
+            self.me.id,
+            &self.me.cluster_id,
             self.replica.status(),
             self.failed.is_some(),
         )
@@ -1057,16 +1056,16 @@ impl Actor {
         let gauges = Gauges {
             term: self.replica.term(),
             role: self.replica.role(),
-            learner: !self.replica.membership().is_voter(self.id),
+            learner: !self.replica.membership().is_voter(self.me.id),
             commit_index: self.replica.commit_index(),
             applied_index: self.applied_index,
             sessions: self.state.session_count(),
             locks: self.state.lock_count(),
             waiters: self.pending.acquires_waiting(),
             proposals_in_flight: self.pending.client_proposals(),
-            peer_messages_dropped: self.peers.messages_dropped(),
+            peer_messages_dropped: self.io.peers.messages_dropped(),
         };
-        self.sampler.sample(&gauges, self.storage.stats());
+        self.sampler.sample(&gauges, self.io.storage.stats());
     }
 
     // ---------------------------------------------- failure & shutdown ---
@@ -1077,7 +1076,7 @@ impl Actor {
         if self.failed.is_some() {
             return;
         }
-        tracing::error!(node_id = self.id, %reason, "node stops serving");
+        tracing::error!(node_id = self.me.id, %reason, "node stops serving");
         self.failed = Some(reason.clone());
         self.fail_everything(ProposeError::Stopped { reason });
     }
@@ -1105,12 +1104,12 @@ impl Actor {
             .map(|(id, _)| *id);
         if let Some(to) = target {
             tracing::info!(
-                node_id = self.id,
+                node_id = self.me.id,
                 to,
                 "shutting down: transferring leadership"
             );
             if let Err(error) = self.replica.transfer_leadership(to) {
-                tracing::warn!(node_id = self.id, %error, "leadership transfer refused");
+                tracing::warn!(node_id = self.me.id, %error, "leadership transfer refused");
             }
         }
     }
@@ -1120,7 +1119,11 @@ impl Actor {
         let Some((give_up_ms, _)) = &self.stopping else {
             return false;
         };
-        let has_other_voter = self.replica.membership().voters().any(|id| id != self.id);
+        let has_other_voter = self
+            .replica
+            .membership()
+            .voters()
+            .any(|id| id != self.me.id);
         self.replica.role() != Role::Leader
             || !has_other_voter
             || self.failed.is_some()
@@ -1141,9 +1144,29 @@ impl Actor {
             .is_err()
         {
             tracing::warn!(
-                node_id = self.id,
+                node_id = self.me.id,
                 "storage not flushed within the shutdown bound"
             );
+        }
+    }
+}
+
+/// Answers a request the node will not serve (stopped or stopping).
+fn refuse(request: NodeRequest, error: ProposeError) {
+    match request {
+        NodeRequest::Propose { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        NodeRequest::Read { failed, .. } => {
+            let _ = failed.send((error, None));
+        }
+        NodeRequest::AddMember { reply, .. }
+        | NodeRequest::RemoveMember { reply, .. }
+        | NodeRequest::TransferLeader { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
+            unreachable!("answered by on_request")
         }
     }
 }

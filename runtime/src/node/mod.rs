@@ -32,7 +32,7 @@ use crate::rng::SplitMix64;
 use crate::shutdown::{shutdown_channel, ShutdownTrigger};
 use crate::storage::{spawn_storage_actor, Identity, Recovered, SimStorage, Storage};
 use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
-use actor::{Actor, ActorParts};
+use actor::{Actor, ActorIo, NodeIdentity, Reports, StartState};
 use forward::PeerMessage;
 use handle::LeaderHint;
 use peer_set::PeerSet;
@@ -175,26 +175,31 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let cluster_id: Arc<str> = config.cluster_id.as_str().into();
         let leader_hint = LeaderHint::default();
-        let actor = Actor::new(ActorParts {
+        let me = NodeIdentity {
             id: config.node_id,
             cluster_id: cluster_id.clone(),
             api_addr: config.advertise_api_addr,
             peer_addr: config.advertise_peer_addr,
-            clock,
+        };
+        let start = StartState {
             replica,
             state,
+            snapshot: (snapshot_index, snapshot_term),
+            snapshot_threshold_entries: config.snapshot_threshold_entries,
+        };
+        let io = ActorIo {
             storage: storage_handle,
             peers: PeerSet::new(config.node_id, peers, config.link_faults),
-            metrics: metrics.clone(),
             requests: requests_rx,
             inbound: inbound_rx,
             shutdown,
-            snapshot_threshold_entries: config.snapshot_threshold_entries,
-            snapshot_index,
-            snapshot_term,
-            observer: config.observer,
+        };
+        let reports = Reports {
+            metrics: metrics.clone(),
             leader_hint: leader_hint.clone(),
-        });
+            observer: config.observer,
+        };
+        let actor = Actor::new(me, clock, start, io, reports);
         drop(_guard);
         let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
         let handle = NodeHandle {

@@ -15,6 +15,9 @@ use super::handle::{ProposeError, ReadContext, ReadFn};
 
 pub(super) type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
 pub(super) type AdminSender = oneshot::Sender<Result<(), ProposeError>>;
+/// Where a read that did not run is answered (with the query, when it may
+/// be retried).
+pub(super) type ReadFailedSender = oneshot::Sender<(ProposeError, Option<ReadFn>)>;
 
 /// Who asked for a log entry (or a forwarded request) and is answered when
 /// it is applied.
@@ -69,7 +72,7 @@ pub(super) struct Forward {
 /// index), then for this node to apply that index.
 pub(super) struct ReadInFlight {
     query: ReadFn,
-    failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
+    failed: ReadFailedSender,
     /// Set once Raft says the read is safe after applying this index.
     index: Option<LogIndex>,
     /// When it was asked (monotonic ms): an unconfirmed read is handed back
@@ -78,11 +81,7 @@ pub(super) struct ReadInFlight {
 }
 
 impl ReadInFlight {
-    pub(super) fn new(
-        query: ReadFn,
-        failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
-        started_ms: u64,
-    ) -> Self {
+    pub(super) fn new(query: ReadFn, failed: ReadFailedSender, started_ms: u64) -> Self {
         Self {
             query,
             failed,
