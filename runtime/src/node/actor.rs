@@ -24,7 +24,10 @@ use std::time::Duration;
 use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
 };
-use deadbolt_core::raft::{self, Entry, EntryPayload, LogIndex, NodeId, Replica, Role, Term};
+use deadbolt_core::raft::{
+    self, Entry, EntryPayload, HardState, LogIndex, NodeId, Ready, Replica, Role,
+    SnapshotToInstall, Term,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
@@ -532,89 +535,8 @@ impl Actor {
     async fn drain_ready(&mut self) {
         while self.failed.is_none() && self.replica.has_ready() {
             let ready = self.replica.ready();
-            // 1. Writes, in the contract's order.
-            if let Some(snapshot) = ready.snapshot {
-                let index = snapshot.meta.last_index;
-                match LockStateMachine::restore(&snapshot.data) {
-                    Ok(state) => {
-                        self.state = state;
-                        self.on_snapshot_installed(index);
-                        let last_term = snapshot.meta.last_term;
-                        self.observer.observe(|| NodeEvent::SnapshotRestored {
-                            last_index: index,
-                            last_term,
-                        });
-                    }
-                    Err(error) => {
-                        self.fail(format!(
-                            "snapshot at index {index} from the leader cannot be restored: {error}"
-                        ));
-                        return;
-                    }
-                }
-                // The contract: a received snapshot *replaces* the stored
-                // log. `Snapshot` alone keeps entries after its index (right
-                // for our own snapshots), and the log we had may run past
-                // the snapshot with entries of another history, which the
-                // core has already dropped (simulation seed 215). Truncating
-                // first means a crash in between leaves a prefix of what we
-                // had, never stale entries after the new snapshot.
-                self.submit(WriteRequest::TruncateFrom(index + 1)).await;
-                self.submit(WriteRequest::Snapshot {
-                    meta: snapshot.meta,
-                    data: snapshot.data,
-                })
-                .await;
-            }
-            if let Some(index) = ready.truncate_from {
-                self.submit(WriteRequest::TruncateFrom(index)).await;
-            }
-            if !ready.entries.is_empty() {
-                self.submit(WriteRequest::Append(ready.entries)).await;
-            }
-            if let Some(hard_state) = ready.hard_state {
-                self.submit(WriteRequest::HardState(hard_state)).await;
-            }
-            if ready.persist_seq > 0 {
-                self.persist_marks
-                    .push_back((self.submitted_requests, ready.persist_seq));
-            }
-            // The membership takes effect on append: know the peers before
-            // sending to them.
-            self.io.peers.sync(self.replica.membership());
-            self.refresh_leader_hint();
-            // 2. Messages.
-            for (to, message) in ready.messages {
-                self.io.peers.send(to, PeerMessage::Raft(message));
-            }
-            // 3. Apply (the observer hears of the commit first).
-            self.observer.commit_index(self.replica.commit_index());
-            if let Some(last) = ready.committed.last().map(|e| e.index) {
-                for entry in ready.committed {
-                    self.apply(entry);
-                }
-                self.replica.applied(last);
-            }
-            // 4. Reads.
-            for read in ready.read_states {
-                self.pending.confirm_read(read.request_id, read.index);
-            }
-            for request_id in ready.failed_reads {
-                if let Some(read) = self.pending.take_read(request_id) {
-                    let leader = self.replica.leader();
-                    read.hand_back(unavailable(
-                        leader,
-                        "read could not be confirmed by a leader",
-                    ));
-                }
-            }
-            self.serve_reads();
-            // 5. Role changes and snapshots.
-            if let Some(soft) = ready.soft_state {
-                self.on_soft_state(soft);
-            }
-            if ready.snapshot_wanted {
-                self.take_snapshot().await;
+            if !self.handle_ready(ready).await {
+                return;
             }
         }
         // Checked once the backlog is applied, not after every Ready: a
@@ -625,6 +547,140 @@ impl Actor {
         if self.failed.is_none() && self.snapshot_due() {
             self.take_snapshot().await;
         }
+    }
+
+    /// Acts on one `Ready` in the contract's order; false if a snapshot
+    /// from the leader could not be installed (the node has failed).
+    async fn handle_ready(&mut self, ready: Ready) -> bool {
+        let Ready {
+            persist_seq,
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+            messages,
+            committed,
+            read_states,
+            failed_reads,
+            soft_state,
+            snapshot_wanted,
+        } = ready;
+        // 1. Writes, in the contract's order.
+        if let Some(snapshot) = &snapshot {
+            if !self.install_snapshot(snapshot) {
+                return false;
+            }
+        }
+        self.write(persist_seq, snapshot, truncate_from, entries, hard_state)
+            .await;
+        // The membership takes effect on append: know the peers before
+        // sending to them.
+        self.io.peers.sync(self.replica.membership());
+        self.refresh_leader_hint();
+        // 2. Messages.
+        for (to, message) in messages {
+            self.io.peers.send(to, PeerMessage::Raft(message));
+        }
+        // 3. Apply (the observer hears of the commit first).
+        self.observer.commit_index(self.replica.commit_index());
+        if let Some(last) = committed.last().map(|e| e.index) {
+            for entry in committed {
+                self.apply(entry);
+            }
+            self.replica.applied(last);
+        }
+        // 4. Reads.
+        self.settle_reads(read_states, failed_reads);
+        // 5. Role changes and snapshots.
+        if let Some(soft) = soft_state {
+            self.on_soft_state(soft);
+        }
+        if snapshot_wanted {
+            self.take_snapshot().await;
+        }
+        true
+    }
+
+    /// Replaces the state machine with a snapshot from the leader; false
+    /// (and the node fails) if it cannot be restored.
+    fn install_snapshot(&mut self, snapshot: &SnapshotToInstall) -> bool {
+        let index = snapshot.meta.last_index;
+        match LockStateMachine::restore(&snapshot.data) {
+            Ok(state) => {
+                self.state = state;
+                self.on_snapshot_installed(index);
+                let last_term = snapshot.meta.last_term;
+                self.observer.observe(|| NodeEvent::SnapshotRestored {
+                    last_index: index,
+                    last_term,
+                });
+                true
+            }
+            Err(error) => {
+                self.fail(format!(
+                    "snapshot at index {index} from the leader cannot be restored: {error}"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Hands one Ready's writes to the storage actor.
+    async fn write(
+        &mut self,
+        persist_seq: u64,
+        snapshot: Option<SnapshotToInstall>,
+        truncate_from: Option<LogIndex>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    ) {
+        if let Some(snapshot) = snapshot {
+            let index = snapshot.meta.last_index;
+            // The contract: a received snapshot *replaces* the stored
+            // log. `Snapshot` alone keeps entries after its index (right
+            // for our own snapshots), and the log we had may run past
+            // the snapshot with entries of another history, which the
+            // core has already dropped (simulation seed 215). Truncating
+            // first means a crash in between leaves a prefix of what we
+            // had, never stale entries after the new snapshot.
+            self.submit(WriteRequest::TruncateFrom(index + 1)).await;
+            self.submit(WriteRequest::Snapshot {
+                meta: snapshot.meta,
+                data: snapshot.data,
+            })
+            .await;
+        }
+        if let Some(index) = truncate_from {
+            self.submit(WriteRequest::TruncateFrom(index)).await;
+        }
+        if !entries.is_empty() {
+            self.submit(WriteRequest::Append(entries)).await;
+        }
+        if let Some(hard_state) = hard_state {
+            self.submit(WriteRequest::HardState(hard_state)).await;
+        }
+        if persist_seq > 0 {
+            self.persist_marks
+                .push_back((self.submitted_requests, persist_seq));
+        }
+    }
+
+    /// Reads Raft confirmed wait for their index; reads it never will are
+    /// handed back for a retry.
+    fn settle_reads(&mut self, confirmed: Vec<raft::ReadState>, failed: Vec<u64>) {
+        for read in confirmed {
+            self.pending.confirm_read(read.request_id, read.index);
+        }
+        for request_id in failed {
+            if let Some(read) = self.pending.take_read(request_id) {
+                let leader = self.replica.leader();
+                read.hand_back(unavailable(
+                    leader,
+                    "read could not be confirmed by a leader",
+                ));
+            }
+        }
+        self.serve_reads();
     }
 
     async fn submit(&mut self, request: WriteRequest) {
