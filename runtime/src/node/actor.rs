@@ -16,7 +16,6 @@
 //! 5. role changes are logged; snapshots are taken when asked or past the
 //!    threshold.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +24,7 @@ use deadbolt_core::lock::{
     Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
 };
 use deadbolt_core::raft::{
-    self, Entry, EntryPayload, HardState, LogIndex, NodeId, Ready, Replica, Role,
-    SnapshotToInstall, Term,
+    self, Entry, EntryPayload, LogIndex, NodeId, Ready, Replica, Role, SnapshotToInstall, Term,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,7 +40,7 @@ use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
 use crate::shutdown::Shutdown;
-use crate::storage::{PersistState, StorageHandle, WriteRequest};
+use crate::storage::{Durability, StorageHandle, WriteBatch, WriteRequest};
 
 /// How often the actor runs its maintenance (lease expiry, waiter expiry,
 /// sweeps of abandoned requests, learner promotion, address updates).
@@ -108,14 +106,15 @@ pub(crate) struct Actor {
     state: LockStateMachine,
     lease: LeaseTracker,
     io: ActorIo,
-    persist_rx: Subscriber<PersistState>,
+    durability: Subscriber<Durability>,
     /// The storage snapshot the node started from: (last index, last term).
     started_from: (LogIndex, Term),
 
-    /// Write requests handed to the storage actor so far.
-    submitted_requests: u64,
-    /// (requests submitted when the Ready was written, its persist_seq).
-    persist_marks: VecDeque<(u64, u64)>,
+    /// The `persist_seq` of the last batch handed to the storage actor.
+    handed_seq: u64,
+    /// The index of the last snapshot of our own handed to the storage
+    /// actor (it has no `persist_seq`).
+    handed_snapshot_index: LogIndex,
 
     /// Who waits for what: proposals, forwards, queued acquires, reads.
     pending: Pending,
@@ -149,7 +148,7 @@ impl Actor {
         reports: Reports,
     ) -> Self {
         let now_ms = clock.now_ms();
-        let persist_rx = io.storage.persisted();
+        let durability = io.storage.durability();
         let (snapshot_index, _) = start.snapshot;
         Self {
             me,
@@ -158,10 +157,10 @@ impl Actor {
             state: start.state,
             lease: LeaseTracker::new(),
             io,
-            persist_rx,
+            durability,
             started_from: start.snapshot,
-            submitted_requests: 0,
-            persist_marks: VecDeque::new(),
+            handed_seq: 0,
+            handed_snapshot_index: 0,
             pending: Pending::new(),
             applied_index: snapshot_index,
             snapshot_index,
@@ -214,8 +213,8 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = self.io.shutdown.wait() => break false,
-                state = self.persist_rx.changed() => match state {
-                    Ok(state) => self.on_persisted(&state),
+                durable = self.durability.changed() => match durable {
+                    Ok(durable) => self.on_durable(&durable),
                     Err(_) => self.fail("storage actor ended".into()),
                 },
                 message = self.io.inbound.recv() => match message {
@@ -276,21 +275,14 @@ impl Actor {
         }
     }
 
-    fn on_persisted(&mut self, state: &PersistState) {
-        if let Some(error) = &state.error {
+    fn on_durable(&mut self, durable: &Durability) {
+        if let Some(error) = &durable.error {
             self.fail(format!("storage failed: {error}"));
             return;
         }
-        let mut covered = None;
-        while let Some(&(requests, seq)) = self.persist_marks.front() {
-            if requests > state.requests_synced {
-                break;
-            }
-            self.persist_marks.pop_front();
-            covered = Some(seq);
-        }
-        if let Some(seq) = covered {
-            self.replica.persisted(seq);
+        if durable.persisted_seq > 0 {
+            // Already reported seqs are ignored by the replica.
+            self.replica.persisted(durable.persisted_seq);
         }
     }
 
@@ -571,8 +563,14 @@ impl Actor {
                 return false;
             }
         }
-        self.write(persist_seq, snapshot, truncate_from, entries, hard_state)
-            .await;
+        let batch = WriteBatch {
+            persist_seq,
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+        };
+        self.write(batch).await;
         // The membership takes effect on append: know the peers before
         // sending to them.
         self.io.peers.sync(self.replica.membership());
@@ -625,43 +623,24 @@ impl Actor {
         }
     }
 
-    /// Hands one Ready's writes to the storage actor.
-    async fn write(
-        &mut self,
-        persist_seq: u64,
-        snapshot: Option<SnapshotToInstall>,
-        truncate_from: Option<LogIndex>,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-    ) {
-        if let Some(snapshot) = snapshot {
-            let index = snapshot.meta.last_index;
-            // The contract: a received snapshot *replaces* the stored
-            // log. `Snapshot` alone keeps entries after its index (right
-            // for our own snapshots), and the log we had may run past
-            // the snapshot with entries of another history, which the
-            // core has already dropped (simulation seed 215). Truncating
-            // first means a crash in between leaves a prefix of what we
-            // had, never stale entries after the new snapshot.
-            self.submit(WriteRequest::TruncateFrom(index + 1)).await;
-            self.submit(WriteRequest::Snapshot {
-                meta: snapshot.meta,
-                data: snapshot.data,
-            })
-            .await;
+    /// Hands one Ready's writes to the storage actor as one batch (the
+    /// storage actor orders them and reports `persist_seq` once durable).
+    async fn write(&mut self, batch: WriteBatch) {
+        let writes = batch.snapshot.is_some()
+            || batch.truncate_from.is_some()
+            || !batch.entries.is_empty()
+            || batch.hard_state.is_some();
+        assert_eq!(
+            writes,
+            batch.persist_seq > 0,
+            "a Ready is numbered exactly when it holds writes"
+        );
+        if !writes {
+            return;
         }
-        if let Some(index) = truncate_from {
-            self.submit(WriteRequest::TruncateFrom(index)).await;
-        }
-        if !entries.is_empty() {
-            self.submit(WriteRequest::Append(entries)).await;
-        }
-        if let Some(hard_state) = hard_state {
-            self.submit(WriteRequest::HardState(hard_state)).await;
-        }
-        if persist_seq > 0 {
-            self.persist_marks
-                .push_back((self.submitted_requests, persist_seq));
+        let persist_seq = batch.persist_seq;
+        if self.submit(WriteRequest::Batch(batch)).await {
+            self.handed_seq = persist_seq;
         }
     }
 
@@ -683,12 +662,13 @@ impl Actor {
         self.serve_reads();
     }
 
-    async fn submit(&mut self, request: WriteRequest) {
+    /// False (and the node fails) if the storage actor has ended.
+    async fn submit(&mut self, request: WriteRequest) -> bool {
         if self.io.storage.submit(request).await.is_err() {
             self.fail("storage actor ended".into());
-            return;
+            return false;
         }
-        self.submitted_requests += 1;
+        true
     }
 
     fn apply(&mut self, entry: Entry) {
@@ -941,7 +921,9 @@ impl Actor {
                     bytes = data.len(),
                     "snapshot taken"
                 );
-                self.submit(WriteRequest::Snapshot { meta, data }).await;
+                if self.submit(WriteRequest::SaveSnapshot { meta, data }).await {
+                    self.handed_snapshot_index = index;
+                }
             }
             Err(error) => {
                 tracing::debug!(node_id = self.me.id, %error, "snapshot not taken");
@@ -1191,10 +1173,10 @@ impl Actor {
         if self.failed.is_some() {
             return;
         }
-        let target = self.submitted_requests;
-        let wait = self
-            .persist_rx
-            .wait_for(|s| s.requests_synced >= target || s.error.is_some());
+        let (seq, snapshot_index) = (self.handed_seq, self.handed_snapshot_index);
+        let wait = self.durability.wait_for(|d| {
+            (d.persisted_seq >= seq && d.snapshot_index >= snapshot_index) || d.error.is_some()
+        });
         if tokio::time::timeout(Duration::from_millis(SHUTDOWN_FLUSH_MS), wait)
             .await
             .is_err()
