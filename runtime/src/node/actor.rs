@@ -1,15 +1,18 @@
 //! The Raft actor: the one task that owns a node's Raft replica, lock state
 //! machine and lease tracker, and drives them with real IO (storage actor,
 //! peer actors, clock) following the core's `Ready` ordering contract.
+//! (Over 1,000 lines: the event loop, the Ready path and the apply path of
+//! one actor read best together; its sub-state has its own files: `pending`,
+//! `forward`, `peer_set`, `status`, `observer`.)
 //!
 //! Event loop (one `biased` select, highest priority first): shutdown,
 //! storage durability reports, inbound peer messages, client requests, the
 //! timer (Raft deadline or the ~100 ms maintenance tick). After every input
 //! the actor drains `ready()`:
-//! 1. writes go to the storage actor in order (snapshot, truncate, entries,
-//!    hard state); `persisted(seq)` is reported only once the storage
-//!    actor's `requests_synced` covers every request submitted up to that
-//!    `Ready` — a failed sync is never reported as durable;
+//! 1. the writes go to the storage actor as one `WriteBatch` carrying the
+//!    Ready's `persist_seq`; the storage actor publishes the highest
+//!    `persist_seq` it has synced, which goes straight to
+//!    `replica.persisted` — a failed sync is never reported as durable;
 //! 2. messages go to the peer actors;
 //! 3. committed entries are applied to the lock state machine in order;
 //! 4. reads are served once applied reaches their index;
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Applied, Command, Envelope, Event, Grant, Idempotency, LeaseTracker, LockStateMachine, Reply,
+    Applied, Command, Envelope, Event, Idempotency, LeaseTracker, LockStateMachine, Reply,
 };
 use deadbolt_core::raft::{
     self, Entry, EntryPayload, LogIndex, NodeId, Ready, Replica, Role, SnapshotToInstall, Term,
@@ -488,12 +491,9 @@ impl Actor {
     /// Waits for the entry at `index` proposed in `term`; a requester it
     /// displaces (same index, older term) is told its entry was lost.
     fn register(&mut self, index: LogIndex, term: Term, requester: Requester) {
-        if let Some(old) = self.pending.expect_entry(index, term, requester) {
-            old.fail(unavailable(
-                self.replica.leader(),
-                "not applied (leadership changed); retry",
-            ));
-        }
+        let leader = self.replica.leader();
+        self.pending
+            .register(index, term, requester, || lost(leader));
     }
 
     /// The node's own proposals (expiry, withdraw): from the leader, or
@@ -684,18 +684,10 @@ impl Actor {
             term: entry.term,
             entry_hash: entry_hash(&entry),
         });
-        let requester = match self.pending.take_proposal(entry.index) {
-            Some((term, requester)) if term == entry.term => Some(requester),
-            Some((_, requester)) => {
-                // Another leader's entry took this index: ours was lost.
-                requester.fail(unavailable(
-                    self.replica.leader(),
-                    "not applied (leadership changed); retry",
-                ));
-                None
-            }
-            None => None,
-        };
+        let leader = self.replica.leader();
+        let requester = self
+            .pending
+            .take_applied(entry.index, entry.term, || lost(leader));
         if self.expire_sessions_in_flight == Some(entry.index) {
             self.expire_sessions_in_flight = None;
         }
@@ -772,39 +764,18 @@ impl Actor {
         }
         for event in &applied.events {
             match event {
-                Event::Granted {
-                    lock,
-                    session_id,
-                    mode,
-                    fencing_token,
-                } => {
+                Event::Granted { .. } => {
                     self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
-                    for tx in self.pending.take_acquire(lock, *session_id) {
-                        let _ = tx.send(Ok(Reply::Acquired(Grant {
-                            session_id: *session_id,
-                            mode: *mode,
-                            fencing_token: *fencing_token,
-                        })));
-                    }
-                }
-                Event::WaitEnded {
-                    lock,
-                    session_id,
-                    reply,
-                    ..
-                } => {
-                    for tx in self.pending.take_acquire(lock, *session_id) {
-                        let _ = tx.send(Ok(reply.clone()));
-                    }
                 }
                 Event::SessionExpired { .. } => {
                     self.metrics
                         .session_expiries
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Event::SessionClosed { .. } => {}
+                Event::WaitEnded { .. } | Event::SessionClosed { .. } => {}
             }
         }
+        self.pending.end_waits(&applied.events);
     }
 
     /// A snapshot from the leader replaced the state: requests for entries
@@ -818,16 +789,9 @@ impl Actor {
         self.metrics
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
-        for requester in self.pending.take_proposals_through(index) {
-            requester.fail(ProposeError::Timeout);
-        }
+        self.pending.fail_covered_by_snapshot(index);
         self.applied_index = self.applied_index.max(index);
         self.snapshot_index = index;
-        // Queued requests may have been granted inside the snapshot; their
-        // outcome is unknown here.
-        for tx in self.pending.take_all_acquires() {
-            let _ = tx.send(Err(ProposeError::Timeout));
-        }
     }
 
     fn serve_reads(&mut self) {
@@ -951,14 +915,8 @@ impl Actor {
     /// leader may have appended them; a retry with the idempotency key
     /// settles it) instead of after `FORWARD_REPLY_MS`.
     fn fail_forwards_to_other_leaders(&mut self, leader: Option<NodeId>) {
-        self.fail_forwards_where(|f| Some(f.leader) != leader);
-    }
-
-    /// Answers "outcome unknown" to every forward matching `orphaned`.
-    fn fail_forwards_where(&mut self, orphaned: impl Fn(&Forward) -> bool) {
-        for forward in self.pending.take_forwards_where(orphaned) {
-            forward.requester.fail(ProposeError::Timeout);
-        }
+        self.pending
+            .fail_forwards_where(|f| Some(f.leader) != leader);
     }
 
     /// Requests whose caller gave up: forget them; a queued acquire whose
@@ -969,7 +927,7 @@ impl Actor {
         // retry with its idempotency key; internal requests are forgotten
         // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
-        self.fail_forwards_where(|f| {
+        self.pending.fail_forwards_where(|f| {
             f.requester.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
         });
         self.pending.forget_abandoned_reads();
@@ -1207,4 +1165,9 @@ fn refuse(request: NodeRequest, error: ProposeError) {
             unreachable!("answered by on_request")
         }
     }
+}
+
+/// An entry proposed for a requester was replaced by another leader's.
+fn lost(leader: Option<NodeId>) -> ProposeError {
+    unavailable(leader, "not applied (leadership changed); retry")
 }

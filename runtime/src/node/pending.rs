@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use deadbolt_core::lock::{Reply, SessionId};
+use deadbolt_core::lock::{Event, Grant, Reply, SessionId};
 use deadbolt_core::raft::{LogIndex, NodeId, Term};
 use tokio::sync::oneshot;
 
@@ -174,6 +174,19 @@ impl Pending {
         Some(old)
     }
 
+    /// [`Self::expect_entry`], telling a displaced requester `lost()`.
+    pub(super) fn register(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        requester: Requester,
+        lost: impl FnOnce() -> ProposeError,
+    ) {
+        if let Some(old) = self.expect_entry(index, term, requester) {
+            old.fail(lost());
+        }
+    }
+
     /// Who waits for the entry at `index`, and the term it was proposed in.
     pub(super) fn take_proposal(&mut self, index: LogIndex) -> Option<(Term, Requester)> {
         let (term, requester) = self.proposals.remove(&index)?;
@@ -181,9 +194,26 @@ impl Pending {
         Some((term, requester))
     }
 
+    /// Who waits for the entry applied at `index` in `term`. A requester of
+    /// another term is told `lost()`: another leader's entry took the index.
+    pub(super) fn take_applied(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        lost: impl FnOnce() -> ProposeError,
+    ) -> Option<Requester> {
+        match self.take_proposal(index)? {
+            (proposed_in, requester) if proposed_in == term => Some(requester),
+            (_, requester) => {
+                requester.fail(lost());
+                None
+            }
+        }
+    }
+
     /// Everyone waiting for an entry at or below `index` (a snapshot
     /// replaced them: their replies will never be computed here).
-    pub(super) fn take_proposals_through(&mut self, index: LogIndex) -> Vec<Requester> {
+    fn take_proposals_through(&mut self, index: LogIndex) -> Vec<Requester> {
         let kept = self.proposals.split_off(&(index + 1));
         let covered = std::mem::replace(&mut self.proposals, kept);
         let covered: Vec<Requester> = covered.into_values().map(|(_, r)| r).collect();
@@ -201,11 +231,16 @@ impl Pending {
         self.forwards.remove(&request_id)
     }
 
+    /// Answers "outcome unknown" (`Timeout`) to every forward matching
+    /// `orphaned`: no `ForwardReply` will come for it.
+    pub(super) fn fail_forwards_where(&mut self, orphaned: impl Fn(&Forward) -> bool) {
+        for forward in self.take_forwards_where(orphaned) {
+            forward.requester.fail(ProposeError::Timeout);
+        }
+    }
+
     /// Removes and returns every forward matching `orphaned`.
-    pub(super) fn take_forwards_where(
-        &mut self,
-        orphaned: impl Fn(&Forward) -> bool,
-    ) -> Vec<Forward> {
+    fn take_forwards_where(&mut self, orphaned: impl Fn(&Forward) -> bool) -> Vec<Forward> {
         let ids: Vec<u64> = self
             .forwards
             .iter()
@@ -228,13 +263,60 @@ impl Pending {
     }
 
     /// The callers waiting for this queue place (its wait ended).
-    pub(super) fn take_acquire(&mut self, lock: &str, session_id: SessionId) -> Vec<ReplySender> {
+    fn take_acquire(&mut self, lock: &str, session_id: SessionId) -> Vec<ReplySender> {
         self.acquires
             .remove(&(lock.to_owned(), session_id))
             .unwrap_or_default()
     }
 
-    pub(super) fn take_all_acquires(&mut self) -> Vec<ReplySender> {
+    /// Answers the callers whose queue place an applied entry settled
+    /// (granted, or the wait ended otherwise), in event order.
+    pub(super) fn end_waits(&mut self, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::Granted {
+                    lock,
+                    session_id,
+                    mode,
+                    fencing_token,
+                } => {
+                    for tx in self.take_acquire(lock, *session_id) {
+                        let _ = tx.send(Ok(Reply::Acquired(Grant {
+                            session_id: *session_id,
+                            mode: *mode,
+                            fencing_token: *fencing_token,
+                        })));
+                    }
+                }
+                Event::WaitEnded {
+                    lock,
+                    session_id,
+                    reply,
+                    ..
+                } => {
+                    for tx in self.take_acquire(lock, *session_id) {
+                        let _ = tx.send(Ok(reply.clone()));
+                    }
+                }
+                Event::SessionExpired { .. } | Event::SessionClosed { .. } => {}
+            }
+        }
+    }
+
+    /// A snapshot from the leader replaced the state through `index`:
+    /// requests for entries it covers will never see their reply here, and
+    /// queued acquires may have been granted inside it. Their outcome is
+    /// unknown (`Timeout`).
+    pub(super) fn fail_covered_by_snapshot(&mut self, index: LogIndex) {
+        for requester in self.take_proposals_through(index) {
+            requester.fail(ProposeError::Timeout);
+        }
+        for tx in self.take_all_acquires() {
+            let _ = tx.send(Err(ProposeError::Timeout));
+        }
+    }
+
+    fn take_all_acquires(&mut self) -> Vec<ReplySender> {
         std::mem::take(&mut self.acquires)
             .into_values()
             .flatten()
@@ -330,7 +412,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deadbolt_core::lock::LockStateMachine;
+    use deadbolt_core::lock::{LockStateMachine, Mode};
 
     fn client() -> (Requester, oneshot::Receiver<Result<Reply, ProposeError>>) {
         let (tx, rx) = oneshot::channel();
@@ -388,15 +470,14 @@ mod tests {
             pending.expect_entry(index, 1, requester);
             receivers.push(rx);
         }
-        let covered = pending.take_proposals_through(8);
-        assert_eq!(covered.len(), 3);
+        pending.fail_covered_by_snapshot(8);
         assert_eq!(pending.client_proposals(), 1);
-        for requester in covered {
-            requester.fail(ProposeError::Timeout);
-        }
         assert_eq!(receivers[0].try_recv(), Ok(Err(ProposeError::Timeout)));
+        assert_eq!(receivers[2].try_recv(), Ok(Err(ProposeError::Timeout)));
         assert!(receivers[3].try_recv().is_err(), "index 12 still waits");
-        assert!(pending.take_proposal(12).is_some());
+        // Applied in another term: the requester learns it was lost.
+        assert!(pending.take_applied(12, 2, lost).is_none());
+        assert_eq!(receivers[3].try_recv(), Ok(Err(lost())));
     }
 
     #[test]
@@ -416,8 +497,18 @@ mod tests {
         let orphaned = pending.take_forwards_where(|f| f.leader == 2);
         let sent: Vec<u64> = orphaned.iter().map(|f| f.sent_ms).collect();
         assert_eq!(sent, [10, 30]);
-        assert!(pending.take_forward(2).is_some());
+        pending.fail_forwards_where(|_| true);
         assert!(pending.take_forward(2).is_none());
+        let id = pending.next_request_id();
+        let (requester, mut rx) = client();
+        let forward = Forward {
+            sent_ms: 0,
+            leader: 3,
+            requester,
+        };
+        pending.insert_forward(id, forward);
+        pending.fail_forwards_where(|f| f.leader == 3);
+        assert_eq!(rx.try_recv(), Ok(Err(ProposeError::Timeout)));
     }
 
     #[test]
@@ -441,14 +532,31 @@ mod tests {
         let mut pending = Pending::new();
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
+        let (tx3, mut rx3) = oneshot::channel();
         pending.wait_for_grant("a".into(), 1, tx1);
         pending.wait_for_grant("a".into(), 1, tx2);
-        for tx in pending.take_acquire("a", 1) {
-            let _ = tx.send(Ok(Reply::Released));
-        }
-        assert_eq!(rx1.try_recv(), Ok(Ok(Reply::Released)));
-        assert_eq!(rx2.try_recv(), Ok(Ok(Reply::Released)));
-        assert!(pending.take_acquire("a", 1).is_empty());
+        pending.wait_for_grant("b".into(), 2, tx3);
+        let grant = Grant {
+            session_id: 1,
+            mode: Mode::Exclusive,
+            fencing_token: 9,
+        };
+        pending.end_waits(&[
+            Event::Granted {
+                lock: "a".into(),
+                session_id: 1,
+                mode: Mode::Exclusive,
+                fencing_token: 9,
+            },
+            Event::SessionClosed { session_id: 2 },
+        ]);
+        assert_eq!(rx1.try_recv(), Ok(Ok(Reply::Acquired(grant))));
+        assert_eq!(rx2.try_recv(), Ok(Ok(Reply::Acquired(grant))));
+        assert!(rx3.try_recv().is_err(), "b still waits");
+        assert_eq!(pending.acquires_waiting(), 1);
+        // A snapshot ends every wait: the outcome is unknown here.
+        pending.fail_covered_by_snapshot(10);
+        assert_eq!(rx3.try_recv(), Ok(Err(ProposeError::Timeout)));
     }
 
     #[test]

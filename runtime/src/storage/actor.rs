@@ -151,6 +151,9 @@ impl StorageHandle {
     }
 
     /// Queues a write if there is room; gives the request back otherwise.
+    // Handed back whole, as `mpsc::Sender::try_send` does: boxing it would
+    // cost every caller an allocation to spare the rare full mailbox a copy.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, request: WriteRequest) -> Result<(), WriteRequest> {
         self.tx.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
