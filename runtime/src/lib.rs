@@ -24,7 +24,7 @@
 //!
 //! Tasks and mailboxes of one node:
 //! - Raft actor: one `biased` select over, in priority order, shutdown,
-//!   storage durability reports (`latest` channel of `PersistState`), inbound
+//!   storage durability reports (`latest` channel of `Durability`), inbound
 //!   peer messages (bounded mpsc fed by the listener), client requests
 //!   (bounded `NodeRequest` mailbox, `NODE_MAILBOX_REQUESTS_MAX`; full means
 //!   `Unavailable`), and one timer (the replica's next deadline or the
@@ -35,13 +35,14 @@
 //!   queues that drop on overflow: Raft retries).
 //!
 //! Durability ordering (the core's `Ready` contract): each `Ready`'s writes
-//! go to the storage actor in order (snapshot install, truncate, entries,
-//! hard state); the actor counts the requests it submitted and reports
-//! `persisted(persist_seq)` only once the storage actor's `requests_synced`
-//! covers them — never on a failed sync, which instead stops the node
-//! (`Stopped`). Messages go out at once (the core holds back votes and
-//! acknowledgements until `persisted`). Committed entries are applied in
-//! order; a client is answered when *its* node applies the entry, with the
+//! go to the storage actor as one `WriteBatch` (snapshot install, truncate,
+//! entries, hard state) carrying its `persist_seq`; the storage actor
+//! publishes the highest `persist_seq` it has synced and the Raft actor
+//! reports exactly that to `persisted` — never after a failed sync, which
+//! instead stops the node (`Stopped`). Messages go out at once (the core
+//! holds back votes and acknowledgements until `persisted`). Committed
+//! entries are applied in order; a client is answered when *its* node
+//! applies the entry, with the
 //! reply the state machine computed there (followers forward writes to the
 //! leader and wait for the index the leader assigned; a different term at
 //! that index means the write was lost: `Unavailable`, safe to retry).

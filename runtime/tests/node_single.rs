@@ -100,21 +100,42 @@ async fn proposes_reads_hands_over_and_restarts() {
         1
     );
 
-    // A waiter whose caller gives up is withdrawn from the queue.
+    // A waiter whose caller gives up (drops its future once queued) is
+    // withdrawn from the queue.
     let s3 = open_session(&handle, 60_000).await;
-    let gave_up = handle
-        .propose(acquire("a", s3, 30_000), None, Duration::from_millis(300))
-        .await;
-    assert_eq!(gave_up, Err(ProposeError::Timeout));
-    eventually("s3 withdrawn", || async {
+    let gives_up = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .propose(acquire("a", s3, 30_000), None, DEADLINE)
+                .await
+        })
+    };
+    eventually("s3 queued", || async {
+        let view = handle
+            .read(DEADLINE, |ctx| ctx.state.lock("a"))
+            .await
+            .ok()?
+            .ok()?;
+        (view.waiters.len() == 1).then_some(())
+    })
+    .await;
+    gives_up.abort();
+    let withdrawn = || async {
         let view = handle
             .read(DEADLINE, |ctx| ctx.state.lock("a"))
             .await
             .ok()?
             .ok()?;
         view.waiters.is_empty().then_some(())
-    })
-    .await;
+    };
+    eventually("s3 withdrawn", withdrawn).await;
+    // A deadline that passes while queued: outcome unknown, and withdrawn.
+    let gave_up = handle
+        .propose(acquire("a", s3, 30_000), None, Duration::from_millis(300))
+        .await;
+    assert_eq!(gave_up, Err(ProposeError::Timeout));
+    eventually("s3 withdrawn after its deadline", withdrawn).await;
 
     // The lease tracker is visible to reads on the leader.
     let expires = handle

@@ -1,47 +1,50 @@
 //! The Raft actor: the one task that owns a node's Raft replica, lock state
 //! machine and lease tracker, and drives them with real IO (storage actor,
 //! peer actors, clock) following the core's `Ready` ordering contract.
+//! (Over 1,000 lines: the event loop, the Ready path and the apply path of
+//! one actor read best together; its sub-state has its own files: `pending`,
+//! `forward`, `peer_set`, `status`, `observer`.)
 //!
 //! Event loop (one `biased` select, highest priority first): shutdown,
 //! storage durability reports, inbound peer messages, client requests, the
 //! timer (Raft deadline or the ~100 ms maintenance tick). After every input
 //! the actor drains `ready()`:
-//! 1. writes go to the storage actor in order (snapshot, truncate, entries,
-//!    hard state); `persisted(seq)` is reported only once the storage
-//!    actor's `requests_synced` covers every request submitted up to that
-//!    `Ready` — a failed sync is never reported as durable;
+//! 1. the writes go to the storage actor as one `WriteBatch` carrying the
+//!    Ready's `persist_seq`; the storage actor publishes the highest
+//!    `persist_seq` it has synced, which goes straight to
+//!    `replica.persisted` — a failed sync is never reported as durable;
 //! 2. messages go to the peer actors;
 //! 3. committed entries are applied to the lock state machine in order;
 //! 4. reads are served once applied reaches their index;
 //! 5. role changes are logged; snapshots are taken when asked or past the
 //!    threshold.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Acquire, Applied, Command, Envelope, Event, ExpireSessions, Grant, Idempotency, LeaseTracker,
-    LockStateMachine, Reply, SessionId, Withdraw,
+    Acquire, Applied, Command, Envelope, Event, ExpireSessions, Idempotency, LeaseTracker,
+    LockStateMachine, Reply, Withdraw,
 };
 use deadbolt_core::raft::{
-    self, Entry, EntryPayload, LogIndex, Membership, MembershipError, Message, NodeId, Replica,
-    Role, Term, TransferError,
+    self, Entry, EntryPayload, LogIndex, NodeId, Ready, Replica, Role, SnapshotToInstall, Term,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{entry_hash, LinkFaultsTable, NodeEvent, NodeObserver};
-use super::handle::{
-    LeaderHint, MemberView, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn,
+use super::forward::{self, unavailable, Forwarded, PeerMessage};
+use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
+use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
+use super::peer_set::PeerSet;
+use super::pending::{
+    AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
 };
+use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
 use crate::shutdown::Shutdown;
-use crate::storage::{PersistState, StorageHandle, StorageStats, WriteRequest};
-use crate::transport::Peers;
+use crate::storage::{Durability, StorageHandle, WriteBatch, WriteRequest};
 
 /// How often the actor runs its maintenance (lease expiry, waiter expiry,
 /// sweeps of abandoned requests, learner promotion, address updates).
@@ -67,168 +70,58 @@ const API_ADDR_RETRY_MS: u64 = 1_000;
 /// noticed.
 const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
 
-/// Everything that crosses the peer links: Raft itself, plus the
-/// forwarding of client writes and admin requests to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum PeerMessage {
-    Raft(Message),
-    /// A follower asks the leader to propose on its behalf.
-    Forward {
-        request_id: u64,
-        request: Forwarded,
-    },
-    /// Where the leader put the forwarded request: `Some((term, index))`
-    /// for a log entry (the follower answers when it applies that index),
-    /// `None` when it was done at once (leadership transfer started).
-    ForwardReply {
-        request_id: u64,
-        result: Result<Option<(Term, LogIndex)>, ProposeError>,
-    },
-    /// The leader tells members its peer address, so a joining node that
-    /// knows nobody yet can answer it.
-    Announce {
-        peer_addr: String,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Forwarded {
-    Propose {
-        command: Command,
-        idempotency: Option<Idempotency>,
-    },
-    AddMember {
-        id: NodeId,
-        peer_addr: String,
-        api_addr: String,
-    },
-    RemoveMember {
-        id: NodeId,
-    },
-    TransferLeader {
-        to: NodeId,
-    },
-    /// Publish a member's own API address (voters unchanged).
-    SetApiAddr {
-        id: NodeId,
-        api_addr: String,
-    },
-}
-
-type ReplySender = oneshot::Sender<Result<Reply, ProposeError>>;
-
-/// Who is waiting for an entry or a forwarded request.
-enum Waiter {
-    Propose(oneshot::Sender<Result<Reply, ProposeError>>),
-    Admin(oneshot::Sender<Result<(), ProposeError>>),
-    /// The node's own proposals (expiry, withdraw, address update).
-    Internal,
-}
-
-impl Waiter {
-    fn fail(self, error: ProposeError) {
-        match self {
-            Waiter::Propose(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            Waiter::Admin(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            Waiter::Internal => {}
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Waiter::Propose(tx) => tx.is_closed(),
-            Waiter::Admin(tx) => tx.is_closed(),
-            Waiter::Internal => false,
-        }
-    }
-}
-
-/// A request sent to the leader, waiting for its `ForwardReply`.
-struct ForwardedRequest {
-    /// When it was sent (monotonic ms).
-    sent_ms: u64,
-    /// The leader it was sent to: once another leader is known, no reply
-    /// will come.
-    leader: NodeId,
-    waiter: Waiter,
-}
-
-struct PendingRead {
-    query: ReadFn,
-    failed: oneshot::Sender<(ProposeError, Option<ReadFn>)>,
-    /// Set once Raft says the read is safe after applying this index.
-    index: Option<LogIndex>,
-    /// When it was asked (monotonic ms): an unconfirmed read is handed back
-    /// for a retry after `READ_CONFIRM_MS`.
-    started_ms: u64,
-}
-
-/// The parts `Node::start` builds and hands to the actor.
-pub(crate) struct ActorParts {
+/// Who this node is, as it tells peers, clients and operators.
+pub(crate) struct NodeIdentity {
     pub(crate) id: NodeId,
     pub(crate) cluster_id: Arc<str>,
     pub(crate) api_addr: String,
     pub(crate) peer_addr: String,
-    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// What the actor drives, as recovered from storage.
+pub(crate) struct StartState {
     pub(crate) replica: Replica,
     pub(crate) state: LockStateMachine,
+    /// The stored snapshot the state was restored from: (last index, last term).
+    pub(crate) snapshot: (LogIndex, Term),
+    pub(crate) snapshot_threshold_entries: u64,
+}
+
+/// The actor's channels to the node's other tasks.
+pub(crate) struct ActorIo {
     pub(crate) storage: StorageHandle,
-    pub(crate) peers: Peers<PeerMessage>,
-    pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) peers: PeerSet,
     pub(crate) requests: mpsc::Receiver<NodeRequest>,
     pub(crate) inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
     pub(crate) shutdown: Shutdown,
-    pub(crate) snapshot_threshold_entries: u64,
-    pub(crate) snapshot_index: LogIndex,
-    pub(crate) snapshot_term: Term,
-    pub(crate) link_faults: Option<Subscriber<LinkFaultsTable>>,
-    pub(crate) observer: Option<NodeObserver>,
+}
+
+/// Where the actor reports on itself.
+pub(crate) struct Reports {
+    pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) leader_hint: LeaderHint,
+    pub(crate) observer: Option<NodeObserver>,
 }
 
 pub(crate) struct Actor {
-    id: NodeId,
-    cluster_id: Arc<str>,
-    api_addr: String,
-    peer_addr: String,
+    me: NodeIdentity,
     clock: Arc<dyn Clock>,
     replica: Replica,
     state: LockStateMachine,
     lease: LeaseTracker,
-    storage: StorageHandle,
-    persist_rx: Subscriber<PersistState>,
-    peers: Peers<PeerMessage>,
-    metrics: Arc<NodeMetrics>,
-    requests: mpsc::Receiver<NodeRequest>,
-    inbound: mpsc::Receiver<(NodeId, PeerMessage)>,
-    shutdown: Shutdown,
-    link_faults: Option<Subscriber<LinkFaultsTable>>,
-    applied_link_faults: LinkFaultsTable,
-    observer: Option<NodeObserver>,
-    /// The commit index last reported to the observer.
-    observed_commit: LogIndex,
+    io: ActorIo,
+    durability: Subscriber<Durability>,
     /// The storage snapshot the node started from: (last index, last term).
     started_from: (LogIndex, Term),
 
-    /// Write requests handed to the storage actor so far.
-    submitted_requests: u64,
-    /// (requests submitted when the Ready was written, its persist_seq).
-    persist_marks: VecDeque<(u64, u64)>,
+    /// The `persist_seq` of the last batch handed to the storage actor.
+    handed_seq: u64,
+    /// The index of the last snapshot of our own handed to the storage
+    /// actor (it has no `persist_seq`).
+    handed_snapshot_index: LogIndex,
 
-    /// Log index -> (term it was proposed in, who waits for it).
-    pending: BTreeMap<LogIndex, (Term, Waiter)>,
-    /// Queued acquires, by (lock, session), until granted or the wait ends.
-    /// Several callers may wait for the same queue place (a retried
-    /// acquire with the same session): all get the outcome.
-    waiting: BTreeMap<(String, SessionId), Vec<ReplySender>>,
-    /// Requests forwarded to the leader, waiting for its `ForwardReply`.
-    forwarded: BTreeMap<u64, ForwardedRequest>,
-    reads: BTreeMap<u64, PendingRead>,
-    next_request_id: u64,
+    /// Who waits for what: proposals, forwards, queued acquires, reads.
+    pending: Pending,
 
     applied_index: LogIndex,
     snapshot_index: LogIndex,
@@ -237,14 +130,12 @@ pub(crate) struct Actor {
     expire_waiters_in_flight: Option<LogIndex>,
     api_addr_asked_at_ms: Option<u64>,
     next_maintenance_ms: u64,
-    /// Peers known from the membership plus an announcing leader.
-    synced_peers: BTreeMap<NodeId, String>,
-    announced: Option<(NodeId, String)>,
     last_leader: Option<NodeId>,
-    /// What `leader_hint` was last set to (compared without locking).
-    published_leader_api_addr: Option<Arc<str>>,
-    leader_hint: LeaderHint,
-    last_stats: StorageStats,
+
+    metrics: Arc<NodeMetrics>,
+    sampler: MetricsSampler,
+    leader_hint: LeaderHintPublisher,
+    observer: Observer,
 
     /// Storage failed: the node stops acting (the reason is reported).
     failed: Option<String>,
@@ -253,51 +144,40 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    pub(crate) fn new(parts: ActorParts) -> Self {
-        let now_ms = parts.clock.now_ms();
-        let persist_rx = parts.storage.persisted();
-        let applied_index = parts.snapshot_index;
+    pub(crate) fn new(
+        me: NodeIdentity,
+        clock: Arc<dyn Clock>,
+        start: StartState,
+        io: ActorIo,
+        reports: Reports,
+    ) -> Self {
+        let now_ms = clock.now_ms();
+        let durability = io.storage.durability();
+        let (snapshot_index, _) = start.snapshot;
         Self {
-            id: parts.id,
-            cluster_id: parts.cluster_id,
-            api_addr: parts.api_addr,
-            peer_addr: parts.peer_addr,
-            clock: parts.clock,
-            replica: parts.replica,
-            state: parts.state,
+            me,
+            clock,
+            replica: start.replica,
+            state: start.state,
             lease: LeaseTracker::new(),
-            storage: parts.storage,
-            persist_rx,
-            peers: parts.peers,
-            metrics: parts.metrics,
-            requests: parts.requests,
-            inbound: parts.inbound,
-            shutdown: parts.shutdown,
-            link_faults: parts.link_faults,
-            applied_link_faults: LinkFaultsTable::new(),
-            observer: parts.observer,
-            observed_commit: 0,
-            started_from: (parts.snapshot_index, parts.snapshot_term),
-            submitted_requests: 0,
-            persist_marks: VecDeque::new(),
-            pending: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            forwarded: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            next_request_id: 1,
-            applied_index,
-            snapshot_index: parts.snapshot_index,
-            snapshot_threshold_entries: parts.snapshot_threshold_entries.max(1),
+            io,
+            durability,
+            started_from: start.snapshot,
+            handed_seq: 0,
+            handed_snapshot_index: 0,
+            pending: Pending::new(),
+            applied_index: snapshot_index,
+            snapshot_index,
+            snapshot_threshold_entries: start.snapshot_threshold_entries.max(1),
             expire_sessions_in_flight: None,
             expire_waiters_in_flight: None,
             api_addr_asked_at_ms: None,
             next_maintenance_ms: now_ms,
-            synced_peers: BTreeMap::new(),
-            announced: None,
             last_leader: None,
-            published_leader_api_addr: None,
-            leader_hint: parts.leader_hint,
-            last_stats: StorageStats::default(),
+            metrics: reports.metrics.clone(),
+            sampler: MetricsSampler::new(reports.metrics),
+            leader_hint: LeaderHintPublisher::new(reports.leader_hint),
+            observer: Observer::new(reports.observer),
             failed: None,
             stopping: None,
         }
@@ -305,15 +185,15 @@ impl Actor {
 
     /// Runs until shutdown; returns the peer actors' tasks to wait for.
     pub(crate) async fn run(mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.observe(|| NodeEvent::Started);
+        self.observer.observe(|| NodeEvent::Started);
         let (last_index, last_term) = self.started_from;
         if last_index > 0 {
-            self.observe(|| NodeEvent::SnapshotRestored {
+            self.observer.observe(|| NodeEvent::SnapshotRestored {
                 last_index,
                 last_term,
             });
         }
-        self.sync_peers();
+        self.io.peers.sync(self.replica.membership());
         if self.is_sole_voter() {
             // Nobody else can win or disrupt an election, so waiting out the
             // election timeout (300-600 ms) would only delay the first write
@@ -336,16 +216,16 @@ impl Actor {
             let timer = tokio::time::sleep(Duration::from_millis(pause_ms));
             tokio::select! {
                 biased;
-                _ = self.shutdown.wait() => break false,
-                state = self.persist_rx.changed() => match state {
-                    Ok(state) => self.on_persisted(&state),
+                _ = self.io.shutdown.wait() => break false,
+                durable = self.durability.changed() => match durable {
+                    Ok(durable) => self.on_durable(&durable),
                     Err(_) => self.fail("storage actor ended".into()),
                 },
-                message = self.inbound.recv() => match message {
+                message = self.io.inbound.recv() => match message {
                     Some((from, message)) => {
                         self.on_peer_message(from, message);
                         for _ in 1..PEER_MESSAGES_PER_TURN_MAX {
-                            match self.inbound.try_recv() {
+                            match self.io.inbound.try_recv() {
                                 Ok((from, message)) => self.on_peer_message(from, message),
                                 Err(_) => break,
                             }
@@ -354,11 +234,11 @@ impl Actor {
                     // The listener ended: only at shutdown.
                     None => break false,
                 },
-                request = self.requests.recv() => match request {
+                request = self.io.requests.recv() => match request {
                     Some(request) => {
                         self.on_request(request);
                         for _ in 1..REQUESTS_PER_TURN_MAX {
-                            match self.requests.try_recv() {
+                            match self.io.requests.try_recv() {
                                 Ok(request) => self.on_request(request),
                                 Err(_) => break,
                             }
@@ -380,7 +260,7 @@ impl Actor {
         if let Some((_, reply)) = self.stopping.take() {
             let _ = reply.send(());
         }
-        self.peers.close()
+        self.io.peers.close()
     }
 
     // ------------------------------------------------------------ inputs ---
@@ -399,21 +279,14 @@ impl Actor {
         }
     }
 
-    fn on_persisted(&mut self, state: &PersistState) {
-        if let Some(error) = &state.error {
+    fn on_durable(&mut self, durable: &Durability) {
+        if let Some(error) = &durable.error {
             self.fail(format!("storage failed: {error}"));
             return;
         }
-        let mut covered = None;
-        while let Some(&(requests, seq)) = self.persist_marks.front() {
-            if requests > state.requests_synced {
-                break;
-            }
-            self.persist_marks.pop_front();
-            covered = Some(seq);
-        }
-        if let Some(seq) = covered {
-            self.replica.persisted(seq);
+        if durable.persisted_seq > 0 {
+            // Already reported seqs are ignored by the replica.
+            self.replica.persisted(durable.persisted_seq);
         }
     }
 
@@ -434,14 +307,14 @@ impl Actor {
                 let result = if self.stopping.is_some() {
                     Err(unavailable(None, "leader is shutting down"))
                 } else {
-                    self.serve_forwarded(request)
+                    forward::serve(&mut self.replica, &*self.clock, request)
                 };
-                self.peers
+                self.io
+                    .peers
                     .send(from, PeerMessage::ForwardReply { request_id, result });
             }
             PeerMessage::ForwardReply { request_id, result } => {
-                let Some(ForwardedRequest { waiter, .. }) = self.forwarded.remove(&request_id)
-                else {
+                let Some(Forward { requester, .. }) = self.pending.take_forward(request_id) else {
                     return;
                 };
                 match result {
@@ -449,134 +322,49 @@ impl Actor {
                         if index <= self.applied_index {
                             // Applied before the answer arrived (reordered
                             // link): its reply is gone, its outcome unknown.
-                            waiter.fail(ProposeError::Timeout);
+                            requester.fail(ProposeError::Timeout);
                         } else {
-                            if matches!(waiter, Waiter::Propose(_)) {
-                                self.metrics
-                                    .proposals_in_flight
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                            self.register(index, term, waiter);
+                            self.register(index, term, requester);
                         }
                     }
                     Ok(None) => {
-                        if let Waiter::Admin(tx) = waiter {
+                        if let Requester::Admin(tx) = requester {
                             let _ = tx.send(Ok(()));
                         }
                     }
-                    Err(error) => waiter.fail(error),
+                    Err(error) => requester.fail(error),
                 }
             }
             PeerMessage::Announce { peer_addr } => {
-                if self.announced.as_ref() != Some(&(from, peer_addr.clone())) {
-                    self.announced = Some((from, peer_addr));
-                    self.sync_peers();
-                }
+                self.io
+                    .peers
+                    .on_announce(from, peer_addr, self.replica.membership());
             }
-        }
-    }
-
-    /// The leader's side of forwarding.
-    fn serve_forwarded(
-        &mut self,
-        request: Forwarded,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        match request {
-            Forwarded::Propose {
-                command,
-                idempotency,
-            } => self.propose_here(command, idempotency).map(Some),
-            Forwarded::AddMember {
-                id,
-                peer_addr,
-                api_addr,
-            } => self.add_member_here(id, peer_addr, api_addr),
-            Forwarded::RemoveMember { id } => self
-                .replica
-                .remove_member(id)
-                .map(Some)
-                .map_err(membership_error),
-            Forwarded::TransferLeader { to } => self.transfer_here(to).map(|()| None),
-            Forwarded::SetApiAddr { id, api_addr } => self.set_api_addr_here(id, api_addr),
         }
     }
 
     fn on_request(&mut self, request: NodeRequest) {
-        if let NodeRequest::Status { reply } = request {
-            let _ = reply.send(self.status());
-            return;
-        }
-        if let NodeRequest::Shutdown { reply } = request {
-            self.begin_shutdown(reply);
-            return;
-        }
-        if let Some(error) = self.refusal() {
-            match request {
-                NodeRequest::Propose { reply, .. } => {
-                    let _ = reply.send(Err(error));
-                }
-                NodeRequest::Read { failed, .. } => {
-                    let _ = failed.send((error, None));
-                }
-                NodeRequest::AddMember { reply, .. }
-                | NodeRequest::RemoveMember { reply, .. }
-                | NodeRequest::TransferLeader { reply, .. } => {
-                    let _ = reply.send(Err(error));
-                }
-                NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
-                    unreachable!("handled above")
-                }
+        match request {
+            NodeRequest::Status { reply } => {
+                let _ = reply.send(self.status());
             }
-            return;
+            NodeRequest::Shutdown { reply } => self.begin_shutdown(reply),
+            request => match self.refusal() {
+                Some(error) => refuse(request, error),
+                None => self.serve_request(request),
+            },
         }
+    }
+
+    /// A request that needs a working node (not stopped or stopping).
+    fn serve_request(&mut self, request: NodeRequest) {
         match request {
             NodeRequest::Propose {
                 command,
                 idempotency,
                 reply,
-            } => {
-                if self.replica.role() == Role::Leader {
-                    match self.propose_here(command, idempotency) {
-                        Ok((term, index)) => {
-                            self.metrics
-                                .proposals_in_flight
-                                .fetch_add(1, Ordering::Relaxed);
-                            self.register(index, term, Waiter::Propose(reply));
-                        }
-                        Err(error) => {
-                            let _ = reply.send(Err(error));
-                        }
-                    }
-                } else {
-                    self.forward(
-                        Forwarded::Propose {
-                            command,
-                            idempotency,
-                        },
-                        Waiter::Propose(reply),
-                    );
-                }
-            }
-            NodeRequest::Read { query, failed } => {
-                let request_id = self.next_request_id();
-                match self.replica.read_index(request_id) {
-                    Ok(()) => {
-                        self.reads.insert(
-                            request_id,
-                            PendingRead {
-                                query,
-                                failed,
-                                index: None,
-                                started_ms: self.clock.now_ms(),
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        let leader = self.replica.leader();
-                        let _ = failed.send((unavailable(leader, &error.to_string()), Some(query)));
-                    }
-                }
-            }
+            } => self.propose(command, idempotency, reply),
+            NodeRequest::Read { query, failed } => self.read(query, failed),
             NodeRequest::AddMember {
                 id,
                 peer_addr,
@@ -597,7 +385,42 @@ impl Actor {
                 self.admin(Forwarded::TransferLeader { to }, reply);
             }
             NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
-                unreachable!("handled above")
+                unreachable!("answered by on_request")
+            }
+        }
+    }
+
+    /// A client's proposal: here on the leader, else forwarded to it.
+    fn propose(&mut self, command: Command, idempotency: Option<Idempotency>, reply: ReplySender) {
+        if self.replica.role() != Role::Leader {
+            let request = Forwarded::Propose {
+                command,
+                idempotency,
+            };
+            self.forward(request, Requester::Client(reply));
+            return;
+        }
+        match forward::propose(&mut self.replica, &*self.clock, command, idempotency) {
+            Ok((term, index)) => {
+                self.register(index, term, Requester::Client(reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Starts a ReadIndex round; the read runs once confirmed and applied.
+    fn read(&mut self, query: ReadFn, failed: ReadFailedSender) {
+        let request_id = self.pending.next_request_id();
+        match self.replica.read_index(request_id) {
+            Ok(()) => {
+                let read = ReadInFlight::new(query, failed, self.clock.now_ms());
+                self.pending.insert_read(request_id, read);
+            }
+            Err(error) => {
+                let leader = self.replica.leader();
+                let _ = failed.send((unavailable(leader, &error.to_string()), Some(query)));
             }
         }
     }
@@ -616,14 +439,14 @@ impl Actor {
         None
     }
 
-    fn admin(&mut self, request: Forwarded, reply: oneshot::Sender<Result<(), ProposeError>>) {
+    fn admin(&mut self, request: Forwarded, reply: AdminSender) {
         if self.replica.role() != Role::Leader {
-            self.forward(request, Waiter::Admin(reply));
+            self.forward(request, Requester::Admin(reply));
             return;
         }
-        match self.serve_forwarded(request) {
+        match forward::serve(&mut self.replica, &*self.clock, request) {
             Ok(Some((term, index))) => {
-                self.register(index, term, Waiter::Admin(reply));
+                self.register(index, term, Requester::Admin(reply));
             }
             Ok(None) => {
                 let _ = reply.send(Ok(()));
@@ -636,16 +459,16 @@ impl Actor {
 
     /// Sends a request to the leader; the waiter is answered by its
     /// `ForwardReply` and then by the apply of the entry.
-    fn forward(&mut self, request: Forwarded, waiter: Waiter) {
+    fn forward(&mut self, request: Forwarded, requester: Requester) {
         let leader = match self.replica.leader() {
-            Some(leader) if leader != self.id => leader,
+            Some(leader) if leader != self.me.id => leader,
             leader => {
-                waiter.fail(unavailable(leader, "no leader known"));
+                requester.fail(unavailable(leader, "no leader known"));
                 return;
             }
         };
-        let request_id = self.next_request_id();
-        if self.peers.send(
+        let request_id = self.pending.next_request_id();
+        if self.io.peers.send(
             leader,
             PeerMessage::Forward {
                 request_id,
@@ -653,67 +476,34 @@ impl Actor {
             },
         ) {
             let sent_ms = self.clock.now_ms();
-            self.forwarded.insert(
+            self.pending.insert_forward(
                 request_id,
-                ForwardedRequest {
+                Forward {
                     sent_ms,
                     leader,
-                    waiter,
+                    requester,
                 },
             );
         } else {
-            waiter.fail(unavailable(Some(leader), "cannot reach the leader"));
+            requester.fail(unavailable(Some(leader), "cannot reach the leader"));
         }
     }
 
-    /// Waits for the entry at `index` proposed in `term`. An older waiter
-    /// at the same index (another term) is certainly lost: a leader of a
-    /// later term holds a different entry there, and an entry committed
-    /// before its election would be in its log (leader completeness).
-    fn register(&mut self, index: LogIndex, term: Term, waiter: Waiter) {
-        if let Some((old_term, old)) = self.pending.insert(index, (term, waiter)) {
-            assert_ne!(
-                old_term, term,
-                "two proposals at index {index} in term {term}"
-            );
-            self.note_settled(&old);
-            old.fail(unavailable(
-                self.replica.leader(),
-                "not applied (leadership changed); retry",
-            ));
-        }
-    }
-
-    fn next_request_id(&mut self) -> u64 {
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        id
-    }
-
-    /// Proposes on this node, which must be the leader; the envelope carries
-    /// the leader's wall clock.
-    fn propose_here(
-        &mut self,
-        command: Command,
-        idempotency: Option<Idempotency>,
-    ) -> Result<(Term, LogIndex), ProposeError> {
-        let envelope = Envelope {
-            now_ms: self.clock.wall_ms(),
-            idempotency,
-            command,
-        };
-        self.replica
-            .propose(envelope.to_bytes())
-            .map_err(propose_error)
+    /// Waits for the entry at `index` proposed in `term`; a requester it
+    /// displaces (same index, older term) is told its entry was lost.
+    fn register(&mut self, index: LogIndex, term: Term, requester: Requester) {
+        let leader = self.replica.leader();
+        self.pending
+            .register(index, term, requester, || lost(leader));
     }
 
     /// The node's own proposals (expiry, withdraw): from the leader, or
     /// forwarded without anybody waiting.
     fn propose_internal(&mut self, command: Command) -> Option<LogIndex> {
         if self.replica.role() == Role::Leader {
-            match self.propose_here(command, None) {
+            match forward::propose(&mut self.replica, &*self.clock, command, None) {
                 Ok((term, index)) => {
-                    self.register(index, term, Waiter::Internal);
+                    self.register(index, term, Requester::Internal);
                     Some(index)
                 }
                 Err(error) => {
@@ -727,62 +517,10 @@ impl Actor {
                     command,
                     idempotency: None,
                 },
-                Waiter::Internal,
+                Requester::Internal,
             );
             None
         }
-    }
-
-    fn add_member_here(
-        &mut self,
-        id: NodeId,
-        peer_addr: String,
-        api_addr: String,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        if let Some(member) = self.replica.membership().members.get(&id) {
-            if member.peer_addr == peer_addr {
-                // Already added (a retried join): nothing to do.
-                return Ok(None);
-            }
-        }
-        self.replica
-            .add_learner(id, peer_addr, api_addr)
-            .map(Some)
-            .map_err(membership_error)
-    }
-
-    fn set_api_addr_here(
-        &mut self,
-        id: NodeId,
-        api_addr: String,
-    ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
-        let mut next = self.replica.membership().clone();
-        let Some(member) = next.members.get_mut(&id) else {
-            return Err(ProposeError::Rejected {
-                message: format!("node {id} is not a member"),
-            });
-        };
-        if member.api_addr == api_addr {
-            return Ok(None);
-        }
-        member.api_addr = api_addr;
-        self.replica
-            .propose_membership(next)
-            .map(Some)
-            .map_err(membership_error)
-    }
-
-    fn transfer_here(&mut self, to: NodeId) -> Result<(), ProposeError> {
-        self.replica
-            .transfer_leadership(to)
-            .map_err(|error| match error {
-                TransferError::NotLeader { leader_hint } => {
-                    unavailable(leader_hint, &error.to_string())
-                }
-                TransferError::NotVoter(_) => ProposeError::Rejected {
-                    message: error.to_string(),
-                },
-            })
     }
 
     // ------------------------------------------------------------- ready ---
@@ -790,97 +528,8 @@ impl Actor {
     async fn drain_ready(&mut self) {
         while self.failed.is_none() && self.replica.has_ready() {
             let ready = self.replica.ready();
-            // 1. Writes, in the contract's order.
-            if let Some(snapshot) = ready.snapshot {
-                let index = snapshot.meta.last_index;
-                match LockStateMachine::restore(&snapshot.data) {
-                    Ok(state) => {
-                        self.state = state;
-                        self.on_snapshot_installed(index);
-                        let last_term = snapshot.meta.last_term;
-                        self.observe(|| NodeEvent::SnapshotRestored {
-                            last_index: index,
-                            last_term,
-                        });
-                    }
-                    Err(error) => {
-                        self.fail(format!(
-                            "snapshot at index {index} from the leader cannot be restored: {error}"
-                        ));
-                        return;
-                    }
-                }
-                // The contract: a received snapshot *replaces* the stored
-                // log. `Snapshot` alone keeps entries after its index (right
-                // for our own snapshots), and the log we had may run past
-                // the snapshot with entries of another history, which the
-                // core has already dropped (simulation seed 215). Truncating
-                // first means a crash in between leaves a prefix of what we
-                // had, never stale entries after the new snapshot.
-                self.submit(WriteRequest::TruncateFrom(index + 1)).await;
-                self.submit(WriteRequest::Snapshot {
-                    meta: snapshot.meta,
-                    data: snapshot.data,
-                })
-                .await;
-            }
-            if let Some(index) = ready.truncate_from {
-                self.submit(WriteRequest::TruncateFrom(index)).await;
-            }
-            if !ready.entries.is_empty() {
-                self.submit(WriteRequest::Append(ready.entries)).await;
-            }
-            if let Some(hard_state) = ready.hard_state {
-                self.submit(WriteRequest::HardState(hard_state)).await;
-            }
-            if ready.persist_seq > 0 {
-                self.persist_marks
-                    .push_back((self.submitted_requests, ready.persist_seq));
-            }
-            // The membership takes effect on append: know the peers before
-            // sending to them.
-            self.sync_peers();
-            self.refresh_leader_hint();
-            // 2. Messages.
-            for (to, message) in ready.messages {
-                self.peers.send(to, PeerMessage::Raft(message));
-            }
-            // 3. Apply (the observer hears of the commit first).
-            if self.observer.is_some() {
-                let commit = self.replica.commit_index();
-                if commit > self.observed_commit {
-                    self.observed_commit = commit;
-                    self.observe(|| NodeEvent::CommitIndex(commit));
-                }
-            }
-            if let Some(last) = ready.committed.last().map(|e| e.index) {
-                for entry in ready.committed {
-                    self.apply(entry);
-                }
-                self.replica.applied(last);
-            }
-            // 4. Reads.
-            for read in ready.read_states {
-                if let Some(pending) = self.reads.get_mut(&read.request_id) {
-                    pending.index = Some(read.index);
-                }
-            }
-            for request_id in ready.failed_reads {
-                if let Some(pending) = self.reads.remove(&request_id) {
-                    let leader = self.replica.leader();
-                    let _ = pending.failed.send((
-                        unavailable(leader, "read could not be confirmed by a leader"),
-                        Some(pending.query),
-                    ));
-                }
-            }
-            self.serve_reads();
-            // 5. Role changes and snapshots.
-            if let Some(soft) = ready.soft_state {
-                self.on_soft_state(soft);
-            }
-            if ready.snapshot_wanted {
-                self.take_snapshot().await;
+            if !self.handle_ready(ready).await {
+                return;
             }
         }
         // Checked once the backlog is applied, not after every Ready: a
@@ -893,12 +542,134 @@ impl Actor {
         }
     }
 
-    async fn submit(&mut self, request: WriteRequest) {
-        if self.storage.submit(request).await.is_err() {
-            self.fail("storage actor ended".into());
+    /// Acts on one `Ready` in the contract's order; false if a snapshot
+    /// from the leader could not be installed (the node has failed).
+    async fn handle_ready(&mut self, ready: Ready) -> bool {
+        let Ready {
+            persist_seq,
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+            messages,
+            committed,
+            read_states,
+            failed_reads,
+            soft_state,
+            snapshot_wanted,
+        } = ready;
+        // 1. Writes, in the contract's order.
+        if let Some(snapshot) = &snapshot {
+            if !self.install_snapshot(snapshot) {
+                return false;
+            }
+        }
+        let batch = WriteBatch {
+            persist_seq,
+            snapshot,
+            truncate_from,
+            entries,
+            hard_state,
+        };
+        self.write(batch).await;
+        // The membership takes effect on append: know the peers before
+        // sending to them.
+        self.io.peers.sync(self.replica.membership());
+        self.refresh_leader_hint();
+        // 2. Messages.
+        for (to, message) in messages {
+            self.io.peers.send(to, PeerMessage::Raft(message));
+        }
+        // 3. Apply (the observer hears of the commit first).
+        self.observer.commit_index(self.replica.commit_index());
+        if let Some(last) = committed.last().map(|e| e.index) {
+            for entry in committed {
+                self.apply(entry);
+            }
+            self.replica.applied(last);
+        }
+        // 4. Reads.
+        self.settle_reads(read_states, failed_reads);
+        // 5. Role changes and snapshots.
+        if let Some(soft) = soft_state {
+            self.on_soft_state(soft);
+        }
+        if snapshot_wanted {
+            self.take_snapshot().await;
+        }
+        true
+    }
+
+    /// Replaces the state machine with a snapshot from the leader; false
+    /// (and the node fails) if it cannot be restored.
+    fn install_snapshot(&mut self, snapshot: &SnapshotToInstall) -> bool {
+        let index = snapshot.meta.last_index;
+        match LockStateMachine::restore(&snapshot.data) {
+            Ok(state) => {
+                self.state = state;
+                self.on_snapshot_installed(index);
+                let last_term = snapshot.meta.last_term;
+                self.observer.observe(|| NodeEvent::SnapshotRestored {
+                    last_index: index,
+                    last_term,
+                });
+                true
+            }
+            Err(error) => {
+                self.fail(format!(
+                    "snapshot at index {index} from the leader cannot be restored: {error}"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Hands one Ready's writes to the storage actor as one batch (the
+    /// storage actor orders them and reports `persist_seq` once durable).
+    async fn write(&mut self, batch: WriteBatch) {
+        let writes = batch.snapshot.is_some()
+            || batch.truncate_from.is_some()
+            || !batch.entries.is_empty()
+            || batch.hard_state.is_some();
+        assert_eq!(
+            writes,
+            batch.persist_seq > 0,
+            "a Ready is numbered exactly when it holds writes"
+        );
+        if !writes {
             return;
         }
-        self.submitted_requests += 1;
+        let persist_seq = batch.persist_seq;
+        if self.submit(WriteRequest::Batch(batch)).await {
+            self.handed_seq = persist_seq;
+        }
+    }
+
+    /// Reads Raft confirmed wait for their index; reads it never will are
+    /// handed back for a retry.
+    fn settle_reads(&mut self, confirmed: Vec<raft::ReadState>, failed: Vec<u64>) {
+        for read in confirmed {
+            self.pending.confirm_read(read.request_id, read.index);
+        }
+        for request_id in failed {
+            if let Some(read) = self.pending.take_read(request_id) {
+                let leader = self.replica.leader();
+                read.hand_back(unavailable(
+                    leader,
+                    "read could not be confirmed by a leader",
+                ));
+            }
+        }
+        self.serve_reads();
+    }
+
+    /// False (and the node fails) if the storage actor has ended.
+    async fn submit(&mut self, request: WriteRequest) -> bool {
+        if self.io.storage.submit(request).await.is_err() {
+            self.fail("storage actor ended".into());
+            return false;
+        }
+        true
     }
 
     fn apply(&mut self, entry: Entry) {
@@ -909,24 +680,15 @@ impl Actor {
             self.applied_index
         );
         self.applied_index = entry.index;
-        self.observe(|| NodeEvent::Applied {
+        self.observer.observe(|| NodeEvent::Applied {
             index: entry.index,
             term: entry.term,
             entry_hash: entry_hash(&entry),
         });
-        let waiter = match self.pending.remove(&entry.index) {
-            Some((term, waiter)) if term == entry.term => Some(waiter),
-            Some((_, waiter)) => {
-                self.note_settled(&waiter);
-                // Another leader's entry took this index: ours was lost.
-                waiter.fail(unavailable(
-                    self.replica.leader(),
-                    "not applied (leadership changed); retry",
-                ));
-                None
-            }
-            None => None,
-        };
+        let leader = self.replica.leader();
+        let requester = self
+            .pending
+            .take_applied(entry.index, entry.term, || lost(leader));
         if self.expire_sessions_in_flight == Some(entry.index) {
             self.expire_sessions_in_flight = None;
         }
@@ -936,7 +698,7 @@ impl Actor {
         let bytes = match entry.payload {
             EntryPayload::Noop => return,
             EntryPayload::Membership(_) => {
-                if let Some(Waiter::Admin(tx)) = waiter {
+                if let Some(Requester::Admin(tx)) = requester {
                     let _ = tx.send(Ok(()));
                 }
                 return;
@@ -949,8 +711,8 @@ impl Actor {
                 // Committed bytes are the same on every node, so skipping is
                 // deterministic; it can only be a bug in the proposer.
                 tracing::error!(index = entry.index, %error, "undecodable committed command skipped");
-                if let Some(waiter) = waiter {
-                    waiter.fail(ProposeError::Rejected {
+                if let Some(requester) = requester {
+                    requester.fail(ProposeError::Rejected {
                         message: "command could not be decoded".into(),
                     });
                 }
@@ -963,51 +725,34 @@ impl Actor {
                 .observe_applied(self.clock.now_ms(), &envelope, &applied, &self.state);
         }
         self.on_applied(&envelope, &applied);
-        match waiter {
-            Some(Waiter::Propose(tx)) => {
-                self.metrics
-                    .proposals_in_flight
-                    .fetch_sub(1, Ordering::Relaxed);
+        match requester {
+            Some(Requester::Client(tx)) => {
                 self.answer(&envelope.command, applied.reply, tx);
             }
-            Some(Waiter::Admin(tx)) => {
+            Some(Requester::Admin(tx)) => {
                 let _ = tx.send(Ok(()));
             }
-            Some(Waiter::Internal) | None => {}
+            Some(Requester::Internal) | None => {}
         }
     }
 
     /// A proposal answered; a queued acquire keeps its requester waiting.
-    fn answer(
-        &mut self,
-        command: &Command,
-        reply: Reply,
-        tx: oneshot::Sender<Result<Reply, ProposeError>>,
-    ) {
+    fn answer(&mut self, command: &Command, reply: Reply, tx: ReplySender) {
         match (&reply, command) {
             (Reply::Queued { session_id, .. }, Command::Acquire(Acquire { lock, .. })) => {
-                let key = (lock.clone(), *session_id);
                 if tx.is_closed() {
                     // The requester left before the wait began.
                     self.propose_internal(Command::Withdraw(Withdraw {
-                        lock: key.0,
-                        session_id: key.1,
+                        lock: lock.clone(),
+                        session_id: *session_id,
                     }));
                 } else {
-                    self.waiting.entry(key).or_default().push(tx);
+                    self.pending.wait_for_grant(lock.clone(), *session_id, tx);
                 }
             }
             _ => {
                 let _ = tx.send(Ok(reply));
             }
-        }
-    }
-
-    fn note_settled(&mut self, waiter: &Waiter) {
-        if matches!(waiter, Waiter::Propose(_)) {
-            self.metrics
-                .proposals_in_flight
-                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1020,98 +765,45 @@ impl Actor {
         }
         for event in &applied.events {
             match event {
-                Event::Granted {
-                    lock,
-                    session_id,
-                    mode,
-                    fencing_token,
-                } => {
+                Event::Granted { .. } => {
                     self.metrics.handoffs.fetch_add(1, Ordering::Relaxed);
-                    for tx in self
-                        .waiting
-                        .remove(&(lock.clone(), *session_id))
-                        .unwrap_or_default()
-                    {
-                        let _ = tx.send(Ok(Reply::Acquired(Grant {
-                            session_id: *session_id,
-                            mode: *mode,
-                            fencing_token: *fencing_token,
-                        })));
-                    }
-                }
-                Event::WaitEnded {
-                    lock,
-                    session_id,
-                    reply,
-                    ..
-                } => {
-                    for tx in self
-                        .waiting
-                        .remove(&(lock.clone(), *session_id))
-                        .unwrap_or_default()
-                    {
-                        let _ = tx.send(Ok(reply.clone()));
-                    }
                 }
                 Event::SessionExpired { .. } => {
                     self.metrics
                         .session_expiries
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Event::SessionClosed { .. } => {}
+                Event::WaitEnded { .. } | Event::SessionClosed { .. } => {}
             }
         }
+        self.pending.end_waits(&applied.events);
     }
 
     /// A snapshot from the leader replaced the state: requests for entries
     /// it covers will never see their reply here.
     fn on_snapshot_installed(&mut self, index: LogIndex) {
         tracing::info!(
-            node_id = self.id,
+            node_id = self.me.id,
             index,
             "installed snapshot from the leader"
         );
         self.metrics
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
-        let kept = self.pending.split_off(&(index + 1));
-        let covered = std::mem::replace(&mut self.pending, kept);
-        for (_, (_, waiter)) in covered {
-            self.note_settled(&waiter);
-            waiter.fail(ProposeError::Timeout);
-        }
+        self.pending.fail_covered_by_snapshot(index);
         self.applied_index = self.applied_index.max(index);
         self.snapshot_index = index;
-        // Queued requests may have been granted inside the snapshot; their
-        // outcome is unknown here.
-        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
-            let _ = tx.send(Err(ProposeError::Timeout));
-        }
-    }
-
-    /// Reports to the observer, if any; `event` is only built when there is
-    /// one, so a node without an observer pays a branch.
-    fn observe(&self, event: impl FnOnce() -> NodeEvent) {
-        if let Some(observer) = &self.observer {
-            observer(event());
-        }
     }
 
     fn serve_reads(&mut self) {
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|i| i <= self.applied_index))
-            .map(|(id, _)| *id)
-            .collect();
-        if ready.is_empty() {
+        let servable = self.pending.take_reads_servable(self.applied_index);
+        if servable.is_empty() {
             return;
         }
         let is_leader = self.replica.role() == Role::Leader;
         let now_ms = self.clock.now_ms();
-        for id in ready {
-            let pending = self.reads.remove(&id).expect("listed above");
-            (pending.query)(ReadContext {
+        for read in servable {
+            read.serve(ReadContext {
                 state: &self.state,
                 lease: is_leader.then_some(&self.lease),
                 now_ms,
@@ -1120,7 +812,7 @@ impl Actor {
     }
 
     fn on_soft_state(&mut self, soft: raft::SoftState) {
-        self.observe(|| NodeEvent::RoleChanged {
+        self.observer.observe(|| NodeEvent::RoleChanged {
             role: soft.role,
             term: soft.term,
             leader: soft.leader,
@@ -1130,7 +822,7 @@ impl Actor {
             self.fail_forwards_to_other_leaders(soft.leader);
             self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                node_id = self.id,
+                node_id = self.me.id,
                 term = soft.term,
                 leader = ?soft.leader,
                 role = ?soft.role,
@@ -1159,7 +851,7 @@ impl Actor {
             .members
             .iter()
             .filter(|(_, m)| m.voter);
-        matches!(voters.next(), Some((id, _)) if *id == self.id) && voters.next().is_none()
+        matches!(voters.next(), Some((id, _)) if *id == self.me.id) && voters.next().is_none()
     }
 
     /// Past the threshold, and (on a leader) every follower already holds
@@ -1189,15 +881,17 @@ impl Actor {
                 self.snapshot_index = index;
                 self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
-                    node_id = self.id,
+                    node_id = self.me.id,
                     index,
                     bytes = data.len(),
                     "snapshot taken"
                 );
-                self.submit(WriteRequest::Snapshot { meta, data }).await;
+                if self.submit(WriteRequest::SaveSnapshot { meta, data }).await {
+                    self.handed_snapshot_index = index;
+                }
             }
             Err(error) => {
-                tracing::debug!(node_id = self.id, %error, "snapshot not taken");
+                tracing::debug!(node_id = self.me.id, %error, "snapshot not taken");
                 self.snapshot_index = self.snapshot_index.max(index);
             }
         }
@@ -1207,7 +901,7 @@ impl Actor {
 
     fn maintain(&mut self, now_ms: u64) {
         self.sweep_abandoned();
-        self.apply_link_faults();
+        self.io.peers.apply_link_faults();
         if self.stopping.is_some() {
             return;
         }
@@ -1222,21 +916,8 @@ impl Actor {
     /// leader may have appended them; a retry with the idempotency key
     /// settles it) instead of after `FORWARD_REPLY_MS`.
     fn fail_forwards_to_other_leaders(&mut self, leader: Option<NodeId>) {
-        self.fail_forwards_where(|f| Some(f.leader) != leader);
-    }
-
-    /// Answers "outcome unknown" to every forward matching `orphaned`.
-    fn fail_forwards_where(&mut self, orphaned: impl Fn(&ForwardedRequest) -> bool) {
-        let ids: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| orphaned(f))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let forwarded = self.forwarded.remove(&id).expect("listed above");
-            forwarded.waiter.fail(ProposeError::Timeout);
-        }
+        self.pending
+            .fail_forwards_where(|f| Some(f.leader) != leader);
     }
 
     /// Requests whose caller gave up: forget them; a queued acquire whose
@@ -1247,36 +928,21 @@ impl Actor {
         // retry with its idempotency key; internal requests are forgotten
         // (maintenance proposes them again if still needed).
         let now_ms = self.clock.now_ms();
-        self.fail_forwards_where(|f| {
-            f.waiter.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
+        self.pending.fail_forwards_where(|f| {
+            f.requester.is_closed() || now_ms >= f.sent_ms + FORWARD_REPLY_MS
         });
-        self.reads.retain(|_, r| !r.failed.is_closed());
+        self.pending.forget_abandoned_reads();
         // A forwarded ReadIndex or its answer may be lost (Raft tolerates
         // loss; the core never completes such a read): hand the query back
         // so the handle retries, through whichever leader is current.
-        let unconfirmed: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_none() && now_ms >= r.started_ms + READ_CONFIRM_MS)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in unconfirmed {
-            let read = self.reads.remove(&id).expect("listed above");
+        for read in self.pending.take_reads_unconfirmed(now_ms, READ_CONFIRM_MS) {
             let leader = self.replica.leader();
-            let _ = read.failed.send((
-                unavailable(leader, "read not confirmed by a leader in time"),
-                Some(read.query),
+            read.hand_back(unavailable(
+                leader,
+                "read not confirmed by a leader in time",
             ));
         }
-        let mut gone = Vec::new();
-        for (key, senders) in &mut self.waiting {
-            senders.retain(|tx| !tx.is_closed());
-            if senders.is_empty() {
-                gone.push(key.clone());
-            }
-        }
-        for (lock, session_id) in gone {
-            self.waiting.remove(&(lock.clone(), session_id));
+        for (lock, session_id) in self.pending.take_abandoned_acquires() {
             self.propose_internal(Command::Withdraw(Withdraw { lock, session_id }));
         }
     }
@@ -1307,22 +973,22 @@ impl Actor {
             {
                 match self.replica.promote(*id) {
                     Ok(_) => {
-                        tracing::info!(node_id = self.id, learner = id, "promoting learner");
+                        tracing::info!(node_id = self.me.id, learner = id, "promoting learner");
                         break;
                     }
                     Err(error) => {
-                        tracing::debug!(node_id = self.id, learner = id, %error, "not promoted yet")
+                        tracing::debug!(node_id = self.me.id, learner = id, %error, "not promoted yet")
                     }
                 }
             }
         }
         // Let every member (a joining one especially) know where we are.
         for id in status.membership.members.keys() {
-            if *id != self.id {
-                self.peers.send(
+            if *id != self.me.id {
+                self.io.peers.send(
                     *id,
                     PeerMessage::Announce {
-                        peer_addr: self.peer_addr.clone(),
+                        peer_addr: self.me.peer_addr.clone(),
                     },
                 );
             }
@@ -1335,10 +1001,10 @@ impl Actor {
         let Some(leader) = self.replica.leader() else {
             return;
         };
-        let Some(member) = self.replica.membership().members.get(&self.id) else {
+        let Some(member) = self.replica.membership().members.get(&self.me.id) else {
             return;
         };
-        if member.api_addr == self.api_addr {
+        if member.api_addr == self.me.api_addr {
             return;
         }
         if self
@@ -1349,184 +1015,55 @@ impl Actor {
         }
         self.api_addr_asked_at_ms = Some(now_ms);
         let request = Forwarded::SetApiAddr {
-            id: self.id,
-            api_addr: self.api_addr.clone(),
+            id: self.me.id,
+            api_addr: self.me.api_addr.clone(),
         };
-        if leader == self.id {
-            if let Err(error) = self.serve_forwarded(request) {
+        if leader == self.me.id {
+            if let Err(error) = forward::serve(&mut self.replica, &*self.clock, request) {
                 tracing::debug!(%error, "api address not published yet");
             }
         } else {
-            self.forward(request, Waiter::Internal);
+            self.forward(request, Requester::Internal);
         }
-    }
-
-    fn apply_link_faults(&mut self) {
-        let Some(table) = self.link_faults.as_ref().map(|s| s.get()) else {
-            return;
-        };
-        if table == self.applied_link_faults {
-            return;
-        }
-        for (to, faults) in &table {
-            self.peers.set_faults(*to, *faults);
-        }
-        for to in self.applied_link_faults.keys() {
-            if !table.contains_key(to) {
-                self.peers.set_faults(*to, Default::default());
-            }
-        }
-        self.applied_link_faults = table;
-    }
-
-    /// Keeps one peer actor per other member (plus an announcing leader
-    /// not yet in our membership).
-    /// Whether `synced_peers` already is what `sync_peers` would build: the
-    /// common case, checked on every Ready without allocating.
-    fn peers_in_sync(&self) -> bool {
-        let members = &self.replica.membership().members;
-        let mut expected = 0;
-        for (id, member) in members.iter().filter(|(id, _)| **id != self.id) {
-            if self.synced_peers.get(id) != Some(&member.peer_addr) {
-                return false;
-            }
-            expected += 1;
-        }
-        if let Some((id, addr)) = &self.announced {
-            if !members.contains_key(id) || *id == self.id {
-                if self.synced_peers.get(id) != Some(addr) {
-                    return false;
-                }
-                expected += 1;
-            }
-        }
-        expected == self.synced_peers.len()
     }
 
     /// Publishes the leader's API address to the handles when it changed
     /// (a new leader, or the leader published its address).
     fn refresh_leader_hint(&mut self) {
-        let api_addr = match self.replica.leader() {
-            Some(id) if id == self.id => Some(self.api_addr.as_str()),
-            Some(id) => self
-                .replica
-                .membership()
-                .members
-                .get(&id)
-                .map(|m| m.api_addr.as_str()),
-            None => None,
-        }
-        .filter(|addr| !addr.is_empty());
-        if api_addr == self.published_leader_api_addr.as_deref() {
-            return;
-        }
-        self.published_leader_api_addr = api_addr.map(Arc::from);
-        self.leader_hint.set(self.published_leader_api_addr.clone());
-    }
-
-    fn sync_peers(&mut self) {
-        if self.peers_in_sync() {
-            return;
-        }
-        let mut wanted: BTreeMap<NodeId, String> = self
-            .replica
-            .membership()
-            .members
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, m)| (*id, m.peer_addr.clone()))
-            .collect();
-        if let Some((id, addr)) = &self.announced {
-            wanted.entry(*id).or_insert_with(|| addr.clone());
-        }
-        if wanted == self.synced_peers {
-            return;
-        }
-        for id in self.synced_peers.keys() {
-            if !wanted.contains_key(id) {
-                self.peers.remove_peer(*id);
-            }
-        }
-        for (id, addr) in &wanted {
-            self.peers.set_peer(*id, addr);
-        }
-        self.synced_peers = wanted;
-        // Faults are per link: reapply to new links.
-        self.applied_link_faults.clear();
+        let api_addr = status::leader_api_addr(
+            self.me.id,
+            &self.me.api_addr,
+            self.replica.leader(),
+            self.replica.membership(),
+        );
+        self.leader_hint.publish(api_addr);
     }
 
     // ------------------------------------------------- status & metrics ---
 
     fn status(&self) -> NodeStatus {
-        let status = self.replica.status();
-        let members = members_view(
-            &status.membership,
-            &status.progress,
-            status.last_index,
-            self.id,
-            status.role,
-        );
-        let ready = self.failed.is_none()
-            && status.leader.is_some()
-            && status.applied_index >= status.commit_index;
-        NodeStatus {
-            id: self.id,
-            cluster_id: self.cluster_id.to_string(),
-            role: status.role,
-            term: status.term,
-            leader: status.leader,
-            commit_index: status.commit_index,
-            applied_index: status.applied_index,
-            members,
-            ready,
-        }
+        status::node_status(
+            self.me.id,
+            &self.me.cluster_id,
+            self.replica.status(),
+            self.failed.is_some(),
+        )
     }
 
     fn update_metrics(&mut self) {
-        let m = &self.metrics;
-        m.term.store(self.replica.term(), Ordering::Relaxed);
-        let role = match self.replica.role() {
-            Role::Leader => 2,
-            Role::Candidate | Role::PreCandidate => 1,
-            Role::Follower if !self.replica.membership().is_voter(self.id) => 3,
-            Role::Follower => 0,
+        let gauges = Gauges {
+            term: self.replica.term(),
+            role: self.replica.role(),
+            learner: !self.replica.membership().is_voter(self.me.id),
+            commit_index: self.replica.commit_index(),
+            applied_index: self.applied_index,
+            sessions: self.state.session_count(),
+            locks: self.state.lock_count(),
+            waiters: self.pending.acquires_waiting(),
+            proposals_in_flight: self.pending.client_proposals(),
+            peer_messages_dropped: self.io.peers.messages_dropped(),
         };
-        m.role.store(role, Ordering::Relaxed);
-        m.commit_index
-            .store(self.replica.commit_index(), Ordering::Relaxed);
-        m.applied_index.store(self.applied_index, Ordering::Relaxed);
-        m.sessions_active
-            .store(self.state.session_count() as u64, Ordering::Relaxed);
-        m.locks_held
-            .store(self.state.lock_count() as u64, Ordering::Relaxed);
-        m.waiters.store(
-            self.waiting.values().map(Vec::len).sum::<usize>() as u64,
-            Ordering::Relaxed,
-        );
-        let dropped: u64 = self
-            .peers
-            .stats()
-            .values()
-            .map(|s| s.dropped_queue_full + s.dropped_disconnected + s.dropped_too_large)
-            .sum();
-        m.peer_messages_dropped.store(dropped, Ordering::Relaxed);
-        let stats = self.storage.stats();
-        let syncs = stats.syncs.saturating_sub(self.last_stats.syncs);
-        if syncs > 0 {
-            // The storage actor keeps totals; spread the new syncs evenly.
-            let latency_us = stats
-                .sync_latency_us_total
-                .saturating_sub(self.last_stats.sync_latency_us_total);
-            let entries = stats
-                .entries_synced
-                .saturating_sub(self.last_stats.entries_synced);
-            for _ in 0..syncs {
-                m.fsync_seconds
-                    .observe(latency_us as f64 / syncs as f64 / 1e6);
-                m.entries_per_fsync.observe(entries as f64 / syncs as f64);
-            }
-            self.last_stats = stats;
-        }
+        self.sampler.sample(&gauges, self.io.storage.stats());
     }
 
     // ---------------------------------------------- failure & shutdown ---
@@ -1537,25 +1074,13 @@ impl Actor {
         if self.failed.is_some() {
             return;
         }
-        tracing::error!(node_id = self.id, %reason, "node stops serving");
+        tracing::error!(node_id = self.me.id, %reason, "node stops serving");
         self.failed = Some(reason.clone());
         self.fail_everything(ProposeError::Stopped { reason });
     }
 
     fn fail_everything(&mut self, error: ProposeError) {
-        for (_, (_, waiter)) in std::mem::take(&mut self.pending) {
-            waiter.fail(error.clone());
-        }
-        for (_, forwarded) in std::mem::take(&mut self.forwarded) {
-            forwarded.waiter.fail(error.clone());
-        }
-        for tx in std::mem::take(&mut self.waiting).into_values().flatten() {
-            let _ = tx.send(Err(error.clone()));
-        }
-        for (_, read) in std::mem::take(&mut self.reads) {
-            let _ = read.failed.send((error.clone(), None));
-        }
-        self.metrics.proposals_in_flight.store(0, Ordering::Relaxed);
+        self.pending.fail_all(&error);
     }
 
     fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
@@ -1577,12 +1102,12 @@ impl Actor {
             .map(|(id, _)| *id);
         if let Some(to) = target {
             tracing::info!(
-                node_id = self.id,
+                node_id = self.me.id,
                 to,
                 "shutting down: transferring leadership"
             );
             if let Err(error) = self.replica.transfer_leadership(to) {
-                tracing::warn!(node_id = self.id, %error, "leadership transfer refused");
+                tracing::warn!(node_id = self.me.id, %error, "leadership transfer refused");
             }
         }
     }
@@ -1592,7 +1117,11 @@ impl Actor {
         let Some((give_up_ms, _)) = &self.stopping else {
             return false;
         };
-        let has_other_voter = self.replica.membership().voters().any(|id| id != self.id);
+        let has_other_voter = self
+            .replica
+            .membership()
+            .voters()
+            .any(|id| id != self.me.id);
         self.replica.role() != Role::Leader
             || !has_other_voter
             || self.failed.is_some()
@@ -1604,84 +1133,43 @@ impl Actor {
         if self.failed.is_some() {
             return;
         }
-        let target = self.submitted_requests;
-        let wait = self
-            .persist_rx
-            .wait_for(|s| s.requests_synced >= target || s.error.is_some());
+        let (seq, snapshot_index) = (self.handed_seq, self.handed_snapshot_index);
+        let wait = self.durability.wait_for(|d| {
+            (d.persisted_seq >= seq && d.snapshot_index >= snapshot_index) || d.error.is_some()
+        });
         if tokio::time::timeout(Duration::from_millis(SHUTDOWN_FLUSH_MS), wait)
             .await
             .is_err()
         {
             tracing::warn!(
-                node_id = self.id,
+                node_id = self.me.id,
                 "storage not flushed within the shutdown bound"
             );
         }
     }
 }
 
-fn members_view(
-    membership: &Membership,
-    progress: &BTreeMap<NodeId, raft::ReplicationProgress>,
-    last_index: LogIndex,
-    self_id: NodeId,
-    role: Role,
-) -> Vec<MemberView> {
-    membership
-        .members
-        .iter()
-        .map(|(id, m)| MemberView {
-            id: *id,
-            peer_addr: m.peer_addr.clone(),
-            api_addr: m.api_addr.clone(),
-            voter: m.voter,
-            match_index: if role != Role::Leader {
-                None
-            } else if *id == self_id {
-                Some(last_index)
-            } else {
-                progress.get(id).map(|p| p.match_index)
-            },
-        })
-        .collect()
-}
-
-fn unavailable(leader: Option<NodeId>, reason: &str) -> ProposeError {
-    ProposeError::Unavailable {
-        leader,
-        reason: reason.to_string(),
-    }
-}
-
-fn propose_error(error: raft::ProposalRefused) -> ProposeError {
-    match error {
-        raft::ProposalRefused::NotLeader { leader_hint } => {
-            unavailable(leader_hint, &error.to_string())
+/// Answers a request the node will not serve (stopped or stopping).
+fn refuse(request: NodeRequest, error: ProposeError) {
+    match request {
+        NodeRequest::Propose { reply, .. } => {
+            let _ = reply.send(Err(error));
         }
-        raft::ProposalRefused::TransferInProgress | raft::ProposalRefused::Backpressure { .. } => {
-            unavailable(None, &error.to_string())
+        NodeRequest::Read { failed, .. } => {
+            let _ = failed.send((error, None));
         }
-        raft::ProposalRefused::TooLarge { .. } | raft::ProposalRefused::BadBatchSize { .. } => {
-            ProposeError::Rejected {
-                message: error.to_string(),
-            }
+        NodeRequest::AddMember { reply, .. }
+        | NodeRequest::RemoveMember { reply, .. }
+        | NodeRequest::TransferLeader { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        NodeRequest::Status { .. } | NodeRequest::Shutdown { .. } => {
+            unreachable!("answered by on_request")
         }
     }
 }
 
-fn membership_error(error: MembershipError) -> ProposeError {
-    match error {
-        MembershipError::NotLeader { leader_hint } => unavailable(leader_hint, &error.to_string()),
-        MembershipError::ChangeInProgress
-        | MembershipError::LeaderTermNotCommitted
-        | MembershipError::TransferInProgress => unavailable(None, &error.to_string()),
-        MembershipError::Propose(inner) => propose_error(inner),
-        MembershipError::MoreThanOneVoterChanged
-        | MembershipError::NoVoters
-        | MembershipError::UnknownMember(_)
-        | MembershipError::AlreadyMember(_)
-        | MembershipError::NotCaughtUp { .. } => ProposeError::Rejected {
-            message: error.to_string(),
-        },
-    }
+/// An entry proposed for a requester was replaced by another leader's.
+fn lost(leader: Option<NodeId>) -> ProposeError {
+    unavailable(leader, "not applied (leadership changed); retry")
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use deadbolt_core::codec;
-use deadbolt_core::raft::{self, ConfigError, LogIndex, NodeId, Role, Term};
+use deadbolt_core::raft::{self, ConfigError, NodeId};
 use tokio::net::TcpListener;
 
+use super::observer::NodeObserver;
 use crate::clock::Clock;
 use crate::latest::Subscriber;
 use crate::storage::{SimDisk, StorageError};
@@ -66,48 +66,6 @@ impl Default for RaftTiming {
 /// Injected faults per outbound link (simulation). The node applies the
 /// latest table on its maintenance tick.
 pub type LinkFaultsTable = BTreeMap<NodeId, LinkFaults>;
-
-/// What the Raft actor reports to a [`NodeObserver`] (the simulation's Raft
-/// checker): plain data, in the order it happened on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeEvent {
-    /// The actor is running (first event of every start).
-    Started,
-    /// Role, term or known leader changed.
-    RoleChanged {
-        role: Role,
-        term: Term,
-        leader: Option<NodeId>,
-    },
-    /// The commit index advanced to this index (reported before the entries
-    /// up to it are applied).
-    CommitIndex(LogIndex),
-    /// A committed entry was applied (no-op and membership entries too).
-    /// `entry_hash` is [`entry_hash`] of the entry: the same on every node.
-    Applied {
-        index: LogIndex,
-        term: Term,
-        entry_hash: u64,
-    },
-    /// The state machine was replaced by a snapshot (restored from storage
-    /// at start, or installed from the leader); the next `Applied` is
-    /// `last_index + 1`.
-    SnapshotRestored {
-        last_index: LogIndex,
-        last_term: Term,
-    },
-}
-
-/// Called synchronously inside the Raft actor: it must not block (take a
-/// short lock at most) and cannot await.
-pub type NodeObserver = Arc<dyn Fn(NodeEvent) + Send + Sync>;
-
-/// FNV-1a (64-bit) of the entry's postcard encoding: deterministic and the
-/// same on every node for the same entry, with no dependency on a hasher's
-/// random keys.
-pub fn entry_hash(entry: &raft::Entry) -> u64 {
-    codec::encoded_hash(entry)
-}
 
 /// Everything `Node::start` needs.
 pub struct NodeConfig {
@@ -190,26 +148,4 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("stored snapshot at index {index} cannot be restored: {reason}")]
     CorruptSnapshot { index: u64, reason: String },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use deadbolt_core::raft::{Entry, EntryPayload};
-
-    #[test]
-    fn entry_hash_is_stable_and_tells_entries_apart() {
-        let entry = |term, payload| Entry {
-            term,
-            index: 7,
-            payload,
-        };
-        let a = entry(2, EntryPayload::Command(vec![1, 2, 3]));
-        assert_eq!(entry_hash(&a), entry_hash(&a.clone()));
-        assert_ne!(
-            entry_hash(&a),
-            entry_hash(&entry(3, EntryPayload::Command(vec![1, 2, 3])))
-        );
-        assert_ne!(entry_hash(&a), entry_hash(&entry(2, EntryPayload::Noop)));
-    }
 }

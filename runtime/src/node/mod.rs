@@ -8,26 +8,41 @@
 
 mod actor;
 mod config;
+mod forward;
 mod handle;
+mod observer;
+mod peer_set;
+mod pending;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::LockStateMachine;
-use deadbolt_core::raft::{Member, Membership, Replica, RestoredState};
+use deadbolt_core::raft::{LogIndex, Member, Membership, Replica, RestoredState, Term};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::*;
-pub use handle::*;
+pub use config::{
+    Bootstrap, LinkFaultsTable, NodeConfig, RaftTiming, StartError, StorageChoice,
+    SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
+};
+pub use handle::{
+    MemberView, NodeHandle, NodeStatus, ProposeError, ReadContext, NODE_MAILBOX_REQUESTS_MAX,
+};
+pub use observer::{entry_hash, NodeEvent, NodeObserver};
 
 use crate::metrics::NodeMetrics;
 use crate::rng::SplitMix64;
-use crate::shutdown::{shutdown_channel, ShutdownTrigger};
-use crate::storage::{spawn_storage_actor, Identity, Recovered, SimStorage, Storage};
+use crate::shutdown::{shutdown_channel, Shutdown, ShutdownTrigger};
+use crate::storage::{
+    spawn_storage_actor, Identity, Recovered, SimStorage, Storage, StorageHandle,
+};
 use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
-use actor::{Actor, ActorParts, PeerMessage};
-use handle::LeaderHint;
+use actor::{Actor, ActorIo, NodeIdentity, Reports, StartState};
+use forward::PeerMessage;
+use handle::{LeaderHint, NodeRequest};
+use peer_set::PeerSet;
 
 /// Inbound peer messages buffered between the listener and the actor; when
 /// full, the listener's connections wait (TCP backpressure).
@@ -58,150 +73,37 @@ impl Node {
                 message: "must not be empty".into(),
             });
         }
-        let identity = Identity {
-            cluster_id: config.cluster_id.clone(),
-            node_id: config.node_id,
-        };
         let span = tracing::info_span!("node", node_id = config.node_id);
         let _guard = span.enter();
 
         let (trigger, shutdown) = shutdown_channel();
-        // Wall time of each recovery phase, for the "recovered" log line.
-        let started = tokio::time::Instant::now();
-        let opened_ms;
-        let (recovered, storage_handle, storage_task) = match &config.storage {
-            #[cfg(not(madsim))]
-            StorageChoice::Fjall { dir } => {
-                let mut storage = crate::storage::FjallStorage::open(dir, &identity)?;
-                opened_ms = started.elapsed().as_millis();
-                let recovered = storage.load()?;
-                let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
-                (recovered, handle, task)
-            }
-            StorageChoice::Sim(disk) => {
-                let mut storage = SimStorage::open(disk.clone(), &identity)?;
-                opened_ms = started.elapsed().as_millis();
-                let recovered = storage.load()?;
-                let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
-                (recovered, handle, task)
-            }
-        };
-        let loaded_ms = started.elapsed().as_millis();
-        let Recovered {
-            hard_state,
-            snapshot,
-            entries,
-            ..
-        } = recovered;
-        let recovered_entries = entries.len();
-        let (state, snapshot_meta) = match snapshot {
-            Some((meta, data)) => {
-                let state = LockStateMachine::restore(&data).map_err(|error| {
-                    StartError::CorruptSnapshot {
-                        index: meta.last_index,
-                        reason: error.to_string(),
-                    }
-                })?;
-                (state, Some(meta))
-            }
-            None => (LockStateMachine::new(), None),
-        };
-        let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
-        tracing::info!(
-            snapshot_index,
-            entries = recovered_entries,
-            open_ms = opened_ms,
-            load_ms = loaded_ms - opened_ms,
-            restore_ms = started.elapsed().as_millis() - loaded_ms,
-            "recovered from storage; entries after the snapshot are applied next"
-        );
-        let snapshot_term = snapshot_meta.as_ref().map_or(0, |m| m.last_term);
-        let initial_membership = match &config.bootstrap {
-            Bootstrap::Founder { voters } => Membership {
-                members: voters
-                    .iter()
-                    .map(|(id, peer_addr)| {
-                        let member = Member {
-                            voter: true,
-                            peer_addr: peer_addr.clone(),
-                            // Empty everywhere so entry 1 is identical on
-                            // every founder; published later.
-                            api_addr: String::new(),
-                        };
-                        (*id, member)
-                    })
-                    .collect(),
-            },
-            Bootstrap::Join => Membership::default(),
-        };
+        let (storage, recovered) = open_storage(&config, &shutdown)?;
         let mut rng = SplitMix64::new(config.seed);
         let raft_seed = rng.next_u64();
         let transport_rng = rng.fork();
-        let restored = RestoredState {
-            hard_state,
-            snapshot: snapshot_meta,
-            entries,
-        };
         let clock = config.clock.clone();
         let replica = Replica::new(
             raft_config,
-            restored,
-            initial_membership,
+            recovered.raft,
+            initial_membership(&config.bootstrap),
             raft_seed,
             clock.now_ms(),
         )?;
-
-        let transport = Arc::new(TransportConfig::new(
-            config.cluster_id.clone(),
-            config.node_id,
-        ));
-        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_PEER_MESSAGES_MAX);
-        let listener = spawn_listener::<PeerMessage>(
-            config.peer_listener,
-            transport.clone(),
-            inbound_tx,
-            shutdown.clone(),
-        );
-        let peers = Peers::new(transport, transport_rng, shutdown.clone());
-        let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
-        let metrics = Arc::new(NodeMetrics::default());
-        let cluster_id: Arc<str> = config.cluster_id.as_str().into();
-        let leader_hint = LeaderHint::default();
-        let actor = Actor::new(ActorParts {
-            id: config.node_id,
-            cluster_id: cluster_id.clone(),
-            api_addr: config.advertise_api_addr,
-            peer_addr: config.advertise_peer_addr,
-            clock,
+        let start = StartState {
             replica,
-            state,
-            storage: storage_handle,
-            peers,
-            metrics: metrics.clone(),
-            requests: requests_rx,
-            inbound: inbound_rx,
-            shutdown,
+            state: recovered.state,
+            snapshot: recovered.snapshot,
             snapshot_threshold_entries: config.snapshot_threshold_entries,
-            snapshot_index,
-            snapshot_term,
-            link_faults: config.link_faults,
-            observer: config.observer,
-            leader_hint: leader_hint.clone(),
-        });
+        };
+        let (actor, handle, listener) =
+            wire_actor(config, start, storage.handle, transport_rng, shutdown);
         drop(_guard);
         let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
-        let handle = NodeHandle {
-            id: config.node_id,
-            cluster_id,
-            requests: requests_tx,
-            metrics,
-            leader_hint,
-        };
         Ok(Node {
             handle,
             trigger,
             actor,
-            storage: storage_task,
+            storage: storage.task,
             listener,
         })
     }
@@ -242,6 +144,181 @@ impl Node {
         let _ = self.storage.await;
         let _ = self.listener.task.await;
     }
+}
+
+/// The storage actor, running on storage opened and read back.
+struct StorageTask {
+    handle: StorageHandle,
+    task: JoinHandle<()>,
+}
+
+/// What storage held, ready for the replica and the state machine.
+struct RecoveredState {
+    raft: RestoredState,
+    state: LockStateMachine,
+    /// The snapshot the state was restored from: (last index, last term).
+    snapshot: (LogIndex, Term),
+}
+
+/// Opens and loads the configured storage, starts its actor, and restores
+/// the lock state from the stored snapshot.
+fn open_storage(
+    config: &NodeConfig,
+    shutdown: &Shutdown,
+) -> Result<(StorageTask, RecoveredState), StartError> {
+    let identity = Identity {
+        cluster_id: config.cluster_id.clone(),
+        node_id: config.node_id,
+    };
+    // Wall time of each recovery phase, for the "recovered" log line.
+    let started = tokio::time::Instant::now();
+    let opened_ms;
+    let (recovered, storage) = match &config.storage {
+        #[cfg(not(madsim))]
+        StorageChoice::Fjall { dir } => {
+            let storage = crate::storage::FjallStorage::open(dir, &identity)?;
+            opened_ms = started.elapsed().as_millis();
+            load_and_spawn(storage, shutdown)?
+        }
+        StorageChoice::Sim(disk) => {
+            let storage = SimStorage::open(disk.clone(), &identity)?;
+            opened_ms = started.elapsed().as_millis();
+            load_and_spawn(storage, shutdown)?
+        }
+    };
+    let loaded_ms = started.elapsed().as_millis();
+    let entries = recovered.entries.len();
+    let recovered = restore_state(recovered)?;
+    tracing::info!(
+        snapshot_index = recovered.snapshot.0,
+        entries,
+        open_ms = opened_ms,
+        load_ms = loaded_ms - opened_ms,
+        restore_ms = started.elapsed().as_millis() - loaded_ms,
+        "recovered from storage; entries after the snapshot are applied next"
+    );
+    Ok((storage, recovered))
+}
+
+fn load_and_spawn<S: Storage>(
+    mut storage: S,
+    shutdown: &Shutdown,
+) -> Result<(Recovered, StorageTask), StartError> {
+    let recovered = storage.load()?;
+    let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
+    Ok((recovered, StorageTask { handle, task }))
+}
+
+/// Restores the lock state from the stored snapshot (entries after it are
+/// applied by the actor).
+fn restore_state(recovered: Recovered) -> Result<RecoveredState, StartError> {
+    let Recovered {
+        hard_state,
+        snapshot,
+        entries,
+        ..
+    } = recovered;
+    let (state, snapshot_meta) = match snapshot {
+        Some((meta, data)) => {
+            let state =
+                LockStateMachine::restore(&data).map_err(|error| StartError::CorruptSnapshot {
+                    index: meta.last_index,
+                    reason: error.to_string(),
+                })?;
+            (state, Some(meta))
+        }
+        None => (LockStateMachine::new(), None),
+    };
+    let snapshot = snapshot_meta
+        .as_ref()
+        .map_or((0, 0), |m| (m.last_index, m.last_term));
+    let raft = RestoredState {
+        hard_state,
+        snapshot: snapshot_meta,
+        entries,
+    };
+    Ok(RecoveredState {
+        raft,
+        state,
+        snapshot,
+    })
+}
+
+/// The membership a founder writes as entry 1 (empty for a joining node,
+/// and ignored when storage already holds a log).
+fn initial_membership(bootstrap: &Bootstrap) -> Membership {
+    match bootstrap {
+        Bootstrap::Founder { voters } => Membership {
+            members: voters
+                .iter()
+                .map(|(id, peer_addr)| {
+                    let member = Member {
+                        voter: true,
+                        peer_addr: peer_addr.clone(),
+                        // Empty everywhere so entry 1 is identical on
+                        // every founder; published later.
+                        api_addr: String::new(),
+                    };
+                    (*id, member)
+                })
+                .collect(),
+        },
+        Bootstrap::Join => Membership::default(),
+    }
+}
+
+/// Starts the peer listener and builds the actor with its mailboxes and
+/// the handle that reaches it.
+fn wire_actor(
+    config: NodeConfig,
+    start: StartState,
+    storage: StorageHandle,
+    transport_rng: SplitMix64,
+    shutdown: Shutdown,
+) -> (Actor, NodeHandle, ListenerHandle) {
+    let transport = Arc::new(TransportConfig::new(
+        config.cluster_id.clone(),
+        config.node_id,
+    ));
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_PEER_MESSAGES_MAX);
+    let listener = spawn_listener::<PeerMessage>(
+        config.peer_listener,
+        transport.clone(),
+        inbound_tx,
+        shutdown.clone(),
+    );
+    let peers = Peers::new(transport, transport_rng, shutdown.clone());
+    let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
+    let metrics = Arc::new(NodeMetrics::default());
+    let cluster_id: Arc<str> = config.cluster_id.as_str().into();
+    let leader_hint = LeaderHint::default();
+    let me = NodeIdentity {
+        id: config.node_id,
+        cluster_id: cluster_id.clone(),
+        api_addr: config.advertise_api_addr,
+        peer_addr: config.advertise_peer_addr,
+    };
+    let io = ActorIo {
+        storage,
+        peers: PeerSet::new(config.node_id, peers, config.link_faults),
+        requests: requests_rx,
+        inbound: inbound_rx,
+        shutdown,
+    };
+    let reports = Reports {
+        metrics: metrics.clone(),
+        leader_hint: leader_hint.clone(),
+        observer: config.observer,
+    };
+    let actor = Actor::new(me, config.clock, start, io, reports);
+    let handle = NodeHandle {
+        id: config.node_id,
+        cluster_id,
+        requests: requests_tx,
+        metrics,
+        leader_hint,
+    };
+    (actor, handle, listener)
 }
 
 #[cfg(test)]

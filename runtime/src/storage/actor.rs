@@ -1,68 +1,91 @@
 //! The storage actor: owns a node's `Storage`, takes write requests through a
 //! bounded mailbox, and turns everything queued since the last sync into one
-//! batch and one fsync (group commit), then publishes what is now durable.
-//! While the mailbox is empty it advances a pending log compaction one
-//! bounded step at a time (`Storage::compact_step`), so dropping a long log
-//! never holds a sync back by more than one step.
+//! group of writes and one fsync (group commit), then publishes how far the
+//! Raft actor's writes are durable. While the mailbox is empty it advances a
+//! pending log compaction one bounded step at a time
+//! (`Storage::compact_step`), so dropping a long log never holds a sync
+//! back by more than one step.
+//!
+//! The hand-off follows etcd's asynchronous storage writes: each Raft
+//! `Ready` becomes one [`WriteBatch`] carrying its `persist_seq`, and the
+//! actor publishes the highest `persist_seq` it has made durable, which the
+//! Raft actor hands straight to `Replica::persisted`.
 
 use std::sync::{Arc, Mutex};
 
-use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use deadbolt_core::raft::{Entry, HardState, LogIndex, SnapshotMeta, SnapshotToInstall};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Recovered, Storage, StorageError};
-use crate::latest::{self, Subscriber};
+use crate::latest::{self, Publisher, Subscriber};
 use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Requests the mailbox holds before `submit` waits (backpressure on Raft).
 pub const STORAGE_MAILBOX_REQUESTS_MAX: usize = 1024;
-/// Requests folded into one batch (one fsync) at most.
-pub const STORAGE_BATCH_REQUESTS_MAX: usize = 512;
+/// Requests written under one fsync at most.
+pub const STORAGE_SYNC_REQUESTS_MAX: usize = 512;
 /// Upper bounds (microseconds) of the fsync latency histogram buckets; the
 /// last bucket of [`StorageStats::sync_latency_buckets`] counts the rest.
 pub const SYNC_LATENCY_BUCKETS_US: [u64; 10] = [
     100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000,
 ];
 
-/// One write for the storage actor. Requests are applied in mailbox order.
+/// The writes of one Raft `Ready`, applied in this order: `snapshot`, then
+/// `truncate_from`, then `entries`; `hard_state` is written after every
+/// other write of the sync that carries it, so a crash never leaves a
+/// durable commit index pointing past the durable log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The Ready's `persist_seq` (never 0; Readies without writes send
+    /// nothing). Published as [`Durability::persisted_seq`] once this batch
+    /// and every earlier one are synced.
+    pub persist_seq: u64,
+    /// A snapshot received from the leader. It *replaces* the stored log:
+    /// entries after it are dropped before it is stored, so a crash in
+    /// between leaves a prefix of the old log, never a stale tail after the
+    /// new snapshot (simulation seed 215).
+    pub snapshot: Option<SnapshotToInstall>,
+    /// Delete stored entries from this index on (a conflict with the leader).
+    pub truncate_from: Option<LogIndex>,
+    /// Entries following the last stored index (after the truncation).
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+}
+
+/// One request for the storage actor. Requests are applied in mailbox order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteRequest {
-    /// Entries following the current last index (after a `TruncateFrom` on conflict).
-    Append(Vec<Entry>),
-    TruncateFrom(LogIndex),
-    HardState(HardState),
-    /// Replaces the snapshot and drops the log it covers.
-    Snapshot {
-        meta: SnapshotMeta,
-        data: Vec<u8>,
-    },
-    /// Drops entries up to and including this index.
-    Compact(LogIndex),
+    /// One Ready's writes.
+    Batch(WriteBatch),
+    /// A snapshot this node took of its own state: stored, and the log
+    /// compacted up to it; entries after it stay.
+    SaveSnapshot { meta: SnapshotMeta, data: Vec<u8> },
+}
+
+impl WriteRequest {
+    fn entries(&self) -> u64 {
+        match self {
+            WriteRequest::Batch(batch) => batch.entries.len() as u64,
+            WriteRequest::SaveSnapshot { .. } => 0,
+        }
+    }
 }
 
 /// What is durable, published after every sync on a latest-value channel
 /// ([`crate::latest`], a deterministic `watch`). It never blocks the actor
-/// and always holds the latest value, which is exactly
-/// "persisted up to": the Raft actor selects on `changed()` and feeds
-/// `last_log` to the core (its `advance`). Bounded channels both ways between
-/// the two actors could deadlock; this cannot.
+/// and always holds the latest value: the Raft actor selects on `changed()`
+/// and reports `persisted_seq` to its replica. Bounded channels both ways
+/// between the two actors could deadlock; this cannot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PersistState {
-    /// (term, index) of the last durable log entry (the snapshot's when the log is empty).
-    pub last_log: (Term, LogIndex),
-    /// The durable hard state.
-    pub hard_state: HardState,
-    /// `last_index` of the durable snapshot (0 if none).
-    pub snapshot_last_index: LogIndex,
-    /// Number of successful syncs so far (changes on every publication).
-    pub syncs: u64,
-    /// Write requests made durable so far, counted in mailbox order. A
-    /// caller that counts what it submitted knows exactly which of its
-    /// writes a publication covers (the Raft actor maps this to the core's
-    /// `persist_seq`).
-    pub requests_synced: u64,
+pub struct Durability {
+    /// The highest `persist_seq` whose batch (and so every earlier one,
+    /// mailbox order) is synced; 0 before the first.
+    pub persisted_seq: u64,
+    /// Last index of the durable snapshot (0 if none): how far a snapshot
+    /// the node took itself, which has no `persist_seq`, is durable.
+    pub snapshot_index: LogIndex,
     /// Set once a write or sync failed. From then on the actor refuses every
     /// write: after a failed fsync nothing written since the last good one may
     /// be assumed durable, and retrying could report it as if it were (the
@@ -117,7 +140,7 @@ pub struct StorageActorClosed;
 #[derive(Debug, Clone)]
 pub struct StorageHandle {
     tx: mpsc::Sender<WriteRequest>,
-    persisted: Subscriber<PersistState>,
+    durability: Subscriber<Durability>,
     stats: Arc<Mutex<StorageStats>>,
 }
 
@@ -128,15 +151,18 @@ impl StorageHandle {
     }
 
     /// Queues a write if there is room; gives the request back otherwise.
+    // Handed back whole, as `mpsc::Sender::try_send` does: boxing it would
+    // cost every caller an allocation to spare the rare full mailbox a copy.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, request: WriteRequest) -> Result<(), WriteRequest> {
         self.tx.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
         })
     }
 
-    /// A receiver of durability reports (see [`PersistState`]).
-    pub fn persisted(&self) -> Subscriber<PersistState> {
-        self.persisted.clone()
+    /// A receiver of durability reports (see [`Durability`]).
+    pub fn durability(&self) -> Subscriber<Durability> {
+        self.durability.clone()
     }
 
     pub fn stats(&self) -> StorageStats {
@@ -144,96 +170,70 @@ impl StorageHandle {
     }
 }
 
-/// Term of every index, stored as runs (terms change rarely), so the actor
-/// can name the (term, index) of the log tail after a truncation.
-#[derive(Debug, Default, Clone)]
-struct TermRuns {
-    base: (Term, LogIndex),
-    /// (first index, term) of each run after `base`, ascending.
-    runs: Vec<(LogIndex, Term)>,
+/// The index bounds of the stored log, so the actor can check every request
+/// against the ordering contract the Raft actor must keep before any IO (a
+/// violation is a bug upstream, caught before anything reaches the disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogBounds {
+    snapshot_index: LogIndex,
     last_index: LogIndex,
 }
 
-impl TermRuns {
+impl LogBounds {
     fn from_recovered(recovered: &Recovered) -> Self {
-        let base = recovered
+        let snapshot_index = recovered
             .snapshot
             .as_ref()
-            .map_or((0, 0), |(m, _)| (m.last_term, m.last_index));
-        let mut runs = Self {
-            base,
-            runs: Vec::new(),
-            last_index: base.1,
-        };
-        runs.append(&recovered.entries);
-        runs
+            .map_or(0, |(meta, _)| meta.last_index);
+        Self {
+            snapshot_index,
+            last_index: recovered.last_log_id().1.max(snapshot_index),
+        }
     }
 
-    /// Applies a request to the model, asserting the ordering contract the
-    /// Raft actor must keep (a violation is a bug upstream, caught before
-    /// anything reaches the disk).
+    /// Applies a request, asserting the ordering contract.
     fn apply(&mut self, request: &WriteRequest) {
         match request {
-            WriteRequest::Append(entries) => {
-                for (offset, e) in entries.iter().enumerate() {
-                    assert_eq!(
-                        e.index,
-                        self.last_index + 1 + offset as u64,
-                        "append must follow the last index (send TruncateFrom before overwriting)"
-                    );
+            WriteRequest::Batch(batch) => {
+                if let Some(snapshot) = &batch.snapshot {
+                    self.truncate_from(snapshot.meta.last_index + 1);
+                    self.save_snapshot(snapshot.meta.last_index);
                 }
-                self.append(entries);
+                if let Some(index) = batch.truncate_from {
+                    self.truncate_from(index);
+                }
+                self.append(&batch.entries);
             }
-            WriteRequest::TruncateFrom(index) => {
-                assert!(
-                    *index > self.base.1,
-                    "truncating from {index} would cut into the snapshot at {}",
-                    self.base.1
-                );
-                self.truncate_from(*index);
-            }
-            WriteRequest::Snapshot { meta, .. } => self.reset_to_snapshot(meta),
-            WriteRequest::HardState(_) | WriteRequest::Compact(_) => {}
+            WriteRequest::SaveSnapshot { meta, .. } => self.save_snapshot(meta.last_index),
         }
     }
 
     fn append(&mut self, entries: &[Entry]) {
-        for e in entries {
-            self.truncate_from(e.index);
-            if self.runs.last().is_none_or(|(_, t)| *t != e.term) {
-                self.runs.push((e.index, e.term));
-            }
-            self.last_index = e.index;
+        for (offset, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                self.last_index + 1 + offset as u64,
+                "append must follow the last index (truncate before overwriting)"
+            );
+        }
+        if let Some(last) = entries.last() {
+            self.last_index = last.index;
         }
     }
 
     fn truncate_from(&mut self, index: LogIndex) {
-        while self.runs.last().is_some_and(|(start, _)| *start >= index) {
-            self.runs.pop();
-        }
-        self.last_index = self.last_index.min(index.saturating_sub(1));
+        assert!(
+            index > self.snapshot_index,
+            "truncating from {index} would cut into the snapshot at {}",
+            self.snapshot_index
+        );
+        self.last_index = self.last_index.min(index - 1);
     }
 
-    fn reset_to_snapshot(&mut self, meta: &SnapshotMeta) {
-        if self.last_index <= meta.last_index {
-            self.runs.clear();
-            self.last_index = meta.last_index;
-        } else {
-            let keep_from = self
-                .runs
-                .iter()
-                .rposition(|(start, _)| *start <= meta.last_index + 1)
-                .unwrap_or(0);
-            self.runs.drain(..keep_from);
-        }
-        self.base = (meta.last_term, meta.last_index);
-    }
-
-    fn last(&self) -> (Term, LogIndex) {
-        match self.runs.last() {
-            Some((_, term)) if self.last_index > self.base.1 => (*term, self.last_index),
-            _ => self.base,
-        }
+    /// A stored snapshot keeps the entries after it.
+    fn save_snapshot(&mut self, last_index: LogIndex) {
+        self.last_index = self.last_index.max(last_index);
+        self.snapshot_index = last_index;
     }
 }
 
@@ -243,142 +243,183 @@ impl TermRuns {
 pub fn spawn_storage_actor<S: Storage>(
     storage: S,
     recovered: &Recovered,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> (StorageHandle, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel(STORAGE_MAILBOX_REQUESTS_MAX);
-    let terms = TermRuns::from_recovered(recovered);
-    let initial = PersistState {
-        last_log: terms.last(),
-        hard_state: recovered.hard_state,
-        snapshot_last_index: terms.base.1,
-        syncs: 0,
-        requests_synced: 0,
+    let (tx, rx) = mpsc::channel(STORAGE_MAILBOX_REQUESTS_MAX);
+    let bounds = LogBounds::from_recovered(recovered);
+    let durable = Durability {
+        persisted_seq: 0,
+        snapshot_index: bounds.snapshot_index,
         error: None,
     };
-    let (persisted_tx, persisted) = latest::channel(initial.clone());
+    let (publisher, durability) = latest::channel(durable.clone());
     let stats = Arc::new(Mutex::new(StorageStats::default()));
     let handle = StorageHandle {
         tx,
-        persisted,
+        durability,
         stats: stats.clone(),
+    };
+    let actor = StorageActor {
+        storage: Some(storage),
+        bounds,
+        durable,
+        publisher,
+        stats,
+        rx,
+        shutdown,
     };
     // Runs inside the caller's span (which carries the node id).
     let span = tracing::info_span!("storage");
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let mut storage = Some(storage);
-            let mut terms = terms;
-            let mut state = initial;
-            loop {
-                let compacting = state.error.is_none()
-                    && storage.as_ref().is_some_and(|s| s.compaction_pending());
-                // Writes first; a compaction step only when none waits.
-                let first = tokio::select! {
-                    biased;
-                    _ = wait_for_shutdown(&mut shutdown) => break,
-                    request = rx.recv() => match request {
-                        Some(request) => request,
-                        None => break,
-                    },
-                    () = std::future::ready(()), if compacting => {
-                        let Some(owned) = storage.take() else {
-                            break;
-                        };
-                        match compact_step(owned).await {
-                            Ok((owned, Ok(()))) => storage = Some(owned),
-                            Ok((owned, Err(error))) => {
-                                storage = Some(owned);
-                                tracing::error!(%error, "log compaction failed; refusing further writes");
-                                state.error = Some(error);
-                                persisted_tx.publish(state.clone());
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "storage actor lost its storage");
-                                state.error = Some(error);
-                                persisted_tx.publish(state.clone());
-                                break;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                let mut batch = vec![first];
-                while batch.len() < STORAGE_BATCH_REQUESTS_MAX {
-                    match rx.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
-                    }
-                }
-                if state.error.is_some() {
-                    // Poisoned: refuse silently; the error is already published.
-                    continue;
-                }
-                // Check the batch against the ordering contract before any IO.
-                let mut next_terms = terms.clone();
-                for request in &batch {
-                    next_terms.apply(request);
-                }
-                let Some(mut owned) = storage.take() else {
-                    break;
-                };
-                let requests = batch.len() as u64;
-                let entries: u64 = batch
-                    .iter()
-                    .map(|r| match r {
-                        WriteRequest::Append(e) => e.len() as u64,
-                        _ => 0,
-                    })
-                    .sum();
-                let started = Instant::now();
-                let joined = run_blocking(move || {
-                    let result = apply_batch(&mut owned, &batch);
-                    (owned, batch, result)
-                })
-                .await;
-                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let (owned, batch, result) = match joined {
-                    Ok(out) => out,
-                    Err(e) => {
-                        let error = StorageError::Poisoned(format!("storage task failed: {e}"));
-                        tracing::error!(%error, "storage actor lost its storage");
-                        state.error = Some(error);
-                        persisted_tx.publish(state.clone());
-                        break;
-                    }
-                };
-                storage = Some(owned);
-                match result {
-                    Ok(()) => {
-                        terms = next_terms;
-                        for request in &batch {
-                            if let WriteRequest::HardState(hs) = request {
-                                state.hard_state = *hs;
-                            }
-                        }
-                        state.last_log = terms.last();
-                        state.snapshot_last_index = terms.base.1;
-                        state.syncs += 1;
-                        state.requests_synced += requests;
-                        stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record_sync(entries, requests, latency_us);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "storage write failed; refusing further writes");
-                        stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .sync_failures += 1;
-                        state.error = Some(error);
-                    }
-                }
-                persisted_tx.publish(state.clone());
-            }
-        },
-        span,
-    ));
+    let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
     (handle, task)
+}
+
+/// The actor's state; `storage` is `None` only while a blocking call holds
+/// it (or after it was lost with its task).
+struct StorageActor<S> {
+    storage: Option<S>,
+    /// The stored log as the requests written so far left it.
+    bounds: LogBounds,
+    /// What was last published.
+    durable: Durability,
+    publisher: Publisher<Durability>,
+    stats: Arc<Mutex<StorageStats>>,
+    rx: mpsc::Receiver<WriteRequest>,
+    shutdown: Shutdown,
+}
+
+/// Whether the actor loop goes on.
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl<S: Storage> StorageActor<S> {
+    async fn run(mut self) {
+        loop {
+            let compacting = self.durable.error.is_none()
+                && self
+                    .storage
+                    .as_ref()
+                    .is_some_and(|s| s.compaction_pending());
+            // Writes first; a compaction step only when none waits.
+            let first = tokio::select! {
+                biased;
+                _ = wait_for_shutdown(&mut self.shutdown) => break,
+                request = self.rx.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                () = std::future::ready(()), if compacting => match self.compact_step().await {
+                    Next::Continue => continue,
+                    Next::Stop => break,
+                },
+            };
+            let mut group = vec![first];
+            while group.len() < STORAGE_SYNC_REQUESTS_MAX {
+                match self.rx.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.durable.error.is_some() {
+                // Poisoned: refuse silently; the error is already published.
+                continue;
+            }
+            if let Next::Stop = self.write(group).await {
+                break;
+            }
+        }
+    }
+
+    /// One bounded compaction step; a failed step poisons like a failed write.
+    async fn compact_step(&mut self) -> Next {
+        let Some(storage) = self.storage.take() else {
+            return Next::Stop;
+        };
+        match compact_step(storage).await {
+            Ok((storage, Ok(()))) => {
+                self.storage = Some(storage);
+                Next::Continue
+            }
+            Ok((storage, Err(error))) => {
+                self.storage = Some(storage);
+                tracing::error!(%error, "log compaction failed; refusing further writes");
+                self.poison(error);
+                Next::Continue
+            }
+            Err(error) => {
+                tracing::error!(%error, "storage actor lost its storage");
+                self.poison(error);
+                Next::Stop
+            }
+        }
+    }
+
+    /// Writes a group of requests under one sync and publishes the outcome.
+    async fn write(&mut self, group: Vec<WriteRequest>) -> Next {
+        // Check the group against the ordering contract before any IO.
+        let mut next_bounds = self.bounds;
+        let mut persisted_seq = self.durable.persisted_seq;
+        for request in &group {
+            next_bounds.apply(request);
+            if let WriteRequest::Batch(batch) = request {
+                assert!(
+                    batch.persist_seq > persisted_seq,
+                    "persist_seq {} after {persisted_seq}: batches come in Ready order",
+                    batch.persist_seq
+                );
+                persisted_seq = batch.persist_seq;
+            }
+        }
+        let Some(mut storage) = self.storage.take() else {
+            return Next::Stop;
+        };
+        let requests = group.len() as u64;
+        let entries: u64 = group.iter().map(WriteRequest::entries).sum();
+        let started = Instant::now();
+        let joined = run_blocking(move || {
+            let result = write_and_sync(&mut storage, &group);
+            (storage, result)
+        })
+        .await;
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (storage, result) = match joined {
+            Ok(out) => out,
+            Err(e) => {
+                let error = StorageError::Poisoned(format!("storage task failed: {e}"));
+                tracing::error!(%error, "storage actor lost its storage");
+                self.poison(error);
+                return Next::Stop;
+            }
+        };
+        self.storage = Some(storage);
+        match result {
+            Ok(()) => {
+                self.bounds = next_bounds;
+                self.durable.snapshot_index = next_bounds.snapshot_index;
+                self.durable.persisted_seq = persisted_seq;
+                self.stats().record_sync(entries, requests, latency_us);
+            }
+            Err(error) => {
+                tracing::error!(%error, "storage write failed; refusing further writes");
+                self.stats().sync_failures += 1;
+                self.durable.error = Some(error);
+            }
+        }
+        self.publisher.publish(self.durable.clone());
+        Next::Continue
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, StorageStats> {
+        // Plain counters: a panic elsewhere cannot leave them torn.
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poison(&mut self, error: StorageError) {
+        self.durable.error = Some(error);
+        self.publisher.publish(self.durable.clone());
+    }
 }
 
 /// Runs one bounded compaction step off the async workers and hands the
@@ -411,18 +452,35 @@ async fn run_blocking<R: Send + 'static>(
     Ok(work())
 }
 
-/// Applies one batch and syncs once. The hard state is written after the
-/// entries (only its last value counts), so a crash can never leave a
-/// durable commit index pointing past the durable log.
-fn apply_batch<S: Storage>(storage: &mut S, batch: &[WriteRequest]) -> Result<(), StorageError> {
+/// Writes a group of requests and syncs once. The hard state is written
+/// after everything else (only its last value counts), so a crash can never
+/// leave a durable commit index pointing past the durable log.
+fn write_and_sync<S: Storage>(storage: &mut S, group: &[WriteRequest]) -> Result<(), StorageError> {
     let mut hard_state = None;
-    for request in batch {
+    for request in group {
         match request {
-            WriteRequest::Append(entries) => storage.append(entries)?,
-            WriteRequest::TruncateFrom(index) => storage.truncate_from(*index)?,
-            WriteRequest::HardState(hs) => hard_state = Some(*hs),
-            WriteRequest::Snapshot { meta, data } => storage.save_snapshot(meta, data)?,
-            WriteRequest::Compact(index) => storage.compact(*index)?,
+            WriteRequest::Batch(batch) => {
+                if let Some(snapshot) = &batch.snapshot {
+                    // `save_snapshot` alone keeps entries after the
+                    // snapshot (right for our own); a received one replaces
+                    // the log, whose tail may be another history. Truncating
+                    // first: `save_snapshot` makes the truncation durable
+                    // with the snapshot, and a crash before it leaves the old
+                    // log and snapshot, never a stale tail after the new one.
+                    storage.truncate_from(snapshot.meta.last_index + 1)?;
+                    storage.save_snapshot(&snapshot.meta, &snapshot.data)?;
+                }
+                if let Some(index) = batch.truncate_from {
+                    storage.truncate_from(index)?;
+                }
+                if !batch.entries.is_empty() {
+                    storage.append(&batch.entries)?;
+                }
+                if let Some(hs) = batch.hard_state {
+                    hard_state = Some(hs);
+                }
+            }
+            WriteRequest::SaveSnapshot { meta, data } => storage.save_snapshot(meta, data)?,
         }
     }
     if let Some(hs) = hard_state {
@@ -457,75 +515,174 @@ mod tests {
         (s, r)
     }
 
+    /// A batch of entries only.
+    fn append(persist_seq: u64, entries: Vec<Entry>) -> WriteRequest {
+        WriteRequest::Batch(WriteBatch {
+            persist_seq,
+            snapshot: None,
+            truncate_from: None,
+            entries,
+            hard_state: None,
+        })
+    }
+
+    fn batch(persist_seq: u64) -> WriteBatch {
+        WriteBatch {
+            persist_seq,
+            snapshot: None,
+            truncate_from: None,
+            entries: Vec::new(),
+            hard_state: None,
+        }
+    }
+
+    fn snapshot_meta(last_index: LogIndex, last_term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_index,
+            last_term,
+            membership: Default::default(),
+        }
+    }
+
     async fn wait_for(
-        rx: &mut Subscriber<PersistState>,
-        pred: impl Fn(&PersistState) -> bool,
-    ) -> PersistState {
+        rx: &mut Subscriber<Durability>,
+        pred: impl Fn(&Durability) -> bool,
+    ) -> Durability {
         tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| pred(s)))
             .await
-            .expect("persisted state within 5 s")
+            .expect("durability within 5 s")
             .expect("actor alive")
             .clone()
     }
 
+    async fn stopped(task: JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn log_bounds_follow_truncations_and_snapshots() {
+        let mut bounds = LogBounds {
+            snapshot_index: 0,
+            last_index: 0,
+        };
+        bounds.apply(&append(1, (1..=10).map(|i| entry(1, i)).collect()));
+        let mut conflict = batch(2);
+        conflict.truncate_from = Some(6);
+        conflict.entries = vec![entry(2, 6)];
+        bounds.apply(&WriteRequest::Batch(conflict));
+        assert_eq!(bounds.last_index, 6);
+        // Our own snapshot keeps the entries after it.
+        bounds.apply(&WriteRequest::SaveSnapshot {
+            meta: snapshot_meta(4, 1),
+            data: Vec::new(),
+        });
+        assert_eq!((bounds.snapshot_index, bounds.last_index), (4, 6));
+        // A received one replaces the log, wherever it ended.
+        for at in [5, 20] {
+            let mut received = bounds;
+            let mut install = batch(3);
+            install.snapshot = Some(SnapshotToInstall {
+                meta: snapshot_meta(at, 3),
+                data: Vec::new(),
+            });
+            install.entries = vec![entry(3, at + 1)];
+            received.apply(&WriteRequest::Batch(install));
+            assert_eq!((received.snapshot_index, received.last_index), (at, at + 1));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "would cut into the snapshot at 4")]
+    fn truncating_into_the_snapshot_is_a_bug() {
+        let mut bounds = LogBounds {
+            snapshot_index: 4,
+            last_index: 6,
+        };
+        let mut truncate = batch(1);
+        truncate.truncate_from = Some(4);
+        bounds.apply(&WriteRequest::Batch(truncate));
+    }
+
     #[tokio::test]
-    async fn group_commit_batches_queued_writes() {
+    async fn group_commit_syncs_queued_batches_together() {
         let disk = SimDisk::new();
         let (s, r) = open(&disk);
         let (_stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
-        let mut rx = handle.persisted();
-        // Queue many requests without yielding: the actor sees them together.
+        let mut rx = handle.durability();
+        // Queue many batches without yielding: the actor sees them together.
         for i in 1..=100 {
-            handle
-                .try_submit(WriteRequest::Append(vec![entry(1, i)]))
-                .unwrap();
+            handle.try_submit(append(i, vec![entry(1, i)])).unwrap();
         }
-        handle
-            .try_submit(WriteRequest::HardState(HardState {
-                term: 1,
-                voted_for: Some(1),
-                commit_index: 0,
-            }))
-            .unwrap();
-        let state = wait_for(&mut rx, |s| s.last_log == (1, 100)).await;
-        assert_eq!(state.hard_state.voted_for, Some(1));
+        let mut vote = batch(101);
+        vote.hard_state = Some(HardState {
+            term: 1,
+            voted_for: Some(1),
+            commit_index: 0,
+        });
+        handle.try_submit(WriteRequest::Batch(vote)).unwrap();
+        wait_for(&mut rx, |s| s.persisted_seq == 101).await;
         let stats = handle.stats();
         assert!(stats.syncs < 10, "{stats:?}");
         assert_eq!(stats.entries_synced, 100);
         assert_eq!(disk.syncs(), stats.syncs);
 
-        // Truncation then append of a new term reports the new tail.
-        handle.submit(WriteRequest::TruncateFrom(51)).await.unwrap();
-        handle
-            .submit(WriteRequest::Append(vec![entry(2, 51)]))
-            .await
-            .unwrap();
-        wait_for(&mut rx, |s| s.last_log == (2, 51)).await;
-        handle.submit(WriteRequest::TruncateFrom(40)).await.unwrap();
-        wait_for(&mut rx, |s| s.last_log == (1, 39)).await;
-        handle
-            .submit(WriteRequest::Snapshot {
-                meta: SnapshotMeta {
-                    last_index: 30,
-                    last_term: 1,
-                    membership: Default::default(),
-                },
-                data: b"sm".to_vec(),
-            })
-            .await
-            .unwrap();
-        let s = wait_for(&mut rx, |s| s.snapshot_last_index == 30).await;
-        assert_eq!(s.last_log, (1, 39));
+        // A conflict: truncation then entries of a new term, one batch.
+        let mut conflict = batch(102);
+        conflict.truncate_from = Some(51);
+        conflict.entries = vec![entry(2, 51)];
+        handle.submit(WriteRequest::Batch(conflict)).await.unwrap();
+        wait_for(&mut rx, |s| s.persisted_seq == 102).await;
+        let mut shorter = batch(103);
+        shorter.truncate_from = Some(40);
+        handle.submit(WriteRequest::Batch(shorter)).await.unwrap();
+        let snapshot = WriteRequest::SaveSnapshot {
+            meta: snapshot_meta(30, 1),
+            data: b"sm".to_vec(),
+        };
+        handle.submit(snapshot).await.unwrap();
+        let s = wait_for(&mut rx, |s| s.snapshot_index == 30).await;
+        assert_eq!(s.persisted_seq, 103);
         drop(handle);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        stopped(task).await;
 
         let (_, r) = open(&disk);
         assert_eq!(r.entries.first().map(|e| e.index), Some(31));
         assert_eq!(r.last_log_id(), (1, 39));
+        assert_eq!(r.hard_state.voted_for, Some(1));
+    }
+
+    /// A snapshot received from the leader over a longer log of another
+    /// history (simulation seed 215): the stale tail goes, and the batch's
+    /// entries follow the snapshot.
+    #[tokio::test]
+    async fn a_received_snapshot_replaces_a_longer_log() {
+        let disk = SimDisk::new();
+        let (s, r) = open(&disk);
+        let (_stop_tx, stop) = shutdown_channel();
+        let (handle, task) = spawn_storage_actor(s, &r, stop);
+        let mut rx = handle.durability();
+        handle
+            .submit(append(1, (1..=10).map(|i| entry(1, i)).collect()))
+            .await
+            .unwrap();
+        let mut install = batch(2);
+        install.snapshot = Some(SnapshotToInstall {
+            meta: snapshot_meta(5, 2),
+            data: b"sm".to_vec(),
+        });
+        install.entries = vec![entry(2, 6)];
+        handle.submit(WriteRequest::Batch(install)).await.unwrap();
+        let s = wait_for(&mut rx, |s| s.persisted_seq == 2).await;
+        assert_eq!(s.snapshot_index, 5);
+        drop(handle);
+        stopped(task).await;
+        let (_, r) = open(&disk);
+        assert_eq!(r.snapshot.map(|(m, _)| m.last_index), Some(5));
+        assert_eq!(r.entries, vec![entry(2, 6)], "no stale tail");
     }
 
     /// An append that skips or overwrites without a truncation is a bug in
@@ -539,10 +696,7 @@ mod tests {
         let (s, r) = open(&disk);
         let (_stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 2)]))
-            .await
-            .unwrap();
+        handle.submit(append(1, vec![entry(1, 2)])).await.unwrap();
         let joined = tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap();
@@ -556,30 +710,18 @@ mod tests {
         let (s, r) = open(&disk);
         let (stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
-        let mut rx = handle.persisted();
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 1)]))
-            .await
-            .unwrap();
-        wait_for(&mut rx, |s| s.last_log == (1, 1)).await;
+        let mut rx = handle.durability();
+        handle.submit(append(1, vec![entry(1, 1)])).await.unwrap();
+        wait_for(&mut rx, |s| s.persisted_seq == 1).await;
         disk.fail_next_sync();
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 2)]))
-            .await
-            .unwrap();
+        handle.submit(append(2, vec![entry(1, 2)])).await.unwrap();
         let s = wait_for(&mut rx, |s| s.error.is_some()).await;
-        assert_eq!(s.last_log, (1, 1), "a failed sync must not advance");
+        assert_eq!(s.persisted_seq, 1, "a failed sync must not advance");
         // Later writes are refused, never reported as durable.
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 3)]))
-            .await
-            .unwrap();
+        handle.submit(append(3, vec![entry(1, 3)])).await.unwrap();
         stop_tx.trigger();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(rx.get().last_log, (1, 1));
+        stopped(task).await;
+        assert_eq!(rx.get().persisted_seq, 1);
         assert_eq!(handle.stats().sync_failures, 1);
     }
 
@@ -663,41 +805,33 @@ mod tests {
     }
 
     /// A write that arrives during a long compaction waits for one step at
-    /// most, not for the whole compaction.
+    /// most, not for the whole compaction. (Normal build only: under madsim
+    /// a step runs inline, so a step waiting for the test's next permit
+    /// would block the test that sends it.)
+    #[cfg(not(madsim))]
     #[tokio::test]
     async fn writes_go_out_between_compaction_steps() {
         let disk = SimDisk::new();
         let (s, r, permits, events) = stepped(&disk);
         let (_stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
-        let mut rx = handle.persisted();
+        let mut rx = handle.durability();
         handle
-            .submit(WriteRequest::Append(
-                (1..=100).map(|i| entry(1, i)).collect(),
-            ))
+            .submit(append(1, (1..=100).map(|i| entry(1, i)).collect()))
             .await
             .unwrap();
-        handle
-            .submit(WriteRequest::Snapshot {
-                meta: SnapshotMeta {
-                    last_index: 100,
-                    last_term: 1,
-                    membership: Default::default(),
-                },
-                data: b"sm".to_vec(),
-            })
-            .await
-            .unwrap();
-        wait_for(&mut rx, |s| s.snapshot_last_index == 100).await;
+        let snapshot = WriteRequest::SaveSnapshot {
+            meta: snapshot_meta(100, 1),
+            data: b"sm".to_vec(),
+        };
+        handle.submit(snapshot).await.unwrap();
+        wait_for(&mut rx, |s| s.snapshot_index == 100).await;
         permits.send(Ok(())).unwrap();
         wait_for_events(&events, |e| e.contains(&"step")).await;
         // Step 2 may already wait for its permit: the append queues behind it.
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 101)]))
-            .await
-            .unwrap();
+        handle.submit(append(2, vec![entry(1, 101)])).await.unwrap();
         permits.send(Ok(())).unwrap();
-        wait_for(&mut rx, |s| s.last_log == (1, 101)).await;
+        wait_for(&mut rx, |s| s.persisted_seq == 2).await;
         let steps_before_append = {
             let events = events.lock().unwrap();
             let at = events.iter().rposition(|e| *e == "append").unwrap();
@@ -712,10 +846,7 @@ mod tests {
         })
         .await;
         drop(handle);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        stopped(task).await;
         let (_, r) = open(&disk);
         assert_eq!(r.last_log_id(), (1, 101));
     }
@@ -728,12 +859,13 @@ mod tests {
         let (s, r, permits, _events) = stepped(&disk);
         let (stop_tx, stop) = shutdown_channel();
         let (handle, task) = spawn_storage_actor(s, &r, stop);
-        let mut rx = handle.persisted();
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 1)]))
-            .await
-            .unwrap();
-        handle.submit(WriteRequest::Compact(1)).await.unwrap();
+        let mut rx = handle.durability();
+        handle.submit(append(1, vec![entry(1, 1)])).await.unwrap();
+        let snapshot = WriteRequest::SaveSnapshot {
+            meta: snapshot_meta(1, 1),
+            data: b"sm".to_vec(),
+        };
+        handle.submit(snapshot).await.unwrap();
         permits
             .send(Err(StorageError::DiskFull {
                 op: "compact log",
@@ -745,22 +877,16 @@ mod tests {
             matches!(s.error, Some(StorageError::DiskFull { .. })),
             "{s:?}"
         );
-        handle
-            .submit(WriteRequest::Append(vec![entry(1, 2)]))
-            .await
-            .unwrap();
+        handle.submit(append(2, vec![entry(1, 2)])).await.unwrap();
         stop_tx.trigger();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(rx.get().last_log, (1, 1), "nothing after the failure");
+        stopped(task).await;
+        assert_eq!(rx.get().persisted_seq, 1, "nothing after the failure");
     }
 
     /// Crashes the disk at a random moment under a running actor: every
-    /// (term, index) the actor reported as persisted is recovered, with the
-    /// entries that were written, and the hard state is never older than
-    /// the one reported.
+    /// batch the actor reported as persisted is recovered, with the entries
+    /// that were written, and the hard state is never older than the one
+    /// reported.
     #[tokio::test]
     async fn reported_persistence_survives_random_crashes() {
         use crate::rng::SplitMix64;
@@ -778,29 +904,37 @@ mod tests {
             let (s, r) = open(&disk);
             let (stop_tx, stop) = shutdown_channel();
             let (handle, task) = spawn_storage_actor(s, &r, stop);
-            let rx = handle.persisted();
+            let rx = handle.durability();
             let mut written: Vec<Entry> = Vec::new();
             let mut term = 1;
-            let mut reported = PersistState::default();
+            // What each batch left written: (entries, hard state term),
+            // indexed by persist_seq (seq 0: nothing).
+            let mut after_seq = vec![(0, 0)];
+            let mut reported = Durability::default();
             let steps = rng.range_u64(1, 60);
             for _ in 0..steps {
+                let seq = after_seq.len() as u64;
                 match rng.range_u64(0, 8) {
                     0..=3 => {
                         let n = rng.range_u64(1, 6);
-                        let batch: Vec<_> = (0..n)
+                        let entries: Vec<_> = (0..n)
                             .map(|k| entry(term, written.len() as u64 + 1 + k))
                             .collect();
-                        written.extend(batch.iter().cloned());
-                        handle.submit(WriteRequest::Append(batch)).await.unwrap();
+                        written.extend(entries.iter().cloned());
+                        after_seq.push((written.len(), after_seq[seq as usize - 1].1));
+                        handle.submit(append(seq, entries)).await.unwrap();
                     }
                     4 | 5 => {
                         term += 1;
-                        let hs = HardState {
+                        let durable = after_seq[rx.get().persisted_seq as usize].0;
+                        let mut vote = batch(seq);
+                        vote.hard_state = Some(HardState {
                             term,
                             voted_for: Some(1),
-                            commit_index: rx.get().last_log.1,
-                        };
-                        handle.submit(WriteRequest::HardState(hs)).await.unwrap();
+                            commit_index: durable as u64,
+                        });
+                        after_seq.push((written.len(), term));
+                        handle.submit(WriteRequest::Batch(vote)).await.unwrap();
                     }
                     6 => {
                         for _ in 0..rng.range_u64(1, 4) {
@@ -809,9 +943,9 @@ mod tests {
                     }
                     _ => {
                         // Wait for durability, as Raft does before acking.
-                        let want = written.len() as u64;
+                        let want = seq - 1;
                         let mut rx = rx.clone();
-                        wait_for(&mut rx, |s| s.last_log.1 >= want).await;
+                        wait_for(&mut rx, |s| s.persisted_seq >= want).await;
                     }
                 }
                 reported = rx.get();
@@ -819,12 +953,9 @@ mod tests {
             disk.crash(faults[rng.range_u64(0, 4) as usize], &mut rng);
             // The pre-crash report is what Raft acted on.
             stop_tx.trigger();
-            tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .unwrap()
-                .unwrap();
+            stopped(task).await;
             let (_, recovered) = open(&disk);
-            let durable = reported.last_log.1 as usize;
+            let (durable, durable_term) = after_seq[reported.persisted_seq as usize];
             seeds_with_reports += usize::from(durable > 0);
             assert!(
                 recovered.entries.len() >= durable,
@@ -836,10 +967,7 @@ mod tests {
                 written[..durable],
                 "seed {seed}"
             );
-            assert!(
-                recovered.hard_state.term >= reported.hard_state.term,
-                "seed {seed}"
-            );
+            assert!(recovered.hard_state.term >= durable_term, "seed {seed}");
         }
         assert!(
             seeds_with_reports > 20,

@@ -24,9 +24,8 @@ mod fjall;
 mod sim;
 
 pub use actor::{
-    spawn_storage_actor, PersistState, StorageActorClosed, StorageHandle, StorageStats,
-    WriteRequest, STORAGE_BATCH_REQUESTS_MAX, STORAGE_MAILBOX_REQUESTS_MAX,
-    SYNC_LATENCY_BUCKETS_US,
+    spawn_storage_actor, Durability, StorageActorClosed, StorageHandle, StorageStats, WriteBatch,
+    WriteRequest, STORAGE_MAILBOX_REQUESTS_MAX, STORAGE_SYNC_REQUESTS_MAX, SYNC_LATENCY_BUCKETS_US,
 };
 #[cfg(not(madsim))]
 pub use fjall::FjallStorage;
