@@ -32,6 +32,7 @@ use deadbolt_core::raft::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster_time::ClusterTime;
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
 use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
@@ -109,6 +110,8 @@ pub(crate) struct Actor {
     replica: Replica,
     state: LockStateMachine,
     lease: LeaseTracker,
+    /// While leading: the time stamped on proposed entries.
+    cluster_time: Option<ClusterTime>,
     io: ActorIo,
     durability: Subscriber<Durability>,
     /// The storage snapshot the node started from: (last index, last term).
@@ -160,6 +163,7 @@ impl Actor {
             replica: start.replica,
             state: start.state,
             lease: LeaseTracker::new(),
+            cluster_time: None,
             io,
             durability,
             started_from: start.snapshot,
@@ -307,7 +311,10 @@ impl Actor {
                 let result = if self.stopping.is_some() {
                     Err(unavailable(None, "leader is shutting down"))
                 } else {
-                    forward::serve(&mut self.replica, &*self.clock, request)
+                    {
+                        let now_ms = self.cluster_now_ms();
+                        forward::serve(&mut self.replica, now_ms, request)
+                    }
                 };
                 self.io
                     .peers
@@ -400,7 +407,8 @@ impl Actor {
             self.forward(request, Requester::Client(reply));
             return;
         }
-        match forward::propose(&mut self.replica, &*self.clock, command, idempotency) {
+        let now_ms = self.cluster_now_ms();
+        match forward::propose(&mut self.replica, now_ms, command, idempotency) {
             Ok((term, index)) => {
                 self.register(index, term, Requester::Client(reply));
             }
@@ -444,7 +452,10 @@ impl Actor {
             self.forward(request, Requester::Admin(reply));
             return;
         }
-        match forward::serve(&mut self.replica, &*self.clock, request) {
+        match {
+            let now_ms = self.cluster_now_ms();
+            forward::serve(&mut self.replica, now_ms, request)
+        } {
             Ok(Some((term, index))) => {
                 self.register(index, term, Requester::Admin(reply));
             }
@@ -501,7 +512,8 @@ impl Actor {
     /// forwarded without anybody waiting.
     fn propose_internal(&mut self, command: Command) -> Option<LogIndex> {
         if self.replica.role() == Role::Leader {
-            match forward::propose(&mut self.replica, &*self.clock, command, None) {
+            let now_ms = self.cluster_now_ms();
+            match forward::propose(&mut self.replica, now_ms, command, None) {
                 Ok((term, index)) => {
                     self.register(index, term, Requester::Internal);
                     Some(index)
@@ -834,11 +846,17 @@ impl Actor {
             // live session a fresh full TTL.
             self.lease
                 .on_became_leader(self.clock.now_ms(), self.state.live_sessions());
+            self.cluster_time = Some(ClusterTime::start(
+                self.state.clock_ms(),
+                self.clock.now_ms(),
+                self.clock.wall_ms(),
+            ));
             self.expire_sessions_in_flight = None;
             self.expire_waiters_in_flight = None;
             self.next_maintenance_ms = self.clock.now_ms();
         } else {
             self.lease = LeaseTracker::new();
+            self.cluster_time = None;
         }
         self.api_addr_asked_at_ms = None;
     }
@@ -947,6 +965,14 @@ impl Actor {
         }
     }
 
+    /// The stamp for an entry proposed now (see `cluster_time.rs`). Off the
+    /// leader nothing is proposed (the replica refuses); state time then.
+    fn cluster_now_ms(&self) -> u64 {
+        let state_ms = self.state.clock_ms();
+        self.cluster_time
+            .map_or(state_ms, |t| t.now_ms(self.clock.now_ms(), state_ms))
+    }
+
     fn lead(&mut self, now_ms: u64) {
         if self.expire_sessions_in_flight.is_none() {
             let expired = self.lease.due_for_expiry(now_ms, &self.state);
@@ -961,7 +987,7 @@ impl Actor {
             && self
                 .state
                 .next_waiter_deadline_ms()
-                .is_some_and(|d| d <= self.clock.wall_ms())
+                .is_some_and(|d| d <= self.cluster_now_ms())
         {
             self.expire_waiters_in_flight = self.propose_internal(Command::ExpireWaiters);
         }
@@ -1019,7 +1045,10 @@ impl Actor {
             api_addr: self.me.api_addr.clone(),
         };
         if leader == self.me.id {
-            if let Err(error) = forward::serve(&mut self.replica, &*self.clock, request) {
+            if let Err(error) = {
+                let now_ms = self.cluster_now_ms();
+                forward::serve(&mut self.replica, now_ms, request)
+            } {
                 tracing::debug!(%error, "api address not published yet");
             }
         } else {
@@ -1080,7 +1109,7 @@ impl Actor {
     }
 
     fn fail_everything(&mut self, error: ProposeError) {
-        self.pending.fail_all(&error);
+        self.pending.stop_all(&error);
     }
 
     fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {

@@ -10,7 +10,6 @@ use deadbolt_core::raft::{
 use serde::{Deserialize, Serialize};
 
 use super::handle::ProposeError;
-use crate::clock::Clock;
 
 /// Everything that crosses the peer links: Raft itself, plus the
 /// forwarding of client writes and admin requests to the leader.
@@ -66,14 +65,14 @@ pub(crate) enum Forwarded {
 /// leadership transfer started).
 pub(super) fn serve(
     replica: &mut Replica,
-    clock: &dyn Clock,
+    now_ms: u64,
     request: Forwarded,
 ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
     match request {
         Forwarded::Propose {
             command,
             idempotency,
-        } => propose(replica, clock, command, idempotency).map(Some),
+        } => propose(replica, now_ms, command, idempotency).map(Some),
         Forwarded::AddMember {
             id,
             peer_addr,
@@ -88,15 +87,16 @@ pub(super) fn serve(
     }
 }
 
-/// Proposes a command; the envelope carries the leader's wall clock.
+/// Proposes a command; the envelope carries the leader's cluster time
+/// (`ClusterTime`), never its wall clock.
 pub(super) fn propose(
     replica: &mut Replica,
-    clock: &dyn Clock,
+    now_ms: u64,
     command: Command,
     idempotency: Option<Idempotency>,
 ) -> Result<(Term, LogIndex), ProposeError> {
     let envelope = Envelope {
-        now_ms: clock.wall_ms(),
+        now_ms,
         idempotency,
         command,
     };
@@ -199,7 +199,7 @@ fn membership_error(error: MembershipError) -> ProposeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+
     use deadbolt_core::raft::{Member, Membership, RestoredState, Role};
 
     fn replica(campaign: bool) -> Replica {
@@ -251,8 +251,8 @@ mod tests {
     fn the_leader_proposes_and_answers_no_ops_at_once() {
         let mut leader = replica(true);
         assert_eq!(leader.role(), Role::Leader);
-        let clock = ManualClock::new(5);
-        let (term, index) = serve(&mut leader, &clock, put())
+        let now_ms = 5;
+        let (term, index) = serve(&mut leader, now_ms, put())
             .expect("proposed")
             .expect("an entry");
         assert_eq!((term, index), (leader.term(), leader.status().last_index));
@@ -263,18 +263,18 @@ mod tests {
             peer_addr: "a:1".into(),
             api_addr: "x".into(),
         };
-        assert_eq!(serve(&mut leader, &clock, again), Ok(None));
+        assert_eq!(serve(&mut leader, now_ms, again), Ok(None));
         let same = Forwarded::SetApiAddr {
             id: 1,
             api_addr: String::new(),
         };
-        assert_eq!(serve(&mut leader, &clock, same), Ok(None));
+        assert_eq!(serve(&mut leader, now_ms, same), Ok(None));
         let stranger = Forwarded::SetApiAddr {
             id: 9,
             api_addr: "x".into(),
         };
         assert!(matches!(
-            serve(&mut leader, &clock, stranger),
+            serve(&mut leader, now_ms, stranger),
             Err(ProposeError::Rejected { .. })
         ));
     }
@@ -282,13 +282,13 @@ mod tests {
     #[test]
     fn a_follower_refuses_with_a_retryable_error() {
         let mut follower = replica(false);
-        let clock = ManualClock::new(5);
+        let now_ms = 5;
         assert!(matches!(
-            serve(&mut follower, &clock, put()),
+            serve(&mut follower, now_ms, put()),
             Err(ProposeError::Unavailable { .. })
         ));
         assert!(matches!(
-            serve(&mut follower, &clock, Forwarded::TransferLeader { to: 1 }),
+            serve(&mut follower, now_ms, Forwarded::TransferLeader { to: 1 }),
             Err(ProposeError::Unavailable { .. })
         ));
     }

@@ -7,6 +7,7 @@
 //! signal; `shutdown`/`kill` wait for all of them.
 
 mod actor;
+mod cluster_time;
 mod config;
 mod forward;
 mod handle;

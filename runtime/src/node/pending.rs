@@ -390,18 +390,23 @@ impl Pending {
 
     // ----------------------------------------------------------- failure ---
 
-    /// Answers everyone with `error`: proposals, forwards, queued acquires,
-    /// then reads.
-    pub(super) fn fail_all(&mut self, error: &ProposeError) {
+    /// The node stops serving (shutdown, storage failure): answers everyone.
+    /// Proposals, forwards and queued acquires are already in some log and
+    /// may still commit under another leader, so their outcome is unknown
+    /// (`Timeout`, HTTP 504: a keyed retry settles it). Answering them with
+    /// `error` (a 503, "safe to retry") let an unkeyed retry apply twice and
+    /// left abandoned waiters to be granted as phantom holders (issue 13,
+    /// bug 1; simulation seed 107). Reads change nothing: they get `error`.
+    pub(super) fn stop_all(&mut self, error: &ProposeError) {
         for (_, (_, requester)) in std::mem::take(&mut self.proposals) {
-            requester.fail(error.clone());
+            requester.fail(ProposeError::Timeout);
         }
         self.client_proposals = 0;
         for (_, forward) in std::mem::take(&mut self.forwards) {
-            forward.requester.fail(error.clone());
+            forward.requester.fail(ProposeError::Timeout);
         }
         for tx in self.take_all_acquires() {
-            let _ = tx.send(Err(error.clone()));
+            let _ = tx.send(Err(ProposeError::Timeout));
         }
         for (_, read) in std::mem::take(&mut self.reads) {
             read.fail(error.clone());
@@ -593,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn fail_all_answers_everyone() {
+    fn stop_all_answers_what_was_proposed_as_outcome_unknown() {
         let mut pending = Pending::new();
         let (proposal, mut proposal_rx) = client();
         pending.expect_entry(1, 1, proposal);
@@ -611,14 +616,15 @@ mod tests {
         let (r, mut read_rx) = read(0);
         pending.insert_read(8, r);
 
-        pending.fail_all(&ProposeError::Timeout);
+        let stopped = ProposeError::Stopped {
+            reason: "shutting down".into(),
+        };
+        pending.stop_all(&stopped);
+        // Already proposed or forwarded: never "safe to retry".
         assert_eq!(proposal_rx.try_recv(), Ok(Err(ProposeError::Timeout)));
         assert_eq!(forward_rx.try_recv(), Ok(Err(ProposeError::Timeout)));
         assert_eq!(acquire_rx.try_recv(), Ok(Err(ProposeError::Timeout)));
-        assert!(matches!(
-            read_rx.try_recv(),
-            Ok((ProposeError::Timeout, None))
-        ));
+        assert!(matches!(read_rx.try_recv(), Ok((e, None)) if e == stopped));
         assert_eq!(pending.client_proposals(), 0);
         assert_eq!(pending.acquires_waiting(), 0);
         assert!(pending.take_forward(7).is_none());
