@@ -269,9 +269,24 @@ async fn storage_failure_stops_the_node_without_panicking() {
             DEADLINE,
         )
         .await;
+    // Proposed before the failure: in a cluster the entry may already be on
+    // other nodes and commit there, so the outcome is unknown (504), never
+    // "safe to retry" (issue 13, bug 1).
+    assert!(matches!(failed, Err(ProposeError::Timeout)), "{failed:?}");
+    // Anything after the failure is refused before it is proposed.
+    let refused = handle
+        .propose(
+            Command::OpenSession(OpenSession {
+                ttl_ms: 10_000,
+                name: "y".into(),
+            }),
+            None,
+            DEADLINE,
+        )
+        .await;
     assert!(
-        matches!(failed, Err(ProposeError::Stopped { .. })),
-        "{failed:?}"
+        matches!(refused, Err(ProposeError::Stopped { .. })),
+        "{refused:?}"
     );
     let read = handle.read(DEADLINE, |_| ()).await;
     assert!(
