@@ -538,7 +538,10 @@ impl Client {
             // madsim has no `timeout_at`; a duration from now is the same.
             let sent = tokio::time::timeout(
                 attempt_deadline.saturating_duration_since(Instant::now()),
-                endpoint.send(|| self.build_request(&call, endpoint)),
+                endpoint.send(
+                    || self.build_request(&call, endpoint),
+                    call.resend_after_unknown,
+                ),
             )
             .await;
             let answer = match sent {

@@ -130,13 +130,17 @@ impl Endpoint {
         Ok(Connection { sender, driver })
     }
 
-    /// Sends one request and reads the whole answer. A kept-alive connection
-    /// that turns out closed is replaced once by a fresh one to the same
-    /// endpoint. The request may have reached the server before the close;
-    /// resending is safe because every mutation carries an idempotency key.
+    /// Sends one request and reads the whole answer. With `resend_if_closed`,
+    /// a kept-alive connection that turns out closed is replaced once by a
+    /// fresh one to the same endpoint. The request may have reached the
+    /// server before the close, so only a request that cannot apply twice
+    /// (a read, a mutation with its idempotency key) may be resent; a
+    /// keyless mutation gets the error (the simulation's keyless clients
+    /// found the double apply: sim seed 295, network mix, 5 nodes).
     pub(crate) async fn send(
         &self,
         make_request: impl Fn() -> Request<Full<Bytes>>,
+        resend_if_closed: bool,
     ) -> Result<Answer, BoxError> {
         if let Some(mut conn) = self.take_idle() {
             if conn.sender.ready().await.is_ok() {
@@ -145,6 +149,7 @@ impl Endpoint {
                         self.put_idle(conn);
                         return Ok(answer);
                     }
+                    Err(Failure::Closed(e)) if !resend_if_closed => return Err(e),
                     Err(Failure::Closed(_)) => {}
                     Err(Failure::Other(e)) => return Err(e),
                 }
