@@ -311,10 +311,8 @@ impl Actor {
                 let result = if self.stopping.is_some() {
                     Err(unavailable(None, "leader is shutting down"))
                 } else {
-                    {
-                        let now_ms = self.cluster_now_ms();
-                        forward::serve(&mut self.replica, now_ms, request)
-                    }
+                    let now_ms = self.cluster_now_ms();
+                    forward::serve(&mut self.replica, now_ms, request)
                 };
                 self.io
                     .peers
@@ -452,10 +450,8 @@ impl Actor {
             self.forward(request, Requester::Admin(reply));
             return;
         }
-        match {
-            let now_ms = self.cluster_now_ms();
-            forward::serve(&mut self.replica, now_ms, request)
-        } {
+        let now_ms = self.cluster_now_ms();
+        match forward::serve(&mut self.replica, now_ms, request) {
             Ok(Some((term, index))) => {
                 self.register(index, term, Requester::Admin(reply));
             }
@@ -1045,10 +1041,8 @@ impl Actor {
             api_addr: self.me.api_addr.clone(),
         };
         if leader == self.me.id {
-            if let Err(error) = {
-                let now_ms = self.cluster_now_ms();
-                forward::serve(&mut self.replica, now_ms, request)
-            } {
+            let now_ms = self.cluster_now_ms();
+            if let Err(error) = forward::serve(&mut self.replica, now_ms, request) {
                 tracing::debug!(%error, "api address not published yet");
             }
         } else {
