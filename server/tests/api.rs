@@ -1,3 +1,4 @@
+//! (Over 1,000 lines: one test per rule of the whole API contract, in its order.)
 //! End-to-end tests of the HTTP API (shared/API.md) against a real one-node
 //! cluster: each test starts node 1 on a temporary data dir with
 //! `deadbolt_server::server::start` on ephemeral loopback ports (the same
