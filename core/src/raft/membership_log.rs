@@ -155,21 +155,6 @@ impl MembershipLog {
 mod tests {
     use super::*;
 
-    fn voters(ids: &[u64]) -> Membership {
-        let mut m = Membership::default();
-        for &id in ids {
-            m.members.insert(
-                id,
-                Member {
-                    voter: true,
-                    peer_addr: String::new(),
-                    api_addr: String::new(),
-                },
-            );
-        }
-        m
-    }
-
     fn entry(index: LogIndex, payload: EntryPayload) -> Entry {
         Entry {
             term: 1,
@@ -182,45 +167,54 @@ mod tests {
     fn memberships_take_effect_when_appended_and_leave_when_truncated() {
         let entries = [
             entry(3, EntryPayload::Noop),
-            entry(4, EntryPayload::Membership(voters(&[1, 2]))),
+            entry(4, EntryPayload::Membership(Membership::of(&[1, 2], &[]))),
         ];
-        let mut log = MembershipLog::new(voters(&[1]), &entries);
-        assert_eq!(log.latest(), &voters(&[1, 2]));
-        assert_eq!(log.at(3), &voters(&[1]));
+        let mut log = MembershipLog::new(Membership::of(&[1], &[]), &entries);
+        assert_eq!(log.latest(), &Membership::of(&[1, 2], &[]));
+        assert_eq!(log.at(3), &Membership::of(&[1], &[]));
         assert_eq!(log.last_change_index(), 4);
-        assert_eq!(log.previous_if_uncommitted(3), Some(&voters(&[1])));
+        assert_eq!(
+            log.previous_if_uncommitted(3),
+            Some(&Membership::of(&[1], &[]))
+        );
         assert_eq!(log.previous_if_uncommitted(4), None);
         assert!(!log.appended(&entry(5, EntryPayload::Noop)));
-        assert!(log.appended(&entry(6, EntryPayload::Membership(voters(&[1, 2, 3])))));
-        assert_eq!(log.at(5), &voters(&[1, 2]));
+        assert!(log.appended(&entry(
+            6,
+            EntryPayload::Membership(Membership::of(&[1, 2, 3], &[]))
+        )));
+        assert_eq!(log.at(5), &Membership::of(&[1, 2], &[]));
         assert!(!log.truncate_from(7));
         assert!(log.truncate_from(6));
-        assert_eq!(log.latest(), &voters(&[1, 2]));
+        assert_eq!(log.latest(), &Membership::of(&[1, 2], &[]));
     }
 
     #[test]
     fn changes_go_one_voter_at_a_time_after_the_previous_one_commits() {
-        let entries = [entry(4, EntryPayload::Membership(voters(&[1, 2])))];
-        let log = MembershipLog::new(voters(&[1]), &entries);
+        let entries = [entry(
+            4,
+            EntryPayload::Membership(Membership::of(&[1, 2], &[])),
+        )];
+        let log = MembershipLog::new(Membership::of(&[1], &[]), &entries);
         let err = |r: Result<(), MembershipError>| r.expect_err("refused");
-        let next = voters(&[1, 2, 3]);
+        let next = Membership::of(&[1, 2, 3], &[]);
         assert_eq!(
             err(log.check_change(&next, 3)),
             MembershipError::ChangeInProgress
         );
         assert_eq!(log.check_change(&next, 4), Ok(()));
-        let two_more = voters(&[1, 2, 3, 4]);
+        let two_more = Membership::of(&[1, 2, 3, 4], &[]);
         assert_eq!(
             err(log.check_change(&two_more, 4)),
             MembershipError::MoreThanOneVoterChanged
         );
-        let none = voters(&[]);
+        let none = Membership::of(&[], &[]);
         assert_eq!(err(log.check_change(&none, 4)), MembershipError::NoVoters);
     }
 
     #[test]
     fn next_memberships_are_built_from_the_latest() {
-        let log = MembershipLog::new(voters(&[1]), &[]);
+        let log = MembershipLog::new(Membership::of(&[1], &[]), &[]);
         assert_eq!(
             log.with_learner(1, String::new(), String::new()),
             Err(MembershipError::AlreadyMember(1))
@@ -238,15 +232,15 @@ mod tests {
     #[test]
     fn a_snapshot_moves_the_base() {
         let entries = [
-            entry(2, EntryPayload::Membership(voters(&[1, 2]))),
-            entry(5, EntryPayload::Membership(voters(&[1, 2, 3]))),
+            entry(2, EntryPayload::Membership(Membership::of(&[1, 2], &[]))),
+            entry(5, EntryPayload::Membership(Membership::of(&[1, 2, 3], &[]))),
         ];
-        let mut log = MembershipLog::new(voters(&[1]), &entries);
+        let mut log = MembershipLog::new(Membership::of(&[1], &[]), &entries);
         log.compact_to(4);
-        assert_eq!(log.at(4), &voters(&[1, 2]));
+        assert_eq!(log.at(4), &Membership::of(&[1, 2], &[]));
         assert_eq!(log.last_change_index(), 5);
-        log.reset(voters(&[7]));
-        assert_eq!(log.latest(), &voters(&[7]));
+        log.reset(Membership::of(&[7], &[]));
+        assert_eq!(log.latest(), &Membership::of(&[7], &[]));
         assert_eq!(log.last_change_index(), 0);
     }
 }

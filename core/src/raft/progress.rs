@@ -585,26 +585,7 @@ impl ProgressTracker {
 mod tests {
     use super::*;
     use crate::raft::ready::{Role, SoftState};
-    use crate::raft::types::{Entry, EntryPayload, Member, SnapshotMeta};
-
-    fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
-        let mut m = Membership::default();
-        for (&id, voter) in voters
-            .iter()
-            .map(|id| (id, true))
-            .chain(learners.iter().map(|id| (id, false)))
-        {
-            m.members.insert(
-                id,
-                Member {
-                    voter,
-                    peer_addr: String::new(),
-                    api_addr: String::new(),
-                },
-            );
-        }
-        m
-    }
+    use crate::raft::types::{Entry, EntryPayload, SnapshotMeta};
 
     #[test]
     fn a_probe_sends_one_append_then_waits() {
@@ -711,7 +692,7 @@ mod tests {
             outbox: &mut outbox,
         };
         let mut t = ProgressTracker::default();
-        t.reset(&membership(&[1, 2], &[]), 1, 2);
+        t.reset(&Membership::of(&[1, 2], &[]), 1, 2);
         assert!(
             t.send_append(2, false, &mut feed),
             "a probe with entries 2..=3"
@@ -746,7 +727,7 @@ mod tests {
         let mut snapshots = Snapshots::default();
         let mut outbox = Outbox::new(soft_state());
         let mut t = ProgressTracker::default();
-        t.reset(&membership(&[1, 2], &[]), 1, 2);
+        t.reset(&Membership::of(&[1, 2], &[]), 1, 2);
         let mut feed = Feed {
             term: 1,
             commit_index: 5,
@@ -775,7 +756,7 @@ mod tests {
 
     #[test]
     fn the_tracker_counts_quorums_over_voters_only() {
-        let m = membership(&[1, 2, 3], &[4]);
+        let m = Membership::of(&[1, 2, 3], &[4]);
         let mut t = ProgressTracker::default();
         t.reset(&m, 1, 10);
         assert_eq!(t.ids(), vec![2, 3, 4]);
@@ -785,7 +766,7 @@ mod tests {
             pr.append_acked(index);
         }
         assert_eq!(t.quorum_match_index(&m, 1, 8), Some(7));
-        assert_eq!(t.quorum_match_index(&membership(&[], &[2]), 1, 8), None);
+        assert_eq!(t.quorum_match_index(&Membership::of(&[], &[2]), 1, 8), None);
         assert_eq!(t.most_caught_up_voter(&m), Some(2));
         t.start_quorum_round();
         assert!(!t.quorum_recently_active(&m, 1));
@@ -793,7 +774,7 @@ mod tests {
         assert!(!t.quorum_recently_active(&m, 1), "a learner does not count");
         t.peers.get_mut(&3).expect("tracked").mark_active();
         assert!(t.quorum_recently_active(&m, 1));
-        t.sync_members(&membership(&[1, 3, 5], &[]), 1, 12);
+        t.sync_members(&Membership::of(&[1, 3, 5], &[]), 1, 12);
         assert_eq!(t.ids(), vec![3, 5]);
         assert_eq!(t.get(5).map(|p| p.next_index), Some(12));
         assert_eq!(t.match_index(2), 0, "removed");

@@ -161,22 +161,6 @@ fn deliver(
 mod tests {
     use super::*;
     use crate::raft::ready::{Role, SoftState};
-    use crate::raft::types::Member;
-
-    fn voters(ids: &[NodeId]) -> Membership {
-        let mut m = Membership::default();
-        for &id in ids {
-            m.members.insert(
-                id,
-                Member {
-                    voter: true,
-                    peer_addr: String::new(),
-                    api_addr: String::new(),
-                },
-            );
-        }
-        m
-    }
 
     fn outbox() -> Outbox {
         Outbox::new(SoftState {
@@ -196,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_read_is_confirmed_by_a_quorum_of_its_round_or_a_later_one() {
-        let m = voters(&[1, 2, 3]);
+        let m = Membership::of(&[1, 2, 3], &[]);
         let mut out = outbox();
         let mut reads = ReadOnly::default();
         assert_eq!(reads.latest_ctx(), 0);

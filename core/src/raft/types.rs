@@ -92,6 +92,23 @@ impl Membership {
     }
 }
 
+#[cfg(test)]
+impl Membership {
+    /// These voters and learners, with empty addresses (unit tests).
+    pub(crate) fn of(voters: &[NodeId], learners: &[NodeId]) -> Membership {
+        let member = |voter| Member {
+            voter,
+            peer_addr: String::new(),
+            api_addr: String::new(),
+        };
+        let voters = voters.iter().map(|&id| (id, member(true)));
+        let learners = learners.iter().map(|&id| (id, member(false)));
+        Membership {
+            members: voters.chain(learners).collect(),
+        }
+    }
+}
+
 /// Describes a snapshot: the state machine after applying every entry up to
 /// and including `last_index`, and the membership in force at that point.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

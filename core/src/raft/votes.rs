@@ -73,30 +73,10 @@ impl Votes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::types::Member;
-
-    fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
-        let mut m = Membership::default();
-        for (&id, voter) in voters
-            .iter()
-            .map(|id| (id, true))
-            .chain(learners.iter().map(|id| (id, false)))
-        {
-            m.members.insert(
-                id,
-                Member {
-                    voter,
-                    peer_addr: String::new(),
-                    api_addr: String::new(),
-                },
-            );
-        }
-        m
-    }
 
     #[test]
     fn a_quorum_of_voters_decides_and_first_answers_count() {
-        let m = membership(&[1, 2, 3], &[4]);
+        let m = Membership::of(&[1, 2, 3], &[4]);
         let mut v = Votes::default();
         v.record(1, true);
         assert_eq!(v.tally(&m), VoteResult::Pending);
