@@ -184,11 +184,15 @@ impl LockEntry {
     }
 }
 
+/// Short constructors for the unit tests of this folder.
 #[cfg(test)]
-mod tests {
+pub(super) mod test_values {
     use super::*;
 
-    fn holder(session_id: SessionId, fencing_token: FencingToken) -> Holder {
+    pub(in crate::lock::state) fn holder(
+        session_id: SessionId,
+        fencing_token: FencingToken,
+    ) -> Holder {
         Holder {
             session_id,
             fencing_token,
@@ -196,13 +200,27 @@ mod tests {
         }
     }
 
-    fn waiter(session_id: SessionId) -> Waiter {
+    pub(in crate::lock::state) fn waiter(
+        session_id: SessionId,
+        mode: Mode,
+        deadline_ms: u64,
+    ) -> Waiter {
         Waiter {
             session_id,
-            mode: Mode::Shared,
-            deadline_ms: 0,
+            mode,
+            deadline_ms,
             idempotency_key: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_values::holder;
+    use super::*;
+
+    fn waiter(session_id: SessionId) -> Waiter {
+        super::test_values::waiter(session_id, Mode::Shared, 0)
     }
 
     #[test]

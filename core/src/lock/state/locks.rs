@@ -419,24 +419,8 @@ fn check_entry(name: &LockName, entry: &LockEntry) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::holders::test_values::{holder, waiter};
     use super::*;
-
-    fn holder(session_id: SessionId, fencing_token: FencingToken) -> Holder {
-        Holder {
-            session_id,
-            fencing_token,
-            acquired_at_ms: 0,
-        }
-    }
-
-    fn waiter(session_id: SessionId, mode: Mode, deadline_ms: u64) -> Waiter {
-        Waiter {
-            session_id,
-            mode,
-            deadline_ms,
-            idempotency_key: None,
-        }
-    }
 
     fn created(locks: &mut Locks, lock: &str, mode: Mode, h: Holder) -> LockName {
         match locks.create_if_vacant(lock, mode, h) {
