@@ -131,22 +131,40 @@ fn exec_command(args: &LockChildArgs) -> anyhow::Result<u8> {
     Err(error).with_context(|| format!("starting {program:?}"))
 }
 
+/// `deadbolt lock-child [--exec] [--json] --parent-pid <this process>
+/// --grace-ms G -- CMD`: the one place that writes this hidden command's
+/// flags, for the CLI (starting the supervisor) and the supervisor
+/// (starting the command). With `json`, its errors are printed as the
+/// CLI's would be.
+pub(super) fn lock_child_command(
+    exec: bool,
+    json: bool,
+    grace_ms: u64,
+    command: &[String],
+) -> std::process::Command {
+    let mut child = std::process::Command::new(SELF_EXE);
+    child.arg0("deadbolt").arg("lock-child");
+    if exec {
+        child.arg("--exec");
+    }
+    if json {
+        child.arg("--json");
+    }
+    child
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .arg("--grace-ms")
+        .arg(grace_ms.to_string())
+        .arg("--")
+        .args(command);
+    child
+}
+
 /// Starts the command through `lock-child --exec` (see the module notes).
 fn start_command(args: &LockChildArgs, json: bool) -> anyhow::Result<std::process::Child> {
     // Spawned from the thread that drives `run`, which lives as long as the
     // process (the parent-death signal follows the spawning thread).
-    let mut starter = std::process::Command::new(SELF_EXE);
-    starter.arg0("deadbolt").arg("lock-child").arg("--exec");
-    if json {
-        starter.arg("--json");
-    }
-    starter
-        .arg("--parent-pid")
-        .arg(std::process::id().to_string())
-        .arg("--grace-ms")
-        .arg(args.grace_ms.to_string())
-        .arg("--")
-        .args(&args.command)
+    lock_child_command(true, json, args.grace_ms, &args.command)
         .spawn()
         .context("starting the command (deadbolt lock-child --exec)")
 }

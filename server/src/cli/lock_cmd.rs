@@ -37,6 +37,7 @@ use nix::unistd::{getpgrp, tcgetpgrp, tcsetpgrp, Pid};
 use std::os::unix::process::CommandExt as _;
 use tokio::sync::oneshot;
 
+use super::lock_child::lock_child_command;
 use super::{EXIT_ERROR, EXIT_LEASE_LOST};
 
 #[derive(Debug, Args)]
@@ -185,19 +186,8 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     }
     // Spawned from the thread that drives this future, which lives as long
     // as the process (the parent-death signal follows the spawning thread).
-    let mut supervisor = std::process::Command::new(SELF_EXE);
-    supervisor.arg0("deadbolt").arg("lock-child");
-    if json {
-        // Its own errors (a command that cannot start) are the CLI's too.
-        supervisor.arg("--json");
-    }
-    let mut child = supervisor
-        .arg("--parent-pid")
-        .arg(std::process::id().to_string())
-        .arg("--grace-ms")
-        .arg(grace.as_millis().to_string())
-        .arg("--")
-        .args(&args.command)
+    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+    let mut child = lock_child_command(false, json, grace_ms, &args.command)
         .env("DEADBOLT_LOCK", &args.name)
         .env("DEADBOLT_FENCING_TOKEN", lock.fencing_token().to_string())
         .env("DEADBOLT_SESSION_ID", session.id().to_string())
@@ -224,13 +214,12 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
             reason = lock.lost() => {
                 eprintln!("deadbolt: lease lost ({reason:?}); stopping the command");
                 signal_group(group, Signal::SIGTERM);
-                if tokio::time::timeout(grace, &mut exited).await.is_err() {
-                    signal_group(group, Signal::SIGKILL);
+                let exited_in_grace = tokio::time::timeout(grace, &mut exited).await.is_ok();
+                // The command, or its leftovers, which had their SIGTERM with
+                // the rest: the lease margin leaves no time for a second grace.
+                signal_group(group, Signal::SIGKILL);
+                if !exited_in_grace {
                     let _ = exited.await;
-                } else {
-                    // Leftovers had their SIGTERM with the rest; the lease
-                    // margin leaves no time for a second grace.
-                    signal_group(group, Signal::SIGKILL);
                 }
                 break None;
             }
