@@ -144,31 +144,31 @@ impl Recorder {
 
     /// The op ended without a known outcome (timeout, lost connection).
     pub(crate) fn unknown(&mut self, op: OpId, why: &str) {
-        let at = self.now_ns();
-        let Some(o) = self.clients.ops.get(op) else {
-            return;
-        };
-        let client = o.client;
-        let what = format!("#{op} {} -> unknown outcome ({why})", o.input);
-        self.trace_line(at, &what);
-        self.timeline
-            .record(at, TimelineEvent::Client { client, what });
+        self.note_ending(op, &format!("unknown outcome ({why})"));
     }
 
     /// The op was refused before it was proposed (503 to a client without
     /// idempotency keys, whose client library then gave up or did not
     /// resend): it must have had no effect.
     pub(crate) fn not_applied(&mut self, op: OpId, why: &str) {
+        if self.note_ending(op, &format!("not applied ({why})")) {
+            self.not_applied_ops.insert(op);
+        }
+    }
+
+    /// Traces and draws an op that ended without an answer to check;
+    /// false for an unknown op id.
+    fn note_ending(&mut self, op: OpId, ending: &str) -> bool {
         let at = self.now_ns();
         let Some(o) = self.clients.ops.get(op) else {
-            return;
+            return false;
         };
         let client = o.client;
-        let what = format!("#{op} {} -> not applied ({why})", o.input);
+        let what = format!("#{op} {} -> {ending}", o.input);
         self.trace_line(at, &what);
         self.timeline
             .record(at, TimelineEvent::Client { client, what });
-        self.not_applied_ops.insert(op);
+        true
     }
 
     pub(crate) fn lock_event(&mut self, event: LockEvent) {
