@@ -40,6 +40,7 @@ use super::peer_set::PeerSet;
 use super::pending::{
     AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
 };
+use super::seen_forwards::SeenForwards;
 use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
@@ -86,6 +87,8 @@ pub(crate) struct StartState {
     /// The stored snapshot the state was restored from: (last index, last term).
     pub(crate) snapshot: (LogIndex, Term),
     pub(crate) snapshot_threshold_entries: u64,
+    /// Where this incarnation's request ids start (see [`Pending::new`]).
+    pub(crate) first_request_id: u64,
 }
 
 /// The actor's channels to the node's other tasks.
@@ -125,6 +128,8 @@ pub(crate) struct Actor {
 
     /// Who waits for what: proposals, forwards, queued acquires, reads.
     pending: Pending,
+    /// Forwards from other nodes already served (copies are not proposed).
+    seen_forwards: SeenForwards,
 
     applied_index: LogIndex,
     snapshot_index: LogIndex,
@@ -169,7 +174,8 @@ impl Actor {
             started_from: start.snapshot,
             handed_seq: 0,
             handed_snapshot_index: 0,
-            pending: Pending::new(),
+            pending: Pending::new(start.first_request_id),
+            seen_forwards: SeenForwards::default(),
             applied_index: snapshot_index,
             snapshot_index,
             snapshot_threshold_entries: start.snapshot_threshold_entries.max(1),
@@ -308,6 +314,10 @@ impl Actor {
                 request_id,
                 request,
             } => {
+                if !self.seen_forwards.first_time(from, request_id) {
+                    tracing::debug!(from, request_id, "a copy of a served forward: ignored");
+                    return;
+                }
                 let result = if self.stopping.is_some() {
                     Err(unavailable(None, "leader is shutting down"))
                 } else {

@@ -14,6 +14,7 @@ mod handle;
 mod observer;
 mod peer_set;
 mod pending;
+mod seen_forwards;
 mod status;
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ impl Node {
         let mut rng = SplitMix64::new(config.seed);
         let raft_seed = rng.next_u64();
         let transport_rng = rng.fork();
+        let first_request_id = pending::first_request_id(rng.next_u64());
         let clock = config.clock.clone();
         let replica = Replica::new(
             raft_config,
@@ -95,6 +97,7 @@ impl Node {
             state: recovered.state,
             snapshot: recovered.snapshot,
             snapshot_threshold_entries: config.snapshot_threshold_entries,
+            first_request_id,
         };
         let (actor, handle, listener) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);

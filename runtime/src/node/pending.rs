@@ -106,6 +106,12 @@ impl ReadInFlight {
 }
 
 /// Everything the actor owes an answer, by what the answer waits for.
+/// Where an incarnation's request ids start, from a random draw: below 2^62
+/// so the sequence never wraps, never 0.
+pub(super) fn first_request_id(draw: u64) -> u64 {
+    (draw >> 2).max(1)
+}
+
 pub(super) struct Pending {
     /// Log index -> (term it was proposed in, who waits for it).
     proposals: BTreeMap<LogIndex, (Term, Requester)>,
@@ -123,21 +129,26 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn new() -> Self {
+    /// `first_request_id` must differ between incarnations of a node (draw
+    /// it at random, [`first_request_id`]): a leader's link delivers what it
+    /// queued for an earlier incarnation, and a reply to that incarnation's
+    /// request must never answer one of this one (a wrong grant, a stale
+    /// read index).
+    pub(super) fn new(first_request_id: u64) -> Self {
         Self {
             proposals: BTreeMap::new(),
             client_proposals: 0,
             forwards: BTreeMap::new(),
             acquires: BTreeMap::new(),
             reads: BTreeMap::new(),
-            next_request_id: 1,
+            next_request_id: first_request_id,
         }
     }
 
     /// Ids for forwards and reads (one sequence: both travel to the leader).
     pub(super) fn next_request_id(&mut self) -> u64 {
         let id = self.next_request_id;
-        self.next_request_id += 1;
+        self.next_request_id = id.checked_add(1).expect("request ids start below 2^62");
         id
     }
 
@@ -443,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_later_term_displaces_a_proposal_and_the_count_follows() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let (first, _rx) = client();
         assert!(pending.expect_entry(5, 1, first).is_none());
         assert!(pending.expect_entry(6, 1, Requester::Internal).is_none());
@@ -461,14 +472,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "two proposals at index 5 in term 1")]
     fn two_proposals_at_one_index_in_one_term_is_a_bug() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         pending.expect_entry(5, 1, Requester::Internal);
         pending.expect_entry(5, 1, Requester::Internal);
     }
 
     #[test]
     fn a_snapshot_takes_the_proposals_it_covers() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let mut receivers = Vec::new();
         for index in [3, 7, 8, 12] {
             let (requester, rx) = client();
@@ -486,8 +497,18 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_start_anywhere_but_never_wrap_or_reach_zero() {
+        assert_eq!(first_request_id(0), 1);
+        let highest = first_request_id(u64::MAX);
+        assert!(highest < 1 << 62);
+        let mut pending = Pending::new(highest);
+        assert_eq!(pending.next_request_id(), highest);
+        assert_eq!(pending.next_request_id(), highest + 1);
+    }
+
+    #[test]
     fn orphaned_forwards_come_out_in_request_order() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         for leader in [2, 3, 2] {
             let id = pending.next_request_id();
             pending.insert_forward(
@@ -518,7 +539,7 @@ mod tests {
 
     #[test]
     fn an_acquire_is_withdrawn_only_when_every_caller_left() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let (tx1, rx1) = oneshot::channel();
         let (tx2, rx2) = oneshot::channel();
         pending.wait_for_grant("a".into(), 1, tx1);
@@ -534,7 +555,7 @@ mod tests {
 
     #[test]
     fn every_caller_of_one_queue_place_gets_the_outcome() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
         let (tx3, mut rx3) = oneshot::channel();
@@ -566,7 +587,7 @@ mod tests {
 
     #[test]
     fn reads_run_once_confirmed_and_applied_and_come_back_unconfirmed() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let (r1, _rx1) = read(0);
         let (r2, mut rx2) = read(0);
         let (r3, rx3) = read(500);
@@ -599,7 +620,7 @@ mod tests {
 
     #[test]
     fn stop_all_answers_what_was_proposed_as_outcome_unknown() {
-        let mut pending = Pending::new();
+        let mut pending = Pending::new(1);
         let (proposal, mut proposal_rx) = client();
         pending.expect_entry(1, 1, proposal);
         let (forwarded, mut forward_rx) = client();
