@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deadbolt_api::limits::{SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN};
-use deadbolt_api::{AcquireRequest, CreateSessionRequest, LockMode, SessionId};
+use deadbolt_api::{AcquireRequest, AcquireResponse, CreateSessionRequest, LockMode, SessionId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -426,7 +426,7 @@ impl Session {
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: None,
         };
-        let granted = self.client.acquire(name, &request).await?;
+        let granted = self.acquire_or_give_back(name, request).await?;
         let lock = Lock {
             client: self.client.clone(),
             name: granted.lock,
@@ -442,6 +442,50 @@ impl Session {
             return Err(Error::LeaseLost);
         }
         Ok(lock)
+    }
+
+    /// Runs the acquire in a task of its own, so that a caller who stops
+    /// waiting (a dropped `lock` future: a `timeout`, a `select!`) never
+    /// leaves its session holding a grant nobody knows of. The task then
+    /// drops the request (the server withdraws a wait whose connection
+    /// closes) and gives back a grant that committed first
+    /// ([`give_back_abandoned`]); a grant whose answer arrives after the
+    /// caller left is released at once.
+    async fn acquire_or_give_back(
+        &self,
+        name: &str,
+        request: AcquireRequest,
+    ) -> Result<AcquireResponse, Error> {
+        let (mut tx, rx) = tokio::sync::oneshot::channel();
+        let (client, lock, session) = (self.client.clone(), name.to_owned(), self.id);
+        drop(tokio::spawn(async move {
+            let name = lock;
+            let outcome = tokio::select! {
+                outcome = client.acquire(&name, &request) => outcome,
+                () = tx.closed() => {
+                    give_back_abandoned(&client, &name, session).await;
+                    return;
+                }
+            };
+            if let Err(Ok(granted)) = tx.send(outcome) {
+                let token = Some(granted.fencing_token);
+                if let Err(error) = client.release(&name, granted.session_id, token).await {
+                    tracing::warn!(lock = %name, %error, "releasing a grant nobody waited for failed");
+                }
+            }
+        }));
+        let mut answer = Answer {
+            rx,
+            unread: Some((self.client.clone(), name.to_owned())),
+        };
+        let outcome = (&mut answer.rx).await;
+        answer.unread = None;
+        outcome.unwrap_or_else(|_| {
+            // The task was dropped mid-call (its runtime is shutting down).
+            Err(Error::Timeout {
+                message: "the acquire was cut short: outcome unknown".into(),
+            })
+        })
     }
 
     /// Stops the keepalives and deletes the session, releasing its locks.
@@ -464,6 +508,67 @@ impl Drop for Session {
             });
         }
     }
+}
+
+/// The caller's end of an acquire task: dropped unread (the caller left),
+/// it gives back a grant that had already arrived.
+struct Answer {
+    rx: tokio::sync::oneshot::Receiver<Result<AcquireResponse, Error>>,
+    /// Set until the answer is read.
+    unread: Option<(Client, String)>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let Some((client, name)) = self.unread.take() else {
+            return;
+        };
+        // Closing first makes every later send fail (the task then cleans
+        // up); what was sent before is still here to read.
+        self.rx.close();
+        if let Ok(Ok(granted)) = self.rx.try_recv() {
+            spawn_if_runtime(async move {
+                let token = Some(granted.fencing_token);
+                if let Err(error) = client.release(&name, granted.session_id, token).await {
+                    tracing::warn!(lock = %name, %error, "releasing a grant nobody read failed");
+                }
+            });
+        }
+    }
+}
+
+/// How long an abandoned acquire's clean-up keeps checking for the wait to
+/// be withdrawn or granted (the server withdraws it when it notices the
+/// closed connection, a round trip or two later).
+const GIVE_BACK_ATTEMPTS_MAX: u32 = 20;
+
+/// After a caller stopped waiting for `name`: once the session no longer
+/// waits for it, releases the lock if the grant won the race. Best effort
+/// and bounded; a lost session releases everything anyway.
+async fn give_back_abandoned(client: &Client, name: &str, session: SessionId) {
+    for attempt in 0..GIVE_BACK_ATTEMPTS_MAX {
+        let info = match client.session_info(session).await {
+            Ok(info) => info,
+            Err(error) if error.outcome_unknown() || matches!(error, Error::Unavailable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+                continue;
+            }
+            // Expired, closed: nothing is held.
+            Err(_) => return,
+        };
+        if info.waiting.iter().any(|w| w.lock == name) {
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+            continue;
+        }
+        if let Some(held) = info.locks.iter().find(|l| l.lock == name) {
+            let token = Some(held.fencing_token);
+            if let Err(error) = client.release(name, session, token).await {
+                tracing::warn!(lock = %name, %error, "giving back an abandoned grant failed");
+            }
+        }
+        return;
+    }
+    tracing::warn!(lock = %name, %session, "an abandoned wait was never withdrawn; the session may hold the lock");
 }
 
 /// Runs `task` in the background if there is a runtime to run it (a value

@@ -415,6 +415,44 @@ async fn a_disconnected_waiter_is_withdrawn() {
 }
 
 #[tokio::test]
+async fn a_caller_that_stops_waiting_is_never_left_holding_the_lock() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let held = a.try_lock("r", LockMode::Exclusive).await.expect("a holds");
+    let mut wait = Box::pin(b.lock("r", LockMode::Exclusive, Duration::from_secs(30)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut wait)
+            .await
+            .is_err(),
+        "b waits behind a"
+    );
+    // The grant commits while b's caller is still there but not looking
+    // (its answer is on the way); then the caller gives up.
+    held.release().await.expect("a releases");
+    eventually("b granted", || async {
+        let state = s.client.lock_state("r").await.ok()?;
+        (state.holders.first()?.session_id == b.id()).then_some(())
+    })
+    .await;
+    drop(wait);
+    eventually("the abandoned grant given back", || async {
+        let state = s.client.lock_state("r").await.ok()?;
+        state.holders.is_empty().then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn the_deadline_covers_wait_ms() {
     let s = start().await;
     let a = s
