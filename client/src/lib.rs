@@ -21,6 +21,7 @@ mod io;
 mod path;
 mod pool;
 mod session;
+mod waiting;
 
 pub use client::{
     Client, ClientBuilder, ATTEMPTS_MAX_DEFAULT, BACKOFF_INITIAL_DEFAULT, BACKOFF_MAX_DEFAULT,

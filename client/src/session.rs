@@ -11,13 +11,15 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadbolt_api::limits::{SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN};
+use deadbolt_api::limits::{
+    SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, WAIT_MS_MAX,
+};
 use deadbolt_api::{AcquireRequest, AcquireResponse, CreateSessionRequest, LockMode, SessionId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{Client, Error};
+use crate::{waiting, Client, Error};
 
 /// Share of the TTL assumed lost to clock drift between client and leader.
 pub const DRIFT_ALLOWANCE_DEFAULT: f64 = 0.1;
@@ -426,7 +428,41 @@ impl Session {
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: None,
         };
-        let granted = self.acquire_or_give_back(name, request).await?;
+        let (client, lock) = (self.client.clone(), name.to_owned());
+        let acquire = async move { client.acquire(&lock, &request).await };
+        let granted = waiting::acquire_or_give_back(&self.client, name, self.id, acquire).await?;
+        self.holding(granted)
+    }
+
+    /// Acquires `name`, waiting as long as it takes (a wait longer than
+    /// the API's `wait_ms` cap): rounds of the longest wait, each asked
+    /// again before the previous one ends, so the place in the queue is
+    /// kept ([`waiting::in_rounds`]).
+    pub async fn lock_until_granted(&self, name: &str, mode: LockMode) -> Result<Lock, Error> {
+        self.lock_in_rounds(name, mode, Duration::from_millis(WAIT_MS_MAX))
+            .await
+    }
+
+    /// [`Session::lock_until_granted`] with rounds of `round` (tests use
+    /// short ones).
+    #[doc(hidden)]
+    pub async fn lock_in_rounds(
+        &self,
+        name: &str,
+        mode: LockMode,
+        round: Duration,
+    ) -> Result<Lock, Error> {
+        if self.is_lost() {
+            return Err(Error::LeaseLost);
+        }
+        let (client, lock, session) = (self.client.clone(), name.to_owned(), self.id);
+        let acquire = async move { waiting::in_rounds(&client, &lock, session, mode, round).await };
+        let granted = waiting::acquire_or_give_back(&self.client, name, self.id, acquire).await?;
+        self.holding(granted)
+    }
+
+    /// The [`Lock`] for a grant of this session.
+    fn holding(&self, granted: AcquireResponse) -> Result<Lock, Error> {
         let lock = Lock {
             client: self.client.clone(),
             name: granted.lock,
@@ -442,50 +478,6 @@ impl Session {
             return Err(Error::LeaseLost);
         }
         Ok(lock)
-    }
-
-    /// Runs the acquire in a task of its own, so that a caller who stops
-    /// waiting (a dropped `lock` future: a `timeout`, a `select!`) never
-    /// leaves its session holding a grant nobody knows of. The task then
-    /// drops the request (the server withdraws a wait whose connection
-    /// closes) and gives back a grant that committed first
-    /// ([`give_back_abandoned`]); a grant whose answer arrives after the
-    /// caller left is released at once.
-    async fn acquire_or_give_back(
-        &self,
-        name: &str,
-        request: AcquireRequest,
-    ) -> Result<AcquireResponse, Error> {
-        let (mut tx, rx) = tokio::sync::oneshot::channel();
-        let (client, lock, session) = (self.client.clone(), name.to_owned(), self.id);
-        drop(tokio::spawn(async move {
-            let name = lock;
-            let outcome = tokio::select! {
-                outcome = client.acquire(&name, &request) => outcome,
-                () = tx.closed() => {
-                    give_back_abandoned(&client, &name, session).await;
-                    return;
-                }
-            };
-            if let Err(Ok(granted)) = tx.send(outcome) {
-                let token = Some(granted.fencing_token);
-                if let Err(error) = client.release(&name, granted.session_id, token).await {
-                    tracing::warn!(lock = %name, %error, "releasing a grant nobody waited for failed");
-                }
-            }
-        }));
-        let mut answer = Answer {
-            rx,
-            unread: Some((self.client.clone(), name.to_owned())),
-        };
-        let outcome = (&mut answer.rx).await;
-        answer.unread = None;
-        outcome.unwrap_or_else(|_| {
-            // The task was dropped mid-call (its runtime is shutting down).
-            Err(Error::Timeout {
-                message: "the acquire was cut short: outcome unknown".into(),
-            })
-        })
     }
 
     /// Stops the keepalives and deletes the session, releasing its locks.
@@ -510,70 +502,9 @@ impl Drop for Session {
     }
 }
 
-/// The caller's end of an acquire task: dropped unread (the caller left),
-/// it gives back a grant that had already arrived.
-struct Answer {
-    rx: tokio::sync::oneshot::Receiver<Result<AcquireResponse, Error>>,
-    /// Set until the answer is read.
-    unread: Option<(Client, String)>,
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        let Some((client, name)) = self.unread.take() else {
-            return;
-        };
-        // Closing first makes every later send fail (the task then cleans
-        // up); what was sent before is still here to read.
-        self.rx.close();
-        if let Ok(Ok(granted)) = self.rx.try_recv() {
-            spawn_if_runtime(async move {
-                let token = Some(granted.fencing_token);
-                if let Err(error) = client.release(&name, granted.session_id, token).await {
-                    tracing::warn!(lock = %name, %error, "releasing a grant nobody read failed");
-                }
-            });
-        }
-    }
-}
-
-/// How long an abandoned acquire's clean-up keeps checking for the wait to
-/// be withdrawn or granted (the server withdraws it when it notices the
-/// closed connection, a round trip or two later).
-const GIVE_BACK_ATTEMPTS_MAX: u32 = 20;
-
-/// After a caller stopped waiting for `name`: once the session no longer
-/// waits for it, releases the lock if the grant won the race. Best effort
-/// and bounded; a lost session releases everything anyway.
-async fn give_back_abandoned(client: &Client, name: &str, session: SessionId) {
-    for attempt in 0..GIVE_BACK_ATTEMPTS_MAX {
-        let info = match client.session_info(session).await {
-            Ok(info) => info,
-            Err(error) if error.outcome_unknown() || matches!(error, Error::Unavailable { .. }) => {
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
-                continue;
-            }
-            // Expired, closed: nothing is held.
-            Err(_) => return,
-        };
-        if info.waiting.iter().any(|w| w.lock == name) {
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
-            continue;
-        }
-        if let Some(held) = info.locks.iter().find(|l| l.lock == name) {
-            let token = Some(held.fencing_token);
-            if let Err(error) = client.release(name, session, token).await {
-                tracing::warn!(lock = %name, %error, "giving back an abandoned grant failed");
-            }
-        }
-        return;
-    }
-    tracing::warn!(lock = %name, %session, "an abandoned wait was never withdrawn; the session may hold the lock");
-}
-
 /// Runs `task` in the background if there is a runtime to run it (a value
 /// dropped outside one just skips its cleanup; the lease then runs out).
-fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
+pub(crate) fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         drop(handle.spawn(task));
     }

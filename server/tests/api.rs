@@ -453,6 +453,37 @@ async fn a_caller_that_stops_waiting_is_never_left_holding_the_lock() {
 }
 
 #[tokio::test]
+async fn a_wait_longer_than_one_round_keeps_its_place_in_the_queue() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b, c) = (
+        session().await.expect("a"),
+        session().await.expect("b"),
+        session().await.expect("c"),
+    );
+    let held = a.try_lock("q", LockMode::Exclusive).await.expect("a holds");
+    // b waits "forever" in rounds of 1 s; c queues behind it for 4 s.
+    let b_waits = b.lock_in_rounds("q", LockMode::Exclusive, Duration::from_secs(1));
+    let c_waits = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.lock("q", LockMode::Exclusive, Duration::from_secs(4))
+            .await
+    };
+    let release_later = async {
+        // Three of b's rounds end before a lets go.
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let state = s.client.lock_state("q").await.expect("state");
+        let queue: Vec<_> = state.waiters.iter().map(|w| w.session_id).collect();
+        assert_eq!(queue, [b.id(), c.id()], "b kept its place ahead of c");
+        held.release().await.expect("a releases");
+    };
+    let (b_lock, _, ()) = tokio::join!(b_waits, async { drop(c_waits.await) }, release_later);
+    let b_lock = b_lock.expect("b is granted first");
+    assert_eq!(b_lock.session_id(), b.id());
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn the_deadline_covers_wait_ms() {
     let s = start().await;
     let a = s

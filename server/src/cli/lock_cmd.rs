@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use deadbolt_client::api::{LockMode, SESSION_TTL_MS_DEFAULT, WAIT_MS_MAX};
+use deadbolt_client::api::{LockMode, SESSION_TTL_MS_DEFAULT};
 use deadbolt_client::{Client, Error, Lock, Session, SessionOptions};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::{getpgrp, tcgetpgrp, tcsetpgrp, Pid};
@@ -69,9 +69,9 @@ pub(super) fn kill_grace(ttl: Duration, drift_allowance: f64) -> Duration {
     ttl.mul_f64(drift_allowance / 2.0)
 }
 
-/// Waits for the lock: `wait` if given, else in `WAIT_MS_MAX` rounds until
-/// granted (a round that ends `lock_held` asks again; the queue place is
-/// kept across rounds by the state machine).
+/// Waits for the lock: `wait` if given, else as long as it takes (the
+/// client asks again before each longest wait ends, keeping the place in
+/// the queue).
 async fn acquire(
     session: &Session,
     name: &str,
@@ -80,15 +80,7 @@ async fn acquire(
 ) -> Result<Lock, Error> {
     match wait {
         Some(ms) => session.lock(name, mode, Duration::from_millis(ms)).await,
-        None => loop {
-            match session
-                .lock(name, mode, Duration::from_millis(WAIT_MS_MAX))
-                .await
-            {
-                Err(Error::LockHeld { .. }) => continue,
-                other => break other,
-            }
-        },
+        None => session.lock_until_granted(name, mode).await,
     }
 }
 
