@@ -76,7 +76,7 @@ impl FaultMix {
     pub fn kinds(self) -> &'static [FaultKind] {
         use FaultKind::*;
         match self {
-            FaultMix::Calm => &[LatencySpike, ClockSkew, GracefulRestart],
+            FaultMix::Calm => &[LatencySpike, ClockSkew, GracefulRestart, RollingRestart],
             FaultMix::Network => &[
                 Partition,
                 OneWayPartition,
@@ -103,6 +103,7 @@ impl FaultMix {
                 TornCrash,
                 Pause,
                 GracefulRestart,
+                RollingRestart,
                 ClockSkew,
                 ClockJump,
                 ClientPartition,
@@ -145,6 +146,9 @@ pub enum FaultKind {
     Pause,
     /// Shut a node down cleanly and start it again.
     GracefulRestart,
+    /// Every node shut down cleanly and started again, one after another,
+    /// under load (a rolling upgrade): leadership moves at every step.
+    RollingRestart,
     /// Per-node initial clock offset and drift, drift changes during the run.
     ClockSkew,
     /// The wall clock steps forward or backward (NTP corrections).
@@ -211,6 +215,8 @@ fn draw_intensity(kind: FaultKind, rng: &mut SplitMix64) -> Intensity {
         ClientPartition => ((1_000, 6_000), (500, 6_000)),
         Pause => ((1_500, 10_000), (200, 8_000)),
         GracefulRestart => ((3_000, 15_000), (100, 2_000)),
+        // Duration: the pause between two nodes of one rolling restart.
+        RollingRestart => ((10_000, 25_000), (300, 3_000)),
         ClockSkew => ((2_000, 10_000), (0, 0)),
         ClockJump => ((2_000, 10_000), (0, 0)),
     };
