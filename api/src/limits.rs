@@ -63,10 +63,13 @@ pub const STACKS_MAX: usize = 100_000;
 /// How long an idempotency entry outlives its owning session (or, without
 /// one, its recording).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1_000;
-/// Most idempotency entries. When full, and no entry's window has passed,
-/// a new keyed request is refused with `unavailable` (never evicting a key
-/// still inside its window).
-pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+/// Default bound on kept idempotency outcomes (`serve
+/// --idempotency-keys-max`): past it the oldest is evicted. Sized for an
+/// effective window of at least 60 s at 10,000 keyed writes per second.
+pub const IDEMPOTENCY_KEYS_DEFAULT: u64 = 1_000_000;
+/// Smallest and largest settable bound on kept idempotency outcomes.
+pub const IDEMPOTENCY_KEYS_MIN: u64 = 100;
+pub const IDEMPOTENCY_KEYS_MAX: u64 = 100_000_000;
 /// Most key prefixes (clients) with an acknowledged low-water mark. When
 /// full, and none has expired, a new prefix records no mark and falls back
 /// to the plain window rule.

@@ -110,6 +110,9 @@ pub struct NodeMetrics {
     pub session_expiries: AtomicU64,
     pub leader_changes: AtomicU64,
     pub peer_messages_dropped: AtomicU64,
+    /// How long idempotency outcomes are kept now: the age of the last one
+    /// the bound forced out lately, else the contract's window.
+    pub idempotency_window_ms: AtomicU64,
     /// Snapshots this node took of its own state (log compactions).
     pub snapshots_taken: AtomicU64,
     /// Snapshots received from a leader and installed.
@@ -134,6 +137,7 @@ impl Default for NodeMetrics {
             session_expiries: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
+            idempotency_window_ms: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
         }
@@ -185,6 +189,12 @@ impl NodeMetrics {
             "deadbolt_proposals_in_flight",
             "Proposals waiting to be applied.",
             self.proposals_in_flight.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            out,
+            "deadbolt_idempotency_window_seconds",
+            "How long idempotency outcomes are kept now (the age of the last one evicted early by the bound, else the contract's window).",
+            format!("{:.3}", load(&self.idempotency_window_ms) as f64 / 1_000.0),
         );
         gauge(
             out,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use deadbolt_api::limits::{IDEMPOTENCY_KEYS_DEFAULT, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEYS_MIN};
 use deadbolt_api::BODY_BYTES_MAX_DEFAULT;
 use deadbolt_core::raft::NodeId;
 use serde::Deserialize;
@@ -48,6 +49,12 @@ pub struct ServeArgs {
     /// Request bodies above this many bytes are refused with 413.
     #[arg(long, env = "DEADBOLT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most idempotency outcomes the cluster keeps; past it the oldest is
+    /// evicted (memory stays bounded, no keyed request is ever refused). The
+    /// leader proposes its value: give every node the same. [default:
+    /// 1000000, range 100..=100000000]
+    #[arg(long, env = "DEADBOLT_IDEMPOTENCY_KEYS_MAX")]
+    pub idempotency_keys_max: Option<u64>,
     /// TOML file with the same settings (names as the flags, `-` or `_`).
     #[arg(long, env = "DEADBOLT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -74,6 +81,8 @@ struct FileSettings {
     advertise_peer: Option<String>,
     #[serde(alias = "max_body_bytes")]
     max_body_bytes: Option<usize>,
+    #[serde(alias = "idempotency_keys_max")]
+    idempotency_keys_max: Option<u64>,
 }
 
 /// How a node comes into being.
@@ -99,6 +108,8 @@ pub struct ServeConfig {
     pub advertise_peer: String,
     pub bootstrap: Bootstrap,
     pub max_body_bytes: usize,
+    /// Bound on kept idempotency outcomes this node proposes while it leads.
+    pub idempotency_keys_max: u64,
 }
 
 /// A setting that cannot be used, named with the offending value.
@@ -181,6 +192,17 @@ impl ServeArgs {
                 "must be at least 1024",
             ));
         }
+        let idempotency_keys_max = self
+            .idempotency_keys_max
+            .or(file.idempotency_keys_max)
+            .unwrap_or(IDEMPOTENCY_KEYS_DEFAULT);
+        if !(IDEMPOTENCY_KEYS_MIN..=IDEMPOTENCY_KEYS_MAX).contains(&idempotency_keys_max) {
+            return Err(invalid(
+                "idempotency-keys-max",
+                idempotency_keys_max,
+                format!("must be {IDEMPOTENCY_KEYS_MIN}..={IDEMPOTENCY_KEYS_MAX}"),
+            ));
+        }
         Ok(ServeConfig {
             node_id,
             data_dir,
@@ -190,6 +212,7 @@ impl ServeArgs {
             advertise_peer,
             bootstrap,
             max_body_bytes,
+            idempotency_keys_max,
         })
     }
 }

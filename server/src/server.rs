@@ -296,7 +296,7 @@ async fn start_node(
     cluster_id: String,
     bootstrap: node::Bootstrap,
 ) -> anyhow::Result<Node> {
-    let node_config = NodeConfig::new(
+    let mut node_config = NodeConfig::new(
         config.node_id,
         cluster_id.clone(),
         StorageChoice::Fjall {
@@ -309,6 +309,7 @@ async fn start_node(
         Arc::new(TokioClock::new()),
         os_seed(),
     );
+    node_config.idempotency_keys_max = Some(config.idempotency_keys_max);
     Node::start(node_config).await.with_context(|| {
         format!(
             "--data-dir {}: starting node {} of cluster {cluster_id}",

@@ -301,6 +301,58 @@ async fn acknowledged_idempotency_keys_are_forgotten_and_refused() {
 }
 
 #[tokio::test]
+async fn past_the_idempotency_bound_the_oldest_outcome_goes_and_nothing_is_refused() {
+    let s = start_with(ServeArgs {
+        idempotency_keys_max: Some(100),
+        ..ServeArgs::default()
+    })
+    .await;
+    let push = |key: String| {
+        let addr = s.addr;
+        async move {
+            let headers = [("Idempotency-Key", key.as_str())];
+            let (status, _, answer) = raw(
+                addr,
+                "POST",
+                "/v1/stacks/s/push",
+                &headers,
+                r#"{"value": "x"}"#,
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            answer["size"].as_u64().expect("size")
+        }
+    };
+    // 150 fresh keys through a bound of 100 (the leader proposes it once
+    // it leads; a later bound evicts down at once): every one applied.
+    let mut size = 0;
+    for i in 0..150 {
+        size = push(format!("w-{i}")).await;
+    }
+    assert_eq!(size, 150);
+    let window = eventually("a bound-forced window is published", || async {
+        let metrics = s.client.metrics(0).await.ok()?;
+        Some(window_seconds(&metrics)).filter(|w| *w < 600.0)
+    })
+    .await;
+    assert!(window >= 0.0);
+    // The newest outcome is still kept (a retry is answered from it)...
+    assert_eq!(push("w-149".into()).await, size);
+    // ...the oldest went: its retry is outside the effective window.
+    assert_eq!(push("w-0".into()).await, size + 1);
+    s.stop().await;
+}
+
+fn window_seconds(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("deadbolt_idempotency_window_seconds "))
+        .expect("the window gauge")
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test]
 async fn fenced_kv_and_stacks() {
     let s = start().await;
     let session = s

@@ -104,6 +104,8 @@ pub enum Command {
     StackPush(StackPush),
     StackPop(StackPop),
     StackDelete(StackDelete),
+    /// Cluster-wide settings every replica must apply alike.
+    Configure(Configure),
 }
 
 impl Command {
@@ -200,6 +202,15 @@ pub struct StackPop {
 pub struct StackDelete {
     pub stack: String,
     pub fence: Option<Fence>,
+}
+
+/// Settings that change how every replica applies entries, so they travel
+/// through the log (the leader proposes its configured values when they
+/// differ from the state's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configure {
+    /// Bound on kept idempotency outcomes (the oldest is evicted past it).
+    pub idempotency_keys_max: u64,
 }
 
 #[cfg(test)]

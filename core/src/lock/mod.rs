@@ -52,9 +52,10 @@
 //!   `mode` ("upgrading or downgrading is not supported").
 //! - Idempotency: see `IdempotencyCache` in `state/idempotency.rs`: an entry
 //!   lives while its owning session lives and [`IDEMPOTENCY_WINDOW_MS`] after
-//!   the later of its recording and the owner's end; at
-//!   [`IDEMPOTENCY_KEYS_MAX`] new keys get `unavailable` rather than evicting a
-//!   key inside its window. A queued acquire's entry is updated to its final
+//!   the later of its recording and the owner's end; past the replicated bound
+//!   (`Command::Configure`, default [`IDEMPOTENCY_KEYS_DEFAULT`]) the oldest
+//!   outcome is evicted, inside its window or not: a keyed request is never
+//!   refused for room. A queued acquire's entry is updated to its final
 //!   outcome (grant or wait end), unless it was acknowledged meanwhile.
 //!   Acknowledgements (`Idempotency-Acked-Below`,
 //!   [`Idempotency::acked_below`]): applying a key `<prefix>-<seq>` (see
@@ -76,7 +77,7 @@
 //!
 //! [`SESSION_TOMBSTONE_MS`]: crate::api::limits::SESSION_TOMBSTONE_MS
 //! [`IDEMPOTENCY_WINDOW_MS`]: crate::api::limits::IDEMPOTENCY_WINDOW_MS
-//! [`IDEMPOTENCY_KEYS_MAX`]: crate::api::limits::IDEMPOTENCY_KEYS_MAX
+//! [`IDEMPOTENCY_KEYS_DEFAULT`]: crate::api::limits::IDEMPOTENCY_KEYS_DEFAULT
 //! [`IDEMPOTENCY_CLIENTS_MAX`]: crate::api::limits::IDEMPOTENCY_CLIENTS_MAX
 
 mod command;
@@ -91,9 +92,9 @@ mod golden_tests;
 mod model_tests;
 
 pub use command::{
-    idempotency_key_seq, Acquire, CloseSession, Command, Envelope, ExpireSessions, Fence,
-    Idempotency, Keepalive, KvWrite, OpenSession, Owner, Release, StackDelete, StackPop, StackPush,
-    Withdraw,
+    idempotency_key_seq, Acquire, CloseSession, Command, Configure, Envelope, ExpireSessions,
+    Fence, Idempotency, Keepalive, KvWrite, OpenSession, Owner, Release, StackDelete, StackPop,
+    StackPush, Withdraw,
 };
 pub use lease::LeaseTracker;
 pub use state::{LockStateMachine, SnapshotError};

@@ -407,6 +407,9 @@ impl Model {
             Command::StackPush(c) => self.push(c),
             Command::StackPop(c) => self.pop(c),
             Command::StackDelete(c) => self.delete_stack(c),
+            // Not generated: the model's cache is unbounded, the real
+            // default bound is never reached here.
+            Command::Configure(_) => unreachable!("the model does not configure"),
         }
     }
 

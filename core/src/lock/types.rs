@@ -83,6 +83,7 @@ pub enum Reply {
     },
     StackDeleted,
     Error(LockError),
+    Configured,
 }
 
 impl Reply {
@@ -137,8 +138,7 @@ pub enum LockError {
     SessionExpired,
     #[error("the stack is empty")]
     StackEmpty,
-    /// A capacity that frees itself with time (the idempotency cache full of
-    /// keys still inside their window): safe to retry later.
+    /// A refusal that is safe to retry later (nothing was applied).
     #[error("{message}")]
     Unavailable { message: String },
 }

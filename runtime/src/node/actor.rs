@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::{
-    Acquire, Applied, Command, Envelope, Event, ExpireSessions, Idempotency, LeaseTracker,
-    LockStateMachine, Reply, Withdraw,
+    Acquire, Applied, Command, Configure, Envelope, Event, ExpireSessions, Idempotency,
+    LeaseTracker, LockStateMachine, Reply, Withdraw,
 };
 use deadbolt_core::raft::{
     self, Entry, EntryPayload, LogIndex, NodeId, Ready, Replica, Role, SnapshotToInstall, Term,
@@ -89,6 +89,8 @@ pub(crate) struct StartState {
     pub(crate) snapshot_threshold_entries: u64,
     /// Where this incarnation's request ids start (see [`Pending::new`]).
     pub(crate) first_request_id: u64,
+    /// The idempotency bound this node proposes while it leads.
+    pub(crate) idempotency_keys_max: Option<u64>,
 }
 
 /// The actor's channels to the node's other tasks.
@@ -137,6 +139,9 @@ pub(crate) struct Actor {
     expire_sessions_in_flight: Option<LogIndex>,
     expire_waiters_in_flight: Option<LogIndex>,
     api_addr_asked_at_ms: Option<u64>,
+    /// The configured idempotency bound, and when it was last proposed.
+    idempotency_keys_max: Option<u64>,
+    configure_asked_at_ms: Option<u64>,
     next_maintenance_ms: u64,
     last_leader: Option<NodeId>,
 
@@ -182,6 +187,8 @@ impl Actor {
             expire_sessions_in_flight: None,
             expire_waiters_in_flight: None,
             api_addr_asked_at_ms: None,
+            idempotency_keys_max: start.idempotency_keys_max,
+            configure_asked_at_ms: None,
             next_maintenance_ms: now_ms,
             last_leader: None,
             metrics: reports.metrics.clone(),
@@ -997,6 +1004,7 @@ impl Actor {
         {
             self.expire_waiters_in_flight = self.propose_internal(Command::ExpireWaiters);
         }
+        self.configure(now_ms);
         // Promote caught-up learners, one at a time (the core refuses more).
         let status = self.replica.status();
         for (id, progress) in &status.progress {
@@ -1025,6 +1033,27 @@ impl Actor {
                 );
             }
         }
+    }
+
+    /// Settings every replica must apply alike travel through the log: the
+    /// leader proposes its configured idempotency bound when the state's
+    /// differs (nodes configured differently: the last leader's wins).
+    fn configure(&mut self, now_ms: u64) {
+        let Some(keys_max) = self.idempotency_keys_max else {
+            return;
+        };
+        if self.state.idempotency_keys_max() == keys_max
+            || self
+                .configure_asked_at_ms
+                .is_some_and(|at| now_ms < at + API_ADDR_RETRY_MS)
+        {
+            return;
+        }
+        self.configure_asked_at_ms = Some(now_ms);
+        tracing::info!(keys_max, "proposing the configured idempotency bound");
+        self.propose_internal(Command::Configure(Configure {
+            idempotency_keys_max: keys_max,
+        }));
     }
 
     /// Founders start with empty API addresses (so entry 1 is identical on
@@ -1095,6 +1124,7 @@ impl Actor {
             waiters: self.pending.acquires_waiting(),
             proposals_in_flight: self.pending.client_proposals(),
             peer_messages_dropped: self.io.peers.messages_dropped(),
+            idempotency_window_ms: self.state.idempotency_window_ms(),
         };
         self.sampler.sample(&gauges, self.io.storage.stats());
     }

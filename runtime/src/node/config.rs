@@ -85,6 +85,9 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Entries applied since the last snapshot before taking a new one.
     pub snapshot_threshold_entries: u64,
+    /// Bound on kept idempotency outcomes, proposed while this node leads
+    /// (`None`: leave the cluster's as it is).
+    pub idempotency_keys_max: Option<u64>,
     /// Optional fault table for the simulation's link fault injection.
     pub link_faults: Option<Subscriber<LinkFaultsTable>>,
     /// Optional observer of Raft events (simulation); `None` costs nothing.
@@ -119,6 +122,7 @@ impl NodeConfig {
             clock,
             seed,
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
+            idempotency_keys_max: None,
             link_faults: None,
             observer: None,
         }

@@ -98,6 +98,7 @@ impl Node {
             snapshot: recovered.snapshot,
             snapshot_threshold_entries: config.snapshot_threshold_entries,
             first_request_id,
+            idempotency_keys_max: config.idempotency_keys_max,
         };
         let (actor, handle, listener) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);

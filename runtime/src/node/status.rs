@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use deadbolt_core::api::limits::IDEMPOTENCY_WINDOW_MS;
 use deadbolt_core::raft::{self, LogIndex, Membership, NodeId, Role, Term};
 
 use super::handle::{LeaderHint, MemberView, NodeStatus};
@@ -83,6 +84,9 @@ pub(super) struct Gauges {
     pub(super) waiters: usize,
     pub(super) proposals_in_flight: usize,
     pub(super) peer_messages_dropped: u64,
+    /// How long idempotency outcomes are kept now (see
+    /// `LockStateMachine::idempotency_window_ms`; `None`: the full window).
+    pub(super) idempotency_window_ms: Option<u64>,
 }
 
 /// Writes gauges and the storage actor's sync totals into [`NodeMetrics`].
@@ -116,6 +120,12 @@ impl MetricsSampler {
             .store(gauges.proposals_in_flight as i64, Ordering::Relaxed);
         m.peer_messages_dropped
             .store(gauges.peer_messages_dropped, Ordering::Relaxed);
+        m.idempotency_window_ms.store(
+            gauges
+                .idempotency_window_ms
+                .unwrap_or(IDEMPOTENCY_WINDOW_MS),
+            Ordering::Relaxed,
+        );
         self.record_syncs(storage);
     }
 

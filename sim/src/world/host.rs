@@ -24,6 +24,7 @@ use super::recorder::Shared;
 use crate::fault::ClockSetup;
 use crate::history::NodeId;
 use crate::seed::{sub_seed, Concern};
+use deadbolt_core::api::limits::IDEMPOTENCY_KEYS_MIN;
 
 pub(crate) const API_PORT: u16 = 7070;
 pub(crate) const PEER_PORT: u16 = 7071;
@@ -207,6 +208,12 @@ async fn run_incarnation(
     // installs and restores snapshots: the Raft checker then also sees
     // `SnapshotRestored` and applies that resume after one.
     config.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
+    // One seed in four runs with the smallest idempotency bound, proposed
+    // through the log under faults and kept across snapshots (by seed, no
+    // extra draw).
+    if (seed >> 4) % 4 == 0 {
+        config.idempotency_keys_max = Some(IDEMPOTENCY_KEYS_MIN);
+    }
     let node = match Node::start(config).await {
         Ok(node) => node,
         Err(error) => {

@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::snapshot::{IdempotencySnap, MarkSnap};
+use super::snapshot::{BoundSnap, IdempotencySnap, MarkSnap};
 use crate::api::limits::{
-    IDEMPOTENCY_CLIENTS_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEY_BYTES_MAX, IDEMPOTENCY_WINDOW_MS,
+    IDEMPOTENCY_CLIENTS_MAX, IDEMPOTENCY_KEYS_DEFAULT, IDEMPOTENCY_KEY_BYTES_MAX,
+    IDEMPOTENCY_WINDOW_MS,
 };
 use crate::lock::{idempotency_key_seq, Idempotency, LockError, Reply, SessionId};
 
@@ -16,6 +17,8 @@ pub(super) struct IdempotencyEntry {
     pub(super) owner: Option<SessionId>,
     /// None while the owning session lives; then the end of the window.
     pub(super) deadline_ms: Option<u64>,
+    /// State time of the recording: the bound evicts the oldest first.
+    pub(super) recorded_ms: u64,
 }
 
 /// Exactly-once replies. Eviction rule: an entry lives while its owning
@@ -26,8 +29,11 @@ pub(super) struct IdempotencyEntry {
 /// an envelope keyed `<prefix>-<seq>` with `acked_below: Some(n)` drops every
 /// `<prefix>-<m>` with `m < n` (the client has their outcomes and promises
 /// never to retry them), which is what keeps a busy client from filling the
-/// cache. At [`IDEMPOTENCY_KEYS_MAX`] a new key is refused with `unavailable`
-/// rather than forgetting a key inside its window.
+/// cache. Memory is bounded: past `keys_max` entries (replicated, see
+/// [`Self::set_keys_max`]) the oldest recorded outcome is evicted, inside its
+/// window or not: keys never cost availability, and the age of the last
+/// outcome evicted so is the cluster's effective window
+/// ([`Self::effective_window_ms`]).
 ///
 /// Acknowledged low-water marks: per prefix, the largest `acked_below` seen
 /// and the state time of the prefix's last keyed request. A keyed request
@@ -40,11 +46,19 @@ pub(super) struct IdempotencyEntry {
 /// [`IDEMPOTENCY_CLIENTS_MAX`] marks, none expired, a new prefix records no
 /// mark: its acknowledged keys fall back to the plain window rule (a retry
 /// of one after its acknowledgement is applied as new).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct IdempotencyCache {
     entries: BTreeMap<String, IdempotencyEntry>,
     by_owner: BTreeSet<(SessionId, String)>,
     by_deadline: BTreeSet<(u64, String)>,
+    /// (recorded_ms, key) of every entry: eviction order at the bound.
+    /// Derived.
+    by_age: BTreeSet<(u64, String)>,
+    /// The bound on entries (replicated: every replica evicts alike).
+    keys_max: u64,
+    /// The last eviction the bound forced on an entry still inside its
+    /// window. In snapshots.
+    forced: Option<ForcedEviction>,
     /// prefix -> seqs of the entries keyed `<prefix>-<seq>`, so that an
     /// acknowledgement costs O(removed * log n). Derived from the keys, so
     /// snapshots do not carry it.
@@ -53,6 +67,31 @@ pub(super) struct IdempotencyCache {
     marks: BTreeMap<String, AckMark>,
     /// (touched_ms, prefix) of every mark, in expiry order. Derived.
     marks_by_touch: BTreeSet<(u64, String)>,
+}
+
+/// An outcome evicted by the bound before its window ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ForcedEviction {
+    /// How long it had been kept.
+    pub(super) age_ms: u64,
+    /// State time of the eviction.
+    pub(super) at_ms: u64,
+}
+
+impl Default for IdempotencyCache {
+    fn default() -> Self {
+        IdempotencyCache {
+            entries: BTreeMap::new(),
+            by_owner: BTreeSet::new(),
+            by_deadline: BTreeSet::new(),
+            by_age: BTreeSet::new(),
+            keys_max: IDEMPOTENCY_KEYS_DEFAULT,
+            forced: None,
+            by_prefix: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            marks_by_touch: BTreeSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +108,7 @@ impl IdempotencyCache {
     /// its key); `None` means apply it, then [`Self::record`] the reply.
     /// Acknowledgements take effect here, first: they may make room for
     /// this very key.
-    pub(super) fn admit(
-        &mut self,
-        idem: &Idempotency,
-        past_bound: bool,
-        now_ms: u64,
-    ) -> Option<Reply> {
+    pub(super) fn admit(&mut self, idem: &Idempotency, now_ms: u64) -> Option<Reply> {
         if let Some(refusal) = refusal(idem) {
             return Some(Reply::Error(refusal));
         }
@@ -104,17 +138,12 @@ impl IdempotencyCache {
                 ))
             });
         }
-        if self.entries.len() >= IDEMPOTENCY_KEYS_MAX && !past_bound {
-            return Some(Reply::Error(LockError::Unavailable {
-                message: "idempotency cache full of keys inside their window".into(),
-            }));
-        }
         None
     }
 
     /// Caches the reply of an admitted request. With a live `owner` the
     /// entry lives as long as the owner does; otherwise its window starts
-    /// at `now_ms`.
+    /// at `now_ms`. Past the bound the oldest entry makes room.
     pub(super) fn record(
         &mut self,
         idem: &Idempotency,
@@ -131,8 +160,47 @@ impl IdempotencyCache {
             reply,
             owner,
             deadline_ms,
+            recorded_ms: now_ms,
         };
         self.insert(idem.key.clone(), entry);
+        self.evict_over_bound(now_ms);
+    }
+
+    /// Sets the bound (a replicated command: every replica evicts alike)
+    /// and evicts down to it.
+    pub(super) fn set_keys_max(&mut self, keys_max: u64, now_ms: u64) {
+        assert!(keys_max > 0, "the state machine validates the bound");
+        self.keys_max = keys_max;
+        self.evict_over_bound(now_ms);
+    }
+
+    pub(super) fn keys_max(&self) -> u64 {
+        self.keys_max
+    }
+
+    /// Evicts the oldest entries while there are more than the bound.
+    fn evict_over_bound(&mut self, now_ms: u64) {
+        while self.entries.len() as u64 > self.keys_max {
+            let (recorded_ms, key) = self
+                .by_age
+                .first()
+                .cloned()
+                .expect("by_age mirrors entries");
+            self.remove(&key);
+            self.forced = Some(ForcedEviction {
+                age_ms: now_ms.saturating_sub(recorded_ms),
+                at_ms: now_ms,
+            });
+        }
+    }
+
+    /// How long outcomes are kept at `now_ms`: the age of the last one the
+    /// bound forced out, if that happened within the last window; `None`
+    /// when the bound forced nothing out lately (the contract's windows hold).
+    pub(super) fn effective_window_ms(&self, now_ms: u64) -> Option<u64> {
+        self.forced
+            .filter(|f| f.at_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > now_ms)
+            .map(|f| f.age_ms)
     }
 
     fn insert(&mut self, key: String, entry: IdempotencyEntry) {
@@ -145,6 +213,7 @@ impl IdempotencyCache {
             }
             (None, None) => panic!("idempotency entry {key} has neither owner nor deadline"),
         }
+        self.by_age.insert((entry.recorded_ms, key.clone()));
         if let Some((prefix, seq)) = idempotency_key_seq(&key) {
             self.by_prefix
                 .entry(prefix.to_owned())
@@ -169,6 +238,7 @@ impl IdempotencyCache {
             }
             (None, None) => {}
         }
+        self.by_age.remove(&(entry.recorded_ms, key.to_owned()));
         self.unindex_prefix(key);
     }
 
@@ -254,9 +324,8 @@ impl IdempotencyCache {
             if *deadline > now_ms {
                 break;
             }
-            let (_, key) = self.by_deadline.pop_first().expect("first exists");
-            self.entries.remove(&key);
-            self.unindex_prefix(&key);
+            let (_, key) = self.by_deadline.first().cloned().expect("first exists");
+            self.remove(&key);
         }
         while let Some((touched, _)) = self.marks_by_touch.first() {
             if touched.saturating_add(IDEMPOTENCY_WINDOW_MS) > now_ms {
@@ -278,6 +347,14 @@ impl IdempotencyCache {
     #[cfg(test)]
     pub(super) fn entry(&self, key: &str) -> Option<&IdempotencyEntry> {
         self.entries.get(key)
+    }
+
+    /// The cache as a snapshot older than the bound restores it (default
+    /// bound, ages taken from the windows).
+    #[cfg(test)]
+    pub(super) fn with_ages_approximated(&self) -> Self {
+        let (entries, marks, _) = self.to_snapshot();
+        Self::restore(entries, marks, None).expect("a valid cache restores")
     }
 
     #[cfg(test)]
@@ -307,8 +384,21 @@ impl IdempotencyCache {
                 return Err(format!("idempotency entry {key:?} out of sync"));
             }
         }
-        if self.by_owner.len() + self.by_deadline.len() != self.entries.len() {
+        if self.by_owner.len() + self.by_deadline.len() != self.entries.len()
+            || self.by_age.len() != self.entries.len()
+            || self
+                .entries
+                .iter()
+                .any(|(k, e)| !self.by_age.contains(&(e.recorded_ms, k.clone())))
+        {
             return Err("idempotency indexes out of sync".into());
+        }
+        if self.entries.len() as u64 > self.keys_max {
+            return Err(format!(
+                "{} idempotency entries over the bound of {}",
+                self.entries.len(),
+                self.keys_max
+            ));
         }
         self.check_prefix_index()?;
         self.check_marks(now_ms)
@@ -366,8 +456,9 @@ impl IdempotencyCache {
         Ok(())
     }
 
-    /// The entries (by key) and the marks (by prefix) for a snapshot.
-    pub(super) fn to_snapshot(&self) -> (Vec<IdempotencySnap>, Vec<MarkSnap>) {
+    /// The entries (by key), the marks (by prefix) and the bound with its
+    /// ages for a snapshot.
+    pub(super) fn to_snapshot(&self) -> (Vec<IdempotencySnap>, Vec<MarkSnap>, BoundSnap) {
         let entries = self
             .entries
             .iter()
@@ -384,16 +475,38 @@ impl IdempotencyCache {
             .iter()
             .map(|(prefix, m)| (prefix.clone(), m.acked_below, m.touched_ms))
             .collect();
-        (entries, marks)
+        let bound = BoundSnap {
+            recorded_ms: self.entries.values().map(|e| e.recorded_ms).collect(),
+            keys_max: self.keys_max,
+            forced: self.forced.map(|f| (f.age_ms, f.at_ms)),
+        };
+        (entries, marks, bound)
     }
 
-    /// Rebuilds the cache and its derived indexes from a snapshot.
+    /// Rebuilds the cache and its derived indexes from a snapshot. Without
+    /// `bound` (a snapshot older than the bound) the default bound applies
+    /// and entries count as recorded when their window began (owned ones
+    /// at 0: oldest).
     pub(super) fn restore(
         entries: Vec<IdempotencySnap>,
         marks: Vec<MarkSnap>,
+        bound: Option<BoundSnap>,
     ) -> Result<Self, String> {
         let mut cache = IdempotencyCache::default();
-        for e in entries {
+        let recorded: Vec<u64> = match &bound {
+            Some(b) if b.recorded_ms.len() != entries.len() => {
+                return Err("idempotency ages do not match the entries".into())
+            }
+            Some(b) => b.recorded_ms.clone(),
+            None => entries
+                .iter()
+                .map(|e| {
+                    e.deadline_ms
+                        .map_or(0, |d| d.saturating_sub(IDEMPOTENCY_WINDOW_MS))
+                })
+                .collect(),
+        };
+        for (e, recorded_ms) in entries.into_iter().zip(recorded) {
             if e.owner.is_none() && e.deadline_ms.is_none() {
                 return Err(format!("idempotency entry {:?} never expires", e.key));
             }
@@ -405,8 +518,18 @@ impl IdempotencyCache {
                 reply: e.reply,
                 owner: e.owner,
                 deadline_ms: e.deadline_ms,
+                recorded_ms,
             };
             cache.insert(e.key, entry);
+        }
+        if let Some(b) = bound {
+            if b.keys_max == 0 || cache.entries.len() as u64 > b.keys_max {
+                return Err(format!("idempotency bound {} does not hold", b.keys_max));
+            }
+            cache.keys_max = b.keys_max;
+            cache.forced = b
+                .forced
+                .map(|(age_ms, at_ms)| ForcedEviction { age_ms, at_ms });
         }
         for (prefix, acked_below, touched_ms) in marks {
             if cache.marks.contains_key(&prefix) {
@@ -458,7 +581,7 @@ mod tests {
 
     /// Admits and records `key` with an owner-less entry at `now_ms`.
     fn apply(cache: &mut IdempotencyCache, idem: &Idempotency, now_ms: u64) -> Option<Reply> {
-        let answer = cache.admit(idem, false, now_ms);
+        let answer = cache.admit(idem, now_ms);
         if answer.is_none() {
             cache.record(idem, Reply::Released, None, now_ms);
         }
@@ -469,17 +592,14 @@ mod tests {
     fn a_retry_gets_the_cached_reply_and_another_fingerprint_is_refused() {
         let mut cache = IdempotencyCache::default();
         assert_eq!(apply(&mut cache, &idem("k", 1, None), 0), None);
-        assert_eq!(
-            cache.admit(&idem("k", 1, None), false, 5),
-            Some(Reply::Released)
-        );
+        assert_eq!(cache.admit(&idem("k", 1, None), 5), Some(Reply::Released));
         assert!(matches!(
-            cache.admit(&idem("k", 2, None), false, 5),
+            cache.admit(&idem("k", 2, None), 5),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         let long = "k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1);
-        assert!(cache.admit(&idem(&long, 1, None), false, 5).is_some());
-        assert!(cache.admit(&idem("", 1, None), false, 5).is_some());
+        assert!(cache.admit(&idem(&long, 1, None), 5).is_some());
+        assert!(cache.admit(&idem("", 1, None), 5).is_some());
         cache.check(|_| true, 5).unwrap();
     }
 
@@ -487,7 +607,7 @@ mod tests {
     fn an_owned_entry_waits_for_its_owner_then_for_the_window() {
         let mut cache = IdempotencyCache::default();
         let key = idem("k", 1, None);
-        assert_eq!(cache.admit(&key, false, 0), None);
+        assert_eq!(cache.admit(&key, 0), None);
         cache.record(&key, Reply::Released, Some(7), 0);
         cache.prune(10 * IDEMPOTENCY_WINDOW_MS);
         assert_eq!(cache.entry("k").map(|e| e.deadline_ms), Some(None));
@@ -514,16 +634,19 @@ mod tests {
         assert!(cache.entry("c-3").is_some() && cache.entry("d-1").is_some());
         assert_eq!(cache.mark_count(), 1);
         assert!(matches!(
-            cache.admit(&idem("c-2", 1, None), false, 1),
+            cache.admit(&idem("c-2", 1, None), 1),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         assert!(matches!(
-            cache.admit(&idem("c-9", 1, Some(10)), false, 1),
+            cache.admit(&idem("c-9", 1, Some(10)), 1),
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         cache.check(|_| true, 1).unwrap();
-        let (entries, marks) = cache.to_snapshot();
-        assert_eq!(IdempotencyCache::restore(entries, marks), Ok(cache.clone()));
+        let (entries, marks, bound) = cache.to_snapshot();
+        assert_eq!(
+            IdempotencyCache::restore(entries, marks, Some(bound)),
+            Ok(cache.clone())
+        );
         cache.prune(1 + IDEMPOTENCY_WINDOW_MS);
         assert_eq!((cache.len(), cache.mark_count()), (0, 0));
     }
@@ -537,12 +660,14 @@ mod tests {
             owner: None,
             deadline_ms,
         };
-        assert!(IdempotencyCache::restore(vec![snap("k", None)], vec![]).is_err());
-        assert!(
-            IdempotencyCache::restore(vec![snap("k", Some(1)), snap("k", Some(2))], vec![])
-                .is_err()
-        );
+        assert!(IdempotencyCache::restore(vec![snap("k", None)], vec![], None).is_err());
+        assert!(IdempotencyCache::restore(
+            vec![snap("k", Some(1)), snap("k", Some(2))],
+            vec![],
+            None
+        )
+        .is_err());
         let marks = vec![("c".into(), 1, 0), ("c".into(), 2, 0)];
-        assert!(IdempotencyCache::restore(vec![], marks).is_err());
+        assert!(IdempotencyCache::restore(vec![], marks, None).is_err());
     }
 }

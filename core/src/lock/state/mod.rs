@@ -27,8 +27,8 @@ use self::resources::Resources;
 use self::sessions::{check_ttl, Sessions};
 pub use self::snapshot::SnapshotError;
 use super::command::{
-    Acquire, CloseSession, Command, Envelope, ExpireSessions, Idempotency, Keepalive, Owner,
-    Release, Withdraw,
+    Acquire, CloseSession, Command, Configure, Envelope, ExpireSessions, Idempotency, Keepalive,
+    Owner, Release, Withdraw,
 };
 use super::name::LockName;
 use super::types::{
@@ -37,7 +37,8 @@ use super::types::{
     SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
 };
 use crate::api::limits::{
-    LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LOCKS_PER_SESSION_MAX, NAME_BYTES_MAX, WAIT_MS_MAX,
+    IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEYS_MIN, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    LOCKS_PER_SESSION_MAX, NAME_BYTES_MAX, WAIT_MS_MAX,
 };
 use crate::raft::LogIndex;
 
@@ -119,11 +120,7 @@ impl LockStateMachine {
         idem: &Idempotency,
         events: &mut Vec<Event>,
     ) -> (Reply, bool) {
-        // A full cache must never cost a session its lease (one client's keys
-        // would expire everybody else's sessions): keepalives are admitted
-        // past the bound.
-        let past_bound = matches!(command, Command::Keepalive(_));
-        if let Some(answer) = self.idempotency.admit(idem, past_bound, self.clock_ms) {
+        if let Some(answer) = self.idempotency.admit(idem, self.clock_ms) {
             return (answer, true);
         }
         let reply = self.dispatch(index, command, Some(&idem.key), events);
@@ -160,8 +157,41 @@ impl LockStateMachine {
             Command::StackPush(cmd) => self.resources.stack_push(cmd, &self.locks),
             Command::StackPop(cmd) => self.resources.stack_pop(cmd, &self.locks),
             Command::StackDelete(cmd) => self.resources.stack_delete(cmd, &self.locks),
+            Command::Configure(cmd) => self.configure(cmd),
         };
         outcome.unwrap_or_else(Reply::Error)
+    }
+
+    fn configure(&mut self, cmd: &Configure) -> Outcome {
+        let keys_max = cmd.idempotency_keys_max;
+        if !(IDEMPOTENCY_KEYS_MIN..=IDEMPOTENCY_KEYS_MAX).contains(&keys_max) {
+            return Err(LockError::invalid(
+                "idempotency_keys_max",
+                format!("must be {IDEMPOTENCY_KEYS_MIN}..={IDEMPOTENCY_KEYS_MAX}"),
+            ));
+        }
+        self.idempotency.set_keys_max(keys_max, self.clock_ms);
+        Ok(Reply::Configured)
+    }
+
+    /// This state as a snapshot from before the idempotency bound restores
+    /// it (see `IdempotencyCache::restore`).
+    #[cfg(test)]
+    pub(crate) fn with_idempotency_ages_approximated(mut self) -> Self {
+        self.idempotency = self.idempotency.with_ages_approximated();
+        self
+    }
+
+    /// The replicated bound on kept idempotency outcomes.
+    pub fn idempotency_keys_max(&self) -> u64 {
+        self.idempotency.keys_max()
+    }
+
+    /// How long idempotency outcomes are kept now: the age of the last one
+    /// the bound forced out within the last window, or `None` when the
+    /// bound forced none out lately (the contract's windows hold).
+    pub fn idempotency_window_ms(&self) -> Option<u64> {
+        self.idempotency.effective_window_ms(self.clock_ms)
     }
 
     // ---------------------------------------------------------- sessions ---

@@ -30,6 +30,25 @@ pub(super) enum SnapshotFile {
     V1(SnapshotV1),
     /// V1 plus the acknowledged low-water marks.
     V2(SnapshotV2),
+    /// V2 plus the idempotency bound and the entries' ages (issue 15: the
+    /// bound evicts the oldest outcome instead of refusing new keys).
+    V3(SnapshotV3),
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct SnapshotV3 {
+    pub(super) base: SnapshotV2,
+    pub(super) idempotency_bound: BoundSnap,
+}
+
+/// The idempotency cache's bound and eviction order.
+#[derive(Serialize, Deserialize)]
+pub(super) struct BoundSnap {
+    /// State time each entry was recorded, in the order of the entries.
+    pub(super) recorded_ms: Vec<u64>,
+    pub(super) keys_max: u64,
+    /// (age_ms, at_ms) of the last eviction the bound forced.
+    pub(super) forced: Option<(u64, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,7 +111,7 @@ pub(super) struct IdempotencySnap {
 pub(super) fn encode(state: &LockStateMachine) -> Vec<u8> {
     let (sessions, tombstones) = state.sessions.to_snapshot();
     let (kv, stacks) = state.resources.to_snapshot();
-    let (idempotency, marks) = state.idempotency.to_snapshot();
+    let (idempotency, marks, idempotency_bound) = state.idempotency.to_snapshot();
     let base = SnapshotV1 {
         last_applied: state.last_applied,
         clock_ms: state.clock_ms,
@@ -103,23 +122,30 @@ pub(super) fn encode(state: &LockStateMachine) -> Vec<u8> {
         stacks,
         idempotency,
     };
-    codec::encode_checked(&SnapshotFile::V2(SnapshotV2 { base, marks }))
+    codec::encode_checked(&SnapshotFile::V3(SnapshotV3 {
+        base: SnapshotV2 { base, marks },
+        idempotency_bound,
+    }))
 }
 
 /// Decodes snapshot bytes of any version into a state. Only the structure
 /// is checked here; the caller checks every invariant.
 pub(super) fn decode(bytes: &[u8]) -> Result<LockStateMachine, SnapshotError> {
-    let snap = match codec::decode_checked::<SnapshotFile>(bytes)? {
-        SnapshotFile::V1(base) => SnapshotV2 {
-            base,
-            marks: Vec::new(),
-        },
-        SnapshotFile::V2(snap) => snap,
+    let (snap, bound) = match codec::decode_checked::<SnapshotFile>(bytes)? {
+        SnapshotFile::V1(base) => (
+            SnapshotV2 {
+                base,
+                marks: Vec::new(),
+            },
+            None,
+        ),
+        SnapshotFile::V2(snap) => (snap, None),
+        SnapshotFile::V3(snap) => (snap.base, Some(snap.idempotency_bound)),
     };
-    from_snapshot(snap).map_err(SnapshotError::Inconsistent)
+    from_snapshot(snap, bound).map_err(SnapshotError::Inconsistent)
 }
 
-fn from_snapshot(snap: SnapshotV2) -> Result<LockStateMachine, String> {
+fn from_snapshot(snap: SnapshotV2, bound: Option<BoundSnap>) -> Result<LockStateMachine, String> {
     let SnapshotV2 { base, marks } = snap;
     let mut sessions = Sessions::restore(base.sessions, base.tombstones)?;
     let locks = Locks::restore(base.locks, &mut sessions)?;
@@ -129,7 +155,7 @@ fn from_snapshot(snap: SnapshotV2) -> Result<LockStateMachine, String> {
         sessions,
         locks,
         resources: Resources::restore(base.kv, base.stacks),
-        idempotency: IdempotencyCache::restore(base.idempotency, marks)?,
+        idempotency: IdempotencyCache::restore(base.idempotency, marks, bound)?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::api::limits::{
-    EPHEMERAL_SESSION_TTL_MS_DEFAULT, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS,
+    EPHEMERAL_SESSION_TTL_MS_DEFAULT, IDEMPOTENCY_KEYS_MIN, IDEMPOTENCY_WINDOW_MS,
     KV_VALUE_BYTES_MAX, SESSION_TOMBSTONE_MS, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
     WAITERS_PER_LOCK_MAX,
 };
@@ -619,34 +619,59 @@ fn idempotency_entries_outlive_their_session_by_the_window() {
     );
 }
 
+/// Sets the replicated bound on kept idempotency outcomes.
+fn bound_idempotency(log: &mut Log, keys_max: u64) {
+    let reply = log.run(Command::Configure(crate::lock::Configure {
+        idempotency_keys_max: keys_max,
+    }));
+    assert_eq!(reply, Reply::Configured);
+    assert_eq!(log.sm.idempotency_keys_max(), keys_max);
+}
+
 #[test]
-fn idempotency_cache_full_refuses_new_keys_without_forgetting() {
+fn past_the_bound_the_oldest_outcome_goes_and_no_key_is_ever_refused() {
     let mut log = Log::new();
-    log.checked = false;
-    for i in 0..IDEMPOTENCY_KEYS_MAX {
-        let cmd = Command::KvPut(KvWrite {
-            key: "k".into(),
-            value: String::new(),
-            fence: None,
-        });
-        let r = log.apply_keyed(cmd, Some((&format!("key{i}"), 0))).reply;
-        assert!(!r.is_error());
-        if i == 0 {
-            log.now_ms += 1;
-        }
+    bound_idempotency(&mut log, IDEMPOTENCY_KEYS_MIN);
+    let start_ms = log.now_ms;
+    for i in 0..IDEMPOTENCY_KEYS_MIN {
+        let r = log
+            .apply_keyed(push("x"), Some((&format!("key{i}"), 0)))
+            .reply;
+        assert!(!r.is_error(), "{r:?}");
+        log.now_ms += 10;
     }
-    let cmd = Command::KvPut(KvWrite {
-        key: "k".into(),
-        value: String::new(),
-        fence: None,
-    });
     assert_eq!(
-        code(&log.apply_keyed(cmd.clone(), Some(("new", 0))).reply),
-        "unavailable"
+        log.sm.idempotency_window_ms(),
+        None,
+        "nothing forced out yet"
     );
-    // The first key's window passes: it goes, the new key fits.
-    log.now_ms = 1_000 + IDEMPOTENCY_WINDOW_MS;
-    assert_eq!(code(&log.apply_keyed(cmd, Some(("new", 0))).reply), "ok");
+    // One more: the oldest outcome (key0) makes room; nothing is refused.
+    let r = log.apply_keyed(push("x"), Some(("new", 0))).reply;
+    assert!(!r.is_error(), "{r:?}");
+    assert_eq!(log.sm.idempotency.len(), IDEMPOTENCY_KEYS_MIN as usize);
+    assert!(log.sm.idempotency.entry("key0").is_none());
+    assert_eq!(
+        log.sm.idempotency_window_ms(),
+        Some(log.now_ms - start_ms),
+        "the effective window is the evicted outcome's age"
+    );
+    // A retry just inside the window is answered from the cache...
+    let size = log.sm.stack("s").unwrap().size;
+    assert!(log.apply_keyed(push("x"), Some(("key1", 0))).replayed);
+    assert_eq!(log.sm.stack("s").unwrap().size, size);
+    // ...a retry of the evicted one is outside it: applied as new.
+    assert!(!log.apply_keyed(push("x"), Some(("key0", 0))).replayed);
+    assert_eq!(log.sm.stack("s").unwrap().size, size + 1);
+    // A smaller bound evicts at once; out-of-range bounds are refused.
+    bound_idempotency(&mut log, IDEMPOTENCY_KEYS_MIN);
+    let refused = log.run(Command::Configure(crate::lock::Configure {
+        idempotency_keys_max: IDEMPOTENCY_KEYS_MIN - 1,
+    }));
+    assert_eq!(code(&refused), "invalid_request");
+    assert_eq!(log.sm.idempotency_keys_max(), IDEMPOTENCY_KEYS_MIN);
+    // The bound and the ages survive a snapshot.
+    let restored = LockStateMachine::restore(&log.sm.snapshot()).expect("restores");
+    assert_eq!(restored, log.sm);
     log.sm.check_invariants().unwrap();
 }
 
@@ -788,10 +813,12 @@ fn a_long_stream_of_acknowledged_requests_never_fills_the_cache() {
     let mut log = Log::new();
     log.checked = false;
     let a = log.open("a");
+    bound_idempotency(&mut log, 1_000);
     // 16 clients interleaved, each with a few calls in flight, all in one
-    // session (so no entry expires by time): 3x the cache's capacity.
+    // session (so no entry expires by time): 3x the cache's capacity, and
+    // the bound never has to force an outcome out.
     let clients = 16u64;
-    let total = 3 * IDEMPOTENCY_KEYS_MAX as u64;
+    let total = 3 * 1_000;
     for i in 0..total {
         let client = i % clients;
         let seq = i / clients + 1;
@@ -802,6 +829,7 @@ fn a_long_stream_of_acknowledged_requests_never_fills_the_cache() {
     }
     log.sm.check_invariants().unwrap();
     assert!(log.sm.idempotency.len() <= 4 * clients as usize);
+    assert_eq!(log.sm.idempotency_window_ms(), None);
 }
 
 #[test]
@@ -1176,9 +1204,9 @@ fn a_replayed_reply_does_not_resurrect_an_ended_session_in_the_lease_tracker() {
 #[test]
 fn a_full_idempotency_cache_never_refuses_a_keepalive() {
     let mut log = Log::new();
-    log.checked = false;
+    bound_idempotency(&mut log, IDEMPOTENCY_KEYS_MIN);
     let victim = log.open("victim");
-    for i in 0..IDEMPOTENCY_KEYS_MAX {
+    for i in 0..IDEMPOTENCY_KEYS_MIN {
         let cmd = Command::KvPut(KvWrite {
             key: "k".into(),
             value: String::new(),
