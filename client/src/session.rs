@@ -428,9 +428,7 @@ impl Session {
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: None,
         };
-        let (client, lock) = (self.client.clone(), name.to_owned());
-        let acquire = async move { client.acquire(&lock, &request).await };
-        let granted = waiting::acquire_or_give_back(&self.client, name, self.id, acquire).await?;
+        let granted = self.client.acquire(name, &request).await?;
         self.holding(granted)
     }
 
@@ -455,9 +453,11 @@ impl Session {
         if self.is_lost() {
             return Err(Error::LeaseLost);
         }
-        let (client, lock, session) = (self.client.clone(), name.to_owned(), self.id);
-        let acquire = async move { waiting::in_rounds(&client, &lock, session, mode, round).await };
-        let granted = waiting::acquire_or_give_back(&self.client, name, self.id, acquire).await?;
+        // A lost lease ends the wait: the session cannot be granted anything.
+        let granted = tokio::select! {
+            granted = waiting::in_rounds(&self.client, name, self.id, mode, round) => granted?,
+            _ = self.lost() => return Err(Error::LeaseLost),
+        };
         self.holding(granted)
     }
 
@@ -504,7 +504,7 @@ impl Drop for Session {
 
 /// Runs `task` in the background if there is a runtime to run it (a value
 /// dropped outside one just skips its cleanup; the lease then runs out).
-pub(crate) fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
+fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         drop(handle.spawn(task));
     }

@@ -466,41 +466,48 @@ async fn a_disconnected_waiter_is_withdrawn() {
     s.stop().await;
 }
 
+/// A resent acquire whose key cached `Queued` (here: one that asked again
+/// while queued, whose key never learns the outcome) is answered with how
+/// the wait ended, not held open for a wait that is already over.
 #[tokio::test]
-async fn a_caller_that_stops_waiting_is_never_left_holding_the_lock() {
+async fn a_resent_queued_acquire_learns_how_its_wait_ended() {
     let s = start().await;
     let a = s
         .client
         .session(SessionOptions::default())
         .await
         .expect("a");
-    let b = s
-        .client
-        .session(SessionOptions::default())
-        .await
-        .expect("b");
-    let held = a.try_lock("r", LockMode::Exclusive).await.expect("a holds");
-    let mut wait = Box::pin(b.lock("r", LockMode::Exclusive, Duration::from_secs(30)));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), &mut wait)
-            .await
-            .is_err(),
-        "b waits behind a"
-    );
-    // The grant commits while b's caller is still there but not looking
-    // (its answer is on the way); then the caller gives up.
+    let b = new_session(s.addr, 60_000).await;
+    let held = a.try_lock("z", LockMode::Exclusive).await.expect("a holds");
+    let body = format!(r#"{{"session_id": "{b}", "wait_ms": 10000}}"#);
+    let acquire = |key: &'static str| {
+        let (addr, body) = (s.addr, body.clone());
+        async move {
+            let headers = [("Idempotency-Key", key)];
+            raw(addr, "POST", "/v1/locks/z/acquire", &headers, &body).await
+        }
+    };
+    let first = tokio::spawn(acquire("b-1"));
+    eventually("b queued", || async {
+        let state = s.client.lock_state("z").await.ok()?;
+        (!state.waiters.is_empty()).then_some(())
+    })
+    .await;
+    // Asking again keeps the place; this key caches `Queued`.
+    let again = tokio::spawn(acquire("b-2"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     held.release().await.expect("a releases");
-    eventually("b granted", || async {
-        let state = s.client.lock_state("r").await.ok()?;
-        (state.holders.first()?.session_id == b.id()).then_some(())
-    })
-    .await;
-    drop(wait);
-    eventually("the abandoned grant given back", || async {
-        let state = s.client.lock_state("r").await.ok()?;
-        state.holders.is_empty().then_some(())
-    })
-    .await;
+    for call in [first, again] {
+        let (status, _, answer) = call.await.expect("call");
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The resend of the re-ask replays `Queued`: it must say "granted" at
+    // once, not wait 10 s for a wait that ended.
+    let (status, _, answer) = tokio::time::timeout(Duration::from_secs(3), acquire("b-2"))
+        .await
+        .expect("answered at once");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["session_id"], b.as_str());
     s.stop().await;
 }
 

@@ -765,7 +765,10 @@ impl Actor {
     fn answer(&mut self, command: &Command, reply: Reply, tx: ReplySender) {
         match (&reply, command) {
             (Reply::Queued { session_id, .. }, Command::Acquire(Acquire { lock, .. })) => {
-                if tx.is_closed() {
+                if let Some(settled) = self.state.settled_wait(lock, *session_id) {
+                    // A replayed `Queued` for a wait that is already over.
+                    let _ = tx.send(Ok(settled));
+                } else if tx.is_closed() {
                     // The requester left before the wait began.
                     self.propose_internal(Command::Withdraw(Withdraw {
                         lock: lock.clone(),

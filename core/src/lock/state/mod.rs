@@ -701,6 +701,30 @@ impl LockStateMachine {
 
     /// Every live session and its TTL, for [`super::LeaseTracker::on_became_leader`].
     /// Whether a session was opened by an acquire without a session.
+    /// How a wait of `session` for `lock` ended, if it did: `None` while it
+    /// still waits; else its grant if it holds the lock, or `lock_held`.
+    /// A `Queued` reply replayed from the idempotency cache (a resent
+    /// acquire, or one that asked again while queued, whose key never
+    /// learns the outcome) is answered with this when its wait is over, so
+    /// that nobody waits for a wait that already ended.
+    pub fn settled_wait(&self, lock: &str, session: SessionId) -> Option<Reply> {
+        let view = self.lock(lock).ok()?;
+        if view.waiters.iter().any(|w| w.session_id == session) {
+            return None;
+        }
+        let held = view.holders.iter().find(|h| h.session_id == session);
+        Some(match (held, view.mode) {
+            (Some(holder), Some(mode)) => Reply::Acquired(Grant {
+                session_id: session,
+                mode,
+                fencing_token: holder.fencing_token,
+            }),
+            _ => Reply::Error(LockError::LockHeld {
+                holders: view.holders,
+            }),
+        })
+    }
+
     pub fn is_ephemeral(&self, session: SessionId) -> bool {
         self.sessions.get(session).is_some_and(|s| s.ephemeral)
     }
