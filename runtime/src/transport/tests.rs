@@ -120,6 +120,7 @@ async fn mismatched_cluster_or_version_is_refused() {
         cluster_id: "prod".into(),
         node_id: 9,
         protocol_version: PROTOCOL_VERSION + 1,
+        incarnation: 0,
     };
     encode_frame::<Msg>(&WireFrame::Hello(hello), &mut out).unwrap();
     encode_frame::<Msg>(&WireFrame::Message((5, "x".into())), &mut out).unwrap();
