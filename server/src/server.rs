@@ -134,9 +134,8 @@ pub async fn start(
             // `raft/` exists before the identity that says it should: a
             // data dir with an identity and no `raft/` lost its Raft state.
             let raft_dir = data_dir.join(RAFT_DIR);
-            std::fs::create_dir_all(&raft_dir).with_context(|| {
-                format!("--data-dir: cannot create {}", raft_dir.display())
-            })?;
+            std::fs::create_dir_all(&raft_dir)
+                .with_context(|| format!("--data-dir: cannot create {}", raft_dir.display()))?;
             write_identity(
                 &data_dir,
                 &StoredIdentity {

@@ -118,12 +118,11 @@ async fn a_wiped_founder_is_refused_while_its_peers_hold_the_cluster() {
     let mut again = specs[1].spawn(root.path(), &["--initial-cluster", &initial]);
     let status = again.wait_exit(STARTUP).await;
     let logs = again.logs();
-    assert!(!status.success(), "the wiped founder must not start\n{logs}");
-    for needle in [
-        "already holds this cluster",
-        "cluster remove 2",
-        "--join",
-    ] {
+    assert!(
+        !status.success(),
+        "the wiped founder must not start\n{logs}"
+    );
+    for needle in ["already holds this cluster", "cluster remove 2", "--join"] {
         assert!(logs.contains(needle), "missing {needle:?}\n{logs}");
     }
 

@@ -1037,7 +1037,8 @@ impl Actor {
     fn record_incarnations(&mut self) {
         let me = (self.me.id, self.me.incarnation);
         let membership = self.replica.membership();
-        let Some(next) = incarnation::with_claimed_incarnations(membership, self.io.peers.book(), me)
+        let Some(next) =
+            incarnation::with_claimed_incarnations(membership, self.io.peers.book(), me)
         else {
             return;
         };

@@ -108,7 +108,11 @@ mod tests {
         assert!(message.contains("remove it first"), "{message}");
         assert!(refused(check_add_member(&m, 1, None)).contains("already a voter"));
         assert!(refused(check_add_member(&m, 2, Some(5))).contains("not recorded yet"));
-        assert_eq!(check_add_member(&m, 3, Some(5)), Ok(()), "a learner's retry");
+        assert_eq!(
+            check_add_member(&m, 3, Some(5)),
+            Ok(()),
+            "a learner's retry"
+        );
         assert_eq!(check_add_member(&m, 3, None), Ok(()));
     }
 

@@ -273,8 +273,7 @@ fn founders_to_ask(
         return None;
     };
     let empty = recovered.raft.entries.is_empty() && recovered.raft.snapshot.is_none();
-    (empty && voters.len() > 1 && config.incarnation != INCARNATION_NONE)
-        .then(|| voters.clone())
+    (empty && voters.len() > 1 && config.incarnation != INCARNATION_NONE).then(|| voters.clone())
 }
 
 /// Refuses to found where a fellow founder already holds the cluster with
@@ -302,7 +301,10 @@ async fn check_not_founded(
                 });
             }
             FounderAnswer::Accepts { node_id } => {
-                tracing::debug!(founder = node_id, "founder does not hold another incarnation of us")
+                tracing::debug!(
+                    founder = node_id,
+                    "founder does not hold another incarnation of us"
+                )
             }
             FounderAnswer::Silent { node_id, why } => {
                 tracing::debug!(founder = node_id, %why, "founder did not answer")

@@ -103,11 +103,7 @@ impl IncarnationBook {
 
     /// Members of `membership` with no recorded incarnation whose claim (or,
     /// for `me`, own incarnation) is known: what a leader should record.
-    pub fn unrecorded(
-        &self,
-        membership: &Membership,
-        me: (NodeId, u64),
-    ) -> BTreeMap<NodeId, u64> {
+    pub fn unrecorded(&self, membership: &Membership, me: (NodeId, u64)) -> BTreeMap<NodeId, u64> {
         let book = self.lock();
         let mut known = book.claimed.clone();
         if me.1 != INCARNATION_NONE {
@@ -148,7 +144,10 @@ mod tests {
         assert_eq!((refused.claimed, refused.recorded), (8, 7));
         let message = refused.to_string();
         assert!(message.contains("node 2") && message.contains("0x0000000000000008"));
-        assert_eq!(book.check(2, INCARNATION_NONE).map_err(|m| m.recorded), Err(7));
+        assert_eq!(
+            book.check(2, INCARNATION_NONE).map_err(|m| m.recorded),
+            Err(7)
+        );
         assert_eq!(book.check(1, 99), Ok(()), "node 1 is not recorded yet");
     }
 
@@ -168,6 +167,9 @@ mod tests {
         );
         assert_eq!(book.unrecorded(&m, (1, INCARNATION_NONE)).len(), 1);
         book.set_recorded(&membership(&[1, 3], &[]));
-        assert!(book.unrecorded(&m, (1, INCARNATION_NONE)).is_empty(), "2 left");
+        assert!(
+            book.unrecorded(&m, (1, INCARNATION_NONE)).is_empty(),
+            "2 left"
+        );
     }
 }

@@ -25,9 +25,9 @@ pub use frame::{
     FRAME_VERSION, PROTOCOL_VERSION,
 };
 pub use incarnations::{IncarnationBook, IncarnationMismatch, INCARNATION_NONE};
-pub use probe::{ask_founders, FounderAnswer};
 pub use listener::{spawn_listener, ListenerHandle, ListenerStats, INBOUND_CONNECTIONS_MAX};
 pub use peer::{spawn_peer, LinkFaults, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
+pub use probe::{ask_founders, FounderAnswer};
 
 /// Timing and sizing of the transport; one value shared by a node's actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +173,9 @@ pub(crate) fn check_hello(
         .incarnations
         .check(hello.node_id, hello.incarnation)
         .map_err(ConnError::Incarnation)?;
-    config.incarnations.claimed(hello.node_id, hello.incarnation);
+    config
+        .incarnations
+        .claimed(hello.node_id, hello.incarnation);
     Ok(())
 }
 

@@ -289,7 +289,11 @@ impl Executor {
     /// Kills the node and gives it a new, empty data dir under the same id
     /// and flags (an operator's mistake).
     fn replace_disk(&mut self, node: NodeId) {
-        self.crash(node, CrashFault::LoseUnsynced, "data dir replaced: blank disk".into());
+        self.crash(
+            node,
+            CrashFault::LoseUnsynced,
+            "data dir replaced: blank disk".into(),
+        );
         let incarnation = super::host::data_dir_incarnation(&mut self.rng);
         let host = self.host(node);
         *host.disk.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -129,9 +129,11 @@ pub(crate) fn create_host(
     observer: NodeObserver,
 ) -> Host {
     let disk = Arc::new(Mutex::new(SimDisk::new()));
-    let disk_incarnation = Arc::new(AtomicU64::new(data_dir_incarnation(
-        &mut rng_for(seed, Concern::DataDir, id),
-    )));
+    let disk_incarnation = Arc::new(AtomicU64::new(data_dir_incarnation(&mut rng_for(
+        seed,
+        Concern::DataDir,
+        id,
+    ))));
     let true_clock = TokioClock::new();
     let (clock, skew) = SkewedClock::new(
         true_clock.clone(),
