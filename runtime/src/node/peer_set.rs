@@ -61,7 +61,8 @@ impl PeerSet {
     }
 
     /// Keeps one peer actor per other member of `membership` (plus an
-    /// announcing leader not in it).
+    /// announcing leader not in it), and the transport's incarnation checks
+    /// equal to the incarnations `membership` records.
     pub(super) fn sync(&mut self, membership: &Membership) {
         if membership.incarnations != self.synced_incarnations {
             self.book.set_recorded(membership);
