@@ -27,6 +27,10 @@ pub struct MemberStatus {
     /// Replication progress as the answering node knows it (a leader knows
     /// every member's; others may report null).
     pub match_index: Option<u64>,
+    /// API extension: the incarnation (random id of the member's data dir)
+    /// the membership records for it; absent until recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// `GET /v1/cluster` answer: the answering node's own view.
@@ -52,6 +56,13 @@ pub struct AddMemberRequest {
     pub id: u64,
     pub peer_addr: String,
     pub api_addr: String,
+    /// API extension: the joining node's incarnation (the random id of its
+    /// data dir, below 2^53). With it, a retried join of the same data dir
+    /// is accepted and another data dir under a member's id is refused
+    /// (409 `invalid_membership`); without it, an id that is already a
+    /// voter is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// `POST /v1/cluster/leader` body: transfer leadership to `id`.
@@ -96,6 +107,7 @@ mod tests {
                     role: NodeRole::Learner,
                     voter: false,
                     match_index: Some(5),
+                    incarnation: None,
                 }],
             },
         );
@@ -105,6 +117,16 @@ mod tests {
                 id: 4,
                 peer_addr: "h:1".into(),
                 api_addr: "h:2".into(),
+                incarnation: None,
+            },
+        );
+        round_trip(
+            json!({"id": 4, "peer_addr": "h:1", "api_addr": "h:2", "incarnation": 77}),
+            AddMemberRequest {
+                id: 4,
+                peer_addr: "h:1".into(),
+                api_addr: "h:2".into(),
+                incarnation: Some(77),
             },
         );
         round_trip(json!({"id": 2}), TransferLeaderRequest { id: 2 });

@@ -34,11 +34,15 @@ pub enum ErrorCode {
     /// 504: not committed in time; outcome unknown unless retried with the
     /// same idempotency key.
     Timeout,
+    /// 409: a membership change refused because it would endanger the
+    /// cluster (e.g. adding an id that is already a voter, or another data
+    /// dir under a member's id).
+    InvalidMembership,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidRequest,
         ErrorCode::NotFound,
         ErrorCode::LockHeld,
@@ -50,6 +54,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
+        ErrorCode::InvalidMembership,
     ];
 
     /// The HTTP status that carries this code.
@@ -60,7 +65,8 @@ impl ErrorCode {
             ErrorCode::LockHeld
             | ErrorCode::NotHolder
             | ErrorCode::StaleToken
-            | ErrorCode::StackEmpty => 409,
+            | ErrorCode::StackEmpty
+            | ErrorCode::InvalidMembership => 409,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::MethodNotAllowed => 405,
@@ -83,6 +89,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::InvalidMembership => "invalid_membership",
         }
     }
 
@@ -207,6 +214,7 @@ mod tests {
             ("method_not_allowed", 405),
             ("unavailable", 503),
             ("timeout", 504),
+            ("invalid_membership", 409),
         ];
         for (code, (spelling, status)) in ErrorCode::ALL.into_iter().zip(table) {
             assert_eq!(code.as_str(), spelling);

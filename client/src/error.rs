@@ -47,6 +47,10 @@ pub enum Error {
     /// 504 on the last attempt: the outcome is unknown.
     #[error("the cluster did not commit in time (outcome unknown): {message}")]
     Timeout { message: String },
+    /// 409: a membership change refused because it would endanger the
+    /// cluster (the message says why and what to do).
+    #[error("membership change refused: {message}")]
+    InvalidMembership { message: String },
     /// The call's own deadline passed before any answer settled it; the
     /// outcome of a mutation is unknown.
     #[error("no answer within the call's deadline of {deadline:?}")]
@@ -105,6 +109,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Error::Unavailable { .. } => ErrorCode::Unavailable,
             Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::InvalidMembership { .. } => ErrorCode::InvalidMembership,
             _ => return None,
         })
     }
@@ -139,6 +144,7 @@ impl Error {
             ErrorCode::MethodNotAllowed => Error::MethodNotAllowed { message },
             ErrorCode::Unavailable => Error::Unavailable { message },
             ErrorCode::Timeout => Error::Timeout { message },
+            ErrorCode::InvalidMembership => Error::InvalidMembership { message },
         }
     }
 }

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
                 api_addr: String::new(),
             },
         )]),
+        incarnations: BTreeMap::new(),
     };
 
     // The snapshot: a state machine holding SNAPSHOT_LOCKS locks.

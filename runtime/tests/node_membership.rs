@@ -80,7 +80,7 @@ async fn join_promote_transfer_and_remove() {
     );
     config4.bootstrap = Bootstrap::Join;
     nodes.insert(4, start(config4).await);
-    via.add_member(4, addr4.clone(), "api-4.test:80".into(), DEADLINE)
+    via.add_member(4, addr4.clone(), "api-4.test:80".into(), None, DEADLINE)
         .await
         .expect("add member through a follower");
     eventually("node 4 promoted and caught up", || async {

@@ -2,12 +2,14 @@
 //! together from a validated [`ServeConfig`]. `deadbolt serve` and the tests
 //! start it the same way ([`run`], or [`start`] then [`Server::run_until`]).
 //!
-//! The data dir holds `identity.json` (cluster id, node id, whether a joining
-//! node was added) next to the Raft storage in `raft/`. The identity file
-//! is what lets a restarted node resume its stored cluster whatever the
-//! membership flags say: founders derive the cluster id from the founder
-//! list, but a joining node learns it from the cluster, and neither is
-//! recomputed on restart.
+//! The data dir holds `identity.json` (cluster id, node id, incarnation,
+//! whether a joining node was added) next to the Raft storage in `raft/`.
+//! The identity file is what lets a restarted node resume its stored
+//! cluster whatever the membership flags say: founders derive the cluster
+//! id from the founder list, but a joining node learns it from the cluster,
+//! and neither is recomputed on restart. The incarnation is drawn at random
+//! when the data dir is created: a wiped data dir comes back as another
+//! incarnation, which the cluster refuses (see `deadbolt_runtime::node`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -21,6 +23,7 @@ use deadbolt_client::ClientBuilder;
 use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
+use deadbolt_runtime::transport::INCARNATION_NONE;
 use deadbolt_runtime::{shutdown_channel, Shutdown, ShutdownTrigger, TokioClock};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -29,6 +32,8 @@ use tokio::task::JoinHandle;
 use crate::config::{Bootstrap, ServeConfig};
 use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
 
+/// Incarnations stay below 2^53 (exact in every JSON reader).
+const INCARNATION_MASK: u64 = (1 << 53) - 1;
 /// Name of the identity file inside the data dir.
 const IDENTITY_FILE: &str = "identity.json";
 /// Sub-directory of the data dir that holds the Raft log and snapshots.
@@ -50,6 +55,11 @@ struct StoredIdentity {
     /// False for a joining node until the cluster accepted it: a restart
     /// before that asks again.
     joined: bool,
+    /// The data dir's random id (below 2^53, so JSON readers keep it
+    /// exact). Absent (0) in files written before incarnations existed: one
+    /// is drawn on the next start.
+    #[serde(default)]
+    incarnation: u64,
 }
 
 /// Where a started server listens and who it is, for the banner and tests.
@@ -117,22 +127,36 @@ pub async fn start(
     let stored = open_data_dir(&config)?;
     let membership = choose_membership(&config, stored.as_ref()).await?;
     let cluster_id = membership.cluster_id.clone();
-    if stored.is_none() {
-        write_identity(
-            &data_dir,
-            &StoredIdentity {
-                cluster_id: cluster_id.clone(),
-                node_id: config.node_id,
-                joined: membership.join_url.is_none(),
-            },
-        )?;
-    }
+    let incarnation = match &stored {
+        Some(stored) if stored.incarnation != INCARNATION_NONE => stored.incarnation,
+        _ => {
+            let incarnation = draw_incarnation();
+            // `raft/` exists before the identity that says it should: a
+            // data dir with an identity and no `raft/` lost its Raft state.
+            let raft_dir = data_dir.join(RAFT_DIR);
+            std::fs::create_dir_all(&raft_dir)
+                .with_context(|| format!("--data-dir: cannot create {}", raft_dir.display()))?;
+            write_identity(
+                &data_dir,
+                &StoredIdentity {
+                    cluster_id: cluster_id.clone(),
+                    node_id: config.node_id,
+                    joined: stored
+                        .as_ref()
+                        .map_or(membership.join_url.is_none(), |s| s.joined),
+                    incarnation,
+                },
+            )?;
+            incarnation
+        }
+    };
 
     let node = start_node(
         peer_listener,
         &config,
         membership.cluster_id,
         membership.bootstrap,
+        incarnation,
     )
     .await?;
     let handle = node.handle();
@@ -155,7 +179,7 @@ pub async fn start(
         http_stop,
     };
     if let Some(url) = membership.join_url {
-        if let Err(error) = join(&url, &config).await {
+        if let Err(error) = join(&url, &config, incarnation).await {
             server.stop().await;
             return Err(error);
         }
@@ -165,6 +189,7 @@ pub async fn start(
                 cluster_id,
                 node_id: config.node_id,
                 joined: true,
+                incarnation,
             },
         )?;
     }
@@ -192,6 +217,18 @@ fn open_data_dir(config: &ServeConfig) -> anyhow::Result<Option<StoredIdentity>>
     })?;
     let stored = read_identity(data_dir)?;
     if let Some(stored) = &stored {
+        // The Raft state is gone but the identity says the node had some:
+        // starting would promise nothing it promised before.
+        if stored.joined && !data_dir.join(RAFT_DIR).exists() {
+            bail!(
+                "--data-dir {}: holds {IDENTITY_FILE} of node {} but no {RAFT_DIR}/ (its Raft \
+                 state was deleted); refusing to start as if it had promised nothing. Remove \
+                 node {} from the cluster, empty the data dir and start it with --join",
+                data_dir.display(),
+                stored.node_id,
+                stored.node_id
+            );
+        }
         if stored.node_id != config.node_id {
             bail!(
                 "--data-dir {}: holds node {} of cluster {}, but --node-id is {}; \
@@ -295,6 +332,7 @@ async fn start_node(
     config: &ServeConfig,
     cluster_id: String,
     bootstrap: node::Bootstrap,
+    incarnation: u64,
 ) -> anyhow::Result<Node> {
     let mut node_config = NodeConfig::new(
         config.node_id,
@@ -310,6 +348,7 @@ async fn start_node(
         os_seed(),
     );
     node_config.idempotency_keys_max = Some(config.idempotency_keys_max);
+    node_config.incarnation = incarnation;
     Node::start(node_config).await.with_context(|| {
         format!(
             "--data-dir {}: starting node {} of cluster {cluster_id}",
@@ -385,7 +424,10 @@ fn read_identity(data_dir: &Path) -> anyhow::Result<Option<StoredIdentity>> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if data_dir.join(RAFT_DIR).exists() {
+            // An empty `raft/` is a start cut short before its identity.
+            let raft_state = std::fs::read_dir(data_dir.join(RAFT_DIR))
+                .is_ok_and(|mut entries| entries.next().is_some());
+            if raft_state {
                 bail!(
                     "--data-dir {}: holds Raft state but no {IDENTITY_FILE}; refusing to guess \
                      which cluster it belongs to",
@@ -435,6 +477,24 @@ fn os_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
+/// A new data dir's incarnation: random (not replayable, like `os_seed`),
+/// non-zero and below 2^53 so that JSON readers keep it exact.
+fn draw_incarnation() -> u64 {
+    let mut hash = Fnv1a64::new();
+    hash.write(&os_seed().to_le_bytes());
+    // Two processes started in the same nanosecond still differ by stack
+    // address (ASLR).
+    let here = &hash as *const Fnv1a64 as usize;
+    hash.write(&here.to_le_bytes());
+    let mut rng = deadbolt_runtime::SplitMix64::new(hash.finish());
+    loop {
+        let incarnation = rng.next_u64() & INCARNATION_MASK;
+        if incarnation != INCARNATION_NONE {
+            return incarnation;
+        }
+    }
+}
+
 /// A restarted node resumes its stored membership; say so when the flags
 /// describe another one.
 async fn log_membership_difference(handle: &NodeHandle, config: &ServeConfig) {
@@ -473,8 +533,9 @@ async fn remote_cluster_id(url: &str) -> anyhow::Result<String> {
 
 /// Asks the cluster behind `url` to add this node as a learner (the leader
 /// promotes it once caught up). Retries until [`JOIN_DEADLINE`]: the
-/// cluster may be electing, or still catching up a previous joiner.
-async fn join(url: &str, config: &ServeConfig) -> anyhow::Result<()> {
+/// cluster may be electing, or still catching up a previous joiner. A
+/// refusal (409: the id is a member with another data dir) ends it at once.
+async fn join(url: &str, config: &ServeConfig, incarnation: u64) -> anyhow::Result<()> {
     let client = ClientBuilder::new([url])
         .call_timeout(Duration::from_secs(15))
         .build()
@@ -483,6 +544,7 @@ async fn join(url: &str, config: &ServeConfig) -> anyhow::Result<()> {
         id: config.node_id,
         peer_addr: config.advertise_peer.clone(),
         api_addr: config.advertise_api.clone(),
+        incarnation: Some(incarnation),
     };
     let until = tokio::time::Instant::now() + JOIN_DEADLINE;
     loop {
@@ -491,11 +553,23 @@ async fn join(url: &str, config: &ServeConfig) -> anyhow::Result<()> {
                 tracing::info!(%url, "joined the cluster as a learner");
                 return Ok(());
             }
+            Err(error @ deadbolt_client::Error::InvalidMembership { .. }) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "--join {url}: the cluster refused node {}",
+                    config.node_id
+                )));
+            }
             Err(error) => error,
         };
-        // A retry after an attempt whose answer was lost finds us a member.
+        // A retry after an attempt whose answer was lost finds us a member:
+        // this data dir, not another one under our id.
         if let Ok(status) = client.cluster_status().await {
-            if status.members.iter().any(|m| m.id == config.node_id) {
+            let us = status.members.iter().find(|m| m.id == config.node_id);
+            let ours = us.is_some_and(|m| match m.incarnation {
+                Some(recorded) => recorded == incarnation,
+                None => !m.voter && m.peer_addr == request.peer_addr,
+            });
+            if ours {
                 tracing::info!(%url, "joined the cluster as a learner");
                 return Ok(());
             }
@@ -527,6 +601,16 @@ mod tests {
     }
 
     #[test]
+    fn incarnations_are_non_zero_json_exact_and_differ() {
+        let a = draw_incarnation();
+        let b = draw_incarnation();
+        for x in [a, b] {
+            assert!(x != INCARNATION_NONE && x <= INCARNATION_MASK, "{x:#x}");
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn identity_round_trips_and_refuses_garbage() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(read_identity(dir.path()).expect("empty dir"), None);
@@ -534,12 +618,18 @@ mod tests {
             cluster_id: "dbc-1".into(),
             node_id: 3,
             joined: false,
+            incarnation: 42,
         };
         write_identity(dir.path(), &identity).expect("write");
         assert_eq!(
             read_identity(dir.path()).expect("read"),
             Some(identity.clone())
         );
+        // Written before incarnations existed: read as none (one is drawn).
+        let legacy = r#"{"cluster_id": "dbc-1", "node_id": 3, "joined": true}"#;
+        std::fs::write(identity_path(dir.path()), legacy).expect("write");
+        let read = read_identity(dir.path()).expect("read").expect("some");
+        assert_eq!(read.incarnation, INCARNATION_NONE);
         std::fs::write(identity_path(dir.path()), "nope").expect("write");
         let error = format!("{:#}", read_identity(dir.path()).expect_err("garbage"));
         assert!(error.contains("--data-dir"), "{error}");

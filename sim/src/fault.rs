@@ -312,8 +312,15 @@ pub enum FaultAction {
         node: NodeId,
         fault: CrashFault,
     },
-    /// Kill the node and give it an empty disk (restarted by `Restart`).
+    /// Kill the node and give it an empty disk but keep its identity
+    /// (restarted by `Restart`): amnesia, a world Raft cannot survive.
     WipeDisk {
+        node: NodeId,
+    },
+    /// Kill the node and give it a new, empty data dir (a new incarnation)
+    /// under the same id and flags (restarted by `Restart`): an operator's
+    /// mistake the cluster must refuse, not suffer.
+    ReplaceDisk {
         node: NodeId,
     },
     Restart {
@@ -388,6 +395,9 @@ impl fmt::Display for FaultAction {
             FaultAction::ClearFrameFaults => f.write_str("frame faults cleared"),
             FaultAction::Crash { node, fault } => write!(f, "crash n{node} ({fault:?})"),
             FaultAction::WipeDisk { node } => write!(f, "n{node} loses its whole disk"),
+            FaultAction::ReplaceDisk { node } => {
+                write!(f, "n{node} gets a new, empty data dir (same id and flags)")
+            }
             FaultAction::Restart { node } => write!(f, "restart n{node}"),
             FaultAction::Pause { node } => write!(f, "pause n{node}"),
             FaultAction::Resume { node } => write!(f, "resume n{node}"),

@@ -23,6 +23,8 @@ pub enum Concern {
     FaultExecution = 6,
     /// Each node's clock offset and drift.
     Clock = 7,
+    /// The incarnation of each host's first data dir.
+    DataDir = 8,
 }
 
 /// The sub-seed of `concern` (instance `index`, e.g. a node id or client id)
@@ -65,6 +67,7 @@ mod tests {
                 Concern::Scheduler,
                 Concern::FaultExecution,
                 Concern::Clock,
+                Concern::DataDir,
             ] {
                 for index in 0..5 {
                     assert!(seen.insert(sub_seed(seed, concern, index)));

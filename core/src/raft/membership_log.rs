@@ -115,6 +115,8 @@ impl MembershipLog {
         if next.members.remove(&id).is_none() {
             return Err(MembershipError::UnknownMember(id));
         }
+        // A node re-added under this id later is another incarnation.
+        next.incarnations.remove(&id);
         Ok(next)
     }
 
@@ -227,6 +229,23 @@ mod tests {
         let log = MembershipLog::new(with_learner, &[]);
         assert_eq!(log.with_voter(2).map(|m| m.quorum()), Ok(2));
         assert_eq!(log.without(1).map(|m| m.voters().count()), Ok(0));
+    }
+
+    /// A removed member's incarnation leaves with it: the same id added
+    /// again later is a new data dir, recorded afresh.
+    #[test]
+    fn removing_a_member_forgets_its_incarnation() {
+        let mut base = Membership::of(&[1, 2], &[]);
+        base.incarnations.insert(1, 11);
+        base.incarnations.insert(2, 22);
+        let log = MembershipLog::new(base, &[]);
+        let next = log.without(2).expect("member 2 exists");
+        assert_eq!(next.incarnation(2), None);
+        assert_eq!(next.incarnation(1), Some(11));
+        // Recording an incarnation changes no voter: a legal change.
+        let mut recorded = log.latest().clone();
+        recorded.incarnations.insert(2, 23);
+        assert_eq!(log.check_change(&recorded, 0), Ok(()));
     }
 
     #[test]

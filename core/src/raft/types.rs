@@ -59,6 +59,13 @@ pub struct Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub members: BTreeMap<NodeId, Member>,
+    /// The incarnation (the random id of a member's data dir) recorded for
+    /// each member; a member without one is not recorded yet. Raft ignores
+    /// it; the transport refuses a peer claiming another incarnation, so a
+    /// member whose disk was wiped cannot vote or acknowledge as if it
+    /// remembered its promises. Keys are always members (`without` drops
+    /// them).
+    pub incarnations: BTreeMap<NodeId, u64>,
 }
 
 impl Membership {
@@ -90,6 +97,11 @@ impl Membership {
     pub fn quorum(&self) -> usize {
         self.voters().count() / 2 + 1
     }
+
+    /// The incarnation recorded for member `id`, if any.
+    pub fn incarnation(&self, id: NodeId) -> Option<u64> {
+        self.incarnations.get(&id).copied()
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +117,7 @@ impl Membership {
         let learners = learners.iter().map(|&id| (id, member(false)));
         Membership {
             members: voters.chain(learners).collect(),
+            incarnations: BTreeMap::new(),
         }
     }
 }

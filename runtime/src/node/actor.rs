@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cluster_time::ClusterTime;
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
 use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
+use super::incarnation;
 use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
 use super::peer_set::PeerSet;
 use super::pending::{
@@ -78,6 +79,8 @@ pub(crate) struct NodeIdentity {
     pub(crate) cluster_id: Arc<str>,
     pub(crate) api_addr: String,
     pub(crate) peer_addr: String,
+    /// This node's data dir incarnation (0: none).
+    pub(crate) incarnation: u64,
 }
 
 /// What the actor drives, as recovered from storage.
@@ -391,8 +394,17 @@ impl Actor {
                 id,
                 peer_addr,
                 api_addr,
+                incarnation: claimed,
                 reply,
             } => {
+                // Judged here, on this node's view, before any forwarding:
+                // the leader treats a known id at the same address as a
+                // retried join.
+                let judged = incarnation::check_add_member(self.replica.membership(), id, claimed);
+                if let Err(error) = judged {
+                    let _ = reply.send(Err(error));
+                    return;
+                }
                 let request = Forwarded::AddMember {
                     id,
                     peer_addr,
@@ -1025,6 +1037,7 @@ impl Actor {
                 }
             }
         }
+        self.record_incarnations();
         // Let every member (a joining one especially) know where we are.
         for id in status.membership.members.keys() {
             if *id != self.me.id {
@@ -1057,6 +1070,26 @@ impl Actor {
         self.propose_internal(Command::Configure(Configure {
             idempotency_keys_max: keys_max,
         }));
+    }
+
+    /// Records in the membership the incarnations members claimed in
+    /// accepted handshakes (and ours): from then on the transport refuses
+    /// any other data dir under their ids. Refused while another change is
+    /// in flight; the next maintenance tick tries again.
+    fn record_incarnations(&mut self) {
+        let me = (self.me.id, self.me.incarnation);
+        let membership = self.replica.membership();
+        let Some(next) =
+            incarnation::with_claimed_incarnations(membership, self.io.peers.book(), me)
+        else {
+            return;
+        };
+        match self.replica.propose_membership(next) {
+            Ok((_, index)) => {
+                tracing::info!(node_id = self.me.id, index, "recording member incarnations")
+            }
+            Err(error) => tracing::debug!(%error, "member incarnations not recorded yet"),
+        }
     }
 
     /// Founders start with empty API addresses (so entry 1 is identical on

@@ -83,6 +83,11 @@ pub struct NodeConfig {
     pub clock: Arc<dyn Clock>,
     /// Every random choice of the node derives from this.
     pub seed: u64,
+    /// The random id of this node's data dir, drawn when it was created and
+    /// kept with it (the server's `identity.json`); peers refuse another
+    /// incarnation than the membership records for this node id. 0 (the
+    /// default) is none: never recorded, nothing checked against it.
+    pub incarnation: u64,
     /// Entries applied since the last snapshot before taking a new one.
     pub snapshot_threshold_entries: u64,
     /// Bound on kept idempotency outcomes, proposed while this node leads
@@ -121,6 +126,7 @@ impl NodeConfig {
             raft: RaftTiming::default(),
             clock,
             seed,
+            incarnation: crate::transport::INCARNATION_NONE,
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
             idempotency_keys_max: None,
             link_faults: None,
@@ -152,4 +158,23 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("stored snapshot at index {index} cannot be restored: {reason}")]
     CorruptSnapshot { index: u64, reason: String },
+    /// A founder on an empty data dir whose fellow founders already hold
+    /// the cluster with another incarnation of it: its data dir was wiped
+    /// or replaced, and founding afresh would let it vote and acknowledge
+    /// as if it remembered what its previous incarnation promised.
+    #[error(
+        "node {node_id} has an empty data dir (incarnation {incarnation:#018x}), but node \
+         {holder} already holds this cluster with incarnation {recorded:#018x} of node \
+         {node_id}: its data was wiped or replaced, and founding afresh could lose \
+         acknowledged writes. To bring it back: remove node {node_id} from the cluster \
+         (`deadbolt cluster remove {node_id}` against a running member), then start it on \
+         an empty data dir with `--join <API URL of a running member>` instead of \
+         --initial-cluster"
+    )]
+    AlreadyBootstrapped {
+        node_id: u64,
+        incarnation: u64,
+        holder: u64,
+        recorded: u64,
+    },
 }

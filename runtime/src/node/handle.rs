@@ -34,6 +34,10 @@ pub enum ProposeError {
     /// The node is shutting down or its storage failed: it serves nothing.
     #[error("node stopped: {reason}")]
     Stopped { reason: String },
+    /// A membership change that would endanger the cluster (an id that is
+    /// already a voter, another data dir under a member's id) (HTTP 409).
+    #[error("invalid membership: {message}")]
+    InvalidMembership { message: String },
 }
 
 /// What a linearizable read sees: the state machine after applying at least
@@ -55,6 +59,8 @@ pub struct MemberView {
     pub voter: bool,
     /// Known on the leader only.
     pub match_index: Option<LogIndex>,
+    /// The incarnation the membership records for it (None: not yet).
+    pub incarnation: Option<u64>,
 }
 
 /// This node's own view of the cluster (no ReadIndex round).
@@ -108,6 +114,8 @@ pub(crate) enum NodeRequest {
         id: NodeId,
         peer_addr: String,
         api_addr: String,
+        /// The joining data dir's incarnation, if the caller knows it.
+        incarnation: Option<u64>,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
     RemoveMember {
@@ -295,12 +303,16 @@ impl NodeHandle {
         .await
     }
 
-    /// Adds a learner that is promoted to voter once caught up.
+    /// Adds a learner that is promoted to voter once caught up. With the
+    /// joiner's `incarnation`, a retry of the same data dir is accepted and
+    /// another data dir under a member's id refused; without it, an id that
+    /// is already a voter is refused.
     pub async fn add_member(
         &self,
         id: NodeId,
         peer_addr: String,
         api_addr: String,
+        incarnation: Option<u64>,
         deadline: Duration,
     ) -> Result<(), ProposeError> {
         let (peer_addr, api_addr) = (&peer_addr, &api_addr);
@@ -310,6 +322,7 @@ impl NodeHandle {
                 id,
                 peer_addr: peer_addr.clone(),
                 api_addr: api_addr.clone(),
+                incarnation,
                 reply,
             };
             self.call(request, answer, remaining).await?

@@ -11,17 +11,19 @@ mod cluster_time;
 mod config;
 mod forward;
 mod handle;
+mod incarnation;
 mod observer;
 mod peer_set;
 mod pending;
 mod seen_forwards;
 mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadbolt_core::lock::LockStateMachine;
-use deadbolt_core::raft::{LogIndex, Member, Membership, Replica, RestoredState, Term};
+use deadbolt_core::raft::{LogIndex, Member, Membership, NodeId, Replica, RestoredState, Term};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -40,7 +42,10 @@ use crate::shutdown::{shutdown_channel, Shutdown, ShutdownTrigger};
 use crate::storage::{
     spawn_storage_actor, Identity, Recovered, SimStorage, Storage, StorageHandle,
 };
-use crate::transport::{spawn_listener, ListenerHandle, Peers, TransportConfig};
+use crate::transport::{
+    ask_founders, spawn_listener, FounderAnswer, ListenerHandle, Peers, TransportConfig,
+    INCARNATION_NONE,
+};
 use actor::{Actor, ActorIo, NodeIdentity, Reports, StartState};
 use forward::PeerMessage;
 use handle::{LeaderHint, NodeRequest};
@@ -80,6 +85,7 @@ impl Node {
 
         let (trigger, shutdown) = shutdown_channel();
         let (storage, recovered) = open_storage(&config, &shutdown)?;
+        let founders = founders_to_ask(&config, &recovered);
         let mut rng = SplitMix64::new(config.seed);
         let raft_seed = rng.next_u64();
         let transport_rng = rng.fork();
@@ -100,9 +106,21 @@ impl Node {
             first_request_id,
             idempotency_keys_max: config.idempotency_keys_max,
         };
-        let (actor, handle, listener) =
+        let (actor, handle, listener, transport) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);
         drop(_guard);
+        // The listener already answers (a founder asking us at the same
+        // first start gets an answer at once); the actor has not started.
+        if let Some(founders) = founders {
+            let asked = check_not_founded(&transport, &founders);
+            if let Err(error) = tracing::Instrument::instrument(asked, span.clone()).await {
+                drop(actor);
+                trigger.trigger();
+                let _ = storage.task.await;
+                let _ = listener.task.await;
+                return Err(error);
+            }
+        }
         let actor = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
         Ok(Node {
             handle,
@@ -249,6 +267,57 @@ fn restore_state(recovered: Recovered) -> Result<RecoveredState, StartError> {
     })
 }
 
+/// The other founders to ask before founding: only a founder of a
+/// multi-node cluster with an incarnation, starting on empty storage.
+fn founders_to_ask(
+    config: &NodeConfig,
+    recovered: &RecoveredState,
+) -> Option<BTreeMap<NodeId, String>> {
+    let Bootstrap::Founder { voters } = &config.bootstrap else {
+        return None;
+    };
+    let empty = recovered.raft.entries.is_empty() && recovered.raft.snapshot.is_none();
+    (empty && voters.len() > 1 && config.incarnation != INCARNATION_NONE).then(|| voters.clone())
+}
+
+/// Refuses to found where a fellow founder already holds the cluster with
+/// another incarnation of this node (etcd: "member has already been
+/// bootstrapped"). Founders that do not answer (the normal first start)
+/// do not block; the wait is bounded by the transport's deadlines.
+async fn check_not_founded(
+    transport: &TransportConfig,
+    founders: &BTreeMap<NodeId, String>,
+) -> Result<(), StartError> {
+    let wait_ms = transport.connect_timeout_ms + transport.handshake_timeout_ms;
+    tracing::info!(
+        founders = founders.len() - 1,
+        wait_ms_max = wait_ms,
+        "empty data dir: asking the other founders whether they already hold this cluster"
+    );
+    for answer in ask_founders(transport, founders).await {
+        match answer {
+            FounderAnswer::HoldsAnotherIncarnation { node_id, recorded } => {
+                return Err(StartError::AlreadyBootstrapped {
+                    node_id: transport.local_id,
+                    incarnation: transport.incarnation,
+                    holder: node_id,
+                    recorded,
+                });
+            }
+            FounderAnswer::Accepts { node_id } => {
+                tracing::debug!(
+                    founder = node_id,
+                    "founder does not hold another incarnation of us"
+                )
+            }
+            FounderAnswer::Silent { node_id, why } => {
+                tracing::debug!(founder = node_id, %why, "founder did not answer")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The membership a founder writes as entry 1 (empty for a joining node,
 /// and ignored when storage already holds a log).
 fn initial_membership(bootstrap: &Bootstrap) -> Membership {
@@ -267,6 +336,9 @@ fn initial_membership(bootstrap: &Bootstrap) -> Membership {
                     (*id, member)
                 })
                 .collect(),
+            // Not known to every founder yet (each data dir drew its own):
+            // the leader records them from the handshakes it sees.
+            incarnations: Default::default(),
         },
         Bootstrap::Join => Membership::default(),
     }
@@ -280,11 +352,15 @@ fn wire_actor(
     storage: StorageHandle,
     transport_rng: SplitMix64,
     shutdown: Shutdown,
-) -> (Actor, NodeHandle, ListenerHandle) {
-    let transport = Arc::new(TransportConfig::new(
-        config.cluster_id.clone(),
-        config.node_id,
-    ));
+) -> (Actor, NodeHandle, ListenerHandle, Arc<TransportConfig>) {
+    let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id);
+    transport.incarnation = config.incarnation;
+    // Checked from the first hello on, before the actor syncs anything.
+    transport
+        .incarnations
+        .set_recorded(start.replica.membership());
+    let book = transport.incarnations.clone();
+    let transport = Arc::new(transport);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_PEER_MESSAGES_MAX);
     let listener = spawn_listener::<PeerMessage>(
         config.peer_listener,
@@ -292,7 +368,7 @@ fn wire_actor(
         inbound_tx,
         shutdown.clone(),
     );
-    let peers = Peers::new(transport, transport_rng, shutdown.clone());
+    let peers = Peers::new(transport.clone(), transport_rng, shutdown.clone());
     let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
     let metrics = Arc::new(NodeMetrics::default());
     let cluster_id: Arc<str> = config.cluster_id.as_str().into();
@@ -302,10 +378,11 @@ fn wire_actor(
         cluster_id: cluster_id.clone(),
         api_addr: config.advertise_api_addr,
         peer_addr: config.advertise_peer_addr,
+        incarnation: config.incarnation,
     };
     let io = ActorIo {
         storage,
-        peers: PeerSet::new(config.node_id, peers, config.link_faults),
+        peers: PeerSet::new(config.node_id, peers, config.link_faults, book),
         requests: requests_rx,
         inbound: inbound_rx,
         shutdown,
@@ -323,13 +400,11 @@ fn wire_actor(
         metrics,
         leader_hint,
     };
-    (actor, handle, listener)
+    (actor, handle, listener, transport)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::storage::SimDisk;

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::config::LinkFaultsTable;
 use super::forward::PeerMessage;
 use crate::latest::Subscriber;
-use crate::transport::Peers;
+use crate::transport::{IncarnationBook, Peers};
 
 pub(super) struct PeerSet {
     /// This node (never a peer of itself).
@@ -23,6 +23,11 @@ pub(super) struct PeerSet {
     announced: Option<(NodeId, String)>,
     link_faults: Option<Subscriber<LinkFaultsTable>>,
     applied_link_faults: LinkFaultsTable,
+    /// The transport's incarnation checks, kept equal to the membership's
+    /// records by `sync`.
+    book: IncarnationBook,
+    /// What `book` was last set to.
+    synced_incarnations: BTreeMap<NodeId, u64>,
 }
 
 impl PeerSet {
@@ -30,6 +35,7 @@ impl PeerSet {
         id: NodeId,
         peers: Peers<PeerMessage>,
         link_faults: Option<Subscriber<LinkFaultsTable>>,
+        book: IncarnationBook,
     ) -> Self {
         Self {
             id,
@@ -38,7 +44,14 @@ impl PeerSet {
             announced: None,
             link_faults,
             applied_link_faults: LinkFaultsTable::new(),
+            book,
+            synced_incarnations: BTreeMap::new(),
         }
+    }
+
+    /// The incarnations the transport checks and the claims it saw.
+    pub(super) fn book(&self) -> &IncarnationBook {
+        &self.book
     }
 
     /// Queues `message` for `to`; false if `to` is unknown or the message
@@ -48,8 +61,13 @@ impl PeerSet {
     }
 
     /// Keeps one peer actor per other member of `membership` (plus an
-    /// announcing leader not in it).
+    /// announcing leader not in it), and the transport's incarnation checks
+    /// equal to the incarnations `membership` records.
     pub(super) fn sync(&mut self, membership: &Membership) {
+        if membership.incarnations != self.synced_incarnations {
+            self.book.set_recorded(membership);
+            self.synced_incarnations = membership.incarnations.clone();
+        }
         // The common case, checked on every Ready without allocating.
         if in_sync(self.id, &membership.members, &self.announced, &self.synced) {
             return;

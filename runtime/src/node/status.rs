@@ -67,6 +67,7 @@ fn members_view(
             } else {
                 progress.get(id).map(|p| p.match_index)
             },
+            incarnation: membership.incarnation(*id),
         })
         .collect()
 }
@@ -218,6 +219,7 @@ mod tests {
         };
         Membership {
             members: BTreeMap::from([(1, member("api-1")), (2, member(""))]),
+            incarnations: BTreeMap::new(),
         }
     }
 

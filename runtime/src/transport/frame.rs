@@ -16,8 +16,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Version of the frame layout itself (the byte after the length).
 pub const FRAME_VERSION: u8 = 1;
-/// Version of the peer protocol, checked in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the peer protocol, checked in the handshake. 2: the hello
+/// carries the sender's incarnation and a listener answers a refused hello
+/// with [`WireFrame::Refused`] (a version-1 hello does not decode).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const LEN_BYTES: usize = 4;
 const VERSION_BYTES: usize = 1;
@@ -30,6 +32,19 @@ pub struct Hello {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub protocol_version: u32,
+    /// The random id of the sender's data dir (0: none configured).
+    pub incarnation: u64,
+}
+
+/// A listener's answer to a hello it refuses, instead of its own hello, so
+/// the dialler learns why (and a founder starting on an empty data dir
+/// learns that its peers hold the cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub reason: String,
+    /// Set when the refusal is an incarnation mismatch: the incarnation the
+    /// listener's membership records for the dialler.
+    pub recorded_incarnation: Option<u64>,
 }
 
 /// What a frame carries.
@@ -40,6 +55,8 @@ pub enum WireFrame<M> {
     /// Sent on an idle connection so the receiver's read deadline does not
     /// close a healthy link.
     Ping,
+    /// A listener refuses the dialler's hello (then closes).
+    Refused(Refusal),
 }
 
 /// Why bytes on a connection are not a frame. Any of these closes the connection.
@@ -126,6 +143,7 @@ mod tests {
             cluster_id: "c".into(),
             node_id: 2,
             protocol_version: PROTOCOL_VERSION,
+            incarnation: 9,
         })
     }
 

@@ -147,11 +147,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
             Err(ConnError::Closed) => {
                 tracing::debug!(node_id, %remote, "peer closed the connection")
             }
-            Err(ConnError::Refused(reason)) => {
+            Err(error @ (ConnError::Refused(_) | ConnError::Incarnation(_))) => {
                 self.counters
                     .refused_handshake
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node_id, %remote, %reason, "refused peer");
+                tracing::warn!(node_id, %remote, reason = %error, "refused peer");
             }
             Err(ConnError::Frame(error)) => {
                 self.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -174,18 +174,30 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
         let WireFrame::Hello(hello) = first else {
             return Err(ConnError::Protocol("first frame is not a hello"));
         };
-        // Answer before judging, so a mismatched dialler can log what it
-        // reached; then refuse by closing.
+        // Judge, then answer: our hello, or why we refuse (so the dialler
+        // can say, and a founder on an empty data dir learns that we hold
+        // its cluster); then refuse by closing.
+        let judged = check_hello(&config, &hello, None);
+        let answer = match judged.as_ref().err().and_then(ConnError::refusal) {
+            Some(refusal) => WireFrame::Refused(refusal),
+            None => WireFrame::Hello(config.hello()),
+        };
         let mut out = Vec::new();
-        encode_frame::<M>(&WireFrame::Hello(config.hello()), &mut out)?;
+        encode_frame::<M>(&answer, &mut out)?;
         write_batch(&mut stream, &out, config.handshake_timeout_ms).await?;
-        check_hello(&config, &hello, None)?;
+        judged?;
         let from = hello.node_id;
         tracing::debug!(node_id = config.local_id, peer = from, remote = %self.remote, "peer connected");
         let idle = Duration::from_millis(config.idle_timeout_ms);
         loop {
             match read_frame::<M, _>(&mut stream, &mut buf, idle, "idle read").await? {
                 WireFrame::Message(message) => {
+                    // The membership may have recorded another incarnation
+                    // since the handshake: nothing of a stale one counts.
+                    config
+                        .incarnations
+                        .check(from, hello.incarnation)
+                        .map_err(ConnError::Incarnation)?;
                     if self.inbound.send((from, message)).await.is_err() {
                         // The node stopped taking messages: it is shutting down.
                         return Ok(());
@@ -196,6 +208,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
                 }
                 WireFrame::Ping => {}
                 WireFrame::Hello(_) => return Err(ConnError::Protocol("second hello")),
+                WireFrame::Refused(_) => {
+                    return Err(ConnError::Protocol("a dialler sent a refusal"))
+                }
             }
         }
     }

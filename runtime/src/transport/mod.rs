@@ -15,21 +15,30 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 mod frame;
+mod incarnations;
 mod listener;
 mod peer;
+mod probe;
 
 pub use frame::{
-    decode_frame, encode_frame, FrameError, Hello, WireFrame, FRAME_BYTES_MAX, FRAME_VERSION,
-    PROTOCOL_VERSION,
+    decode_frame, encode_frame, FrameError, Hello, Refusal, WireFrame, FRAME_BYTES_MAX,
+    FRAME_VERSION, PROTOCOL_VERSION,
 };
+pub use incarnations::{IncarnationBook, IncarnationMismatch, INCARNATION_NONE};
 pub use listener::{spawn_listener, ListenerHandle, ListenerStats, INBOUND_CONNECTIONS_MAX};
 pub use peer::{spawn_peer, LinkFaults, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
+pub use probe::{ask_founders, FounderAnswer};
 
 /// Timing and sizing of the transport; one value shared by a node's actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
     pub cluster_id: String,
     pub local_id: NodeId,
+    /// This node's data dir incarnation, sent in every hello.
+    pub incarnation: u64,
+    /// What the membership records for each peer (checked in both
+    /// directions) and what peers claimed.
+    pub incarnations: IncarnationBook,
     pub connect_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
     /// A batch write (and flush) that takes longer drops the connection: under
@@ -52,6 +61,8 @@ impl TransportConfig {
         Self {
             cluster_id: cluster_id.into(),
             local_id,
+            incarnation: INCARNATION_NONE,
+            incarnations: IncarnationBook::new(),
             connect_timeout_ms: 1_000,
             handshake_timeout_ms: 1_000,
             write_timeout_ms: 2_000,
@@ -69,6 +80,7 @@ impl TransportConfig {
             cluster_id: self.cluster_id.clone(),
             node_id: self.local_id,
             protocol_version: PROTOCOL_VERSION,
+            incarnation: self.incarnation,
         }
     }
 }
@@ -87,6 +99,10 @@ pub(crate) enum ConnError {
     Closed,
     #[error("handshake refused: {0}")]
     Refused(String),
+    #[error("handshake refused: {0}")]
+    Incarnation(IncarnationMismatch),
+    #[error("the peer refused us: {}", .0.reason)]
+    PeerRefused(Refusal),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
 }
@@ -153,7 +169,31 @@ pub(crate) fn check_hello(
             )));
         }
     }
+    config
+        .incarnations
+        .check(hello.node_id, hello.incarnation)
+        .map_err(ConnError::Incarnation)?;
+    config
+        .incarnations
+        .claimed(hello.node_id, hello.incarnation);
     Ok(())
+}
+
+impl ConnError {
+    /// What a listener tells a dialler it refuses (None: not a refusal).
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        match self {
+            ConnError::Refused(reason) => Some(Refusal {
+                reason: reason.clone(),
+                recorded_incarnation: None,
+            }),
+            ConnError::Incarnation(mismatch) => Some(Refusal {
+                reason: mismatch.to_string(),
+                recorded_incarnation: Some(mismatch.recorded),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -221,12 +221,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                 result = self.connect() => result,
             };
             match connected {
-                Ok(stream) => {
+                Ok((stream, remote_incarnation)) => {
                     bump(&self.counters.connects, 1);
                     tracing::debug!(addr = %self.addr, "connected");
                     backoff_ms = self.config.backoff_min_ms.max(1);
                     was_connected = true;
-                    match self.pump(stream).await {
+                    match self.pump(stream, remote_incarnation).await {
                         Ended::Shutdown | Ended::HandlesGone => return,
                         Ended::Failed(error) => {
                             bump(&self.counters.disconnects, 1);
@@ -236,13 +236,17 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                 }
                 Err(error) => {
                     bump(&self.counters.connect_failures, 1);
-                    match &error {
+                    let refusal = match &error {
+                        ConnError::PeerRefused(refusal) => Some(refusal.reason.clone()),
+                        other => other.refusal().map(|r| r.reason),
+                    };
+                    match refusal {
                         // Warn once per distinct refusal, not on every retry.
-                        ConnError::Refused(reason) if *reason != last_refusal => {
+                        Some(reason) if reason != last_refusal => {
                             tracing::warn!(addr = %self.addr, %reason, "peer refused");
-                            last_refusal = reason.clone();
+                            last_refusal = reason;
                         }
-                        ConnError::Refused(reason) => {
+                        Some(reason) => {
                             tracing::debug!(addr = %self.addr, %reason, "peer refused again")
                         }
                         // Log the first failure of an outage, not every retry.
@@ -284,8 +288,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
         }
     }
 
-    /// Connects and exchanges hellos, each step under its own deadline.
-    async fn connect(&self) -> Result<TcpStream, ConnError> {
+    /// Connects and exchanges hellos, each step under its own deadline;
+    /// returns the stream and the incarnation the peer claimed.
+    async fn connect(&self) -> Result<(TcpStream, u64), ConnError> {
         let config = &self.config;
         let mut stream = tokio::time::timeout(
             Duration::from_millis(config.connect_timeout_ms),
@@ -306,15 +311,19 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             "handshake",
         )
         .await?;
-        let WireFrame::Hello(hello) = reply else {
-            return Err(ConnError::Protocol("first frame is not a hello"));
+        let hello = match reply {
+            WireFrame::Hello(hello) => hello,
+            WireFrame::Refused(refusal) => return Err(ConnError::PeerRefused(refusal)),
+            _ => return Err(ConnError::Protocol("first frame is not a hello")),
         };
         check_hello(config, &hello, Some(self.remote_id))?;
-        Ok(stream)
+        Ok((stream, hello.incarnation))
     }
 
     /// Sends queued messages until the connection fails or the actor stops.
-    async fn pump(&mut self, stream: TcpStream) -> Ended {
+    /// Before each write the peer's incarnation is checked again: the
+    /// membership may have recorded another one since the handshake.
+    async fn pump(&mut self, stream: TcpStream, remote_incarnation: u64) -> Ended {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let keepalive = Duration::from_millis(self.config.keepalive_ms.max(1));
         let mut next_ping = Instant::now() + keepalive;
@@ -361,6 +370,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             // still sends a packet.
             if out.is_empty() {
                 continue;
+            }
+            if let Err(mismatch) = self
+                .config
+                .incarnations
+                .check(self.remote_id, remote_incarnation)
+            {
+                return Ended::Failed(ConnError::Incarnation(mismatch));
             }
             if let Err(e) = write_batch(&mut writer, &out, self.config.write_timeout_ms).await {
                 return Ended::Failed(e);

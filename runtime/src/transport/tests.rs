@@ -55,10 +55,14 @@ struct Node {
 }
 
 async fn node(cluster: &str, id: NodeId, shutdown: &Shutdown) -> Node {
+    node_with(config(cluster, id), shutdown).await
+}
+
+async fn node_with(cfg: Arc<TransportConfig>, shutdown: &Shutdown) -> Node {
+    let id = cfg.local_id;
     let listener = bind().await;
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, inbound) = mpsc::channel(1024);
-    let cfg = config(cluster, id);
     let listener = spawn_listener(listener, cfg.clone(), tx, shutdown.clone());
     let peers = Peers::new(cfg, SplitMix64::new(id), shutdown.clone());
     Node {
@@ -120,6 +124,7 @@ async fn mismatched_cluster_or_version_is_refused() {
         cluster_id: "prod".into(),
         node_id: 9,
         protocol_version: PROTOCOL_VERSION + 1,
+        incarnation: 0,
     };
     encode_frame::<Msg>(&WireFrame::Hello(hello), &mut out).unwrap();
     encode_frame::<Msg>(&WireFrame::Message((5, "x".into())), &mut out).unwrap();
@@ -130,6 +135,68 @@ async fn mismatched_cluster_or_version_is_refused() {
     })
     .await;
     assert!(server.inbound.try_recv().is_err(), "nothing delivered");
+}
+
+/// A config of cluster "c" whose membership records `recorded`.
+fn config_recording(
+    id: NodeId,
+    incarnation: u64,
+    recorded: &[(NodeId, u64)],
+) -> Arc<TransportConfig> {
+    let mut c = (*config("c", id)).clone();
+    c.incarnation = incarnation;
+    c.incarnations = IncarnationBook::new();
+    let member = deadbolt_core::raft::Member {
+        voter: true,
+        peer_addr: String::new(),
+        api_addr: String::new(),
+    };
+    c.incarnations
+        .set_recorded(&deadbolt_core::raft::Membership {
+            members: [1, 2].into_iter().map(|id| (id, member.clone())).collect(),
+            incarnations: recorded.iter().copied().collect(),
+        });
+    Arc::new(c)
+}
+
+/// Node 1 records incarnation 7 for node 2; node 2 comes back as
+/// incarnation 8 (a wiped disk). Neither direction carries a message, and a
+/// founder's question learns that node 1 holds another incarnation of it.
+#[tokio::test]
+async fn another_incarnation_of_a_recorded_peer_is_refused_both_ways() {
+    let (_stop, shutdown) = shutdown_channel();
+    let mut one = node_with(config_recording(1, 11, &[(2, 7)]), &shutdown).await;
+    let wiped = config_recording(2, 8, &[]);
+    let mut two = node_with(wiped.clone(), &shutdown).await;
+    two.peers.set_peer(1, &one.addr);
+    one.peers.set_peer(2, &two.addr);
+    for i in 0..5 {
+        two.peers.send(1, (i, "vote for me".into()));
+        one.peers.send(2, (i, "append".into()));
+    }
+    eventually("both directions refused", || {
+        one.listener.stats().refused_handshake >= 1
+            && one.peers.stats()[&2].connect_failures >= 1
+            && two.peers.stats()[&1].connect_failures >= 1
+    })
+    .await;
+    assert!(one.inbound.try_recv().is_err(), "nothing of node 2 counts");
+    assert!(two.inbound.try_recv().is_err(), "nothing reaches node 2");
+
+    let founders = [(1, one.addr.clone()), (2, two.addr.clone())].into();
+    assert_eq!(
+        ask_founders(&wiped, &founders).await,
+        vec![FounderAnswer::HoldsAnotherIncarnation {
+            node_id: 1,
+            recorded: 7
+        }]
+    );
+    // The data dir node 1 knows is welcome.
+    let same = config_recording(2, 7, &[]);
+    assert_eq!(
+        ask_founders(&same, &founders).await,
+        vec![FounderAnswer::Accepts { node_id: 1 }]
+    );
 }
 
 #[tokio::test]

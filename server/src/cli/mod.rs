@@ -265,10 +265,13 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
             peer_addr,
             api_addr,
         }) => {
+            // No incarnation: an operator's add cannot tell a retry from a
+            // new data dir, so an id that is already a voter is refused.
             let request = AddMemberRequest {
                 id,
                 peer_addr,
                 api_addr,
+                incarnation: None,
             };
             client.add_member(&request).await?;
             output::done(&format!("added node {id} as a learner"), json);

@@ -109,6 +109,9 @@ impl From<ProposeError> for ApiError {
             // Administrative refusals (membership rules, unknown member,
             // target not caught up) are the caller's to fix: 400.
             ProposeError::Rejected { message } => ApiError::new(ErrorCode::InvalidRequest, message),
+            ProposeError::InvalidMembership { message } => {
+                ApiError::new(ErrorCode::InvalidMembership, message)
+            }
             ProposeError::Stopped { reason } => {
                 ApiError::unavailable(format!("node stopped: {reason}"))
             }

@@ -14,6 +14,12 @@ use super::{
 use crate::history::NodeId;
 use crate::seed::{rng_for, Concern};
 
+/// The sub-stream index (under [`Concern::Faults`]) of the replaced-disk
+/// episode; 0 is the main fault stream.
+const REPLACED_DISK_STREAM: u64 = 1;
+/// One chaos seed in this many replaces a voter's disk.
+const REPLACED_DISK_ONE_IN: u64 = 4;
+
 /// An action and when it strikes (simulated ms since the run started).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimedAction {
@@ -101,6 +107,9 @@ impl FaultSchedule {
         let mut episodes = Episodes {
             plan: &plan,
             forks: &forks,
+            // Its own stream, not a fork of `rng`: adding this timeline left
+            // every other draw of every seed where it was.
+            replaced_disk_rng: rng_for(seed, Concern::Faults, REPLACED_DISK_STREAM),
             nodes,
             window: (WARMUP_MS, end),
             out: Vec::new(),
@@ -153,6 +162,8 @@ struct Episodes<'a> {
     plan: &'a FaultPlan,
     /// One random stream per fault kind of the mix.
     forks: &'a BTreeMap<FaultKind, SplitMix64>,
+    /// The stream of the replaced-disk episode (`replaced_disk`).
+    replaced_disk_rng: SplitMix64,
     nodes: u64,
     /// Faults strike in `[window.0, window.1)`; undos land at `window.1` at
     /// the latest.
@@ -403,6 +414,46 @@ impl Episodes<'_> {
                 self.process_episode(kind, node, t, end_at, &mut p_rng);
             }
         }
+        self.replaced_disk(&busy_until);
+    }
+
+    /// At most one voter per run (chaos only, one seed in
+    /// [`REPLACED_DISK_ONE_IN`]) loses its data dir and comes back under the
+    /// same id and flags: an operator's mistake, not a Raft fault. Drawn
+    /// last, from its own stream, so no other episode moves; it strikes
+    /// only where the node has no other process episode.
+    fn replaced_disk(&mut self, busy_until: &BTreeMap<NodeId, u64>) {
+        let mut rng = self.replaced_disk_rng.clone();
+        if self.plan.mix != FaultMix::Chaos
+            || self.nodes < 3
+            || !rng.chance(1, REPLACED_DISK_ONE_IN)
+        {
+            return;
+        }
+        let (start, end) = self.window;
+        let t = rng.range_u64(start, end.max(start + 1));
+        let down_ms = rng.range_u64(100, 3_000);
+        let end_at = (t + down_ms).min(end);
+        let first = rng.range_u64(1, self.nodes + 1);
+        // The first node free for the whole episode, from a random start.
+        let free = (0..self.nodes)
+            .map(|k| (first - 1 + k) % self.nodes + 1)
+            .find(|n| busy_until[n] <= t);
+        if let Some(node) = free {
+            let clashes = self.out.iter().any(|a| {
+                a.at_ms >= t
+                    && a.at_ms <= end_at + 1
+                    && matches!(
+                        a.action,
+                        FaultAction::Crash { node: n, .. } | FaultAction::Pause { node: n }
+                            | FaultAction::GracefulRestart { node: n } if n == node
+                    )
+            });
+            if !clashes {
+                self.push(t, FaultAction::ReplaceDisk { node });
+                self.push(end_at, FaultAction::Restart { node });
+            }
+        }
     }
 
     /// One episode of process fault `kind` on `node`, undone at `end_at`.
@@ -567,7 +618,9 @@ mod tests {
                 for a in &s.actions {
                     assert!(a.at_ms >= WARMUP_MS && a.at_ms <= 20_000, "{a:?}");
                     match &a.action {
-                        FaultAction::Crash { node, .. } | FaultAction::WipeDisk { node } => {
+                        FaultAction::Crash { node, .. }
+                        | FaultAction::WipeDisk { node }
+                        | FaultAction::ReplaceDisk { node } => {
                             assert!(!down.insert(*node, true).unwrap_or(false), "{seed}: {a:?}");
                             assert!(!paused.get(node).copied().unwrap_or(false));
                         }
@@ -663,8 +716,11 @@ mod tests {
         );
     }
 
-    /// The hash of the schedules above. Deliberate changes: wall-clock steps
-    /// of hours (issue 13, bug 4); before that, unchanged by the split of
-    /// `generate` into steps (0xc9b4_471a_e675_b4ce).
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x1123_ad1a_a759_90ce;
+    /// The hash of the schedules above. Deliberate changes: rolling
+    /// restarts in the calm and chaos mixes (issue 13) and one chaos seed in
+    /// four replacing a voter's data dir (issue 13, bug 2); before them
+    /// 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug 4);
+    /// before that, unchanged by the split of `generate` into steps
+    /// (0xc9b4_471a_e675_b4ce).
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0xecda_ea4a_283d_a22a;
 }

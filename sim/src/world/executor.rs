@@ -204,6 +204,7 @@ impl Executor {
                 self.crash(*node, *fault, format!("crash ({fault:?})"));
             }
             FaultAction::WipeDisk { node } => self.wipe_disk(*node),
+            FaultAction::ReplaceDisk { node } => self.replace_disk(*node),
             FaultAction::Restart { node } => self.restart(*node),
             FaultAction::Pause { node } => self.pause(*node),
             FaultAction::Resume { node } => self.resume(*node),
@@ -283,6 +284,26 @@ impl Executor {
             .disk
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = deadbolt_runtime::storage::SimDisk::new();
+    }
+
+    /// Kills the node and gives it a new, empty data dir under the same id
+    /// and flags (an operator's mistake).
+    fn replace_disk(&mut self, node: NodeId) {
+        self.crash(
+            node,
+            CrashFault::LoseUnsynced,
+            "data dir replaced: blank disk".into(),
+        );
+        let incarnation = super::host::data_dir_incarnation(&mut self.rng);
+        let host = self.host(node);
+        *host.disk.lock().unwrap_or_else(|e| e.into_inner()) =
+            deadbolt_runtime::storage::SimDisk::new();
+        host.disk_incarnation
+            .store(incarnation, std::sync::atomic::Ordering::SeqCst);
+        host.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .disk_replaced = true;
     }
 
     fn pause(&mut self, node: NodeId) {

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use deadbolt_runtime::latest::{self, Publisher};
 use deadbolt_runtime::node::{
-    Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, NodeObserver, StorageChoice,
+    Bootstrap, LinkFaultsTable, Node, NodeConfig, NodeHandle, NodeObserver, StartError,
+    StorageChoice,
 };
 use deadbolt_runtime::storage::SimDisk;
 use deadbolt_runtime::{
@@ -23,7 +24,7 @@ use madsim::runtime::Handle;
 use super::recorder::Shared;
 use crate::fault::ClockSetup;
 use crate::history::NodeId;
-use crate::seed::{sub_seed, Concern};
+use crate::seed::{rng_for, sub_seed, Concern};
 use deadbolt_core::api::limits::IDEMPOTENCY_KEYS_MIN;
 
 pub(crate) const API_PORT: u16 = 7070;
@@ -40,6 +41,12 @@ pub(crate) fn api_url(id: NodeId) -> String {
     format!("http://{}:{API_PORT}", server_ip(id))
 }
 
+/// A data dir's incarnation drawn from a seeded stream: non-zero, below
+/// 2^53 like the server's.
+pub(crate) fn data_dir_incarnation(rng: &mut deadbolt_runtime::SplitMix64) -> u64 {
+    (rng.next_u64() & ((1 << 53) - 1)).max(1)
+}
+
 /// The state of the node process running on a host right now.
 #[derive(Default)]
 pub(crate) struct Incarnation {
@@ -52,6 +59,13 @@ pub(crate) struct Incarnation {
     /// `Node::start` refused to start (the message), e.g. storage it could
     /// not recover: a finding, not a fault.
     pub(crate) start_error: Option<String>,
+    /// The host's data dir was replaced (`FaultAction::ReplaceDisk`): its
+    /// node must be refused from then on, and a refusal to start is the
+    /// system working, not a finding.
+    pub(crate) disk_replaced: bool,
+    /// `Node::start` refused to found afresh on the replaced data dir (the
+    /// message): expected, see `disk_replaced`.
+    pub(crate) refused: Option<String>,
 }
 
 /// A server host as the supervisor sees it.
@@ -60,6 +74,9 @@ pub(crate) struct Host {
     pub(crate) madsim_id: madsim::task::NodeId,
     /// Swappable only to model amnesia (a node given a blank disk).
     pub(crate) disk: Arc<Mutex<SimDisk>>,
+    /// The incarnation of the data dir on `disk` (what `identity.json`
+    /// holds in production): amnesia keeps it, a replaced disk draws anew.
+    pub(crate) disk_incarnation: Arc<AtomicU64>,
     pub(crate) clock: SkewedClock<TokioClock>,
     pub(crate) skew: SkewHandle<TokioClock>,
     /// The host's true-time reference, to show the clock's offset.
@@ -92,6 +109,7 @@ impl Host {
 struct IncarnationSetup {
     id: NodeId,
     seed: u64,
+    disk_incarnation: Arc<AtomicU64>,
     voters: BTreeMap<NodeId, String>,
     current: Arc<Mutex<Incarnation>>,
     /// Records the node's events (`observe::node_observer`); handed in so
@@ -112,6 +130,11 @@ pub(crate) fn create_host(
     observer: NodeObserver,
 ) -> Host {
     let disk = Arc::new(Mutex::new(SimDisk::new()));
+    let disk_incarnation = Arc::new(AtomicU64::new(data_dir_incarnation(&mut rng_for(
+        seed,
+        Concern::DataDir,
+        id,
+    ))));
     let true_clock = TokioClock::new();
     let (clock, skew) = SkewedClock::new(
         true_clock.clone(),
@@ -128,6 +151,7 @@ pub(crate) fn create_host(
     let setup = IncarnationSetup {
         id,
         seed,
+        disk_incarnation: disk_incarnation.clone(),
         voters,
         current: current.clone(),
         observer,
@@ -157,6 +181,7 @@ pub(crate) fn create_host(
         id,
         madsim_id: node.id(),
         disk,
+        disk_incarnation,
         clock,
         skew,
         true_clock,
@@ -175,6 +200,7 @@ async fn run_incarnation(
     let IncarnationSetup {
         id,
         seed,
+        disk_incarnation,
         voters,
         current,
         observer,
@@ -204,6 +230,7 @@ async fn run_incarnation(
     );
     config.link_faults = Some(faults);
     config.observer = Some(observer);
+    config.incarnation = disk_incarnation.load(Ordering::SeqCst);
     // Far below the production default (10 000) so that a 20 s run takes,
     // installs and restores snapshots: the Raft checker then also sees
     // `SnapshotRestored` and applies that resume after one.
@@ -218,11 +245,17 @@ async fn run_incarnation(
         Ok(node) => node,
         Err(error) => {
             let message = error.to_string();
-            rec.lock()
-                .harness(format!("n{id} failed to start: {message}"));
             let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
             c.started += 1;
-            c.start_error = Some(message);
+            if c.disk_replaced && matches!(error, StartError::AlreadyBootstrapped { .. }) {
+                rec.lock()
+                    .harness(format!("n{id} refused to found afresh: {message}"));
+                c.refused = Some(message);
+            } else {
+                rec.lock()
+                    .harness(format!("n{id} failed to start: {message}"));
+                c.start_error = Some(message);
+            }
             return;
         }
     };

@@ -43,6 +43,7 @@ pub(crate) fn cluster_json(status: NodeStatus) -> ClusterStatus {
                 role,
                 voter: m.voter,
                 match_index: m.match_index,
+                incarnation: m.incarnation,
             }
         })
         .collect();
@@ -94,7 +95,13 @@ pub(crate) async fn add_member(
     check_host_port("api_addr", &body.api_addr)?;
     state
         .node()?
-        .add_member(body.id, body.peer_addr, body.api_addr, deadline)
+        .add_member(
+            body.id,
+            body.peer_addr,
+            body.api_addr,
+            body.incarnation,
+            deadline,
+        )
         .await?;
     Ok(Json(EmptyResponse {}))
 }
