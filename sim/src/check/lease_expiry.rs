@@ -82,8 +82,8 @@ pub fn expiry_deadline_ns(session: &AbandonedSession, disturbed_ns: &[(u64, u64)
     loop {
         let stretch: u64 = disturbed_ns
             .iter()
-            .filter(|(start, end)| *start < deadline && *end > from)
-            .map(|(start, end)| end.min(&deadline) - start.max(&from) + RECOVERY_MS * MS)
+            .filter(|&&(start, end)| start < deadline && end > from)
+            .map(|&(start, end)| end.min(deadline) - start.max(from) + RECOVERY_MS * MS)
             .sum();
         let next = base + stretch;
         if next <= deadline {
