@@ -18,6 +18,7 @@ use deadbolt_runtime::SplitMix64;
 
 use crate::history::NodeId;
 
+mod disturbed;
 mod schedule;
 
 pub use schedule::{ClockSetup, FaultSchedule, TimedAction};
@@ -63,6 +64,13 @@ impl FaultMix {
             FaultMix::Chaos => "chaos",
             FaultMix::Amnesia => "amnesia",
         }
+    }
+
+    /// Whether seeds of this mix may churn leaders ([`FaultKind::LeaderChurn`]).
+    /// Not one of [`FaultMix::kinds`]: it is drawn on a stream of its own,
+    /// so adding it moved no other kind's draws.
+    pub fn churns_leaders(self) -> bool {
+        matches!(self, FaultMix::Network | FaultMix::Chaos)
     }
 
     pub fn parse(s: &str) -> Option<FaultMix> {
@@ -160,6 +168,11 @@ pub enum FaultKind {
     /// over to the others, which forward, and retries carry the same
     /// idempotency key through another node.
     ClientPartition,
+    /// Stretches of leadership transfers, one every fraction of a session
+    /// TTL: a new leader must not restart every lease (issue 13, bug 6).
+    /// Enabled in a quarter of the seeds of the mixes that
+    /// [`FaultMix::churns_leaders`], from its own random stream.
+    LeaderChurn,
 }
 
 /// How often a kind strikes and how long each episode lasts, drawn per seed.
@@ -196,6 +209,16 @@ impl FaultPlan {
         FaultPlan { mix, kinds }
     }
 
+    /// Enables [`FaultKind::LeaderChurn`] in a quarter of the seeds of a mix
+    /// that churns leaders, drawing from `rng` alone: a stream of its own,
+    /// so every other kind of every seed is drawn as before.
+    pub fn draw_leader_churn(&mut self, rng: &mut SplitMix64) {
+        if self.mix.churns_leaders() && rng.chance(1, 4) {
+            let kind = FaultKind::LeaderChurn;
+            self.kinds.insert(kind, draw_intensity(kind, rng));
+        }
+    }
+
     pub fn has(&self, kind: FaultKind) -> bool {
         self.kinds.contains_key(&kind)
     }
@@ -219,6 +242,9 @@ fn draw_intensity(kind: FaultKind, rng: &mut SplitMix64) -> Intensity {
         RollingRestart => ((10_000, 25_000), (300, 3_000)),
         ClockSkew => ((2_000, 10_000), (0, 0)),
         ClockJump => ((2_000, 10_000), (0, 0)),
+        // Long stretches (several TTLs of the abandoned session) with short
+        // breaks between them.
+        LeaderChurn => ((1_000, 4_000), (8_000, 16_000)),
     };
     Intensity {
         mean_gap_ms: rng.range_u64(gap_lo, gap_hi + 1),
@@ -350,6 +376,11 @@ pub enum FaultAction {
         node: NodeId,
         delta_ms: i64,
     },
+    /// The node that leads now hands leadership to another voter: the
+    /// `pick`-th of the others (modulo their number).
+    TransferLeader {
+        pick: u64,
+    },
 }
 
 impl fmt::Display for FaultAction {
@@ -410,6 +441,9 @@ impl fmt::Display for FaultAction {
             FaultAction::JumpForward { node, ms } => write!(f, "n{node} clock jumps +{ms}ms"),
             FaultAction::StepWall { node, delta_ms } => {
                 write!(f, "n{node} wall clock steps {delta_ms:+}ms")
+            }
+            FaultAction::TransferLeader { pick } => {
+                write!(f, "leadership transfer (pick {pick})")
             }
         }
     }

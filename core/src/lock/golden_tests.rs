@@ -231,17 +231,28 @@ fn rich_state(marks: bool) -> LockStateMachine {
     state_after(&steps)
 }
 
+/// Version 3 (each session's last renewal; issue 13, bug 6).
 const SNAPSHOT_HEX: &str = concat!(
+    "0311fc1104010161904e00020162904e000300904e000900b0ea010101b4100e03014c0100010104",
+    "b009020201bc500103632d350300880e0103632d3601520101020207f80a0308f80a00056570682f",
+    "780100010909dc0b0002016b01760104026b32017700010273740201780179000b04632d31304609",
+    "010104000180dc2404632d3132540a010001c8dd2404632d313462000e904e010e01f4df2404632d",
+    "31367001904e01020004632d31377701904e01010003632d33150003904e01030003632d341c0401",
+    "000401010003632d35230502010101020003632d362a0503000201030003632d3838040301080103",
+    "0003632d393f0409000901090001016303fc1104fc119811f80adc0b0bc00c880ed00f9811fc11cc",
+    "08b009940a940af80adc0bc0843d00a76053d9",
+);
+/// Version 3, frozen: written before the idempotency bound.
+const SNAPSHOT_V3_HEX: &str = concat!(
     "0211fc1104010161904e00020162904e000300904e000900b0ea010101b4100e03014c0100010104",
     "b009020201bc500103632d350300880e0103632d3601520101020207f80a0308f80a00056570682f",
     "780100010909dc0b0002016b01760104026b32017700010273740201780179000b04632d31304609",
     "010104000180dc2404632d3132540a010001c8dd2404632d313462000e904e010e01f4df2404632d",
     "31367001904e01020004632d31377701904e01010003632d33150003904e01030003632d341c0401",
     "000401010003632d35230502010101020003632d362a0503000201030003632d3838040301080103",
-    "0003632d393f0409000901090001016303fc110bc00c880ed00f9811fc11cc08b009940a940af80a",
-    "dc0bc0843d00d795c993",
+    "0003632d393f0409000901090001016303fc1104fc119811f80adc0b988f8797",
 );
-/// Version 2 (the same state): before the idempotency bound.
+/// Version 2, frozen: written before the renewal times.
 const SNAPSHOT_V2_HEX: &str = concat!(
     "0111fc1104010161904e00020162904e000300904e000900b0ea010101b4100e03014c0100010104",
     "b009020201bc500103632d350300880e0103632d3601520101020207f80a0308f80a00056570682f",
@@ -269,18 +280,26 @@ fn a_rich_snapshot_encodes_to_its_golden_bytes() {
     assert_eq!(LockStateMachine::restore(&unhex(SNAPSHOT_HEX)), Ok(sm));
 }
 
+/// Versions 1 and 2 do not know when sessions were last renewed: they
+/// restore as renewed at the snapshot's state time.
 #[test]
-fn a_version_1_snapshot_still_restores() {
-    let sm = rich_state(false).with_idempotency_ages_approximated();
+fn versions_1_and_2_still_restore() {
+    let sm = rich_state(false)
+        .with_leases_renewed_at_its_clock()
+        .with_idempotency_ages_approximated();
     assert_eq!(LockStateMachine::restore(&unhex(SNAPSHOT_V1_HEX)), Ok(sm));
+    let sm = rich_state(true)
+        .with_leases_renewed_at_its_clock()
+        .with_idempotency_ages_approximated();
+    assert_eq!(LockStateMachine::restore(&unhex(SNAPSHOT_V2_HEX)), Ok(sm));
 }
 
-/// Versions before 3 carry no idempotency ages (nor a bound): they restore
+/// Versions before 4 carry no idempotency bound nor ages: they restore
 /// with the default bound and ages taken from the windows.
 #[test]
-fn a_version_2_snapshot_still_restores() {
+fn version_3_still_restores() {
     let sm = rich_state(true).with_idempotency_ages_approximated();
-    assert_eq!(LockStateMachine::restore(&unhex(SNAPSHOT_V2_HEX)), Ok(sm));
+    assert_eq!(LockStateMachine::restore(&unhex(SNAPSHOT_V3_HEX)), Ok(sm));
 }
 
 /// Prints the golden values with `DEADBOLT_GOLDEN=1 cargo test -p
@@ -293,7 +312,6 @@ fn print_golden_values_on_request() {
     for envelope in every_command() {
         println!("    \"{}\",", hex(&envelope.to_bytes()));
     }
-    // Older versions are frozen: SNAPSHOT_V1_HEX and SNAPSHOT_V2_HEX never
-    // change.
+    // Older versions are frozen history: only the newest is printed.
     println!("SNAPSHOT {}", hex(&rich_state(true).snapshot()));
 }

@@ -1,26 +1,49 @@
 //! The leader's view of session leases: when each live session's lease runs
-//! out on the leader's own monotonic clock, so it can propose
-//! `ExpireSessions`. Pure: the runtime feeds it times and applied commands.
+//! out in state time, so it can propose `ExpireSessions`. Pure: the runtime
+//! feeds it applied entries and the time it would stamp now.
 //!
-//! The rule: a session expires only after the leader has seen no keepalive
-//! for a full TTL on its own clock. A new leader knows nothing of when the old
-//! one last heard from a client, so [`LeaseTracker::on_became_leader`] grants
-//! every live session a fresh full TTL from the election: a leader change or
-//! a clock jump can delay an expiry, never bring it forward.
+//! The rule: a session expires only after a full TTL of state time (the
+//! cluster's replicated clock, `Envelope.now_ms` as the state machine keeps
+//! it) without a renewal. The replicated state records the state time of
+//! each session's last renewal ([`SessionLease::renewed_at_ms`], in
+//! snapshots too), so a new leader carries every lease on where the log
+//! left it: remaining = `ttl - (state_time_now - renewed_at)`, not a fresh
+//! TTL from its election (issue 13, bug 6: with leaders changing faster
+//! than the TTL, a crashed client's session never expired; etcd #9888).
+//!
+//! State time advances only by a leader's monotonic clock from the state
+//! time it inherited and pauses between leaders, so an expiry is delayed by
+//! each election gap (and by a leader's drift), never brought forward; and it
+//! is never postponed by more than those gaps. A new leader starts measuring
+//! only once it has applied its own first entry (the runtime calls
+//! [`LeaseTracker::on_became_leader`] then): every renewal committed by the
+//! leaders before it is applied by then. State time moves only with stamped
+//! entries, and a new leader starts from the last stamp, so a leader with
+//! leases to measure stamps an empty `ExpireSessions` when nothing else was
+//! stamped for a fraction of [`LeaseTracker::shortest_ttl_ms`] (the
+//! runtime's checkpoint): otherwise an idle cluster whose leaders change
+//! fast would lose each leader's time and never expire anything.
+//!
+//! A session queued by an acquire without a session
+//! ([`LockStateMachine::leased_by_its_wait`]) keeps its own rule: its wait
+//! carries it, whatever its TTL, under any leader.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::{Acquire, CloseSession, Command, Envelope, Keepalive, Owner};
+use super::command::{CloseSession, Command, Envelope};
 use super::state::LockStateMachine;
-use super::types::{Applied, Reply, SessionId};
+use super::types::{Applied, Event, Reply, SessionId, SessionLease};
 
-/// Lease deadlines of the live sessions, kept by the leader only.
+/// Lease deadlines of the live sessions in state time, kept by the leader
+/// only.
 #[derive(Debug, Clone, Default)]
 pub struct LeaseTracker {
     /// session -> (ttl_ms, deadline_ms)
     leases: BTreeMap<SessionId, (u64, u64)>,
     /// (deadline_ms, session), for `expired` in deadline order.
     by_deadline: BTreeSet<(u64, SessionId)>,
+    /// ttl_ms -> how many tracked leases have it, for the shortest.
+    ttls: BTreeMap<u64, usize>,
 }
 
 impl LeaseTracker {
@@ -28,31 +51,41 @@ impl LeaseTracker {
         Self::default()
     }
 
-    /// Forgets everything and gives every live session (id, ttl_ms) a full
-    /// TTL from `now_ms`. Call on winning an election, with
-    /// [`super::LockStateMachine::live_sessions`] after applying the log.
-    pub fn on_became_leader(
-        &mut self,
-        now_ms: u64,
-        live: impl IntoIterator<Item = (SessionId, u64)>,
-    ) {
+    /// Forgets everything and takes every live session's lease from the
+    /// replicated state: it runs out a TTL after its last renewal. Call
+    /// when this leader applies the first entry of its term (everything
+    /// committed before is applied then).
+    pub fn on_became_leader(&mut self, state: &LockStateMachine) {
         self.leases.clear();
         self.by_deadline.clear();
-        for (session, ttl_ms) in live {
-            self.renew(session, ttl_ms, now_ms);
+        self.ttls.clear();
+        for lease in state.session_leases() {
+            self.track(lease);
         }
     }
 
-    /// Restarts the lease of a session (opened, kept alive, or acting).
+    /// Runs `lease` out a TTL after its last renewal.
+    fn track(&mut self, lease: SessionLease) {
+        self.renew(lease.session_id, lease.ttl_ms, lease.renewed_at_ms);
+    }
+
+    /// Restarts the lease of a session at state time `now_ms`.
     pub fn renew(&mut self, session: SessionId, ttl_ms: u64, now_ms: u64) {
-        if let Some((_, old)) = self
-            .leases
-            .insert(session, (ttl_ms, now_ms.saturating_add(ttl_ms)))
-        {
+        let deadline = now_ms.saturating_add(ttl_ms);
+        if let Some((old_ttl_ms, old)) = self.leases.insert(session, (ttl_ms, deadline)) {
             self.by_deadline.remove(&(old, session));
+            self.forget_ttl(old_ttl_ms);
         }
-        self.by_deadline
-            .insert((now_ms.saturating_add(ttl_ms), session));
+        self.by_deadline.insert((deadline, session));
+        *self.ttls.entry(ttl_ms).or_default() += 1;
+    }
+
+    fn forget_ttl(&mut self, ttl_ms: u64) {
+        let count = self.ttls.get_mut(&ttl_ms).expect("a tracked TTL");
+        *count -= 1;
+        if *count == 0 {
+            self.ttls.remove(&ttl_ms);
+        }
     }
 
     /// Restarts the lease of a known session with its known TTL.
@@ -63,65 +96,33 @@ impl LeaseTracker {
     }
 
     pub fn on_session_ended(&mut self, session: SessionId) {
-        if let Some((_, deadline)) = self.leases.remove(&session) {
+        if let Some((ttl_ms, deadline)) = self.leases.remove(&session) {
             self.by_deadline.remove(&(deadline, session));
+            self.forget_ttl(ttl_ms);
         }
     }
 
-    /// Feeds one applied entry (leader only): opens, keepalives and acquires
-    /// renew leases; ended sessions are forgotten.
+    /// Feeds one applied entry (leader only): the sessions it renewed
+    /// ([`Applied::renewed`], decided by the state machine) run a TTL from
+    /// their recorded renewal; ended sessions are forgotten. A reply
+    /// replayed from the idempotency cache renews nothing (a replayed
+    /// keepalive once resurrected an ended session here).
     pub fn observe_applied(
         &mut self,
-        now_ms: u64,
         envelope: &Envelope,
         applied: &Applied,
         state: &LockStateMachine,
     ) {
-        if applied.replayed {
-            // A cached reply changed nothing; renewing on it would bring an
-            // ended session back to life here (and make this leader propose
-            // a pointless `ExpireSessions` for it every maintenance tick).
-            return;
-        }
-        match (&envelope.command, &applied.reply) {
-            (_, Reply::SessionOpened { session_id, ttl_ms }) => {
-                self.renew(*session_id, *ttl_ms, now_ms)
+        for session in &applied.renewed {
+            if let Some(lease) = state.session_lease(*session) {
+                self.track(lease);
             }
-            (Command::Keepalive(Keepalive { session_id }), Reply::KeptAlive { ttl_ms }) => {
-                self.renew(*session_id, *ttl_ms, now_ms)
-            }
-            (
-                Command::Acquire(Acquire {
-                    owner: Owner::Ephemeral { ttl_ms },
-                    ..
-                }),
-                Reply::Acquired(super::types::Grant { session_id, .. })
-                | Reply::Queued { session_id, .. },
-            ) => self.renew(*session_id, *ttl_ms, now_ms),
-            (
-                Command::Acquire(Acquire {
-                    owner: Owner::Session(session_id),
-                    ..
-                }),
-                _,
-            ) => self.on_keepalive(*session_id, now_ms),
-            _ => {}
         }
         for event in &applied.events {
-            match event {
-                // A grant after a wait starts the full TTL of a session that
-                // could not be kept alive while it waited (an acquire without
-                // a session); a session's own client renews its own.
-                super::types::Event::Granted { session_id, .. }
-                    if state.is_ephemeral(*session_id) =>
-                {
-                    self.on_keepalive(*session_id, now_ms)
-                }
-                super::types::Event::SessionExpired { session_id }
-                | super::types::Event::SessionClosed { session_id } => {
-                    self.on_session_ended(*session_id)
-                }
-                _ => {}
+            if let Event::SessionExpired { session_id } | Event::SessionClosed { session_id } =
+                event
+            {
+                self.on_session_ended(*session_id);
             }
         }
         if let (Command::CloseSession(CloseSession { session_id }), Reply::SessionClosed) =
@@ -131,8 +132,9 @@ impl LeaseTracker {
         }
     }
 
-    /// Sessions to propose `ExpireSessions` for at `now_ms`: those whose
-    /// lease ran out, except sessions whose lease is carried by their wait
+    /// Sessions to propose `ExpireSessions` for at state time `now_ms` (the
+    /// time the leader would stamp now): those whose lease ran out, except
+    /// sessions whose lease is carried by their wait
     /// ([`LockStateMachine::leased_by_its_wait`]), which get their TTL again
     /// instead (a waiting acquire without a session lives as long as its
     /// `wait_ms`, whatever its TTL, under any leader).
@@ -158,7 +160,8 @@ impl LeaseTracker {
             .collect()
     }
 
-    /// Remaining lease of a session (`expires_in_ms` in the API).
+    /// Remaining lease of a session at state time `now_ms` (`expires_in_ms`
+    /// in the API).
     pub fn expires_in_ms(&self, session: SessionId, now_ms: u64) -> Option<u64> {
         self.leases
             .get(&session)
@@ -169,12 +172,88 @@ impl LeaseTracker {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.by_deadline.first().map(|(deadline, _)| *deadline)
     }
+
+    /// The shortest TTL among the tracked leases: the leader stamps state
+    /// time at least a few times per such TTL (the runtime's checkpoints),
+    /// since a lease runs out in state time and only stamped entries move it.
+    pub fn shortest_ttl_ms(&self) -> Option<u64> {
+        self.ttls.first_key_value().map(|(ttl_ms, _)| *ttl_ms)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::{ExpireSessions, OpenSession};
+    use crate::lock::{
+        Acquire, Command, Envelope, ExpireSessions, Keepalive, LockStateMachine, Mode, OpenSession,
+        Owner, Release, Reply,
+    };
+
+    fn env(now_ms: u64, command: Command) -> Envelope {
+        Envelope {
+            now_ms,
+            idempotency: None,
+            command,
+        }
+    }
+
+    /// A state machine and the entries applied to it, with the leader's
+    /// tracker (if any) fed as the runtime feeds it.
+    struct Cluster {
+        sm: LockStateMachine,
+        index: u64,
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            Cluster {
+                sm: LockStateMachine::new(),
+                index: 0,
+            }
+        }
+
+        fn apply(&mut self, now_ms: u64, command: Command, leader: &mut LeaseTracker) -> Applied {
+            self.index += 1;
+            let envelope = env(now_ms, command);
+            let applied = self.sm.apply(self.index, &envelope);
+            leader.observe_applied(&envelope, &applied, &self.sm);
+            applied
+        }
+
+        fn open(&mut self, now_ms: u64, ttl_ms: u64, leader: &mut LeaseTracker) -> SessionId {
+            let open = Command::OpenSession(OpenSession {
+                ttl_ms,
+                name: "s".into(),
+            });
+            match self.apply(now_ms, open, leader).reply {
+                Reply::SessionOpened { session_id, .. } => session_id,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Another client's entry: only moves state time on.
+        fn tick(&mut self, now_ms: u64, leader: &mut LeaseTracker) {
+            let probe = Command::Keepalive(Keepalive { session_id: 999 });
+            self.apply(now_ms, probe, leader);
+        }
+    }
+
+    #[test]
+    fn knows_the_shortest_ttl_tracked() {
+        let mut t = LeaseTracker::new();
+        assert_eq!(t.shortest_ttl_ms(), None);
+        t.renew(1, 5_000, 0);
+        t.renew(2, 2_000, 0);
+        t.renew(3, 2_000, 0);
+        assert_eq!(t.shortest_ttl_ms(), Some(2_000));
+        t.on_session_ended(2);
+        assert_eq!(t.shortest_ttl_ms(), Some(2_000));
+        t.renew(3, 9_000, 10);
+        assert_eq!(t.shortest_ttl_ms(), Some(5_000));
+        t.on_session_ended(1);
+        t.on_session_ended(3);
+        assert_eq!(t.shortest_ttl_ms(), None);
+    }
 
     #[test]
     fn expires_only_after_a_full_ttl_without_keepalive() {
@@ -187,70 +266,90 @@ mod tests {
         assert_eq!(t.expires_in_ms(7, 1_400), Some(500));
     }
 
+    /// Issue 13, bug 6: leaders changing every 300 ms of state time, far
+    /// below the 1 s TTL. Each new leader takes the lease from the
+    /// replicated state, so it runs out a TTL after the last keepalive
+    /// (the old rule gave a fresh TTL at every election: never).
     #[test]
-    fn new_leader_grants_a_fresh_full_ttl() {
-        let mut t = LeaseTracker::new();
-        t.renew(1, 1_000, 0);
-        // The new leader's clock may be anywhere; its election restarts leases.
-        t.on_became_leader(50_000, [(1, 1_000), (2, 5_000)]);
-        assert!(t.expired(50_999).is_empty());
-        assert_eq!(t.expired(51_000), vec![1]);
-        assert_eq!(t.expired(55_000), vec![1, 2]);
-        t.on_session_ended(1);
-        assert_eq!(t.next_deadline_ms(), Some(55_000));
+    fn leader_churn_faster_than_the_ttl_does_not_restart_leases() {
+        let mut c = Cluster::new();
+        let mut leader = LeaseTracker::new();
+        let s = c.open(0, 1_000, &mut leader);
+        c.apply(
+            600,
+            Command::Keepalive(Keepalive { session_id: s }),
+            &mut leader,
+        );
+        let mut due_at = None;
+        for now_ms in (700..5_000).step_by(300) {
+            // A new leader, elected and past its first entry at `now_ms`.
+            c.tick(now_ms, &mut leader);
+            leader = LeaseTracker::new();
+            leader.on_became_leader(&c.sm);
+            assert_eq!(
+                leader.expires_in_ms(s, now_ms),
+                Some(1_600_u64.saturating_sub(now_ms))
+            );
+            if due_at.is_none() && leader.due_for_expiry(now_ms, &c.sm) == vec![s] {
+                due_at = Some(now_ms);
+            }
+        }
+        assert_eq!(
+            due_at,
+            Some(1_600),
+            "the first leader at or past 600 + 1_000"
+        );
+    }
+
+    /// A new leader's state time starts where the log's stamps left it, so
+    /// a lease it inherits runs out no earlier than a TTL of state time
+    /// after the renewal: an election gap delays it, nothing brings it
+    /// forward, and a renewal it applies after its election (committed by
+    /// the previous leader) still counts.
+    #[test]
+    fn an_inherited_lease_is_never_brought_forward() {
+        let mut c = Cluster::new();
+        let mut old = LeaseTracker::new();
+        let s = c.open(10_000, 5_000, &mut old);
+        c.tick(14_000, &mut old);
+        let mut new_leader = LeaseTracker::new();
+        new_leader.on_became_leader(&c.sm);
+        assert!(new_leader.due_for_expiry(14_999, &c.sm).is_empty());
+        // A keepalive of the old leader's, applied after the election.
+        let keepalive = Command::Keepalive(Keepalive { session_id: s });
+        c.apply(14_500, keepalive, &mut new_leader);
+        assert!(new_leader.due_for_expiry(19_499, &c.sm).is_empty());
+        assert_eq!(new_leader.due_for_expiry(19_500, &c.sm), vec![s]);
     }
 
     #[test]
     fn drives_expiry_of_the_state_machine_across_a_leader_change() {
-        use crate::lock::{Command, Envelope, LockStateMachine, Mode, Owner, Reply};
-        let env = |now_ms, command| Envelope {
-            now_ms,
-            idempotency: None,
-            command,
-        };
-        let mut sm = LockStateMachine::new();
+        let mut c = Cluster::new();
         let mut leader = LeaseTracker::new();
-        let open = env(
-            0,
-            Command::OpenSession(OpenSession {
-                ttl_ms: 1_000,
-                name: "w".into(),
-            }),
-        );
-        let applied = sm.apply(1, &open);
-        leader.observe_applied(0, &open, &applied, &sm);
-        let acquire = env(
-            0,
-            Command::Acquire(Acquire {
-                lock: "L".into(),
-                owner: Owner::Session(1),
-                mode: Mode::Exclusive,
-                wait_ms: 0,
-            }),
-        );
-        let applied = sm.apply(2, &acquire);
-        leader.observe_applied(600, &acquire, &applied, &sm);
-        assert!(
-            leader.expired(1_599).is_empty(),
-            "the acquire renewed the lease"
-        );
+        let s = c.open(0, 1_000, &mut leader);
+        let acquire = Command::Acquire(Acquire {
+            lock: "L".into(),
+            owner: Owner::Session(s),
+            mode: Mode::Exclusive,
+            wait_ms: 0,
+        });
+        let applied = c.apply(600, acquire, &mut leader);
+        assert_eq!(applied.renewed, vec![s], "the acquire renewed the lease");
+        assert!(leader.expired(1_599).is_empty());
 
-        // Leader change at (new clock) 5_000: a fresh full TTL for everyone.
+        // Leader change at state time 1_200: the lease keeps its deadline.
+        c.tick(1_200, &mut leader);
         let mut new_leader = LeaseTracker::new();
-        new_leader.on_became_leader(5_000, sm.live_sessions());
-        assert!(new_leader.expired(5_999).is_empty());
-        let due = new_leader.expired(6_000);
-        assert_eq!(due, vec![1]);
-        let expire = env(
-            6_000,
-            Command::ExpireSessions(ExpireSessions { session_ids: due }),
-        );
-        let applied = sm.apply(3, &expire);
+        new_leader.on_became_leader(&c.sm);
+        assert!(new_leader.expired(1_599).is_empty());
+        let due = new_leader.due_for_expiry(1_600, &c.sm);
+        assert_eq!(due, vec![s]);
+        let expire = Command::ExpireSessions(ExpireSessions { session_ids: due });
+        let applied = c.apply(1_600, expire, &mut new_leader);
         assert_eq!(applied.reply, Reply::SessionsExpired { count: 1 });
-        new_leader.observe_applied(6_000, &expire, &applied, &sm);
         assert_eq!(new_leader.next_deadline_ms(), None);
         assert_eq!(
-            sm.lock("L").unwrap().state,
+            c.sm.lock("L").unwrap().state,
             crate::lock::LockState::Free,
             "expiry released the lock"
         );
@@ -262,72 +361,45 @@ mod tests {
     /// new one, and a grant after the wait starts its full TTL.
     #[test]
     fn a_waiting_acquire_without_a_session_lives_through_its_wait() {
-        use crate::lock::{
-            Acquire, Command, Envelope, LockStateMachine, Mode, OpenSession, Owner, Release, Reply,
-        };
-        let env = |now_ms, command| Envelope {
-            now_ms,
-            idempotency: None,
-            command,
-        };
-        let mut sm = LockStateMachine::new();
+        let mut c = Cluster::new();
         let mut leader = LeaseTracker::new();
-        let open = env(
-            0,
-            Command::OpenSession(OpenSession {
-                ttl_ms: 60_000,
-                name: "holder".into(),
-            }),
-        );
-        let applied = sm.apply(1, &open);
-        leader.observe_applied(0, &open, &applied, &sm);
-        let hold = env(
-            0,
-            Command::Acquire(Acquire {
-                lock: "L".into(),
-                owner: Owner::Session(1),
-                mode: Mode::Exclusive,
-                wait_ms: 0,
-            }),
-        );
-        let applied = sm.apply(2, &hold);
-        leader.observe_applied(0, &hold, &applied, &sm);
-        let wait = env(
-            0,
-            Command::Acquire(Acquire {
-                lock: "L".into(),
-                owner: Owner::Ephemeral { ttl_ms: 1_000 },
-                mode: Mode::Exclusive,
-                wait_ms: 10_000,
-            }),
-        );
-        let applied = sm.apply(3, &wait);
+        let holder = c.open(0, 60_000, &mut leader);
+        let hold = Command::Acquire(Acquire {
+            lock: "L".into(),
+            owner: Owner::Session(holder),
+            mode: Mode::Exclusive,
+            wait_ms: 0,
+        });
+        c.apply(0, hold, &mut leader);
+        let wait = Command::Acquire(Acquire {
+            lock: "L".into(),
+            owner: Owner::Ephemeral { ttl_ms: 1_000 },
+            mode: Mode::Exclusive,
+            wait_ms: 10_000,
+        });
         let Reply::Queued {
             session_id: waiter, ..
-        } = applied.reply
+        } = c.apply(0, wait, &mut leader).reply
         else {
-            panic!("queued: {applied:?}");
+            panic!("not queued");
         };
-        leader.observe_applied(0, &wait, &applied, &sm);
 
         // Past its TTL, still waiting: not due, under this leader or a new one.
-        assert!(!leader.due_for_expiry(1_500, &sm).contains(&waiter));
+        assert!(!leader.due_for_expiry(1_500, &c.sm).contains(&waiter));
+        c.tick(2_000, &mut leader);
         let mut new_leader = LeaseTracker::new();
-        new_leader.on_became_leader(2_000, sm.live_sessions());
-        assert!(!new_leader.due_for_expiry(3_500, &sm).contains(&waiter));
+        new_leader.on_became_leader(&c.sm);
+        assert!(!new_leader.due_for_expiry(3_500, &c.sm).contains(&waiter));
 
         // Granted at 6_000 (after 6 s of waiting): a full TTL from the grant.
-        let release = env(
-            6_000,
-            Command::Release(Release {
-                lock: "L".into(),
-                session_id: 1,
-                fencing_token: None,
-            }),
-        );
-        let applied = sm.apply(4, &release);
-        new_leader.observe_applied(6_000, &release, &applied, &sm);
-        assert!(!new_leader.due_for_expiry(6_999, &sm).contains(&waiter));
-        assert!(new_leader.due_for_expiry(7_000, &sm).contains(&waiter));
+        let release = Command::Release(Release {
+            lock: "L".into(),
+            session_id: holder,
+            fencing_token: None,
+        });
+        let applied = c.apply(6_000, release, &mut new_leader);
+        assert_eq!(applied.renewed, vec![waiter], "the grant renewed it");
+        assert!(!new_leader.due_for_expiry(6_999, &c.sm).contains(&waiter));
+        assert!(new_leader.due_for_expiry(7_000, &c.sm).contains(&waiter));
     }
 }

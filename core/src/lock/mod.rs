@@ -16,12 +16,17 @@
 //! are methods on the state, served after ReadIndex.
 //!
 //! # Expiry rule
-//! Only the leader decides, on its own monotonic clock, with a
-//! [`LeaseTracker`]: a session expires after a full TTL with no keepalive
-//! (open, keepalive and acquire renew it), and a newly elected leader first
-//! grants every live session ([`LockStateMachine::live_sessions`]) a fresh
-//! full TTL from its election. A clock jump or leader change can therefore
-//! delay an expiry but never bring it forward. The leader proposes
+//! A session expires after a full TTL of state time with no renewal (open,
+//! keepalive, acquire by the session, a grant after a wait to an ephemeral
+//! session). The state machine records the state time of each session's
+//! last renewal ([`LockStateMachine::session_leases`], reported per entry in
+//! [`Applied::renewed`], kept in snapshots); only the leader decides, with a
+//! [`LeaseTracker`] started from those records once it has applied the
+//! first entry of its term, so a new leader carries every lease on instead
+//! of restarting it. State time pauses between leaders, so a leader change
+//! or a clock jump can delay an expiry but never bring it forward. An empty
+//! `ExpireSessions` is the leader's checkpoint of state time (an idle
+//! cluster stamps nothing else). The leader proposes
 //! `ExpireSessions{ids}`; the state machine expires exactly the named sessions
 //! that are still live (others are ignored), releasing their locks, ending
 //! their waits and granting to the next waiters in the same apply. Expired
@@ -100,6 +105,6 @@ pub use lease::LeaseTracker;
 pub use state::{LockStateMachine, SnapshotError};
 pub use types::{
     validate_name, Applied, Event, FencingToken, Grant, HolderView, KvView, LockError, LockList,
-    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLockView, SessionView,
-    SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
+    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLease, SessionLockView,
+    SessionView, SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
 };

@@ -230,6 +230,19 @@ pub struct Applied {
     /// follows effects (the leader's lease tracker) must ignore it. A
     /// replayed `SessionOpened` or `KeptAlive` is history, not a sign of life.
     pub replayed: bool,
+    /// Sessions whose lease this entry renewed (in id order), at the
+    /// state's `clock_ms` after it ([`SessionLease::renewed_at_ms`]).
+    pub renewed: Vec<SessionId>,
+}
+
+/// A live session's lease as the replicated state records it: renewed at
+/// state time `renewed_at_ms`, it runs out at `renewed_at_ms + ttl_ms` of
+/// state time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLease {
+    pub session_id: SessionId,
+    pub ttl_ms: u64,
+    pub renewed_at_ms: u64,
 }
 
 // ----------------------------------------------------------------- views ---

@@ -67,6 +67,14 @@ const FORWARD_REPLY_MS: u64 = 3_000;
 /// How long a read may wait for the leader's confirmation before it is
 /// handed back for a retry (a few heartbeat rounds).
 const READ_CONFIRM_MS: u64 = 1_000;
+/// A leader tracking leases stamps an entry at least this many times per
+/// shortest tracked TTL (an empty `ExpireSessions`, when nothing else was
+/// stamped): state time moves only with stamped entries and a new leader
+/// starts from the last stamp, so an idle cluster whose leaders changed
+/// faster than the checkpoints would never expire a session. Each leader
+/// change postpones an expiry by at most one checkpoint interval plus the
+/// election gap; an idle cluster pays one small entry per interval.
+const STATE_TIME_CHECKPOINTS_PER_TTL: u64 = 8;
 /// Pause between two requests for our own API address to be published.
 const API_ADDR_RETRY_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
@@ -117,7 +125,9 @@ pub(crate) struct Actor {
     clock: Arc<dyn Clock>,
     replica: Replica,
     state: LockStateMachine,
-    lease: LeaseTracker,
+    /// While leading, from the first entry of its term applied on: when
+    /// each session's lease runs out (state time).
+    lease: Option<LeaseTracker>,
     /// While leading: the time stamped on proposed entries.
     cluster_time: Option<ClusterTime>,
     io: ActorIo,
@@ -175,7 +185,7 @@ impl Actor {
             clock,
             replica: start.replica,
             state: start.state,
-            lease: LeaseTracker::new(),
+            lease: None,
             cluster_time: None,
             io,
             durability,
@@ -717,6 +727,16 @@ impl Actor {
             self.applied_index
         );
         self.applied_index = entry.index;
+        if self.lease.is_none()
+            && self.replica.role() == Role::Leader
+            && entry.term == self.replica.term()
+        {
+            // This leader's first entry: everything its predecessors
+            // committed is applied, so the replicated renewals are complete.
+            let mut lease = LeaseTracker::new();
+            lease.on_became_leader(&self.state);
+            self.lease = Some(lease);
+        }
         self.observer.observe(|| NodeEvent::Applied {
             index: entry.index,
             term: entry.term,
@@ -757,9 +777,8 @@ impl Actor {
             }
         };
         let applied = self.state.apply(entry.index, &envelope);
-        if self.replica.role() == Role::Leader {
-            self.lease
-                .observe_applied(self.clock.now_ms(), &envelope, &applied, &self.state);
+        if let (Some(lease), Role::Leader) = (self.lease.as_mut(), self.replica.role()) {
+            lease.observe_applied(&envelope, &applied, &self.state);
         }
         self.on_applied(&envelope, &applied);
         match requester {
@@ -841,11 +860,11 @@ impl Actor {
             return;
         }
         let is_leader = self.replica.role() == Role::Leader;
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.cluster_now_ms();
         for read in servable {
             read.serve(ReadContext {
                 state: &self.state,
-                lease: is_leader.then_some(&self.lease),
+                lease: self.lease.as_ref().filter(|_| is_leader),
                 now_ms,
             });
         }
@@ -869,11 +888,11 @@ impl Actor {
                 "leader changed"
             );
         }
+        // Only the leader measures leases; a new one starts once it applies
+        // the first entry of its term (see `apply`), from the renewals the
+        // log recorded, not from its election.
+        self.lease = None;
         if soft.role == Role::Leader {
-            // Only the leader measures leases, and a new one grants every
-            // live session a fresh full TTL.
-            self.lease
-                .on_became_leader(self.clock.now_ms(), self.state.live_sessions());
             self.cluster_time = Some(ClusterTime::start(
                 self.state.clock_ms(),
                 self.clock.now_ms(),
@@ -883,7 +902,6 @@ impl Actor {
             self.expire_waiters_in_flight = None;
             self.next_maintenance_ms = self.clock.now_ms();
         } else {
-            self.lease = LeaseTracker::new();
             self.cluster_time = None;
         }
         self.api_addr_asked_at_ms = None;
@@ -952,7 +970,7 @@ impl Actor {
             return;
         }
         if self.replica.role() == Role::Leader {
-            self.lead(now_ms);
+            self.lead();
         }
         self.publish_api_addr(now_ms);
     }
@@ -993,6 +1011,31 @@ impl Actor {
         }
     }
 
+    /// Proposes `ExpireSessions` for the sessions whose lease ran out in
+    /// state time, or, with leases to measure and nothing stamped for an
+    /// eighth of the shortest TTL ([`STATE_TIME_CHECKPOINTS_PER_TTL`]), an
+    /// empty one: a checkpoint of state time, which only stamped entries
+    /// move.
+    fn expire_sessions(&mut self) {
+        if self.expire_sessions_in_flight.is_some() {
+            return;
+        }
+        let state_now_ms = self.cluster_now_ms();
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let expired = lease.due_for_expiry(state_now_ms, &self.state);
+        let checkpoint_due = lease.shortest_ttl_ms().is_some_and(|ttl_ms| {
+            state_now_ms >= self.state.clock_ms() + ttl_ms / STATE_TIME_CHECKPOINTS_PER_TTL
+        });
+        if !expired.is_empty() || checkpoint_due {
+            self.expire_sessions_in_flight =
+                self.propose_internal(Command::ExpireSessions(ExpireSessions {
+                    session_ids: expired,
+                }));
+        }
+    }
+
     /// The stamp for an entry proposed now (see `cluster_time.rs`). Off the
     /// leader nothing is proposed (the replica refuses); state time then.
     fn cluster_now_ms(&self) -> u64 {
@@ -1001,16 +1044,8 @@ impl Actor {
             .map_or(state_ms, |t| t.now_ms(self.clock.now_ms(), state_ms))
     }
 
-    fn lead(&mut self, now_ms: u64) {
-        if self.expire_sessions_in_flight.is_none() {
-            let expired = self.lease.due_for_expiry(now_ms, &self.state);
-            if !expired.is_empty() {
-                self.expire_sessions_in_flight =
-                    self.propose_internal(Command::ExpireSessions(ExpireSessions {
-                        session_ids: expired,
-                    }));
-            }
-        }
+    fn lead(&mut self) {
+        self.expire_sessions();
         if self.expire_waiters_in_flight.is_none()
             && self
                 .state
@@ -1019,7 +1054,7 @@ impl Actor {
         {
             self.expire_waiters_in_flight = self.propose_internal(Command::ExpireWaiters);
         }
-        self.configure(now_ms);
+        self.configure(self.clock.now_ms());
         // Promote caught-up learners, one at a time (the core refuses more).
         let status = self.replica.status();
         for (id, progress) in &status.progress {

@@ -46,7 +46,8 @@ pub struct ReadContext<'a> {
     pub state: &'a LockStateMachine,
     /// Only on the leader: when each session's lease runs out.
     pub lease: Option<&'a LeaseTracker>,
-    /// The node's monotonic clock, for `expires_in_ms`.
+    /// State time as the leader would stamp it now (cluster time), for
+    /// `expires_in_ms`.
     pub now_ms: u64,
 }
 

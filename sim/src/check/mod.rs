@@ -7,6 +7,7 @@
 
 pub mod determinism;
 pub mod durability;
+pub mod lease_expiry;
 pub mod linearizability;
 pub mod liveness;
 pub mod lock_safety;
@@ -19,6 +20,7 @@ use crate::resource::AcceptedWrite;
 
 pub use determinism::DeterminismViolation;
 pub use durability::DurabilityViolation;
+pub use lease_expiry::LeaseExpiryViolation;
 pub use linearizability::LinearizabilityViolation;
 pub use liveness::LivenessViolation;
 pub use lock_safety::{FencingViolation, LockSafetyViolation};
@@ -33,6 +35,7 @@ pub enum Checker {
     Fencing,
     Durability,
     Liveness,
+    LeaseExpiry,
     Determinism,
 }
 
@@ -45,6 +48,7 @@ impl fmt::Display for Checker {
             Checker::Fencing => "fencing",
             Checker::Durability => "durability",
             Checker::Liveness => "liveness",
+            Checker::LeaseExpiry => "lease-expiry",
             Checker::Determinism => "determinism",
         })
     }
@@ -59,6 +63,7 @@ pub enum Violation {
     Fencing(FencingViolation),
     Durability(DurabilityViolation),
     Liveness(LivenessViolation),
+    LeaseExpiry(LeaseExpiryViolation),
     Determinism(DeterminismViolation),
 }
 
@@ -71,6 +76,7 @@ impl Violation {
             Violation::Fencing(_) => Checker::Fencing,
             Violation::Durability(_) => Checker::Durability,
             Violation::Liveness(_) => Checker::Liveness,
+            Violation::LeaseExpiry(_) => Checker::LeaseExpiry,
             Violation::Determinism(_) => Checker::Determinism,
         }
     }
@@ -86,6 +92,7 @@ impl fmt::Display for Violation {
             Violation::Fencing(v) => v.fmt(f),
             Violation::Durability(v) => v.fmt(f),
             Violation::Liveness(v) => v.fmt(f),
+            Violation::LeaseExpiry(v) => v.fmt(f),
             Violation::Determinism(v) => v.fmt(f),
         }
     }
@@ -121,6 +128,11 @@ impl From<DurabilityViolation> for Violation {
 impl From<LivenessViolation> for Violation {
     fn from(v: LivenessViolation) -> Self {
         Violation::Liveness(v)
+    }
+}
+impl From<LeaseExpiryViolation> for Violation {
+    fn from(v: LeaseExpiryViolation) -> Self {
+        Violation::LeaseExpiry(v)
     }
 }
 impl From<DeterminismViolation> for Violation {
@@ -225,6 +237,8 @@ pub struct RunInputs<'a> {
     pub accepted_writes: &'a [AcceptedWrite],
     pub durability: Option<&'a durability::DurabilityInput>,
     pub liveness: Option<&'a liveness::LivenessInput>,
+    /// Sessions of crashed clients watched under leader churn.
+    pub lease_expiry: Option<&'a lease_expiry::LeaseExpiryInput>,
 }
 
 /// Runs every single-run checker and gathers their findings.
@@ -253,6 +267,9 @@ pub fn check_run(
     }
     if let Some(l) = inputs.liveness {
         report.add(Checker::Liveness, liveness::check_liveness(l));
+    }
+    if let Some(e) = inputs.lease_expiry {
+        report.add(Checker::LeaseExpiry, lease_expiry::check_lease_expiry(e));
     }
     report
 }
@@ -308,6 +325,7 @@ mod tests {
             accepted_writes: resource.accepted(),
             durability: None,
             liveness: None,
+            lease_expiry: None,
         };
         let report = check_run(&inputs, &config);
         assert!(report.is_ok(), "{report}");
@@ -331,6 +349,7 @@ mod tests {
             accepted_writes: accepted,
             durability: None,
             liveness: Some(&liveness),
+            lease_expiry: None,
         };
         let report = check_run(&inputs, &config);
         assert_eq!(report.violations.len(), 3, "{report}");

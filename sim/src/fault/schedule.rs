@@ -95,13 +95,17 @@ impl FaultSchedule {
     pub fn generate(seed: u64, mix: FaultMix, nodes: u64, faults_end_ms: u64) -> FaultSchedule {
         assert!(nodes >= 1, "a cluster has at least one node");
         let mut rng = rng_for(seed, Concern::Faults, 0);
-        let plan = FaultPlan::draw(mix, &mut rng);
+        let mut plan = FaultPlan::draw(mix, &mut rng);
         // Each kind draws from its own fork: enabling one kind does not move
         // the others' episodes.
         let mut forks: BTreeMap<FaultKind, SplitMix64> = BTreeMap::new();
         for &kind in mix.kinds() {
             forks.insert(kind, rng.fork());
         }
+        // Leader churn came later: its own stream, so that the draws above
+        // (and every seed without churn) stayed as they were.
+        let mut churn_rng = rng_for(seed, Concern::Faults, 1);
+        plan.draw_leader_churn(&mut churn_rng);
         let clocks = initial_clocks(seed, &plan, nodes);
         let end = faults_end_ms.max(WARMUP_MS);
         let mut episodes = Episodes {
@@ -121,6 +125,7 @@ impl FaultSchedule {
         episodes.process_faults();
         episodes.rolling_restarts();
         episodes.clock_faults();
+        episodes.leader_churn(&mut churn_rng);
         let mut out = episodes.out;
         // Stable sort: equal times keep generation order (a cut before the
         // heal that ends a zero-length episode).
@@ -562,6 +567,34 @@ impl Episodes<'_> {
             }
         }
     }
+
+    /// Stretches of leadership transfers, one every 150..800 ms (a fraction
+    /// of any session TTL, 1 s at least): each new leader must carry on the
+    /// leases it inherits, not restart them.
+    fn leader_churn(&mut self, rng: &mut SplitMix64) {
+        let Some(&intensity) = self.plan.kinds.get(&FaultKind::LeaderChurn) else {
+            return;
+        };
+        if self.nodes < 2 {
+            return;
+        }
+        let mut t = self.window.0;
+        loop {
+            t += gap(rng, intensity.mean_gap_ms);
+            if t >= self.window.1 {
+                break;
+            }
+            let end_at = (t + gap(rng, intensity.mean_duration_ms)).min(self.window.1);
+            let every_ms = rng.range_u64(150, 800);
+            let mut s = t;
+            while s < end_at {
+                let pick = rng.range_u64(0, self.nodes);
+                self.push(s, FaultAction::TransferLeader { pick });
+                s += every_ms;
+            }
+            t = end_at;
+        }
+    }
 }
 
 /// A bridge of `nodes` (at least 3): one random node talks to two halves
@@ -601,7 +634,11 @@ mod tests {
                 let b = FaultSchedule::generate(seed, mix, 3, 20_000);
                 assert_eq!(a, b);
                 for kind in a.plan.kinds.keys() {
-                    assert!(mix.kinds().contains(kind), "{mix} enabled {kind:?}");
+                    let churn = *kind == FaultKind::LeaderChurn && mix.churns_leaders();
+                    assert!(
+                        mix.kinds().contains(kind) || churn,
+                        "{mix} enabled {kind:?}"
+                    );
                 }
             }
         }
@@ -700,11 +737,17 @@ mod tests {
     #[test]
     fn schedules_of_seeds_0_to_2000_are_pinned() {
         let mut hasher = crate::check::determinism::TraceHasher::new();
+        let mut without_churn = crate::check::determinism::TraceHasher::new();
         for seed in 0..2_000 {
             for mix in FaultMix::ALL.into_iter().chain([FaultMix::Amnesia]) {
                 for nodes in [1, 3, 5, 7] {
-                    let schedule = FaultSchedule::generate(seed, mix, nodes, 20_000);
+                    let mut schedule = FaultSchedule::generate(seed, mix, nodes, 20_000);
                     hasher.record(&format!("{schedule:?}"));
+                    schedule.plan.kinds.remove(&FaultKind::LeaderChurn);
+                    schedule
+                        .actions
+                        .retain(|a| !matches!(a.action, FaultAction::TransferLeader { .. }));
+                    without_churn.record(&format!("{schedule:?}"));
                 }
             }
         }
@@ -714,13 +757,48 @@ mod tests {
             "{:#018x}",
             hasher.hash()
         );
+        // Leader churn draws from a stream of its own: without it, every
+        // schedule is the one it was before churn existed.
+        assert_eq!(
+            without_churn.hash(),
+            SCHEDULES_BEFORE_LEADER_CHURN_HASH,
+            "{:#018x}",
+            without_churn.hash()
+        );
     }
 
-    /// The hash of the schedules above. Deliberate changes: rolling
-    /// restarts in the calm and chaos mixes (issue 13) and one chaos seed in
-    /// four replacing a voter's data dir (issue 13, bug 2); before them
-    /// 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug 4);
-    /// before that, unchanged by the split of `generate` into steps
+    /// The hash of the schedules above. Deliberate changes: leader churn
+    /// (issue 13, bug 6; `SCHEDULES_BEFORE_LEADER_CHURN_HASH` without it);
+    /// rolling restarts in the calm and chaos mixes (issue 13) and one chaos
+    /// seed in four replacing a voter's data dir (issue 13, bug 2); before
+    /// them 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug
+    /// 4); before that, unchanged by the split of `generate` into steps
     /// (0xc9b4_471a_e675_b4ce).
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0xecda_ea4a_283d_a22a;
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x47c0_e9d1_9fee_8aaa;
+    const SCHEDULES_BEFORE_LEADER_CHURN_HASH: u64 = 0xecda_ea4a_283d_a22a;
+
+    #[test]
+    fn leader_churn_transfers_every_fraction_of_a_ttl_in_some_seeds() {
+        let mut churned = 0;
+        for seed in 0..400 {
+            let calm = FaultSchedule::generate(seed, FaultMix::Calm, 3, 20_000);
+            assert!(!calm.plan.has(FaultKind::LeaderChurn));
+            let s = FaultSchedule::generate(seed, FaultMix::Chaos, 3, 20_000);
+            let transfers: Vec<u64> = s
+                .actions
+                .iter()
+                .filter(|a| matches!(a.action, FaultAction::TransferLeader { .. }))
+                .map(|a| a.at_ms)
+                .collect();
+            assert_eq!(s.plan.has(FaultKind::LeaderChurn), !transfers.is_empty());
+            if transfers.is_empty() {
+                continue;
+            }
+            churned += 1;
+            // Within an episode they come every 150..800 ms: far below the
+            // shortest TTL (1 s).
+            assert!(transfers.windows(2).any(|w| w[1] - w[0] < 800), "{seed}");
+        }
+        assert!((60..140).contains(&churned), "{churned} of 400 churn");
+    }
 }

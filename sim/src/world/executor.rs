@@ -24,6 +24,8 @@ use crate::timeline::TimelineEvent;
 /// How long a graceful restart waits for the node to stop by itself before
 /// the process is killed anyway.
 const GRACEFUL_STOP_MAX: Duration = Duration::from_secs(3);
+/// How long one leadership transfer of a churn may take.
+const TRANSFER_LEADER_MAX: Duration = Duration::from_secs(1);
 
 pub(crate) struct Executor {
     pub(crate) hosts: Vec<Host>,
@@ -226,7 +228,38 @@ impl Executor {
                 self.host(*node).skew.step_wall_ms(*delta_ms);
                 self.clock_event(*node, action.to_string());
             }
+            FaultAction::TransferLeader { pick } => self.transfer_leader(*pick),
         }
+    }
+
+    /// Asks the node that leads now (as the pollers last saw) to hand
+    /// leadership to the `pick`-th other node that is up; skipped when no
+    /// leader is known. The transfer runs on its own task: a leader that
+    /// cannot finish it must not hold up the schedule.
+    fn transfer_leader(&mut self, pick: u64) {
+        let Some(leader) = self.views.leader() else {
+            self.rec
+                .lock()
+                .harness("leadership transfer: no leader known, skipped");
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .hosts
+            .iter()
+            .map(|h| h.id)
+            .filter(|&n| n != leader && !self.down.contains(&n))
+            .collect();
+        let (Some(handle), false) = (self.host(leader).node_handle(), others.is_empty()) else {
+            return;
+        };
+        let to = others[(pick % others.len() as u64) as usize];
+        self.rec
+            .lock()
+            .harness(format!("leadership transfer n{leader} -> n{to}"));
+        tokio::spawn(async move {
+            // Refused or timed out: the churn goes on with the next one.
+            let _ = handle.transfer_leader(to, TRANSFER_LEADER_MAX).await;
+        });
     }
 
     /// Cuts the node that leads now (as the pollers last saw) from every

@@ -11,6 +11,7 @@
 //! 3. every node loses power at once and restarts; the read-back (KV gets,
 //!    stack pops until empty) must show every acknowledged effect.
 
+mod abandoned;
 mod executor;
 mod host;
 mod observe;
@@ -31,10 +32,11 @@ use tokio::time::Instant;
 
 use crate::check::determinism::Trace;
 use crate::check::durability::DurabilityInput;
+use crate::check::lease_expiry::{AbandonedSession, LeaseExpiryInput};
 use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
 use crate::check::{check_run, CheckReport, RunInputs};
-use crate::fault::FaultSchedule;
+use crate::fault::{FaultAction, FaultSchedule};
 use crate::history::{
     ClientHistory, ClientId, KvInput, KvOutput, OpInput, OpOutput, SimTimeNs, StackInput,
     StackOutput,
@@ -95,6 +97,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     let endpoints: Vec<String> = (1..=spec.nodes).map(host::api_url).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (client_tasks, client_hosts) = start_clients(&handle, &spec, &endpoints, &rec, &stop);
+    let crashing = start_crashing_client(&handle, &spec, &schedule, &endpoints, &rec, start);
 
     // Phase 1: the fault schedule.
     let mut executor = Executor::new(
@@ -110,6 +113,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         executor.apply(&action.action).await;
     }
     tokio::time::sleep_until(start + Duration::from_millis(schedule.faults_end_ms)).await;
+    let lease_expiry = lease_expiry_input(crashing, &schedule).await;
 
     // Phase 2: heal, stop the clients, probe.
     executor.heal_all();
@@ -160,7 +164,12 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         let r = rec.lock();
         r.clone()
     };
-    finish(&spec, recorder, liveness, read_back, start_errors, sim_secs)
+    let checked = Checked {
+        liveness,
+        lease_expiry,
+        read_back,
+    };
+    finish(&spec, recorder, checked, start_errors, sim_secs)
 }
 
 /// Creates the server hosts (each starts its node) and puts skewed clocks
@@ -246,6 +255,65 @@ fn start_clients(
         }));
     }
     (client_tasks, client_hosts)
+}
+
+/// Under leader churn, a client that crashes just after the churn begins
+/// (`world/abandoned.rs`), on a host of its own: the task that reports its
+/// session. None without churn (the run stays what it was before this
+/// client existed).
+fn start_crashing_client(
+    handle: &Handle,
+    spec: &RunSpec,
+    schedule: &FaultSchedule,
+    endpoints: &[String],
+    rec: &Shared,
+    start: Instant,
+) -> Option<madsim::task::JoinHandle<Option<AbandonedSession>>> {
+    let churn_starts_ms = schedule
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, FaultAction::TransferLeader { .. }))?
+        .at_ms;
+    let node = handle
+        .create_node()
+        .name("crashing")
+        .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 3, 1)))
+        .build();
+    let client = build_client(endpoints, sub_seed(spec.seed, Concern::Client, 1_000), true);
+    let watcher = build_client(endpoints, sub_seed(spec.seed, Concern::Client, 1_001), true);
+    let rng = rng_for(spec.seed, Concern::Workload, 1_000);
+    let plan = abandoned::Plan {
+        start,
+        churn_starts_ms,
+        faults_end_ms: schedule.faults_end_ms,
+    };
+    let rec = rec.clone();
+    Some(node.spawn(abandoned::crash_under_churn(
+        client, watcher, rng, plan, rec,
+    )))
+}
+
+/// What the crashing client's task reported, and the faults that could
+/// have stalled its expiry.
+async fn lease_expiry_input(
+    crashing: Option<madsim::task::JoinHandle<Option<AbandonedSession>>>,
+    schedule: &FaultSchedule,
+) -> Option<LeaseExpiryInput> {
+    // The task watches until the faults end; a call in flight then is cut
+    // at that moment too, so this wait is short.
+    let session = tokio::time::timeout(Duration::from_secs(5), crashing?)
+        .await
+        .ok()?
+        .ok()??;
+    let disturbed_ns = schedule
+        .disturbed_intervals_ms()
+        .into_iter()
+        .map(|(a, b)| (a * 1_000_000, b * 1_000_000))
+        .collect();
+    Some(LeaseExpiryInput {
+        sessions: vec![session],
+        disturbed_ns,
+    })
 }
 
 /// Tells the clients to stop and gives them [`CLIENT_STOP_MAX`] to finish
@@ -429,14 +497,21 @@ async fn read_back(client: deadbolt_client::Client, rec: Shared) -> ReadBack {
     out
 }
 
+/// What the harness measured for the checkers besides the recorder.
+struct Checked {
+    liveness: LivenessInput,
+    lease_expiry: Option<LeaseExpiryInput>,
+    read_back: ReadBack,
+}
+
 fn finish(
     spec: &RunSpec,
     recorder: Recorder,
-    liveness: LivenessInput,
-    read_back: ReadBack,
+    checked: Checked,
     start_errors: Vec<(u64, String)>,
     sim_secs: f64,
 ) -> RunRecord {
+    let read_back = checked.read_back;
     // Durability compares the workload's effects (not the read-back's own
     // pops) with what was read back.
     let durability = read_back.complete.then(|| {
@@ -472,7 +547,8 @@ fn finish(
         locks: &recorder.locks,
         accepted_writes: recorder.resource.accepted(),
         durability: durability.as_ref(),
-        liveness: Some(&liveness),
+        liveness: Some(&checked.liveness),
+        lease_expiry: checked.lease_expiry.as_ref(),
     };
     let report = check_run(&inputs, &LinearizabilityConfig::default());
     let mut harness_failures = Vec::new();

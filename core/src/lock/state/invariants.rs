@@ -78,7 +78,7 @@ pub(super) fn check(state: &LockStateMachine) -> Result<(), String> {
     let is_live = |id| state.sessions.contains(id);
     let mirror = state.locks.check(is_live)?;
     mirror.check_against(&state.sessions)?;
-    state.sessions.check(state.last_applied)?;
+    state.sessions.check(state.last_applied, state.clock_ms)?;
     state.idempotency.check(is_live, state.clock_ms)?;
     state.resources.check()
 }
@@ -102,7 +102,7 @@ mod tests {
     fn sessions_must_mirror_the_lock_table() {
         let a = LockName::new("a");
         let mut sessions = Sessions::default();
-        sessions.insert(1, "", 10_000, false);
+        sessions.insert(1, "", 10_000, false, 0);
         let mut mirror = Mirror::default();
         mirror.hold(1, &a).unwrap();
         assert!(mirror.check_against(&sessions).is_err());

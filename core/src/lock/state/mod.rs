@@ -33,8 +33,8 @@ use super::command::{
 use super::name::LockName;
 use super::types::{
     validate_name, Applied, Event, FencingToken, Grant, HolderView, KvView, LockError, LockList,
-    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLockView, SessionView,
-    SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
+    LockState, LockView, Mode, NotFoundKind, Reply, SessionId, SessionLease, SessionLockView,
+    SessionView, SessionWaitView, StackView, ValidateView, WaitEndReason, WaiterView,
 };
 use crate::api::limits::{
     IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEYS_MIN, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
@@ -103,11 +103,73 @@ impl LockStateMachine {
             ),
             Some(idem) => self.apply_keyed(index, &envelope.command, idem, &mut events),
         };
+        // A cached reply changed nothing: it renews nothing either.
+        let renewed = if replayed {
+            Vec::new()
+        } else {
+            self.renew_leases(&envelope.command, &reply, &events)
+        };
         Applied {
             reply,
             events,
             replayed,
+            renewed,
         }
+    }
+
+    /// Records, at state time, the lease renewals an applied command makes,
+    /// and returns the sessions renewed (in id order): the session a reply
+    /// opened; a successful keepalive; any acquire by a live session (it
+    /// acts, so its client lives); a grant after a wait to an ephemeral
+    /// session, whose TTL starts at the grant (nobody could keep it alive
+    /// while it waited). The one home of the rule: the leader's
+    /// [`crate::lock::LeaseTracker`] follows `Applied::renewed`.
+    fn renew_leases(
+        &mut self,
+        command: &Command,
+        reply: &Reply,
+        events: &[Event],
+    ) -> Vec<SessionId> {
+        let mut renewed = BTreeSet::new();
+        match (command, reply) {
+            (_, Reply::SessionOpened { session_id, .. }) => {
+                renewed.insert(*session_id);
+            }
+            (Command::Keepalive(Keepalive { session_id }), Reply::KeptAlive { .. }) => {
+                renewed.insert(*session_id);
+            }
+            (
+                Command::Acquire(Acquire {
+                    owner: Owner::Ephemeral { .. },
+                    ..
+                }),
+                Reply::Acquired(Grant { session_id, .. }) | Reply::Queued { session_id, .. },
+            ) => {
+                renewed.insert(*session_id);
+            }
+            (
+                Command::Acquire(Acquire {
+                    owner: Owner::Session(session_id),
+                    ..
+                }),
+                _,
+            ) => {
+                renewed.insert(*session_id);
+            }
+            _ => {}
+        }
+        for event in events {
+            if let Event::Granted { session_id, .. } = event {
+                if self.is_ephemeral(*session_id) {
+                    renewed.insert(*session_id);
+                }
+            }
+        }
+        renewed.retain(|id| self.sessions.contains(*id));
+        for id in &renewed {
+            self.sessions.renew(*id, self.clock_ms);
+        }
+        renewed.into_iter().collect()
     }
 
     /// A keyed command: answered from (or refused by) the idempotency cache,
@@ -144,7 +206,7 @@ impl LockStateMachine {
         events: &mut Vec<Event>,
     ) -> Reply {
         let outcome = match command {
-            Command::OpenSession(cmd) => self.sessions.open(index, cmd),
+            Command::OpenSession(cmd) => self.sessions.open(index, cmd, self.clock_ms),
             Command::Keepalive(cmd) => self.keepalive(cmd),
             Command::CloseSession(cmd) => self.close_session(index, cmd, events),
             Command::ExpireSessions(cmd) => self.expire_sessions(index, cmd, events),
@@ -418,7 +480,8 @@ impl LockStateMachine {
     /// Opens the ephemeral session of an acquire that gets or queues.
     fn open_ephemeral(&mut self, requester: Requester) {
         if let Some(ttl_ms) = requester.ephemeral_ttl_ms {
-            self.sessions.insert(requester.session_id, "", ttl_ms, true);
+            self.sessions
+                .insert(requester.session_id, "", ttl_ms, true, self.clock_ms);
         }
     }
 
@@ -740,8 +803,35 @@ impl LockStateMachine {
             .is_some_and(|s| s.ephemeral && !s.waiting.is_empty())
     }
 
-    pub fn live_sessions(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
-        self.sessions.iter().map(|(id, s)| (id, s.ttl_ms))
+    /// Every live session's lease: (id, ttl_ms, renewed_at_ms), the state
+    /// time of its last renewal. What a new leader's lease tracker starts
+    /// from.
+    pub fn session_leases(&self) -> impl Iterator<Item = SessionLease> + '_ {
+        self.sessions.iter().map(|(id, s)| SessionLease {
+            session_id: id,
+            ttl_ms: s.ttl_ms,
+            renewed_at_ms: s.renewed_at_ms,
+        })
+    }
+
+    /// This state as a snapshot older than version 3 restores it: every
+    /// session renewed at the state's time.
+    #[cfg(test)]
+    pub(crate) fn with_leases_renewed_at_its_clock(mut self) -> Self {
+        let ids: Vec<SessionId> = self.sessions.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.sessions.get_mut(id).expect("live").renewed_at_ms = self.clock_ms;
+        }
+        self
+    }
+
+    /// The lease of live session `id`, if any.
+    pub fn session_lease(&self, id: SessionId) -> Option<SessionLease> {
+        self.sessions.get(id).map(|s| SessionLease {
+            session_id: id,
+            ttl_ms: s.ttl_ms,
+            renewed_at_ms: s.renewed_at_ms,
+        })
     }
 
     pub fn session_count(&self) -> usize {

@@ -18,6 +18,10 @@ pub(super) struct Session {
     pub(super) name: Box<str>,
     pub(super) ttl_ms: u64,
     pub(super) ephemeral: bool,
+    /// State time of the last entry that renewed the lease (open, keepalive,
+    /// acquire by the session, grant to an ephemeral session): a new leader
+    /// measures the lease from here, not from its election.
+    pub(super) renewed_at_ms: u64,
     /// Mirrors the lock table: the locks this session holds...
     pub(super) held: BTreeSet<LockName>,
     /// ...and those it waits for (never both for one lock).
@@ -89,8 +93,9 @@ impl Sessions {
         Ok(())
     }
 
-    /// `OpenSession` applied at `index`: the session's id is the index.
-    pub(super) fn open(&mut self, index: LogIndex, cmd: &OpenSession) -> Outcome {
+    /// `OpenSession` applied at `index` at state time `now_ms`: the
+    /// session's id is the index.
+    pub(super) fn open(&mut self, index: LogIndex, cmd: &OpenSession, now_ms: u64) -> Outcome {
         check_ttl(cmd.ttl_ms)?;
         if cmd.name.len() > SESSION_NAME_BYTES_MAX {
             return Err(LockError::invalid(
@@ -99,25 +104,41 @@ impl Sessions {
             ));
         }
         self.check_room()?;
-        self.insert(index, &cmd.name, cmd.ttl_ms, false);
+        self.insert(index, &cmd.name, cmd.ttl_ms, false, now_ms);
         Ok(Reply::SessionOpened {
             session_id: index,
             ttl_ms: cmd.ttl_ms,
         })
     }
 
-    pub(super) fn insert(&mut self, id: SessionId, name: &str, ttl_ms: u64, ephemeral: bool) {
+    /// A new session, its lease renewed at `renewed_at_ms`.
+    pub(super) fn insert(
+        &mut self,
+        id: SessionId,
+        name: &str,
+        ttl_ms: u64,
+        ephemeral: bool,
+        renewed_at_ms: u64,
+    ) {
         let old = self.live.insert(
             id,
             Session {
                 name: name.into(),
                 ttl_ms,
                 ephemeral,
+                renewed_at_ms,
                 held: BTreeSet::new(),
                 waiting: BTreeSet::new(),
             },
         );
         assert!(old.is_none(), "session id {id} reused");
+    }
+
+    /// Renews the lease of live session `id` at state time `now_ms` (never
+    /// back: state time only moves forward).
+    pub(super) fn renew(&mut self, id: SessionId, now_ms: u64) {
+        let session = self.live.get_mut(&id).expect("renewing a live session");
+        session.renewed_at_ms = session.renewed_at_ms.max(now_ms);
     }
 
     pub(super) fn remove(&mut self, id: SessionId) -> Session {
@@ -150,8 +171,11 @@ impl Sessions {
 
     /// This sub-state's own invariants (the mirror of the lock table is
     /// checked in `invariants.rs`).
-    pub(super) fn check(&self, last_applied: LogIndex) -> Result<(), String> {
+    pub(super) fn check(&self, last_applied: LogIndex, clock_ms: u64) -> Result<(), String> {
         for (id, s) in &self.live {
+            if s.renewed_at_ms > clock_ms {
+                return Err(format!("session {id} renewed in the future"));
+            }
             if s.lock_count() > LOCKS_PER_SESSION_MAX {
                 return Err(format!("session {id} has too many locks"));
             }
@@ -181,9 +205,10 @@ impl Sessions {
         Ok(())
     }
 
-    /// The sessions (by id) and the tombstones (in expiry order) for a
-    /// snapshot.
-    pub(super) fn to_snapshot(&self) -> (Vec<SessionSnap>, Vec<(u64, SessionId)>) {
+    /// The sessions (by id), their renewal times (in the same order) and the
+    /// tombstones (in expiry order) for a snapshot.
+    pub(super) fn to_snapshot(&self) -> (Vec<SessionSnap>, Vec<u64>, Vec<(u64, SessionId)>) {
+        let renewed_at_ms = self.live.values().map(|s| s.renewed_at_ms).collect();
         let sessions = self
             .live
             .iter()
@@ -194,24 +219,34 @@ impl Sessions {
                 ephemeral: s.ephemeral,
             })
             .collect();
-        (sessions, self.tombstones.order.iter().copied().collect())
+        let tombstones = self.tombstones.order.iter().copied().collect();
+        (sessions, renewed_at_ms, tombstones)
     }
 
     /// Rebuilds the sessions (holding and waiting for nothing yet: restoring
-    /// the locks fills that in) and the tombstones.
+    /// the locks fills that in), renewed at `renewed_at_ms` (one per
+    /// session, in order), and the tombstones.
     pub(super) fn restore(
         sessions: Vec<SessionSnap>,
+        renewed_at_ms: Vec<u64>,
         tombstones: Vec<(u64, SessionId)>,
     ) -> Result<Self, String> {
+        if renewed_at_ms.len() != sessions.len() {
+            return Err(format!(
+                "{} renewal times for {} sessions",
+                renewed_at_ms.len(),
+                sessions.len()
+            ));
+        }
         let mut restored = Sessions::default();
-        for s in sessions {
+        for (s, renewed_at_ms) in sessions.into_iter().zip(renewed_at_ms) {
             if s.name.len() > SESSION_NAME_BYTES_MAX {
                 return Err(format!("session {} name too long", s.id));
             }
             if restored.contains(s.id) {
                 return Err(format!("session {} twice", s.id));
             }
-            restored.insert(s.id, &s.name, s.ttl_ms, s.ephemeral);
+            restored.insert(s.id, &s.name, s.ttl_ms, s.ephemeral, renewed_at_ms);
         }
         let t = &mut restored.tombstones;
         for (at, id) in tombstones {
@@ -246,6 +281,7 @@ mod tests {
                 ttl_ms,
                 name: name.into(),
             },
+            500,
         )
     }
 
@@ -272,14 +308,16 @@ mod tests {
             }
         }
         assert_eq!(sessions.len(), 1);
-        sessions.check(8).unwrap();
-        assert!(sessions.check(6).is_err(), "an id from the future");
+        assert_eq!(sessions.live(7).map(|s| s.renewed_at_ms), Ok(500));
+        sessions.check(8, 500).unwrap();
+        assert!(sessions.check(6, 500).is_err(), "an id from the future");
+        assert!(sessions.check(8, 499).is_err(), "renewed in the future");
     }
 
     #[test]
     fn a_tombstone_answers_expired_until_its_window_passes() {
         let mut sessions = Sessions::default();
-        sessions.insert(3, "", 10_000, false);
+        sessions.insert(3, "", 10_000, false, 0);
         sessions.remove(3);
         sessions.tombstone(3, 1_000);
         assert_eq!(sessions.live(3).err(), Some(LockError::SessionExpired));
@@ -293,23 +331,38 @@ mod tests {
         assert_eq!(sessions.live(3).err(), Some(LockError::SessionExpired));
         sessions.prune_tombstones(1_000 + SESSION_TOMBSTONE_MS);
         assert!(matches!(sessions.live(3), Err(LockError::NotFound { .. })));
-        sessions.check(3).unwrap();
+        sessions.check(3, 0).unwrap();
+    }
+
+    #[test]
+    fn a_renewal_never_moves_back() {
+        let mut sessions = Sessions::default();
+        sessions.insert(1, "", 10_000, false, 100);
+        sessions.renew(1, 700);
+        sessions.renew(1, 600);
+        assert_eq!(sessions.live(1).map(|s| s.renewed_at_ms), Ok(700));
     }
 
     #[test]
     fn snapshot_round_trips_and_duplicates_are_refused() {
         let mut sessions = Sessions::default();
-        sessions.insert(1, "a", 10_000, false);
-        sessions.insert(2, "", 30_000, true);
+        sessions.insert(1, "a", 10_000, false, 40);
+        sessions.insert(2, "", 30_000, true, 0);
+        sessions.insert(3, "b", 10_000, false, 90);
         sessions.remove(2);
         sessions.tombstone(2, 5);
-        let (live, tombstones) = sessions.to_snapshot();
+        let (live, renewed, tombstones) = sessions.to_snapshot();
+        assert_eq!(renewed, vec![40, 90]);
         assert_eq!(
-            Sessions::restore(live.clone(), tombstones.clone()),
+            Sessions::restore(live.clone(), renewed.clone(), tombstones.clone()),
             Ok(sessions)
         );
         let twice = vec![live[0].clone(), live[0].clone()];
-        assert!(Sessions::restore(twice, vec![]).is_err());
-        assert!(Sessions::restore(vec![], vec![(5, 2), (6, 2)]).is_err());
+        assert!(Sessions::restore(twice, vec![0, 0], vec![]).is_err());
+        assert!(Sessions::restore(vec![], vec![], vec![(5, 2), (6, 2)]).is_err());
+        assert!(
+            Sessions::restore(live, vec![40], tombstones).is_err(),
+            "a renewal time per session"
+        );
     }
 }

@@ -30,14 +30,17 @@ pub(super) enum SnapshotFile {
     V1(SnapshotV1),
     /// V1 plus the acknowledged low-water marks.
     V2(SnapshotV2),
-    /// V2 plus the idempotency bound and the entries' ages (issue 15: the
-    /// bound evicts the oldest outcome instead of refusing new keys).
+    /// V2 plus each session's last renewal (issue 13, bug 6: a new leader
+    /// measures leases from there instead of restarting them).
     V3(SnapshotV3),
+    /// V3 plus the idempotency bound and the entries' ages (issue 15: the
+    /// bound evicts the oldest outcome instead of refusing new keys).
+    V4(SnapshotV4),
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotV3 {
-    pub(super) base: SnapshotV2,
+pub(super) struct SnapshotV4 {
+    pub(super) base: SnapshotV3,
     pub(super) idempotency_bound: BoundSnap,
 }
 
@@ -49,6 +52,14 @@ pub(super) struct BoundSnap {
     pub(super) keys_max: u64,
     /// (age_ms, at_ms) of the last eviction the bound forced.
     pub(super) forced: Option<(u64, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct SnapshotV3 {
+    pub(super) base: SnapshotV2,
+    /// State time of each session's last renewal, in the order of
+    /// `base.base.sessions`.
+    pub(super) renewed_at_ms: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,7 +120,7 @@ pub(super) struct IdempotencySnap {
 
 /// The whole state as checksummed bytes (always the newest version).
 pub(super) fn encode(state: &LockStateMachine) -> Vec<u8> {
-    let (sessions, tombstones) = state.sessions.to_snapshot();
+    let (sessions, renewed_at_ms, tombstones) = state.sessions.to_snapshot();
     let (kv, stacks) = state.resources.to_snapshot();
     let (idempotency, marks, idempotency_bound) = state.idempotency.to_snapshot();
     let base = SnapshotV1 {
@@ -122,32 +133,53 @@ pub(super) fn encode(state: &LockStateMachine) -> Vec<u8> {
         stacks,
         idempotency,
     };
-    codec::encode_checked(&SnapshotFile::V3(SnapshotV3 {
-        base: SnapshotV2 { base, marks },
+    codec::encode_checked(&SnapshotFile::V4(SnapshotV4 {
+        base: SnapshotV3 {
+            base: SnapshotV2 { base, marks },
+            renewed_at_ms,
+        },
         idempotency_bound,
     }))
 }
 
 /// Decodes snapshot bytes of any version into a state. Only the structure
 /// is checked here; the caller checks every invariant.
+///
+/// A snapshot older than V3 does not say when its sessions were last
+/// renewed: they count as renewed at its state time, so a leader after it
+/// gives each a full TTL from there (at most the old rule's delay, never an
+/// earlier expiry). One older than V4 carries no idempotency bound nor ages
+/// (see `IdempotencyCache::restore`).
 pub(super) fn decode(bytes: &[u8]) -> Result<LockStateMachine, SnapshotError> {
     let (snap, bound) = match codec::decode_checked::<SnapshotFile>(bytes)? {
         SnapshotFile::V1(base) => (
-            SnapshotV2 {
+            renewed_at_snapshot_time(SnapshotV2 {
                 base,
                 marks: Vec::new(),
-            },
+            }),
             None,
         ),
-        SnapshotFile::V2(snap) => (snap, None),
-        SnapshotFile::V3(snap) => (snap.base, Some(snap.idempotency_bound)),
+        SnapshotFile::V2(snap) => (renewed_at_snapshot_time(snap), None),
+        SnapshotFile::V3(snap) => (snap, None),
+        SnapshotFile::V4(snap) => (snap.base, Some(snap.idempotency_bound)),
     };
     from_snapshot(snap, bound).map_err(SnapshotError::Inconsistent)
 }
 
-fn from_snapshot(snap: SnapshotV2, bound: Option<BoundSnap>) -> Result<LockStateMachine, String> {
-    let SnapshotV2 { base, marks } = snap;
-    let mut sessions = Sessions::restore(base.sessions, base.tombstones)?;
+fn renewed_at_snapshot_time(base: SnapshotV2) -> SnapshotV3 {
+    let renewed_at_ms = vec![base.base.clock_ms; base.base.sessions.len()];
+    SnapshotV3 {
+        base,
+        renewed_at_ms,
+    }
+}
+
+fn from_snapshot(snap: SnapshotV3, bound: Option<BoundSnap>) -> Result<LockStateMachine, String> {
+    let SnapshotV3 {
+        base: SnapshotV2 { base, marks },
+        renewed_at_ms,
+    } = snap;
+    let mut sessions = Sessions::restore(base.sessions, renewed_at_ms, base.tombstones)?;
     let locks = Locks::restore(base.locks, &mut sessions)?;
     Ok(LockStateMachine {
         last_applied: base.last_applied,
@@ -195,10 +227,48 @@ mod tests {
         let bytes = codec::encode_checked(&SnapshotFile::V1(v1_with_one_lock(3)));
         let state = decode(&bytes).expect("decodes");
         assert_eq!(state.last_applied(), 5);
+        assert_eq!(
+            state.session_lease(3).map(|l| l.renewed_at_ms),
+            Some(0),
+            "renewed at the snapshot's state time"
+        );
         assert_eq!(state.lock("L").map(|l| l.holders.len()), Ok(1));
         state.check_invariants().unwrap();
         // Re-encoding writes the newest version.
         assert_eq!(LockStateMachine::restore(&encode(&state)), Ok(state));
+    }
+
+    #[test]
+    fn a_version_2_snapshot_counts_its_sessions_renewed_at_its_state_time() {
+        let base = SnapshotV1 {
+            clock_ms: 70_000,
+            ..v1_with_one_lock(3)
+        };
+        let bytes = codec::encode_checked(&SnapshotFile::V2(SnapshotV2 {
+            base,
+            marks: vec![],
+        }));
+        let state = decode(&bytes).expect("decodes");
+        assert_eq!(
+            state.session_lease(3).map(|l| l.renewed_at_ms),
+            Some(70_000)
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_version_3_snapshot_without_a_renewal_per_session_is_refused() {
+        let bytes = codec::encode_checked(&SnapshotFile::V3(SnapshotV3 {
+            base: SnapshotV2 {
+                base: v1_with_one_lock(3),
+                marks: vec![],
+            },
+            renewed_at_ms: vec![],
+        }));
+        assert!(matches!(
+            LockStateMachine::restore(&bytes),
+            Err(SnapshotError::Inconsistent(_))
+        ));
     }
 
     #[test]

@@ -1169,7 +1169,7 @@ fn a_replayed_reply_does_not_resurrect_an_ended_session_in_the_lease_tracker() {
                 command: command.clone(),
             };
             let applied = log.apply_keyed(command, key);
-            tracker.observe_applied(log.now_ms, &envelope, &applied, &log.sm);
+            tracker.observe_applied(&envelope, &applied, &log.sm);
             applied
         };
     let open = Command::OpenSession(OpenSession {
@@ -1226,4 +1226,83 @@ fn a_full_idempotency_cache_never_refuses_a_keepalive() {
     let again = log.apply_keyed(keepalive, Some(("victim-1", 7)));
     assert!(matches!(again.reply, Reply::KeptAlive { .. }), "{again:?}");
     log.sm.check_invariants().expect("invariants hold");
+}
+
+/// Issue 13, bug 6: the replicated state records, in state time, when each
+/// session's lease was last renewed (what a new leader measures from), by
+/// one rule: open, keepalive, any acquire by the session, a grant after a
+/// wait to an ephemeral session; a replayed reply and other commands renew
+/// nothing, and the time never goes back.
+#[test]
+fn the_state_records_each_lease_renewal_in_state_time() {
+    let mut log = Log::new();
+    let renewed_at = |log: &Log, s| log.sm.session_lease(s).map(|l| l.renewed_at_ms);
+    let a = log.open("a");
+    let b = log.open("b");
+    assert_eq!(renewed_at(&log, a), Some(1_000));
+
+    log.now_ms = 2_000;
+    let keepalive = Command::Keepalive(Keepalive { session_id: a });
+    let applied = log.apply_keyed(keepalive.clone(), Some(("a-1", 1)));
+    assert_eq!(applied.renewed, vec![a]);
+    assert_eq!(renewed_at(&log, a), Some(2_000));
+    assert_eq!(
+        renewed_at(&log, b),
+        Some(1_000),
+        "only the session kept alive"
+    );
+
+    // A retry answered from the cache is history, not a sign of life.
+    log.now_ms = 3_000;
+    let replayed = log.apply_keyed(keepalive, Some(("a-1", 1)));
+    assert!(
+        replayed.replayed && replayed.renewed.is_empty(),
+        "{replayed:?}"
+    );
+    assert_eq!(renewed_at(&log, a), Some(2_000));
+
+    // Any acquire by the session renews it, a refused one too (it acts).
+    log.token("L", a, Mode::Exclusive);
+    assert_eq!(renewed_at(&log, a), Some(3_000));
+    log.now_ms = 3_500;
+    let refused = log.acquire("L", b, Mode::Exclusive, 0);
+    assert_eq!(code(&refused.reply), "lock_held");
+    assert_eq!(refused.renewed, vec![b]);
+
+    // A waiting acquire without a session: renewed when queued and again
+    // when granted, not by the release that granted it to anyone else.
+    log.now_ms = 4_000;
+    let wait = log.apply_keyed(
+        Command::Acquire(Acquire {
+            lock: "L".into(),
+            owner: Owner::Ephemeral { ttl_ms: 1_000 },
+            mode: Mode::Exclusive,
+            wait_ms: 10_000,
+        }),
+        None,
+    );
+    let Reply::Queued { session_id: e, .. } = wait.reply else {
+        panic!("not queued: {wait:?}");
+    };
+    assert_eq!(wait.renewed, vec![e]);
+    log.now_ms = 9_000;
+    let release = log.release("L", a, None);
+    assert_eq!(granted(&release.events).len(), 1);
+    assert_eq!(
+        release.renewed,
+        vec![e],
+        "the releasing session is not renewed"
+    );
+    assert_eq!(renewed_at(&log, e), Some(9_000));
+    assert_eq!(renewed_at(&log, a), Some(3_000));
+
+    // A stamp behind state time (a new leader that had not applied its
+    // predecessor's last entries) renews at state time, never earlier.
+    log.now_ms = 8_000;
+    log.run(Command::Keepalive(Keepalive { session_id: b }));
+    assert_eq!(renewed_at(&log, b), Some(9_000));
+
+    // And the snapshot keeps it.
+    let restored = LockStateMachine::restore(&log.sm.snapshot()).expect("restores");
+    assert_eq!(restored, log.sm);
 }
