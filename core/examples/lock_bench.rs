@@ -9,7 +9,8 @@ use std::alloc::System;
 use std::time::Instant;
 
 use deadbolt_core::lock::{
-    Acquire, Command, Envelope, LockStateMachine, Mode, OpenSession, Owner, Release, Reply,
+    Acquire, Command, Envelope, Idempotency, LockStateMachine, Mode, OpenSession, Owner, Release,
+    Reply, StackPush,
 };
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -165,4 +166,41 @@ fn main() {
         );
     }
     assert_eq!(sm.lock_count(), live_locks);
+    drop(sm);
+    idempotency_memory();
+}
+
+/// Heap bytes per kept idempotency outcome: a fresh state, one session, and
+/// keyed pushes with keys shaped like the Rust client's (`<16 hex>-<seq>`)
+/// and no acknowledgements (a client that only follows the contract), so
+/// every outcome is kept.
+fn idempotency_memory() {
+    const OUTCOMES: u64 = 200_000;
+    let mut sm = LockStateMachine::new();
+    let region = Region::new(GLOBAL);
+    for i in 0..OUTCOMES {
+        let envelope = Envelope {
+            now_ms: 1_000 + i,
+            idempotency: Some(Idempotency {
+                key: format!("{:016x}-{}", i % 64, i / 64 + 1),
+                fingerprint: i,
+                acked_below: None,
+            }),
+            command: Command::StackPush(StackPush {
+                stack: "s".into(),
+                value: String::new(),
+                fence: None,
+            }),
+        };
+        let applied = sm.apply(i + 1, &envelope);
+        debug_assert!(!applied.reply.is_error());
+    }
+    let stats = region.change();
+    let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
+    println!(
+        "heap bytes per kept idempotency outcome: {:.1} ({OUTCOMES} outcomes, {:.1} MiB; the default bound of 1,000,000 would hold about {:.0} MiB)",
+        held as f64 / OUTCOMES as f64,
+        held as f64 / (1024.0 * 1024.0),
+        held as f64 / OUTCOMES as f64 * 1_000_000.0 / (1024.0 * 1024.0)
+    );
 }
