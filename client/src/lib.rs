@@ -14,6 +14,7 @@
 //! to [`ClientBuilder::seed`] (or a default source), so a simulated run is
 //! a pure function of its seed.
 
+mod claims;
 mod client;
 mod error;
 mod ids;
