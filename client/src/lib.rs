@@ -14,7 +14,6 @@
 //! to [`ClientBuilder::seed`] (or a default source), so a simulated run is
 //! a pure function of its seed.
 
-mod claims;
 mod client;
 mod error;
 mod ids;

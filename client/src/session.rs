@@ -8,7 +8,6 @@
 //! moment that passes without a newer successful keepalive. Fencing tokens
 //! keep downstream resources safe when even that guess is wrong.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,11 +15,10 @@ use deadbolt_api::limits::{
     SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, WAIT_MS_MAX,
 };
 use deadbolt_api::{AcquireRequest, AcquireResponse, CreateSessionRequest, LockMode, SessionId};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::claims::{ClaimGuard, Claims};
 use crate::{waiting, Client, Error};
 
 /// Share of the TTL assumed lost to clock drift between client and leader.
@@ -307,7 +305,6 @@ impl Client {
             lease: rx,
             keepalive,
             closed: false,
-            claims: Claims::default(),
         })
     }
 }
@@ -381,8 +378,6 @@ pub struct Session {
     lease: LeaseWatch,
     keepalive: JoinHandle<()>,
     closed: bool,
-    /// Which locks this process still uses (see `claims.rs`).
-    claims: Claims,
 }
 
 impl Session {
@@ -433,10 +428,8 @@ impl Session {
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: None,
         };
-        let (client, lock) = (self.client.clone(), name.to_owned());
-        let acquire = async move { client.acquire(&lock, &request).await };
-        let (granted, claim) = self.acquire_claimed(name, acquire).await?;
-        self.holding(granted, claim)
+        let granted = self.client.acquire(name, &request).await?;
+        self.holding(granted)
     }
 
     /// Acquires `name`, waiting as long as it takes (a wait longer than
@@ -460,62 +453,16 @@ impl Session {
         if self.is_lost() {
             return Err(Error::LeaseLost);
         }
-        let (client, lock, session, lease) = (
-            self.client.clone(),
-            name.to_owned(),
-            self.id,
-            self.lease.clone(),
-        );
-        let acquire = async move {
-            // A lost lease ends the wait: the session cannot be granted.
-            tokio::select! {
-                granted = waiting::in_rounds(&client, &lock, session, mode, round) => granted,
-                _ = lease.lost() => Err(Error::LeaseLost),
-            }
+        // A lost lease ends the wait: the session cannot be granted anything.
+        let granted = tokio::select! {
+            granted = waiting::in_rounds(&self.client, name, self.id, mode, round) => granted?,
+            _ = self.lost() => return Err(Error::LeaseLost),
         };
-        let (granted, claim) = self.acquire_claimed(name, acquire).await?;
-        self.holding(granted, claim)
-    }
-
-    /// Runs `acquire` for lock `name` in a task of its own, as one claim of
-    /// the name. A caller who stops waiting (a dropped future: a `timeout`,
-    /// a `select!`) leaves the call running to its outcome, and a grant
-    /// nobody else in this process uses is then given back: dropping the
-    /// future never leaves the session holding a lock nobody knows of, and
-    /// never releases a grant another handle holds. (The wait itself stays
-    /// queued until its `wait_ms`; asking again keeps that place.)
-    async fn acquire_claimed<F>(
-        &self,
-        name: &str,
-        acquire: F,
-    ) -> Result<(AcquireResponse, ClaimGuard), Error>
-    where
-        F: Future<Output = Result<AcquireResponse, Error>> + Send + 'static,
-    {
-        let claim = self.claims.claim(name).await;
-        let (tx, rx) = oneshot::channel();
-        let (client, lock) = (self.client.clone(), name.to_owned());
-        drop(tokio::spawn(async move {
-            let outcome = acquire.await;
-            if let Err((Ok(granted), claim)) = tx.send((outcome, claim)) {
-                give_back(&client, &lock, granted, claim).await;
-            }
-        }));
-        let mut answer = Answer {
-            rx,
-            unread: Some((self.client.clone(), name.to_owned())),
-        };
-        let answered = (&mut answer.rx).await;
-        answer.unread = None;
-        let (outcome, claim) = answered.map_err(|_| Error::Timeout {
-            // The task was dropped mid-call: its runtime is shutting down.
-            message: "the acquire was cut short: outcome unknown".into(),
-        })?;
-        Ok((outcome?, claim))
+        self.holding(granted)
     }
 
     /// The [`Lock`] for a grant of this session.
-    fn holding(&self, granted: AcquireResponse, claim: ClaimGuard) -> Result<Lock, Error> {
+    fn holding(&self, granted: AcquireResponse) -> Result<Lock, Error> {
         let lock = Lock {
             client: self.client.clone(),
             name: granted.lock,
@@ -524,7 +471,6 @@ impl Session {
             fencing_token: granted.fencing_token,
             lease: self.lease.clone(),
             released: false,
-            claim: Some(claim),
         };
         if lock.is_lost() {
             // Granted, but the lease ran out of proof while we waited: the
@@ -576,8 +522,6 @@ pub struct Lock {
     fencing_token: u64,
     lease: LeaseWatch,
     released: bool,
-    /// This handle's use of the lock name (see `claims.rs`).
-    claim: Option<ClaimGuard>,
 }
 
 impl Lock {
@@ -609,9 +553,7 @@ impl Lock {
         self.lease.clone().lost().await
     }
 
-    /// Releases the grant (also for every other handle of this session's
-    /// grant of the lock: they are one grant; dropping a handle instead
-    /// releases only when it is the last).
+    /// Releases the grant.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
         self.client
@@ -622,61 +564,17 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let Some(claim) = self.claim.take() else {
-            return;
-        };
-        if self.released {
-            return;
-        }
-        // Another handle (or a call in flight) of this session's grant of
-        // the lock still uses it: leave it held.
-        let Some(give_back) = claim.leave_giving_back() else {
-            return;
-        };
-        let client = self.client.clone();
-        let (name, session_id, token) = (self.name.clone(), self.session_id, self.fencing_token);
-        spawn_if_runtime(async move {
-            if let Err(error) = client.release(&name, session_id, Some(token)).await {
-                tracing::debug!(lock = %name, %error, "releasing a dropped lock failed");
-            }
-            drop(give_back);
-        });
-    }
-}
-
-/// The caller's end of an acquire task: dropped unread (the caller left),
-/// it gives back a grant that had already arrived.
-struct Answer {
-    rx: oneshot::Receiver<(Result<AcquireResponse, Error>, ClaimGuard)>,
-    /// Set until the answer is read.
-    unread: Option<(Client, String)>,
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        let Some((client, name)) = self.unread.take() else {
-            return;
-        };
-        // Closing first makes every later send fail (the task then gives
-        // back); what was sent before is still here to read.
-        self.rx.close();
-        if let Ok((Ok(granted), claim)) = self.rx.try_recv() {
-            spawn_if_runtime(async move { give_back(&client, &name, granted, claim).await });
+        if !self.released {
+            let client = self.client.clone();
+            let (name, session_id, token) =
+                (self.name.clone(), self.session_id, self.fencing_token);
+            spawn_if_runtime(async move {
+                if let Err(error) = client.release(&name, session_id, Some(token)).await {
+                    tracing::debug!(lock = %name, %error, "releasing a dropped lock failed");
+                }
+            });
         }
     }
-}
-
-/// A grant nobody waited for: released if no other user of this session's
-/// grant of the lock remains.
-async fn give_back(client: &Client, name: &str, granted: AcquireResponse, claim: ClaimGuard) {
-    let Some(give_back) = claim.leave_giving_back() else {
-        return;
-    };
-    let token = Some(granted.fencing_token);
-    if let Err(error) = client.release(name, granted.session_id, token).await {
-        tracing::warn!(lock = %name, %error, "giving back a grant nobody waited for failed");
-    }
-    drop(give_back);
 }
 
 #[cfg(test)]
