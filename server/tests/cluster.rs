@@ -24,45 +24,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use deadbolt_client::api::*;
-use deadbolt_client::{Client, ClientBuilder, Lock, Session, SessionOptions};
+use deadbolt_client::{Client, Lock, Session, SessionOptions};
 use nix::sys::signal::Signal;
 
 const STARTUP: Duration = Duration::from_secs(20);
-
-/// One node's addresses and data dir.
-struct NodeSpec {
-    id: u64,
-    api: String,
-    peer: String,
-    data_dir: std::path::PathBuf,
-}
-
-impl NodeSpec {
-    fn new(id: u64, root: &Path) -> NodeSpec {
-        NodeSpec {
-            id,
-            api: free_addr(),
-            peer: free_addr(),
-            data_dir: root.join(format!("data-{id}")),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.api)
-    }
-
-    fn spawn(&self, root: &Path, extra: &[&str]) -> Proc {
-        let command = serve_command(self.id, &self.data_dir, &self.api, &self.peer, extra);
-        Proc::spawn(&format!("node-{}", self.id), command, root)
-    }
-}
-
-fn client(urls: &[String]) -> Client {
-    ClientBuilder::new(urls.iter().cloned())
-        .call_timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
 
 /// Starts three founders and returns once one of them leads with a quorum.
 async fn three_nodes(root: &Path) -> (Vec<NodeSpec>, BTreeMap<u64, Proc>) {

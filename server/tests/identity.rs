@@ -15,52 +15,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use deadbolt_client::api::*;
-use deadbolt_client::{Client, ClientBuilder};
+use deadbolt_client::Client;
 
 const STARTUP: Duration = Duration::from_secs(20);
 
-struct NodeSpec {
-    id: u64,
-    api: String,
-    peer: String,
-    data_dir: PathBuf,
-}
-
-impl NodeSpec {
-    fn new(id: u64, root: &Path) -> NodeSpec {
-        NodeSpec {
-            id,
-            api: free_addr(),
-            peer: free_addr(),
-            data_dir: root.join(format!("data-{id}")),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.api)
-    }
-
-    fn spawn(&self, root: &Path, extra: &[&str]) -> Proc {
-        let command = serve_command(self.id, &self.data_dir, &self.api, &self.peer, extra);
-        Proc::spawn(&format!("node-{}", self.id), command, root)
-    }
-
-    /// What a wiped disk leaves: nothing.
-    fn wipe(&self) {
-        std::fs::remove_dir_all(&self.data_dir).expect("wipe the data dir");
-    }
-}
-
-fn client(urls: &[String]) -> Client {
-    ClientBuilder::new(urls.iter().cloned())
-        .call_timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
+/// What a wiped disk leaves: nothing.
+fn wipe(spec: &NodeSpec) {
+    std::fs::remove_dir_all(&spec.data_dir).expect("wipe the data dir");
 }
 
 /// Three founders, each serving, and every member's incarnation recorded
@@ -114,7 +80,7 @@ async fn a_wiped_founder_is_refused_while_its_peers_hold_the_cluster() {
 
     // Node 2 loses its disk and is started again with the very same flags.
     procs.get_mut(&2).expect("node 2").kill9();
-    specs[1].wipe();
+    wipe(&specs[1]);
     let mut again = specs[1].spawn(root.path(), &["--initial-cluster", &initial]);
     let status = again.wait_exit(STARTUP).await;
     let logs = again.logs();
@@ -180,7 +146,7 @@ async fn a_join_under_a_voters_id_is_refused_and_a_retried_join_accepted() {
     // Node 4 loses its disk and asks to join again under its id: refused,
     // and it says why.
     procs.get_mut(&4).expect("node 4").kill9();
-    fourth.wipe();
+    wipe(&fourth);
     let mut again = fourth.spawn(root.path(), &["--join", &founders[0]]);
     let exit = again.wait_exit(STARTUP).await;
     let logs = again.logs();

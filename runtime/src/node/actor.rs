@@ -3,7 +3,8 @@
 //! peer actors, clock) following the core's `Ready` ordering contract.
 //! (Over 1,000 lines: the event loop, the Ready path and the apply path of
 //! one actor read best together; its sub-state has its own files: `pending`,
-//! `forward`, `peer_set`, `status`, `observer`.)
+//! `forward`, `seen_forwards`, `incarnation`, `cluster_time`, `peer_set`,
+//! `status`, `observer`.)
 //!
 //! Event loop (one `biased` select, highest priority first): shutdown,
 //! storage durability reports, inbound peer messages, client requests, the
@@ -75,8 +76,9 @@ const READ_CONFIRM_MS: u64 = 1_000;
 /// change postpones an expiry by at most one checkpoint interval plus the
 /// election gap; an idle cluster pays one small entry per interval.
 const STATE_TIME_CHECKPOINTS_PER_TTL: u64 = 8;
-/// Pause between two requests for our own API address to be published.
-const API_ADDR_RETRY_MS: u64 = 1_000;
+/// Pause before a node proposes again what it asked for and does not see
+/// applied yet (its own API address, the configured settings).
+const REPROPOSE_AFTER_MS: u64 = 1_000;
 /// Longest pause of the timer: also bounds how late a `ManualClock` move is
 /// noticed.
 const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
@@ -1096,7 +1098,7 @@ impl Actor {
         if self.state.idempotency_keys_max() == keys_max
             || self
                 .configure_asked_at_ms
-                .is_some_and(|at| now_ms < at + API_ADDR_RETRY_MS)
+                .is_some_and(|at| now_ms < at + REPROPOSE_AFTER_MS)
         {
             return;
         }
@@ -1141,7 +1143,7 @@ impl Actor {
         }
         if self
             .api_addr_asked_at_ms
-            .is_some_and(|at| now_ms < at + API_ADDR_RETRY_MS)
+            .is_some_and(|at| now_ms < at + REPROPOSE_AFTER_MS)
         {
             return;
         }

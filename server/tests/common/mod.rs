@@ -174,6 +174,42 @@ pub fn serve_command(
     command
 }
 
+/// One node's addresses and data dir, on free loopback ports.
+pub struct NodeSpec {
+    pub id: u64,
+    pub api: String,
+    pub peer: String,
+    pub data_dir: PathBuf,
+}
+
+impl NodeSpec {
+    pub fn new(id: u64, root: &Path) -> NodeSpec {
+        NodeSpec {
+            id,
+            api: free_addr(),
+            peer: free_addr(),
+            data_dir: root.join(format!("data-{id}")),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn spawn(&self, root: &Path, extra: &[&str]) -> Proc {
+        let command = serve_command(self.id, &self.data_dir, &self.api, &self.peer, extra);
+        Proc::spawn(&format!("node-{}", self.id), command, root)
+    }
+}
+
+/// A client of these API URLs with a call timeout that outlasts elections.
+pub fn client(urls: &[String]) -> deadbolt_client::Client {
+    deadbolt_client::ClientBuilder::new(urls.iter().cloned())
+        .call_timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
 /// Runs a client command of the binary to completion: (exit code, stdout, stderr).
 pub fn cli(endpoints: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(bin())
