@@ -246,20 +246,20 @@ impl Client {
         &self,
         request: &CreateSessionRequest,
     ) -> Result<CreateSessionResponse, Error> {
-        self.call_json(self.mutation(Method::POST, "/v1/sessions".into(), Some(request)))
+        self.call_json(&self.mutation(Method::POST, "/v1/sessions".into(), Some(request)))
             .await
     }
 
     /// `POST /v1/sessions/{id}/keepalive`.
     pub async fn keepalive(&self, session_id: SessionId) -> Result<KeepaliveResponse, Error> {
         let path = format!("/v1/sessions/{session_id}/keepalive");
-        self.call_json(self.mutation(Method::POST, path, Some(&KeepaliveRequest {})))
+        self.call_json(&self.mutation(Method::POST, path, Some(&KeepaliveRequest {})))
             .await
     }
 
     /// `GET /v1/sessions/{id}`.
     pub async fn session_info(&self, session_id: SessionId) -> Result<SessionInfo, Error> {
-        self.call_json(self.read(format!("/v1/sessions/{session_id}")))
+        self.call_json(&self.read(format!("/v1/sessions/{session_id}")))
             .await
     }
 
@@ -267,7 +267,7 @@ impl Client {
     /// waited for.
     pub async fn delete_session(&self, session_id: SessionId) -> Result<(), Error> {
         let path = format!("/v1/sessions/{session_id}");
-        self.call_unit(self.mutation::<()>(Method::DELETE, path, None))
+        self.call_unit(&self.mutation::<()>(Method::DELETE, path, None))
             .await
     }
 
@@ -283,7 +283,36 @@ impl Client {
         let path = format!("/v1/locks/{}/acquire", name_segment(name)?);
         let mut call = self.mutation(Method::POST, path, Some(request));
         call.wait = Duration::from_millis(request.wait_ms);
-        self.call_json(call).await
+        self.call_json(&call).await
+    }
+
+    /// [`Client::acquire`], sent again with the same idempotency key after
+    /// every unknown outcome (504, no answer, deadline) until the cluster
+    /// says what happened, while `keep_asking` says the answer still
+    /// matters. A grant the caller never learns of would stay with its
+    /// session. Without idempotency keys a resend could apply twice, so the
+    /// first unknown outcome is returned as it is.
+    pub(crate) async fn acquire_until_known(
+        &self,
+        name: &str,
+        request: &AcquireRequest,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<AcquireResponse, Error> {
+        let path = format!("/v1/locks/{}/acquire", name_segment(name)?);
+        let mut call = self.mutation(Method::POST, path, Some(request));
+        call.wait = Duration::from_millis(request.wait_ms);
+        loop {
+            match self.call_json(&call).await {
+                Err(error) if error.outcome_unknown() && call.resend_after_unknown => {
+                    if !keep_asking() {
+                        return Err(error);
+                    }
+                    tracing::debug!(lock = %name, %error, "acquire outcome unknown; asking again");
+                    tokio::time::sleep(self.inner.config.backoff_max).await;
+                }
+                settled => return settled,
+            }
+        }
     }
 
     /// `POST /v1/locks/{name}/release`.
@@ -298,19 +327,19 @@ impl Client {
             session_id,
             fencing_token,
         };
-        self.call_unit(self.mutation(Method::POST, path, Some(&body)))
+        self.call_unit(&self.mutation(Method::POST, path, Some(&body)))
             .await
     }
 
     /// `GET /v1/locks/{name}` (linearizable).
     pub async fn lock_state(&self, name: &str) -> Result<LockState, Error> {
         let path = format!("/v1/locks/{}", name_segment(name)?);
-        self.call_json(self.read(path)).await
+        self.call_json(&self.read(path)).await
     }
 
     /// `GET /v1/locks?prefix=&limit=&after=`.
     pub async fn list_locks(&self, query: &ListLocksQuery) -> Result<ListLocksResponse, Error> {
-        self.call_json(self.read(list_locks_path(query))).await
+        self.call_json(&self.read(list_locks_path(query))).await
     }
 
     /// `POST /v1/locks/{name}/validate`. A POST that changes nothing, so it
@@ -324,7 +353,7 @@ impl Client {
         let mut call = self.mutation(Method::POST, path, Some(&ValidateRequest { fencing_token }));
         call.idempotency_key = None;
         call.resend_after_unknown = true;
-        self.call_json(call).await
+        self.call_json(&call).await
     }
 
     // ----- fenced KV ----------------------------------------------------
@@ -336,7 +365,7 @@ impl Client {
         request: &KvWriteRequest,
     ) -> Result<KvWriteResponse, Error> {
         let path = format!("/v1/kv/{}", name_segment(key)?);
-        self.call_json(self.mutation(Method::PUT, path, Some(request)))
+        self.call_json(&self.mutation(Method::PUT, path, Some(request)))
             .await
     }
 
@@ -347,14 +376,14 @@ impl Client {
         request: &KvWriteRequest,
     ) -> Result<KvWriteResponse, Error> {
         let path = format!("/v1/kv/{}/append", name_segment(key)?);
-        self.call_json(self.mutation(Method::POST, path, Some(request)))
+        self.call_json(&self.mutation(Method::POST, path, Some(request)))
             .await
     }
 
     /// `GET /v1/kv/{key}` (linearizable).
     pub async fn kv_get(&self, key: &str) -> Result<KvGetResponse, Error> {
         let path = format!("/v1/kv/{}", name_segment(key)?);
-        self.call_json(self.read(path)).await
+        self.call_json(&self.read(path)).await
     }
 
     // ----- stacks -------------------------------------------------------
@@ -366,7 +395,7 @@ impl Client {
         request: &StackPushRequest,
     ) -> Result<StackPushResponse, Error> {
         let path = format!("/v1/stacks/{}/push", name_segment(name)?);
-        self.call_json(self.mutation(Method::POST, path, Some(request)))
+        self.call_json(&self.mutation(Method::POST, path, Some(request)))
             .await
     }
 
@@ -377,20 +406,20 @@ impl Client {
         request: &StackPopRequest,
     ) -> Result<StackPopResponse, Error> {
         let path = format!("/v1/stacks/{}/pop", name_segment(name)?);
-        self.call_json(self.mutation(Method::POST, path, Some(request)))
+        self.call_json(&self.mutation(Method::POST, path, Some(request)))
             .await
     }
 
     /// `GET /v1/stacks/{name}` (linearizable).
     pub async fn stack_get(&self, name: &str) -> Result<StackGetResponse, Error> {
         let path = format!("/v1/stacks/{}", name_segment(name)?);
-        self.call_json(self.read(path)).await
+        self.call_json(&self.read(path)).await
     }
 
     /// `DELETE /v1/stacks/{name}`.
     pub async fn stack_delete(&self, name: &str) -> Result<(), Error> {
         let path = format!("/v1/stacks/{}", name_segment(name)?);
-        self.call_unit(self.mutation::<()>(Method::DELETE, path, None))
+        self.call_unit(&self.mutation::<()>(Method::DELETE, path, None))
             .await
     }
 
@@ -398,26 +427,26 @@ impl Client {
 
     /// `GET /v1/cluster`: the view of whichever node answers.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
-        self.call_json(self.read("/v1/cluster".into())).await
+        self.call_json(&self.read("/v1/cluster".into())).await
     }
 
     /// `POST /v1/cluster/members`.
     pub async fn add_member(&self, request: &AddMemberRequest) -> Result<(), Error> {
-        self.call_unit(self.mutation(Method::POST, "/v1/cluster/members".into(), Some(request)))
+        self.call_unit(&self.mutation(Method::POST, "/v1/cluster/members".into(), Some(request)))
             .await
     }
 
     /// `DELETE /v1/cluster/members/{id}`.
     pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
         let path = format!("/v1/cluster/members/{id}");
-        self.call_unit(self.mutation::<()>(Method::DELETE, path, None))
+        self.call_unit(&self.mutation::<()>(Method::DELETE, path, None))
             .await
     }
 
     /// `POST /v1/cluster/leader`.
     pub async fn transfer_leader(&self, id: u64) -> Result<(), Error> {
         let body = TransferLeaderRequest { id };
-        self.call_unit(self.mutation(Method::POST, "/v1/cluster/leader".into(), Some(&body)))
+        self.call_unit(&self.mutation(Method::POST, "/v1/cluster/leader".into(), Some(&body)))
             .await
     }
 
@@ -439,7 +468,7 @@ impl Client {
 
     /// `GET /openapi.json` (with retries): the server's OpenAPI document.
     pub async fn openapi(&self) -> Result<String, Error> {
-        let answer = self.execute(self.read("/openapi.json".into())).await?;
+        let answer = self.execute(&self.read("/openapi.json".into())).await?;
         Ok(String::from_utf8_lossy(&answer.1.body).into_owned())
     }
 
@@ -476,11 +505,11 @@ impl Client {
         let index = index.min(self.inner.endpoints.len() - 1);
         let mut call = self.read(path.into());
         call.retry = false;
-        let (_, answer) = self.execute_from(call, index).await?;
+        let (_, answer) = self.execute_from(&call, index).await?;
         Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
 
-    async fn call_json<T: DeserializeOwned>(&self, call: Call) -> Result<T, Error> {
+    async fn call_json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
         let (endpoint, answer) = self.execute(call).await?;
         serde_json::from_slice(&answer.body).map_err(|e| Error::Protocol {
             endpoint: self.inner.endpoints[endpoint].url.clone(),
@@ -489,11 +518,11 @@ impl Client {
         })
     }
 
-    async fn call_unit(&self, call: Call) -> Result<(), Error> {
+    async fn call_unit(&self, call: &Call) -> Result<(), Error> {
         self.execute(call).await.map(drop)
     }
 
-    async fn execute(&self, call: Call) -> Result<(usize, Answer), Error> {
+    async fn execute(&self, call: &Call) -> Result<(usize, Answer), Error> {
         let start = self.inner.preferred.load(Ordering::Relaxed) % self.inner.endpoints.len();
         self.execute_from(call, start).await
     }
@@ -501,7 +530,7 @@ impl Client {
     /// Sends `call` until it gets an answer that settles it: a 2xx, or an
     /// error other than 503/504. Rotates endpoints after 503s, 504s,
     /// connection errors and attempts without an answer.
-    async fn execute_from(&self, call: Call, start: usize) -> Result<(usize, Answer), Error> {
+    async fn execute_from(&self, call: &Call, start: usize) -> Result<(usize, Answer), Error> {
         let inner = &*self.inner;
         let config = &inner.config;
         let endpoints = &inner.endpoints;
@@ -539,7 +568,7 @@ impl Client {
             let sent = tokio::time::timeout(
                 attempt_deadline.saturating_duration_since(Instant::now()),
                 endpoint.send(
-                    || self.build_request(&call, endpoint),
+                    || self.build_request(call, endpoint),
                     call.resend_after_unknown,
                 ),
             )

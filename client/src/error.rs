@@ -80,6 +80,10 @@ pub enum Error {
         #[source]
         source: NameError,
     },
+    /// The task running a call ended without its outcome (it panicked, or
+    /// the runtime is shutting down); for a mutation the outcome is unknown.
+    #[error("the call was interrupted: {0}")]
+    Interrupted(String),
     /// The client was configured with something it cannot use.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -118,7 +122,10 @@ impl Error {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            Error::Timeout { .. } | Error::DeadlineExceeded { .. } | Error::Transport { .. }
+            Error::Timeout { .. }
+                | Error::DeadlineExceeded { .. }
+                | Error::Transport { .. }
+                | Error::Interrupted(_)
         )
     }
 

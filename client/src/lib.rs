@@ -16,6 +16,7 @@
 
 mod client;
 mod error;
+mod grants;
 mod ids;
 mod io;
 mod path;

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::grants::{Acquiring, Grants};
 use crate::{waiting, Client, Error};
 
 /// Share of the TTL assumed lost to clock drift between client and leader.
@@ -300,6 +301,7 @@ impl Client {
         ));
         Ok(Session {
             client: self.clone(),
+            grants: Grants::new(self.clone(), created.session_id),
             id: created.session_id,
             ttl,
             lease: rx,
@@ -373,6 +375,7 @@ async fn keep_alive(
 #[derive(Debug)]
 pub struct Session {
     client: Client,
+    grants: Arc<Grants>,
     id: SessionId,
     ttl: Duration,
     lease: LeaseWatch,
@@ -418,18 +421,50 @@ impl Session {
     }
 
     /// Acquires `name`, waiting up to `wait` in the lock's FIFO queue.
+    ///
+    /// Cancel-safe: a caller that stops waiting (drops the future) leaves
+    /// the call running to its outcome in the background, and a grant it
+    /// brings is given back unless another [`Lock`] or call of this session
+    /// uses the same grant. An answer lost on the way (504, a dropped
+    /// connection) is asked for again with the same idempotency key until it
+    /// is known or the lease is lost, so the call never ends with a grant
+    /// nobody knows of (except with idempotency keys turned off, where
+    /// asking again could acquire twice: the unknown outcome is returned and
+    /// a grant it hides stays with the session until the session ends).
     pub async fn lock(&self, name: &str, mode: LockMode, wait: Duration) -> Result<Lock, Error> {
         if self.is_lost() {
             return Err(Error::LeaseLost);
         }
-        let request = AcquireRequest {
+        let lock = self
+            .acquire_owned(name, self.acquire_request(mode, wait))
+            .await?;
+        vouched(lock)
+    }
+
+    fn acquire_request(&self, mode: LockMode, wait: Duration) -> AcquireRequest {
+        AcquireRequest {
             session_id: Some(self.id),
             mode,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: None,
-        };
-        let granted = self.client.acquire(name, &request).await?;
-        self.holding(granted)
+        }
+    }
+
+    /// One acquire call, run in a task of its own so that it reaches its
+    /// outcome whether or not the caller still waits for it; the grant
+    /// comes back as a [`Lock`], which gives it back if the caller is gone.
+    fn acquire_owned(
+        &self,
+        name: &str,
+        request: AcquireRequest,
+    ) -> impl std::future::Future<Output = Result<Lock, Error>> + Send + 'static {
+        let (grants, lease, name) = (self.grants.clone(), self.lease.clone(), name.to_owned());
+        async move {
+            let acquiring = grants.begin_acquire(&name).await;
+            let call = tokio::spawn(acquire_to_outcome(acquiring, grants, lease, name, request));
+            call.await
+                .unwrap_or_else(|join| Err(Error::Interrupted(join.to_string())))
+        }
     }
 
     /// Acquires `name`, waiting as long as it takes (a wait longer than
@@ -453,31 +488,15 @@ impl Session {
         if self.is_lost() {
             return Err(Error::LeaseLost);
         }
+        let request = self.acquire_request(mode, round);
+        let ask = || self.acquire_owned(name, request.clone());
         // A lost lease ends the wait: the session cannot be granted anything.
-        let granted = tokio::select! {
-            granted = waiting::in_rounds(&self.client, name, self.id, mode, round) => granted?,
+        // Rounds still on their way then run to their outcome on their own.
+        let lock = tokio::select! {
+            lock = waiting::in_rounds(ask, round) => lock?,
             _ = self.lost() => return Err(Error::LeaseLost),
         };
-        self.holding(granted)
-    }
-
-    /// The [`Lock`] for a grant of this session.
-    fn holding(&self, granted: AcquireResponse) -> Result<Lock, Error> {
-        let lock = Lock {
-            client: self.client.clone(),
-            name: granted.lock,
-            mode: granted.mode,
-            session_id: granted.session_id,
-            fencing_token: granted.fencing_token,
-            lease: self.lease.clone(),
-            released: false,
-        };
-        if lock.is_lost() {
-            // Granted, but the lease ran out of proof while we waited: the
-            // grant cannot be relied on, so give it back (on drop).
-            return Err(Error::LeaseLost);
-        }
-        Ok(lock)
+        vouched(lock)
     }
 
     /// Stops the keepalives and deletes the session, releasing its locks.
@@ -502,6 +521,38 @@ impl Drop for Session {
     }
 }
 
+/// Runs one acquire call to its outcome (see [`Session::lock`]) and turns a
+/// grant into a [`Lock`] at once, so that whoever drops it (the caller, or
+/// this task when the caller is gone) gives the grant back.
+async fn acquire_to_outcome(
+    acquiring: Acquiring,
+    grants: Arc<Grants>,
+    lease: LeaseWatch,
+    name: String,
+    request: AcquireRequest,
+) -> Result<Lock, Error> {
+    let outcome = grants
+        .client()
+        .acquire_until_known(&name, &request, || !lease.is_lost())
+        .await;
+    match outcome {
+        Ok(granted) => Ok(Lock::new(acquiring, name, granted, lease)),
+        Err(error) => {
+            acquiring.failed();
+            Err(error)
+        }
+    }
+}
+
+/// `lock` unless the lease ran out of proof while the call waited: then the
+/// grant cannot be relied on and is given back (on drop).
+fn vouched(lock: Lock) -> Result<Lock, Error> {
+    if lock.is_lost() {
+        return Err(Error::LeaseLost);
+    }
+    Ok(lock)
+}
+
 /// Runs `task` in the background if there is a runtime to run it (a value
 /// dropped outside one just skips its cleanup; the lease then runs out).
 fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -512,10 +563,13 @@ fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static
 
 /// A held lock. Use [`Lock::fencing_token`] with every write to a fenced
 /// resource, watch [`Lock::lost`], and [`Lock::release`] when done; dropping
-/// it releases in the background (best effort).
+/// it releases in the background (best effort) once no other `Lock` or
+/// call of the session shares the grant (a session that asks again for a
+/// lock it holds gets the same grant: one fencing token, several handles).
+/// [`Lock::release`] ends the grant for every handle of it.
 #[derive(Debug)]
 pub struct Lock {
-    client: Client,
+    grants: Arc<Grants>,
     name: String,
     mode: LockMode,
     session_id: SessionId,
@@ -525,6 +579,25 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// The handle of the grant an acquire call was answered with.
+    fn new(
+        acquiring: Acquiring,
+        name: String,
+        granted: AcquireResponse,
+        lease: LeaseWatch,
+    ) -> Lock {
+        debug_assert_eq!(granted.lock, name, "the server answers for the lock asked");
+        Lock {
+            grants: acquiring.granted(granted.fencing_token),
+            name,
+            mode: granted.mode,
+            session_id: granted.session_id,
+            fencing_token: granted.fencing_token,
+            lease,
+            released: false,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -553,10 +626,12 @@ impl Lock {
         self.lease.clone().lost().await
     }
 
-    /// Releases the grant.
+    /// Releases the grant (for every handle of it).
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        self.client
+        let _releasing = self.grants.releasing(&self.name, self.fencing_token);
+        self.grants
+            .client()
             .release(&self.name, self.session_id, Some(self.fencing_token))
             .await
     }
@@ -565,14 +640,7 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         if !self.released {
-            let client = self.client.clone();
-            let (name, session_id, token) =
-                (self.name.clone(), self.session_id, self.fencing_token);
-            spawn_if_runtime(async move {
-                if let Err(error) = client.release(&name, session_id, Some(token)).await {
-                    tracing::debug!(lock = %name, %error, "releasing a dropped lock failed");
-                }
-            });
+            self.grants.handle_dropped(&self.name, self.fencing_token);
         }
     }
 }

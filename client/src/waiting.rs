@@ -1,39 +1,33 @@
 //! Waits longer than the API's `wait_ms` cap: overlapping rounds that keep
 //! the place in the lock's queue.
 
+use std::future::Future;
 use std::time::Duration;
 
-use deadbolt_api::{AcquireRequest, AcquireResponse, LockMode, SessionId};
 use tokio::time::Instant;
 
-use crate::{Client, Error};
+use crate::Error;
 
 /// Pause before asking again after a transient failure.
 const TRANSIENT_PAUSE: Duration = Duration::from_millis(500);
 
-/// Waits for `name` as long as it takes, in rounds of `round` (at most the
-/// API's `wait_ms` cap). A wait that ends loses its place in the FIFO
-/// queue, but asking again while still queued keeps the place and extends
-/// the wait, so each round is asked before the previous one ends; the
-/// previous round's call then ends on its own deadline (or with the grant,
-/// which answers every call waiting for it).
-pub(crate) async fn in_rounds(
-    client: &Client,
-    name: &str,
-    session: SessionId,
-    mode: LockMode,
-    round: Duration,
-) -> Result<AcquireResponse, Error> {
-    let request = AcquireRequest {
-        session_id: Some(session),
-        mode,
-        wait_ms: u64::try_from(round.as_millis()).unwrap_or(u64::MAX),
-        ttl_ms: None,
-    };
+/// Waits for a lock as long as it takes, in rounds of `round` (at most the
+/// API's `wait_ms` cap); `ask` sends one acquire call waiting `round`. A
+/// wait that ends loses its place in the FIFO queue, but asking again while
+/// still queued keeps the place and extends the wait, so each round is
+/// asked before the previous one ends; the previous round's call then ends
+/// on its own deadline (or with the grant, which answers every call waiting
+/// for it). Dropping the returned future asks no more rounds; calls already
+/// sent are `ask`'s to settle.
+pub(crate) async fn in_rounds<T, F, Fut>(mut ask: F, round: Duration) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
     // Ask again early enough for the new deadline to commit before the
     // old one passes, even across a leader change.
     let ask_again_after = round.saturating_sub((round / 5).min(Duration::from_secs(30)));
-    let ask = || Box::pin(client.acquire(name, &request));
+    let mut ask = || Box::pin(ask());
     // At most two calls wait at once: the newest round and the one it
     // extended (which ends on its own call deadline, or with the grant).
     let mut newer = ask();

@@ -16,66 +16,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::in_process::{start, start_with};
 use deadbolt_client::api::*;
 use deadbolt_client::{Client, Error, SessionOptions};
 use deadbolt_server::config::ServeArgs;
-use deadbolt_server::server::{start as start_server, Server};
+use deadbolt_server::server::start as start_server;
 use tokio::net::TcpListener;
 
 /// Bound on every poll for a condition.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A running one-node cluster with its API.
-struct TestServer {
-    addr: SocketAddr,
-    client: Client,
-    server: Server,
-    _data: tempfile::TempDir,
-}
-
-impl TestServer {
-    /// Graceful stop, as on SIGTERM.
-    async fn stop(self) {
-        self.server.stop().await;
-    }
-}
-
-/// Starts node 1 of a one-node cluster with these extra settings and
-/// returns once it leads.
-async fn start_with(args: ServeArgs) -> TestServer {
-    let data = tempfile::tempdir().expect("temp dir");
-    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-    let addr = api.local_addr().expect("addr");
-    let peer_addr = peer.local_addr().expect("peer addr");
-    let config = ServeArgs {
-        data_dir: Some(data.path().join("node")),
-        listen_api: Some(addr.to_string()),
-        listen_peer: Some(peer_addr.to_string()),
-        ..args
-    }
-    .resolve()
-    .expect("valid settings");
-    let server = start_server(api, peer, config)
-        .await
-        .expect("server starts");
-    let handle = server.handle();
-    eventually("node 1 leads", || async {
-        handle.status().await.ok().filter(|s| s.ready).map(|_| ())
-    })
-    .await;
-    let client = Client::new([format!("http://{addr}")]).expect("client");
-    TestServer {
-        addr,
-        client,
-        server,
-        _data: data,
-    }
-}
-
-async fn start() -> TestServer {
-    start_with(ServeArgs::default()).await
-}
 
 /// Polls `check` every 10 ms until it returns Some, or panics at DEADLINE.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T

@@ -1,0 +1,476 @@
+//! The Rust client's `Session::lock` family against a real one-node
+//! cluster: a caller that stops waiting (drops the future), several handles
+//! and calls of one session sharing a grant, and waits longer than one round
+//! across a node restart. Nothing may leave a grant held by nobody, and
+//! nothing may give back a grant a live `Lock` still stands for.
+
+// Real processes, sockets and fjall: not a simulation test.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::eventually;
+use common::in_process::start;
+use deadbolt_client::api::*;
+use deadbolt_client::{Client, SessionOptions};
+use deadbolt_server::config::ServeArgs;
+use deadbolt_server::server::start as start_server;
+use tokio::net::TcpListener;
+
+/// Bound on every poll for a condition.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A caller that gives up on a wait (a `timeout` around `lock`) and asks
+/// again at once: the abandoned call and the new one are answered by the
+/// same grant, and the new `Lock` keeps it (the abandoned call must not
+/// give it back under the new handle).
+#[tokio::test]
+async fn an_abandoned_wait_never_releases_the_next_grant_of_its_session() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let held = a
+        .try_lock("rr", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    // b tries for 200 ms, gives up, and asks again (a retry loop).
+    let first = tokio::time::timeout(
+        Duration::from_millis(200),
+        b.lock("rr", LockMode::Exclusive, Duration::from_secs(30)),
+    )
+    .await;
+    assert!(first.is_err(), "b's first try times out behind a");
+    let second = b.lock("rr", LockMode::Exclusive, Duration::from_secs(30));
+    let release_later = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held.release().await.expect("a releases");
+    };
+    let (lock, ()) = tokio::join!(second, release_later);
+    let lock = lock.expect("b's second try is granted");
+    // b holds the lock and has not let go: the lock must stay b's.
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = s.client.lock_state("rr").await.expect("state");
+        let holders: Vec<_> = state
+            .holders
+            .iter()
+            .map(|h| (h.session_id, h.fencing_token))
+            .collect();
+        assert_eq!(
+            holders,
+            [(b.id(), lock.fencing_token())],
+            "b's live Lock handle was released behind its back"
+        );
+    }
+    drop(lock);
+    s.stop().await;
+}
+
+/// Two tasks of one session wait for the same lock (one queue place, both
+/// answered by the grant). The one that gives up never gives back the grant
+/// the other task holds.
+#[tokio::test]
+async fn a_caller_giving_up_never_releases_another_callers_grant() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let held = a
+        .try_lock("rs", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    let patient = b.lock("rs", LockMode::Exclusive, Duration::from_secs(30));
+    let impatient = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            b.lock("rs", LockMode::Exclusive, Duration::from_secs(30)),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the impatient caller gives up");
+    };
+    let release_later = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        held.release().await.expect("a releases");
+    };
+    let (lock, (), ()) = tokio::join!(patient, impatient, release_later);
+    let lock = lock.expect("the patient caller is granted");
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = s.client.lock_state("rs").await.expect("state");
+        assert_eq!(
+            state.holders.first().map(|h| h.fencing_token),
+            Some(lock.fencing_token()),
+            "the patient caller's live Lock was released by the other caller's give-back"
+        );
+    }
+    drop(lock);
+    s.stop().await;
+}
+
+/// A session that holds a lock and asks for it again (the API answers a
+/// re-acquire in the same mode with the same token) under a timeout that
+/// fires first: the grant the session held before the call stays held.
+#[tokio::test]
+async fn an_abandoned_reacquire_never_releases_the_lock_already_held() {
+    let s = start().await;
+    let b = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("b");
+    let lock = b
+        .try_lock("rt", LockMode::Exclusive)
+        .await
+        .expect("b holds");
+    let again = tokio::time::timeout(
+        Duration::ZERO,
+        b.lock("rt", LockMode::Exclusive, Duration::from_secs(5)),
+    )
+    .await;
+    assert!(again.is_err(), "the second call is abandoned at once");
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = s.client.lock_state("rt").await.expect("state");
+        assert_eq!(
+            state.holders.first().map(|h| h.fencing_token),
+            Some(lock.fencing_token()),
+            "the lock held before the abandoned call was released"
+        );
+    }
+    drop(lock);
+    s.stop().await;
+}
+
+/// Callers that give up while their acquire is still on its way (sent, not
+/// yet applied): every grant such a call brings is given back, none stays
+/// with the session for as long as it lives.
+#[tokio::test]
+async fn a_caller_giving_up_mid_flight_never_leaves_a_grant_behind() {
+    let s = start().await;
+    let b = s
+        .client
+        .session(SessionOptions {
+            ttl: Duration::from_secs(120),
+            ..SessionOptions::default()
+        })
+        .await
+        .expect("b");
+    let mut abandoned = Vec::new();
+    for i in 0..100u64 {
+        let name = format!("inflight-{i}");
+        let patience = Duration::from_micros(250 * (i % 16));
+        match tokio::time::timeout(patience, b.try_lock(&name, LockMode::Exclusive)).await {
+            Ok(lock) => lock.expect("granted").release().await.expect("released"),
+            Err(_) => abandoned.push(name),
+        }
+    }
+    assert!(!abandoned.is_empty(), "some callers gave up");
+    let still_held = || async {
+        s.client
+            .list_locks(&ListLocksQuery {
+                prefix: Some("inflight-".into()),
+                limit: Some(1000),
+                after: None,
+            })
+            .await
+            .expect("list")
+            .locks
+            .into_iter()
+            .filter(|l| !l.holders.is_empty())
+            .map(|l| l.lock)
+            .collect::<Vec<String>>()
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !still_held().await.is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = still_held().await;
+    assert!(
+        held.is_empty(),
+        "{} of {} abandoned acquires left their session holding the lock: {held:?}",
+        held.len(),
+        abandoned.len()
+    );
+    s.stop().await;
+}
+
+/// A loopback TCP proxy that can be shut (new connections are
+/// closed at once) and opened again, without touching connections the
+/// server already has.
+struct Gate {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    async fn to(target: SocketAddr) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
+        let addr = listener.local_addr().expect("gate addr");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let is_open = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Gate { addr, open }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `lock_until_granted` (rounds that ask again while queued) across a
+/// restart of the node it talks to: the rounds' calls, resent with their
+/// keys after the restart, learn the grant made meanwhile at once (every
+/// round's key answers with the wait's outcome), rather than when the next
+/// round asks afresh (0.8 of a round later: up to 270 s with the real
+/// 300 s rounds; here 20 s rounds).
+#[tokio::test]
+async fn rounds_learn_a_grant_made_while_their_node_restarted() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let dir = data.path().join("node");
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let (api_addr, peer_addr) = (api.local_addr().unwrap(), peer.local_addr().unwrap());
+    let settings = || {
+        ServeArgs {
+            node_id: Some(1),
+            data_dir: Some(dir.clone()),
+            listen_api: Some(api_addr.to_string()),
+            listen_peer: Some(peer_addr.to_string()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid")
+    };
+    let server = start_server(api, peer, settings()).await.expect("start");
+    let direct = Client::new([format!("http://{api_addr}")]).expect("client");
+    eventually("ready", DEADLINE, || async { direct.ready(0).await.ok() }).await;
+    let gate = Gate::to(api_addr).await;
+    // b's client rides out a few seconds of refused connections.
+    let gated = deadbolt_client::ClientBuilder::new([format!("http://{}", gate.addr)])
+        .attempts_max(1_000)
+        .build()
+        .expect("gated client");
+    let long = SessionOptions {
+        ttl: Duration::from_secs(120),
+        ..SessionOptions::default()
+    };
+    let a = direct.session(long.clone()).await.expect("a");
+    let b = gated.session(long).await.expect("b");
+    let held = a.try_lock("q", LockMode::Exclusive).await.expect("a holds");
+
+    let started = tokio::time::Instant::now();
+    let b_waits = async {
+        let lock = b
+            .lock_in_rounds("q", LockMode::Exclusive, Duration::from_secs(20))
+            .await;
+        (lock, tokio::time::Instant::now())
+    };
+    let restart_and_release = async {
+        // Rounds asked at 0 s, 16 s and 32 s; then the node restarts.
+        tokio::time::sleep(Duration::from_secs(34)).await;
+        server.stop().await;
+        gate.set_open(false);
+        let api = TcpListener::bind(api_addr).await.expect("rebind api");
+        let peer = TcpListener::bind(peer_addr).await.expect("rebind peer");
+        let server = start_server(api, peer, settings()).await.expect("restart");
+        // a lets go while b's calls are still being resent.
+        eventually("a releases", DEADLINE, || async {
+            direct
+                .release("q", a.id(), Some(held.fencing_token()))
+                .await
+                .ok()
+        })
+        .await;
+        let state = direct.lock_state("q").await.expect("state");
+        assert_eq!(state.holders.first().map(|h| h.session_id), Some(b.id()));
+        let granted_at = tokio::time::Instant::now();
+        gate.set_open(true);
+        (server, granted_at)
+    };
+    let ((lock, done_at), (server, granted_at)) = tokio::join!(b_waits, restart_and_release);
+    let lock = lock.expect("b is granted");
+    assert_eq!(lock.session_id(), b.id());
+    let late = done_at.saturating_duration_since(granted_at);
+    assert!(
+        late < Duration::from_secs(5),
+        "b learned of its grant {late:?} after it committed (started {:?} ago): \
+         the session held the lock unused meanwhile",
+        started.elapsed()
+    );
+    drop(lock);
+    drop(held);
+    server.stop().await;
+}
+
+/// `Lock::release` ends the grant for every handle of it, so a second
+/// handle of the same grant is left stale (documented). The session then
+/// takes the lock again: a newer grant, newer token, one handle. Dropping
+/// that handle gives the newer grant back (the stale handle does not keep
+/// it), and the stale handle's own drop ends nothing.
+#[tokio::test]
+async fn a_stale_handle_never_keeps_a_newer_grant_held_by_nobody() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let first = a.try_lock("sx", LockMode::Exclusive).await.expect("first");
+    let other = a
+        .try_lock("sx", LockMode::Exclusive)
+        .await
+        .expect("same grant");
+    assert_eq!(first.fencing_token(), other.fencing_token(), "one grant");
+    first.release().await.expect("released (for `other` too)");
+    let newer = a.try_lock("sx", LockMode::Exclusive).await.expect("newer");
+    assert!(newer.fencing_token() > other.fencing_token(), "a new grant");
+    drop(newer); // the only handle of the newer grant
+    drop(other); // stale since the release
+    eventually("the newer grant given back", DEADLINE, || async {
+        let state = s.client.lock_state("sx").await.ok()?;
+        state.holders.is_empty().then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+/// A caller that gives up on `lock_until_granted` (a `timeout` around it):
+/// the rounds already sent end on their own `wait_ms` and no new round is
+/// asked, so the session is not left queued (as an exclusive waiter it
+/// would block other sessions' shared requests) for a grant nobody wants.
+#[tokio::test]
+async fn an_abandoned_lock_until_granted_stops_asking() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b, c) = (
+        session().await.expect("a"),
+        session().await.expect("b"),
+        session().await.expect("c"),
+    );
+    let _held = a.try_lock("qq", LockMode::Shared).await.expect("a holds");
+    let round = Duration::from_millis(1000);
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            b.lock_in_rounds("qq", LockMode::Exclusive, round),
+        )
+        .await
+        .is_err(),
+        "b waits behind a, then its caller gives up"
+    );
+    // Well past the round b's caller last saw (1 s): b's wait is over.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let state = s.client.lock_state("qq").await.expect("state");
+    assert!(
+        state.waiters.is_empty(),
+        "an abandoned wait is still queued 4 s after a 1 s round: {:?}",
+        state.waiters
+    );
+    c.try_lock("qq", LockMode::Shared)
+        .await
+        .expect("c shares with a: nobody else wants the lock");
+    s.stop().await;
+}
+
+/// The last handle of a grant is dropped while another `lock` call of the
+/// same session for the name is in flight (which might be answered with the
+/// same grant). When that call fails instead (here: the other mode, refused
+/// at once), the dropped grant is given back all the same.
+#[tokio::test]
+async fn a_failed_call_in_flight_never_keeps_a_dropped_grant() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let shared = a.try_lock("mm", LockMode::Shared).await.expect("a shares");
+    let a = std::sync::Arc::new(a);
+    let other_mode = tokio::spawn({
+        let a = a.clone();
+        async move { a.try_lock("mm", LockMode::Exclusive).await.map(drop) }
+    });
+    // Let the other call claim the name and send its request.
+    tokio::task::yield_now().await;
+    drop(shared); // the only handle of the grant
+    assert!(
+        other_mode.await.expect("joined").is_err(),
+        "the session holds mm shared: exclusive is refused"
+    );
+    eventually("the dropped grant given back", DEADLINE, || async {
+        let state = s.client.lock_state("mm").await.ok()?;
+        state.holders.is_empty().then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+/// Two handles of one grant (the session asked twice for a lock it holds):
+/// dropping one keeps the grant for the other; dropping the second gives
+/// it back.
+#[tokio::test]
+async fn dropping_one_of_two_handles_of_a_grant_keeps_it() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let first = a.try_lock("two", LockMode::Exclusive).await.expect("first");
+    let second = a
+        .try_lock("two", LockMode::Exclusive)
+        .await
+        .expect("same grant");
+    assert_eq!(first.fencing_token(), second.fencing_token());
+    drop(first);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let state = s.client.lock_state("two").await.expect("state");
+        assert_eq!(
+            state.holders.first().map(|h| h.fencing_token),
+            Some(second.fencing_token()),
+            "the grant of a live handle was given back"
+        );
+    }
+    drop(second);
+    eventually("the grant given back", DEADLINE, || async {
+        let state = s.client.lock_state("two").await.ok()?;
+        state.holders.is_empty().then_some(())
+    })
+    .await;
+    s.stop().await;
+}
