@@ -9,8 +9,8 @@ use std::alloc::System;
 use std::time::Instant;
 
 use deadbolt_core::lock::{
-    Acquire, Command, Envelope, Idempotency, LockStateMachine, Mode, OpenSession, Owner, Release,
-    Reply, StackPush,
+    Acquire, Command, Envelope, Idempotency, Keepalive, LockStateMachine, Mode, OpenSession, Owner,
+    Release, Reply,
 };
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -170,29 +170,37 @@ fn main() {
     idempotency_memory();
 }
 
-/// Heap bytes per kept idempotency outcome: a fresh state, one session, and
-/// keyed pushes with keys shaped like the Rust client's (`<16 hex>-<seq>`)
-/// and no acknowledgements (a client that only follows the contract), so
-/// every outcome is kept.
+/// Heap bytes per kept idempotency outcome: a fresh state, one session
+/// whose keepalives carry keys shaped like the Rust client's
+/// (`<16 hex>-<seq>`, 64 prefixes) and no acknowledgements (a client that
+/// only follows the contract), so every outcome is kept (owned by the live
+/// session) and nothing else grows.
 fn idempotency_memory() {
     const OUTCOMES: u64 = 200_000;
     let mut sm = LockStateMachine::new();
+    let open = Envelope {
+        now_ms: 1_000,
+        idempotency: None,
+        command: Command::OpenSession(OpenSession {
+            ttl_ms: 60_000,
+            name: "worker".into(),
+        }),
+    };
+    let Reply::SessionOpened { session_id, .. } = sm.apply(1, &open).reply else {
+        panic!("the session opens");
+    };
     let region = Region::new(GLOBAL);
     for i in 0..OUTCOMES {
         let envelope = Envelope {
-            now_ms: 1_000 + i,
+            now_ms: 1_000 + i / 100,
             idempotency: Some(Idempotency {
                 key: format!("{:016x}-{}", i % 64, i / 64 + 1),
                 fingerprint: i,
                 acked_below: None,
             }),
-            command: Command::StackPush(StackPush {
-                stack: "s".into(),
-                value: String::new(),
-                fence: None,
-            }),
+            command: Command::Keepalive(Keepalive { session_id }),
         };
-        let applied = sm.apply(i + 1, &envelope);
+        let applied = sm.apply(i + 2, &envelope);
         debug_assert!(!applied.reply.is_error());
     }
     let stats = region.change();

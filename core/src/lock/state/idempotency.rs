@@ -2,6 +2,7 @@
 //! clients' acknowledged low-water marks.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::snapshot::{BoundSnap, IdempotencySnap, MarkSnap};
 use crate::api::limits::{
@@ -9,6 +10,10 @@ use crate::api::limits::{
     IDEMPOTENCY_WINDOW_MS,
 };
 use crate::lock::{idempotency_key_seq, Idempotency, LockError, Reply, SessionId};
+
+/// A key, stored once and shared by the cache's indexes (the cache holds up
+/// to a million of them: one copy per index cost about 70 bytes a key).
+type Key = Arc<str>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct IdempotencyEntry {
@@ -48,12 +53,12 @@ pub(super) struct IdempotencyEntry {
 /// of one after its acknowledgement is applied as new).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct IdempotencyCache {
-    entries: BTreeMap<String, IdempotencyEntry>,
-    by_owner: BTreeSet<(SessionId, String)>,
-    by_deadline: BTreeSet<(u64, String)>,
+    entries: BTreeMap<Key, IdempotencyEntry>,
+    by_owner: BTreeSet<(SessionId, Key)>,
+    by_deadline: BTreeSet<(u64, Key)>,
     /// (recorded_ms, key) of every entry: eviction order at the bound.
     /// Derived.
-    by_age: BTreeSet<(u64, String)>,
+    by_age: BTreeSet<(u64, Key)>,
     /// The bound on entries (replicated: every replica evicts alike).
     keys_max: u64,
     /// The last eviction the bound forced on an entry still inside its
@@ -128,7 +133,7 @@ impl IdempotencyCache {
                 )));
             }
         }
-        if let Some(entry) = self.entries.get(&idem.key) {
+        if let Some(entry) = self.entries.get(idem.key.as_str()) {
             return Some(if entry.fingerprint == idem.fingerprint {
                 entry.reply.clone()
             } else {
@@ -162,7 +167,7 @@ impl IdempotencyCache {
             deadline_ms,
             recorded_ms: now_ms,
         };
-        self.insert(idem.key.clone(), entry);
+        self.insert(idem.key.as_str().into(), entry);
         self.evict_over_bound(now_ms);
     }
 
@@ -203,7 +208,7 @@ impl IdempotencyCache {
             .map(|f| f.age_ms)
     }
 
-    fn insert(&mut self, key: String, entry: IdempotencyEntry) {
+    fn insert(&mut self, key: Key, entry: IdempotencyEntry) {
         match (entry.deadline_ms, entry.owner) {
             (Some(deadline), _) => {
                 self.by_deadline.insert((deadline, key.clone()));
@@ -226,20 +231,20 @@ impl IdempotencyCache {
 
     /// Forgets `key` from every index.
     fn remove(&mut self, key: &str) {
-        let Some(entry) = self.entries.remove(key) else {
+        let Some((key, entry)) = self.entries.remove_entry(key) else {
             return;
         };
+        self.unindex_prefix(&key);
         match (entry.deadline_ms, entry.owner) {
             (Some(deadline), _) => {
-                self.by_deadline.remove(&(deadline, key.to_owned()));
+                self.by_deadline.remove(&(deadline, key.clone()));
             }
             (None, Some(owner)) => {
-                self.by_owner.remove(&(owner, key.to_owned()));
+                self.by_owner.remove(&(owner, key.clone()));
             }
             (None, None) => {}
         }
-        self.by_age.remove(&(entry.recorded_ms, key.to_owned()));
-        self.unindex_prefix(key);
+        self.by_age.remove(&(entry.recorded_ms, key));
     }
 
     fn unindex_prefix(&mut self, key: &str) {
@@ -300,9 +305,9 @@ impl IdempotencyCache {
 
     /// The owner ended at `now_ms`: its entries' windows start now.
     pub(super) fn owner_ended(&mut self, owner: SessionId, now_ms: u64) {
-        let keys: Vec<(SessionId, String)> = self
+        let keys: Vec<(SessionId, Key)> = self
             .by_owner
-            .range((owner, String::new())..)
+            .range((owner, Key::from(""))..)
             .take_while(|(o, _)| *o == owner)
             .cloned()
             .collect();
@@ -463,7 +468,7 @@ impl IdempotencyCache {
             .entries
             .iter()
             .map(|(k, e)| IdempotencySnap {
-                key: k.clone(),
+                key: k.to_string(),
                 fingerprint: e.fingerprint,
                 reply: e.reply.clone(),
                 owner: e.owner,
@@ -510,7 +515,7 @@ impl IdempotencyCache {
             if e.owner.is_none() && e.deadline_ms.is_none() {
                 return Err(format!("idempotency entry {:?} never expires", e.key));
             }
-            if cache.entries.contains_key(&e.key) {
+            if cache.entries.contains_key(e.key.as_str()) {
                 return Err(format!("idempotency entry {:?} twice", e.key));
             }
             let entry = IdempotencyEntry {
@@ -520,7 +525,7 @@ impl IdempotencyCache {
                 deadline_ms: e.deadline_ms,
                 recorded_ms,
             };
-            cache.insert(e.key, entry);
+            cache.insert(e.key.into(), entry);
         }
         if let Some(b) = bound {
             if b.keys_max == 0 || cache.entries.len() as u64 > b.keys_max {
