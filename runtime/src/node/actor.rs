@@ -43,6 +43,7 @@ use super::pending::{
     AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
 };
 use super::seen_forwards::SeenForwards;
+use super::snapshot_policy::SnapshotPolicy;
 use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
 use crate::latest::Subscriber;
@@ -149,8 +150,8 @@ pub(crate) struct Actor {
     seen_forwards: SeenForwards,
 
     applied_index: LogIndex,
-    snapshot_index: LogIndex,
-    snapshot_threshold_entries: u64,
+    /// When to compact the log: entries and bytes since the last snapshot.
+    snapshots: SnapshotPolicy,
     expire_sessions_in_flight: Option<LogIndex>,
     expire_waiters_in_flight: Option<LogIndex>,
     api_addr_asked_at_ms: Option<u64>,
@@ -197,8 +198,7 @@ impl Actor {
             pending: Pending::new(start.first_request_id),
             seen_forwards: SeenForwards::default(),
             applied_index: snapshot_index,
-            snapshot_index,
-            snapshot_threshold_entries: start.snapshot_threshold_entries.max(1),
+            snapshots: SnapshotPolicy::new(start.snapshot_threshold_entries, snapshot_index),
             expire_sessions_in_flight: None,
             expire_waiters_in_flight: None,
             api_addr_asked_at_ms: None,
@@ -764,6 +764,7 @@ impl Actor {
             }
             EntryPayload::Command(bytes) => bytes,
         };
+        self.snapshots.applied(bytes.len());
         let envelope = match Envelope::from_bytes(&bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -853,7 +854,7 @@ impl Actor {
             .fetch_add(1, Ordering::Relaxed);
         self.pending.fail_covered_by_snapshot(index);
         self.applied_index = self.applied_index.max(index);
-        self.snapshot_index = index;
+        self.snapshots.installed(index);
     }
 
     fn serve_reads(&mut self) {
@@ -920,16 +921,15 @@ impl Actor {
         matches!(voters.next(), Some((id, _)) if *id == self.me.id) && voters.next().is_none()
     }
 
-    /// Past the threshold, and (on a leader) every follower already holds
-    /// the entries the compaction drops — else a follower with appends in
-    /// flight would need a whole snapshot. A follower lagging by more than
-    /// another threshold does not hold compaction back any longer.
+    /// Due by the [`SnapshotPolicy`], and (on a leader) every follower
+    /// already holds the entries the compaction drops — else a follower
+    /// with appends in flight would need a whole snapshot. A follower
+    /// lagging until the snapshot is overdue does not hold it back longer.
     fn snapshot_due(&self) -> bool {
-        let since = self.applied_index.saturating_sub(self.snapshot_index);
-        if since < self.snapshot_threshold_entries {
+        if !self.snapshots.due(self.applied_index) {
             return false;
         }
-        if self.replica.role() != Role::Leader || since >= 2 * self.snapshot_threshold_entries {
+        if self.replica.role() != Role::Leader || self.snapshots.overdue(self.applied_index) {
             return true;
         }
         self.replica
@@ -944,7 +944,7 @@ impl Actor {
         let data = self.state.snapshot();
         match self.replica.snapshot_taken(index, data.clone()) {
             Ok(meta) => {
-                self.snapshot_index = index;
+                self.snapshots.taken(index, data.len());
                 self.metrics.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     node_id = self.me.id,
@@ -958,7 +958,7 @@ impl Actor {
             }
             Err(error) => {
                 tracing::debug!(node_id = self.me.id, %error, "snapshot not taken");
-                self.snapshot_index = self.snapshot_index.max(index);
+                self.snapshots.skipped(index);
             }
         }
     }

@@ -16,6 +16,7 @@ mod observer;
 mod peer_set;
 mod pending;
 mod seen_forwards;
+mod snapshot_policy;
 mod status;
 
 use std::collections::BTreeMap;
