@@ -207,6 +207,10 @@ struct Inner {
     config: ClientBuilder,
 }
 
+/// A call its owner may send again as the same request (same idempotency
+/// key, acknowledged only when the call is dropped).
+pub(crate) struct RepeatableCall(Call);
+
 /// One logical call, sent as many times as the retry policy allows.
 struct Call {
     method: Method,
@@ -286,28 +290,91 @@ impl Client {
         self.call_json(&call).await
     }
 
-    /// [`Client::acquire`], sent again with the same idempotency key after
-    /// every unknown outcome (504, no answer, deadline) until the cluster
-    /// says what happened, while `keep_asking` says the answer still
-    /// matters. A grant the caller never learns of would stay with its
-    /// session. Without idempotency keys a resend could apply twice, so the
-    /// first unknown outcome is returned as it is.
-    pub(crate) async fn acquire_until_known(
+    /// An acquire that can be sent more than once as the same request
+    /// (same idempotency key). A session's acquire may be sent again after
+    /// an unknown outcome even without a key: asking again for what the
+    /// session holds returns the same grant, and asking again while queued
+    /// keeps the place.
+    pub(crate) fn acquire_call(
         &self,
         name: &str,
         request: &AcquireRequest,
-        keep_asking: impl Fn() -> bool,
-    ) -> Result<AcquireResponse, Error> {
+    ) -> Result<RepeatableCall, Error> {
         let path = format!("/v1/locks/{}/acquire", name_segment(name)?);
         let mut call = self.mutation(Method::POST, path, Some(request));
         call.wait = Duration::from_millis(request.wait_ms);
+        call.resend_after_unknown |= request.session_id.is_some();
+        Ok(RepeatableCall(call))
+    }
+
+    /// `call` (from [`Client::acquire_call`]), sent again after every unknown
+    /// outcome (504, no answer, deadline) until the cluster says what
+    /// happened, while `keep_asking` says the answer still matters.
+    pub(crate) async fn acquire_until_known(
+        &self,
+        call: &RepeatableCall,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<AcquireResponse, Error> {
+        let (endpoint, answer) = self
+            .execute_until_known(&call.0, false, keep_asking)
+            .await?;
+        self.parse_answer(endpoint, &answer)
+    }
+
+    /// A release of one grant that can be sent more than once. Without an
+    /// idempotency key a resend after an unknown outcome may answer
+    /// `not_holder` for a release that happened.
+    pub(crate) fn release_call(
+        &self,
+        name: &str,
+        session_id: SessionId,
+        fencing_token: u64,
+    ) -> Result<RepeatableCall, Error> {
+        let path = format!("/v1/locks/{}/release", name_segment(name)?);
+        let body = ReleaseRequest {
+            session_id,
+            fencing_token: Some(fencing_token),
+        };
+        let mut call = self.mutation(Method::POST, path, Some(&body));
+        call.resend_after_unknown = true;
+        Ok(RepeatableCall(call))
+    }
+
+    /// `call` (from [`Client::release_call`]) through the usual retries.
+    pub(crate) async fn release_once(&self, call: &RepeatableCall) -> Result<(), Error> {
+        self.call_unit(&call.0).await
+    }
+
+    /// `call` (from [`Client::release_call`]) sent again after every
+    /// transient failure (refused before proposing, or unknown outcome)
+    /// while `keep_asking` says it still matters.
+    pub(crate) async fn release_until_known(
+        &self,
+        call: &RepeatableCall,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<(), Error> {
+        self.execute_until_known(&call.0, true, keep_asking)
+            .await
+            .map(drop)
+    }
+
+    /// Sends `call` until it settles: an unknown outcome (and, with
+    /// `retry_unavailable`, a refusal before proposing) is sent again after
+    /// a pause, as long as resending is safe and `keep_asking()`.
+    async fn execute_until_known(
+        &self,
+        call: &Call,
+        retry_unavailable: bool,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<(usize, Answer), Error> {
         loop {
-            match self.call_json(&call).await {
-                Err(error) if error.outcome_unknown() && call.resend_after_unknown => {
-                    if !keep_asking() {
-                        return Err(error);
-                    }
-                    tracing::debug!(lock = %name, %error, "acquire outcome unknown; asking again");
+            match self.execute(call).await {
+                Err(error)
+                    if ((error.outcome_unknown() && call.resend_after_unknown)
+                        || (retry_unavailable && matches!(error, Error::Unavailable { .. })))
+                        && keep_asking() =>
+                {
+                    tracing::debug!(path = %call.path, %error, "outcome unknown; asking again");
                     tokio::time::sleep(self.inner.config.backoff_max).await;
                 }
                 settled => return settled,
@@ -511,6 +578,14 @@ impl Client {
 
     async fn call_json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
         let (endpoint, answer) = self.execute(call).await?;
+        self.parse_answer(endpoint, &answer)
+    }
+
+    fn parse_answer<T: DeserializeOwned>(
+        &self,
+        endpoint: usize,
+        answer: &Answer,
+    ) -> Result<T, Error> {
         serde_json::from_slice(&answer.body).map_err(|e| Error::Protocol {
             endpoint: self.inner.endpoints[endpoint].url.clone(),
             status: answer.status,

@@ -1,6 +1,7 @@
 //! A session's book of its grants: which [`crate::Lock`] handles and which
 //! acquire calls still own each grant, so that a grant is given back to the
-//! cluster exactly when nothing of the session can use it any more.
+//! cluster exactly when nothing of the session can use it any more, and a
+//! give-back, once decided, reaches the cluster.
 //!
 //! The server answers a session that asks again for a lock it holds (same
 //! mode) with the same grant, and a session queued twice for a lock is
@@ -12,19 +13,27 @@
 //!   the name is in flight (it may be answered with that same grant): then
 //!   the give-back is owed, and paid when the last such call settles
 //!   without taking the grant over;
-//! - a new acquire call for a name waits while a give-back of that name is
-//!   on its way, so that the release cannot end a grant the call is
-//!   answered with;
+//! - an explicit release ends the grant for every handle, present or
+//!   still to come from calls in flight: those read as lost at once
+//!   ([`Grants::is_ended`]), and the release is sent once the calls settled;
+//! - a new acquire call for a name waits while a release of that name is on
+//!   its way, so that the release cannot end a grant the call is answered
+//!   with;
 //! - releases carry their fencing token, so a give-back of a grant that
-//!   already ended is refused by the server and ends nothing else.
+//!   already ended is refused by the server and ends nothing else;
+//! - every release runs in a task on the session's runtime (whichever
+//!   thread drops a handle, whether or not its caller waits) and is asked
+//!   again after transient failures while the lease lives: a grant held by
+//!   nobody would otherwise stay with the session as long as it lives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use deadbolt_api::SessionId;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
-use crate::Client;
+use crate::session::LeaseWatch;
+use crate::{Client, Error};
 
 /// One grant of the session: lock name and fencing token.
 type GrantKey = (String, u64);
@@ -34,9 +43,15 @@ type GrantKey = (String, u64);
 pub(crate) struct Grants {
     client: Client,
     session_id: SessionId,
+    lease: LeaseWatch,
+    /// The session's runtime: releases run there, so that a handle dropped
+    /// on a thread without one is still given back.
+    runtime: tokio::runtime::Handle,
     book: Mutex<Book>,
-    /// Wakes acquire calls waiting for a give-back of their name to end.
-    given_back: Notify,
+    /// Wakes whoever waits for the book to change: acquire calls waiting
+    /// for a release of their name, releases waiting for calls to settle,
+    /// handles watching for their grant's end.
+    changed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +64,9 @@ struct Book {
     owed: BTreeSet<GrantKey>,
     /// Releases on their way per lock name.
     releasing: BTreeMap<String, u32>,
+    /// Grants released by a handle's owner: every handle of them is lost.
+    /// Kept while handles of them live or their release is on its way.
+    ended: BTreeSet<GrantKey>,
 }
 
 fn decrement<K: Ord>(counts: &mut BTreeMap<K, u32>, key: &K) {
@@ -60,13 +78,25 @@ fn decrement<K: Ord>(counts: &mut BTreeMap<K, u32>, key: &K) {
     }
 }
 
+impl Book {
+    /// Forgets that `key` ended once nothing can still see it.
+    fn forget_ended_if_unseen(&mut self, key: &GrantKey) {
+        if !self.handles.contains_key(key) && !self.releasing.contains_key(&key.0) {
+            self.ended.remove(key);
+        }
+    }
+}
+
 impl Grants {
-    pub(crate) fn new(client: Client, session_id: SessionId) -> Arc<Grants> {
+    /// The book of `session_id`; must be called on the session's runtime.
+    pub(crate) fn new(client: Client, session_id: SessionId, lease: LeaseWatch) -> Arc<Grants> {
         Arc::new(Grants {
             client,
             session_id,
+            lease,
+            runtime: tokio::runtime::Handle::current(),
             book: Mutex::new(Book::default()),
-            given_back: Notify::new(),
+            changed: Notify::new(),
         })
     }
 
@@ -75,28 +105,56 @@ impl Grants {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers an acquire call for `name`, once no release of that name
-    /// is on its way. Cancel-safe: nothing is registered until it returns.
-    pub(crate) async fn begin_acquire(self: &Arc<Self>, name: &str) -> Acquiring {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn lease(&self) -> &LeaseWatch {
+        &self.lease
+    }
+
+    /// Waits until `ready` holds for the book, then runs `then` on it, both
+    /// under one lock. Cancel-safe: nothing changes until it returns.
+    async fn when<T>(&self, ready: impl Fn(&Book) -> bool, then: impl FnOnce(&mut Book) -> T) -> T {
         loop {
-            let notified = self.given_back.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
-            // Register before checking, so a give-back ending in between
-            // is not missed.
+            // Register before checking, so a change in between is not missed.
             notified.as_mut().enable();
             {
                 let mut book = self.book();
-                if !book.releasing.contains_key(name) {
-                    *book.calls.entry(name.to_owned()).or_default() += 1;
-                    return Acquiring {
-                        grants: self.clone(),
-                        name: name.to_owned(),
-                        settled: false,
-                    };
+                if ready(&book) {
+                    return then(&mut book);
                 }
             }
             notified.await;
         }
+    }
+
+    /// Registers an acquire call for `name`, once no release of that name
+    /// is on its way.
+    pub(crate) async fn begin_acquire(self: &Arc<Self>, name: &str) -> Acquiring {
+        self.when(
+            |book| !book.releasing.contains_key(name),
+            |book| *book.calls.entry(name.to_owned()).or_default() += 1,
+        )
+        .await;
+        Acquiring {
+            grants: self.clone(),
+            name: name.to_owned(),
+            settled: false,
+        }
+    }
+
+    /// Whether the grant was released through one of its handles.
+    pub(crate) fn is_ended(&self, name: &str, token: u64) -> bool {
+        self.book().ended.contains(&(name.to_owned(), token))
+    }
+
+    /// Resolves once the grant was released through one of its handles.
+    pub(crate) async fn ended(&self, name: &str, token: u64) {
+        let key = (name.to_owned(), token);
+        self.when(|book| book.ended.contains(&key), |_| ()).await;
     }
 
     /// A handle of `(name, token)` was dropped without releasing.
@@ -106,90 +164,143 @@ impl Grants {
             let mut book = self.book();
             decrement(&mut book.handles, &key);
             if book.handles.contains_key(&key) {
-                false
+                None
+            } else if book.ended.contains(&key) {
+                // Its owner released it already.
+                book.forget_ended_if_unseen(&key);
+                None
             } else if book.calls.contains_key(name) {
-                book.owed.insert(key.clone());
-                false
+                book.owed.insert(key);
+                None
             } else {
-                *book.releasing.entry(key.0.clone()).or_default() += 1;
-                true
+                Some(self.releasing(&mut book, key))
             }
         };
-        if give_back {
-            self.spawn_release(key);
+        if let Some(releasing) = give_back {
+            self.spawn_release(releasing, None);
         }
     }
 
-    /// A handle of `(name, token)` is being released by its owner: the
-    /// grant ends for every handle of it, so no acquire call may start for
-    /// the name until the release has settled (the returned guard is
-    /// dropped, whether the release finished or was abandoned).
-    pub(crate) fn releasing(self: &Arc<Self>, name: &str, token: u64) -> Releasing {
+    /// A handle's owner releases `(name, token)`: the grant ends for every
+    /// handle of it now, and the release is sent once the name's calls in
+    /// flight settled. The receiver gets the first attempt's outcome; a
+    /// transient failure is asked again in the background while the lease
+    /// lives, whether or not anybody still waits.
+    pub(crate) fn release(
+        self: &Arc<Self>,
+        name: &str,
+        token: u64,
+    ) -> oneshot::Receiver<Result<(), Error>> {
         let key = (name.to_owned(), token);
-        let mut book = self.book();
-        decrement(&mut book.handles, &key);
-        book.owed.remove(&key);
+        let releasing = {
+            let mut book = self.book();
+            decrement(&mut book.handles, &key);
+            book.owed.remove(&key);
+            book.ended.insert(key.clone());
+            self.releasing(&mut book, key)
+        };
+        self.changed.notify_waiters();
+        let (tx, rx) = oneshot::channel();
+        self.spawn_release(releasing, Some(tx));
+        rx
+    }
+
+    /// Counts a release of `key` as on its way until the guard drops.
+    fn releasing(self: &Arc<Self>, book: &mut Book, key: GrantKey) -> Releasing {
         *book.releasing.entry(key.0.clone()).or_default() += 1;
         Releasing {
             grants: self.clone(),
-            name: key.0,
+            key,
         }
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// A release of `name` settled (whatever its outcome).
-    fn released(&self, name: &str) {
-        decrement(&mut self.book().releasing, &name.to_owned());
-        self.given_back.notify_waiters();
-    }
-
-    /// Gives back grants whose releases were already counted in
-    /// `releasing`; without a runtime to run them the counts are undone
-    /// (the session's lease then ends the grants).
-    fn spawn_release(self: &Arc<Self>, (name, token): GrantKey) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.released(&name);
-            return;
-        };
-        let grants = self.clone();
-        drop(runtime.spawn(async move {
-            let outcome = grants
-                .client
-                .release(&name, grants.session_id, Some(token))
-                .await;
-            if let Err(error) = outcome {
-                tracing::debug!(lock = %name, token, %error, "giving back a dropped grant failed");
-            }
-            grants.released(&name);
-        }));
+    /// Sends the release of `releasing` in a task on the session's runtime.
+    /// A runtime that is shut down drops the task unrun, and with it the
+    /// guard: the count comes back either way.
+    fn spawn_release(
+        &self,
+        releasing: Releasing,
+        owner: Option<oneshot::Sender<Result<(), Error>>>,
+    ) {
+        drop(self.runtime.spawn(release_task(releasing, owner)));
     }
 
     #[cfg(test)]
-    fn counts(&self) -> (usize, usize, usize, usize) {
+    fn counts(&self) -> (usize, usize, usize, usize, usize) {
         let book = self.book();
         (
             book.calls.len(),
             book.handles.len(),
             book.owed.len(),
             book.releasing.len(),
+            book.ended.len(),
         )
     }
 }
 
-/// A release by a handle's owner on its way; dropping it lets acquire calls
-/// for the name start again.
+/// Sends one release once no acquire call for its name is in flight; the
+/// first outcome goes to `owner`, then a transient failure (refused before
+/// proposing, or unknown) is asked again while the lease lives.
+async fn release_task(releasing: Releasing, owner: Option<oneshot::Sender<Result<(), Error>>>) {
+    let grants = releasing.grants.clone();
+    let (name, token) = releasing.key.clone();
+    grants
+        .when(|book| !book.calls.contains_key(&name), |_| ())
+        .await;
+    let client = grants.client.clone();
+    let call = match client.release_call(&name, grants.session_id, token) {
+        Ok(call) => call,
+        Err(error) => {
+            if let Some(owner) = owner {
+                let _ = owner.send(Err(error));
+            }
+            return;
+        }
+    };
+    let first = client.release_once(&call).await;
+    let transient = matches!(&first, Err(error) if is_transient(error));
+    match owner {
+        Some(owner) => {
+            let _ = owner.send(first);
+        }
+        None => {
+            if let Err(error) = &first {
+                tracing::debug!(lock = %name, token, %error, "giving back a dropped grant failed");
+            }
+        }
+    }
+    if transient {
+        let lease = grants.lease.clone();
+        let outcome = client.release_until_known(&call, || !lease.is_lost()).await;
+        if let Err(error) = outcome {
+            tracing::debug!(lock = %name, token, %error, "releasing a grant failed for good");
+        }
+    }
+    drop(releasing);
+}
+
+/// Failures after which the release may still be needed: it was refused
+/// before it was proposed, or its outcome is unknown.
+fn is_transient(error: &Error) -> bool {
+    error.outcome_unknown() || matches!(error, Error::Unavailable { .. })
+}
+
+/// A release on its way; dropping it (the release settled, or its task was
+/// dropped) lets acquire calls for the name start again.
 #[derive(Debug)]
-pub(crate) struct Releasing {
+struct Releasing {
     grants: Arc<Grants>,
-    name: String,
+    key: GrantKey,
 }
 
 impl Drop for Releasing {
     fn drop(&mut self) {
-        self.grants.released(&self.name);
+        {
+            let mut book = self.grants.book();
+            decrement(&mut book.releasing, &self.key.0);
+            book.forget_ended_if_unseen(&self.key);
+        }
+        self.grants.changed.notify_waiters();
     }
 }
 
@@ -219,8 +330,9 @@ impl Acquiring {
     fn settle(&mut self, granted: Option<u64>) {
         assert!(!self.settled, "an acquire call settles once");
         self.settled = true;
-        let owed: Vec<GrantKey> = {
-            let mut book = self.grants.book();
+        let grants = &self.grants;
+        let owed: Vec<Releasing> = {
+            let mut book = grants.book();
             decrement(&mut book.calls, &self.name);
             if let Some(token) = granted {
                 let key = (self.name.clone(), token);
@@ -237,15 +349,17 @@ impl Acquiring {
                     .filter(|(owed_name, _)| owed_name == name)
                     .cloned()
                     .collect();
-                for key in &owed {
-                    book.owed.remove(key);
-                    *book.releasing.entry(key.0.clone()).or_default() += 1;
-                }
-                owed
+                owed.into_iter()
+                    .map(|key| {
+                        book.owed.remove(&key);
+                        grants.releasing(&mut book, key)
+                    })
+                    .collect()
             }
         };
-        for key in owed {
-            self.grants.spawn_release(key);
+        grants.changed.notify_waiters();
+        for releasing in owed {
+            grants.spawn_release(releasing, None);
         }
     }
 }
@@ -260,84 +374,161 @@ impl Drop for Acquiring {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::session::{lease_channel, LeaseState};
 
-    fn grants() -> Arc<Grants> {
-        // Never contacted: these tests run without a runtime, where
-        // give-backs are skipped (and counted back at once).
-        Grants::new(Client::new(["http://127.0.0.1:9"]).unwrap(), SessionId(7))
-    }
-
-    fn begin(grants: &Arc<Grants>, name: &str) -> Acquiring {
-        block_on(grants.begin_acquire(name))
-    }
-
-    /// The book's waits never block in these tests: without a runtime no
-    /// give-back is ever in flight.
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// A book on its own runtime, for a session nobody serves (releases
+    /// fail at once: nothing listens on the port).
+    fn grants(runtime: &tokio::runtime::Runtime) -> Arc<Grants> {
+        let _entered = runtime.enter();
+        let client = crate::ClientBuilder::new(["http://127.0.0.1:9"])
+            .attempts_max(1)
             .build()
-            .expect("runtime");
-        runtime.block_on(future)
+            .unwrap();
+        // A lease already lost: failed releases are not asked again.
+        let (_publisher, lease) = lease_channel(LeaseState::Lost(crate::LostReason::Closed));
+        Grants::new(client, SessionId(7), lease)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Runs the runtime until the book has no release on its way.
+    fn settle_releases(runtime: &tokio::runtime::Runtime, g: &Arc<Grants>) {
+        runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                g.when(|book| book.releasing.is_empty(), |_| ()),
+            )
+            .await
+            .expect("releases settle")
+        });
+    }
+
+    fn begin(runtime: &tokio::runtime::Runtime, g: &Arc<Grants>, name: &str) -> Acquiring {
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), g.begin_acquire(name))
+                .await
+                .expect("an acquire call starts")
+        })
     }
 
     #[test]
     fn the_last_handle_of_a_grant_gives_it_back_and_the_book_empties() {
-        let g = grants();
-        let call = begin(&g, "a");
-        call.granted(10);
-        let second = begin(&g, "a");
-        second.granted(10);
-        assert_eq!(g.counts(), (0, 1, 0, 0));
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        begin(&rt, &g, "a").granted(10);
+        assert_eq!(g.counts(), (0, 1, 0, 0, 0));
         g.handle_dropped("a", 10);
-        assert_eq!(g.counts(), (0, 1, 0, 0), "one handle left");
+        assert_eq!(g.counts(), (0, 1, 0, 0, 0), "one handle left");
         g.handle_dropped("a", 10);
-        assert_eq!(g.counts(), (0, 0, 0, 0));
+        assert_eq!(g.counts(), (0, 0, 0, 1, 0), "given back");
+        settle_releases(&rt, &g);
+        assert_eq!(g.counts(), (0, 0, 0, 0, 0));
     }
 
     #[test]
     fn a_grant_dropped_while_a_call_is_in_flight_is_owed_until_the_call_settles() {
-        let g = grants();
-        begin(&g, "a").granted(10);
-        let call = begin(&g, "a");
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        let call = begin(&rt, &g, "a");
         g.handle_dropped("a", 10);
-        assert_eq!(g.counts(), (1, 0, 1, 0), "owed, not given back");
+        assert_eq!(g.counts(), (1, 0, 1, 0, 0), "owed, not given back");
         call.failed();
-        assert_eq!(g.counts(), (0, 0, 0, 0), "paid when the call settles");
+        assert_eq!(g.counts(), (0, 0, 0, 1, 0), "paid when the call settles");
+        settle_releases(&rt, &g);
     }
 
     #[test]
     fn a_call_answered_with_the_owed_grant_takes_it_over() {
-        let g = grants();
-        begin(&g, "a").granted(10);
-        let call = begin(&g, "a");
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        let call = begin(&rt, &g, "a");
         g.handle_dropped("a", 10);
         call.granted(10);
-        assert_eq!(g.counts(), (0, 1, 0, 0), "the new handle owns it");
+        assert_eq!(g.counts(), (0, 1, 0, 0, 0), "the new handle owns it");
     }
 
     #[test]
     fn an_abandoned_call_settles_as_failed() {
-        let g = grants();
-        begin(&g, "a").granted(10);
-        let call = begin(&g, "a");
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        let call = begin(&rt, &g, "a");
         g.handle_dropped("a", 10);
         drop(call);
-        assert_eq!(g.counts(), (0, 0, 0, 0));
+        assert_eq!(g.counts(), (0, 0, 0, 1, 0));
+        settle_releases(&rt, &g);
     }
 
     #[test]
-    fn a_release_ends_only_its_own_count() {
-        let g = grants();
-        begin(&g, "a").granted(10);
-        begin(&g, "a").granted(10);
-        let releasing = g.releasing("a", 10);
-        assert_eq!(g.counts(), (0, 1, 0, 1));
-        drop(releasing);
-        begin(&g, "a").granted(20);
-        g.handle_dropped("a", 20);
-        assert_eq!(g.counts(), (0, 1, 0, 0), "the stale handle of 10 is left");
+    fn a_release_ends_the_grant_for_every_handle_and_calls_in_flight() {
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        begin(&rt, &g, "a").granted(10);
+        let call = begin(&rt, &g, "a");
+        let outcome = g.release("a", 10);
+        assert!(g.is_ended("a", 10), "the other handle reads as lost");
+        assert_eq!(
+            g.counts(),
+            (1, 1, 0, 1, 1),
+            "the release waits for the call"
+        );
+        call.granted(10);
+        assert!(g.is_ended("a", 10), "a handle from a call in flight too");
+        let sent = rt.block_on(outcome).expect("the owner hears");
+        assert!(sent.is_err(), "nothing serves this session");
+        settle_releases(&rt, &g);
         g.handle_dropped("a", 10);
-        assert_eq!(g.counts(), (0, 0, 0, 0));
+        g.handle_dropped("a", 10);
+        assert_eq!(
+            g.counts(),
+            (0, 0, 0, 0, 0),
+            "no give-back of an ended grant"
+        );
+        begin(&rt, &g, "a").granted(20);
+        assert!(!g.is_ended("a", 20), "a newer grant is not ended");
+    }
+
+    #[test]
+    fn a_new_call_waits_for_a_release_of_its_name() {
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        g.handle_dropped("a", 10);
+        let waited = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), g.begin_acquire("a")).await
+        });
+        let call = waited.expect("starts once the release settled");
+        assert_eq!(g.counts(), (1, 0, 0, 0, 0));
+        call.failed();
+    }
+
+    #[test]
+    fn a_give_back_whose_runtime_shut_down_never_blocks_the_name() {
+        let short_lived = runtime();
+        let g = grants(&short_lived);
+        begin(&short_lived, &g, "a").granted(10);
+        // The give-back is queued on the session's runtime, which then
+        // shuts down before running it.
+        g.handle_dropped("a", 10);
+        drop(short_lived);
+        assert_eq!(
+            g.counts(),
+            (0, 0, 0, 0, 0),
+            "the unrun release is not counted"
+        );
+        let rt = runtime();
+        begin(&rt, &g, "a").failed();
     }
 }

@@ -15,7 +15,7 @@ use deadbolt_api::limits::{
     SESSION_TTL_MS_DEFAULT, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, WAIT_MS_MAX,
 };
 use deadbolt_api::{AcquireRequest, AcquireResponse, CreateSessionRequest, LockMode, SessionId};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -24,6 +24,9 @@ use crate::{waiting, Client, Error};
 
 /// Share of the TTL assumed lost to clock drift between client and leader.
 pub const DRIFT_ALLOWANCE_DEFAULT: f64 = 0.1;
+/// How long an abandoned acquire waits, after hanging up, before asking
+/// what happened (time for the cluster to withdraw the wait).
+const WITHDRAWAL_PAUSE: Duration = Duration::from_millis(500);
 /// Shortest pause between keepalive attempts after a failed one.
 const KEEPALIVE_RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 
@@ -56,6 +59,10 @@ pub enum LostReason {
     Expired,
     /// The session was closed or dropped.
     Closed,
+    /// (A lock's loss only.) The grant was released through another
+    /// handle of it: a session asking again for what it holds shares one
+    /// grant between its handles.
+    Released,
 }
 
 /// Options of [`Client::session`].
@@ -122,7 +129,7 @@ impl LeaseShared {
 /// closes the channel, which reads as [`LostReason::Closed`] unless a loss
 /// was published first.
 #[derive(Debug)]
-struct LeasePublisher {
+pub(crate) struct LeasePublisher {
     shared: Arc<LeaseShared>,
 }
 
@@ -157,7 +164,7 @@ pub struct LeaseWatch {
     seen: u64,
 }
 
-fn lease_channel(initial: LeaseState) -> (LeasePublisher, LeaseWatch) {
+pub(crate) fn lease_channel(initial: LeaseState) -> (LeasePublisher, LeaseWatch) {
     let shared = Arc::new(LeaseShared {
         cell: Mutex::new(LeaseCell {
             state: initial,
@@ -301,7 +308,7 @@ impl Client {
         ));
         Ok(Session {
             client: self.clone(),
-            grants: Grants::new(self.clone(), created.session_id),
+            grants: Grants::new(self.clone(), created.session_id, rx.clone()),
             id: created.session_id,
             ttl,
             lease: rx,
@@ -458,12 +465,18 @@ impl Session {
         name: &str,
         request: AcquireRequest,
     ) -> impl std::future::Future<Output = Result<Lock, Error>> + Send + 'static {
-        let (grants, lease, name) = (self.grants.clone(), self.lease.clone(), name.to_owned());
+        let (grants, name) = (self.grants.clone(), name.to_owned());
         async move {
             let acquiring = grants.begin_acquire(&name).await;
-            let call = tokio::spawn(acquire_to_outcome(acquiring, grants, lease, name, request));
-            call.await
-                .unwrap_or_else(|join| Err(Error::Interrupted(join.to_string())))
+            let (tx, rx) = oneshot::channel();
+            drop(tokio::spawn(acquire_to_outcome(
+                acquiring, grants, name, request, tx,
+            )));
+            rx.await.unwrap_or_else(|_| {
+                Err(Error::Interrupted(
+                    "the acquire task ended without an outcome".into(),
+                ))
+            })
         }
     }
 
@@ -524,30 +537,61 @@ impl Drop for Session {
 /// Runs one acquire call to its outcome (see [`Session::lock`]) and turns a
 /// grant into a [`Lock`] at once, so that whoever drops it (the caller, or
 /// this task when the caller is gone) gives the grant back.
+///
+/// A caller that stops waiting hangs up the attempt in flight: the cluster
+/// withdraws a wait whose caller left (API: "a wait ends when `wait_ms`
+/// passes or the client disconnects"), so the session does not stay queued
+/// for a lock nobody wants. After a pause for the withdrawal to commit, the
+/// same request (same key) learns what happened before it.
 async fn acquire_to_outcome(
     acquiring: Acquiring,
     grants: Arc<Grants>,
-    lease: LeaseWatch,
     name: String,
     request: AcquireRequest,
-) -> Result<Lock, Error> {
-    let outcome = grants
-        .client()
-        .acquire_until_known(&name, &request, || !lease.is_lost())
-        .await;
-    match outcome {
+    mut caller: oneshot::Sender<Result<Lock, Error>>,
+) {
+    let client = grants.client().clone();
+    let lease = grants.lease().clone();
+    let keep_asking = || !lease.is_lost();
+    let call = match client.acquire_call(&name, &request) {
+        Ok(call) => call,
+        Err(error) => {
+            acquiring.failed();
+            let _ = caller.send(Err(error));
+            return;
+        }
+    };
+    let answered = {
+        let asked = client.acquire_until_known(&call, keep_asking);
+        tokio::pin!(asked);
+        tokio::select! {
+            outcome = &mut asked => Some(outcome),
+            () = caller.closed() => None,
+        }
+    };
+    let outcome = match answered {
+        Some(outcome) => outcome,
+        None => {
+            tokio::time::sleep(WITHDRAWAL_PAUSE).await;
+            client.acquire_until_known(&call, keep_asking).await
+        }
+    };
+    let result = match outcome {
         Ok(granted) => Ok(Lock::new(acquiring, name, granted, lease)),
         Err(error) => {
             acquiring.failed();
             Err(error)
         }
-    }
+    };
+    // A caller that is gone drops the Lock here: given back unless another
+    // handle or call of the session shares the grant.
+    let _ = caller.send(result);
 }
 
 /// `lock` unless the lease ran out of proof while the call waited: then the
 /// grant cannot be relied on and is given back (on drop).
 fn vouched(lock: Lock) -> Result<Lock, Error> {
-    if lock.is_lost() {
+    if lock.lease.is_lost() {
         return Err(Error::LeaseLost);
     }
     Ok(lock)
@@ -580,7 +624,7 @@ pub struct Lock {
 
 impl Lock {
     /// The handle of the grant an acquire call was answered with.
-    fn new(
+    pub(crate) fn new(
         acquiring: Acquiring,
         name: String,
         granted: AcquireResponse,
@@ -615,25 +659,34 @@ impl Lock {
         self.fencing_token
     }
 
-    /// Whether the owning session's lease can no longer be known alive (the
-    /// lock must then be treated as lost).
+    /// Whether the lock must be treated as lost: the owning session's
+    /// lease can no longer be known alive, or the grant was released
+    /// through another handle of it.
     pub fn is_lost(&self) -> bool {
-        self.lease.is_lost()
+        self.lease.is_lost() || self.grants.is_ended(&self.name, self.fencing_token)
     }
 
-    /// Resolves when the owning session's lease is lost.
+    /// Resolves when the lock is lost (see [`Lock::is_lost`]).
     pub async fn lost(&self) -> LostReason {
-        self.lease.clone().lost().await
+        tokio::select! {
+            reason = self.lease.clone().lost() => reason,
+            () = self.grants.ended(&self.name, self.fencing_token) => LostReason::Released,
+        }
     }
 
-    /// Releases the grant (for every handle of it).
+    /// Releases the grant (for every handle of it: they read as lost at
+    /// once). Cancel-safe: the release runs to its end in the background
+    /// whether or not the caller waits, and a failure whose outcome is
+    /// unknown (or a refusal before proposing) returned here is asked again
+    /// there while the lease lives.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        let _releasing = self.grants.releasing(&self.name, self.fencing_token);
-        self.grants
-            .client()
-            .release(&self.name, self.session_id, Some(self.fencing_token))
-            .await
+        let outcome = self.grants.release(&self.name, self.fencing_token);
+        outcome.await.unwrap_or_else(|_| {
+            Err(Error::Interrupted(
+                "the release task ended without an outcome".into(),
+            ))
+        })
     }
 }
 

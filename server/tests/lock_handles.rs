@@ -474,3 +474,274 @@ async fn dropping_one_of_two_handles_of_a_grant_keeps_it() {
     .await;
     s.stop().await;
 }
+
+/// One node on fixed loopback ports and a kept data dir, to stop and start
+/// again (a node restart, as the client sees it: refused connections).
+struct RestartableNode {
+    api_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    dir: std::path::PathBuf,
+    _data: tempfile::TempDir,
+}
+
+impl RestartableNode {
+    async fn start() -> (RestartableNode, deadbolt_server::server::Server) {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = data.path().join("node");
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+        let node = RestartableNode {
+            api_addr: api.local_addr().unwrap(),
+            peer_addr: peer.local_addr().unwrap(),
+            dir,
+            _data: data,
+        };
+        let server = start_server(api, peer, node.settings())
+            .await
+            .expect("start");
+        node.await_ready().await;
+        (node, server)
+    }
+
+    fn settings(&self) -> deadbolt_server::config::ServeConfig {
+        ServeArgs {
+            node_id: Some(1),
+            data_dir: Some(self.dir.clone()),
+            listen_api: Some(self.api_addr.to_string()),
+            listen_peer: Some(self.peer_addr.to_string()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid")
+    }
+
+    async fn restart(&self) -> deadbolt_server::server::Server {
+        let api = TcpListener::bind(self.api_addr).await.expect("rebind api");
+        let peer = TcpListener::bind(self.peer_addr)
+            .await
+            .expect("rebind peer");
+        let server = start_server(api, peer, self.settings())
+            .await
+            .expect("restart");
+        self.await_ready().await;
+        server
+    }
+
+    async fn await_ready(&self) {
+        let direct = self.client();
+        eventually("ready", DEADLINE, || async { direct.ready(0).await.ok() }).await;
+    }
+
+    fn client(&self) -> Client {
+        Client::new([format!("http://{}", self.api_addr)]).expect("client")
+    }
+}
+
+/// The last handle of a grant is dropped while the node is restarting
+/// (a few seconds of refused connections, well inside the session's TTL):
+/// the give-back outlasts its call's attempts and is asked again while the
+/// lease lives, so the grant is not held by nobody for the session's life.
+#[tokio::test]
+async fn a_give_back_during_a_node_restart_is_not_lost() {
+    let (node, server) = RestartableNode::start().await;
+    let client = node.client();
+    let a = client
+        .session(SessionOptions {
+            ttl: Duration::from_secs(60),
+            ..SessionOptions::default()
+        })
+        .await
+        .expect("a");
+    let lock = a
+        .try_lock("gb", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    server.stop().await;
+    drop(lock); // the only handle: its give-back starts now
+    tokio::time::sleep(Duration::from_secs(6)).await; // a node restart
+    let server = node.restart().await;
+    assert!(!a.is_lost(), "the session outlived the restart");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = client.lock_state("gb").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let state = client.lock_state("gb").await.expect("state");
+    assert!(
+        result.is_ok(),
+        "the dropped grant is still held by the live session {} with no handle: {:?}",
+        a.id(),
+        state.holders
+    );
+    drop(a);
+    server.stop().await;
+}
+
+/// `Lock::release` given up by its caller (a `timeout` around it) while the
+/// cluster does not answer: the release still reaches the cluster once it
+/// is back.
+#[tokio::test]
+async fn a_cancelled_release_never_leaves_the_grant_held_by_nobody() {
+    let (node, server) = RestartableNode::start().await;
+    let client = node.client();
+    let a = client
+        .session(SessionOptions {
+            ttl: Duration::from_secs(60),
+            ..SessionOptions::default()
+        })
+        .await
+        .expect("a");
+    let lock = a
+        .try_lock("cr", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    server.stop().await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), lock.release()).await;
+    assert!(
+        gave_up.is_err(),
+        "the release is still retrying when its caller gives up"
+    );
+    let server = node.restart().await;
+    assert!(!a.is_lost(), "the session outlived the restart");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = client.lock_state("cr").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let state = client.lock_state("cr").await.expect("state");
+    assert!(
+        result.is_ok(),
+        "the grant of a cancelled release is still held by the live session with no handle: {:?}",
+        state.holders
+    );
+    drop(a);
+    server.stop().await;
+}
+
+/// A `Lock` dropped on a thread without a tokio runtime (a worker thread,
+/// a sync callback) is given back on the session's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_dropped_off_the_runtime_is_given_back() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let lock = a
+        .try_lock("off", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    std::thread::spawn(move || drop(lock))
+        .join()
+        .expect("dropped");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("off").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "a grant dropped off the runtime is held by the live session with no handle"
+    );
+    drop(a);
+    s.stop().await;
+}
+
+/// A caller gives up on a long `lock` wait (a `timeout` around it): the
+/// call hangs up and the cluster withdraws the wait ("a wait ends when
+/// wait_ms passes or the client disconnects") rather than keeping the
+/// session queued for the whole `wait` as an exclusive waiter nobody wants
+/// (which would block other sessions' shared requests meanwhile).
+#[tokio::test]
+async fn an_abandoned_exclusive_wait_does_not_block_readers_for_its_whole_wait() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b, c) = (
+        session().await.expect("a"),
+        session().await.expect("b"),
+        session().await.expect("c"),
+    );
+    let _held = a.try_lock("aw", LockMode::Shared).await.expect("a shares");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        b.lock("aw", LockMode::Exclusive, Duration::from_secs(20)),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "b waits behind a, then its caller gives up"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = s.client.lock_state("aw").await.expect("state");
+    assert!(
+        state.waiters.is_empty(),
+        "b's abandoned exclusive wait is still queued 2 s after its caller gave up: {:?}",
+        state.waiters
+    );
+    c.try_lock("aw", LockMode::Shared)
+        .await
+        .expect("c shares with a: nobody else wants the lock");
+    s.stop().await;
+}
+
+/// Two tasks of one session: one is in `lock` for a name the session holds
+/// (request on its way), the other releases its handle of that grant. The
+/// call may be answered with the grant the release then ends; its `Lock`
+/// must then read as lost, never as held while the lock is free.
+#[tokio::test]
+async fn a_release_never_ends_the_grant_an_in_flight_call_returns() {
+    let s = start().await;
+    let a = std::sync::Arc::new(
+        s.client
+            .session(SessionOptions::default())
+            .await
+            .expect("a"),
+    );
+    let mut dead = None;
+    for i in 0..20 {
+        let name = format!("rip-{i}");
+        let held = a
+            .try_lock(&name, LockMode::Exclusive)
+            .await
+            .expect("a holds");
+        let call = tokio::spawn({
+            let (a, name) = (a.clone(), name.clone());
+            async move { a.try_lock(&name, LockMode::Exclusive).await }
+        });
+        // Let the call register in the book and send its request.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let token = held.fencing_token();
+        held.release().await.expect("released");
+        let Ok(lock) = call.await.expect("joined") else {
+            continue;
+        };
+        let state = s.client.lock_state(&name).await.expect("state");
+        if lock.fencing_token() == token && state.holders.is_empty() && !lock.is_lost() {
+            dead = Some((name, lock.fencing_token()));
+            break;
+        }
+    }
+    assert!(
+        dead.is_none(),
+        "lock returned a Lock of a grant its session's release had ended: {dead:?}"
+    );
+    s.stop().await;
+}
