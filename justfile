@@ -27,6 +27,11 @@ lint:
 bench nodes="3":
     scripts/bench.sh {{nodes}}
 
+# deadbolt (generic and own client) beside a 3-member etcd in one run, as
+# ratios (needs `etcd`: apt-get install etcd-server).
+compare-etcd:
+    scripts/compare-etcd.sh
+
 # Replay one simulation seed alone, with tracing and a text timeline in
 # target/sim-timeline-SEED.txt.
 sim-replay SEED:

@@ -5,9 +5,10 @@
 #
 #   scripts/bench.sh [NODES] [extra bench flags...]     (NODES: 1 or 3, default 3)
 #
-# Each level gets a fresh cluster so that levels do not disturb each other
-# (the client acknowledges its idempotency keys with Idempotency-Acked-Below,
-# so one cluster also sustains long runs).
+# Each level runs twice, with the Rust client as shipped (`own`) and with a
+# client that uses the contract alone (`generic`: no leader hint, no key
+# acknowledgements), each on a fresh cluster so that runs do not disturb
+# each other. scripts/compare-etcd.sh sets the same workloads beside etcd.
 #
 # Environment: DEADBOLT_BIN (default target/release/deadbolt, built first when
 # unset), BENCH_DURATION (seconds, default 5), BENCH_WARMUP (default 1),
@@ -80,12 +81,14 @@ run_levels() {
     local workload=$1 levels=$2 first=1
     shift 2
     for c in ${levels//,/ }; do
-        start_cluster
-        "$DEADBOLT_BIN" --endpoints "$endpoints" "${json[@]}" bench --workload "$workload" \
-            -c "$c" --duration "$duration" --warmup "$warmup" "$@" |
-            if [[ $first == 1 || ${#json[@]} -gt 0 ]]; then cat; else tail -n +2; fi
-        first=0
-        stop_cluster
+        for client in own generic; do
+            start_cluster
+            "$DEADBOLT_BIN" --endpoints "$endpoints" "${json[@]}" bench --client "$client" \
+                --workload "$workload" -c "$c" --duration "$duration" --warmup "$warmup" "$@" |
+                if [[ $first == 1 || ${#json[@]} -gt 0 ]]; then cat; else tail -n +2; fi
+            first=0
+            stop_cluster
+        done
     done
 }
 run_levels uncontended "${BENCH_UNCONTENDED:-1,16,64,256}" "$@"

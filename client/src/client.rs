@@ -61,6 +61,7 @@ pub struct ClientBuilder {
     retry_after_max: Duration,
     follow_leader: bool,
     idempotency_keys: bool,
+    acknowledge_keys: bool,
 }
 
 impl ClientBuilder {
@@ -81,6 +82,7 @@ impl ClientBuilder {
             retry_after_max: RETRY_AFTER_MAX_DEFAULT,
             follow_leader: true,
             idempotency_keys: true,
+            acknowledge_keys: true,
         }
     }
 
@@ -143,6 +145,15 @@ impl ClientBuilder {
     /// promises.
     pub fn idempotency_keys(mut self, keyed: bool) -> Self {
         self.idempotency_keys = keyed;
+        self
+    }
+
+    /// Whether keyed requests carry `Idempotency-Acked-Below` (default yes:
+    /// an API extension that lets the cluster forget this client's outcomes
+    /// early). `deadbolt bench --client generic` turns it off to measure
+    /// what a client written from the contract alone gets.
+    pub fn acknowledge_keys(mut self, acknowledge: bool) -> Self {
+        self.acknowledge_keys = acknowledge;
         self
     }
 
@@ -751,10 +762,12 @@ impl Client {
                 HeaderValue::from_str(key.as_str()).expect("keys are hex digits and a dash"),
             );
             // Computed per attempt: calls that ended meanwhile raise it.
-            headers.insert(
-                HEADER_IDEMPOTENCY_ACKED_BELOW,
-                HeaderValue::from(key.acked_below()),
-            );
+            if self.inner.config.acknowledge_keys {
+                headers.insert(
+                    HEADER_IDEMPOTENCY_ACKED_BELOW,
+                    HeaderValue::from(key.acked_below()),
+                );
+            }
         }
         request
     }

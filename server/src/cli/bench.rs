@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use deadbolt_client::api::LockMode;
-use deadbolt_client::{Client, SessionOptions};
+use deadbolt_client::{Client, ClientBuilder, SessionOptions};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -26,8 +27,24 @@ pub enum Workload {
     Contended,
 }
 
+/// Which client the workers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchClient {
+    /// The Rust client as shipped: follows the `Deadbolt-Leader` hint and
+    /// acknowledges its keys (`Idempotency-Acked-Below`).
+    Own,
+    /// A client written from the contract alone: worker i talks to endpoint
+    /// i mod n (no leader following), a fresh `Idempotency-Key` on every
+    /// mutation and no acknowledgements, sessions kept alive.
+    Generic,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Which client the workers are.
+    #[arg(long, value_enum, default_value_t = BenchClient::Own)]
+    pub client: BenchClient,
     #[arg(long, value_enum, default_value_t = Workload::Uncontended)]
     pub workload: Workload,
     /// Concurrency levels to run, one after the other.
@@ -57,6 +74,7 @@ fn parse_warmup_seconds(text: &str) -> Result<Duration, String> {
 /// What one level measured.
 #[derive(Debug, Clone, Serialize)]
 struct LevelReport {
+    client: BenchClient,
     workload: Workload,
     concurrency: usize,
     /// Acquire+release cycles completed in the measured window; in the
@@ -180,7 +198,32 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     sorted_us[rank - 1] as f64 / 1000.0
 }
 
-async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u64) -> LevelReport {
+/// The client of worker `i`.
+fn worker_client(endpoints: &[String], client: BenchClient, i: usize) -> anyhow::Result<Client> {
+    let builder = match client {
+        BenchClient::Own => ClientBuilder::new(endpoints.iter().cloned()),
+        BenchClient::Generic => {
+            let start = i % endpoints.len();
+            let rotated = endpoints[start..]
+                .iter()
+                .chain(&endpoints[..start])
+                .cloned();
+            ClientBuilder::new(rotated)
+                .follow_leader(false)
+                .acknowledge_keys(false)
+        }
+    };
+    builder.build().context("configuring the client")
+}
+
+async fn run_level(
+    endpoints: &[String],
+    args: &BenchArgs,
+    concurrency: usize,
+    run: u64,
+) -> anyhow::Result<LevelReport> {
+    // The own client is shared by every worker, as an application would.
+    let shared_client = worker_client(endpoints, BenchClient::Own, 0)?;
     let measure_from = Instant::now() + args.warmup;
     let until = measure_from + args.duration;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -192,8 +235,12 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
             Workload::Contended => (format!("bench/{run}/contended"), shared.clone()),
             Workload::Uncontended => (format!("bench/{run}/w{i}"), Arc::new(AtomicU64::new(0))),
         };
+        let client = match args.client {
+            BenchClient::Own => shared_client.clone(),
+            BenchClient::Generic => worker_client(endpoints, args.client, i)?,
+        };
         tasks.push(tokio::spawn(worker(
-            client.clone(),
+            client,
             args.workload,
             name,
             measure_from,
@@ -230,7 +277,8 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
     latencies.sort_unstable();
     acquire.sort_unstable();
     release.sort_unstable();
-    LevelReport {
+    Ok(LevelReport {
+        client: args.client,
         workload: args.workload,
         concurrency,
         cycles: latencies.len() as u64,
@@ -245,10 +293,13 @@ async fn run_level(client: &Client, args: &BenchArgs, concurrency: usize, run: u
         release: Latency::of(&release),
         errors,
         token_violations: violations,
-    }
+    })
 }
 
-pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::Result<u8> {
+pub(super) async fn run(endpoints: Vec<String>, args: BenchArgs, json: bool) -> anyhow::Result<u8> {
+    if endpoints.is_empty() {
+        anyhow::bail!("no endpoints");
+    }
     if args.concurrency.contains(&0) {
         anyhow::bail!("--concurrency levels must be at least 1");
     }
@@ -261,7 +312,8 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
     let mut reports = Vec::new();
     if !json {
         println!(
-            "{:<12} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>15} {:>15} {:>10}  errors",
+            "{:<8} {:<12} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>15} {:>15} {:>10}  errors",
+            "client",
             "workload",
             "c",
             "cycles",
@@ -275,7 +327,7 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
         );
     }
     for &c in &args.concurrency {
-        let report = run_level(&client, &args, c, run).await;
+        let report = run_level(&endpoints, &args, c, run).await?;
         if json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -285,7 +337,8 @@ pub(super) async fn run(client: Client, args: BenchArgs, json: bool) -> anyhow::
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             println!(
-                "{:<12} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>15} {:>15} {:>10}  {}",
+                "{:<8} {:<12} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>15} {:>15} {:>10}  {}",
+                format!("{:?}", report.client).to_lowercase(),
                 format!("{:?}", report.workload).to_lowercase(),
                 report.concurrency,
                 report.cycles,

@@ -21,7 +21,7 @@ use deadbolt_client::{Client, ClientBuilder};
 use crate::config::ServeArgs;
 use crate::logging::LogFormat;
 
-pub use bench::{BenchArgs, Workload};
+pub use bench::{BenchArgs, BenchClient, Workload};
 pub use lock_child::LockChildArgs;
 pub use lock_cmd::LockArgs;
 
@@ -200,7 +200,10 @@ pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCod
             Command::Serve(_) => unreachable!("serve is dispatched by main"),
             Command::Lock(args) => lock_cmd::run(client(&global)?, args, json).await,
             Command::LockChild(args) => lock_child::run(args, json).await,
-            Command::Bench(args) => bench::run(client(&global)?, args, json).await,
+            Command::Bench(args) => {
+                let endpoints = global.endpoints.iter().map(|e| e.trim().to_owned());
+                bench::run(endpoints.collect(), args, json).await
+            }
             other => run_simple(client(&global)?, other, json)
                 .await
                 .map(|()| EXIT_OK),
