@@ -130,6 +130,12 @@ pub struct ErrorDetails {
     /// With `invalid_request`: the offending field, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `timeout` on an acquire (an extension of the contract): true
+    /// when the request was applied and its session is still queued after
+    /// the request's own wait (another request of the session extended the
+    /// wait), so the outcome is known: waiting, not granted yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<bool>,
 }
 
 /// `error` inside [`ErrorEnvelope`].

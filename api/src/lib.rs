@@ -48,6 +48,7 @@ pub use limits::{
 pub use lock::{
     AcquireRequest, AcquireResponse, ListLocksQuery, ListLocksResponse, LockHolder, LockMode,
     LockState, LockStatus, LockWaiter, ReleaseRequest, ValidateRequest, ValidateResponse,
+    WithdrawRequest, WithdrawResponse,
 };
 pub use name::{is_name_byte, validate_name, NameError};
 pub use resource::{

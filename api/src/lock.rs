@@ -56,6 +56,24 @@ pub struct ReleaseRequest {
     pub fencing_token: Option<u64>,
 }
 
+/// `POST /v1/locks/{name}/withdraw` body (an extension of the contract):
+/// ends the session's wait for the lock, if it waits, as a disconnect of
+/// its caller would. Waiting calls for it are answered `lock_held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WithdrawRequest {
+    pub session_id: SessionId,
+}
+
+/// `POST /v1/locks/{name}/withdraw` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WithdrawResponse {
+    /// Whether the session was queued for the lock (false: it held it
+    /// already, its wait had ended, or it never asked).
+    pub was_waiting: bool,
+}
+
 /// Whether a lock is held (waiters alone leave it `free`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -15,8 +15,8 @@ use deadbolt_api::{
     CreateSessionResponse, KeepaliveRequest, KeepaliveResponse, KvGetResponse, KvWriteRequest,
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
-    StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse,
-    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
+    StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse, WithdrawRequest,
+    WithdrawResponse, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
     HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
 };
 use http_body_util::Full;
@@ -406,6 +406,19 @@ impl Client {
             fencing_token,
         };
         self.call_unit(&self.mutation(Method::POST, path, Some(&body)))
+            .await
+    }
+
+    /// `POST /v1/locks/{name}/withdraw` (an extension of the contract):
+    /// ends the session's wait for the lock, if it waits.
+    pub async fn withdraw(
+        &self,
+        name: &str,
+        session_id: SessionId,
+    ) -> Result<WithdrawResponse, Error> {
+        let path = format!("/v1/locks/{}/withdraw", name_segment(name)?);
+        let body = WithdrawRequest { session_id };
+        self.call_json(&self.mutation(Method::POST, path, Some(&body)))
             .await
     }
 

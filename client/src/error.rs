@@ -47,6 +47,11 @@ pub enum Error {
     /// 504 on the last attempt: the outcome is unknown.
     #[error("the cluster did not commit in time (outcome unknown): {message}")]
     Timeout { message: String },
+    /// 504 to an acquire whose own wait ended while its session is still
+    /// queued (another request of the session extended the wait): applied,
+    /// not granted yet; the session's wait goes on.
+    #[error("the wait ended with the session still queued: {message}")]
+    StillQueued { message: String },
     /// 409: a membership change refused because it would endanger the
     /// cluster (the message says why and what to do).
     #[error("membership change refused: {message}")]
@@ -112,7 +117,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Error::Unavailable { .. } => ErrorCode::Unavailable,
-            Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::Timeout { .. } | Error::StillQueued { .. } => ErrorCode::Timeout,
             Error::InvalidMembership { .. } => ErrorCode::InvalidMembership,
             _ => return None,
         })
@@ -150,6 +155,7 @@ impl Error {
             ErrorCode::PayloadTooLarge => Error::PayloadTooLarge { message },
             ErrorCode::MethodNotAllowed => Error::MethodNotAllowed { message },
             ErrorCode::Unavailable => Error::Unavailable { message },
+            ErrorCode::Timeout if details.queued == Some(true) => Error::StillQueued { message },
             ErrorCode::Timeout => Error::Timeout { message },
             ErrorCode::InvalidMembership => Error::InvalidMembership { message },
         }

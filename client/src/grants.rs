@@ -58,12 +58,16 @@ pub(crate) struct Grants {
 struct Book {
     /// Acquire calls in flight per lock name.
     calls: BTreeMap<String, u32>,
+    /// Of those, the calls whose caller stopped waiting.
+    abandoned: BTreeMap<String, u32>,
     /// Live handles per grant.
     handles: BTreeMap<GrantKey, u32>,
     /// Grants without handles whose give-back waits for the name's calls.
     owed: BTreeSet<GrantKey>,
     /// Releases on their way per lock name.
     releasing: BTreeMap<String, u32>,
+    /// Withdrawals of abandoned waits on their way per lock name.
+    withdrawing: BTreeMap<String, u32>,
     /// Grants released by a handle's owner: every handle of them is lost.
     /// Kept while handles of them live or their release is on its way.
     ended: BTreeSet<GrantKey>,
@@ -79,10 +83,20 @@ fn decrement<K: Ord>(counts: &mut BTreeMap<K, u32>, key: &K) {
 }
 
 impl Book {
-    /// Forgets that `key` ended once nothing can still see it.
-    fn forget_ended_if_unseen(&mut self, key: &GrantKey) {
-        if !self.handles.contains_key(key) && !self.releasing.contains_key(&key.0) {
-            self.ended.remove(key);
+    /// Forgets the ended grants of `name` that nothing can still see: no
+    /// handle of them lives and no release of the name is on its way.
+    fn forget_unseen_ended(&mut self, name: &str) {
+        if self.releasing.contains_key(name) {
+            return;
+        }
+        let unseen: Vec<GrantKey> = self
+            .ended
+            .iter()
+            .filter(|key| key.0 == name && !self.handles.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in unseen {
+            self.ended.remove(&key);
         }
     }
 }
@@ -113,6 +127,32 @@ impl Grants {
         &self.lease
     }
 
+    pub(crate) fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+
+    /// Runs `task` on the session's runtime, whichever thread or runtime
+    /// asks (a runtime that is shut down drops it unrun).
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.spawn(task));
+    }
+
+    /// A withdrawal of the session's wait for `name`, if every acquire call
+    /// in flight for it was abandoned by its caller (nobody of the session
+    /// wants the wait any more); new calls for the name wait until the
+    /// returned guard drops.
+    pub(crate) fn begin_withdraw(self: &Arc<Self>, name: &str) -> Option<Withdrawing> {
+        let mut book = self.book();
+        if book.calls.get(name) != book.abandoned.get(name) {
+            return None;
+        }
+        *book.withdrawing.entry(name.to_owned()).or_default() += 1;
+        Some(Withdrawing {
+            grants: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
     /// Waits until `ready` holds for the book, then runs `then` on it, both
     /// under one lock. Cancel-safe: nothing changes until it returns.
     async fn when<T>(&self, ready: impl Fn(&Book) -> bool, then: impl FnOnce(&mut Book) -> T) -> T {
@@ -132,16 +172,18 @@ impl Grants {
     }
 
     /// Registers an acquire call for `name`, once no release of that name
-    /// is on its way.
+    /// (which could end the grant the call is answered with) and no
+    /// withdrawal (which could end the call's wait) is on its way.
     pub(crate) async fn begin_acquire(self: &Arc<Self>, name: &str) -> Acquiring {
         self.when(
-            |book| !book.releasing.contains_key(name),
+            |book| !book.releasing.contains_key(name) && !book.withdrawing.contains_key(name),
             |book| *book.calls.entry(name.to_owned()).or_default() += 1,
         )
         .await;
         Acquiring {
             grants: self.clone(),
             name: name.to_owned(),
+            abandoned: false,
             settled: false,
         }
     }
@@ -167,7 +209,7 @@ impl Grants {
                 None
             } else if book.ended.contains(&key) {
                 // Its owner released it already.
-                book.forget_ended_if_unseen(&key);
+                book.forget_unseen_ended(name);
                 None
             } else if book.calls.contains_key(name) {
                 book.owed.insert(key);
@@ -222,7 +264,7 @@ impl Grants {
         releasing: Releasing,
         owner: Option<oneshot::Sender<Result<(), Error>>>,
     ) {
-        drop(self.runtime.spawn(release_task(releasing, owner)));
+        self.spawn(release_task(releasing, owner));
     }
 
     #[cfg(test)]
@@ -298,8 +340,23 @@ impl Drop for Releasing {
         {
             let mut book = self.grants.book();
             decrement(&mut book.releasing, &self.key.0);
-            book.forget_ended_if_unseen(&self.key);
+            book.forget_unseen_ended(&self.key.0);
         }
+        self.grants.changed.notify_waiters();
+    }
+}
+
+/// A withdrawal on its way; dropping it lets acquire calls for the name
+/// start again.
+#[derive(Debug)]
+pub(crate) struct Withdrawing {
+    grants: Arc<Grants>,
+    name: String,
+}
+
+impl Drop for Withdrawing {
+    fn drop(&mut self) {
+        decrement(&mut self.grants.book().withdrawing, &self.name);
         self.grants.changed.notify_waiters();
     }
 }
@@ -311,10 +368,24 @@ impl Drop for Releasing {
 pub(crate) struct Acquiring {
     grants: Arc<Grants>,
     name: String,
+    abandoned: bool,
     settled: bool,
 }
 
 impl Acquiring {
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
+    /// The caller stopped waiting for the call's outcome.
+    pub(crate) fn abandon(&mut self) {
+        if !self.abandoned {
+            self.abandoned = true;
+            let mut book = self.grants.book();
+            *book.abandoned.entry(self.name.clone()).or_default() += 1;
+        }
+    }
+
     /// The call was answered with the grant `token`: one more handle of it
     /// (the caller builds the handle at once).
     pub(crate) fn granted(mut self, token: u64) -> Arc<Grants> {
@@ -334,6 +405,9 @@ impl Acquiring {
         let owed: Vec<Releasing> = {
             let mut book = grants.book();
             decrement(&mut book.calls, &self.name);
+            if self.abandoned {
+                decrement(&mut book.abandoned, &self.name);
+            }
             if let Some(token) = granted {
                 let key = (self.name.clone(), token);
                 book.owed.remove(&key);
@@ -512,6 +586,47 @@ mod tests {
         let call = waited.expect("starts once the release settled");
         assert_eq!(g.counts(), (1, 0, 0, 0, 0));
         call.failed();
+    }
+
+    #[test]
+    fn a_withdrawal_only_once_every_caller_left_and_new_calls_wait_for_it() {
+        let rt = runtime();
+        let g = grants(&rt);
+        let mut first = begin(&rt, &g, "a");
+        let mut second = begin(&rt, &g, "a");
+        first.abandon();
+        assert!(
+            g.begin_withdraw("a").is_none(),
+            "the second caller still waits"
+        );
+        second.abandon();
+        second.abandon();
+        let withdrawing = g.begin_withdraw("a").expect("nobody waits");
+        let blocked = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), g.begin_acquire("a")).await
+        });
+        assert!(blocked.is_err(), "a new call waits for the withdrawal");
+        drop(withdrawing);
+        first.failed();
+        second.failed();
+        assert!(g.book().abandoned.is_empty() && g.book().withdrawing.is_empty());
+        begin(&rt, &g, "a").failed();
+    }
+
+    #[test]
+    fn an_ended_grant_is_forgotten_once_nothing_sees_it() {
+        let rt = runtime();
+        let g = grants(&rt);
+        begin(&rt, &g, "a").granted(10);
+        begin(&rt, &g, "a").granted(10);
+        drop(g.release("a", 10));
+        settle_releases(&rt, &g);
+        begin(&rt, &g, "a").granted(20);
+        drop(g.release("a", 20));
+        // The stale handle of 10 goes while the release of 20 is on its way.
+        g.handle_dropped("a", 10);
+        settle_releases(&rt, &g);
+        assert_eq!(g.counts(), (0, 0, 0, 0, 0), "10 and 20 forgotten");
     }
 
     #[test]

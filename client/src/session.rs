@@ -24,9 +24,9 @@ use crate::{waiting, Client, Error};
 
 /// Share of the TTL assumed lost to clock drift between client and leader.
 pub const DRIFT_ALLOWANCE_DEFAULT: f64 = 0.1;
-/// How long an abandoned acquire waits, after hanging up, before asking
-/// what happened (time for the cluster to withdraw the wait).
-const WITHDRAWAL_PAUSE: Duration = Duration::from_millis(500);
+/// How often an abandoned waiting call withdraws its session's wait while
+/// it is unanswered (its request may reach the cluster after a withdrawal).
+const WITHDRAW_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// Shortest pause between keepalive attempts after a failed one.
 const KEEPALIVE_RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 
@@ -469,9 +469,10 @@ impl Session {
         async move {
             let acquiring = grants.begin_acquire(&name).await;
             let (tx, rx) = oneshot::channel();
-            drop(tokio::spawn(acquire_to_outcome(
-                acquiring, grants, name, request, tx,
-            )));
+            // On the session's runtime: the call must reach its outcome
+            // even if the caller's runtime goes away with the caller.
+            let task = acquire_to_outcome(acquiring, grants.clone(), name, request, tx);
+            grants.spawn(task);
             rx.await.unwrap_or_else(|_| {
                 Err(Error::Interrupted(
                     "the acquire task ended without an outcome".into(),
@@ -524,8 +525,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.keepalive.abort();
         if !self.closed {
+            // On the session's runtime, whichever thread drops it.
             let (client, id) = (self.client.clone(), self.id);
-            spawn_if_runtime(async move {
+            self.grants.spawn(async move {
                 if let Err(error) = client.delete_session(id).await {
                     tracing::debug!(session = %id, %error, "deleting a dropped session failed");
                 }
@@ -538,13 +540,15 @@ impl Drop for Session {
 /// grant into a [`Lock`] at once, so that whoever drops it (the caller, or
 /// this task when the caller is gone) gives the grant back.
 ///
-/// A caller that stops waiting hangs up the attempt in flight: the cluster
-/// withdraws a wait whose caller left (API: "a wait ends when `wait_ms`
-/// passes or the client disconnects"), so the session does not stay queued
-/// for a lock nobody wants. After a pause for the withdrawal to commit, the
-/// same request (same key) learns what happened before it.
+/// The call is never hung up: only its own answer says exactly whether it
+/// was granted. A caller that stops waiting instead ends the session's wait
+/// for the lock with a withdrawal (what a disconnect would do), once no
+/// other caller of the session waits for that lock (new calls for it wait
+/// for the withdrawal), and again while the call is unanswered (it may
+/// reach the cluster after the first one); the call is then answered
+/// `lock_held`, or with a grant that came first.
 async fn acquire_to_outcome(
-    acquiring: Acquiring,
+    mut acquiring: Acquiring,
     grants: Arc<Grants>,
     name: String,
     request: AcquireRequest,
@@ -561,23 +565,38 @@ async fn acquire_to_outcome(
             return;
         }
     };
-    let answered = {
-        let asked = client.acquire_until_known(&call, keep_asking);
-        tokio::pin!(asked);
-        tokio::select! {
-            outcome = &mut asked => Some(outcome),
-            () = caller.closed() => None,
-        }
+    let asked = client.acquire_until_known(&call, keep_asking);
+    tokio::pin!(asked);
+    let answered = tokio::select! {
+        outcome = &mut asked => Some(outcome),
+        () = caller.closed() => None,
     };
-    let outcome = match answered {
+    let mut outcome = match answered {
         Some(outcome) => outcome,
+        None if request.wait_ms == 0 => asked.await,
         None => {
-            tokio::time::sleep(WITHDRAWAL_PAUSE).await;
-            client.acquire_until_known(&call, keep_asking).await
+            acquiring.abandon();
+            loop {
+                withdraw_if_nobody_waits(&grants, &name).await;
+                tokio::select! {
+                    outcome = &mut asked => break outcome,
+                    () = tokio::time::sleep(WITHDRAW_AGAIN_AFTER) => {}
+                }
+            }
         }
     };
+    // Applied, and the session still queued after this call's own wait
+    // (another call of it extended the wait). A live call of the session
+    // owns that wait and will learn its end; if none is left, end the wait
+    // and ask this call's key again for what it came to.
+    while acquiring.is_abandoned() && matches!(outcome, Err(Error::StillQueued { .. })) {
+        if !withdraw_if_nobody_waits(&grants, &name).await {
+            break;
+        }
+        outcome = client.acquire_until_known(&call, keep_asking).await;
+    }
     let result = match outcome {
-        Ok(granted) => Ok(Lock::new(acquiring, name, granted, lease)),
+        Ok(granted) => Ok(Lock::new(acquiring, name, granted, grants.lease().clone())),
         Err(error) => {
             acquiring.failed();
             Err(error)
@@ -588,6 +607,18 @@ async fn acquire_to_outcome(
     let _ = caller.send(result);
 }
 
+/// Withdraws the session's wait for `name` if every call of the session for
+/// it was abandoned (true if it did, whatever the answer).
+async fn withdraw_if_nobody_waits(grants: &Arc<Grants>, name: &str) -> bool {
+    let Some(_withdrawing) = grants.begin_withdraw(name) else {
+        return false;
+    };
+    if let Err(error) = grants.client().withdraw(name, grants.session_id()).await {
+        tracing::debug!(lock = %name, %error, "withdrawing an abandoned wait failed");
+    }
+    true
+}
+
 /// `lock` unless the lease ran out of proof while the call waited: then the
 /// grant cannot be relied on and is given back (on drop).
 fn vouched(lock: Lock) -> Result<Lock, Error> {
@@ -595,14 +626,6 @@ fn vouched(lock: Lock) -> Result<Lock, Error> {
         return Err(Error::LeaseLost);
     }
     Ok(lock)
-}
-
-/// Runs `task` in the background if there is a runtime to run it (a value
-/// dropped outside one just skips its cleanup; the lease then runs out).
-fn spawn_if_runtime(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        drop(handle.spawn(task));
-    }
 }
 
 /// A held lock. Use [`Lock::fencing_token`] with every write to a fenced

@@ -46,8 +46,10 @@ where
                 Err(error) if ends_the_wait(&error) => return Err(error),
                 Err(error) => match older.take() {
                     Some(call) => newer = call,
-                    // The wait ended before it was asked again: queue anew.
-                    None if matches!(error, Error::LockHeld { .. }) => {
+                    // The wait ended before it was asked again: queue anew;
+                    // or this round's wait ended with the session still
+                    // queued: ask again, keeping the place.
+                    None if matches!(error, Error::LockHeld { .. } | Error::StillQueued { .. }) => {
                         newer = ask();
                         asked_at = Instant::now();
                     }

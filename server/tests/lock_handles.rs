@@ -745,3 +745,268 @@ async fn a_release_never_ends_the_grant_an_in_flight_call_returns() {
     );
     s.stop().await;
 }
+
+/// A caller that gives up before its acquire reached the cluster (polled
+/// once, then dropped: a `select!` whose other branch is ready): the request
+/// still reaches the cluster, and its wait is withdrawn, so the session is
+/// not left queued for the whole `wait` for a lock nobody wants.
+#[tokio::test]
+async fn a_call_abandoned_before_it_was_sent_is_not_queued_afterwards() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b, c) = (
+        session().await.expect("a"),
+        session().await.expect("b"),
+        session().await.expect("c"),
+    );
+    let _held = a.try_lock("ab0", LockMode::Shared).await.expect("a shares");
+    // Polled once (the call is spawned), then dropped.
+    let gave_up = {
+        let call = b.lock("ab0", LockMode::Exclusive, Duration::from_secs(20));
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            done = &mut call => Some(done),
+            () = std::future::ready(()) => None,
+        }
+    };
+    assert!(gave_up.is_none(), "b's caller gives up at once");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = s.client.lock_state("ab0").await.expect("state");
+    assert!(
+        state.waiters.is_empty(),
+        "b's abandoned exclusive wait is queued 2 s after its caller gave up: {:?}",
+        state.waiters
+    );
+    c.try_lock("ab0", LockMode::Shared)
+        .await
+        .expect("c shares with a: nobody else wants the lock");
+    s.stop().await;
+}
+
+/// An abandoned wait of a client without idempotency keys is withdrawn too
+/// (and not queued again for the whole `wait` with nobody listening).
+#[tokio::test]
+async fn an_unkeyed_abandoned_wait_is_not_queued_again() {
+    let s = start().await;
+    let unkeyed = deadbolt_client::ClientBuilder::new([format!("http://{}", s.addr)])
+        .idempotency_keys(false)
+        .build()
+        .expect("client");
+    let (a, c) = (
+        s.client
+            .session(SessionOptions::default())
+            .await
+            .expect("a"),
+        s.client
+            .session(SessionOptions::default())
+            .await
+            .expect("c"),
+    );
+    let b = unkeyed.session(SessionOptions::default()).await.expect("b");
+    let _held = a.try_lock("ab1", LockMode::Shared).await.expect("a shares");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        b.lock("ab1", LockMode::Exclusive, Duration::from_secs(20)),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "b waits behind a, then its caller gives up"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = s.client.lock_state("ab1").await.expect("state");
+    assert!(
+        state.waiters.is_empty(),
+        "b's abandoned (unkeyed) exclusive wait is queued 2 s after its caller gave up: {:?}",
+        state.waiters
+    );
+    c.try_lock("ab1", LockMode::Shared)
+        .await
+        .expect("c shares with a: nobody else wants the lock");
+    s.stop().await;
+}
+
+/// A session used from a second, short-lived runtime (a sync wrapper's
+/// `block_on`): the caller gives up, the holder lets go, and that runtime
+/// is dropped. The acquire runs on the session's runtime, so whatever it
+/// came to (withdrawn, or a grant) nothing stays with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_task_dropped_with_its_runtime_leaves_no_grant_behind() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = std::sync::Arc::new(
+        s.client
+            .session(SessionOptions::default())
+            .await
+            .expect("b"),
+    );
+    let held = a
+        .try_lock("rt2", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    let other = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let gave_up = rt.block_on(tokio::time::timeout(
+                Duration::from_millis(300),
+                b.lock("rt2", LockMode::Exclusive, Duration::from_secs(20)),
+            ));
+            assert!(
+                gave_up.is_err(),
+                "b waits behind a, then its caller gives up"
+            );
+            rt
+        }
+    })
+    .await
+    .expect("joined");
+    // The abandoned call's wait is withdrawn, or (if the grant came first)
+    // the grant is given back; either way the other runtime's end changes
+    // nothing.
+    held.release().await.expect("a releases");
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .expect("the other runtime shut down");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("rt2").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "b's live session holds a grant no Lock or call of it knows of"
+    );
+    s.stop().await;
+}
+
+/// A caller's retry loop of short tries (`timeout` around a long `lock`, as
+/// in the first test of this file), then it stops asking: nothing of it is
+/// left queued (which would block other sessions' shared requests).
+#[tokio::test]
+async fn a_retry_loop_of_abandoned_waits_leaves_nothing_queued() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b, c) = (
+        session().await.expect("a"),
+        session().await.expect("b"),
+        session().await.expect("c"),
+    );
+    let _held = a.try_lock("rl", LockMode::Shared).await.expect("a shares");
+    for _ in 0..4 {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            b.lock("rl", LockMode::Exclusive, Duration::from_secs(20)),
+        )
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "b waits behind a, then its caller gives up"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = s.client.lock_state("rl").await.expect("state");
+    assert!(
+        state.waiters.is_empty(),
+        "b's abandoned exclusive waits are queued 3 s after its caller stopped asking: {:?}",
+        state.waiters
+    );
+    c.try_lock("rl", LockMode::Shared)
+        .await
+        .expect("c shares with a: nobody else wants the lock");
+    s.stop().await;
+}
+
+/// A `Session` dropped off the runtime (a worker thread or sync callback)
+/// is still deleted, on its own runtime, rather than keeping its locks for
+/// the whole TTL (here 60 s; up to an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_off_the_runtime_frees_its_locks() {
+    let s = start().await;
+    let a = s
+        .client
+        .session(SessionOptions {
+            ttl: Duration::from_secs(60),
+            ..SessionOptions::default()
+        })
+        .await
+        .expect("a");
+    let lock = a
+        .try_lock("soff", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    std::thread::spawn(move || drop(a)).join().expect("dropped");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("soff").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(lock.is_lost(), "the session is gone");
+    assert!(
+        result.is_ok(),
+        "a dropped session's lock is held 10 s later"
+    );
+    s.stop().await;
+}
+
+/// `waiting::in_rounds` keeps a bounded number of calls waiting however
+/// many rounds pass: each round's call ends at its own deadline (the
+/// request timeout plus its wait; answered "still queued", not an unknown
+/// outcome asked again forever), so at most (timeout + round) / (0.8 round)
+/// overlap, about two with the real 300 s rounds and nine with these 1 s
+/// ones, and the count stops growing.
+#[tokio::test]
+async fn waiting_in_rounds_keeps_a_bounded_number_of_requests_waiting() {
+    let s = start().await;
+    let session = || s.client.session(SessionOptions::default());
+    let (a, b) = (session().await.expect("a"), session().await.expect("b"));
+    let _held = a.try_lock("acc", LockMode::Shared).await.expect("a shares");
+    let round = Duration::from_millis(1000);
+    let waited = tokio::time::timeout(
+        Duration::from_secs(16),
+        b.lock_in_rounds("acc", LockMode::Exclusive, round),
+    );
+    let waiting = || async {
+        let metrics = s.client.metrics(0).await.expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("deadbolt_lock_waiters "))
+            .expect("gauge")
+            .trim()
+            .parse::<f64>()
+            .expect("number")
+    };
+    let counts = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let early = waiting().await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        (early, waiting().await)
+    };
+    let (waited, (early, late)) = tokio::join!(waited, counts);
+    assert!(waited.is_err(), "a holds the lock throughout");
+    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT);
+    let bound = ((timeout + round).as_secs_f64() / (0.8 * round.as_secs_f64())).ceil() + 1.0;
+    assert!(
+        late <= bound && late <= early + 1.0,
+        "b's one lock_in_rounds has {early} then {late} requests waiting at the node (bound {bound})"
+    );
+    s.stop().await;
+}

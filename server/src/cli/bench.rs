@@ -62,6 +62,135 @@ pub struct BenchArgs {
     /// warm, the leader's batches at their steady size); not counted.
     #[arg(long, value_parser = parse_warmup_seconds, default_value = "2")]
     pub warmup: Duration,
+    /// Seconds between progress lines during each level (0: none): cycles/s
+    /// and errors in the interval, and each node's resident memory and
+    /// effective idempotency window from its /metrics. For soaks
+    /// (`--duration 1800 --report-every 60`).
+    #[arg(long, value_parser = parse_warmup_seconds, default_value = "0")]
+    pub report_every: Duration,
+}
+
+/// Live totals the workers add to, read by the progress reporter.
+#[derive(Debug, Default)]
+struct Progress {
+    cycles: AtomicU64,
+    errors: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl Progress {
+    fn error(&self, label: String) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *errors.entry(label).or_default() += 1;
+    }
+
+    fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One progress line of a level.
+#[derive(Debug, Serialize)]
+struct ProgressReport {
+    elapsed_s: f64,
+    cycles_per_second: f64,
+    /// Errors in the interval by code (`unavailable`: refusals).
+    errors: BTreeMap<String, u64>,
+    /// Per endpoint, in the order given: resident memory in MiB.
+    rss_mib: Vec<Option<f64>>,
+    /// Per endpoint: `deadbolt_idempotency_window_seconds`.
+    idempotency_window_s: Vec<Option<f64>>,
+}
+
+/// A metric's value in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Prints a [`ProgressReport`] every `every` from `from` until `until`.
+async fn report_progress(
+    metrics: Client,
+    endpoints: usize,
+    progress: Arc<Progress>,
+    every: Duration,
+    from: Instant,
+    until: Instant,
+    json: bool,
+) {
+    let (mut cycles_before, mut errors_before) = (0, BTreeMap::new());
+    let mut next = from + every;
+    while next <= until {
+        tokio::time::sleep_until(next).await;
+        let cycles = progress.cycles.load(Ordering::Relaxed);
+        let errors = progress.errors();
+        let interval: BTreeMap<String, u64> = errors
+            .iter()
+            .map(|(code, n)| {
+                (
+                    code.clone(),
+                    n - errors_before.get(code).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let mut report = ProgressReport {
+            elapsed_s: (next - from).as_secs_f64(),
+            cycles_per_second: (cycles - cycles_before) as f64 / every.as_secs_f64(),
+            errors: interval,
+            rss_mib: Vec::new(),
+            idempotency_window_s: Vec::new(),
+        };
+        for i in 0..endpoints {
+            let page = metrics.metrics(i).await.ok();
+            let page = page.as_deref().unwrap_or("");
+            report
+                .rss_mib
+                .push(metric(page, "process_resident_memory_bytes").map(|b| b / (1024.0 * 1024.0)));
+            report
+                .idempotency_window_s
+                .push(metric(page, "deadbolt_idempotency_window_seconds"));
+        }
+        print_progress(&report, json);
+        (cycles_before, errors_before) = (cycles, errors);
+        next += every;
+    }
+}
+
+fn print_progress(report: &ProgressReport, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(report) {
+            println!("{line}");
+        }
+        return;
+    }
+    let show = |values: &[Option<f64>]| -> String {
+        let shown: Vec<String> = values
+            .iter()
+            .map(|v| v.map_or("?".to_owned(), |v| format!("{v:.0}")))
+            .collect();
+        shown.join("/")
+    };
+    let errors: Vec<String> = report
+        .errors
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "  {:>7.0}s {:>10.1} cycles/s  rss MiB {}  window s {}  errors {}",
+        report.elapsed_s,
+        report.cycles_per_second,
+        show(&report.rss_mib),
+        show(&report.idempotency_window_s),
+        if errors.is_empty() {
+            "-".to_owned()
+        } else {
+            errors.join(" ")
+        }
+    );
 }
 
 /// Whole seconds, zero allowed (no warmup).
@@ -141,6 +270,7 @@ async fn worker(
     measure_from: Instant,
     until: Instant,
     newest_token: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let session = match client.session(SessionOptions::default()).await {
@@ -162,6 +292,7 @@ async fn worker(
             Ok(lock) => lock,
             Err(error) => {
                 *stats.errors.entry(error_label(&error)).or_default() += 1;
+                progress.error(error_label(&error));
                 if session.is_lost() {
                     break;
                 }
@@ -178,12 +309,16 @@ async fn worker(
         let releasing = Instant::now();
         match lock.release().await {
             Ok(()) if measured => {
+                progress.cycles.fetch_add(1, Ordering::Relaxed);
                 stats.latencies_us.push(micros(started.elapsed()));
                 stats.acquire_us.push(micros(acquired));
                 stats.release_us.push(micros(releasing.elapsed()));
             }
             Ok(()) => {}
-            Err(error) => *stats.errors.entry(error_label(&error)).or_default() += 1,
+            Err(error) => {
+                *stats.errors.entry(error_label(&error)).or_default() += 1;
+                progress.error(error_label(&error));
+            }
         }
     }
     let _ = session.close().await;
@@ -221,11 +356,24 @@ async fn run_level(
     args: &BenchArgs,
     concurrency: usize,
     run: u64,
+    json: bool,
 ) -> anyhow::Result<LevelReport> {
     // The own client is shared by every worker, as an application would.
     let shared_client = worker_client(endpoints, BenchClient::Own, 0)?;
     let measure_from = Instant::now() + args.warmup;
     let until = measure_from + args.duration;
+    let progress = Arc::new(Progress::default());
+    let reporter = (!args.report_every.is_zero()).then(|| {
+        tokio::spawn(report_progress(
+            shared_client.clone(),
+            endpoints.len(),
+            progress.clone(),
+            args.report_every,
+            measure_from,
+            until,
+            json,
+        ))
+    });
     let mut tasks = Vec::with_capacity(concurrency);
     // One counter per lock: one shared lock when contended, one per worker
     // otherwise.
@@ -246,6 +394,7 @@ async fn run_level(
             measure_from,
             until,
             newest,
+            progress.clone(),
         )));
     }
     let mut latencies = Vec::new();
@@ -270,6 +419,9 @@ async fn run_level(
                     .or_default() += 1
             }
         }
+    }
+    if let Some(reporter) = reporter {
+        reporter.abort();
     }
     // Cycles started in the window and finished (workers stop starting new
     // ones at `until`), over the window's length.
@@ -327,7 +479,7 @@ pub(super) async fn run(endpoints: Vec<String>, args: BenchArgs, json: bool) -> 
         );
     }
     for &c in &args.concurrency {
-        let report = run_level(&endpoints, &args, c, run).await?;
+        let report = run_level(&endpoints, &args, c, run, json).await?;
         if json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -366,6 +518,16 @@ pub(super) async fn run(endpoints: Vec<String>, args: BenchArgs, json: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_are_read_by_exact_name() {
+        let page = "# HELP x\nprocess_resident_memory_bytes 1048576\nprocess_resident_memory_bytes_total 9\n";
+        assert_eq!(
+            metric(page, "process_resident_memory_bytes"),
+            Some(1048576.0)
+        );
+        assert_eq!(metric(page, "deadbolt_idempotency_window_seconds"), None);
+    }
 
     #[test]
     fn percentiles() {

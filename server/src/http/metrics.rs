@@ -49,6 +49,32 @@ impl RequestMetrics {
     }
 }
 
+/// Appends the process's resident memory (the standard
+/// `process_resident_memory_bytes`), read from `/proc/self/statm` where
+/// there is one (Linux); nothing elsewhere, nor in the simulation, where
+/// the process is not the node.
+pub(crate) fn render_process(out: &mut String) {
+    #[cfg(not(madsim))]
+    if let Some(bytes) = resident_bytes() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {bytes}"
+        );
+    }
+    #[cfg(madsim)]
+    let _ = out;
+}
+
+/// Resident pages (statm's second field) times the page size, assumed 4 KiB
+/// (the size on every platform deadbolt is built for that has `/proc`).
+#[cfg(not(madsim))]
+fn resident_bytes() -> Option<u64> {
+    const PAGE_BYTES: u64 = 4096;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +91,22 @@ mod tests {
             "deadbolt_http_request_duration_seconds_count{endpoint=\"POST /v1/sessions\",outcome=\"ok\"} 2"
         ), "{out}");
         assert!(out.contains("outcome=\"unavailable\"} 1"), "{out}");
+    }
+
+    #[cfg(all(target_os = "linux", not(madsim)))]
+    #[test]
+    fn renders_the_resident_memory_of_the_process() {
+        let mut out = String::new();
+        render_process(&mut out);
+        let bytes: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .expect("the gauge")
+            .parse()
+            .expect("a number");
+        assert!(
+            bytes > 1 << 20,
+            "a running test uses more than 1 MiB: {bytes}"
+        );
     }
 }

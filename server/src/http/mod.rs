@@ -111,6 +111,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(GET "/v1/locks/{name}" => locks::get, locks::__path_get),
         route!(POST "/v1/locks/{name}/acquire" => locks::acquire, locks::__path_acquire),
         route!(POST "/v1/locks/{name}/release" => locks::release, locks::__path_release),
+        route!(POST "/v1/locks/{name}/withdraw" => locks::withdraw, locks::__path_withdraw),
         route!(POST "/v1/locks/{name}/validate" => locks::validate, locks::__path_validate),
         route!(GET "/v1/kv/{key}" => kv::get, kv::__path_get),
         route!(PUT "/v1/kv/{key}" => kv::put, kv::__path_put),

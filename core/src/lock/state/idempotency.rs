@@ -341,6 +341,15 @@ impl IdempotencyCache {
         }
     }
 
+    /// The reply recorded for `key` if the request that recorded it had
+    /// this fingerprint.
+    pub(super) fn recorded(&self, key: &str, fingerprint: u64) -> Option<&Reply> {
+        self.entries
+            .get(key)
+            .filter(|entry| entry.fingerprint == fingerprint)
+            .map(|entry| &entry.reply)
+    }
+
     /// A queued acquire ended: its key now answers with the final outcome
     /// (unless the key was acknowledged meanwhile).
     pub(super) fn set_final_reply(&mut self, key: &str, reply: Reply) {

@@ -788,6 +788,28 @@ impl LockStateMachine {
         })
     }
 
+    /// What a keyed acquire of `session` for `lock` came to, if it was
+    /// applied (its key is recorded with this fingerprint): the wait's
+    /// outcome once it ended (see [`Self::settled_wait`]), `Queued` while
+    /// the session still waits. For a node whose caller's deadline passed
+    /// before the answer: "applied and still waiting" is not an unknown
+    /// outcome.
+    pub fn acquire_outcome(
+        &self,
+        key: &str,
+        fingerprint: u64,
+        lock: &str,
+        session: SessionId,
+    ) -> Option<Reply> {
+        match self.idempotency.recorded(key, fingerprint)? {
+            queued @ Reply::Queued { .. } => Some(
+                self.settled_wait(lock, session)
+                    .unwrap_or_else(|| queued.clone()),
+            ),
+            reply => Some(reply.clone()),
+        }
+    }
+
     pub fn is_ephemeral(&self, session: SessionId) -> bool {
         self.sessions.get(session).is_some_and(|s| s.ephemeral)
     }

@@ -7,10 +7,10 @@ use axum::Json;
 use deadbolt_api::{
     AcquireRequest, AcquireResponse, EmptyResponse, ErrorCode, ErrorEnvelope, ListLocksQuery,
     ListLocksResponse, LockState, LockStatus, LockWaiter, ReleaseRequest, SessionId,
-    ValidateRequest, ValidateResponse, LIST_LIMIT_MAX, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
-    WAIT_MS_MAX,
+    ValidateRequest, ValidateResponse, WithdrawRequest, WithdrawResponse, LIST_LIMIT_MAX,
+    SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, WAIT_MS_MAX,
 };
-use deadbolt_core::lock::{Acquire, Command, LockView, Owner, Release, Reply};
+use deadbolt_core::lock::{Acquire, Command, LockView, Owner, Release, Reply, Withdraw};
 
 use super::{
     mode_from_api, mode_to_api, propose, read, unexpected, ACKED_BELOW_HEADER_DESCRIPTION,
@@ -92,19 +92,61 @@ pub(crate) async fn acquire(
     // A waiting acquire is answered when its wait ends; dropping this future
     // (client gone) withdraws the waiter inside the runtime.
     let deadline = request.deadline + Duration::from_millis(body.wait_ms);
-    match propose(&state, command, request.idempotency, deadline).await? {
+    let idempotency = request.idempotency.clone();
+    let reply = match propose(&state, command, request.idempotency, deadline).await {
+        Err(timeout) if timeout.code == ErrorCode::Timeout && body.wait_ms > 0 => {
+            match (idempotency, body.session_id) {
+                (Some(idem), Some(session)) => {
+                    applied_acquire(&state, idem, name.clone(), session.0)
+                        .await
+                        .ok_or(timeout)?
+                }
+                _ => return Err(timeout),
+            }
+        }
+        reply => reply?,
+    };
+    match reply {
         Reply::Acquired(grant) => Ok(Json(AcquireResponse {
             lock: name,
             mode: mode_to_api(grant.mode),
             session_id: SessionId(grant.session_id),
             fencing_token: grant.fencing_token,
         })),
-        Reply::Queued { .. } => Err(ApiError::new(
-            ErrorCode::Timeout,
-            "the wait did not end before the deadline; the outcome is unknown",
-        )),
+        Reply::Error(error) => Err(error.into()),
+        Reply::Queued { .. } => {
+            let mut error = ApiError::new(
+                ErrorCode::Timeout,
+                "the wait did not end before the deadline; the session is still queued \
+                 (another request of it extended the wait)",
+            );
+            error.details.queued = Some(true);
+            Err(error)
+        }
         other => Err(unexpected(other)),
     }
+}
+
+/// Bound on the look at a timed-out acquire's key (it is only a refinement
+/// of the 504 that is otherwise answered).
+const APPLIED_LOOK_MS: u64 = 1_000;
+
+/// What a keyed waiting acquire whose deadline passed came to, if it was
+/// applied: its outcome (a grant, or `lock_held` for a wait that ended), or
+/// `Queued` if the session still waits (another request of it extended the
+/// wait). `None`: not known to be applied.
+async fn applied_acquire(
+    state: &AppState,
+    idem: deadbolt_core::lock::Idempotency,
+    lock: String,
+    session: deadbolt_core::lock::SessionId,
+) -> Option<Reply> {
+    let look = read(state, Duration::from_millis(APPLIED_LOOK_MS), move |ctx| {
+        Ok(ctx
+            .state
+            .acquire_outcome(&idem.key, idem.fingerprint, &lock, session))
+    });
+    look.await.ok().flatten()
 }
 
 /// Release a grant.
@@ -133,6 +175,37 @@ pub(crate) async fn release(
     });
     match propose(&state, command, request.idempotency, request.deadline).await? {
         Reply::Released => Ok(Json(EmptyResponse {})),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// End the session's wait for the lock, if it waits (an extension of the
+/// contract: what a disconnect of the waiting caller does, for a client
+/// that must stop waiting without losing the call's answer).
+#[utoipa::path(post, path = "/v1/locks/{name}/withdraw", tag = "locks",
+    request_body = WithdrawRequest,
+    params(
+        ("name" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header),
+        ("Idempotency-Acked-Below" = Option<u64>, Header, description = ACKED_BELOW_HEADER_DESCRIPTION),
+        ("Request-Timeout-Ms" = Option<u64>, Header),
+    ),
+    responses(
+        (status = 200, body = WithdrawResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn withdraw(
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+    request: Mutation<WithdrawRequest>,
+) -> Result<Json<WithdrawResponse>, ApiError> {
+    check_name("name", &name)?;
+    let command = Command::Withdraw(Withdraw {
+        lock: name,
+        session_id: request.body.session_id.0,
+    });
+    match propose(&state, command, request.idempotency, request.deadline).await? {
+        Reply::Withdrawn { was_waiting } => Ok(Json(WithdrawResponse { was_waiting })),
         other => Err(unexpected(other)),
     }
 }

@@ -42,6 +42,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         node.metrics().render(&mut out);
     }
     state.metrics.render(&mut out);
+    crate::http::metrics::render_process(&mut out);
     (
         [(
             header::CONTENT_TYPE,
