@@ -144,7 +144,7 @@ mod tests;
 
 pub use config::{
     Config, ConfigError, APPEND_BYTES_MAX, APPEND_ENTRIES_MAX, APPEND_INFLIGHT_MAX,
-    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROMOTE_LAG_ENTRIES_MAX,
+    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX,
     PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
     UNCOMMITTED_ENTRIES_MAX,
 };
@@ -158,5 +158,6 @@ pub use ready::{ReadState, Ready, Role, SnapshotToInstall, SoftState};
 pub use replica::{Replica, Status};
 pub use restore::RestoredState;
 pub use types::{
+    FOUNDING_NONCE_KEY,
     Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
 };
