@@ -91,6 +91,7 @@ fn kind_str(kind: NotFoundKind) -> &'static str {
         NotFoundKind::Lock => "lock",
         NotFoundKind::Key => "key",
         NotFoundKind::Stack => "stack",
+        NotFoundKind::Member => "member",
     }
 }
 

@@ -24,7 +24,7 @@ use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
 use deadbolt_runtime::transport::INCARNATION_NONE;
-use deadbolt_runtime::{shutdown_channel, Shutdown, ShutdownTrigger, TokioClock};
+use deadbolt_runtime::{shutdown_channel, ClusterId, Shutdown, ShutdownTrigger, TokioClock};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -60,6 +60,11 @@ struct StoredIdentity {
     /// is drawn on the next start.
     #[serde(default)]
     incarnation: u64,
+    /// The node learned it was removed from the cluster: the data dir is
+    /// never served again (its promises belong to a membership that no
+    /// longer counts it). Absent (false) in older files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
 }
 
 /// Where a started server listens and who it is, for the banner and tests.
@@ -145,6 +150,7 @@ pub async fn start(
                         .as_ref()
                         .map_or(membership.join_url.is_none(), |s| s.joined),
                     incarnation,
+                    removed: false,
                 },
             )?;
             incarnation
@@ -179,7 +185,7 @@ pub async fn start(
         http_stop,
     };
     if let Some(url) = membership.join_url {
-        if let Err(error) = join(&url, &config, incarnation).await {
+        if let Err(error) = join(&url, &config, incarnation, &cluster_id).await {
             server.stop().await;
             return Err(error);
         }
@@ -190,6 +196,7 @@ pub async fn start(
                 node_id: config.node_id,
                 joined: true,
                 incarnation,
+                removed: false,
             },
         )?;
     }
@@ -217,6 +224,16 @@ fn open_data_dir(config: &ServeConfig) -> anyhow::Result<Option<StoredIdentity>>
     })?;
     let stored = read_identity(data_dir)?;
     if let Some(stored) = &stored {
+        if stored.removed {
+            bail!(
+                "--data-dir {}: node {} was removed from cluster {}; refusing to start on this \
+                 data dir again. To bring the node back: empty the data dir and start it with \
+                 --join <API URL of a running member>",
+                data_dir.display(),
+                stored.node_id,
+                stored.cluster_id
+            );
+        }
         // The Raft state is gone but the identity says the node had some:
         // starting would promise nothing it promised before.
         if stored.joined && !data_dir.join(RAFT_DIR).exists() {
@@ -289,7 +306,7 @@ async fn choose_membership(
             // a mistake worth refusing; an unreachable one is not (the
             // node's own cluster may be the one that is down).
             match remote_cluster_id(url).await {
-                Ok(remote) if remote != stored.cluster_id => bail!(
+                Ok(remote) if !ClusterId::compatible_text(&remote, &stored.cluster_id) => bail!(
                     "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
                     data_dir.display(),
                     stored.cluster_id
@@ -309,7 +326,7 @@ async fn choose_membership(
         (Bootstrap::Join { url }, stored) => {
             let remote = remote_cluster_id(url).await?;
             if let Some(stored) = stored {
-                if stored.cluster_id != remote {
+                if !ClusterId::compatible_text(&stored.cluster_id, &remote) {
                     bail!(
                         "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
                         data_dir.display(),
@@ -392,13 +409,27 @@ impl Server {
         self.node.handle()
     }
 
-    /// Serves until `shutdown`, then stops gracefully.
+    /// Serves until `shutdown`, then stops gracefully. A node that learns
+    /// it was removed from its cluster marks its data dir as removed (it
+    /// never starts on it again), stops, and returns the error `removed
+    /// from cluster <id>` (the binary exits 1).
     pub async fn run_until(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
-        shutdown.wait().await;
-        tracing::info!("shutting down");
+        let handle = self.node.handle();
+        let removed = tokio::select! {
+            biased;
+            () = shutdown.wait() => None,
+            cluster_id = handle.removed() => Some(cluster_id),
+        };
+        let Some(cluster_id) = removed else {
+            tracing::info!("shutting down");
+            self.stop().await;
+            tracing::info!("stopped");
+            return Ok(());
+        };
+        let marked = mark_removed(&self.info.data_dir);
         self.stop().await;
-        tracing::info!("stopped");
-        Ok(())
+        marked?;
+        bail!("removed from cluster {cluster_id}")
     }
 
     /// Graceful stop: the node refuses new requests and hands leadership
@@ -465,6 +496,18 @@ fn write_identity(data_dir: &Path, identity: &StoredIdentity) -> anyhow::Result<
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Records in the identity that this data dir's node was removed.
+fn mark_removed(data_dir: &Path) -> anyhow::Result<()> {
+    let identity = read_identity(data_dir)?.context("--data-dir: identity vanished")?;
+    write_identity(
+        data_dir,
+        &StoredIdentity {
+            removed: true,
+            ..identity
+        },
+    )
 }
 
 /// A seed from the OS (time and pid): production nodes need distinct
@@ -535,7 +578,12 @@ async fn remote_cluster_id(url: &str) -> anyhow::Result<String> {
 /// promotes it once caught up). Retries until [`JOIN_DEADLINE`]: the
 /// cluster may be electing, or still catching up a previous joiner. A
 /// refusal (409: the id is a member with another data dir) ends it at once.
-async fn join(url: &str, config: &ServeConfig, incarnation: u64) -> anyhow::Result<()> {
+async fn join(
+    url: &str,
+    config: &ServeConfig,
+    incarnation: u64,
+    cluster_id: &str,
+) -> anyhow::Result<()> {
     let client = ClientBuilder::new([url])
         .call_timeout(Duration::from_secs(15))
         .build()
@@ -545,6 +593,7 @@ async fn join(url: &str, config: &ServeConfig, incarnation: u64) -> anyhow::Resu
         peer_addr: config.advertise_peer.clone(),
         api_addr: config.advertise_api.clone(),
         incarnation: Some(incarnation),
+        cluster_id: Some(cluster_id.to_owned()),
     };
     let until = tokio::time::Instant::now() + JOIN_DEADLINE;
     loop {
@@ -619,6 +668,7 @@ mod tests {
             node_id: 3,
             joined: false,
             incarnation: 42,
+            removed: false,
         };
         write_identity(dir.path(), &identity).expect("write");
         assert_eq!(

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::peer::write_batch;
-use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
+use super::{
+    check_cluster, check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame,
+};
 use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Inbound connections served at once; more are closed on accept. A cluster
@@ -177,7 +179,14 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
         // Judge, then answer: our hello, or why we refuse (so the dialler
         // can say, and a founder on an empty data dir learns that we hold
         // its cluster); then refuse by closing.
-        let judged = check_hello(&config, &hello, None);
+        let judged = check_hello(&config, &hello, None).and_then(|()| {
+            // One of ours, but not a member any more: tell it, with our
+            // commit index as the proof it checks.
+            match config.cluster.removal_proof(hello.node_id) {
+                Some(commit_index) => Err(ConnError::NotMember(commit_index)),
+                None => Ok(()),
+            }
+        });
         let answer = match judged.as_ref().err().and_then(ConnError::refusal) {
             Some(refusal) => WireFrame::Refused(refusal),
             None => WireFrame::Hello(config.hello()),
@@ -198,6 +207,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
                         .incarnations
                         .check(from, hello.incarnation)
                         .map_err(ConnError::Incarnation)?;
+                    // Our founding nonce may have committed since.
+                    check_cluster(&config, &hello)?;
                     if self.inbound.send((from, message)).await.is_err() {
                         // The node stopped taking messages: it is shutting down.
                         return Ok(());
