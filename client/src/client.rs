@@ -15,8 +15,8 @@ use deadbolt_api::{
     CreateSessionResponse, KeepaliveRequest, KeepaliveResponse, KvGetResponse, KvWriteRequest,
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
-    StackPushResponse, TransferLeaderRequest, UpdateMemberRequest, ValidateRequest, ValidateResponse,
-    HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
+    StackPushResponse, TransferLeaderRequest, UpdateMemberRequest, ValidateRequest,
+    ValidateResponse, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
     HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
 };
 use http_body_util::Full;

@@ -35,7 +35,9 @@ impl ClusterId {
     pub fn parse(text: &str) -> ClusterId {
         if let Some((tag, hex)) = text.rsplit_once(NONCE_SEPARATOR) {
             let well_formed = hex.len() == NONCE_HEX_DIGITS
-                && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if well_formed && !tag.is_empty() {
                 if let Ok(nonce) = u64::from_str_radix(hex, 16) {
                     return ClusterId {
@@ -106,7 +108,12 @@ mod tests {
         assert_eq!(founded.to_string(), "dbc-00ff00ff00ff00ff.0000000000001234");
         assert_eq!(ClusterId::parse(&founded.to_string()), founded);
         // Not a nonce: too short, upper case, or nothing before it.
-        for text in ["a.1234", "a.000000000000123G", "a.00000000000012AB", ".0000000000001234"] {
+        for text in [
+            "a.1234",
+            "a.000000000000123G",
+            "a.00000000000012AB",
+            ".0000000000001234",
+        ] {
             let id = ClusterId::parse(text);
             assert_eq!((id.tag(), id.nonce()), (text, None), "{text}");
         }

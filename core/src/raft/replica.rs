@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::config::{
-    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROPOSAL_BATCH_MAX,
-    PROPOSAL_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
+    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX,
+    UNCOMMITTED_ENTRIES_MAX,
 };
 use super::error::{
     MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,

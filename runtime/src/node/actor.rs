@@ -35,15 +35,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cluster_time::ClusterTime;
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
-use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use super::founding;
+use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use super::incarnation;
 use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
 use super::peer_set::PeerSet;
 use super::pending::{
     AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
 };
-use super::removal::RemovalWatch;
+use super::removal::{Removal, RemovalWatch};
 use super::seen_forwards::SeenForwards;
 use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
@@ -662,9 +662,10 @@ impl Actor {
         // The membership takes effect on append: know the peers before
         // sending to them.
         self.io.peers.sync(self.replica.membership());
-        self.io
-            .peers
-            .sync_committed(self.replica.committed_membership(), self.replica.commit_index());
+        self.io.peers.sync_committed(
+            self.replica.committed_membership(),
+            self.replica.commit_index(),
+        );
         self.refresh_leader_hint();
         // 2. Messages.
         for (to, message) in messages {
@@ -1155,8 +1156,7 @@ impl Actor {
     /// refused while another change is in flight, tried again next tick.
     fn record_founding_nonce(&mut self) {
         let rng = &mut self.founding_rng;
-        let Some(next) = founding::with_nonce(self.replica.membership(), || rng.next_u64())
-        else {
+        let Some(next) = founding::with_nonce(self.replica.membership(), || rng.next_u64()) else {
             return;
         };
         match self.replica.propose_membership(next) {
@@ -1173,16 +1173,21 @@ impl Actor {
         if self.failed.is_some() {
             return;
         }
-        let cluster = self.io.peers.cluster().id();
+        let mut cluster = self.io.peers.cluster().id();
         let Some(how) = self.removal.check(
             self.me.id,
             self.replica.committed_membership(),
             self.replica.commit_index(),
-            &cluster,
             self.io.peers.cluster().removal_notice(),
         ) else {
             return;
         };
+        if let Removal::FromPeer(notice) = &how {
+            // The peer may know the founding nonce we never committed.
+            if notice.cluster_id.nonce().is_some() {
+                cluster = notice.cluster_id.clone();
+            }
+        }
         tracing::error!(node_id = self.me.id, cluster_id = %cluster, ?how, "removed from cluster {cluster}");
         self.removed.publish(Some(cluster.to_string()));
         self.fail(format!("removed from cluster {cluster}"));

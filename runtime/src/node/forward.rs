@@ -314,7 +314,10 @@ mod tests {
             Err(ProposeError::UnknownMember { id: 9 })
         );
         // Promoting a voter is a retried promotion; an unknown id is 404.
-        assert_eq!(serve(&mut leader, now_ms, Forwarded::Promote { id: 1 }), Ok(None));
+        assert_eq!(
+            serve(&mut leader, now_ms, Forwarded::Promote { id: 1 }),
+            Ok(None)
+        );
         assert_eq!(
             serve(&mut leader, now_ms, Forwarded::Promote { id: 9 }),
             Err(ProposeError::UnknownMember { id: 9 })

@@ -14,7 +14,10 @@ use super::StartError;
 use crate::cluster_id::ClusterId;
 
 /// The membership with a founding nonce, if `membership` has none yet.
-pub(super) fn with_nonce(membership: &Membership, draw: impl FnOnce() -> u64) -> Option<Membership> {
+pub(super) fn with_nonce(
+    membership: &Membership,
+    draw: impl FnOnce() -> u64,
+) -> Option<Membership> {
     match membership.founding_nonce() {
         Some(_) => None,
         None => Some(membership.with_founding_nonce(draw())),
@@ -78,6 +81,9 @@ mod tests {
         assert!(check_stored(&ours, &Membership::default()).is_ok());
         let error = check_stored(&ours, &stored).expect_err("other founding");
         let text = error.to_string();
-        assert!(text.contains("t.0000000000000001") && text.contains("t.0000000000000002"), "{text}");
+        assert!(
+            text.contains("t.0000000000000001") && text.contains("t.0000000000000002"),
+            "{text}"
+        );
     }
 }

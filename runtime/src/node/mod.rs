@@ -34,7 +34,8 @@ pub use config::{
     SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
 };
 pub use handle::{
-    Joiner, MemberView, NodeHandle, NodeStatus, ProposeError, ReadContext, NODE_MAILBOX_REQUESTS_MAX,
+    Joiner, MemberView, NodeHandle, NodeStatus, ProposeError, ReadContext,
+    NODE_MAILBOX_REQUESTS_MAX,
 };
 pub use observer::{entry_hash, NodeEvent, NodeObserver};
 

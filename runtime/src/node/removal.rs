@@ -10,16 +10,19 @@
 //! at `c >= a` does not, then on the one committed history a later
 //! membership removed us. A node that is still joining (its own addition
 //! not committed on it) has no such proof and ignores the answer; so does a
-//! node whose cluster id has no committed founding nonce yet (the answer
-//! might come from another founding with the same tag).
+//! founder that has committed nothing yet (`a = 0`). The transport takes a
+//! notice only from a peer whose cluster id is compatible with ours. Left
+//! open: a founder of a new founding that committed its founding entry but
+//! not yet its nonce, answered by a stale node of an earlier founding with
+//! the same founder list in which it had been removed, exits instead of
+//! being refused (it stops; it cannot corrupt anything).
 
 use deadbolt_core::raft::{LogIndex, Membership, NodeId};
 
-use crate::cluster_id::ClusterId;
 use crate::transport::RemovalNotice;
 
 /// How the removal became known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Removal {
     /// Our committed membership no longer lists us.
     FromLog,
@@ -36,14 +39,13 @@ pub(super) struct RemovalWatch {
 
 impl RemovalWatch {
     /// Whether node `me` has been removed, given its committed membership
-    /// at `commit_index`, its cluster id and the best removal notice a peer
+    /// at `commit_index` and the best removal notice a peer of our cluster
     /// sent.
     pub(super) fn check(
         &mut self,
         me: NodeId,
         committed: &Membership,
         commit_index: LogIndex,
-        cluster: &ClusterId,
         notice: Option<RemovalNotice>,
     ) -> Option<Removal> {
         let member = committed.contains(me);
@@ -54,7 +56,7 @@ impl RemovalWatch {
         }
         let proven = |n: &RemovalNotice| n.commit_index >= commit_index;
         match notice {
-            Some(notice) if member && cluster.nonce().is_some() && proven(&notice) => {
+            Some(notice) if member && commit_index >= 1 && proven(&notice) => {
                 Some(Removal::FromPeer(notice))
             }
             _ => None,
@@ -84,37 +86,41 @@ mod tests {
         Some(RemovalNotice {
             from: 1,
             commit_index,
+            cluster_id: crate::cluster_id::ClusterId::parse("c"),
         })
     }
 
     #[test]
     fn the_log_tells_a_member_it_left() {
-        let id = ClusterId::parse("c.0000000000000001");
         let mut watch = RemovalWatch::default();
         // A joiner not yet listed is not "removed".
-        assert_eq!(watch.check(3, &membership(&[1, 2]), 4, &id, None), None);
-        assert_eq!(watch.check(3, &membership(&[1, 2, 3]), 6, &id, None), None);
+        assert_eq!(watch.check(3, &membership(&[1, 2]), 4, None), None);
+        assert_eq!(watch.check(3, &membership(&[1, 2, 3]), 6, None), None);
         assert_eq!(
-            watch.check(3, &membership(&[1, 2]), 9, &id, None),
+            watch.check(3, &membership(&[1, 2]), 9, None),
             Some(Removal::FromLog)
         );
     }
 
     #[test]
     fn a_peer_answer_counts_only_with_proof() {
-        let founded = ClusterId::parse("c.0000000000000001");
-        let tag_only = ClusterId::parse("c");
         let us = membership(&[1, 2, 3]);
         let mut watch = RemovalWatch::default();
         // The peer is behind us: it may not have our addition yet.
-        assert_eq!(watch.check(3, &us, 10, &founded, notice(9)), None);
+        assert_eq!(watch.check(3, &us, 10, notice(9)), None);
         // Our own addition is not committed here: still joining.
         let joining = membership(&[1, 2]);
-        assert_eq!(RemovalWatch::default().check(3, &joining, 4, &founded, notice(20)), None);
-        // No committed founding nonce: the peer may be another founding.
-        assert_eq!(RemovalWatch::default().check(3, &us, 10, &tag_only, notice(12)), None);
         assert_eq!(
-            watch.check(3, &us, 10, &founded, notice(10)),
+            RemovalWatch::default().check(3, &joining, 4, notice(20)),
+            None
+        );
+        // A founder that committed nothing yet.
+        assert_eq!(RemovalWatch::default().check(3, &us, 0, notice(12)), None);
+        assert!(RemovalWatch::default()
+            .check(3, &us, 1, notice(12))
+            .is_some());
+        assert_eq!(
+            watch.check(3, &us, 10, notice(10)),
             Some(Removal::FromPeer(notice(10).expect("some")))
         );
     }

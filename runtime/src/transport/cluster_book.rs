@@ -17,10 +17,13 @@ use crate::cluster_id::ClusterId;
 
 /// A peer told us, with proof, that we are no longer a member: at its
 /// commit index `commit_index` its committed membership lacks us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovalNotice {
     pub from: NodeId,
     pub commit_index: LogIndex,
+    /// The peer's cluster id (compatible with ours; it may know the
+    /// founding nonce where we do not).
+    pub cluster_id: ClusterId,
 }
 
 #[derive(Debug)]
@@ -101,6 +104,7 @@ impl ClusterBook {
         let mut book = self.lock();
         let newer = book
             .removal
+            .as_ref()
             .is_none_or(|old| old.commit_index < notice.commit_index);
         if newer {
             book.removal = Some(notice);
@@ -109,7 +113,7 @@ impl ClusterBook {
 
     /// The best removal notice received so far.
     pub fn removal_notice(&self) -> Option<RemovalNotice> {
-        self.lock().removal
+        self.lock().removal.clone()
     }
 }
 
@@ -155,6 +159,7 @@ mod tests {
         let notice = |commit_index| RemovalNotice {
             from: 1,
             commit_index,
+            cluster_id: ClusterId::parse("c"),
         };
         book.removal_noticed(notice(7));
         book.removal_noticed(notice(6));

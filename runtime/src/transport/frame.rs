@@ -52,6 +52,9 @@ pub struct Refusal {
     /// committed membership, at a commit index not above it, includes
     /// itself has been removed since.
     pub removed_at: Option<LogIndex>,
+    /// The listener's cluster id (empty where a refusal does not need it):
+    /// a dialler believes a removal only from its own cluster.
+    pub cluster_id: String,
 }
 
 /// What a frame carries.

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use super::peer::write_batch;
 use super::{
-    check_cluster, check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame,
+    check_cluster, check_hello, encode_frame, read_frame, ConnError, Refusal, TransportConfig,
+    WireFrame,
 };
 use crate::shutdown::{wait_for_shutdown, Shutdown};
 
@@ -149,7 +150,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
             Err(ConnError::Closed) => {
                 tracing::debug!(node_id, %remote, "peer closed the connection")
             }
-            Err(error @ (ConnError::Refused(_) | ConnError::Incarnation(_))) => {
+            Err(
+                error @ (ConnError::Refused(_)
+                | ConnError::Incarnation(_)
+                | ConnError::NotMember(_)),
+            ) => {
                 self.counters
                     .refused_handshake
                     .fetch_add(1, Ordering::Relaxed);
@@ -188,7 +193,10 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
             }
         });
         let answer = match judged.as_ref().err().and_then(ConnError::refusal) {
-            Some(refusal) => WireFrame::Refused(refusal),
+            Some(refusal) => WireFrame::Refused(Refusal {
+                cluster_id: config.cluster.id().to_string(),
+                ..refusal
+            }),
             None => WireFrame::Hello(config.hello()),
         };
         let mut out = Vec::new();
@@ -209,6 +217,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
                         .map_err(ConnError::Incarnation)?;
                     // Our founding nonce may have committed since.
                     check_cluster(&config, &hello)?;
+                    // Removed since it connected: close, so that it dials
+                    // again and hears why in the handshake.
+                    if let Some(commit_index) = config.cluster.removal_proof(from) {
+                        return Err(ConnError::NotMember(commit_index));
+                    }
                     if self.inbound.send((from, message)).await.is_err() {
                         // The node stopped taking messages: it is shutting down.
                         return Ok(());

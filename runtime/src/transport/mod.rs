@@ -23,11 +23,11 @@ mod listener;
 mod peer;
 mod probe;
 
+pub use cluster_book::{ClusterBook, RemovalNotice};
 pub use frame::{
     decode_frame, encode_frame, FrameError, Hello, Refusal, WireFrame, FRAME_BYTES_MAX,
     FRAME_VERSION, PROTOCOL_VERSION,
 };
-pub use cluster_book::{ClusterBook, RemovalNotice};
 pub use incarnations::{IncarnationBook, IncarnationMismatch, INCARNATION_NONE};
 pub use listener::{spawn_listener, ListenerHandle, ListenerStats, INBOUND_CONNECTIONS_MAX};
 pub use peer::{spawn_peer, LinkFaults, PeerHandle, PeerStats, Peers, SEND_BATCH_BYTES_MAX};
@@ -206,16 +206,19 @@ impl ConnError {
                 reason: reason.clone(),
                 recorded_incarnation: None,
                 removed_at: None,
+                cluster_id: String::new(),
             }),
             ConnError::Incarnation(mismatch) => Some(Refusal {
                 reason: mismatch.to_string(),
                 recorded_incarnation: Some(mismatch.recorded),
                 removed_at: None,
+                cluster_id: String::new(),
             }),
             ConnError::NotMember(commit_index) => Some(Refusal {
                 reason: self.to_string(),
                 recorded_incarnation: None,
                 removed_at: Some(*commit_index),
+                cluster_id: String::new(),
             }),
             _ => None,
         }

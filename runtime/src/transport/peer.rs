@@ -18,9 +18,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cluster_id::ClusterId;
+
 use super::{
-    check_cluster, check_hello, encode_frame, read_frame, ConnError, Hello,
-    RemovalNotice, TransportConfig, WireFrame,
+    check_cluster, check_hello, encode_frame, read_frame, ConnError, Hello, RemovalNotice,
+    TransportConfig, WireFrame,
 };
 use crate::rng::SplitMix64;
 use crate::shutdown::{wait_for_shutdown, Shutdown};
@@ -319,10 +321,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
         let hello = match reply {
             WireFrame::Hello(hello) => hello,
             WireFrame::Refused(refusal) => {
-                if let Some(commit_index) = refusal.removed_at {
+                let theirs = ClusterId::parse(&refusal.cluster_id);
+                let same_cluster = config.cluster.id().compatible(&theirs);
+                if let (Some(commit_index), true) = (refusal.removed_at, same_cluster) {
                     let notice = RemovalNotice {
                         from: self.remote_id,
                         commit_index,
+                        cluster_id: theirs,
                     };
                     config.cluster.removal_noticed(notice);
                 }

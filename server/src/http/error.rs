@@ -113,7 +113,8 @@ impl From<ProposeError> for ApiError {
                 ApiError::new(ErrorCode::InvalidMembership, message)
             }
             ProposeError::UnknownMember { id } => {
-                let mut e = ApiError::new(ErrorCode::NotFound, format!("node {id} is not a member"));
+                let mut e =
+                    ApiError::new(ErrorCode::NotFound, format!("node {id} is not a member"));
                 e.details.kind = Some(NotFoundKind::Member);
                 e
             }
