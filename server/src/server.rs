@@ -3,11 +3,14 @@
 //! start it the same way ([`run`], or [`start`] then [`Server::run_until`]).
 //!
 //! The data dir holds `identity.json` (cluster id, node id, incarnation,
-//! whether a joining node was added) next to the Raft storage in `raft/`.
-//! The identity file is what lets a restarted node resume its stored
-//! cluster whatever the membership flags say: founders derive the cluster
-//! id from the founder list, but a joining node learns it from the cluster,
-//! and neither is recomputed on restart. The incarnation is drawn at random
+//! whether a joining node was added, whether it was removed) next to the
+//! Raft storage in `raft/`. The identity file is what lets a restarted node
+//! resume its stored cluster whatever the membership flags say: founders
+//! derive the cluster id's tag from the founder list (the founding nonce
+//! their first leader records in the log completes it), a joining node
+//! learns the id from the cluster, and neither is recomputed on restart.
+//! A node that learns it was removed marks its identity and exits; it never
+//! starts on that data dir again. The incarnation is drawn at random
 //! when the data dir is created: a wiped data dir comes back as another
 //! incarnation, which the cluster refuses (see `deadbolt_runtime::node`).
 
@@ -103,8 +106,10 @@ pub async fn run(
         .await
 }
 
-/// The cluster id founders agree on without talking: a digest of the sorted
-/// `id=peer_addr` founder list. A one-node cluster is a list of one.
+/// The cluster id's tag founders agree on without talking: a digest of the
+/// sorted `id=peer_addr` founder list. A one-node cluster is a list of one.
+/// The founding nonce (recorded by the first leader) completes the id, so
+/// two foundings with the same list still differ.
 pub fn founder_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
     // FNV-1a 64: stable across Rust versions and platforms, unlike
     // `DefaultHasher`, which is all this needs (not an adversarial input).
