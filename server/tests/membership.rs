@@ -12,7 +12,7 @@
 //!   below the new quorum, is 409; unknown ids are 404 (`kind` `member`).
 //! - A removed node learns it (running, or restarted on its old data dir),
 //!   logs `removed from cluster <id>`, exits 1, and refuses to start on
-//!   that data dir again.
+//!   that data dir again; a removed leader hands over first.
 //! - A restarted node with a new peer address is fixed with `cluster
 //!   update` instead of a remove and re-add.
 //!
@@ -403,4 +403,38 @@ async fn a_node_restarted_on_another_peer_port_is_updated_in_place() {
     .await;
     let status = all.cluster_status().await.expect("status");
     assert!(status.members.iter().all(|m| m.voter), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_over_and_the_old_leader_exits() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<NodeSpec> = (1..=3).map(|id| NodeSpec::new(id, root.path())).collect();
+    let flags = initial_cluster(&specs);
+    let mut procs: BTreeMap<u64, Proc> = specs
+        .iter()
+        .map(|s| (s.id, s.spawn(root.path(), &["--initial-cluster", &flags])))
+        .collect();
+    let all = client(&urls(&specs));
+    let cluster_id = founded(&all, 3).await;
+    put(&all, "k", "before").await;
+    let leader = leader_other_than(&all, 0).await;
+    remove(&specs[0].url(), leader).await;
+
+    let old = procs.get_mut(&leader).expect("the old leader");
+    let status = old.wait_exit(STARTUP).await;
+    assert_eq!(status.code(), Some(1), "{}", old.logs());
+    let line = format!("removed from cluster {cluster_id}");
+    assert!(stderr_of(old).contains(&line), "{}", old.logs());
+    let rest: Vec<String> = specs
+        .iter()
+        .filter(|s| s.id != leader)
+        .map(NodeSpec::url)
+        .collect();
+    let rest = client(&rest);
+    let new_leader = leader_other_than(&rest, leader).await;
+    assert_ne!(new_leader, leader);
+    put(&rest, "k", "after").await;
+    assert_eq!(get(&rest, "k").await, "after");
+    let status = rest.cluster_status().await.expect("status");
+    assert_eq!(status.members.len(), 2, "{status:?}");
 }
