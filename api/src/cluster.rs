@@ -49,7 +49,7 @@ pub struct ClusterStatus {
 }
 
 /// `POST /v1/cluster/members` body: a node joins as a learner and is promoted
-/// once caught up.
+/// once it has acknowledged the log up to the leader's commit index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMemberRequest {

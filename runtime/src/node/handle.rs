@@ -351,10 +351,11 @@ impl NodeHandle {
         .await
     }
 
-    /// Adds a learner that is promoted to voter once caught up. With the
-    /// joiner's `incarnation`, a retry of the same data dir is accepted and
-    /// another data dir under a member's id refused; without it, an id that
-    /// is already a voter is refused.
+    /// Adds a learner, promoted to voter once it acknowledged the commit
+    /// index (never, if it never answers). With the joiner's
+    /// `incarnation`, a retry of the same data dir is accepted and another
+    /// data dir under a member's id refused; without it, an id that is
+    /// already a voter is refused.
     pub async fn add_member(
         &self,
         id: NodeId,

@@ -157,7 +157,8 @@ pub struct ValidateArgs {
 pub enum ClusterCommand {
     /// The answering node's view of the cluster.
     Status,
-    /// Add a node (joins as a learner, promoted once caught up).
+    /// Add a node (joins as a learner, promoted once it has acknowledged the
+    /// log up to the leader's commit index).
     Add {
         #[arg(long)]
         id: u64,

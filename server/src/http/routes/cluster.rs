@@ -75,7 +75,8 @@ fn check_host_port(field: &str, text: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Add a node as a learner; it is promoted to voter once caught up.
+/// Add a node as a learner; it is promoted to voter once it has itself
+/// acknowledged the log up to the leader's commit index.
 #[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
     request_body = AddMemberRequest,
     params(("Request-Timeout-Ms" = Option<u64>, Header)),
