@@ -49,7 +49,7 @@ pub struct ClusterStatus {
 }
 
 /// `POST /v1/cluster/members` body: a node joins as a learner and is promoted
-/// once caught up.
+/// once it has acknowledged the log up to the leader's commit index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMemberRequest {
@@ -63,6 +63,22 @@ pub struct AddMemberRequest {
     /// voter is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<u64>,
+    /// API extension: the cluster the joining node's data dir belongs to
+    /// (learned from the cluster it joins, or stored). Another cluster's id
+    /// is refused (409 `invalid_membership`, naming both ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+}
+
+/// `PATCH /v1/cluster/members/{id}` body: a member's new addresses (absent:
+/// unchanged), e.g. after it restarted with other listen flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateMemberRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_addr: Option<String>,
 }
 
 /// `POST /v1/cluster/leader` body: transfer leadership to `id`.
@@ -118,6 +134,7 @@ mod tests {
                 peer_addr: "h:1".into(),
                 api_addr: "h:2".into(),
                 incarnation: None,
+                cluster_id: None,
             },
         );
         round_trip(
@@ -127,6 +144,14 @@ mod tests {
                 peer_addr: "h:1".into(),
                 api_addr: "h:2".into(),
                 incarnation: Some(77),
+                cluster_id: None,
+            },
+        );
+        round_trip(
+            json!({"peer_addr": "h:3"}),
+            UpdateMemberRequest {
+                peer_addr: Some("h:3".into()),
+                api_addr: None,
             },
         );
         round_trip(json!({"id": 2}), TransferLeaderRequest { id: 2 });

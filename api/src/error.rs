@@ -114,6 +114,8 @@ pub enum NotFoundKind {
     Lock,
     Key,
     Stack,
+    /// A cluster member (`/v1/cluster/members/{id}`).
+    Member,
 }
 
 /// `error.details`: structured context; every field optional, `{}` allowed.

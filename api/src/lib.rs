@@ -30,6 +30,7 @@ mod session;
 
 pub use cluster::{
     AddMemberRequest, ClusterStatus, EmptyResponse, MemberStatus, NodeRole, TransferLeaderRequest,
+    UpdateMemberRequest,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetails, ErrorEnvelope, NotFoundKind};
 pub use headers::{

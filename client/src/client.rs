@@ -15,9 +15,9 @@ use deadbolt_api::{
     CreateSessionResponse, KeepaliveRequest, KeepaliveResponse, KvGetResponse, KvWriteRequest,
     KvWriteResponse, ListLocksQuery, ListLocksResponse, LockState, ReleaseRequest, SessionId,
     SessionInfo, StackGetResponse, StackPopRequest, StackPopResponse, StackPushRequest,
-    StackPushResponse, TransferLeaderRequest, ValidateRequest, ValidateResponse, WithdrawRequest,
-    WithdrawResponse, HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
-    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
+    StackPushResponse, TransferLeaderRequest, UpdateMemberRequest, ValidateRequest,
+    ValidateResponse, WithdrawRequest, WithdrawResponse, HEADER_IDEMPOTENCY_ACKED_BELOW,
+    HEADER_IDEMPOTENCY_KEY, HEADER_LEADER, HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
 };
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -531,6 +531,21 @@ impl Client {
     pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
         let path = format!("/v1/cluster/members/{id}");
         self.call_unit(&self.mutation::<()>(Method::DELETE, path, None))
+            .await
+    }
+
+    /// `POST /v1/cluster/members/{id}/promote`: 409 `invalid_membership`
+    /// until the learner has acknowledged the leader's commit index.
+    pub async fn promote_member(&self, id: u64) -> Result<(), Error> {
+        let path = format!("/v1/cluster/members/{id}/promote");
+        self.call_unit(&self.mutation::<()>(Method::POST, path, None))
+            .await
+    }
+
+    /// `PATCH /v1/cluster/members/{id}`: changes a member's addresses.
+    pub async fn update_member(&self, id: u64, request: &UpdateMemberRequest) -> Result<(), Error> {
+        let path = format!("/v1/cluster/members/{id}");
+        self.call_unit(&self.mutation(Method::PATCH, path, Some(request)))
             .await
     }
 

@@ -100,6 +100,7 @@ fn kind_str(kind: NotFoundKind) -> &'static str {
         NotFoundKind::Lock => "lock",
         NotFoundKind::Key => "key",
         NotFoundKind::Stack => "stack",
+        NotFoundKind::Member => "member",
     }
 }
 

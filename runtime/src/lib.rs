@@ -50,6 +50,7 @@
 #![warn(unreachable_pub)]
 
 pub mod clock;
+pub mod cluster_id;
 pub mod latest;
 pub mod metrics;
 pub mod node;
@@ -59,5 +60,6 @@ pub mod storage;
 pub mod transport;
 
 pub use clock::{Clock, ManualClock, SkewHandle, SkewedClock, TokioClock};
+pub use cluster_id::ClusterId;
 pub use rng::SplitMix64;
 pub use shutdown::{shutdown_channel, wait_for_shutdown, Shutdown, ShutdownTrigger};

@@ -3,11 +3,14 @@
 //! start it the same way ([`run`], or [`start`] then [`Server::run_until`]).
 //!
 //! The data dir holds `identity.json` (cluster id, node id, incarnation,
-//! whether a joining node was added) next to the Raft storage in `raft/`.
-//! The identity file is what lets a restarted node resume its stored
-//! cluster whatever the membership flags say: founders derive the cluster
-//! id from the founder list, but a joining node learns it from the cluster,
-//! and neither is recomputed on restart. The incarnation is drawn at random
+//! whether a joining node was added, whether it was removed) next to the
+//! Raft storage in `raft/`. The identity file is what lets a restarted node
+//! resume its stored cluster whatever the membership flags say: founders
+//! derive the cluster id's tag from the founder list (the founding nonce
+//! their first leader records in the log completes it), a joining node
+//! learns the id from the cluster, and neither is recomputed on restart.
+//! A node that learns it was removed marks its identity and exits; it never
+//! starts on that data dir again. The incarnation is drawn at random
 //! when the data dir is created: a wiped data dir comes back as another
 //! incarnation, which the cluster refuses (see `deadbolt_runtime::node`).
 
@@ -24,7 +27,7 @@ use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
 use deadbolt_runtime::transport::INCARNATION_NONE;
-use deadbolt_runtime::{shutdown_channel, Shutdown, ShutdownTrigger, TokioClock};
+use deadbolt_runtime::{shutdown_channel, ClusterId, Shutdown, ShutdownTrigger, TokioClock};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -60,6 +63,11 @@ struct StoredIdentity {
     /// is drawn on the next start.
     #[serde(default)]
     incarnation: u64,
+    /// The node learned it was removed from the cluster: the data dir is
+    /// never served again (its promises belong to a membership that no
+    /// longer counts it). Absent (false) in older files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
 }
 
 /// Where a started server listens and who it is, for the banner and tests.
@@ -98,8 +106,10 @@ pub async fn run(
         .await
 }
 
-/// The cluster id founders agree on without talking: a digest of the sorted
-/// `id=peer_addr` founder list. A one-node cluster is a list of one.
+/// The cluster id's tag founders agree on without talking: a digest of the
+/// sorted `id=peer_addr` founder list. A one-node cluster is a list of one.
+/// The founding nonce (recorded by the first leader) completes the id, so
+/// two foundings with the same list still differ.
 pub fn founder_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
     // FNV-1a 64: stable across Rust versions and platforms, unlike
     // `DefaultHasher`, which is all this needs (not an adversarial input).
@@ -145,6 +155,7 @@ pub async fn start(
                         .as_ref()
                         .map_or(membership.join_url.is_none(), |s| s.joined),
                     incarnation,
+                    removed: false,
                 },
             )?;
             incarnation
@@ -179,7 +190,7 @@ pub async fn start(
         http_stop,
     };
     if let Some(url) = membership.join_url {
-        if let Err(error) = join(&url, &config, incarnation).await {
+        if let Err(error) = join(&url, &config, incarnation, &cluster_id).await {
             server.stop().await;
             return Err(error);
         }
@@ -190,6 +201,7 @@ pub async fn start(
                 node_id: config.node_id,
                 joined: true,
                 incarnation,
+                removed: false,
             },
         )?;
     }
@@ -217,6 +229,16 @@ fn open_data_dir(config: &ServeConfig) -> anyhow::Result<Option<StoredIdentity>>
     })?;
     let stored = read_identity(data_dir)?;
     if let Some(stored) = &stored {
+        if stored.removed {
+            bail!(
+                "--data-dir {}: node {} was removed from cluster {}; refusing to start on this \
+                 data dir again. To bring the node back: empty the data dir and start it with \
+                 --join <API URL of a running member>",
+                data_dir.display(),
+                stored.node_id,
+                stored.cluster_id
+            );
+        }
         // The Raft state is gone but the identity says the node had some:
         // starting would promise nothing it promised before.
         if stored.joined && !data_dir.join(RAFT_DIR).exists() {
@@ -289,7 +311,7 @@ async fn choose_membership(
             // a mistake worth refusing; an unreachable one is not (the
             // node's own cluster may be the one that is down).
             match remote_cluster_id(url).await {
-                Ok(remote) if remote != stored.cluster_id => bail!(
+                Ok(remote) if !ClusterId::compatible_text(&remote, &stored.cluster_id) => bail!(
                     "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
                     data_dir.display(),
                     stored.cluster_id
@@ -309,7 +331,7 @@ async fn choose_membership(
         (Bootstrap::Join { url }, stored) => {
             let remote = remote_cluster_id(url).await?;
             if let Some(stored) = stored {
-                if stored.cluster_id != remote {
+                if !ClusterId::compatible_text(&stored.cluster_id, &remote) {
                     bail!(
                         "--data-dir {}: holds cluster {}, but --join {url} is cluster {remote}",
                         data_dir.display(),
@@ -392,13 +414,27 @@ impl Server {
         self.node.handle()
     }
 
-    /// Serves until `shutdown`, then stops gracefully.
+    /// Serves until `shutdown`, then stops gracefully. A node that learns
+    /// it was removed from its cluster marks its data dir as removed (it
+    /// never starts on it again), stops, and returns the error `removed
+    /// from cluster <id>` (the binary exits 1).
     pub async fn run_until(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
-        shutdown.wait().await;
-        tracing::info!("shutting down");
+        let handle = self.node.handle();
+        let removed = tokio::select! {
+            biased;
+            () = shutdown.wait() => None,
+            cluster_id = handle.removed() => Some(cluster_id),
+        };
+        let Some(cluster_id) = removed else {
+            tracing::info!("shutting down");
+            self.stop().await;
+            tracing::info!("stopped");
+            return Ok(());
+        };
+        let marked = mark_removed(&self.info.data_dir);
         self.stop().await;
-        tracing::info!("stopped");
-        Ok(())
+        marked?;
+        bail!("removed from cluster {cluster_id}")
     }
 
     /// Graceful stop: the node refuses new requests and hands leadership
@@ -465,6 +501,18 @@ fn write_identity(data_dir: &Path, identity: &StoredIdentity) -> anyhow::Result<
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Records in the identity that this data dir's node was removed.
+fn mark_removed(data_dir: &Path) -> anyhow::Result<()> {
+    let identity = read_identity(data_dir)?.context("--data-dir: identity vanished")?;
+    write_identity(
+        data_dir,
+        &StoredIdentity {
+            removed: true,
+            ..identity
+        },
+    )
 }
 
 /// A seed from the OS (time and pid): production nodes need distinct
@@ -535,7 +583,12 @@ async fn remote_cluster_id(url: &str) -> anyhow::Result<String> {
 /// promotes it once caught up). Retries until [`JOIN_DEADLINE`]: the
 /// cluster may be electing, or still catching up a previous joiner. A
 /// refusal (409: the id is a member with another data dir) ends it at once.
-async fn join(url: &str, config: &ServeConfig, incarnation: u64) -> anyhow::Result<()> {
+async fn join(
+    url: &str,
+    config: &ServeConfig,
+    incarnation: u64,
+    cluster_id: &str,
+) -> anyhow::Result<()> {
     let client = ClientBuilder::new([url])
         .call_timeout(Duration::from_secs(15))
         .build()
@@ -545,6 +598,7 @@ async fn join(url: &str, config: &ServeConfig, incarnation: u64) -> anyhow::Resu
         peer_addr: config.advertise_peer.clone(),
         api_addr: config.advertise_api.clone(),
         incarnation: Some(incarnation),
+        cluster_id: Some(cluster_id.to_owned()),
     };
     let until = tokio::time::Instant::now() + JOIN_DEADLINE;
     loop {
@@ -619,6 +673,7 @@ mod tests {
             node_id: 3,
             joined: false,
             incarnation: 42,
+            removed: false,
         };
         write_identity(dir.path(), &identity).expect("write");
         assert_eq!(

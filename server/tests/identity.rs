@@ -125,6 +125,7 @@ async fn a_join_under_a_voters_id_is_refused_and_a_retried_join_accepted() {
         peer_addr: fourth.peer.clone(),
         api_addr: fourth.api.clone(),
         incarnation: Some(recorded),
+        cluster_id: None,
     };
     all.add_member(&retry).await.expect("a retried join");
 

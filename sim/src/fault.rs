@@ -381,7 +381,24 @@ pub enum FaultAction {
     TransferLeader {
         pick: u64,
     },
+    /// An operator adds member `id`, a node that never starts (issue 14:
+    /// it must stay a learner, and the cluster available).
+    AddMember {
+        id: NodeId,
+    },
+    /// An operator asks to promote member `id`; for a node that never
+    /// started this must be refused (the executor asserts it).
+    PromoteMember {
+        id: NodeId,
+    },
+    /// An operator removes member `id`.
+    RemoveMember {
+        id: NodeId,
+    },
 }
+
+/// The id of the member the membership episode adds: never a host's.
+pub const PHANTOM_NODE_ID: NodeId = 100;
 
 impl fmt::Display for FaultAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -445,6 +462,9 @@ impl fmt::Display for FaultAction {
             FaultAction::TransferLeader { pick } => {
                 write!(f, "leadership transfer (pick {pick})")
             }
+            FaultAction::AddMember { id } => write!(f, "add member n{id} (never starts)"),
+            FaultAction::PromoteMember { id } => write!(f, "promote member n{id}"),
+            FaultAction::RemoveMember { id } => write!(f, "remove member n{id}"),
         }
     }
 }

@@ -32,9 +32,6 @@ pub const HELD_MESSAGES_MAX: usize = 4096;
 /// Most committed entries handed out in one `Ready`; the rest follow in the
 /// next one (bounded apply batches).
 pub const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
-/// A learner may be promoted once its log is within this many entries of the
-/// leader's.
-pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
 
 /// How one replica behaves. Times are milliseconds of the caller's monotonic
 /// clock.

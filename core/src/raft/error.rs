@@ -51,11 +51,28 @@ pub enum MembershipError {
     UnknownMember(NodeId),
     #[error("node {0} is already a member")]
     AlreadyMember(NodeId),
-    #[error("node {id} is not caught up (match {match_index}, leader last {last_index})")]
+    #[error(
+        "node {id} has not acknowledged the log up to the commit index (acknowledged \
+         {match_index}, commit index {commit_index}); a learner is promoted only once it has"
+    )]
     NotCaughtUp {
         id: NodeId,
         match_index: LogIndex,
-        last_index: LogIndex,
+        commit_index: LogIndex,
+    },
+    /// Removing voter `id` would leave fewer voters that answered the
+    /// leader within the last election timeout than the new membership's
+    /// quorum: the cluster could not commit afterwards.
+    #[error(
+        "removing node {id} would leave {reachable} reachable voter(s), fewer than the quorum of \
+         {quorum} of the remaining {voters} voter(s); bring the unreachable voters back (or \
+         remove them first)"
+    )]
+    WouldLoseQuorum {
+        id: NodeId,
+        reachable: usize,
+        quorum: usize,
+        voters: usize,
     },
     #[error("leadership transfer in progress")]
     TransferInProgress,

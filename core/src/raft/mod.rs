@@ -144,9 +144,8 @@ mod tests;
 
 pub use config::{
     Config, ConfigError, APPEND_BYTES_MAX, APPEND_ENTRIES_MAX, APPEND_INFLIGHT_MAX,
-    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROMOTE_LAG_ENTRIES_MAX,
-    PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
-    UNCOMMITTED_ENTRIES_MAX,
+    APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROPOSAL_BATCH_MAX,
+    PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, UNCOMMITTED_ENTRIES_MAX,
 };
 pub use error::{MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError};
 pub use message::{
@@ -159,4 +158,5 @@ pub use replica::{Replica, Status};
 pub use restore::RestoredState;
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, Member, Membership, NodeId, SnapshotMeta, Term,
+    FOUNDING_NONCE_KEY,
 };

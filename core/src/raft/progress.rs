@@ -49,6 +49,9 @@ pub(crate) struct Progress {
     inflight: VecDeque<LogIndex>,
     /// Heard from since the last check-quorum round.
     recent_active: bool,
+    /// When the leader last received any message from this member (its
+    /// clock as handed in), for the reachability rule of removals.
+    last_heard_ms: Option<u64>,
     /// Snapshot state: which snapshot, the acknowledged offset, and whether a
     /// chunk is outstanding (chunks are sent one at a time).
     snapshot_index: LogIndex,
@@ -68,6 +71,7 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::new(),
             recent_active: true,
+            last_heard_ms: None,
             snapshot_index: 0,
             snapshot_offset: 0,
             snapshot_chunk_sent: false,
@@ -309,6 +313,21 @@ impl ProgressTracker {
     /// How far `id`'s log is known to match (0 if not tracked).
     pub(crate) fn match_index(&self, id: NodeId) -> LogIndex {
         self.peers.get(&id).map_or(0, |p| p.match_index)
+    }
+
+    /// `id` sent the leader a message at `now_ms`.
+    pub(crate) fn heard_from(&mut self, id: NodeId, now_ms: u64) {
+        if let Some(pr) = self.peers.get_mut(&id) {
+            pr.last_heard_ms = Some(now_ms);
+        }
+    }
+
+    /// Whether `id` sent the leader anything within `window_ms` of `now_ms`.
+    pub(crate) fn heard_within(&self, id: NodeId, now_ms: u64, window_ms: u64) -> bool {
+        self.peers
+            .get(&id)
+            .and_then(|p| p.last_heard_ms)
+            .is_some_and(|at| now_ms.saturating_sub(at) <= window_ms)
     }
 
     /// Starts a check-quorum round: nobody has been heard from yet.

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::config::{
-    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROMOTE_LAG_ENTRIES_MAX, PROPOSAL_BATCH_MAX,
-    PROPOSAL_BYTES_MAX, UNCOMMITTED_ENTRIES_MAX,
+    Config, ConfigError, APPLY_BATCH_ENTRIES_MAX, PROPOSAL_BATCH_MAX, PROPOSAL_BYTES_MAX,
+    UNCOMMITTED_ENTRIES_MAX,
 };
 use super::error::{
     MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
@@ -170,6 +170,12 @@ impl Replica {
     /// The membership in force: the latest one in the log, committed or not.
     pub fn membership(&self) -> &Membership {
         self.memberships.latest()
+    }
+
+    /// The membership in force at the commit index: every later leader has
+    /// it (or a successor), unlike the latest one, which may be undone.
+    pub fn committed_membership(&self) -> &Membership {
+        self.memberships.at(self.commit_index)
     }
 
     /// The membership in force at `index` (for snapshot metadata).
@@ -380,7 +386,10 @@ impl Replica {
         self.propose_membership(next)
     }
 
-    /// Makes a caught-up learner a voter.
+    /// Makes a learner a voter, only once it has itself acknowledged the log
+    /// up to the commit index: a learner that never answered (a typo, a node
+    /// that never started) has acknowledged nothing and is never promoted,
+    /// so adding a member can never cost the cluster its quorum.
     pub fn promote(&mut self, id: NodeId) -> Result<(Term, LogIndex), MembershipError> {
         if self.role != Role::Leader {
             return Err(MembershipError::NotLeader {
@@ -389,22 +398,57 @@ impl Replica {
         }
         let next = self.memberships.with_voter(id)?;
         let match_index = self.progress.match_index(id);
-        let last_index = self.log.last_index();
-        if match_index + PROMOTE_LAG_ENTRIES_MAX < last_index {
+        // The commit index is at least 1 on a leader (the founding entry),
+        // so a learner that never acknowledged anything (match 0) fails here.
+        debug_assert!(self.commit_index >= 1);
+        if match_index < self.commit_index {
             return Err(MembershipError::NotCaughtUp {
                 id,
                 match_index,
-                last_index,
+                commit_index: self.commit_index,
             });
         }
         self.propose_membership(next)
     }
 
     /// Removes a member (voter or learner). Removing the leader itself makes
-    /// it step down once the change commits.
+    /// it step down once the change commits. Refused when it would leave no
+    /// voter, or fewer voters that answered within the last election
+    /// timeout (the leader counting itself) than the new quorum.
     pub fn remove_member(&mut self, id: NodeId) -> Result<(Term, LogIndex), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
         let next = self.memberships.without(id)?;
+        if self.membership().is_voter(id) {
+            self.check_reachable_quorum(id, &next)?;
+        }
         self.propose_membership(next)
+    }
+
+    /// The reachability rule of [`Replica::remove_member`].
+    fn check_reachable_quorum(&self, id: NodeId, next: &Membership) -> Result<(), MembershipError> {
+        let voters = next.voters().count();
+        if voters == 0 {
+            return Err(MembershipError::NoVoters);
+        }
+        let window_ms = self.config.election_timeout_max_ms;
+        let reachable = next
+            .voters()
+            .filter(|&v| v == self.id || self.progress.heard_within(v, self.now_ms, window_ms))
+            .count();
+        let quorum = next.quorum();
+        if reachable < quorum {
+            return Err(MembershipError::WouldLoseQuorum {
+                id,
+                reachable,
+                quorum,
+                voters,
+            });
+        }
+        Ok(())
     }
 
     /// The writes of the [`Ready`] numbered `persist_seq` (and of all earlier
@@ -556,6 +600,10 @@ impl Replica {
         self.advance_clock(now_ms);
         if from == self.id || from == 0 || !msg.is_well_formed() {
             return;
+        }
+        if self.role == Role::Leader {
+            // Any answer, even a refusal, shows the member is reachable.
+            self.progress.heard_from(from, self.now_ms);
         }
         if self.step_term(from, &msg) {
             self.step(from, msg);

@@ -64,9 +64,17 @@ pub struct Membership {
     /// it; the transport refuses a peer claiming another incarnation, so a
     /// member whose disk was wiped cannot vote or acknowledge as if it
     /// remembered its promises. Keys are always members (`without` drops
-    /// them).
+    /// them), except [`FOUNDING_NONCE_KEY`].
     pub incarnations: BTreeMap<NodeId, u64>,
 }
+
+/// The key under which [`Membership::incarnations`] holds the cluster's
+/// founding nonce. Node id 0 is never a member, so the key cannot collide
+/// with a member's incarnation; keeping the nonce there leaves the encoding
+/// of memberships (log entries, snapshot metadata) unchanged, so a data dir
+/// written before founding nonces existed decodes as it is (its first
+/// leader then records one).
+pub const FOUNDING_NONCE_KEY: NodeId = 0;
 
 impl Membership {
     /// Ids of the voting members, in ascending order.
@@ -100,7 +108,22 @@ impl Membership {
 
     /// The incarnation recorded for member `id`, if any.
     pub fn incarnation(&self, id: NodeId) -> Option<u64> {
+        assert_ne!(id, FOUNDING_NONCE_KEY, "node id 0 is never a member");
         self.incarnations.get(&id).copied()
+    }
+
+    /// The random number the cluster's first leader drew when it was
+    /// founded (None until one is recorded). With the founder list's tag it
+    /// makes the cluster id, which differs between any two foundings.
+    pub fn founding_nonce(&self) -> Option<u64> {
+        self.incarnations.get(&FOUNDING_NONCE_KEY).copied()
+    }
+
+    /// This membership with `nonce` recorded as the founding nonce.
+    pub fn with_founding_nonce(&self, nonce: u64) -> Membership {
+        let mut next = self.clone();
+        next.incarnations.insert(FOUNDING_NONCE_KEY, nonce);
+        next
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cluster_time::ClusterTime;
 use super::forward::{self, unavailable, Forwarded, PeerMessage};
+use super::founding;
 use super::handle::{LeaderHint, NodeRequest, NodeStatus, ProposeError, ReadContext, ReadFn};
 use super::incarnation;
 use super::observer::{entry_hash, NodeEvent, NodeObserver, Observer};
@@ -42,12 +43,14 @@ use super::peer_set::PeerSet;
 use super::pending::{
     AdminSender, Forward, Pending, ReadFailedSender, ReadInFlight, ReplySender, Requester,
 };
+use super::removal::{Removal, RemovalWatch};
 use super::seen_forwards::SeenForwards;
 use super::snapshot_policy::SnapshotPolicy;
 use super::status::{self, Gauges, LeaderHintPublisher, MetricsSampler};
 use crate::clock::Clock;
-use crate::latest::Subscriber;
+use crate::latest::{Publisher, Subscriber};
 use crate::metrics::NodeMetrics;
+use crate::rng::SplitMix64;
 use crate::shutdown::Shutdown;
 use crate::storage::{Durability, StorageHandle, WriteBatch, WriteRequest};
 
@@ -87,7 +90,6 @@ const TIMER_MAX_MS: u64 = MAINTENANCE_INTERVAL_MS;
 /// Who this node is, as it tells peers, clients and operators.
 pub(crate) struct NodeIdentity {
     pub(crate) id: NodeId,
-    pub(crate) cluster_id: Arc<str>,
     pub(crate) api_addr: String,
     pub(crate) peer_addr: String,
     /// This node's data dir incarnation (0: none).
@@ -105,6 +107,8 @@ pub(crate) struct StartState {
     pub(crate) first_request_id: u64,
     /// The idempotency bound this node proposes while it leads.
     pub(crate) idempotency_keys_max: Option<u64>,
+    /// Draws the founding nonce, should this node be the first leader.
+    pub(crate) founding_rng: SplitMix64,
 }
 
 /// The actor's channels to the node's other tasks.
@@ -121,6 +125,8 @@ pub(crate) struct Reports {
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) leader_hint: LeaderHint,
     pub(crate) observer: Option<NodeObserver>,
+    /// Set (to the cluster id) once the node learns it was removed.
+    pub(crate) removed: Publisher<Option<String>>,
 }
 
 pub(crate) struct Actor {
@@ -166,7 +172,14 @@ pub(crate) struct Actor {
     leader_hint: LeaderHintPublisher,
     observer: Observer,
 
-    /// Storage failed: the node stops acting (the reason is reported).
+    /// Draws the founding nonce (see `founding.rs`).
+    founding_rng: SplitMix64,
+    /// Watches for our removal from the cluster (see `removal.rs`).
+    removal: RemovalWatch,
+    removed: Publisher<Option<String>>,
+
+    /// Storage failed or the node was removed: it stops acting (the
+    /// reason is reported).
     failed: Option<String>,
     /// Graceful shutdown in progress: (give up transfer at, reply).
     stopping: Option<(u64, oneshot::Sender<()>)>,
@@ -210,6 +223,9 @@ impl Actor {
             sampler: MetricsSampler::new(reports.metrics),
             leader_hint: LeaderHintPublisher::new(reports.leader_hint),
             observer: Observer::new(reports.observer),
+            founding_rng: start.founding_rng,
+            removal: RemovalWatch::default(),
+            removed: reports.removed,
             failed: None,
             stopping: None,
         }
@@ -407,8 +423,14 @@ impl Actor {
                 peer_addr,
                 api_addr,
                 incarnation: claimed,
+                cluster_id,
                 reply,
             } => {
+                let ours = self.io.peers.cluster().id();
+                if let Err(error) = founding::check_joiner(&ours, cluster_id.as_deref()) {
+                    let _ = reply.send(Err(error));
+                    return;
+                }
                 // Judged here, on this node's view, before any forwarding:
                 // the leader treats a known id at the same address as a
                 // retried join.
@@ -426,6 +448,22 @@ impl Actor {
             }
             NodeRequest::RemoveMember { id, reply } => {
                 self.admin(Forwarded::RemoveMember { id }, reply);
+            }
+            NodeRequest::Promote { id, reply } => {
+                self.admin(Forwarded::Promote { id }, reply);
+            }
+            NodeRequest::SetAddrs {
+                id,
+                peer_addr,
+                api_addr,
+                reply,
+            } => {
+                let request = Forwarded::SetAddrs {
+                    id,
+                    peer_addr,
+                    api_addr,
+                };
+                self.admin(request, reply);
             }
             NodeRequest::TransferLeader { to, reply } => {
                 self.admin(Forwarded::TransferLeader { to }, reply);
@@ -624,6 +662,10 @@ impl Actor {
         // The membership takes effect on append: know the peers before
         // sending to them.
         self.io.peers.sync(self.replica.membership());
+        self.io.peers.sync_committed(
+            self.replica.committed_membership(),
+            self.replica.commit_index(),
+        );
         self.refresh_leader_hint();
         // 2. Messages.
         for (to, message) in messages {
@@ -968,6 +1010,7 @@ impl Actor {
     fn maintain(&mut self, now_ms: u64) {
         self.sweep_abandoned();
         self.io.peers.apply_link_faults();
+        self.check_removed();
         if self.stopping.is_some() {
             return;
         }
@@ -1057,12 +1100,11 @@ impl Actor {
             self.expire_waiters_in_flight = self.propose_internal(Command::ExpireWaiters);
         }
         self.configure(self.clock.now_ms());
-        // Promote caught-up learners, one at a time (the core refuses more).
+        // Promote learners that acknowledged the commit index, one at a
+        // time (the core refuses more, and refuses any that did not).
         let status = self.replica.status();
         for (id, progress) in &status.progress {
-            if !progress.voter
-                && progress.match_index + raft::PROMOTE_LAG_ENTRIES_MAX >= status.last_index
-            {
+            if !progress.voter && progress.match_index >= status.commit_index {
                 match self.replica.promote(*id) {
                     Ok(_) => {
                         tracing::info!(node_id = self.me.id, learner = id, "promoting learner");
@@ -1074,6 +1116,7 @@ impl Actor {
                 }
             }
         }
+        self.record_founding_nonce();
         self.record_incarnations();
         // Let every member (a joining one especially) know where we are.
         for id in status.membership.members.keys() {
@@ -1107,6 +1150,47 @@ impl Actor {
         self.propose_internal(Command::Configure(Configure {
             idempotency_keys_max: keys_max,
         }));
+    }
+
+    /// The first leader of a founding records its nonce (`founding.rs`);
+    /// refused while another change is in flight, tried again next tick.
+    fn record_founding_nonce(&mut self) {
+        let rng = &mut self.founding_rng;
+        let Some(next) = founding::with_nonce(self.replica.membership(), || rng.next_u64()) else {
+            return;
+        };
+        match self.replica.propose_membership(next) {
+            Ok((_, index)) => {
+                tracing::info!(node_id = self.me.id, index, "recording the founding nonce")
+            }
+            Err(error) => tracing::debug!(%error, "founding nonce not recorded yet"),
+        }
+    }
+
+    /// Stops the node for good once it learns it was removed (from its log
+    /// or a peer's answer, `removal.rs`); the embedder exits.
+    fn check_removed(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let mut cluster = self.io.peers.cluster().id();
+        let Some(how) = self.removal.check(
+            self.me.id,
+            self.replica.committed_membership(),
+            self.replica.commit_index(),
+            self.io.peers.cluster().removal_notice(),
+        ) else {
+            return;
+        };
+        if let Removal::FromPeer(notice) = &how {
+            // The peer may know the founding nonce we never committed.
+            if notice.cluster_id.nonce().is_some() {
+                cluster = notice.cluster_id.clone();
+            }
+        }
+        tracing::error!(node_id = self.me.id, cluster_id = %cluster, ?how, "removed from cluster {cluster}");
+        self.removed.publish(Some(cluster.to_string()));
+        self.fail(format!("removed from cluster {cluster}"));
     }
 
     /// Records in the membership the incarnations members claimed in
@@ -1179,7 +1263,7 @@ impl Actor {
     fn status(&self) -> NodeStatus {
         status::node_status(
             self.me.id,
-            &self.me.cluster_id,
+            &self.io.peers.cluster().id().to_string(),
             self.replica.status(),
             self.failed.is_some(),
         )
@@ -1296,6 +1380,8 @@ fn refuse(request: NodeRequest, error: ProposeError) {
         }
         NodeRequest::AddMember { reply, .. }
         | NodeRequest::RemoveMember { reply, .. }
+        | NodeRequest::Promote { reply, .. }
+        | NodeRequest::SetAddrs { reply, .. }
         | NodeRequest::TransferLeader { reply, .. } => {
             let _ = reply.send(Err(error));
         }

@@ -177,4 +177,12 @@ pub enum StartError {
         holder: u64,
         recorded: u64,
     },
+    /// The data dir holds a log of another founding than the cluster id
+    /// this node was configured with (it joined one cluster, its log says
+    /// another).
+    #[error(
+        "the data dir belongs to cluster {stored}, but this node was configured for cluster \
+         {configured}: another founding; use that cluster's data dir, or an empty one to join"
+    )]
+    OtherFounding { configured: String, stored: String },
 }

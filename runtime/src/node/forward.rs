@@ -58,6 +58,16 @@ pub(crate) enum Forwarded {
         id: NodeId,
         api_addr: String,
     },
+    /// Make a learner a voter (`POST /v1/cluster/members/{id}/promote`).
+    Promote {
+        id: NodeId,
+    },
+    /// Change a member's addresses (`PATCH /v1/cluster/members/{id}`).
+    SetAddrs {
+        id: NodeId,
+        peer_addr: Option<String>,
+        api_addr: Option<String>,
+    },
 }
 
 /// The leader's side: `Some((term, index))` of the entry that will answer
@@ -83,7 +93,13 @@ pub(super) fn serve(
             .map(Some)
             .map_err(membership_error),
         Forwarded::TransferLeader { to } => transfer(replica, to).map(|()| None),
-        Forwarded::SetApiAddr { id, api_addr } => set_api_addr(replica, id, api_addr),
+        Forwarded::SetApiAddr { id, api_addr } => set_addrs(replica, id, None, Some(api_addr)),
+        Forwarded::Promote { id } => promote(replica, id),
+        Forwarded::SetAddrs {
+            id,
+            peer_addr,
+            api_addr,
+        } => set_addrs(replica, id, peer_addr, api_addr),
     }
 }
 
@@ -121,21 +137,36 @@ fn add_member(
         .map_err(membership_error)
 }
 
-fn set_api_addr(
+/// Promotes a learner; a voter already is one (a retried promotion).
+fn promote(replica: &mut Replica, id: NodeId) -> Result<Option<(Term, LogIndex)>, ProposeError> {
+    if replica.membership().is_voter(id) {
+        return Ok(None);
+    }
+    replica.promote(id).map(Some).map_err(membership_error)
+}
+
+/// Replaces a member's peer and/or API address (voters unchanged); nothing
+/// to do when they are already so.
+fn set_addrs(
     replica: &mut Replica,
     id: NodeId,
-    api_addr: String,
+    peer_addr: Option<String>,
+    api_addr: Option<String>,
 ) -> Result<Option<(Term, LogIndex)>, ProposeError> {
     let mut next = replica.membership().clone();
     let Some(member) = next.members.get_mut(&id) else {
-        return Err(ProposeError::Rejected {
-            message: format!("node {id} is not a member"),
-        });
+        return Err(ProposeError::UnknownMember { id });
     };
-    if member.api_addr == api_addr {
+    let before = member.clone();
+    if let Some(peer_addr) = peer_addr {
+        member.peer_addr = peer_addr;
+    }
+    if let Some(api_addr) = api_addr {
+        member.api_addr = api_addr;
+    }
+    if *member == before {
         return Ok(None);
     }
-    member.api_addr = api_addr;
     replica
         .propose_membership(next)
         .map(Some)
@@ -186,13 +217,18 @@ fn membership_error(error: MembershipError) -> ProposeError {
         | MembershipError::LeaderTermNotCommitted
         | MembershipError::TransferInProgress => unavailable(None, &error.to_string()),
         MembershipError::Propose(inner) => propose_error(inner),
-        MembershipError::MoreThanOneVoterChanged
-        | MembershipError::NoVoters
-        | MembershipError::UnknownMember(_)
-        | MembershipError::AlreadyMember(_)
-        | MembershipError::NotCaughtUp { .. } => ProposeError::Rejected {
+        MembershipError::UnknownMember(id) => ProposeError::UnknownMember { id },
+        // Changes that would endanger the cluster: 409.
+        MembershipError::NoVoters
+        | MembershipError::WouldLoseQuorum { .. }
+        | MembershipError::NotCaughtUp { .. } => ProposeError::InvalidMembership {
             message: error.to_string(),
         },
+        MembershipError::MoreThanOneVoterChanged | MembershipError::AlreadyMember(_) => {
+            ProposeError::Rejected {
+                message: error.to_string(),
+            }
+        }
     }
 }
 
@@ -273,10 +309,26 @@ mod tests {
             id: 9,
             api_addr: "x".into(),
         };
-        assert!(matches!(
+        assert_eq!(
             serve(&mut leader, now_ms, stranger),
-            Err(ProposeError::Rejected { .. })
-        ));
+            Err(ProposeError::UnknownMember { id: 9 })
+        );
+        // Promoting a voter is a retried promotion; an unknown id is 404.
+        assert_eq!(
+            serve(&mut leader, now_ms, Forwarded::Promote { id: 1 }),
+            Ok(None)
+        );
+        assert_eq!(
+            serve(&mut leader, now_ms, Forwarded::Promote { id: 9 }),
+            Err(ProposeError::UnknownMember { id: 9 })
+        );
+        let moved = Forwarded::SetAddrs {
+            id: 1,
+            peer_addr: Some("b:2".into()),
+            api_addr: None,
+        };
+        assert!(matches!(serve(&mut leader, now_ms, moved), Ok(Some(_))));
+        assert_eq!(leader.membership().members[&1].peer_addr, "b:2");
     }
 
     #[test]
@@ -315,7 +367,11 @@ mod tests {
         ));
         assert!(matches!(
             membership_error(MembershipError::NoVoters),
-            ProposeError::Rejected { .. }
+            ProposeError::InvalidMembership { .. }
         ));
+        assert_eq!(
+            membership_error(MembershipError::UnknownMember(4)),
+            ProposeError::UnknownMember { id: 4 }
+        );
     }
 }

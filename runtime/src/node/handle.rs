@@ -10,7 +10,9 @@ use deadbolt_core::lock::{Command, Idempotency, LeaseTracker, LockStateMachine, 
 use deadbolt_core::raft::{LogIndex, NodeId, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
+use crate::transport::ClusterBook;
 
 /// Why a write did not produce a reply. Serializable: a leader answers a
 /// forwarded request with it.
@@ -38,6 +40,9 @@ pub enum ProposeError {
     /// already a voter, another data dir under a member's id) (HTTP 409).
     #[error("invalid membership: {message}")]
     InvalidMembership { message: String },
+    /// No member has this id (HTTP 404, kind `member`).
+    #[error("node {id} is not a member")]
+    UnknownMember { id: NodeId },
 }
 
 /// What a linearizable read sees: the state machine after applying at least
@@ -62,6 +67,18 @@ pub struct MemberView {
     pub match_index: Option<LogIndex>,
     /// The incarnation the membership records for it (None: not yet).
     pub incarnation: Option<u64>,
+}
+
+/// A node asking to be added (`POST /v1/cluster/members`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joiner {
+    pub id: NodeId,
+    pub peer_addr: String,
+    pub api_addr: String,
+    /// The joining data dir's incarnation, if the caller knows it.
+    pub incarnation: Option<u64>,
+    /// The cluster its data dir belongs to, if it says.
+    pub cluster_id: Option<String>,
 }
 
 /// This node's own view of the cluster (no ReadIndex round).
@@ -117,10 +134,24 @@ pub(crate) enum NodeRequest {
         api_addr: String,
         /// The joining data dir's incarnation, if the caller knows it.
         incarnation: Option<u64>,
+        /// The cluster the joining data dir belongs to, if it says.
+        cluster_id: Option<String>,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
     RemoveMember {
         id: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    /// Make a learner that acknowledged the commit index a voter.
+    Promote {
+        id: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    /// Change a member's addresses (None: keep).
+    SetAddrs {
+        id: NodeId,
+        peer_addr: Option<String>,
+        api_addr: Option<String>,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
     TransferLeader {
@@ -138,7 +169,12 @@ pub(crate) enum NodeRequest {
 #[derive(Clone)]
 pub struct NodeHandle {
     pub(crate) id: NodeId,
-    pub(crate) cluster_id: Arc<str>,
+    /// The cluster id as the node knows it now (the founding nonce joins
+    /// it once committed).
+    pub(crate) cluster: ClusterBook,
+    /// Set once the node learned it was removed from the cluster: its
+    /// cluster id.
+    pub(crate) removed: Subscriber<Option<String>>,
     pub(crate) requests: mpsc::Sender<NodeRequest>,
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) leader_hint: LeaderHint,
@@ -173,8 +209,19 @@ impl NodeHandle {
         self.id
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    pub fn cluster_id(&self) -> String {
+        self.cluster.id().to_string()
+    }
+
+    /// Resolves once the node learned it was removed from its cluster
+    /// (it has stopped serving): the cluster's id. Pending forever
+    /// otherwise, also after the node stopped for another reason.
+    pub async fn removed(&self) -> String {
+        let mut removed = self.removed.clone();
+        match removed.wait_for(Option::is_some).await {
+            Ok(Some(cluster_id)) => cluster_id,
+            _ => std::future::pending().await,
+        }
     }
 
     /// The leader's API address (`host:port`) as this node last saw it;
@@ -304,10 +351,11 @@ impl NodeHandle {
         .await
     }
 
-    /// Adds a learner that is promoted to voter once caught up. With the
-    /// joiner's `incarnation`, a retry of the same data dir is accepted and
-    /// another data dir under a member's id refused; without it, an id that
-    /// is already a voter is refused.
+    /// Adds a learner, promoted to voter once it acknowledged the commit
+    /// index (never, if it never answers). With the joiner's
+    /// `incarnation`, a retry of the same data dir is accepted and another
+    /// data dir under a member's id refused; without it, an id that is
+    /// already a voter is refused.
     pub async fn add_member(
         &self,
         id: NodeId,
@@ -316,14 +364,29 @@ impl NodeHandle {
         incarnation: Option<u64>,
         deadline: Duration,
     ) -> Result<(), ProposeError> {
-        let (peer_addr, api_addr) = (&peer_addr, &api_addr);
+        let joiner = Joiner {
+            id,
+            peer_addr,
+            api_addr,
+            incarnation,
+            cluster_id: None,
+        };
+        self.add(joiner, deadline).await
+    }
+
+    /// [`NodeHandle::add_member`] with everything a joining node says of
+    /// itself: a `cluster_id` of another founding is refused
+    /// (`InvalidMembership`, naming both ids).
+    pub async fn add(&self, joiner: Joiner, deadline: Duration) -> Result<(), ProposeError> {
+        let joiner = &joiner;
         self.retrying(deadline, |remaining| async move {
             let (reply, answer) = oneshot::channel();
             let request = NodeRequest::AddMember {
-                id,
-                peer_addr: peer_addr.clone(),
-                api_addr: api_addr.clone(),
-                incarnation,
+                id: joiner.id,
+                peer_addr: joiner.peer_addr.clone(),
+                api_addr: joiner.api_addr.clone(),
+                incarnation: joiner.incarnation,
+                cluster_id: joiner.cluster_id.clone(),
                 reply,
             };
             self.call(request, answer, remaining).await?
@@ -336,6 +399,39 @@ impl NodeHandle {
             let (reply, answer) = oneshot::channel();
             self.call(NodeRequest::RemoveMember { id, reply }, answer, remaining)
                 .await?
+        })
+        .await
+    }
+
+    /// Promotes learner `id`; refused (`InvalidMembership`) until it has
+    /// acknowledged the leader's commit index. A voter is left as it is.
+    pub async fn promote_member(&self, id: NodeId, deadline: Duration) -> Result<(), ProposeError> {
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            self.call(NodeRequest::Promote { id, reply }, answer, remaining)
+                .await?
+        })
+        .await
+    }
+
+    /// Changes member `id`'s peer and/or API address (None: unchanged).
+    pub async fn set_member_addrs(
+        &self,
+        id: NodeId,
+        peer_addr: Option<String>,
+        api_addr: Option<String>,
+        deadline: Duration,
+    ) -> Result<(), ProposeError> {
+        let (peer_addr, api_addr) = (&peer_addr, &api_addr);
+        self.retrying(deadline, |remaining| async move {
+            let (reply, answer) = oneshot::channel();
+            let request = NodeRequest::SetAddrs {
+                id,
+                peer_addr: peer_addr.clone(),
+                api_addr: api_addr.clone(),
+                reply,
+            };
+            self.call(request, answer, remaining).await?
         })
         .await
     }

@@ -10,11 +10,13 @@ mod actor;
 mod cluster_time;
 mod config;
 mod forward;
+mod founding;
 mod handle;
 mod incarnation;
 mod observer;
 mod peer_set;
 mod pending;
+mod removal;
 mod seen_forwards;
 mod snapshot_policy;
 mod status;
@@ -33,10 +35,13 @@ pub use config::{
     SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
 };
 pub use handle::{
-    MemberView, NodeHandle, NodeStatus, ProposeError, ReadContext, NODE_MAILBOX_REQUESTS_MAX,
+    Joiner, MemberView, NodeHandle, NodeStatus, ProposeError, ReadContext,
+    NODE_MAILBOX_REQUESTS_MAX,
 };
 pub use observer::{entry_hash, NodeEvent, NodeObserver};
 
+use crate::cluster_id::ClusterId;
+use crate::latest;
 use crate::metrics::NodeMetrics;
 use crate::rng::SplitMix64;
 use crate::shutdown::{shutdown_channel, Shutdown, ShutdownTrigger};
@@ -91,6 +96,8 @@ impl Node {
         let raft_seed = rng.next_u64();
         let transport_rng = rng.fork();
         let first_request_id = pending::first_request_id(rng.next_u64());
+        // Forked last, so the draws above stay what they were.
+        let founding_rng = rng.fork();
         let clock = config.clock.clone();
         let replica = Replica::new(
             raft_config,
@@ -99,6 +106,10 @@ impl Node {
             raft_seed,
             clock.now_ms(),
         )?;
+        founding::check_stored(
+            &ClusterId::parse(&config.cluster_id),
+            replica.committed_membership(),
+        )?;
         let start = StartState {
             replica,
             state: recovered.state,
@@ -106,6 +117,7 @@ impl Node {
             snapshot_threshold_entries: config.snapshot_threshold_entries,
             first_request_id,
             idempotency_keys_max: config.idempotency_keys_max,
+            founding_rng,
         };
         let (actor, handle, listener, transport) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);
@@ -361,6 +373,12 @@ fn wire_actor(
         .incarnations
         .set_recorded(start.replica.membership());
     let book = transport.incarnations.clone();
+    // The first hello already carries the committed founding nonce.
+    transport.cluster.set_committed(
+        start.replica.committed_membership(),
+        start.replica.commit_index(),
+    );
+    let cluster = transport.cluster.clone();
     let transport = Arc::new(transport);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_PEER_MESSAGES_MAX);
     let listener = spawn_listener::<PeerMessage>(
@@ -372,18 +390,23 @@ fn wire_actor(
     let peers = Peers::new(transport.clone(), transport_rng, shutdown.clone());
     let (requests_tx, requests_rx) = mpsc::channel(NODE_MAILBOX_REQUESTS_MAX);
     let metrics = Arc::new(NodeMetrics::default());
-    let cluster_id: Arc<str> = config.cluster_id.as_str().into();
     let leader_hint = LeaderHint::default();
+    let (removed, removed_sub) = latest::channel(None);
     let me = NodeIdentity {
         id: config.node_id,
-        cluster_id: cluster_id.clone(),
         api_addr: config.advertise_api_addr,
         peer_addr: config.advertise_peer_addr,
         incarnation: config.incarnation,
     };
     let io = ActorIo {
         storage,
-        peers: PeerSet::new(config.node_id, peers, config.link_faults, book),
+        peers: PeerSet::new(
+            config.node_id,
+            peers,
+            config.link_faults,
+            book,
+            cluster.clone(),
+        ),
         requests: requests_rx,
         inbound: inbound_rx,
         shutdown,
@@ -392,11 +415,13 @@ fn wire_actor(
         metrics: metrics.clone(),
         leader_hint: leader_hint.clone(),
         observer: config.observer,
+        removed,
     };
     let actor = Actor::new(me, config.clock, start, io, reports);
     let handle = NodeHandle {
         id: config.node_id,
-        cluster_id,
+        cluster,
+        removed: removed_sub,
         requests: requests_tx,
         metrics,
         leader_hint,

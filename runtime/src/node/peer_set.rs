@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use deadbolt_core::raft::{Member, Membership, NodeId};
+use deadbolt_core::raft::{LogIndex, Member, Membership, NodeId};
 use tokio::task::JoinHandle;
 
 use super::config::LinkFaultsTable;
 use super::forward::PeerMessage;
 use crate::latest::Subscriber;
-use crate::transport::{IncarnationBook, Peers};
+use crate::transport::{ClusterBook, IncarnationBook, Peers};
 
 pub(super) struct PeerSet {
     /// This node (never a peer of itself).
@@ -28,6 +28,11 @@ pub(super) struct PeerSet {
     book: IncarnationBook,
     /// What `book` was last set to.
     synced_incarnations: BTreeMap<NodeId, u64>,
+    /// The transport's cluster id and committed membership, kept by
+    /// `sync_committed`.
+    cluster: ClusterBook,
+    /// The commit index `cluster` was last set at.
+    synced_commit: LogIndex,
 }
 
 impl PeerSet {
@@ -36,6 +41,7 @@ impl PeerSet {
         peers: Peers<PeerMessage>,
         link_faults: Option<Subscriber<LinkFaultsTable>>,
         book: IncarnationBook,
+        cluster: ClusterBook,
     ) -> Self {
         Self {
             id,
@@ -46,6 +52,24 @@ impl PeerSet {
             applied_link_faults: LinkFaultsTable::new(),
             book,
             synced_incarnations: BTreeMap::new(),
+            cluster,
+            synced_commit: 0,
+        }
+    }
+
+    /// The transport's view of the cluster (id, committed membership,
+    /// removal notices from peers).
+    pub(super) fn cluster(&self) -> &ClusterBook {
+        &self.cluster
+    }
+
+    /// Keeps the transport's cluster id and committed membership equal to
+    /// the membership in force at `commit_index` (checked on every Ready;
+    /// only a moved commit index costs anything).
+    pub(super) fn sync_committed(&mut self, committed: &Membership, commit_index: LogIndex) {
+        if commit_index != self.synced_commit {
+            self.cluster.set_committed(committed, commit_index);
+            self.synced_commit = commit_index;
         }
     }
 

@@ -7,7 +7,7 @@
 
 use bytes::{Buf, BytesMut};
 use deadbolt_core::codec;
-use deadbolt_core::raft::NodeId;
+use deadbolt_core::raft::{LogIndex, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Largest frame accepted or sent, counting everything after the length
@@ -18,8 +18,10 @@ pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const FRAME_VERSION: u8 = 1;
 /// Version of the peer protocol, checked in the handshake. 2: the hello
 /// carries the sender's incarnation and a listener answers a refused hello
-/// with [`WireFrame::Refused`] (a version-1 hello does not decode).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// with [`WireFrame::Refused`] (a version-1 hello does not decode). 3: a
+/// refusal may tell the dialler it was removed (`Refusal::removed_at`), and
+/// cluster ids carry the founding nonce once committed.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const LEN_BYTES: usize = 4;
 const VERSION_BYTES: usize = 1;
@@ -45,6 +47,14 @@ pub struct Refusal {
     /// Set when the refusal is an incarnation mismatch: the incarnation the
     /// listener's membership records for the dialler.
     pub recorded_incarnation: Option<u64>,
+    /// Set when the dialler is not a member of the listener's committed
+    /// membership: the listener's commit index. A dialler whose own
+    /// committed membership, at a commit index not above it, includes
+    /// itself has been removed since.
+    pub removed_at: Option<LogIndex>,
+    /// The listener's cluster id (empty where a refusal does not need it):
+    /// a dialler believes a removal only from its own cluster.
+    pub cluster_id: String,
 }
 
 /// What a frame carries.

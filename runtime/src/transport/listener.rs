@@ -14,7 +14,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::peer::write_batch;
-use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
+use super::{
+    check_cluster, check_hello, encode_frame, read_frame, ConnError, Refusal, TransportConfig,
+    WireFrame,
+};
 use crate::shutdown::{wait_for_shutdown, Shutdown};
 
 /// Inbound connections served at once; more are closed on accept. A cluster
@@ -147,7 +150,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
             Err(ConnError::Closed) => {
                 tracing::debug!(node_id, %remote, "peer closed the connection")
             }
-            Err(error @ (ConnError::Refused(_) | ConnError::Incarnation(_))) => {
+            Err(
+                error @ (ConnError::Refused(_)
+                | ConnError::Incarnation(_)
+                | ConnError::NotMember(_)),
+            ) => {
                 self.counters
                     .refused_handshake
                     .fetch_add(1, Ordering::Relaxed);
@@ -177,9 +184,19 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
         // Judge, then answer: our hello, or why we refuse (so the dialler
         // can say, and a founder on an empty data dir learns that we hold
         // its cluster); then refuse by closing.
-        let judged = check_hello(&config, &hello, None);
+        let judged = check_hello(&config, &hello, None).and_then(|()| {
+            // One of ours, but not a member any more: tell it, with our
+            // commit index as the proof it checks.
+            match config.cluster.removal_proof(hello.node_id) {
+                Some(commit_index) => Err(ConnError::NotMember(commit_index)),
+                None => Ok(()),
+            }
+        });
         let answer = match judged.as_ref().err().and_then(ConnError::refusal) {
-            Some(refusal) => WireFrame::Refused(refusal),
+            Some(refusal) => WireFrame::Refused(Refusal {
+                cluster_id: config.cluster.id().to_string(),
+                ..refusal
+            }),
             None => WireFrame::Hello(config.hello()),
         };
         let mut out = Vec::new();
@@ -198,6 +215,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Connection<M> {
                         .incarnations
                         .check(from, hello.incarnation)
                         .map_err(ConnError::Incarnation)?;
+                    // Our founding nonce may have committed since.
+                    check_cluster(&config, &hello)?;
+                    // Removed since it connected: close, so that it dials
+                    // again and hears why in the handshake.
+                    if let Some(commit_index) = config.cluster.removal_proof(from) {
+                        return Err(ConnError::NotMember(commit_index));
+                    }
                     if self.inbound.send((from, message)).await.is_err() {
                         // The node stopped taking messages: it is shutting down.
                         return Ok(());

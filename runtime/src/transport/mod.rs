@@ -10,16 +10,20 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use deadbolt_core::raft::NodeId;
+use deadbolt_core::raft::{LogIndex, NodeId};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::cluster_id::ClusterId;
+
+mod cluster_book;
 mod frame;
 mod incarnations;
 mod listener;
 mod peer;
 mod probe;
 
+pub use cluster_book::{ClusterBook, RemovalNotice};
 pub use frame::{
     decode_frame, encode_frame, FrameError, Hello, Refusal, WireFrame, FRAME_BYTES_MAX,
     FRAME_VERSION, PROTOCOL_VERSION,
@@ -32,7 +36,9 @@ pub use probe::{ask_founders, FounderAnswer};
 /// Timing and sizing of the transport; one value shared by a node's actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
-    pub cluster_id: String,
+    /// Our cluster id (tag + committed founding nonce) and committed
+    /// membership, kept by the Raft actor.
+    pub cluster: ClusterBook,
     pub local_id: NodeId,
     /// This node's data dir incarnation, sent in every hello.
     pub incarnation: u64,
@@ -59,7 +65,7 @@ pub struct TransportConfig {
 impl TransportConfig {
     pub fn new(cluster_id: impl Into<String>, local_id: NodeId) -> Self {
         Self {
-            cluster_id: cluster_id.into(),
+            cluster: ClusterBook::new(ClusterId::parse(&cluster_id.into())),
             local_id,
             incarnation: INCARNATION_NONE,
             incarnations: IncarnationBook::new(),
@@ -77,7 +83,7 @@ impl TransportConfig {
 
     fn hello(&self) -> Hello {
         Hello {
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: self.cluster.id().to_string(),
             node_id: self.local_id,
             protocol_version: PROTOCOL_VERSION,
             incarnation: self.incarnation,
@@ -103,6 +109,9 @@ pub(crate) enum ConnError {
     Incarnation(IncarnationMismatch),
     #[error("the peer refused us: {}", .0.reason)]
     PeerRefused(Refusal),
+    /// The dialler is not in our committed membership (at this commit index).
+    #[error("not a member of the committed membership at index {0}")]
+    NotMember(LogIndex),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
 }
@@ -149,12 +158,7 @@ pub(crate) fn check_hello(
             hello.node_id, hello.protocol_version
         )));
     }
-    if hello.cluster_id != config.cluster_id {
-        return Err(ConnError::Refused(format!(
-            "node {} belongs to cluster {:?}, we are cluster {:?}",
-            hello.node_id, hello.cluster_id, config.cluster_id
-        )));
-    }
+    check_cluster(config, hello)?;
     if hello.node_id == 0 || hello.node_id == config.local_id {
         return Err(ConnError::Refused(format!(
             "peer claims node id {}, which is invalid or our own",
@@ -179,6 +183,21 @@ pub(crate) fn check_hello(
     Ok(())
 }
 
+/// Whether the peer's cluster (as its hello said) is compatible with ours
+/// as we know it now: checked in the handshake and again before every
+/// message, since our founding nonce may commit while a connection is open.
+pub(crate) fn check_cluster(config: &TransportConfig, hello: &Hello) -> Result<(), ConnError> {
+    let ours = config.cluster.id();
+    if ours.compatible(&ClusterId::parse(&hello.cluster_id)) {
+        return Ok(());
+    }
+    Err(ConnError::Refused(format!(
+        "node {} belongs to cluster {}, we are cluster {ours}: another founding (a data dir \
+         left from an earlier cluster?); refusing to talk Raft with it",
+        hello.node_id, hello.cluster_id
+    )))
+}
+
 impl ConnError {
     /// What a listener tells a dialler it refuses (None: not a refusal).
     pub(crate) fn refusal(&self) -> Option<Refusal> {
@@ -186,10 +205,20 @@ impl ConnError {
             ConnError::Refused(reason) => Some(Refusal {
                 reason: reason.clone(),
                 recorded_incarnation: None,
+                removed_at: None,
+                cluster_id: String::new(),
             }),
             ConnError::Incarnation(mismatch) => Some(Refusal {
                 reason: mismatch.to_string(),
                 recorded_incarnation: Some(mismatch.recorded),
+                removed_at: None,
+                cluster_id: String::new(),
+            }),
+            ConnError::NotMember(commit_index) => Some(Refusal {
+                reason: self.to_string(),
+                recorded_incarnation: None,
+                removed_at: Some(*commit_index),
+                cluster_id: String::new(),
             }),
             _ => None,
         }

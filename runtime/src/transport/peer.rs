@@ -18,7 +18,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{check_hello, encode_frame, read_frame, ConnError, TransportConfig, WireFrame};
+use crate::cluster_id::ClusterId;
+
+use super::{
+    check_cluster, check_hello, encode_frame, read_frame, ConnError, Hello, RemovalNotice,
+    TransportConfig, WireFrame,
+};
 use crate::rng::SplitMix64;
 use crate::shutdown::{wait_for_shutdown, Shutdown};
 
@@ -221,12 +226,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
                 result = self.connect() => result,
             };
             match connected {
-                Ok((stream, remote_incarnation)) => {
+                Ok((stream, remote_hello)) => {
                     bump(&self.counters.connects, 1);
                     tracing::debug!(addr = %self.addr, "connected");
                     backoff_ms = self.config.backoff_min_ms.max(1);
                     was_connected = true;
-                    match self.pump(stream, remote_incarnation).await {
+                    match self.pump(stream, &remote_hello).await {
                         Ended::Shutdown | Ended::HandlesGone => return,
                         Ended::Failed(error) => {
                             bump(&self.counters.disconnects, 1);
@@ -289,8 +294,10 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
     }
 
     /// Connects and exchanges hellos, each step under its own deadline;
-    /// returns the stream and the incarnation the peer claimed.
-    async fn connect(&self) -> Result<(TcpStream, u64), ConnError> {
+    /// returns the stream and the peer's hello (its incarnation and cluster
+    /// id are checked again before every write). A refusal that says we
+    /// were removed is noted in the cluster book for the Raft actor.
+    async fn connect(&self) -> Result<(TcpStream, Hello), ConnError> {
         let config = &self.config;
         let mut stream = tokio::time::timeout(
             Duration::from_millis(config.connect_timeout_ms),
@@ -313,17 +320,29 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
         .await?;
         let hello = match reply {
             WireFrame::Hello(hello) => hello,
-            WireFrame::Refused(refusal) => return Err(ConnError::PeerRefused(refusal)),
+            WireFrame::Refused(refusal) => {
+                let theirs = ClusterId::parse(&refusal.cluster_id);
+                let same_cluster = config.cluster.id().compatible(&theirs);
+                if let (Some(commit_index), true) = (refusal.removed_at, same_cluster) {
+                    let notice = RemovalNotice {
+                        from: self.remote_id,
+                        commit_index,
+                        cluster_id: theirs,
+                    };
+                    config.cluster.removal_noticed(notice);
+                }
+                return Err(ConnError::PeerRefused(refusal));
+            }
             _ => return Err(ConnError::Protocol("first frame is not a hello")),
         };
         check_hello(config, &hello, Some(self.remote_id))?;
-        Ok((stream, hello.incarnation))
+        Ok((stream, hello))
     }
 
     /// Sends queued messages until the connection fails or the actor stops.
     /// Before each write the peer's incarnation is checked again: the
     /// membership may have recorded another one since the handshake.
-    async fn pump(&mut self, stream: TcpStream, remote_incarnation: u64) -> Ended {
+    async fn pump(&mut self, stream: TcpStream, remote: &Hello) -> Ended {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let keepalive = Duration::from_millis(self.config.keepalive_ms.max(1));
         let mut next_ping = Instant::now() + keepalive;
@@ -374,9 +393,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             if let Err(mismatch) = self
                 .config
                 .incarnations
-                .check(self.remote_id, remote_incarnation)
+                .check(self.remote_id, remote.incarnation)
             {
                 return Ended::Failed(ConnError::Incarnation(mismatch));
+            }
+            // Our founding nonce may have committed since the handshake.
+            if let Err(error) = check_cluster(&self.config, remote) {
+                return Ended::Failed(error);
             }
             if let Err(e) = write_batch(&mut writer, &out, self.config.write_timeout_ms).await {
                 return Ended::Failed(e);

@@ -452,3 +452,77 @@ async fn delivery_resumes_after_a_partition_heals() {
         );
     }
 }
+
+fn membership_of(ids: &[NodeId]) -> deadbolt_core::raft::Membership {
+    let member = deadbolt_core::raft::Member {
+        voter: true,
+        peer_addr: String::new(),
+        api_addr: String::new(),
+    };
+    deadbolt_core::raft::Membership {
+        members: ids.iter().map(|&id| (id, member.clone())).collect(),
+        incarnations: Default::default(),
+    }
+}
+
+/// Two foundings of tag "t": while one side knows no nonce they talk; once
+/// both committed different nonces, the open connection is cut and no
+/// handshake succeeds again (issue 14).
+#[tokio::test]
+async fn another_founding_is_refused_once_its_nonce_differs() {
+    let (_stop, shutdown) = shutdown_channel();
+    let one_cfg = config("t", 1);
+    let two_cfg = config("t", 2);
+    let mut one = node_with(one_cfg.clone(), &shutdown).await;
+    let mut two = node_with(two_cfg.clone(), &shutdown).await;
+    two.peers.set_peer(1, &one.addr);
+    two_cfg
+        .cluster
+        .set_committed(&membership_of(&[1, 2]).with_founding_nonce(2), 3);
+    two.peers
+        .send(1, (1, "provisional peer: compatible".into()));
+    assert_eq!(recv(&mut one.inbound).await.0, 2);
+    one_cfg
+        .cluster
+        .set_committed(&membership_of(&[1, 2]).with_founding_nonce(1), 3);
+    for i in 0..5 {
+        two.peers.send(1, (i, "another founding".into()));
+    }
+    eventually("the refusal", || {
+        two.peers.stats()[&1].connect_failures >= 1
+    })
+    .await;
+    assert!(
+        one.inbound.try_recv().is_err(),
+        "nothing of the other founding counts"
+    );
+    assert_eq!(
+        one_cfg.cluster.id().to_string(),
+        "t.0000000000000001",
+        "the nonce completes the id"
+    );
+}
+
+/// A dialler missing from the listener's committed membership hears so,
+/// with the listener's commit index and cluster id.
+#[tokio::test]
+async fn a_removed_dialler_is_told_with_the_listeners_commit_index() {
+    let (_stop, shutdown) = shutdown_channel();
+    let one_cfg = config("t", 1);
+    let two_cfg = config("t", 2);
+    let mut one = node_with(one_cfg.clone(), &shutdown).await;
+    let mut two = node_with(two_cfg.clone(), &shutdown).await;
+    one_cfg
+        .cluster
+        .set_committed(&membership_of(&[1, 3]).with_founding_nonce(5), 42);
+    two.peers.set_peer(1, &one.addr);
+    two.peers.send(1, (1, "vote for me".into()));
+    eventually("the removal notice", || {
+        two_cfg.cluster.removal_notice().is_some()
+    })
+    .await;
+    let notice = two_cfg.cluster.removal_notice().expect("noticed");
+    assert_eq!((notice.from, notice.commit_index), (1, 42));
+    assert_eq!(notice.cluster_id.nonce(), Some(5));
+    assert!(one.inbound.try_recv().is_err(), "nothing delivered");
+}

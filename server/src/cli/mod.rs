@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use deadbolt_client::api::{AcquireRequest, AddMemberRequest, ListLocksQuery, LockMode, SessionId};
+use deadbolt_client::api::{
+    AcquireRequest, AddMemberRequest, ListLocksQuery, LockMode, SessionId, UpdateMemberRequest,
+};
 use deadbolt_client::{Client, ClientBuilder};
 
 use crate::config::ServeArgs;
@@ -155,7 +157,8 @@ pub struct ValidateArgs {
 pub enum ClusterCommand {
     /// The answering node's view of the cluster.
     Status,
-    /// Add a node (joins as a learner, promoted once caught up).
+    /// Add a node (joins as a learner, promoted once it has acknowledged the
+    /// log up to the leader's commit index).
     Add {
         #[arg(long)]
         id: u64,
@@ -164,8 +167,21 @@ pub enum ClusterCommand {
         #[arg(long)]
         api_addr: String,
     },
-    /// Remove a member.
+    /// Remove a member (refused while it would leave fewer reachable voters
+    /// than a quorum, or no voter at all).
     Remove { id: u64 },
+    /// Make a learner a voter (refused until it has acknowledged the log up
+    /// to the leader's commit index).
+    Promote { id: u64 },
+    /// Change a member's addresses, e.g. after it restarted with other
+    /// listen flags.
+    Update {
+        id: u64,
+        #[arg(long, required_unless_present = "api_addr")]
+        peer_addr: Option<String>,
+        #[arg(long)]
+        api_addr: Option<String>,
+    },
     /// Transfer leadership to a member.
     Transfer { id: u64 },
 }
@@ -275,6 +291,7 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
                 peer_addr,
                 api_addr,
                 incarnation: None,
+                cluster_id: None,
             };
             client.add_member(&request).await?;
             output::done(&format!("added node {id} as a learner"), json);
@@ -282,6 +299,22 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
         Command::Cluster(ClusterCommand::Remove { id }) => {
             client.remove_member(id).await?;
             output::done(&format!("removed node {id}"), json);
+        }
+        Command::Cluster(ClusterCommand::Promote { id }) => {
+            client.promote_member(id).await?;
+            output::done(&format!("promoted node {id} to voter"), json);
+        }
+        Command::Cluster(ClusterCommand::Update {
+            id,
+            peer_addr,
+            api_addr,
+        }) => {
+            let request = UpdateMemberRequest {
+                peer_addr,
+                api_addr,
+            };
+            client.update_member(id, &request).await?;
+            output::done(&format!("updated the addresses of node {id}"), json);
         }
         Command::Cluster(ClusterCommand::Transfer { id }) => {
             client.transfer_leader(id).await?;

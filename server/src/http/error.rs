@@ -112,6 +112,12 @@ impl From<ProposeError> for ApiError {
             ProposeError::InvalidMembership { message } => {
                 ApiError::new(ErrorCode::InvalidMembership, message)
             }
+            ProposeError::UnknownMember { id } => {
+                let mut e =
+                    ApiError::new(ErrorCode::NotFound, format!("node {id} is not a member"));
+                e.details.kind = Some(NotFoundKind::Member);
+                e
+            }
             ProposeError::Stopped { reason } => {
                 ApiError::unavailable(format!("node stopped: {reason}"))
             }

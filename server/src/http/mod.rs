@@ -123,6 +123,8 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(GET "/v1/cluster" => cluster::status, cluster::__path_status),
         route!(POST "/v1/cluster/members" => cluster::add_member, cluster::__path_add_member),
         route!(DELETE "/v1/cluster/members/{id}" => cluster::remove_member, cluster::__path_remove_member),
+        route!(PATCH "/v1/cluster/members/{id}" => cluster::update_member, cluster::__path_update_member),
+        route!(POST "/v1/cluster/members/{id}/promote" => cluster::promote_member, cluster::__path_promote_member),
         route!(POST "/v1/cluster/leader" => cluster::transfer_leader, cluster::__path_transfer_leader),
         route!(GET "/health" => ops::health, ops::__path_health),
         route!(GET "/ready" => ops::ready, ops::__path_ready),

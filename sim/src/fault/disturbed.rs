@@ -64,7 +64,10 @@ impl InForce {
             | FaultAction::SetDrift { .. }
             | FaultAction::JumpForward { .. }
             | FaultAction::StepWall { .. }
-            | FaultAction::TransferLeader { .. } => {}
+            | FaultAction::TransferLeader { .. }
+            | FaultAction::AddMember { .. }
+            | FaultAction::PromoteMember { .. }
+            | FaultAction::RemoveMember { .. } => {}
         }
     }
 }

@@ -9,7 +9,7 @@ use deadbolt_runtime::SplitMix64;
 
 use super::{
     FaultAction, FaultKind, FaultMix, FaultPlan, NetShape, CLOCK_OFFSET_MS_MAX, DRIFT_PPM_MAX,
-    WALL_STEP_HOURS_MS_MAX, WARMUP_MS,
+    PHANTOM_NODE_ID, WALL_STEP_HOURS_MS_MAX, WARMUP_MS,
 };
 use crate::history::NodeId;
 use crate::seed::{rng_for, Concern};
@@ -19,6 +19,11 @@ use crate::seed::{rng_for, Concern};
 const REPLACED_DISK_STREAM: u64 = 1;
 /// One chaos seed in this many replaces a voter's disk.
 const REPLACED_DISK_ONE_IN: u64 = 4;
+/// The sub-stream of the membership episode (issue 14).
+const MEMBERSHIP_STREAM: u64 = 2;
+/// One seed in this many (every mix but amnesia) adds a member that never
+/// starts, tries to promote it, then removes it.
+const PHANTOM_MEMBER_ONE_IN: u64 = 3;
 
 /// An action and when it strikes (simulated ms since the run started).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +119,7 @@ impl FaultSchedule {
             // Its own stream, not a fork of `rng`: adding this timeline left
             // every other draw of every seed where it was.
             replaced_disk_rng: rng_for(seed, Concern::Faults, REPLACED_DISK_STREAM),
+            membership_rng: rng_for(seed, Concern::Faults, MEMBERSHIP_STREAM),
             nodes,
             window: (WARMUP_MS, end),
             out: Vec::new(),
@@ -126,6 +132,7 @@ impl FaultSchedule {
         episodes.rolling_restarts();
         episodes.clock_faults();
         episodes.leader_churn(&mut churn_rng);
+        episodes.phantom_member();
         let mut out = episodes.out;
         // Stable sort: equal times keep generation order (a cut before the
         // heal that ends a zero-length episode).
@@ -169,6 +176,8 @@ struct Episodes<'a> {
     forks: &'a BTreeMap<FaultKind, SplitMix64>,
     /// The stream of the replaced-disk episode (`replaced_disk`).
     replaced_disk_rng: SplitMix64,
+    /// The stream of the membership episode (`phantom_member`).
+    membership_rng: SplitMix64,
     nodes: u64,
     /// Faults strike in `[window.0, window.1)`; undos land at `window.1` at
     /// the latest.
@@ -461,6 +470,25 @@ impl Episodes<'_> {
         }
     }
 
+    /// In one seed in [`PHANTOM_MEMBER_ONE_IN`] (not amnesia, which tests
+    /// the checkers), an operator adds a member that never starts, asks to
+    /// promote it a little later and removes it after that, all while the
+    /// other faults run. Its own stream, drawn last: no other episode moves.
+    fn phantom_member(&mut self) {
+        let rng = &mut self.membership_rng;
+        if self.plan.mix == FaultMix::Amnesia || !rng.chance(1, PHANTOM_MEMBER_ONE_IN) {
+            return;
+        }
+        let (start, end) = self.window;
+        let add_at = rng.range_u64(start, end.max(start + 1));
+        let promote_at = (add_at + rng.range_u64(100, 2_000)).min(end);
+        let remove_at = (promote_at + rng.range_u64(100, 3_000)).min(end);
+        let id = PHANTOM_NODE_ID;
+        self.push(add_at, FaultAction::AddMember { id });
+        self.push(promote_at, FaultAction::PromoteMember { id });
+        self.push(remove_at, FaultAction::RemoveMember { id });
+    }
+
     /// One episode of process fault `kind` on `node`, undone at `end_at`.
     fn process_episode(
         &mut self,
@@ -738,11 +766,21 @@ mod tests {
     fn schedules_of_seeds_0_to_2000_are_pinned() {
         let mut hasher = crate::check::determinism::TraceHasher::new();
         let mut without_churn = crate::check::determinism::TraceHasher::new();
+        let mut without_membership = crate::check::determinism::TraceHasher::new();
         for seed in 0..2_000 {
             for mix in FaultMix::ALL.into_iter().chain([FaultMix::Amnesia]) {
                 for nodes in [1, 3, 5, 7] {
                     let mut schedule = FaultSchedule::generate(seed, mix, nodes, 20_000);
                     hasher.record(&format!("{schedule:?}"));
+                    schedule.actions.retain(|a| {
+                        !matches!(
+                            a.action,
+                            FaultAction::AddMember { .. }
+                                | FaultAction::PromoteMember { .. }
+                                | FaultAction::RemoveMember { .. }
+                        )
+                    });
+                    without_membership.record(&format!("{schedule:?}"));
                     schedule.plan.kinds.remove(&FaultKind::LeaderChurn);
                     schedule
                         .actions
@@ -757,6 +795,14 @@ mod tests {
             "{:#018x}",
             hasher.hash()
         );
+        // The membership episode draws from a stream of its own: without
+        // it, every schedule is the one it was before it existed.
+        assert_eq!(
+            without_membership.hash(),
+            SCHEDULES_BEFORE_MEMBERSHIP_HASH,
+            "{:#018x}",
+            without_membership.hash()
+        );
         // Leader churn draws from a stream of its own: without it, every
         // schedule is the one it was before churn existed.
         assert_eq!(
@@ -767,14 +813,17 @@ mod tests {
         );
     }
 
-    /// The hash of the schedules above. Deliberate changes: leader churn
+    /// The hash of the schedules above. Deliberate changes: the membership
+    /// episode (issue 14; `SCHEDULES_BEFORE_MEMBERSHIP_HASH` without it,
+    /// the pin before it); leader churn
     /// (issue 13, bug 6; `SCHEDULES_BEFORE_LEADER_CHURN_HASH` without it);
     /// rolling restarts in the calm and chaos mixes (issue 13) and one chaos
     /// seed in four replacing a voter's data dir (issue 13, bug 2); before
     /// them 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug
     /// 4); before that, unchanged by the split of `generate` into steps
     /// (0xc9b4_471a_e675_b4ce).
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x47c0_e9d1_9fee_8aaa;
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x6818_bb06_6efc_7cdc;
+    const SCHEDULES_BEFORE_MEMBERSHIP_HASH: u64 = 0x47c0_e9d1_9fee_8aaa;
     const SCHEDULES_BEFORE_LEADER_CHURN_HASH: u64 = 0xecda_ea4a_283d_a22a;
 
     #[test]

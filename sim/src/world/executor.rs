@@ -229,7 +229,28 @@ impl Executor {
                 self.clock_event(*node, action.to_string());
             }
             FaultAction::TransferLeader { pick } => self.transfer_leader(*pick),
+            FaultAction::AddMember { .. }
+            | FaultAction::PromoteMember { .. }
+            | FaultAction::RemoveMember { .. } => self.change_membership(action),
         }
+    }
+
+    /// Hands a membership action to the first node that is up and not
+    /// paused (a follower forwards it to the leader); skipped when none is.
+    fn change_membership(&mut self, action: &FaultAction) {
+        let handle = self
+            .hosts
+            .iter()
+            .filter(|h| !self.down.contains(&h.id) && !self.paused.contains(&h.id))
+            .find_map(|h| h.node_handle());
+        let Some(handle) = handle else {
+            self.rec
+                .lock()
+                .harness(format!("{action}: no node up, skipped"));
+            return;
+        };
+        self.rec.lock().harness(action.to_string());
+        super::membership::spawn_change(handle, action.clone());
     }
 
     /// Asks the node that leads now (as the pollers last saw) to hand

@@ -14,6 +14,7 @@
 mod abandoned;
 mod executor;
 mod host;
+mod membership;
 mod observe;
 mod recorder;
 mod workload;

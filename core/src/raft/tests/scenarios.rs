@@ -788,6 +788,56 @@ fn add_learner_promote_and_remove_voter() {
 }
 
 #[test]
+fn a_learner_that_never_answered_is_never_promoted() {
+    // Issue 14: a learner counted as caught up while the log was short, so
+    // adding a node that never started made it a voter at once.
+    run("
+        cluster 1 learners 2
+        campaign 1
+        stabilize
+        isolate 2                 # never answers (a typo, never started)
+        add-learner 1 2
+        stabilize
+        ! promote 1 2             # acknowledged nothing
+        propose 1 a
+        stabilize
+        expect commit 1 4         # the one voter still commits alone
+        ! promote 1 2
+        heal
+        run 300                   # it answers and catches up
+        promote 1 2
+        stabilize
+        expect voters 1 1 2
+    ");
+}
+
+#[test]
+fn removals_that_would_lose_the_quorum_are_refused() {
+    run("
+        cluster 1
+        campaign 1
+        stabilize
+        ! remove 1 1              # the last voter
+        ! remove 1 7              # not a member
+    ");
+    run("
+        cluster 1 2 3
+        campaign 1
+        stabilize
+        crash 3
+        run 600                   # 3 has not answered for an election timeout
+        expect leader 1
+        ! remove 1 2              # would leave 1 and 3: one reachable of quorum 2
+        remove 1 3                # leaves 1 and 2, both reachable
+        stabilize
+        expect voters 1 1 2
+        propose 1 a
+        stabilize
+        expect commit 2 4
+    ");
+}
+
+#[test]
 fn membership_changes_are_one_at_a_time() {
     run("
         cluster 1 2 3 learners 4 5

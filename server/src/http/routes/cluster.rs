@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::Json;
 use deadbolt_api::{
     AddMemberRequest, ClusterStatus, EmptyResponse, ErrorEnvelope, MemberStatus, NodeRole,
-    TransferLeaderRequest,
+    TransferLeaderRequest, UpdateMemberRequest,
 };
 use deadbolt_core::raft::Role;
-use deadbolt_runtime::node::NodeStatus;
+use deadbolt_runtime::node::{Joiner, NodeStatus};
 
 use crate::http::error::ApiError;
 use crate::http::extract::{Deadline, JsonBody, PathParam};
@@ -75,7 +75,8 @@ fn check_host_port(field: &str, text: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Add a node as a learner; it is promoted to voter once caught up.
+/// Add a node as a learner; it is promoted to voter once it has itself
+/// acknowledged the log up to the leader's commit index.
 #[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
     request_body = AddMemberRequest,
     params(("Request-Timeout-Ms" = Option<u64>, Header)),
@@ -93,16 +94,14 @@ pub(crate) async fn add_member(
     }
     check_host_port("peer_addr", &body.peer_addr)?;
     check_host_port("api_addr", &body.api_addr)?;
-    state
-        .node()?
-        .add_member(
-            body.id,
-            body.peer_addr,
-            body.api_addr,
-            body.incarnation,
-            deadline,
-        )
-        .await?;
+    let joiner = Joiner {
+        id: body.id,
+        peer_addr: body.peer_addr,
+        api_addr: body.api_addr,
+        incarnation: body.incarnation,
+        cluster_id: body.cluster_id,
+    };
+    state.node()?.add(joiner, deadline).await?;
     Ok(Json(EmptyResponse {}))
 }
 
@@ -119,6 +118,56 @@ pub(crate) async fn remove_member(
     Deadline(deadline): Deadline,
 ) -> Result<Json<EmptyResponse>, ApiError> {
     state.node()?.remove_member(id, deadline).await?;
+    Ok(Json(EmptyResponse {}))
+}
+
+/// Make a learner a voter: 409 `invalid_membership` until it has itself
+/// acknowledged the log up to the leader's commit index; a voter is left
+/// as it is.
+#[utoipa::path(post, path = "/v1/cluster/members/{id}/promote", tag = "cluster",
+    params(("id" = u64, Path), ("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, body = EmptyResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn promote_member(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<u64>,
+    Deadline(deadline): Deadline,
+) -> Result<Json<EmptyResponse>, ApiError> {
+    state.node()?.promote_member(id, deadline).await?;
+    Ok(Json(EmptyResponse {}))
+}
+
+/// Change a member's peer and/or API address.
+#[utoipa::path(patch, path = "/v1/cluster/members/{id}", tag = "cluster",
+    request_body = UpdateMemberRequest,
+    params(("id" = u64, Path), ("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, body = EmptyResponse),
+        (status = "4XX", body = ErrorEnvelope), (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn update_member(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<u64>,
+    Deadline(deadline): Deadline,
+    JsonBody(body): JsonBody<UpdateMemberRequest>,
+) -> Result<Json<EmptyResponse>, ApiError> {
+    if body.peer_addr.is_none() && body.api_addr.is_none() {
+        return Err(ApiError::invalid(
+            "peer_addr",
+            "give peer_addr and/or api_addr",
+        ));
+    }
+    for (field, addr) in [("peer_addr", &body.peer_addr), ("api_addr", &body.api_addr)] {
+        if let Some(addr) = addr {
+            check_host_port(field, addr)?;
+        }
+    }
+    state
+        .node()?
+        .set_member_addrs(id, body.peer_addr, body.api_addr, deadline)
+        .await?;
     Ok(Json(EmptyResponse {}))
 }
 
