@@ -302,10 +302,10 @@ impl Client {
     }
 
     /// An acquire that can be sent more than once as the same request
-    /// (same idempotency key). A session's acquire may be sent again after
-    /// an unknown outcome even without a key: asking again for what the
-    /// session holds returns the same grant, and asking again while queued
-    /// keeps the place.
+    /// (same idempotency key). A session's try-lock may be sent again after
+    /// an unknown outcome even without a key (asking again for what the
+    /// session holds returns the same grant); a waiting one may not (asking
+    /// again while queued would extend the wait by another `wait_ms`).
     pub(crate) fn acquire_call(
         &self,
         name: &str,
@@ -314,7 +314,7 @@ impl Client {
         let path = format!("/v1/locks/{}/acquire", name_segment(name)?);
         let mut call = self.mutation(Method::POST, path, Some(request));
         call.wait = Duration::from_millis(request.wait_ms);
-        call.resend_after_unknown |= request.session_id.is_some();
+        call.resend_after_unknown |= request.session_id.is_some() && request.wait_ms == 0;
         Ok(RepeatableCall(call))
     }
 
@@ -378,13 +378,18 @@ impl Client {
         retry_unavailable: bool,
         keep_asking: impl Fn() -> bool,
     ) -> Result<(usize, Answer), Error> {
+        // Once an attempt's outcome was unknown, a later refusal before
+        // proposing (503) says nothing about that attempt: ask on.
+        let mut unknown_before = false;
         loop {
             match self.execute(call).await {
                 Err(error)
                     if ((error.outcome_unknown() && call.resend_after_unknown)
-                        || (retry_unavailable && matches!(error, Error::Unavailable { .. })))
+                        || ((retry_unavailable || unknown_before)
+                            && matches!(error, Error::Unavailable { .. })))
                         && keep_asking() =>
                 {
+                    unknown_before |= error.outcome_unknown();
                     tracing::debug!(path = %call.path, %error, "outcome unknown; asking again");
                     tokio::time::sleep(self.inner.config.backoff_max).await;
                 }
@@ -420,6 +425,25 @@ impl Client {
         let body = WithdrawRequest { session_id };
         self.call_json(&self.mutation(Method::POST, path, Some(&body)))
             .await
+    }
+
+    /// [`Client::withdraw`] sent again after every transient failure
+    /// (refused before proposing, or unknown outcome) while `keep_asking`
+    /// says it still matters: a withdrawal applied late could end a wait
+    /// asked for after it. Withdrawing twice changes nothing, so it is
+    /// resent even without a key.
+    pub(crate) async fn withdraw_until_known(
+        &self,
+        name: &str,
+        session_id: SessionId,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<WithdrawResponse, Error> {
+        let path = format!("/v1/locks/{}/withdraw", name_segment(name)?);
+        let body = WithdrawRequest { session_id };
+        let mut call = self.mutation(Method::POST, path, Some(&body));
+        call.resend_after_unknown = true;
+        let (endpoint, answer) = self.execute_until_known(&call, true, keep_asking).await?;
+        self.parse_answer(endpoint, &answer)
     }
 
     /// `GET /v1/locks/{name}` (linearizable).
@@ -654,6 +678,16 @@ impl Client {
             Duration::from_millis(inner.request_timeout_ms) + call.wait + ATTEMPT_GRACE;
         let mut index = start;
         let mut last_error: Option<Error> = None;
+        // The last attempt whose outcome was unknown: a later refusal
+        // before proposing (503) does not make the call's outcome known.
+        let mut unknown: Option<Error> = None;
+        let mut remember = |error: Error| {
+            if error.outcome_unknown() {
+                unknown = Some(error);
+            } else {
+                last_error = Some(error);
+            }
+        };
 
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -692,7 +726,7 @@ impl Client {
                     tracing::debug!(endpoint = %endpoint.url, path = %call.path, "no answer in time");
                     // A hung connection: do not hand its siblings out again.
                     endpoint.forget_idle();
-                    last_error = Some(Error::Transport {
+                    remember(Error::Transport {
                         endpoint: endpoint.url.clone(),
                         source: format!("no answer within {attempt_timeout:?}").into(),
                     });
@@ -704,7 +738,7 @@ impl Client {
                 Ok(Err(source)) => {
                     tracing::debug!(endpoint = %endpoint.url, path = %call.path, error = %source, "transport error");
                     endpoint.forget_idle();
-                    last_error = Some(Error::Transport {
+                    remember(Error::Transport {
                         endpoint: endpoint.url.clone(),
                         source,
                     });
@@ -715,6 +749,15 @@ impl Client {
                 }
                 Ok(Ok(answer)) => answer,
             };
+            if answer.resent_after_close {
+                // A copy sent on a connection that closed may have been
+                // applied: whatever this answer says, that is unknown.
+                remember(Error::Transport {
+                    endpoint: endpoint.url.clone(),
+                    source: "the connection closed before an answer; the request was sent again"
+                        .into(),
+                });
+            }
             if (200..300).contains(&answer.status) {
                 inner.preferred.store(index, Ordering::Relaxed);
                 self.follow_leader_hint(index, &answer.headers);
@@ -732,9 +775,9 @@ impl Client {
                 _ => return Err(error),
             }
             tracing::debug!(endpoint = %endpoint.url, path = %call.path, %error, "retryable answer");
-            last_error = Some(error);
+            remember(error);
         }
-        Err(match last_error {
+        Err(match unknown.or(last_error) {
             Some(error) if Instant::now() < call_deadline => error,
             _ => Error::DeadlineExceeded {
                 deadline: config.call_timeout + call.wait,

@@ -199,6 +199,12 @@ pub(crate) fn decode_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
             match status {
                 503 => Error::Unavailable { message: text },
                 504 => Error::Timeout { message: text },
+                // A server error without our envelope comes from something
+                // between us and the node (a proxy's 502): the request may
+                // have reached the node.
+                500..=599 if status != 501 => Error::Timeout {
+                    message: format!("HTTP {status} without an error envelope: {text}"),
+                },
                 _ => Error::Protocol {
                     endpoint: endpoint.to_owned(),
                     status,
@@ -212,6 +218,16 @@ pub(crate) fn decode_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_error_without_an_envelope_is_an_unknown_outcome() {
+        for status in [500, 502, 504] {
+            let error = decode_error("http://n", status, b"Bad Gateway");
+            assert!(error.outcome_unknown(), "{status}: {error:?}");
+        }
+        assert!(!decode_error("http://n", 501, b"").outcome_unknown());
+        assert!(!decode_error("http://n", 418, b"").outcome_unknown());
+    }
     use deadbolt_api::SessionId;
 
     fn decode(status: u16, body: &str) -> Error {
@@ -263,7 +279,8 @@ mod tests {
     fn unknown_codes_and_garbage_are_protocol_errors() {
         let e = decode(418, r#"{"error":{"code":"teapot","message":"m"}}"#);
         assert!(matches!(e, Error::Protocol { status: 418, .. }));
-        assert!(matches!(decode(500, "oops"), Error::Protocol { .. }));
+        // A 5xx without our envelope came from in between: outcome unknown.
+        assert!(matches!(decode(500, "oops"), Error::Timeout { .. }));
         assert!(matches!(decode(503, "<html>"), Error::Unavailable { .. }));
         assert!(matches!(decode(504, ""), Error::Timeout { .. }));
     }

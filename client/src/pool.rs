@@ -28,6 +28,10 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: hyper::HeaderMap,
     pub(crate) body: Bytes,
+    /// The request was sent on an idle connection that closed before any
+    /// answer and sent again on a new one: the first copy may have reached
+    /// the server, so this answer may not be the whole story.
+    pub(crate) resent_after_close: bool,
 }
 
 /// One HTTP/1.1 connection. Dropping it stops the task that drives it, so a
@@ -142,6 +146,7 @@ impl Endpoint {
         make_request: impl Fn() -> Request<Full<Bytes>>,
         resend_if_closed: bool,
     ) -> Result<Answer, BoxError> {
+        let mut resent = false;
         if let Some(mut conn) = self.take_idle() {
             if conn.sender.ready().await.is_ok() {
                 match exchange(&mut conn, make_request()).await {
@@ -150,15 +155,16 @@ impl Endpoint {
                         return Ok(answer);
                     }
                     Err(Failure::Closed(e)) if !resend_if_closed => return Err(e),
-                    Err(Failure::Closed(_)) => {}
+                    Err(Failure::Closed(_)) => resent = true,
                     Err(Failure::Other(e)) => return Err(e),
                 }
             }
         }
         let mut conn = self.connect().await?;
         match exchange(&mut conn, make_request()).await {
-            Ok(answer) => {
+            Ok(mut answer) => {
                 self.put_idle(conn);
+                answer.resent_after_close = resent;
                 Ok(answer)
             }
             Err(Failure::Closed(e) | Failure::Other(e)) => Err(e),
@@ -191,6 +197,7 @@ async fn exchange(conn: &mut Connection, request: Request<Full<Bytes>>) -> Resul
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
+        resent_after_close: false,
     })
 }
 

@@ -435,9 +435,10 @@ impl Session {
     /// uses the same grant. An answer lost on the way (504, a dropped
     /// connection) is asked for again with the same idempotency key until it
     /// is known or the lease is lost, so the call never ends with a grant
-    /// nobody knows of (except with idempotency keys turned off, where
-    /// asking again could acquire twice: the unknown outcome is returned and
-    /// a grant it hides stays with the session until the session ends).
+    /// nobody knows of (except for a waiting call with idempotency keys
+    /// turned off, where asking again would extend the wait: the unknown
+    /// outcome is returned and a grant it hides stays with the session
+    /// until the session ends).
     pub async fn lock(&self, name: &str, mode: LockMode, wait: Duration) -> Result<Lock, Error> {
         if self.is_lost() {
             return Err(Error::LeaseLost);
@@ -507,6 +508,10 @@ impl Session {
         // A lost lease ends the wait: the session cannot be granted anything.
         // Rounds still on their way then run to their outcome on their own.
         let lock = tokio::select! {
+            // Fixed order (the simulation replays runs exactly): a grant
+            // and a lost lease at the same instant read as the grant, which
+            // `vouched` then refuses.
+            biased;
             lock = waiting::in_rounds(ask, round) => lock?,
             _ = self.lost() => return Err(Error::LeaseLost),
         };
@@ -568,6 +573,8 @@ async fn acquire_to_outcome(
     let asked = client.acquire_until_known(&call, keep_asking);
     tokio::pin!(asked);
     let answered = tokio::select! {
+        // An answer that arrived is taken even if the caller just left.
+        biased;
         outcome = &mut asked => Some(outcome),
         () = caller.closed() => None,
     };
@@ -579,6 +586,7 @@ async fn acquire_to_outcome(
             loop {
                 withdraw_if_nobody_waits(&grants, &name).await;
                 tokio::select! {
+                    biased;
                     outcome = &mut asked => break outcome,
                     () = tokio::time::sleep(WITHDRAW_AGAIN_AFTER) => {}
                 }
@@ -613,7 +621,12 @@ async fn withdraw_if_nobody_waits(grants: &Arc<Grants>, name: &str) -> bool {
     let Some(_withdrawing) = grants.begin_withdraw(name) else {
         return false;
     };
-    if let Err(error) = grants.client().withdraw(name, grants.session_id()).await {
+    let lease = grants.lease().clone();
+    let withdrawn = grants
+        .client()
+        .withdraw_until_known(name, grants.session_id(), || !lease.is_lost())
+        .await;
+    if let Err(error) = withdrawn {
         tracing::debug!(lock = %name, %error, "withdrawing an abandoned wait failed");
     }
     true
@@ -692,6 +705,7 @@ impl Lock {
     /// Resolves when the lock is lost (see [`Lock::is_lost`]).
     pub async fn lost(&self) -> LostReason {
         tokio::select! {
+            biased;
             reason = self.lease.clone().lost() => reason,
             () = self.grants.ended(&self.name, self.fencing_token) => LostReason::Released,
         }

@@ -41,6 +41,8 @@ where
             }
         };
         tokio::select! {
+            // Fixed order, so that simulated runs replay exactly.
+            biased;
             outcome = &mut newer => match outcome {
                 Ok(granted) => return Ok(granted),
                 Err(error) if ends_the_wait(&error) => return Err(error),

@@ -1010,3 +1010,415 @@ async fn waiting_in_rounds_keeps_a_bounded_number_of_requests_waiting() {
     );
     s.stop().await;
 }
+
+/// `waiting_in_rounds_keeps_a_bounded_number_of_requests_waiting` with a
+/// client without idempotency keys: a round whose own deadline passes while
+/// the session is still queued gets a plain 504 (no key to look at), which
+/// is not resent (that would ask again and wait another round, for ever).
+#[tokio::test]
+async fn unkeyed_waiting_in_rounds_keeps_a_bounded_number_of_requests_waiting() {
+    let s = start().await;
+    let unkeyed = deadbolt_client::ClientBuilder::new([format!("http://{}", s.addr)])
+        .idempotency_keys(false)
+        .build()
+        .expect("client");
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = unkeyed.session(SessionOptions::default()).await.expect("b");
+    let _held = a
+        .try_lock("uacc", LockMode::Shared)
+        .await
+        .expect("a shares");
+    let round = Duration::from_millis(1000);
+    let waited = tokio::time::timeout(
+        Duration::from_secs(24),
+        b.lock_in_rounds("uacc", LockMode::Exclusive, round),
+    );
+    let waiting = || async {
+        let metrics = s.client.metrics(0).await.expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("deadbolt_lock_waiters "))
+            .expect("gauge")
+            .trim()
+            .parse::<f64>()
+            .expect("number")
+    };
+    let counts = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let early = waiting().await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        (early, waiting().await)
+    };
+    let (waited, (early, late)) = tokio::join!(waited, counts);
+    assert!(waited.is_err(), "a holds the lock throughout");
+    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT);
+    let bound = ((timeout + round).as_secs_f64() / (0.8 * round.as_secs_f64())).ceil() + 1.0;
+    assert!(
+        late <= bound && late <= early + 1.0,
+        "b's one (unkeyed) lock_in_rounds has {early} then {late} requests waiting at the node (bound {bound})"
+    );
+    s.stop().await;
+}
+
+/// A loopback HTTP/1.1 proxy (a load balancer in front of the node) that
+/// forwards every request and its answer, except that while `bad_path` is
+/// set, a request whose path contains it is answered `502 Bad Gateway` (an
+/// HTML body, as nginx sends when the upstream connection fails or breaks),
+/// after forwarding it to the node or without (the client cannot tell).
+struct BadGateway {
+    addr: SocketAddr,
+    bad_path: std::sync::Arc<std::sync::Mutex<Option<(String, bool)>>>,
+    /// Requests whose path contains this are held this long before they
+    /// are forwarded (a slow network path).
+    slow_path: std::sync::Arc<std::sync::Mutex<Option<(String, Duration)>>>,
+    /// What to do with the next requests whose path contains the string.
+    script: std::sync::Arc<std::sync::Mutex<(String, std::collections::VecDeque<Step>)>>,
+}
+
+/// One scripted answer of [`BadGateway`].
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Forward the request, then close the client's connection unanswered.
+    ForwardAndHangUp,
+    /// Answer 503 `unavailable` (no leader) without forwarding.
+    Refuse,
+}
+
+/// Reads one HTTP/1.1 message (headers and a Content-Length body).
+async fn read_message(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().expect("length"))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Some(buf);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl BadGateway {
+    async fn to(target: SocketAddr) -> BadGateway {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let bad_path = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, bool)>));
+        let bad = bad_path.clone();
+        let slow_path = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, Duration)>));
+        let slow = slow_path.clone();
+        let script = std::sync::Arc::new(std::sync::Mutex::new((
+            String::new(),
+            std::collections::VecDeque::new(),
+        )));
+        let scripted = script.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let (bad, slow, scripted) = (bad.clone(), slow.clone(), scripted.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    while let Some(request) = read_message(&mut inbound).await {
+                        let line = String::from_utf8_lossy(&request[..request.len().min(200)])
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let broken = bad
+                            .lock()
+                            .unwrap()
+                            .clone()
+                            .filter(|(p, _)| line.contains(p.as_str()));
+                        let forward = broken.as_ref().is_none_or(|(_, forward)| *forward);
+                        let step = {
+                            let mut script = scripted.lock().unwrap();
+                            if !script.0.is_empty() && line.contains(script.0.as_str()) {
+                                script.1.pop_front()
+                            } else {
+                                None
+                            }
+                        };
+                        match step {
+                            Some(Step::ForwardAndHangUp) => {
+                                let _ = outbound.write_all(&request).await;
+                                let _ = read_message(&mut outbound).await;
+                                return;
+                            }
+                            Some(Step::Refuse) => {
+                                let body =
+                                    r#"{"error":{"code":"unavailable","message":"no leader"}}"#;
+                                let reply = format!(
+                                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                                     retry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                if inbound.write_all(reply.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            None => {}
+                        }
+                        let mut answer = Vec::new();
+                        let delay = slow
+                            .lock()
+                            .unwrap()
+                            .clone()
+                            .filter(|(p, _)| line.contains(p.as_str()))
+                            .map(|(_, d)| d);
+                        if let Some(delay) = delay {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if forward {
+                            if outbound.write_all(&request).await.is_err() {
+                                return;
+                            }
+                            let Some(got) = read_message(&mut outbound).await else {
+                                return;
+                            };
+                            answer = got;
+                        }
+                        if broken.is_some() {
+                            let body = "<html>502 Bad Gateway</html>";
+                            let reply = format!(
+                                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = inbound.write_all(reply.as_bytes()).await;
+                            return;
+                        }
+                        if inbound.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        BadGateway {
+            addr,
+            bad_path,
+            slow_path,
+            script,
+        }
+    }
+
+    /// Answers requests whose path contains `path` with a 502, after
+    /// forwarding them (`forward`) or not.
+    fn script(&self, path: &str, steps: &[Step]) {
+        *self.script.lock().unwrap() = (path.to_owned(), steps.iter().copied().collect());
+    }
+
+    fn slow_down(&self, path: &str, delay: Duration) {
+        *self.slow_path.lock().unwrap() = Some((path.to_owned(), delay));
+    }
+
+    fn break_path(&self, path: Option<&str>, forward: bool) {
+        *self.bad_path.lock().unwrap() = path.map(|p| (p.to_owned(), forward));
+    }
+}
+
+/// An acquire forwarded to the node whose answer a proxy replaces with a
+/// 502 (no error envelope): an unknown outcome (the node may have granted
+/// it), asked on until known, never a failure that leaves the grant with
+/// the live session, known to no `Lock` or call.
+#[tokio::test]
+async fn an_acquire_answered_502_by_a_proxy_leaves_no_grant_behind() {
+    let s = start().await;
+    let proxy = BadGateway::to(s.addr).await;
+    let proxied = deadbolt_client::ClientBuilder::new([format!("http://{}", proxy.addr)])
+        .build()
+        .expect("client");
+    let b = proxied.session(SessionOptions::default()).await.expect("b");
+    proxy.break_path(Some("/acquire"), true);
+    // The proxy answers 502 for 2 s; the call asks on (an unknown outcome)
+    // and then learns what came of it.
+    let mend = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.break_path(None, false);
+    };
+    let (outcome, ()) = tokio::join!(b.try_lock("pg", LockMode::Exclusive), mend);
+    let outcome = outcome.map(drop);
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("pg").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "b's live session holds pg ({outcome:?} to its caller) with no Lock or call of it"
+    );
+    drop(b);
+    s.stop().await;
+}
+
+/// `Lock::release` answered with a 502 by a proxy that never forwarded it
+/// (nginx: upstream connect failed): an unknown outcome, so the release is
+/// asked again rather than the grant left with the live session, known to
+/// no `Lock` (the handle is consumed). The same holds for a dropped
+/// handle's give-back.
+#[tokio::test]
+async fn a_release_answered_502_by_a_proxy_is_asked_again() {
+    let s = start().await;
+    let proxy = BadGateway::to(s.addr).await;
+    let proxied = deadbolt_client::ClientBuilder::new([format!("http://{}", proxy.addr)])
+        .build()
+        .expect("client");
+    let b = proxied.session(SessionOptions::default()).await.expect("b");
+    let lock = b
+        .try_lock("pr", LockMode::Exclusive)
+        .await
+        .expect("b holds");
+    proxy.break_path(Some("/release"), false);
+    let outcome = lock.release().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.break_path(None, false);
+    assert!(outcome.is_err(), "the caller saw the 502: {outcome:?}");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("pr").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "b's live session holds pr after Lock::release ({outcome:?}) and nothing asks again"
+    );
+    drop(b);
+    s.stop().await;
+}
+
+/// An abandoned wait's withdrawal that reaches the node late (held 3 s on
+/// the way, longer than the client's whole call: outcome unknown): new
+/// calls for the name wait until the withdrawal's outcome is known, so a
+/// late withdrawal never ends the next live caller's wait.
+#[tokio::test]
+async fn a_late_withdrawal_never_ends_a_live_callers_wait() {
+    let s = start().await;
+    let proxy = BadGateway::to(s.addr).await;
+    let proxied = deadbolt_client::ClientBuilder::new([format!("http://{}", proxy.addr)])
+        .call_timeout(Duration::from_secs(1))
+        .build()
+        .expect("client");
+    let a = s
+        .client
+        .session(SessionOptions::default())
+        .await
+        .expect("a");
+    let b = proxied.session(SessionOptions::default()).await.expect("b");
+    let held = a
+        .try_lock("lw", LockMode::Exclusive)
+        .await
+        .expect("a holds");
+    proxy.slow_down("/withdraw", Duration::from_secs(3));
+    // The path heals after a while: until the withdrawal's outcome is
+    // known, the session's next call for the lock waits for it.
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        proxy.slow_down("/withdraw", Duration::ZERO);
+    };
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        b.lock("lw", LockMode::Exclusive, Duration::from_secs(20)),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "b waits behind a, then its caller gives up"
+    );
+    // Let the abandoned call's task see its caller go and send the
+    // withdrawal (nobody else of b waits for lw).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    let second = async {
+        let outcome = b
+            .lock("lw", LockMode::Exclusive, Duration::from_secs(20))
+            .await;
+        (outcome, started.elapsed())
+    };
+    let release_later = async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        held.release().await.expect("a releases");
+    };
+    let ((second, ended_after), (), ()) = tokio::join!(second, release_later, heal);
+    assert!(
+        second.is_ok(),
+        "b's live 20 s wait ended after {ended_after:?} ({second:?}), though a let go at 6 s"
+    );
+    drop(b);
+    s.stop().await;
+}
+
+/// An acquire whose first attempt reached the node (applied, granted) but
+/// whose answer was lost (the connection broke), and whose resends with the
+/// same key were refused with 503 (a leader election) until the attempts
+/// ran out: the call's outcome is still unknown (a 503 says nothing about
+/// the first copy), so it is asked on, never taken as "not applied" with
+/// the grant left to the live session, known to no `Lock` or call.
+#[tokio::test]
+async fn an_unknown_attempt_then_503s_leaves_no_grant_behind() {
+    let s = start().await;
+    let proxy = BadGateway::to(s.addr).await;
+    let proxied = deadbolt_client::ClientBuilder::new([format!("http://{}", proxy.addr)])
+        .attempts_max(2)
+        .build()
+        .expect("client");
+    let b = proxied.session(SessionOptions::default()).await.expect("b");
+    proxy.script(
+        "/acquire",
+        &[
+            Step::ForwardAndHangUp,
+            Step::Refuse,
+            Step::Refuse,
+            Step::Refuse,
+        ],
+    );
+    // The call asks on past the 503s (an earlier copy's outcome is
+    // unknown) and learns its grant, or fails; either way nothing stays.
+    let outcome = b.try_lock("u5", LockMode::Exclusive).await.map(drop);
+    proxy.script("", &[]);
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = s.client.lock_state("u5").await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "b's live session holds u5 ({outcome:?} to its caller) with no Lock or call of it"
+    );
+    drop(b);
+    s.stop().await;
+}

@@ -7,6 +7,7 @@
 
 pub mod determinism;
 pub mod durability;
+pub mod grant_leak;
 pub mod lease_expiry;
 pub mod linearizability;
 pub mod liveness;
@@ -20,6 +21,7 @@ use crate::resource::AcceptedWrite;
 
 pub use determinism::DeterminismViolation;
 pub use durability::DurabilityViolation;
+pub use grant_leak::GrantLeakViolation;
 pub use lease_expiry::LeaseExpiryViolation;
 pub use linearizability::LinearizabilityViolation;
 pub use liveness::LivenessViolation;
@@ -36,6 +38,7 @@ pub enum Checker {
     Durability,
     Liveness,
     LeaseExpiry,
+    GrantLeak,
     Determinism,
 }
 
@@ -49,6 +52,7 @@ impl fmt::Display for Checker {
             Checker::Durability => "durability",
             Checker::Liveness => "liveness",
             Checker::LeaseExpiry => "lease-expiry",
+            Checker::GrantLeak => "grant-leak",
             Checker::Determinism => "determinism",
         })
     }
@@ -64,6 +68,7 @@ pub enum Violation {
     Durability(DurabilityViolation),
     Liveness(LivenessViolation),
     LeaseExpiry(LeaseExpiryViolation),
+    GrantLeak(GrantLeakViolation),
     Determinism(DeterminismViolation),
 }
 
@@ -77,6 +82,7 @@ impl Violation {
             Violation::Durability(_) => Checker::Durability,
             Violation::Liveness(_) => Checker::Liveness,
             Violation::LeaseExpiry(_) => Checker::LeaseExpiry,
+            Violation::GrantLeak(_) => Checker::GrantLeak,
             Violation::Determinism(_) => Checker::Determinism,
         }
     }
@@ -93,6 +99,7 @@ impl fmt::Display for Violation {
             Violation::Durability(v) => v.fmt(f),
             Violation::Liveness(v) => v.fmt(f),
             Violation::LeaseExpiry(v) => v.fmt(f),
+            Violation::GrantLeak(v) => v.fmt(f),
             Violation::Determinism(v) => v.fmt(f),
         }
     }
@@ -133,6 +140,11 @@ impl From<LivenessViolation> for Violation {
 impl From<LeaseExpiryViolation> for Violation {
     fn from(v: LeaseExpiryViolation) -> Self {
         Violation::LeaseExpiry(v)
+    }
+}
+impl From<GrantLeakViolation> for Violation {
+    fn from(v: GrantLeakViolation) -> Self {
+        Violation::GrantLeak(v)
     }
 }
 impl From<DeterminismViolation> for Violation {
@@ -239,6 +251,8 @@ pub struct RunInputs<'a> {
     pub liveness: Option<&'a liveness::LivenessInput>,
     /// Sessions of crashed clients watched under leader churn.
     pub lease_expiry: Option<&'a lease_expiry::LeaseExpiryInput>,
+    /// What the impatient client's session held at the end.
+    pub grant_leak: Option<&'a grant_leak::GrantLeakInput>,
 }
 
 /// Runs every single-run checker and gathers their findings.
@@ -270,6 +284,9 @@ pub fn check_run(
     }
     if let Some(e) = inputs.lease_expiry {
         report.add(Checker::LeaseExpiry, lease_expiry::check_lease_expiry(e));
+    }
+    if let Some(g) = inputs.grant_leak {
+        report.add(Checker::GrantLeak, grant_leak::check_grant_leak(g));
     }
     report
 }
@@ -326,6 +343,7 @@ mod tests {
             durability: None,
             liveness: None,
             lease_expiry: None,
+            grant_leak: None,
         };
         let report = check_run(&inputs, &config);
         assert!(report.is_ok(), "{report}");
@@ -350,6 +368,7 @@ mod tests {
             durability: None,
             liveness: Some(&liveness),
             lease_expiry: None,
+            grant_leak: None,
         };
         let report = check_run(&inputs, &config);
         assert_eq!(report.violations.len(), 3, "{report}");

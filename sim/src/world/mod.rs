@@ -14,6 +14,7 @@
 mod abandoned;
 mod executor;
 mod host;
+mod impatient;
 mod membership;
 mod observe;
 mod recorder;
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::check::determinism::Trace;
 use crate::check::durability::DurabilityInput;
+use crate::check::grant_leak::GrantLeakInput;
 use crate::check::lease_expiry::{AbandonedSession, LeaseExpiryInput};
 use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
@@ -99,6 +101,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     let stop = Arc::new(AtomicBool::new(false));
     let (client_tasks, client_hosts) = start_clients(&handle, &spec, &endpoints, &rec, &stop);
     let crashing = start_crashing_client(&handle, &spec, &schedule, &endpoints, &rec, start);
+    let impatient = start_impatient_client(&handle, &spec, &schedule, &endpoints, &rec, start);
 
     // Phase 1: the fault schedule.
     let mut executor = Executor::new(
@@ -120,6 +123,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     executor.heal_all();
     let faults_stopped_ns = rec.now_ns();
     stop_clients(&stop, client_tasks, &rec).await;
+    let grant_leak = grant_leak_input(impatient).await;
     let probe_node = handle
         .create_node()
         .name("harness")
@@ -168,6 +172,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     let checked = Checked {
         liveness,
         lease_expiry,
+        grant_leak,
         read_back,
     };
     finish(&spec, recorder, checked, start_errors, sim_secs)
@@ -292,6 +297,47 @@ fn start_crashing_client(
     Some(node.spawn(abandoned::crash_under_churn(
         client, watcher, rng, plan, rec,
     )))
+}
+
+/// In half the seeds (by a bit of the seed: no draw moves), an impatient
+/// client of the `Session::lock` family on a host of its own
+/// (`world/impatient.rs`), until the faults end.
+fn start_impatient_client(
+    handle: &Handle,
+    spec: &RunSpec,
+    schedule: &FaultSchedule,
+    endpoints: &[String],
+    rec: &Shared,
+    start: Instant,
+) -> Option<madsim::task::JoinHandle<Option<GrantLeakInput>>> {
+    if (spec.seed >> 3) % 2 != 0 {
+        return None;
+    }
+    let node = handle
+        .create_node()
+        .name("impatient")
+        .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 3, 2)))
+        .build();
+    let client = build_client(endpoints, sub_seed(spec.seed, Concern::Client, 2_000), true);
+    let rng = rng_for(spec.seed, Concern::Workload, 2_000);
+    let until = start + Duration::from_millis(schedule.faults_end_ms);
+    let rec = rec.clone();
+    Some(node.spawn(async move {
+        // Let the cluster elect its first leader.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        impatient::run(client, rng, until, rec).await
+    }))
+}
+
+/// What the impatient client saw at the end (it settles for a few seconds
+/// after the faults end, on the healed cluster).
+async fn grant_leak_input(
+    impatient: Option<madsim::task::JoinHandle<Option<GrantLeakInput>>>,
+) -> Option<GrantLeakInput> {
+    tokio::time::timeout(Duration::from_secs(30), impatient?)
+        .await
+        .ok()?
+        .ok()?
 }
 
 /// What the crashing client's task reported, and the faults that could
@@ -502,6 +548,7 @@ async fn read_back(client: deadbolt_client::Client, rec: Shared) -> ReadBack {
 struct Checked {
     liveness: LivenessInput,
     lease_expiry: Option<LeaseExpiryInput>,
+    grant_leak: Option<GrantLeakInput>,
     read_back: ReadBack,
 }
 
@@ -550,6 +597,7 @@ fn finish(
         durability: durability.as_ref(),
         liveness: Some(&checked.liveness),
         lease_expiry: checked.lease_expiry.as_ref(),
+        grant_leak: checked.grant_leak.as_ref(),
     };
     let report = check_run(&inputs, &LinearizabilityConfig::default());
     let mut harness_failures = Vec::new();
