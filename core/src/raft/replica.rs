@@ -17,6 +17,7 @@ use super::config::{
 use super::error::{
     MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
 };
+use super::health::{self, ClusterHealth, LeaderView};
 use super::log::RaftLog;
 use super::membership_log::MembershipLog;
 use super::message::{
@@ -24,7 +25,6 @@ use super::message::{
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse,
 };
 use super::persist::PersistTracker;
-use super::health::{self, ClusterHealth, LeaderView};
 use super::progress::{Feed, ProgressTracker, ReplicationProgress};
 use super::read_only::ReadOnly;
 use super::ready::{

@@ -351,7 +351,10 @@ fn expect_health(
         format!("node {member}: {got:?}"),
     )?;
     match lag {
-        Some(lag) => check(got.lag == num(Some(lag), cmd), format!("node {member}: {got:?}")),
+        Some(lag) => check(
+            got.lag == num(Some(lag), cmd),
+            format!("node {member}: {got:?}"),
+        ),
         None => Ok(()),
     }
 }
