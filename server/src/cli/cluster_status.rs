@@ -1,6 +1,7 @@
 //! `deadbolt cluster status`: asks the leader for its health view (following
-//! the leader id and API address named by whichever node answers first) and
-//! prints it as a table a person reads at a glance: each member's role,
+//! the leader id and API address named by whichever node answers first, or,
+//! while that address is not published yet, asking each `--endpoints` URL in
+//! turn) and prints it as a table a person reads at a glance: each member's role,
 //! voter, reachable, last contact and lag, then whether the quorum is up.
 //!
 //! Only the leader knows reachability, last contact and lag. When no leader
@@ -33,7 +34,13 @@ pub(super) async fn run(client: &Client, endpoints: &[String], json: bool) -> an
         .cluster_status()
         .await
         .context("asking the cluster for its status")?;
-    let view = leader_view(first, scheme_of(endpoints)).await;
+    let view = match leader_view(first, scheme_of(endpoints)).await {
+        View::Node { status, why } => match leader_among(endpoints).await {
+            Some(answer) => View::Leader(answer),
+            None => View::Node { status, why },
+        },
+        leader => leader,
+    };
     let status = match &view {
         View::Leader(status) | View::Node { status, .. } => status,
     };
@@ -51,10 +58,13 @@ async fn leader_view(first: ClusterStatus, scheme: &str) -> View {
         return View::Leader(first);
     }
     let Some(url) = leader_url(&first, scheme) else {
-        return View::Node {
-            status: first,
-            why: "no leader known".into(),
+        let why = match first.leader_id {
+            Some(leader) => {
+                format!("the API address of the leader, node {leader}, is not known yet")
+            }
+            None => "no leader known".into(),
         };
+        return View::Node { status: first, why };
     };
     let leader = first.leader_id.unwrap_or_default();
     match ask(&url).await {
@@ -71,6 +81,18 @@ async fn leader_view(first: ClusterStatus, scheme: &str) -> View {
             status: first,
         },
     }
+}
+
+/// The answer of the first of `endpoints` that leads, if any does.
+async fn leader_among(endpoints: &[String]) -> Option<ClusterStatus> {
+    for url in endpoints {
+        if let Ok(answer) = ask(url.trim()).await {
+            if is_leader(&answer) {
+                return Some(answer);
+            }
+        }
+    }
+    None
 }
 
 async fn ask(url: &str) -> anyhow::Result<ClusterStatus> {
