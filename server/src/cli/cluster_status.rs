@@ -134,10 +134,12 @@ fn render(view: &View) -> String {
         View::Node { status, why } => (status, Some(why)),
     };
     let mut out = format!(
-        "cluster {} (version {}); leader {}; term {}; commit index {}\n",
+        "cluster {} (version {}); {}; term {}; commit index {}\n",
         status.cluster_id,
         status.version,
-        leader_name(status.leader_id),
+        status
+            .leader_id
+            .map_or_else(|| "no leader known".into(), |l| format!("leader node {l}")),
         status.term,
         status.commit_index
     );
@@ -320,7 +322,7 @@ mod tests {
         };
         let text = render(&view);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("leader no leader;"), "{text}");
+        assert!(lines[0].contains("; no leader known;"), "{text}");
         assert!(
             lines[1].starts_with("no leader known; this is node 2's view"),
             "{text}"
