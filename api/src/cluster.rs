@@ -31,6 +31,30 @@ pub struct MemberStatus {
     /// the membership records for it; absent until recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<u64>,
+    /// Health, on the leader only (other nodes answer null; absent from
+    /// older servers): answered the leader within the last election timeout.
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// Milliseconds since it last answered the leader (0 for the leader
+    /// itself; null on the leader too while it has not answered since that
+    /// node became leader).
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
+    /// Entries behind the leader's last log index (not its commit index).
+    #[serde(default)]
+    pub lag: Option<u64>,
+}
+
+/// The leader's quorum summary in [`ClusterStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuorumStatus {
+    pub voters: u64,
+    /// Voters that answered the leader within the last election timeout,
+    /// the leader counting itself.
+    pub reachable_voters: u64,
+    /// The reachable voters are a majority: the cluster can commit.
+    pub ok: bool,
 }
 
 /// `GET /v1/cluster` answer: the answering node's own view.
@@ -46,6 +70,10 @@ pub struct ClusterStatus {
     pub term: u64,
     pub commit_index: u64,
     pub members: Vec<MemberStatus>,
+    /// On the leader only (other nodes answer null; absent from older
+    /// servers).
+    #[serde(default)]
+    pub quorum: Option<QuorumStatus>,
 }
 
 /// `POST /v1/cluster/members` body: a node joins as a learner and is promoted
@@ -101,31 +129,77 @@ mod tests {
     use crate::round_trip;
     use serde_json::json;
 
+    fn follower_view() -> ClusterStatus {
+        ClusterStatus {
+            cluster_id: "c1".into(),
+            version: "0.1.0".into(),
+            node_id: 1,
+            leader_id: None,
+            term: 3,
+            commit_index: 17,
+            members: vec![MemberStatus {
+                id: 1,
+                peer_addr: "127.0.0.1:7071".into(),
+                api_addr: "127.0.0.1:7070".into(),
+                role: NodeRole::Learner,
+                voter: false,
+                match_index: Some(5),
+                incarnation: None,
+                reachable: None,
+                last_contact_ms: None,
+                lag: None,
+            }],
+            quorum: None,
+        }
+    }
+
+    #[test]
+    fn cluster_status_without_health_fields_still_parses() {
+        // What servers before the health view answered.
+        let old = json!({"cluster_id": "c1", "version": "0.1.0", "node_id": 1, "leader_id": null,
+               "term": 3, "commit_index": 17,
+               "members": [{"id": 1, "peer_addr": "127.0.0.1:7071",
+                            "api_addr": "127.0.0.1:7070", "role": "learner",
+                            "voter": false, "match_index": 5}]});
+        let parsed: ClusterStatus = serde_json::from_value(old).expect("old answer parses");
+        assert_eq!(parsed, follower_view());
+    }
+
     #[test]
     fn cluster_round_trip() {
+        // A follower: the health fields are present and null.
         round_trip(
             json!({"cluster_id": "c1", "version": "0.1.0", "node_id": 1, "leader_id": null,
                    "term": 3, "commit_index": 17,
                    "members": [{"id": 1, "peer_addr": "127.0.0.1:7071",
                                 "api_addr": "127.0.0.1:7070", "role": "learner",
-                                "voter": false, "match_index": 5}]}),
-            ClusterStatus {
-                cluster_id: "c1".into(),
-                version: "0.1.0".into(),
-                node_id: 1,
-                leader_id: None,
-                term: 3,
-                commit_index: 17,
-                members: vec![MemberStatus {
-                    id: 1,
-                    peer_addr: "127.0.0.1:7071".into(),
-                    api_addr: "127.0.0.1:7070".into(),
-                    role: NodeRole::Learner,
-                    voter: false,
-                    match_index: Some(5),
-                    incarnation: None,
-                }],
-            },
+                                "voter": false, "match_index": 5, "reachable": null,
+                                "last_contact_ms": null, "lag": null}],
+                   "quorum": null}),
+            follower_view(),
+        );
+        // The leader.
+        let mut leader = follower_view();
+        leader.leader_id = Some(1);
+        leader.members[0].role = NodeRole::Leader;
+        leader.members[0].voter = true;
+        leader.members[0].reachable = Some(true);
+        leader.members[0].last_contact_ms = Some(0);
+        leader.members[0].lag = Some(0);
+        leader.quorum = Some(QuorumStatus {
+            voters: 1,
+            reachable_voters: 1,
+            ok: true,
+        });
+        round_trip(
+            json!({"cluster_id": "c1", "version": "0.1.0", "node_id": 1, "leader_id": 1,
+                   "term": 3, "commit_index": 17,
+                   "members": [{"id": 1, "peer_addr": "127.0.0.1:7071",
+                                "api_addr": "127.0.0.1:7070", "role": "leader",
+                                "voter": true, "match_index": 5, "reachable": true,
+                                "last_contact_ms": 0, "lag": 0}],
+                   "quorum": {"voters": 1, "reachable_voters": 1, "ok": true}}),
+            leader,
         );
         round_trip(
             json!({"id": 4, "peer_addr": "h:1", "api_addr": "h:2"}),

@@ -29,8 +29,8 @@ pub mod rng;
 mod session;
 
 pub use cluster::{
-    AddMemberRequest, ClusterStatus, EmptyResponse, MemberStatus, NodeRole, TransferLeaderRequest,
-    UpdateMemberRequest,
+    AddMemberRequest, ClusterStatus, EmptyResponse, MemberStatus, NodeRole, QuorumStatus,
+    TransferLeaderRequest, UpdateMemberRequest,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetails, ErrorEnvelope, NotFoundKind};
 pub use headers::{

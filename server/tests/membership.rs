@@ -1,4 +1,4 @@
-//! Membership that cannot hurt the cluster (issue 14, items 1-3), with real
+//! Membership that cannot hurt the cluster (issue 14, items 1-4), with real
 //! `deadbolt` processes on loopback: each scenario of the issue's "Why" that
 //! these items cover failed before them.
 //!
@@ -15,6 +15,11 @@
 //!   that data dir again; a removed leader hands over first.
 //! - A restarted node with a new peer address is fixed with `cluster
 //!   update` instead of a remove and re-add.
+//! - Item 4, the health view: the leader's `GET /v1/cluster` shows a killed
+//!   node unreachable with growing last contact and lag while the quorum
+//!   holds, and the quorum lost once a second node dies; `cluster status`
+//!   finds the leader from a follower, and without a leader says whose
+//!   view it prints.
 //!
 //! Ports are ephemeral, data lives in temp dirs, every wait has a deadline
 //! and every process is killed when its guard drops.
@@ -437,4 +442,177 @@ async fn removing_the_leader_hands_over_and_the_old_leader_exits() {
     assert_eq!(get(&rest, "k").await, "after");
     let status = rest.cluster_status().await.expect("status");
     assert_eq!(status.members.len(), 2, "{status:?}");
+}
+
+/// `GET /v1/cluster` of the node at `api`, as raw JSON (so that missing
+/// fields show, and this file compiled before the health view existed).
+async fn cluster_json(api: &str) -> serde_json::Value {
+    let (status, _, json) = http_request(api, "GET", "/v1/cluster", &[], "").await;
+    assert_eq!(status, 200, "{json}");
+    json
+}
+
+/// Member `id` of a `/v1/cluster` answer.
+fn member_json(view: &serde_json::Value, id: u64) -> serde_json::Value {
+    view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("member {id} in {view}"))
+}
+
+/// Issue 14 item 4: the leader's `GET /v1/cluster` shows which member is
+/// down (unreachable, last contact growing, lag growing) and whether a
+/// quorum is up; other nodes answer null there; `cluster status` asks the
+/// leader wherever it is pointed, and says whose view it prints when no
+/// leader is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_shows_which_node_is_down_and_whether_the_quorum_is_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<NodeSpec> = (1..=3).map(|id| NodeSpec::new(id, root.path())).collect();
+    let flags = initial_cluster(&specs);
+    let mut procs: BTreeMap<u64, Proc> = specs
+        .iter()
+        .map(|s| (s.id, s.spawn(root.path(), &["--initial-cluster", &flags])))
+        .collect();
+    let all = client(&urls(&specs));
+    founded(&all, 3).await;
+    let leader_id = leader_other_than(&all, 0).await;
+    let spec = |id: u64| specs.iter().find(|s| s.id == id).expect("a node");
+    let leader = spec(leader_id);
+    let followers: Vec<u64> = specs
+        .iter()
+        .map(|s| s.id)
+        .filter(|&id| id != leader_id)
+        .collect();
+    let (down, survivor_follower) = (followers[0], followers[1]);
+
+    // All up: everyone reachable, the quorum whole (and every API address
+    // published, as `cluster status` follows them).
+    let view = eventually("every member reachable", STARTUP, || async {
+        let view = cluster_json(&leader.api).await;
+        let whole = view["quorum"]["reachable_voters"] == 3;
+        let published = (1..=3).all(|id| member_json(&view, id)["api_addr"] != "");
+        (whole && published).then_some(view)
+    })
+    .await;
+    assert_eq!(
+        view["quorum"],
+        serde_json::json!({"voters": 3, "reachable_voters": 3, "ok": true})
+    );
+    for id in 1..=3 {
+        let m = member_json(&view, id);
+        assert_eq!(m["reachable"], true, "{view}");
+        assert!(m["last_contact_ms"].is_u64(), "{view}");
+        assert!(m["lag"].is_u64(), "{view}");
+    }
+    // The follower `cluster status` will be pointed at knows where the
+    // leader's API is.
+    eventually("the leader's API address applied", STARTUP, || async {
+        let view = cluster_json(&spec(survivor_follower).api).await;
+        (member_json(&view, leader_id)["api_addr"] == leader.api.as_str()).then_some(())
+    })
+    .await;
+    // A follower answers its own view: the fields are there, and null.
+    let view = cluster_json(&spec(down).api).await;
+    assert!(view["quorum"].is_null(), "{view}");
+    assert!(view.get("quorum").is_some(), "present: {view}");
+    for id in 1..=3 {
+        let m = member_json(&view, id);
+        for field in ["reachable", "last_contact_ms", "lag"] {
+            assert_eq!(
+                m.get(field),
+                Some(&serde_json::Value::Null),
+                "{field}: {view}"
+            );
+        }
+    }
+
+    // One follower dies: unreachable, its last contact and lag grow, and
+    // the quorum holds.
+    procs.get_mut(&down).expect("a follower").kill9();
+    put(&all, "while-down", "1").await;
+    let first = eventually("the dead node unreachable", STARTUP, || async {
+        let view = cluster_json(&leader.api).await;
+        (member_json(&view, down)["reachable"] == false).then_some(view)
+    })
+    .await;
+    let dead = member_json(&first, down);
+    let (contact, lag) = (
+        dead["last_contact_ms"].as_u64().expect("heard from before"),
+        dead["lag"].as_u64().expect("a lag"),
+    );
+    assert!(contact > 0 && lag > 0, "{first}");
+    assert_eq!(
+        first["quorum"],
+        serde_json::json!({"voters": 3, "reachable_voters": 2, "ok": true})
+    );
+    assert_eq!(member_json(&first, survivor_follower)["reachable"], true);
+    put(&all, "while-down", "2").await;
+    put(&all, "while-down", "3").await;
+    let later = eventually("last contact and lag grown", STARTUP, || async {
+        let view = cluster_json(&leader.api).await;
+        let dead = member_json(&view, down);
+        let grown = dead["last_contact_ms"].as_u64()? > contact && dead["lag"].as_u64()? > lag;
+        grown.then_some(view)
+    })
+    .await;
+    assert_eq!(later["quorum"]["ok"], true, "{later}");
+
+    // `cluster status`, pointed at the other follower only, finds the
+    // leader and prints its table; --json prints the leader's answer.
+    let (code, out, err) = cli(&spec(survivor_follower).url(), &["cluster", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("leader node {leader_id};")), "{out}");
+    assert!(
+        !out.contains("this is node"),
+        "the leader's own view: {out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&down.to_string()))
+        .unwrap_or_else(|| panic!("a row for node {down}: {out}"));
+    assert!(row.contains(" NO "), "{row}");
+    assert!(
+        out.contains("quorum: ok (2 of 3 voters reachable, 2 needed)"),
+        "{out}"
+    );
+    let (code, out, err) = cli(
+        &spec(survivor_follower).url(),
+        &["cluster", "status", "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(json["node_id"], leader_id, "{json}");
+    assert_eq!(json["quorum"]["ok"], true, "{json}");
+
+    // A second follower dies: the quorum is lost. The leader reports it
+    // until check-quorum makes it step down; then it answers its own view,
+    // with nulls.
+    procs
+        .get_mut(&survivor_follower)
+        .expect("the other follower")
+        .kill9();
+    eventually("the quorum lost, or no leader left", STARTUP, || async {
+        let view = cluster_json(&leader.api).await;
+        let lost = view["quorum"]["ok"] == false && view["quorum"]["reachable_voters"] == 1;
+        let stepped_down = view["leader_id"] != leader_id && view["quorum"].is_null();
+        (lost || stepped_down).then_some(())
+    })
+    .await;
+    eventually("the last node steps down", STARTUP, || async {
+        let view = cluster_json(&leader.api).await;
+        (view["leader_id"] != leader_id).then_some(())
+    })
+    .await;
+    let view = cluster_json(&leader.api).await;
+    assert!(view["quorum"].is_null(), "{view}");
+    assert!(member_json(&view, down)["reachable"].is_null(), "{view}");
+    let (code, out, err) = cli(&leader.url(), &["cluster", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("this is node {leader_id}'s view")),
+        "{out}"
+    );
+    assert!(out.contains("quorum: unknown"), "{out}");
 }

@@ -220,18 +220,23 @@ async fn the_cluster_recipe_works_as_written() {
             nodes.push(Proc::spawn(&name, command, dir.path()));
             continue;
         }
-        // A foreground command: retried until the cluster can answer it.
+        // A foreground command (`cluster status`): retried until the
+        // leader answers with every founder reachable.
         let out = eventually(&format!("{line} succeeds"), STARTUP, || {
             let (code, out, _) = run_shell(&line, dir.path());
-            let ok = code == 0 && out.contains("leader") && out.contains("follower");
+            let ok = code == 0 && out.contains("quorum: ok (3 of 3 voters reachable");
             async move { ok.then_some(out) }
         })
         .await;
-        assert_eq!(
-            out.lines().filter(|l| l.contains("true")).count(),
-            3,
-            "{out}"
-        );
+        // One row per founder: id, role, voter "yes", reachable "yes", ...
+        let voters = out
+            .lines()
+            .filter(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.get(2..4) == Some(&["yes", "yes"][..])
+            })
+            .count();
+        assert_eq!(voters, 3, "{out}");
     }
     assert_eq!(nodes.len(), 4, "three founders and one joiner");
     let endpoints: Vec<String> = ["127.0.0.1:7070", "127.0.0.1:7100"]

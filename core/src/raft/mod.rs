@@ -125,6 +125,7 @@
 
 mod config;
 mod error;
+mod health;
 mod log;
 mod membership_log;
 pub mod message;
@@ -148,6 +149,7 @@ pub use config::{
     PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, UNCOMMITTED_ENTRIES_MAX,
 };
 pub use error::{MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError};
+pub use health::{ClusterHealth, MemberHealth, QuorumHealth};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, VoteRequest, VoteResponse, WIRE_NUMBER_MAX,

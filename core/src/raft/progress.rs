@@ -322,6 +322,12 @@ impl ProgressTracker {
         }
     }
 
+    /// When `id` last sent the leader anything (`None`: not since it
+    /// became leader, or not tracked).
+    pub(crate) fn last_heard_ms(&self, id: NodeId) -> Option<u64> {
+        self.peers.get(&id).and_then(|p| p.last_heard_ms)
+    }
+
     /// Whether `id` sent the leader anything within `window_ms` of `now_ms`.
     pub(crate) fn heard_within(&self, id: NodeId, now_ms: u64, window_ms: u64) -> bool {
         self.peers

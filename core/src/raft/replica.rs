@@ -17,6 +17,7 @@ use super::config::{
 use super::error::{
     MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
 };
+use super::health::{self, ClusterHealth, LeaderView};
 use super::log::RaftLog;
 use super::membership_log::MembershipLog;
 use super::message::{
@@ -215,6 +216,30 @@ impl Replica {
             snapshot_index: self.log.snapshot_index(),
             membership,
             progress,
+        }
+    }
+
+    /// The leader's health view at `now_ms` (the caller's clock; never
+    /// earlier than the last time handed in): who answered within the last
+    /// election timeout, how long ago, how far behind, and whether the
+    /// voters that answered make a quorum. `None` unless this replica leads:
+    /// only the leader hears from every member.
+    pub fn health(&self, now_ms: u64) -> Option<ClusterHealth> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let view = self.leader_view(now_ms.max(self.now_ms));
+        Some(health::cluster_health(&view, self.membership()))
+    }
+
+    /// What the reachability rule reads, at `now_ms`.
+    fn leader_view(&self, now_ms: u64) -> LeaderView<'_> {
+        LeaderView {
+            self_id: self.id,
+            progress: &self.progress,
+            last_index: self.log.last_index(),
+            now_ms,
+            window_ms: self.config.election_timeout_max_ms,
         }
     }
 
@@ -434,11 +459,7 @@ impl Replica {
         if voters == 0 {
             return Err(MembershipError::NoVoters);
         }
-        let window_ms = self.config.election_timeout_max_ms;
-        let reachable = next
-            .voters()
-            .filter(|&v| v == self.id || self.progress.heard_within(v, self.now_ms, window_ms))
-            .count();
+        let reachable = self.leader_view(self.now_ms).reachable_voters(next);
         let quorum = next.quorum();
         if reachable < quorum {
             return Err(MembershipError::WouldLoseQuorum {

@@ -1265,6 +1265,7 @@ impl Actor {
             self.me.id,
             &self.io.peers.cluster().id().to_string(),
             self.replica.status(),
+            self.replica.health(self.clock.now_ms()),
             self.failed.is_some(),
         )
     }

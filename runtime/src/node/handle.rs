@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadbolt_core::lock::{Command, Idempotency, LeaseTracker, LockStateMachine, Reply};
-use deadbolt_core::raft::{LogIndex, NodeId, Role, Term};
+use deadbolt_core::raft::{self, LogIndex, NodeId, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::latest::Subscriber;
@@ -67,6 +67,8 @@ pub struct MemberView {
     pub match_index: Option<LogIndex>,
     /// The incarnation the membership records for it (None: not yet).
     pub incarnation: Option<u64>,
+    /// Reachability, last contact and lag: known on the leader only.
+    pub health: Option<raft::MemberHealth>,
 }
 
 /// A node asking to be added (`POST /v1/cluster/members`).
@@ -92,6 +94,9 @@ pub struct NodeStatus {
     pub commit_index: LogIndex,
     pub applied_index: LogIndex,
     pub members: Vec<MemberView>,
+    /// Whether the voters that answered make a quorum: known on the leader
+    /// only.
+    pub quorum: Option<raft::QuorumHealth>,
     /// Knows a leader that has (as far as this node can tell) a quorum, and
     /// has applied what it knows committed: `/ready` answers 200.
     pub ready: bool,

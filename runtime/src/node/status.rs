@@ -15,16 +15,19 @@ use crate::storage::StorageStats;
 
 /// This node's own view, answered without a quorum. `ready` (what `/ready`
 /// answers): a working node that knows a leader and has applied what it
-/// knows committed.
+/// knows committed. `health` is the leader's health view (`None` on other
+/// nodes: only the leader hears from every member).
 pub(super) fn node_status(
     id: NodeId,
     cluster_id: &str,
     status: raft::Status,
+    health: Option<raft::ClusterHealth>,
     storage_failed: bool,
 ) -> NodeStatus {
     let members = members_view(
         &status.membership,
         &status.progress,
+        health.as_ref(),
         status.last_index,
         id,
         status.role,
@@ -40,6 +43,7 @@ pub(super) fn node_status(
         commit_index: status.commit_index,
         applied_index: status.applied_index,
         members,
+        quorum: health.map(|h| h.quorum),
         ready,
     }
 }
@@ -48,6 +52,7 @@ pub(super) fn node_status(
 fn members_view(
     membership: &Membership,
     progress: &BTreeMap<NodeId, raft::ReplicationProgress>,
+    health: Option<&raft::ClusterHealth>,
     last_index: LogIndex,
     self_id: NodeId,
     role: Role,
@@ -68,6 +73,7 @@ fn members_view(
                 progress.get(id).map(|p| p.match_index)
             },
             incarnation: membership.incarnation(*id),
+            health: health.and_then(|h| h.members.get(id).copied()),
         })
         .collect()
 }
@@ -251,7 +257,14 @@ mod tests {
     #[test]
     fn ready_needs_a_leader_the_backlog_applied_and_working_storage() {
         let status = |leader, applied, failed| {
-            node_status(1, "c", raft_status(Role::Follower, leader, applied), failed).ready
+            node_status(
+                1,
+                "c",
+                raft_status(Role::Follower, leader, applied),
+                None,
+                failed,
+            )
+            .ready
         };
         assert!(status(Some(2), 9, false));
         assert!(!status(None, 9, false), "no leader");
@@ -261,11 +274,42 @@ mod tests {
 
     #[test]
     fn match_indexes_are_shown_on_the_leader_only() {
-        let on_leader = node_status(1, "c", raft_status(Role::Leader, Some(1), 9), false);
+        let on_leader = node_status(1, "c", raft_status(Role::Leader, Some(1), 9), None, false);
         let matches: Vec<_> = on_leader.members.iter().map(|m| m.match_index).collect();
         assert_eq!(matches, [Some(10), Some(7)]);
-        let on_follower = node_status(1, "c", raft_status(Role::Follower, Some(2), 9), false);
+        let on_follower = node_status(1, "c", raft_status(Role::Follower, Some(2), 9), None, false);
         assert!(on_follower.members.iter().all(|m| m.match_index.is_none()));
+    }
+
+    #[test]
+    fn the_health_view_is_passed_through_per_member() {
+        let member = |reachable, lag| raft::MemberHealth {
+            reachable,
+            last_contact_ms: Some(if reachable { 0 } else { 900 }),
+            lag,
+        };
+        let quorum = raft::QuorumHealth {
+            voters: 2,
+            reachable_voters: 1,
+            ok: false,
+        };
+        let health = raft::ClusterHealth {
+            members: BTreeMap::from([(1, member(true, 0)), (2, member(false, 3))]),
+            quorum,
+        };
+        let status = node_status(
+            1,
+            "c",
+            raft_status(Role::Leader, Some(1), 9),
+            Some(health),
+            false,
+        );
+        let got: Vec<_> = status.members.iter().map(|m| m.health).collect();
+        assert_eq!(got, [Some(member(true, 0)), Some(member(false, 3))]);
+        assert_eq!(status.quorum, Some(quorum));
+        let on_follower = node_status(1, "c", raft_status(Role::Follower, Some(2), 9), None, false);
+        assert!(on_follower.members.iter().all(|m| m.health.is_none()));
+        assert_eq!(on_follower.quorum, None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! acquired in time, 4 lease lost.
 
 mod bench;
+mod cluster_status;
 mod lock_child;
 mod lock_cmd;
 mod output;
@@ -155,7 +156,10 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// The answering node's view of the cluster.
+    /// The leader's view of the cluster: each member's role, whether it is
+    /// reachable, when it last answered and how far behind it is, and
+    /// whether a quorum is up (without a leader: the answering node's own
+    /// view, saying so).
     Status,
     /// Add a node (joins as a learner, promoted once it has acknowledged the
     /// log up to the leader's commit index).
@@ -220,6 +224,11 @@ pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCod
                 let endpoints = global.endpoints.iter().map(|e| e.trim().to_owned());
                 bench::run(endpoints.collect(), args, json).await
             }
+            Command::Cluster(ClusterCommand::Status) => {
+                cluster_status::run(&client(&global)?, &global.endpoints, json)
+                    .await
+                    .map(|()| EXIT_OK)
+            }
             other => run_simple(client(&global)?, other, json)
                 .await
                 .map(|()| EXIT_OK),
@@ -276,9 +285,6 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
             let answer = client.validate(&args.name, args.fencing_token).await?;
             output::validity(&args.name, args.fencing_token, &answer, json);
         }
-        Command::Cluster(ClusterCommand::Status) => {
-            output::cluster(&client.cluster_status().await?, json)
-        }
         Command::Cluster(ClusterCommand::Add {
             id,
             peer_addr,
@@ -320,7 +326,11 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
             client.transfer_leader(id).await?;
             output::done(&format!("leadership transferred to node {id}"), json);
         }
-        Command::Serve(_) | Command::Lock(_) | Command::Bench(_) | Command::LockChild(_) => {
+        Command::Serve(_)
+        | Command::Lock(_)
+        | Command::Bench(_)
+        | Command::LockChild(_)
+        | Command::Cluster(ClusterCommand::Status) => {
             unreachable!("dispatched by run_client_command")
         }
     }

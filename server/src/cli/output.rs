@@ -2,11 +2,11 @@
 //! one JSON value per line with `--json`. Errors go to stderr.
 
 use deadbolt_client::api::{
-    AcquireResponse, ClusterStatus, ListLocksResponse, LockState, LockStatus, ValidateResponse,
+    AcquireResponse, ListLocksResponse, LockState, LockStatus, ValidateResponse,
 };
 use serde::Serialize;
 
-fn print_json(value: &impl Serialize) {
+pub(super) fn print_json(value: &impl Serialize) {
     match serde_json::to_string(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("deadbolt: cannot print JSON: {e}"),
@@ -136,45 +136,5 @@ pub(super) fn validity(name: &str, token: u64, answer: &ValidateResponse, json: 
             }
             None => println!("token {token} does not hold {name} (free)"),
         }
-    }
-}
-
-pub(super) fn cluster(status: &ClusterStatus, json: bool) {
-    if json {
-        print_json(status);
-        return;
-    }
-    println!(
-        "cluster {} (version {}), answered by node {}; leader {}; term {}; commit index {}",
-        status.cluster_id,
-        status.version,
-        status.node_id,
-        status
-            .leader_id
-            .map(|l| l.to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        status.term,
-        status.commit_index
-    );
-    println!(
-        "{:>4}  {:<10} {:<6} {:<22} {:<22} match",
-        "id", "role", "voter", "peer", "api"
-    );
-    for m in &status.members {
-        let role = serde_json::to_value(m.role)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!(
-            "{:>4}  {:<10} {:<6} {:<22} {:<22} {}",
-            m.id,
-            role,
-            m.voter,
-            m.peer_addr,
-            m.api_addr,
-            m.match_index
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "-".into())
-        );
     }
 }

@@ -367,6 +367,7 @@ async fn openapi_covers_every_route_and_only_those() {
         "SessionInfo",
         "SessionId",
         "ClusterStatus",
+        "QuorumStatus",
     ] {
         assert!(
             doc["components"]["schemas"].get(schema).is_some(),

@@ -24,9 +24,11 @@
 //! - `expect voters N 1 2 3` / `expect progress N ID probe|replicate|snapshot`
 //! - `expect queued A B KIND` (a message of that kind is queued A->B)
 //! - `expect one-leader` (exactly one live leader, followed by its term)
+//! - `expect health N ID reachable|unreachable [LAG]` (leader N's view of ID)
+//! - `expect quorum N VOTERS REACHABLE ok|lost` / `expect quorum N none`
 
 use crate::raft::tests::harness::{test_config, Network};
-use crate::raft::{LogIndex, NodeId, ProgressState, Role, Term};
+use crate::raft::{LogIndex, NodeId, ProgressState, QuorumHealth, Role, Term};
 
 fn num(word: Option<&str>, line: &str) -> u64 {
     word.and_then(|w| w.parse().ok())
@@ -302,6 +304,16 @@ fn expect(n: &Network, w: &[&str], cmd: &str) -> Result<(), String> {
         }
         "progress" => expect_progress(n, arg(1), arg(2), w[3]),
         "one-leader" => expect_one_leader(n),
+        "health" => expect_health(n, arg(1), arg(2), w[3], w.get(4).copied(), cmd),
+        "quorum" => {
+            let got = n.node(arg(1)).replica.health(n.now_ms).map(|h| h.quorum);
+            let want = (w[2] != "none").then(|| QuorumHealth {
+                voters: arg(2) as usize,
+                reachable_voters: arg(3) as usize,
+                ok: w[4] == "ok",
+            });
+            check(got == want, format!("quorum is {got:?}"))
+        }
         "queued" => {
             let (a, b) = (arg(1), arg(2));
             let got: Vec<&str> = n
@@ -313,6 +325,37 @@ fn expect(n: &Network, w: &[&str], cmd: &str) -> Result<(), String> {
             check(got.contains(&w[3]), format!("queued {a}->{b}: {got:?}"))
         }
         other => panic!("unknown expectation `{other}`"),
+    }
+}
+
+/// `expect health N ID reachable|unreachable [LAG]` on leader N.
+fn expect_health(
+    n: &Network,
+    id: NodeId,
+    member: NodeId,
+    reachable: &str,
+    lag: Option<&str>,
+    cmd: &str,
+) -> Result<(), String> {
+    let health = n
+        .node(id)
+        .replica
+        .health(n.now_ms)
+        .ok_or_else(|| format!("node {id} has no health view (not leader)"))?;
+    let got = health
+        .members
+        .get(&member)
+        .ok_or_else(|| format!("node {member} is not in the view"))?;
+    check(
+        got.reachable == (reachable == "reachable"),
+        format!("node {member}: {got:?}"),
+    )?;
+    match lag {
+        Some(lag) => check(
+            got.lag == num(Some(lag), cmd),
+            format!("node {member}: {got:?}"),
+        ),
+        None => Ok(()),
     }
 }
 
@@ -808,6 +851,42 @@ fn a_learner_that_never_answered_is_never_promoted() {
         promote 1 2
         stabilize
         expect voters 1 1 2
+    ");
+}
+
+#[test]
+fn the_leader_sees_who_answers_and_how_far_behind() {
+    run("
+        cluster 1 2 3
+        campaign 1
+        stabilize
+        expect health 1 1 reachable 0
+        expect health 1 2 reachable 0
+        expect quorum 1 3 3 ok
+        expect quorum 2 none      # only the leader has a view
+        crash 3
+        propose 1 a
+        run 600                   # 3 has not answered for an election timeout
+        expect leader 1
+        expect health 1 2 reachable 0
+        expect health 1 3 unreachable 1
+        expect quorum 1 3 2 ok
+        crash 2
+        elapse 200                # within the window: 2 still counts
+        expect health 1 2 reachable
+        elapse 400                # check-quorum: 1 steps down, and has no view
+        expect quorum 1 none
+    ");
+    run("
+        cluster 1 2 3 no-checkquorum
+        campaign 1
+        stabilize
+        crash 2
+        crash 3
+        elapse 400
+        expect leader 1
+        expect health 1 2 unreachable 0
+        expect quorum 1 3 1 lost
     ");
 }
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use deadbolt_api::{
     AddMemberRequest, ClusterStatus, EmptyResponse, ErrorEnvelope, MemberStatus, NodeRole,
-    TransferLeaderRequest, UpdateMemberRequest,
+    QuorumStatus, TransferLeaderRequest, UpdateMemberRequest,
 };
 use deadbolt_core::raft::Role;
 use deadbolt_runtime::node::{Joiner, NodeStatus};
@@ -44,6 +44,9 @@ pub(crate) fn cluster_json(status: NodeStatus) -> ClusterStatus {
                 voter: m.voter,
                 match_index: m.match_index,
                 incarnation: m.incarnation,
+                reachable: m.health.map(|h| h.reachable),
+                last_contact_ms: m.health.and_then(|h| h.last_contact_ms),
+                lag: m.health.map(|h| h.lag),
             }
         })
         .collect();
@@ -55,10 +58,18 @@ pub(crate) fn cluster_json(status: NodeStatus) -> ClusterStatus {
         term: status.term,
         commit_index: status.commit_index,
         members,
+        quorum: status.quorum.map(|q| QuorumStatus {
+            voters: q.voters as u64,
+            reachable_voters: q.reachable_voters as u64,
+            ok: q.ok,
+        }),
     }
 }
 
-/// This node's own view of the cluster (answered without a quorum).
+/// This node's own view of the cluster (answered without a quorum). The
+/// leader adds each member's `reachable`, `last_contact_ms` and `lag`
+/// (entries behind its last log index) and the `quorum` summary; other
+/// nodes answer null there.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
     responses((status = 200, body = ClusterStatus), (status = "5XX", body = ErrorEnvelope)))]
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
