@@ -286,6 +286,24 @@ impl Client {
             .await
     }
 
+    /// [`Client::delete_session`] sent again after every transient failure
+    /// (refused before proposing, or unknown outcome) while `keep_asking`
+    /// says it still matters. Deleting twice ends nothing more (the second
+    /// answer is 404, taken as done), so it is resent even without a key.
+    pub(crate) async fn delete_session_until_known(
+        &self,
+        session_id: SessionId,
+        keep_asking: impl Fn() -> bool,
+    ) -> Result<(), Error> {
+        let path = format!("/v1/sessions/{session_id}");
+        let mut call = self.mutation::<()>(Method::DELETE, path, None);
+        call.resend_after_unknown = true;
+        match self.execute_until_known(&call, true, keep_asking).await {
+            Ok(_) | Err(Error::NotFound { .. } | Error::SessionExpired { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     // ----- locks --------------------------------------------------------
 
     /// `POST /v1/locks/{name}/acquire`. With `wait_ms > 0` the call may last

@@ -197,11 +197,11 @@ pub(crate) fn decode_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
         None => {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             match status {
-                503 => Error::Unavailable { message: text },
-                504 => Error::Timeout { message: text },
                 // A server error without our envelope comes from something
-                // between us and the node (a proxy's 502): the request may
-                // have reached the node.
+                // between us and the node (a proxy's 502, or its 503 after
+                // the node reset the connection): the request may have
+                // reached the node. Our own 503 always has an envelope.
+                504 => Error::Timeout { message: text },
                 500..=599 if status != 501 => Error::Timeout {
                     message: format!("HTTP {status} without an error envelope: {text}"),
                 },
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_server_error_without_an_envelope_is_an_unknown_outcome() {
-        for status in [500, 502, 504] {
+        for status in [500, 502, 503, 504] {
             let error = decode_error("http://n", status, b"Bad Gateway");
             assert!(error.outcome_unknown(), "{status}: {error:?}");
         }
@@ -281,7 +281,7 @@ mod tests {
         assert!(matches!(e, Error::Protocol { status: 418, .. }));
         // A 5xx without our envelope came from in between: outcome unknown.
         assert!(matches!(decode(500, "oops"), Error::Timeout { .. }));
-        assert!(matches!(decode(503, "<html>"), Error::Unavailable { .. }));
+        assert!(matches!(decode(503, "<html>"), Error::Timeout { .. }));
         assert!(matches!(decode(504, ""), Error::Timeout { .. }));
     }
 }

@@ -519,10 +519,46 @@ impl Session {
     }
 
     /// Stops the keepalives and deletes the session, releasing its locks.
+    ///
+    /// A failure that may be transient (refused before proposing, or an
+    /// unknown outcome) is asked again in the background for as long as the
+    /// server's lease may still run (one TTL), whether or not the caller
+    /// waits: otherwise the session's locks would stay held until then.
     pub async fn close(mut self) -> Result<(), Error> {
         self.closed = true;
         self.keepalive.abort();
-        self.client.delete_session(self.id).await
+        let (tx, rx) = oneshot::channel();
+        self.grants.spawn(delete_until_known(
+            self.client.clone(),
+            self.id,
+            self.ttl,
+            Some(tx),
+        ));
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Interrupted(
+                "the delete task ended without an outcome".into(),
+            ))
+        })
+    }
+}
+
+/// Deletes session `id`: the first outcome goes to `owner`; a transient
+/// failure is asked again while the server's lease may still run (`ttl`).
+async fn delete_until_known(
+    client: Client,
+    id: SessionId,
+    ttl: Duration,
+    owner: Option<oneshot::Sender<Result<(), Error>>>,
+) {
+    let until = Instant::now() + ttl;
+    let outcome = client
+        .delete_session_until_known(id, || Instant::now() < until)
+        .await;
+    if let Err(error) = &outcome {
+        tracing::debug!(session = %id, %error, "deleting a session failed");
+    }
+    if let Some(owner) = owner {
+        let _ = owner.send(outcome);
     }
 }
 
@@ -531,12 +567,12 @@ impl Drop for Session {
         self.keepalive.abort();
         if !self.closed {
             // On the session's runtime, whichever thread drops it.
-            let (client, id) = (self.client.clone(), self.id);
-            self.grants.spawn(async move {
-                if let Err(error) = client.delete_session(id).await {
-                    tracing::debug!(session = %id, %error, "deleting a dropped session failed");
-                }
-            });
+            self.grants.spawn(delete_until_known(
+                self.client.clone(),
+                self.id,
+                self.ttl,
+                None,
+            ));
         }
     }
 }
@@ -604,6 +640,20 @@ async fn acquire_to_outcome(
         outcome = client.acquire_until_known(&call, keep_asking).await;
     }
     let result = match outcome {
+        // A grant in the other mode is not this call's (another request of
+        // the session holds the lock so): its handle goes at once.
+        Ok(granted) if granted.mode != request.mode => {
+            let mode = granted.mode;
+            drop(Lock::new(acquiring, name, granted, grants.lease().clone()));
+            Err(Error::Protocol {
+                endpoint: String::new(),
+                status: 200,
+                message: format!(
+                    "asked for {:?}, answered with a {mode:?} grant",
+                    request.mode
+                ),
+            })
+        }
         Ok(granted) => Ok(Lock::new(acquiring, name, granted, grants.lease().clone())),
         Err(error) => {
             acquiring.failed();

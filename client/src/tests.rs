@@ -601,3 +601,138 @@ async fn lease_is_lost_on_time_when_keepalives_hang() {
     .await
     .unwrap();
 }
+
+/// An exclusive `Session::lock` whose first answer was lost (504) is asked
+/// again with its key; a server that answered with a grant in the other
+/// mode (a shared grant the session took meanwhile through another call;
+/// see the server test
+/// `a_resent_exclusive_acquire_is_never_answered_with_a_shared_grant`)
+/// must never have it handed out as the exclusive lock asked for.
+#[tokio::test]
+async fn an_exclusive_lock_is_never_a_shared_grant() {
+    timeout(TEST_TIMEOUT, async {
+        let acquires = Arc::new(AtomicUsize::new(0));
+        let server = TestServer::start({
+            let acquires = acquires.clone();
+            move |_, seen| {
+                if seen.path == "/v1/sessions" {
+                    ok(CREATED)
+                } else if seen.path.ends_with("/acquire") {
+                    if acquires.fetch_add(1, Ordering::SeqCst) == 0 {
+                        api_error(ErrorCode::Timeout, vec![])
+                    } else {
+                        ok(r#"{"lock": "L", "mode": "shared", "session_id": "5", "fencing_token": 77}"#)
+                    }
+                } else {
+                    ok("{}")
+                }
+            }
+        })
+        .await;
+        let client = builder(vec![server.url()]).attempts_max(1).build().unwrap();
+        let session = client.session(SessionOptions::default()).await.unwrap();
+        let asked = session
+            .lock("L", deadbolt_api::LockMode::Exclusive, Duration::from_millis(100))
+            .await;
+        if let Ok(lock) = &asked {
+            assert_eq!(
+                lock.mode(),
+                deadbolt_api::LockMode::Exclusive,
+                "Session::lock(Exclusive) returned a shared grant as held"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A proxy's 503 without our envelope (Envoy's "upstream connect error or
+/// disconnect/reset before headers": the node may have read and applied
+/// the request) is an unknown outcome, asked again with the key, never
+/// "not applied" with a committed grant left to the session, held by
+/// nobody, for the session's life.
+#[tokio::test]
+async fn a_proxys_503_never_leaves_a_grant_held_by_nobody() {
+    timeout(TEST_TIMEOUT, async {
+        let acquires = Arc::new(AtomicUsize::new(0));
+        let server = TestServer::start({
+            let acquires = acquires.clone();
+            move |_, seen| {
+                if seen.path == "/v1/sessions" {
+                    ok(CREATED)
+                } else if seen.path.ends_with("/acquire") {
+                    if acquires.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Reply::Answer {
+                            status: 503,
+                            headers: vec![],
+                            body: "upstream connect error or disconnect/reset before headers. \
+                                   reset reason: connection termination"
+                                .into(),
+                        }
+                    } else {
+                        // What the cluster did with the first copy.
+                        ok(r#"{"lock": "L", "mode": "exclusive", "session_id": "5", "fencing_token": 77}"#)
+                    }
+                } else {
+                    ok("{}")
+                }
+            }
+        })
+        .await;
+        let client = builder(vec![server.url()]).attempts_max(1).build().unwrap();
+        let session = client.session(SessionOptions::default()).await.unwrap();
+        let asked = session
+            .try_lock("L", deadbolt_api::LockMode::Exclusive)
+            .await;
+        drop(asked);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = server.seen();
+        let asked_again = seen.iter().filter(|s| s.path.ends_with("/acquire")).count() > 1;
+        let released = seen.iter().any(|s| s.path.ends_with("/release"));
+        assert!(
+            asked_again || released,
+            "the acquire's outcome is unknown, yet it was neither asked again nor given back: {:?}",
+            seen.iter().map(|s| s.path.clone()).collect::<Vec<_>>()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// A dropped `Session`'s background delete refused for a moment (an
+/// election: 503 past the call's attempts) is asked again, like a dropped
+/// `Lock`'s give-back, rather than leaving every lock the session held to
+/// nobody until its TTL runs out (up to an hour).
+#[tokio::test]
+async fn a_dropped_sessions_delete_is_asked_again_after_a_503() {
+    timeout(TEST_TIMEOUT, async {
+        let deletes = Arc::new(AtomicUsize::new(0));
+        let server = TestServer::start({
+            let deletes = deletes.clone();
+            move |_, seen| {
+                if seen.path == "/v1/sessions" {
+                    ok(CREATED)
+                } else if seen.method == "DELETE" {
+                    if deletes.fetch_add(1, Ordering::SeqCst) == 0 {
+                        unavailable(1)
+                    } else {
+                        ok("{}")
+                    }
+                } else {
+                    ok("{}")
+                }
+            }
+        })
+        .await;
+        let client = builder(vec![server.url()]).attempts_max(1).build().unwrap();
+        let session = client.session(SessionOptions::default()).await.unwrap();
+        drop(session);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            deletes.load(Ordering::SeqCst) >= 2,
+            "the dropped session's delete was refused once and never asked again"
+        );
+    })
+    .await
+    .unwrap();
+}

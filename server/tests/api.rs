@@ -1107,3 +1107,87 @@ async fn a_waiting_acquire_without_a_session_outlives_its_ttl() {
     );
     s.stop().await;
 }
+
+/// A keyed waiting acquire resent after its wait ended (what the Rust
+/// client does after any unknown outcome) is answered from the lock's state
+/// now (`settled_wait`), but only with a grant in the mode it asked for: an
+/// exclusive request answered with a shared grant the session took
+/// meanwhile would believe it excludes everybody while others share.
+#[tokio::test]
+async fn a_resent_exclusive_acquire_is_never_answered_with_a_shared_grant() {
+    let s = start().await;
+    let holder = s
+        .client
+        .create_session(&CreateSessionRequest {
+            ttl_ms: 30_000,
+            name: None,
+        })
+        .await
+        .expect("holder");
+    let asker = s
+        .client
+        .create_session(&CreateSessionRequest {
+            ttl_ms: 30_000,
+            name: None,
+        })
+        .await
+        .expect("asker");
+    let grant = s
+        .client
+        .acquire(
+            "rx",
+            &AcquireRequest {
+                session_id: Some(holder.session_id),
+                mode: LockMode::Exclusive,
+                wait_ms: 0,
+                ttl_ms: None,
+            },
+        )
+        .await
+        .expect("holder takes rx");
+    let sid = serde_json::to_string(&asker.session_id).expect("id");
+    let body = format!(r#"{{"session_id": {sid}, "mode": "exclusive", "wait_ms": 300}}"#);
+    // The session waits (key 1), then asks again while queued (key 2: a
+    // second task of it, or the next round of `lock_until_granted`).
+    let first = tokio::spawn({
+        let (addr, body) = (s.addr, body.clone());
+        async move {
+            let key = [("Idempotency-Key", "rx-exclusive-1")];
+            raw(addr, "POST", "/v1/locks/rx/acquire", &key, &body).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let key = [("Idempotency-Key", "rx-exclusive-2")];
+    let (st2, _, again) = raw(s.addr, "POST", "/v1/locks/rx/acquire", &key, &body).await;
+    let (st1, _, first) = first.await.expect("joined");
+    assert_eq!(
+        (st1, st2),
+        (409, 409),
+        "the wait ends unanswered: {first} {again}"
+    );
+    s.client
+        .release("rx", holder.session_id, Some(grant.fencing_token))
+        .await
+        .expect("holder lets go");
+    let shared = s
+        .client
+        .acquire(
+            "rx",
+            &AcquireRequest {
+                session_id: Some(asker.session_id),
+                mode: LockMode::Shared,
+                wait_ms: 0,
+                ttl_ms: None,
+            },
+        )
+        .await
+        .expect("asker shares rx");
+    assert_eq!(shared.mode, LockMode::Shared);
+    // The exclusive request, resent with its key (its first answer lost).
+    let (st2, _, second) = raw(s.addr, "POST", "/v1/locks/rx/acquire", &key, &body).await;
+    assert!(
+        !(st2 == 200 && second["mode"] == "shared"),
+        "an exclusive acquire answered with a shared grant: {st2} {second}"
+    );
+    s.stop().await;
+}

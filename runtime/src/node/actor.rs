@@ -840,8 +840,13 @@ impl Actor {
     /// A proposal answered; a queued acquire keeps its requester waiting.
     fn answer(&mut self, command: &Command, reply: Reply, tx: ReplySender) {
         match (&reply, command) {
-            (Reply::Queued { session_id, .. }, Command::Acquire(Acquire { lock, .. })) => {
-                if let Some(settled) = self.state.settled_wait(lock, *session_id) {
+            (
+                Reply::Queued {
+                    session_id, mode, ..
+                },
+                Command::Acquire(Acquire { lock, .. }),
+            ) => {
+                if let Some(settled) = self.state.settled_wait(lock, *session_id, *mode) {
                     // A replayed `Queued` for a wait that is already over.
                     let _ = tx.send(Ok(settled));
                 } else if tx.is_closed() {

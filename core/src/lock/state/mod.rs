@@ -762,22 +762,22 @@ impl LockStateMachine {
         })
     }
 
-    /// Every live session and its TTL, for [`super::LeaseTracker::on_became_leader`].
-    /// Whether a session was opened by an acquire without a session.
-    /// How a wait of `session` for `lock` ended, if it did: `None` while it
-    /// still waits; else its grant if it holds the lock, or `lock_held`.
+    /// How a wait of `session` for `lock` in `mode` ended, if it did: `None`
+    /// while it still waits; else its grant if it holds the lock in that
+    /// mode, or `lock_held` (a hold in the other mode, taken by another
+    /// request of the session, is not this wait's grant).
     /// A `Queued` reply replayed from the idempotency cache (a resent
     /// acquire, or one that asked again while queued, whose key never
     /// learns the outcome) is answered with this when its wait is over, so
     /// that nobody waits for a wait that already ended.
-    pub fn settled_wait(&self, lock: &str, session: SessionId) -> Option<Reply> {
+    pub fn settled_wait(&self, lock: &str, session: SessionId, mode: Mode) -> Option<Reply> {
         let view = self.lock(lock).ok()?;
         if view.waiters.iter().any(|w| w.session_id == session) {
             return None;
         }
         let held = view.holders.iter().find(|h| h.session_id == session);
         Some(match (held, view.mode) {
-            (Some(holder), Some(mode)) => Reply::Acquired(Grant {
+            (Some(holder), Some(held_mode)) if held_mode == mode => Reply::Acquired(Grant {
                 session_id: session,
                 mode,
                 fencing_token: holder.fencing_token,
@@ -802,8 +802,8 @@ impl LockStateMachine {
         session: SessionId,
     ) -> Option<Reply> {
         match self.idempotency.recorded(key, fingerprint)? {
-            queued @ Reply::Queued { .. } => Some(
-                self.settled_wait(lock, session)
+            queued @ Reply::Queued { mode, .. } => Some(
+                self.settled_wait(lock, session, *mode)
                     .unwrap_or_else(|| queued.clone()),
             ),
             reply => Some(reply.clone()),
