@@ -137,11 +137,14 @@ async fn the_one_node_walkthrough_works_as_written() {
     let server = Proc::spawn("serve", command, dir.path());
     let url = format!("http://{api}");
     wait_ready(&url, &server).await;
-    let banner = server.output();
-    assert!(
-        banner.contains(&url) && banner.contains("deadbolt-data"),
-        "{banner}"
-    );
+    // The banner is printed once start-up returns, which can be a moment
+    // after the API already answers.
+    let banner = eventually("the serve banner", STARTUP, || async {
+        let banner = server.output();
+        (banner.contains(&url) && banner.contains("deadbolt-data")).then_some(banner)
+    })
+    .await;
+    assert!(banner.contains("serving"), "{banner}");
     assert!(dir.path().join("deadbolt-data").is_dir());
 
     // curl: the block as one script (its lines share `$grant`).
