@@ -326,11 +326,13 @@ async fn join_fourth_node(
         },
     )
     .await;
-    assert!(
-        procs[&4].output().contains("(resumed)"),
-        "{}",
-        procs[&4].logs()
-    );
+    // The banner comes once start-up returns, maybe after the first answers.
+    eventually(
+        &format!("node 4's banner says resumed\n{}", procs[&4].logs()),
+        STARTUP,
+        || async { procs[&4].output().contains("(resumed)").then_some(()) },
+    )
+    .await;
 }
 
 /// SIGTERM to the leader: it hands leadership over (bounded at 2 s) and
