@@ -23,6 +23,21 @@ use tokio::net::TcpListener;
 /// Bound on every poll for a condition.
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Polls until nobody holds `name`; `Err` if someone still does at
+/// [`DEADLINE`] (the caller's assertion says who should not).
+async fn until_free(client: &Client, name: &str) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let state = client.lock_state(name).await.expect("state");
+            if state.holders.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
 /// A caller that gives up on a wait (a `timeout` around `lock`) and asks
 /// again at once: the abandoned call and the new one are answered by the
 /// same grant, and the new `Lock` keeps it (the abandoned call must not
@@ -561,16 +576,7 @@ async fn a_give_back_during_a_node_restart_is_not_lost() {
     tokio::time::sleep(Duration::from_secs(6)).await; // a node restart
     let server = node.restart().await;
     assert!(!a.is_lost(), "the session outlived the restart");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = client.lock_state("gb").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&client, "gb").await;
     let state = client.lock_state("gb").await.expect("state");
     assert!(
         result.is_ok(),
@@ -608,16 +614,7 @@ async fn a_cancelled_release_never_leaves_the_grant_held_by_nobody() {
     );
     let server = node.restart().await;
     assert!(!a.is_lost(), "the session outlived the restart");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = client.lock_state("cr").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&client, "cr").await;
     let state = client.lock_state("cr").await.expect("state");
     assert!(
         result.is_ok(),
@@ -645,16 +642,7 @@ async fn a_lock_dropped_off_the_runtime_is_given_back() {
     std::thread::spawn(move || drop(lock))
         .join()
         .expect("dropped");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("off").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "off").await;
     assert!(
         result.is_ok(),
         "a grant dropped off the runtime is held by the live session with no handle"
@@ -876,16 +864,7 @@ async fn an_acquire_task_dropped_with_its_runtime_leaves_no_grant_behind() {
     tokio::task::spawn_blocking(move || drop(other))
         .await
         .expect("the other runtime shut down");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("rt2").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "rt2").await;
     assert!(
         result.is_ok(),
         "b's live session holds a grant no Lock or call of it knows of"
@@ -949,16 +928,7 @@ async fn a_session_dropped_off_the_runtime_frees_its_locks() {
         .await
         .expect("a holds");
     std::thread::spawn(move || drop(a)).join().expect("dropped");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("soff").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "soff").await;
     assert!(lock.is_lost(), "the session is gone");
     assert!(
         result.is_ok(),
@@ -1258,16 +1228,7 @@ async fn an_acquire_answered_502_by_a_proxy_leaves_no_grant_behind() {
     };
     let (outcome, ()) = tokio::join!(b.try_lock("pg", LockMode::Exclusive), mend);
     let outcome = outcome.map(drop);
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("pg").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "pg").await;
     assert!(
         result.is_ok(),
         "b's live session holds pg ({outcome:?} to its caller) with no Lock or call of it"
@@ -1298,16 +1259,7 @@ async fn a_release_answered_502_by_a_proxy_is_asked_again() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.break_path(None, false);
     assert!(outcome.is_err(), "the caller saw the 502: {outcome:?}");
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("pr").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "pr").await;
     assert!(
         result.is_ok(),
         "b's live session holds pr after Lock::release ({outcome:?}) and nothing asks again"
@@ -1405,16 +1357,7 @@ async fn an_unknown_attempt_then_503s_leaves_no_grant_behind() {
     // unknown) and learns its grant, or fails; either way nothing stays.
     let outcome = b.try_lock("u5", LockMode::Exclusive).await.map(drop);
     proxy.script("", &[]);
-    let result = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let state = s.client.lock_state("u5").await.expect("state");
-            if state.holders.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let result = until_free(&s.client, "u5").await;
     assert!(
         result.is_ok(),
         "b's live session holds u5 ({outcome:?} to its caller) with no Lock or call of it"
