@@ -439,10 +439,7 @@ impl Client {
         name: &str,
         session_id: SessionId,
     ) -> Result<WithdrawResponse, Error> {
-        let path = format!("/v1/locks/{}/withdraw", name_segment(name)?);
-        let body = WithdrawRequest { session_id };
-        self.call_json(&self.mutation(Method::POST, path, Some(&body)))
-            .await
+        self.call_json(&self.withdraw_call(name, session_id)?).await
     }
 
     /// [`Client::withdraw`] sent again after every transient failure
@@ -456,12 +453,15 @@ impl Client {
         session_id: SessionId,
         keep_asking: impl Fn() -> bool,
     ) -> Result<WithdrawResponse, Error> {
-        let path = format!("/v1/locks/{}/withdraw", name_segment(name)?);
-        let body = WithdrawRequest { session_id };
-        let mut call = self.mutation(Method::POST, path, Some(&body));
+        let mut call = self.withdraw_call(name, session_id)?;
         call.resend_after_unknown = true;
         let (endpoint, answer) = self.execute_until_known(&call, true, keep_asking).await?;
         self.parse_answer(endpoint, &answer)
+    }
+
+    fn withdraw_call(&self, name: &str, session_id: SessionId) -> Result<Call, Error> {
+        let path = format!("/v1/locks/{}/withdraw", name_segment(name)?);
+        Ok(self.mutation(Method::POST, path, Some(&WithdrawRequest { session_id })))
     }
 
     /// `GET /v1/locks/{name}` (linearizable).
