@@ -15,6 +15,8 @@
 //!   (simulated disk with crashes), and the group-commit storage actor.
 //! - [`transport`]: checksummed frames, peer actors (outbound, with
 //!   reconnect and drop-on-overflow) and the inbound listener.
+//! - [`backup`]: the backup file format and installing one as a new
+//!   cluster's founding state (`deadbolt snapshot save` / `restore`).
 //! - [`clock`]: the `Clock` trait, tokio-backed and skewed clocks.
 //! - [`rng`]: the seeded generator used for every random choice.
 //! - [`shutdown`]: the shutdown signal every actor takes.
@@ -49,6 +51,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod backup;
 pub mod clock;
 pub mod cluster_id;
 pub mod latest;

@@ -93,6 +93,9 @@ pub struct NodeConfig {
     /// Bound on kept idempotency outcomes, proposed while this node leads
     /// (`None`: leave the cluster's as it is).
     pub idempotency_keys_max: Option<u64>,
+    /// Make this node the only voter of its stored cluster before it starts
+    /// (`serve --force-new-cluster`, see `node::force_new_cluster`).
+    pub force_new_cluster: bool,
     /// Optional fault table for the simulation's link fault injection.
     pub link_faults: Option<Subscriber<LinkFaultsTable>>,
     /// Optional observer of Raft events (simulation); `None` costs nothing.
@@ -129,6 +132,7 @@ impl NodeConfig {
             incarnation: crate::transport::INCARNATION_NONE,
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
             idempotency_keys_max: None,
+            force_new_cluster: false,
             link_faults: None,
             observer: None,
         }
@@ -185,4 +189,6 @@ pub enum StartError {
          {configured}: another founding; use that cluster's data dir, or an empty one to join"
     )]
     OtherFounding { configured: String, stored: String },
+    #[error("--force-new-cluster refused: {message}")]
+    ForceNewCluster { message: String },
 }

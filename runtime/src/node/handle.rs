@@ -10,6 +10,7 @@ use deadbolt_core::lock::{Command, Idempotency, LeaseTracker, LockStateMachine, 
 use deadbolt_core::raft::{self, LogIndex, NodeId, Role, Term};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backup::Backup;
 use crate::latest::Subscriber;
 use crate::metrics::NodeMetrics;
 use crate::transport::ClusterBook;
@@ -343,6 +344,18 @@ impl NodeHandle {
                 Ok(Err((error, _))) => return Err(error),
             }
         }
+    }
+
+    /// A backup of the state machine at a committed index: taken after a
+    /// ReadIndex round, so it holds every write acknowledged before the
+    /// call began. The state is encoded on the actor (like a snapshot).
+    pub async fn backup(&self, deadline: Duration) -> Result<Backup, ProposeError> {
+        let cluster_id = self.cluster_id();
+        let node_id = self.id;
+        self.read(deadline, move |ctx| {
+            Backup::of(cluster_id, node_id, ctx.state)
+        })
+        .await
     }
 
     /// This node's own view; answered without a quorum.

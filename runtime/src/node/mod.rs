@@ -9,6 +9,7 @@
 mod actor;
 mod cluster_time;
 mod config;
+mod force_new_cluster;
 mod forward;
 mod founding;
 mod handle;
@@ -53,6 +54,7 @@ use crate::transport::{
     INCARNATION_NONE,
 };
 use actor::{Actor, ActorIo, NodeIdentity, Reports, StartState};
+use force_new_cluster::Forced;
 use forward::PeerMessage;
 use handle::{LeaderHint, NodeRequest};
 use peer_set::PeerSet;
@@ -214,12 +216,12 @@ fn open_storage(
         StorageChoice::Fjall { dir } => {
             let storage = crate::storage::FjallStorage::open(dir, &identity)?;
             opened_ms = started.elapsed().as_millis();
-            load_and_spawn(storage, shutdown)?
+            load_and_spawn(storage, config, shutdown)?
         }
         StorageChoice::Sim(disk) => {
             let storage = SimStorage::open(disk.clone(), &identity)?;
             opened_ms = started.elapsed().as_millis();
-            load_and_spawn(storage, shutdown)?
+            load_and_spawn(storage, config, shutdown)?
         }
     };
     let loaded_ms = started.elapsed().as_millis();
@@ -238,9 +240,24 @@ fn open_storage(
 
 fn load_and_spawn<S: Storage>(
     mut storage: S,
+    config: &NodeConfig,
     shutdown: &Shutdown,
 ) -> Result<(Recovered, StorageTask), StartError> {
-    let recovered = storage.load()?;
+    let mut recovered = storage.load()?;
+    if config.force_new_cluster {
+        match force_new_cluster::force(&mut storage, &mut recovered, config.node_id)? {
+            Forced::AlreadyAlone => tracing::warn!(
+                "--force-new-cluster: this node already is the only member of its cluster; \
+                 nothing to do (remove the flag)"
+            ),
+            Forced::At(index) => tracing::warn!(
+                index,
+                "--force-new-cluster: this node is now the only voter of its cluster; every \
+                 other member was removed (join new nodes to rebuild it; never restart the old \
+                 ones on their data dirs)"
+            ),
+        }
+    }
     let (handle, task) = spawn_storage_actor(storage, &recovered, shutdown.clone());
     Ok((recovered, StorageTask { handle, task }))
 }
@@ -436,24 +453,32 @@ mod tests {
     use crate::storage::SimDisk;
 
     async fn start_single(disk: &SimDisk, clock: &ManualClock) -> Node {
+        Node::start(config_of(disk, clock, &[]).await)
+            .await
+            .expect("node starts")
+    }
+
+    /// Node 1 as a founder with `others` (peer addresses nobody listens on).
+    async fn config_of(disk: &SimDisk, clock: &ManualClock, others: &[NodeId]) -> NodeConfig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr").to_string();
-        let config = NodeConfig::new(
+        let mut voters = BTreeMap::from([(1, addr.clone())]);
+        for &id in others {
+            voters.insert(id, format!("127.0.0.1:{}", 9 + id));
+        }
+        NodeConfig::new(
             1,
             "c",
             StorageChoice::Sim(disk.clone()),
             listener,
-            addr.clone(),
+            addr,
             "api.test:80",
-            Bootstrap::Founder {
-                voters: BTreeMap::from([(1, addr)]),
-            },
+            Bootstrap::Founder { voters },
             Arc::new(clock.clone()),
             7,
-        );
-        Node::start(config).await.expect("node starts")
+        )
     }
 
     /// Polls (real time, bounded) until the node knows itself leader.
@@ -484,5 +509,62 @@ mod tests {
         wait_leader(&node.handle()).await;
         assert_eq!(clock.now_ms(), 1_000, "the clock never moved");
         node.shutdown().await;
+    }
+
+    /// The last survivor of a three-voter cluster cannot commit alone;
+    /// forced, it is the only voter, serves writes with what it had, and a
+    /// second forced start changes nothing.
+    #[tokio::test]
+    async fn a_forced_survivor_becomes_the_only_voter_and_serves() {
+        let disk = SimDisk::new();
+        let clock = ManualClock::new(1_000);
+        let node = Node::start(config_of(&disk, &clock, &[2, 3]).await)
+            .await
+            .expect("starts");
+        let status = node.handle().status().await.expect("status");
+        assert_eq!(status.members.len(), 3);
+        assert!(!status.ready, "one of three voters has no quorum");
+        node.kill().await;
+
+        for _ in 0..2 {
+            let mut config = config_of(&disk, &clock, &[2, 3]).await;
+            config.force_new_cluster = true;
+            let node = Node::start(config).await.expect("forced start");
+            let handle = node.handle();
+            wait_leader(&handle).await;
+            let members: Vec<NodeId> = handle
+                .status()
+                .await
+                .expect("status")
+                .members
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(members, vec![1]);
+            let open =
+                deadbolt_core::lock::Command::OpenSession(deadbolt_core::lock::OpenSession {
+                    ttl_ms: 10_000,
+                    name: String::new(),
+                });
+            handle
+                .propose(open, None, Duration::from_secs(5))
+                .await
+                .expect("a write commits");
+            node.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_is_no_member_is_not_forced() {
+        let disk = SimDisk::new();
+        let clock = ManualClock::new(1_000);
+        let mut config = config_of(&disk, &clock, &[2, 3]).await;
+        // Node 1 joins: its stored membership (none yet) does not list it.
+        config.bootstrap = Bootstrap::Join;
+        config.force_new_cluster = true;
+        let Err(error) = Node::start(config).await else {
+            panic!("forcing a node that is no member must be refused");
+        };
+        assert!(error.to_string().contains("not a member"), "{error}");
     }
 }
