@@ -19,3 +19,6 @@ pub const HEADER_REQUEST_TIMEOUT_MS: &str = "Request-Timeout-Ms";
 pub const HEADER_LEADER: &str = "Deadbolt-Leader";
 /// Header on 503 answers: whole seconds to wait before retrying (at least 1).
 pub const HEADER_RETRY_AFTER: &str = "Retry-After";
+/// Header on a backup (`GET /v1/cluster/snapshot`, an API extension): the
+/// committed log index the backup's state is at.
+pub const HEADER_SNAPSHOT_INDEX: &str = "Deadbolt-Snapshot-Index";

@@ -35,7 +35,7 @@ pub use cluster::{
 pub use error::{ErrorBody, ErrorCode, ErrorDetails, ErrorEnvelope, NotFoundKind};
 pub use headers::{
     HEADER_IDEMPOTENCY_ACKED_BELOW, HEADER_IDEMPOTENCY_KEY, HEADER_LEADER,
-    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER,
+    HEADER_REQUEST_TIMEOUT_MS, HEADER_RETRY_AFTER, HEADER_SNAPSHOT_INDEX,
 };
 // The contract's limits, also at the root where `api::X` imports have always
 // found them; their one definition is in [`limits`].

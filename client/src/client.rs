@@ -598,6 +598,15 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/cluster/snapshot`: a backup file's bytes (the state at a
+    /// committed index; `deadbolt restore` checks and installs them).
+    pub async fn snapshot(&self) -> Result<Bytes, Error> {
+        let (_, answer) = self
+            .execute(&self.read("/v1/cluster/snapshot".into()))
+            .await?;
+        Ok(answer.body)
+    }
+
     /// `GET /health` on endpoint `index` (one attempt): the process is up.
     pub async fn health(&self, index: usize) -> Result<(), Error> {
         self.probe(index, "/health").await.map(drop)

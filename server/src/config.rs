@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// 1000000, range 100..=100000000]
     #[arg(long, env = "DEADBOLT_IDEMPOTENCY_KEYS_MAX")]
     pub idempotency_keys_max: Option<u64>,
+    /// Disaster recovery: make this surviving node the only voter of its
+    /// cluster, keeping its data, when the cluster lost its quorum for good
+    /// (then join new nodes to it). Never restart the other old members on
+    /// their data dirs afterwards. Refused on a data dir already forced.
+    #[arg(long, env = "DEADBOLT_FORCE_NEW_CLUSTER")]
+    pub force_new_cluster: bool,
     /// TOML file with the same settings (names as the flags, `-` or `_`).
     #[arg(long, env = "DEADBOLT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -83,6 +89,8 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     #[serde(alias = "idempotency_keys_max")]
     idempotency_keys_max: Option<u64>,
+    #[serde(alias = "force_new_cluster")]
+    force_new_cluster: Option<bool>,
 }
 
 /// How a node comes into being.
@@ -110,6 +118,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Bound on kept idempotency outcomes this node proposes while it leads.
     pub idempotency_keys_max: u64,
+    /// `--force-new-cluster`: become the only voter of the stored cluster.
+    pub force_new_cluster: bool,
 }
 
 /// A setting that cannot be used, named with the offending value.
@@ -213,6 +223,7 @@ impl ServeArgs {
             bootstrap,
             max_body_bytes,
             idempotency_keys_max,
+            force_new_cluster: self.force_new_cluster || file.force_new_cluster.unwrap_or(false),
         })
     }
 }

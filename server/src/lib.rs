@@ -6,6 +6,9 @@
 //!   ([`http::serve_http`]) that runs unchanged under madsim.
 //! - [`server`]: one running node: storage, the Raft node and the API
 //!   wired from a [`config::ServeConfig`] (`run(listeners, config, shutdown)`).
+//! - [`data_dir`]: a node's data dir (`identity.json` beside `raft/`), the
+//!   checks made on it at start, and the cluster id tags.
+//! - [`restore`]: `deadbolt restore`, a new founder's data dir from a backup.
 //! - [`logging`]: tracing-subscriber set-up (human or JSON).
 //! - [`cli`]: the command line (not built under madsim: it runs real
 //!   processes and a real runtime).
@@ -15,7 +18,11 @@
 #[cfg(not(madsim))]
 pub mod cli;
 pub mod config;
+#[cfg(not(madsim))]
+pub mod data_dir;
 pub mod http;
 pub mod logging;
+#[cfg(not(madsim))]
+pub mod restore;
 #[cfg(not(madsim))]
 pub mod server;

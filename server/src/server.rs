@@ -15,32 +15,27 @@
 //! incarnation, which the cluster refuses (see `deadbolt_runtime::node`).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use deadbolt_client::api::AddMemberRequest;
 use deadbolt_client::ClientBuilder;
-use deadbolt_core::codec::Fnv1a64;
 use deadbolt_core::raft::NodeId;
 use deadbolt_runtime::node::{self, Node, NodeConfig, NodeHandle, StorageChoice};
 use deadbolt_runtime::transport::INCARNATION_NONE;
 use deadbolt_runtime::{shutdown_channel, ClusterId, Shutdown, ShutdownTrigger, TokioClock};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Bootstrap, ServeConfig};
+use crate::data_dir::{
+    check_forceable, draw_incarnation, founder_cluster_id, mark_removed, open_data_dir, os_seed,
+    restored_cluster_id, write_identity, StoredIdentity, RAFT_DIR,
+};
 use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
 
-/// Incarnations stay below 2^53 (exact in every JSON reader).
-const INCARNATION_MASK: u64 = (1 << 53) - 1;
-/// Name of the identity file inside the data dir.
-const IDENTITY_FILE: &str = "identity.json";
-/// Sub-directory of the data dir that holds the Raft log and snapshots.
-const RAFT_DIR: &str = "raft";
 /// How long a joining node keeps asking the cluster to add it. Bounded so a
 /// wrong `--join` URL ends in an error instead of a node that waits forever.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
@@ -49,26 +44,6 @@ const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// In-flight API requests may finish for this long after shutdown; the node
 /// is already stopping, so they end quickly anyway (with 503: retry elsewhere).
 const HTTP_DRAIN: Duration = Duration::from_secs(3);
-
-/// What the data dir says about the node that owns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredIdentity {
-    cluster_id: String,
-    node_id: NodeId,
-    /// False for a joining node until the cluster accepted it: a restart
-    /// before that asks again.
-    joined: bool,
-    /// The data dir's random id (below 2^53, so JSON readers keep it
-    /// exact). Absent (0) in files written before incarnations existed: one
-    /// is drawn on the next start.
-    #[serde(default)]
-    incarnation: u64,
-    /// The node learned it was removed from the cluster: the data dir is
-    /// never served again (its promises belong to a membership that no
-    /// longer counts it). Absent (false) in older files.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    removed: bool,
-}
 
 /// Where a started server listens and who it is, for the banner and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,20 +81,6 @@ pub async fn run(
         .await
 }
 
-/// The cluster id's tag founders agree on without talking: a digest of the
-/// sorted `id=peer_addr` founder list. A one-node cluster is a list of one.
-/// The founding nonce (recorded by the first leader) completes the id, so
-/// two foundings with the same list still differ.
-pub fn founder_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
-    // FNV-1a 64: stable across Rust versions and platforms, unlike
-    // `DefaultHasher`, which is all this needs (not an adversarial input).
-    let mut hash = Fnv1a64::new();
-    for (id, addr) in voters {
-        hash.write(format!("{id}={addr}\n").as_bytes());
-    }
-    format!("dbc-{:016x}", hash.finish())
-}
-
 /// Opens storage, starts the node and the API, and (for `--join`) asks the
 /// cluster to add this node. Returns once the API is served.
 pub async fn start(
@@ -135,6 +96,9 @@ pub async fn start(
         .context("reading the peer listener's address")?;
     let data_dir = config.data_dir.clone();
     let stored = open_data_dir(&config)?;
+    if config.force_new_cluster {
+        check_forceable(&config, stored.as_ref())?;
+    }
     let membership = choose_membership(&config, stored.as_ref()).await?;
     let cluster_id = membership.cluster_id.clone();
     let incarnation = match &stored {
@@ -156,6 +120,8 @@ pub async fn start(
                         .map_or(membership.join_url.is_none(), |s| s.joined),
                     incarnation,
                     removed: false,
+                    restored_from: None,
+                    forced_new_cluster: false,
                 },
             )?;
             incarnation
@@ -171,6 +137,16 @@ pub async fn start(
     )
     .await?;
     let handle = node.handle();
+    if let (true, Some(stored)) = (config.force_new_cluster, &stored) {
+        let forced = StoredIdentity {
+            forced_new_cluster: true,
+            ..stored.clone()
+        };
+        if let Err(error) = write_identity(&data_dir, &forced) {
+            node.kill().await;
+            return Err(error);
+        }
+    }
     if stored.is_some() {
         log_membership_difference(&handle, &config).await;
     }
@@ -202,6 +178,8 @@ pub async fn start(
                 joined: true,
                 incarnation,
                 removed: false,
+                restored_from: None,
+                forced_new_cluster: false,
             },
         )?;
     }
@@ -215,54 +193,6 @@ pub async fn start(
         "node started"
     );
     Ok(server)
-}
-
-/// Creates the data dir if needed and reads its identity, refusing a dir
-/// that belongs to another node id.
-fn open_data_dir(config: &ServeConfig) -> anyhow::Result<Option<StoredIdentity>> {
-    let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| {
-        format!(
-            "--data-dir {}: cannot create the data directory",
-            data_dir.display()
-        )
-    })?;
-    let stored = read_identity(data_dir)?;
-    if let Some(stored) = &stored {
-        if stored.removed {
-            bail!(
-                "--data-dir {}: node {} was removed from cluster {}; refusing to start on this \
-                 data dir again. To bring the node back: empty the data dir and start it with \
-                 --join <API URL of a running member>",
-                data_dir.display(),
-                stored.node_id,
-                stored.cluster_id
-            );
-        }
-        // The Raft state is gone but the identity says the node had some:
-        // starting would promise nothing it promised before.
-        if stored.joined && !data_dir.join(RAFT_DIR).exists() {
-            bail!(
-                "--data-dir {}: holds {IDENTITY_FILE} of node {} but no {RAFT_DIR}/ (its Raft \
-                 state was deleted); refusing to start as if it had promised nothing. Remove \
-                 node {} from the cluster, empty the data dir and start it with --join",
-                data_dir.display(),
-                stored.node_id,
-                stored.node_id
-            );
-        }
-        if stored.node_id != config.node_id {
-            bail!(
-                "--data-dir {}: holds node {} of cluster {}, but --node-id is {}; \
-                 use that node's id or another data dir",
-                data_dir.display(),
-                stored.node_id,
-                stored.cluster_id,
-                config.node_id
-            );
-        }
-    }
-    Ok(stored)
 }
 
 /// Which cluster this node belongs to and how it enters it.
@@ -283,7 +213,10 @@ async fn choose_membership(
     let data_dir = &config.data_dir;
     Ok(match (&config.bootstrap, stored) {
         (Bootstrap::Founder { voters }, stored) => {
-            let derived = founder_cluster_id(voters);
+            let derived = match stored.and_then(|s| s.restored_from.as_deref()) {
+                Some(digest) => restored_cluster_id(voters, digest),
+                None => founder_cluster_id(voters),
+            };
             let cluster_id = match stored {
                 Some(stored) if stored.cluster_id != derived => {
                     tracing::warn!(
@@ -371,6 +304,7 @@ async fn start_node(
     );
     node_config.idempotency_keys_max = Some(config.idempotency_keys_max);
     node_config.incarnation = incarnation;
+    node_config.force_new_cluster = config.force_new_cluster;
     Node::start(node_config).await.with_context(|| {
         format!(
             "--data-dir {}: starting node {} of cluster {cluster_id}",
@@ -447,98 +381,6 @@ impl Server {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "the API server ended with an error"),
             Err(error) => tracing::warn!(%error, "the API server task failed"),
-        }
-    }
-}
-
-fn identity_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(IDENTITY_FILE)
-}
-
-fn read_identity(data_dir: &Path) -> anyhow::Result<Option<StoredIdentity>> {
-    let path = identity_path(data_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            // An empty `raft/` is a start cut short before its identity.
-            let raft_state = std::fs::read_dir(data_dir.join(RAFT_DIR))
-                .is_ok_and(|mut entries| entries.next().is_some());
-            if raft_state {
-                bail!(
-                    "--data-dir {}: holds Raft state but no {IDENTITY_FILE}; refusing to guess \
-                     which cluster it belongs to",
-                    data_dir.display()
-                );
-            }
-            return Ok(None);
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("--data-dir: reading {}", path.display()))
-        }
-    };
-    let identity = serde_json::from_str(&text)
-        .with_context(|| format!("--data-dir: {} is not a deadbolt identity", path.display()))?;
-    Ok(Some(identity))
-}
-
-/// Writes the identity durably: temp file, fsync, rename.
-fn write_identity(data_dir: &Path, identity: &StoredIdentity) -> anyhow::Result<()> {
-    let path = identity_path(data_dir);
-    let temp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let context = || {
-        format!(
-            "--data-dir {}: cannot write {IDENTITY_FILE} (is the directory writable?)",
-            data_dir.display()
-        )
-    };
-    let text = serde_json::to_string_pretty(identity).expect("identity serializes");
-    let mut file = std::fs::File::create(&temp).with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&temp, &path).with_context(context)?;
-    if let Ok(dir) = std::fs::File::open(data_dir) {
-        // Makes the rename durable; not every platform can fsync a directory.
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-/// Records in the identity that this data dir's node was removed.
-fn mark_removed(data_dir: &Path) -> anyhow::Result<()> {
-    let identity = read_identity(data_dir)?.context("--data-dir: identity vanished")?;
-    write_identity(
-        data_dir,
-        &StoredIdentity {
-            removed: true,
-            ..identity
-        },
-    )
-}
-
-/// A seed from the OS (time and pid): production nodes need distinct
-/// election jitter, not replayability (the simulation passes its own).
-fn os_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
-/// A new data dir's incarnation: random (not replayable, like `os_seed`),
-/// non-zero and below 2^53 so that JSON readers keep it exact.
-fn draw_incarnation() -> u64 {
-    let mut hash = Fnv1a64::new();
-    hash.write(&os_seed().to_le_bytes());
-    // Two processes started in the same nanosecond still differ by stack
-    // address (ASLR).
-    let here = &hash as *const Fnv1a64 as usize;
-    hash.write(&here.to_le_bytes());
-    let mut rng = deadbolt_runtime::SplitMix64::new(hash.finish());
-    loop {
-        let incarnation = rng.next_u64() & INCARNATION_MASK;
-        if incarnation != INCARNATION_NONE {
-            return incarnation;
         }
     }
 }
@@ -637,56 +479,5 @@ async fn join(
         }
         tracing::warn!(%url, %error, "join attempt failed; retrying");
         tokio::time::sleep(JOIN_RETRY_PAUSE).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn founders_agree_on_the_cluster_id() {
-        let a = BTreeMap::from([(2, "b:2".to_string()), (1, "a:1".to_string())]);
-        let b = BTreeMap::from([(1, "a:1".to_string()), (2, "b:2".to_string())]);
-        assert_eq!(founder_cluster_id(&a), founder_cluster_id(&b));
-        let other = BTreeMap::from([(1, "a:1".to_string())]);
-        assert_ne!(founder_cluster_id(&a), founder_cluster_id(&other));
-        assert!(founder_cluster_id(&a).len() <= 64);
-    }
-
-    #[test]
-    fn incarnations_are_non_zero_json_exact_and_differ() {
-        let a = draw_incarnation();
-        let b = draw_incarnation();
-        for x in [a, b] {
-            assert!(x != INCARNATION_NONE && x <= INCARNATION_MASK, "{x:#x}");
-        }
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn identity_round_trips_and_refuses_garbage() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(read_identity(dir.path()).expect("empty dir"), None);
-        let identity = StoredIdentity {
-            cluster_id: "dbc-1".into(),
-            node_id: 3,
-            joined: false,
-            incarnation: 42,
-            removed: false,
-        };
-        write_identity(dir.path(), &identity).expect("write");
-        assert_eq!(
-            read_identity(dir.path()).expect("read"),
-            Some(identity.clone())
-        );
-        // Written before incarnations existed: read as none (one is drawn).
-        let legacy = r#"{"cluster_id": "dbc-1", "node_id": 3, "joined": true}"#;
-        std::fs::write(identity_path(dir.path()), legacy).expect("write");
-        let read = read_identity(dir.path()).expect("read").expect("some");
-        assert_eq!(read.incarnation, INCARNATION_NONE);
-        std::fs::write(identity_path(dir.path()), "nope").expect("write");
-        let error = format!("{:#}", read_identity(dir.path()).expect_err("garbage"));
-        assert!(error.contains("--data-dir"), "{error}");
     }
 }

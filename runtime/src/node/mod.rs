@@ -352,25 +352,31 @@ async fn check_not_founded(
 /// and ignored when storage already holds a log).
 fn initial_membership(bootstrap: &Bootstrap) -> Membership {
     match bootstrap {
-        Bootstrap::Founder { voters } => Membership {
-            members: voters
-                .iter()
-                .map(|(id, peer_addr)| {
-                    let member = Member {
-                        voter: true,
-                        peer_addr: peer_addr.clone(),
-                        // Empty everywhere so entry 1 is identical on
-                        // every founder; published later.
-                        api_addr: String::new(),
-                    };
-                    (*id, member)
-                })
-                .collect(),
-            // Not known to every founder yet (each data dir drew its own):
-            // the leader records them from the handshakes it sees.
-            incarnations: Default::default(),
-        },
+        Bootstrap::Founder { voters } => founding_membership(voters),
         Bootstrap::Join => Membership::default(),
+    }
+}
+
+/// The membership founders of `voters` start with: the same on every
+/// founder (a restored cluster's snapshot carries it too).
+pub fn founding_membership(voters: &BTreeMap<NodeId, String>) -> Membership {
+    Membership {
+        members: voters
+            .iter()
+            .map(|(id, peer_addr)| {
+                let member = Member {
+                    voter: true,
+                    peer_addr: peer_addr.clone(),
+                    // Empty everywhere so entry 1 is identical on every
+                    // founder; published later.
+                    api_addr: String::new(),
+                };
+                (*id, member)
+            })
+            .collect(),
+        // Not known to every founder yet (each data dir drew its own): the
+        // leader records them from the handshakes it sees.
+        incarnations: Default::default(),
     }
 }
 

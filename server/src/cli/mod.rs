@@ -5,6 +5,7 @@
 //! Exit codes: 0 ok, 1 error, 2 usage (clap's own), 3 lock held / not
 //! acquired in time, 4 lease lost.
 
+mod backup_cmd;
 mod bench;
 mod cluster_status;
 mod lock_child;
@@ -23,7 +24,9 @@ use deadbolt_client::{Client, ClientBuilder};
 
 use crate::config::ServeArgs;
 use crate::logging::LogFormat;
+use crate::restore::RestoreArgs;
 
+pub use backup_cmd::SnapshotCommand;
 pub use bench::{BenchArgs, BenchClient, Workload};
 pub use lock_child::LockChildArgs;
 pub use lock_cmd::LockArgs;
@@ -91,6 +94,12 @@ pub enum Command {
     /// Inspect or change the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Back up a running cluster (`snapshot save FILE`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Found a new cluster (new id) from a backup: run on every founder with
+    /// the same FILE and --initial-cluster, then `deadbolt serve` each.
+    Restore(RestoreArgs),
     /// Measure acquire/release cycles against a running cluster.
     Bench(BenchArgs),
     /// Internal: the supervisor `lock` runs its command under.
@@ -224,6 +233,12 @@ pub async fn run_client_command(global: GlobalArgs, command: Command) -> ExitCod
                 let endpoints = global.endpoints.iter().map(|e| e.trim().to_owned());
                 bench::run(endpoints.collect(), args, json).await
             }
+            Command::Snapshot(SnapshotCommand::Save { file }) => {
+                backup_cmd::save(&client(&global)?, &file, json)
+                    .await
+                    .map(|()| EXIT_OK)
+            }
+            Command::Restore(args) => backup_cmd::restore(&args, json).map(|()| EXIT_OK),
             Command::Cluster(ClusterCommand::Status) => {
                 cluster_status::run(&client(&global)?, &global.endpoints, json)
                     .await
@@ -328,6 +343,8 @@ async fn run_simple(client: Client, command: Command, json: bool) -> anyhow::Res
         }
         Command::Serve(_)
         | Command::Lock(_)
+        | Command::Snapshot(_)
+        | Command::Restore(_)
         | Command::Bench(_)
         | Command::LockChild(_)
         | Command::Cluster(ClusterCommand::Status) => {

@@ -126,6 +126,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(PATCH "/v1/cluster/members/{id}" => cluster::update_member, cluster::__path_update_member),
         route!(POST "/v1/cluster/members/{id}/promote" => cluster::promote_member, cluster::__path_promote_member),
         route!(POST "/v1/cluster/leader" => cluster::transfer_leader, cluster::__path_transfer_leader),
+        route!(GET "/v1/cluster/snapshot" => cluster::snapshot, cluster::__path_snapshot),
         route!(GET "/health" => ops::health, ops::__path_health),
         route!(GET "/ready" => ops::ready, ops::__path_ready),
         route!(GET "/metrics" => ops::metrics, ops::__path_metrics),

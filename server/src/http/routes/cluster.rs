@@ -2,6 +2,8 @@
 //! leadership changes through the node's handle.
 
 use axum::extract::State;
+use axum::http::{header, HeaderName};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use deadbolt_api::{
     AddMemberRequest, ClusterStatus, EmptyResponse, ErrorEnvelope, MemberStatus, NodeRole,
@@ -197,4 +199,35 @@ pub(crate) async fn transfer_leader(
 ) -> Result<Json<EmptyResponse>, ApiError> {
     state.node()?.transfer_leader(body.id, deadline).await?;
     Ok(Json(EmptyResponse {}))
+}
+
+/// A backup of the cluster's state for `deadbolt restore`: the state
+/// machine at a committed index, taken after a ReadIndex round (so it holds
+/// every write acknowledged before the request), as one checksummed file.
+/// `Deadbolt-Snapshot-Index` gives the index.
+#[utoipa::path(get, path = "/v1/cluster/snapshot", tag = "cluster",
+    params(("Request-Timeout-Ms" = Option<u64>, Header)),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Deadbolt-Snapshot-Index" = u64, description = "the committed index of the state"))),
+        (status = "5XX", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    Deadline(deadline): Deadline,
+) -> Result<Response, ApiError> {
+    let backup = state.node()?.backup(deadline).await?;
+    let file_name = format!(
+        "attachment; filename=\"deadbolt-{}-{}.snapshot\"",
+        backup.cluster_id, backup.index
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::CONTENT_DISPOSITION, file_name),
+        (
+            HeaderName::from_static("deadbolt-snapshot-index"),
+            backup.index.to_string(),
+        ),
+    ];
+    Ok((headers, backup.encode()).into_response())
 }

@@ -1,0 +1,202 @@
+//! `deadbolt restore FILE --data-dir DIR --node-id N --initial-cluster ...`:
+//! a founder's data dir of a NEW cluster (new id) that starts from a backup
+//! (`deadbolt snapshot save`). Every founder restores the same file with the
+//! same list, then each starts with `deadbolt serve` and the same flags.
+//!
+//! All or nothing: the file is checked whole (magic, checksum, a state the
+//! state machine accepts) before anything is written, and the data dir is
+//! built under a temporary name beside DIR and renamed into place only once
+//! it is complete and synced, so a failure leaves no half-restored dir.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use deadbolt_core::raft::NodeId;
+use deadbolt_runtime::backup::{self, Backup};
+use deadbolt_runtime::node::founding_membership;
+use deadbolt_runtime::storage::{FjallStorage, Identity};
+use serde::Serialize;
+
+use crate::config::{parse_initial_cluster, CLUSTER_VOTERS_MAX};
+use crate::data_dir::{self, StoredIdentity, RAFT_DIR};
+
+/// The flags of `deadbolt restore`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file (`deadbolt snapshot save FILE`).
+    pub file: PathBuf,
+    /// The new node's data dir: must not exist yet, or be empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This founder's id in the new cluster.
+    #[arg(long)]
+    pub node_id: NodeId,
+    /// Peer addresses of the new cluster's founders, `1=ADDR,2=ADDR,3=ADDR`:
+    /// the same on every founder, and the same later for `deadbolt serve`.
+    #[arg(long)]
+    pub initial_cluster: String,
+}
+
+/// What a restore did (printed, or as JSON with `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restored {
+    /// The cluster the backup was taken from.
+    pub from_cluster_id: String,
+    /// The backup's committed index: new fencing tokens are above it.
+    pub index: u64,
+    /// The new cluster's id (its founding nonce is added by its first leader).
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// `deadbolt serve` flags that start this founder.
+    pub serve_flags: String,
+}
+
+/// Restores `args.file` into `args.data_dir` (see the module docs).
+pub fn run(args: &RestoreArgs) -> anyhow::Result<Restored> {
+    let voters = founders(args)?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read the backup {}", args.file.display()))?;
+    let (backup, _state) = Backup::decode(&bytes)
+        .with_context(|| format!("{}: refused; nothing was written", args.file.display()))?;
+    check_empty(&args.data_dir)?;
+    let digest = format!("{:016x}", backup.digest());
+    let cluster_id = data_dir::restored_cluster_id(&voters, &digest);
+    let staging = staging_dir(&args.data_dir)?;
+    let built = build(
+        &staging,
+        args.node_id,
+        &cluster_id,
+        &digest,
+        &backup,
+        &voters,
+    );
+    if let Err(error) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    install_dir(&staging, &args.data_dir)?;
+    Ok(Restored {
+        from_cluster_id: backup.cluster_id,
+        index: backup.index,
+        cluster_id,
+        node_id: args.node_id,
+        data_dir: args.data_dir.clone(),
+        serve_flags: format!(
+            "--node-id {} --data-dir {} --initial-cluster {}",
+            args.node_id,
+            args.data_dir.display(),
+            args.initial_cluster
+        ),
+    })
+}
+
+fn founders(args: &RestoreArgs) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let voters = parse_initial_cluster(&args.initial_cluster)?;
+    if !voters.contains_key(&args.node_id) {
+        bail!(
+            "--initial-cluster {:?} does not list this node (--node-id {})",
+            args.initial_cluster,
+            args.node_id
+        );
+    }
+    if voters.len() > CLUSTER_VOTERS_MAX {
+        bail!(
+            "--initial-cluster lists {} founders; at most {CLUSTER_VOTERS_MAX}",
+            voters.len()
+        );
+    }
+    Ok(voters)
+}
+
+/// A restore founds a node: it never writes over a data dir that holds one.
+fn check_empty(dir: &Path) -> anyhow::Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(error).with_context(|| format!("--data-dir {}", dir.display()));
+        }
+    };
+    if entries.next().is_some() {
+        bail!(
+            "--data-dir {} is not empty; a restore founds a new node and needs an empty or \
+             missing data dir (nothing was written)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh directory beside `dir` to build in (same file system, so the
+/// final rename is atomic).
+fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("--data-dir {} has no directory name", dir.display()))?;
+    let mut staging_name = name.to_os_string();
+    staging_name.push(format!(".restoring-{}", std::process::id()));
+    let staging = dir.with_file_name(staging_name);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot clear {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    Ok(staging)
+}
+
+fn build(
+    staging: &Path,
+    node_id: NodeId,
+    cluster_id: &str,
+    digest: &str,
+    backup: &Backup,
+    voters: &BTreeMap<NodeId, String>,
+) -> anyhow::Result<()> {
+    let raft_dir = staging.join(RAFT_DIR);
+    let identity = Identity {
+        cluster_id: cluster_id.to_owned(),
+        node_id,
+    };
+    {
+        let mut storage = FjallStorage::open(&raft_dir, &identity)
+            .with_context(|| format!("cannot create the Raft storage in {}", raft_dir.display()))?;
+        backup::install(&mut storage, backup, founding_membership(voters))
+            .context("writing the backup into the new Raft storage")?;
+    }
+    data_dir::write_identity(
+        staging,
+        &StoredIdentity {
+            cluster_id: cluster_id.to_owned(),
+            node_id,
+            joined: true,
+            incarnation: data_dir::draw_incarnation(),
+            removed: false,
+            restored_from: Some(digest.to_owned()),
+            forced_new_cluster: false,
+        },
+    )
+}
+
+/// Renames the finished `staging` dir to `dir` (an empty `dir` is removed
+/// first) and syncs the parent so the rename survives a crash.
+fn install_dir(staging: &Path, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(staging, dir).with_context(|| {
+        format!(
+            "cannot move the restored dir {} to {}",
+            staging.display(),
+            dir.display()
+        )
+    })?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", parent.display()))?;
+    }
+    Ok(())
+}
