@@ -80,19 +80,7 @@ async fn serve(config: deadbolt_server::config::ServeConfig) -> anyhow::Result<(
     // Signal handlers first, so a SIGTERM during start-up is not lost.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let server = deadbolt_server::server::start(api_listener, peer_listener, config).await?;
-    let info = server.info();
-    println!(
-        "deadbolt {} serving\n  api:        {}\n  peers:      {}\n  data dir:   {}{}\n  node id:    {}\n  cluster id: {}",
-        env!("CARGO_PKG_VERSION"),
-        info.api_url,
-        info.peer_addr,
-        info.data_dir.display(),
-        if info.resumed { " (resumed)" } else { "" },
-        info.node_id,
-        info.cluster_id,
-    );
-    let (trigger, shutdown) = deadbolt_runtime::shutdown_channel();
+    let (trigger, mut shutdown) = deadbolt_runtime::shutdown_channel();
     tokio::spawn(async move {
         tokio::select! {
             biased;
@@ -105,6 +93,29 @@ async fn serve(config: deadbolt_server::config::ServeConfig) -> anyhow::Result<(
         trigger.trigger();
         // Keep the trigger alive: dropping it also means "stop", harmless here.
     });
+    // Start-up can wait long (a join retries for up to a minute): a signal
+    // then ends it at once. Nothing is half-done by stopping here: a joining
+    // node whose join was not confirmed asks again on its next start.
+    let started = tokio::select! {
+        biased;
+        () = shutdown.wait() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+        started = deadbolt_server::server::start(api_listener, peer_listener, config) => started?,
+    };
+    let server = started;
+    let info = server.info();
+    println!(
+        "deadbolt {} serving\n  api:        {}\n  peers:      {}\n  data dir:   {}{}\n  node id:    {}\n  cluster id: {}",
+        env!("CARGO_PKG_VERSION"),
+        info.api_url,
+        info.peer_addr,
+        info.data_dir.display(),
+        if info.resumed { " (resumed)" } else { "" },
+        info.node_id,
+        info.cluster_id,
+    );
     server.run_until(shutdown).await
 }
 

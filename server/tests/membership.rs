@@ -20,6 +20,8 @@
 //!   holds, and the quorum lost once a second node dies; `cluster status`
 //!   finds the leader from a follower, and without a leader says whose
 //!   view it prints.
+//! - A node still asking to join stops at once on SIGTERM (it used to
+//!   finish its up-to-a-minute join first).
 //!
 //! Ports are ephemeral, data lives in temp dirs, every wait has a deadline
 //! and every process is killed when its guard drops.
@@ -615,4 +617,36 @@ async fn the_leader_shows_which_node_is_down_and_whether_the_quorum_is_up() {
         "{out}"
     );
     assert!(out.contains("quorum: unknown"), "{out}");
+}
+
+/// A node still asking to join (here: a cluster without a quorum, so the
+/// join keeps being retried for up to a minute) stops at once on SIGTERM
+/// instead of finishing its start-up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_stops_at_once_on_sigterm() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<NodeSpec> = (1..=3).map(|id| NodeSpec::new(id, root.path())).collect();
+    // Only node 1 of three founders runs: no leader, ever.
+    let _lonely = specs[0].spawn(
+        root.path(),
+        &["--initial-cluster", &initial_cluster(&specs)],
+    );
+    let one = client(&[specs[0].url()]);
+    eventually("node 1 answers", STARTUP, || async {
+        one.cluster_status().await.ok()
+    })
+    .await;
+    let joiner = NodeSpec::new(4, root.path());
+    let mut joining = joiner.spawn(root.path(), &["--join", &specs[0].url()]);
+    eventually("the joiner asks", STARTUP, || async {
+        stderr_of(&joining)
+            .contains("recovered from storage")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    joining.signal(Signal::SIGTERM);
+    let status = joining.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}\n{}", joining.logs());
+    assert!(stderr_of(&joining).contains("stopped during start-up"));
 }

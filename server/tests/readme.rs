@@ -50,7 +50,15 @@ fn readme_blocks() -> BTreeMap<String, Vec<String>> {
             .collect();
         blocks.insert(name.trim().to_owned(), body);
     }
-    for expected in ["prerequisites", "serve", "curl", "cli", "cluster", "tests"] {
+    for expected in [
+        "prerequisites",
+        "serve",
+        "curl",
+        "cli",
+        "cluster",
+        "operate",
+        "tests",
+    ] {
         assert!(
             blocks.contains_key(expected),
             "README lost its {expected} block"
@@ -262,6 +270,148 @@ async fn the_cluster_recipe_works_as_written() {
     for node in &mut nodes {
         let status = node.wait_exit(Duration::from_secs(15)).await;
         assert!(status.success(), "{status:?}\n{}", node.logs());
+    }
+}
+
+/// The node id a `deadbolt serve` line starts.
+fn node_id_of(line: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "--node-id")
+        .expect("--node-id");
+    words[at + 1].parse().expect("a node id")
+}
+
+/// "Operating a cluster": from the cluster recipe's three founders, replace
+/// node 3, back up, force the survivor into a one-voter cluster, and
+/// restore the backup into a new cluster; what was written before the
+/// backup is in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operating_recipe_works_as_written() {
+    let blocks = readme_blocks();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ports = BTreeMap::new();
+    // (node id, process) in start order.
+    let mut nodes: Vec<(u64, Proc)> = Vec::new();
+    let mut spawn = |line: &str, nodes: &mut Vec<(u64, Proc)>| {
+        let script = format!("exec {}", line.trim());
+        let mut command = shell(&script, dir.path());
+        command.env("RUST_LOG", "info");
+        let id = node_id_of(line);
+        let name = format!("node-{id}-{}", nodes.len());
+        nodes.push((id, Proc::spawn(&name, command, dir.path())));
+    };
+    let founders = blocks["cluster"]
+        .iter()
+        .filter(|l| l.contains("--initial-cluster") && l.ends_with('&'));
+    for line in founders {
+        let line = remap_ports(line, &mut ports);
+        spawn(line.strip_suffix('&').expect("background"), &mut nodes);
+    }
+    assert_eq!(nodes.len(), 3, "the cluster recipe's founders");
+    let url = |port: &str, ports: &BTreeMap<String, String>| {
+        format!("http://{}", ports[&format!("127.0.0.1:{port}")])
+    };
+    let first = deadbolt_client::Client::new([url("7070", &ports)]).expect("client");
+    let founder_urls: Vec<String> = ["7070", "7080", "7090"]
+        .iter()
+        .map(|p| url(p, &ports))
+        .collect();
+    // Only the leader answers with the quorum summary.
+    eventually("the founders' quorum", STARTUP, || async {
+        for founder in &founder_urls {
+            let client = deadbolt_client::Client::new([founder.as_str()]).ok()?;
+            let Ok(status) = client.cluster_status().await else {
+                continue;
+            };
+            if status
+                .quorum
+                .is_some_and(|q| q.ok && q.reachable_voters == 3)
+            {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    let kept = deadbolt_client::api::KvWriteRequest {
+        value: "kept".into(),
+        lock: None,
+        fencing_token: None,
+    };
+    first
+        .kv_put("readme/before-backup", &kept)
+        .await
+        .expect("put");
+
+    // What each `cluster status` line waits for: node 4 joined and
+    // promoted, then the forced survivor alone.
+    let mut quorums = ["quorum: ok (3 of 3 voters", "quorum: ok (1 of 1 voters"].into_iter();
+    for line in &blocks["operate"] {
+        let line = remap_ports(line, &mut ports);
+        if let Some(ids) = line.strip_prefix("# stop nodes ") {
+            let ids: Vec<u64> = ids
+                .split_whitespace()
+                .map(|i| i.parse().expect("id"))
+                .collect();
+            for (id, node) in nodes.iter_mut().filter(|(id, _)| ids.contains(id)) {
+                if node.try_wait().is_none() {
+                    node.signal(nix::sys::signal::Signal::SIGTERM);
+                    node.wait_exit(Duration::from_secs(15)).await;
+                }
+                assert!(node.try_wait().is_some(), "node {id} stopped");
+            }
+            continue;
+        }
+        if let Some(background) = line.strip_suffix('&') {
+            spawn(background, &mut nodes);
+            continue;
+        }
+        let expected = if line.contains("cluster status") {
+            quorums.next().expect("a quorum to wait for")
+        } else {
+            ""
+        };
+        let out = eventually(&format!("{line} succeeds"), STARTUP, || {
+            let (code, out, _) = run_shell(&line, dir.path());
+            let ok = code == 0 && out.contains(expected);
+            async move { ok.then_some(out) }
+        })
+        .await;
+        if line.contains(" remove 3") {
+            // The removed node learns it and exits 1.
+            let (_, third) = nodes.iter_mut().find(|(id, _)| *id == 3).expect("node 3");
+            let status = third.wait_exit(STARTUP).await;
+            assert_eq!(status.code(), Some(1), "{}", third.logs());
+        }
+        if line.contains(" restore ") {
+            assert!(out.contains("deadbolt serve"), "{out}");
+        }
+    }
+
+    // The forced survivor and the restored cluster both hold the write.
+    for port in ["7070", "7200"] {
+        let client = deadbolt_client::Client::new([url(port, &ports)]).expect("client");
+        let value = eventually(&format!("the write on {port}"), STARTUP, || async {
+            client.kv_get("readme/before-backup").await.ok()
+        })
+        .await;
+        assert_eq!(value.value, "kept");
+    }
+    let restored = deadbolt_client::Client::new([url("7200", &ports)]).expect("client");
+    let status = restored.cluster_status().await.expect("status");
+    assert!(
+        status.cluster_id.starts_with("dbr-"),
+        "{}",
+        status.cluster_id
+    );
+    for (_, node) in &mut nodes {
+        if node.try_wait().is_none() {
+            node.signal(nix::sys::signal::Signal::SIGTERM);
+            let status = node.wait_exit(Duration::from_secs(15)).await;
+            assert!(status.success(), "{status:?}\n{}", node.logs());
+        }
     }
 }
 
