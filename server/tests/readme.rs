@@ -294,7 +294,7 @@ async fn the_operating_recipe_works_as_written() {
     let mut ports = BTreeMap::new();
     // (node id, process) in start order.
     let mut nodes: Vec<(u64, Proc)> = Vec::new();
-    let mut spawn = |line: &str, nodes: &mut Vec<(u64, Proc)>| {
+    let spawn = |line: &str, nodes: &mut Vec<(u64, Proc)>| {
         let script = format!("exec {}", line.trim());
         let mut command = shell(&script, dir.path());
         command.env("RUST_LOG", "info");
