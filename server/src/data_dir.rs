@@ -216,6 +216,18 @@ pub(crate) fn write_identity(data_dir: &Path, identity: &StoredIdentity) -> anyh
     Ok(())
 }
 
+/// Records in the identity that `--force-new-cluster` was carried out.
+pub(crate) fn mark_forced(data_dir: &Path) -> anyhow::Result<()> {
+    let identity = read_identity(data_dir)?.context("--data-dir: identity vanished")?;
+    write_identity(
+        data_dir,
+        &StoredIdentity {
+            forced_new_cluster: true,
+            ..identity
+        },
+    )
+}
+
 /// Records in the identity that this data dir's node was removed.
 pub(crate) fn mark_removed(data_dir: &Path) -> anyhow::Result<()> {
     let identity = read_identity(data_dir)?.context("--data-dir: identity vanished")?;

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Bootstrap, ServeConfig};
 use crate::data_dir::{
-    check_forceable, draw_incarnation, founder_cluster_id, mark_removed, open_data_dir, os_seed,
+    check_forceable, draw_incarnation, founder_cluster_id, mark_forced, mark_removed, open_data_dir, os_seed,
     restored_cluster_id, write_identity, StoredIdentity, RAFT_DIR,
 };
 use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
@@ -137,12 +137,10 @@ pub async fn start(
     )
     .await?;
     let handle = node.handle();
-    if let (true, Some(stored)) = (config.force_new_cluster, &stored) {
-        let forced = StoredIdentity {
-            forced_new_cluster: true,
-            ..stored.clone()
-        };
-        if let Err(error) = write_identity(&data_dir, &forced) {
+    if config.force_new_cluster {
+        // Read back: the start may have rewritten the identity (an
+        // incarnation drawn for an older file).
+        if let Err(error) = mark_forced(&data_dir) {
             node.kill().await;
             return Err(error);
         }

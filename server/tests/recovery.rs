@@ -385,3 +385,38 @@ async fn force_new_cluster_brings_the_last_survivor_back_with_every_acknowledged
     );
     assert_eq!(get(&rebuilt, "rejoined").await, "yes");
 }
+
+/// An operator's mistake: forcing a node of a cluster whose other voters
+/// are alive would remove them (they would learn it and exit) with
+/// whatever they committed without it. Refused; the cluster keeps serving
+/// and the node rejoins as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_a_node_of_a_cluster_that_has_its_quorum_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<NodeSpec> = (1..=3).map(|id| NodeSpec::new(id, root.path())).collect();
+    let (mut procs, cluster_id) = found(root.path(), &specs).await;
+    let all = client(&urls(&specs));
+    put(&all, "before", "1").await;
+    let node1 = procs.get_mut(&1).expect("node 1");
+    node1.signal(Signal::SIGTERM);
+    assert!(node1.wait_exit(STARTUP).await.success());
+
+    let mut forced = specs[0].spawn(root.path(), &["--force-new-cluster"]);
+    let status = forced.wait_exit(STARTUP).await;
+    assert_eq!(status.code(), Some(1), "{}", forced.logs());
+    assert!(
+        stderr_of(&forced).contains("has not lost its quorum"),
+        "{}",
+        forced.logs()
+    );
+    let others = client(&urls(&specs[1..]));
+    put(&others, "after", "2").await;
+    for proc in procs.values_mut().filter(|p| p.name != "node-1") {
+        assert!(proc.try_wait().is_none(), "{} still runs", proc.name);
+    }
+    let flags = initial_cluster(&specs);
+    let _node1 = specs[0].spawn(root.path(), &["--initial-cluster", &flags]);
+    assert_eq!(founded(&all, 3).await, cluster_id);
+    let one = client(&[specs[0].url()]);
+    assert_eq!(get(&one, "after").await, "2");
+}

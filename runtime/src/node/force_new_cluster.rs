@@ -14,17 +14,24 @@
 //! it) and stops. The cluster id stays: it is the same cluster, continued.
 //!
 //! The node must be a voter: a learner may lack committed entries. Forcing
-//! is the operator's statement that the other members are gone for good; a
-//! quorum of them coming back alive would be a second cluster with the same
-//! id (as with etcd's flag), which is why the server refuses to force the
-//! same data dir twice.
+//! is the operator's statement that the other members are gone for good, so
+//! it is refused while the voters that answer a hello (with this node) are
+//! a quorum: that cluster has not lost its quorum, and forcing one of its
+//! nodes would drop the live majority (they would learn they were removed
+//! and stop) together with whatever they committed without this node. A
+//! quorum of the old members coming back later would still be a second
+//! cluster with the same id (as with etcd's flag), which is why the server
+//! also refuses to force the same data dir twice.
+
+use std::collections::BTreeMap;
 
 use deadbolt_core::raft::{
     Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, FOUNDING_NONCE_KEY,
 };
 
-use super::StartError;
+use super::{NodeConfig, StartError};
 use crate::storage::{Recovered, Storage};
+use crate::transport::{ask_founders, FounderAnswer, TransportConfig};
 
 /// What forcing did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +40,57 @@ pub(super) enum Forced {
     AlreadyAlone,
     /// The one-voter membership was appended at this index.
     At(LogIndex),
+}
+
+/// Refuses to force while the stored membership's voters that answer a
+/// hello, with this node, are a quorum. Bounded by the transport's connect
+/// and handshake deadlines.
+pub(super) async fn check_quorum_lost(
+    config: &NodeConfig,
+    recovered: &Recovered,
+) -> Result<(), StartError> {
+    let membership = &recovered.membership;
+    let voters: BTreeMap<NodeId, String> = membership
+        .members
+        .iter()
+        .filter(|(_, member)| member.voter)
+        .map(|(id, member)| (*id, member.peer_addr.clone()))
+        .collect();
+    if voters.len() <= 1 || !voters.contains_key(&config.node_id) {
+        return Ok(()); // `force` itself says what is wrong, or nothing to do
+    }
+    let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id);
+    transport.incarnation = config.incarnation;
+    transport
+        .cluster
+        .set_committed(membership, recovered.hard_state.commit_index);
+    let answering: Vec<NodeId> = ask_founders(&transport, &voters)
+        .await
+        .into_iter()
+        .filter_map(|answer| match answer {
+            FounderAnswer::Accepts { node_id }
+            | FounderAnswer::HoldsAnotherIncarnation { node_id, .. } => Some(node_id),
+            FounderAnswer::Silent { .. } => None,
+        })
+        .collect();
+    let quorum = voters.len() / 2 + 1;
+    if answering.len() + 1 >= quorum {
+        return Err(StartError::ForceNewCluster {
+            message: format!(
+                "voters {answering:?} answered: with this node they are a quorum of the {} \
+                 voters, so the cluster has not lost its quorum. Restart its stopped nodes \
+                 instead; forcing would remove the live members and whatever they committed \
+                 without this node",
+                voters.len()
+            ),
+        });
+    }
+    tracing::warn!(
+        answering = ?answering,
+        voters = voters.len(),
+        "--force-new-cluster: the voters that answer are fewer than a quorum; forcing"
+    );
+    Ok(())
 }
 
 /// Appends (durably) a membership of `me` alone to the stored log and

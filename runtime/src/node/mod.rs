@@ -92,7 +92,7 @@ impl Node {
         let _guard = span.enter();
 
         let (trigger, shutdown) = shutdown_channel();
-        let (storage, recovered) = open_storage(&config, &shutdown)?;
+        let (storage, recovered) = open_storage(&config, &shutdown).await?;
         let founders = founders_to_ask(&config, &recovered);
         let mut rng = SplitMix64::new(config.seed);
         let raft_seed = rng.next_u64();
@@ -200,7 +200,7 @@ struct RecoveredState {
 
 /// Opens and loads the configured storage, starts its actor, and restores
 /// the lock state from the stored snapshot.
-fn open_storage(
+async fn open_storage(
     config: &NodeConfig,
     shutdown: &Shutdown,
 ) -> Result<(StorageTask, RecoveredState), StartError> {
@@ -216,12 +216,12 @@ fn open_storage(
         StorageChoice::Fjall { dir } => {
             let storage = crate::storage::FjallStorage::open(dir, &identity)?;
             opened_ms = started.elapsed().as_millis();
-            load_and_spawn(storage, config, shutdown)?
+            load_and_spawn(storage, config, shutdown).await?
         }
         StorageChoice::Sim(disk) => {
             let storage = SimStorage::open(disk.clone(), &identity)?;
             opened_ms = started.elapsed().as_millis();
-            load_and_spawn(storage, config, shutdown)?
+            load_and_spawn(storage, config, shutdown).await?
         }
     };
     let loaded_ms = started.elapsed().as_millis();
@@ -238,13 +238,14 @@ fn open_storage(
     Ok((storage, recovered))
 }
 
-fn load_and_spawn<S: Storage>(
+async fn load_and_spawn<S: Storage>(
     mut storage: S,
     config: &NodeConfig,
     shutdown: &Shutdown,
 ) -> Result<(Recovered, StorageTask), StartError> {
     let mut recovered = storage.load()?;
     if config.force_new_cluster {
+        force_new_cluster::check_quorum_lost(config, &recovered).await?;
         match force_new_cluster::force(&mut storage, &mut recovered, config.node_id)? {
             Forced::AlreadyAlone => tracing::warn!(
                 "--force-new-cluster: this node already is the only member of its cluster; \
