@@ -200,3 +200,82 @@ fn install_dir(staging: &Path, dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use deadbolt_core::lock::{Command, Envelope, LockStateMachine, OpenSession};
+
+    use super::*;
+
+    /// A backup file (one session applied at index 7) in `dir`.
+    fn backup_file(dir: &Path) -> PathBuf {
+        let mut state = LockStateMachine::new();
+        let open = Envelope {
+            now_ms: 1_000,
+            idempotency: None,
+            command: Command::OpenSession(OpenSession {
+                ttl_ms: 10_000,
+                name: "worker".into(),
+            }),
+        };
+        state.apply(7, &open);
+        let file = dir.join("backup.snapshot");
+        std::fs::write(&file, Backup::of("dbc-1".into(), 1, &state).encode()).expect("write");
+        file
+    }
+
+    fn args(file: &Path, data_dir: &Path) -> RestoreArgs {
+        RestoreArgs {
+            file: file.to_owned(),
+            data_dir: data_dir.to_owned(),
+            node_id: 1,
+            initial_cluster: "1=127.0.0.1:7071".into(),
+        }
+    }
+
+    /// Names beside `dir` that a restore built in and did not clean up.
+    fn leftovers(parent: &Path) -> Vec<String> {
+        std::fs::read_dir(parent)
+            .expect("read parent")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".restoring-"))
+            .collect()
+    }
+
+    /// review 14r: `--data-dir` is often a symlink to (or a mount point of)
+    /// an empty volume. check_empty accepts it, the whole dir is built
+    /// beside it, and then `remove_dir` of the symlink (or EBUSY on a mount
+    /// point) fails: the restore errors out AND leaves a complete restored
+    /// data dir under `DIR.restoring-PID` behind. It should restore into
+    /// the symlink's target (or refuse before building) and never leave the
+    /// staging dir.
+    #[test]
+    fn a_symlinked_empty_data_dir_is_restored_into_or_refused_without_leftovers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let file = backup_file(root.path());
+        let volume = root.path().join("volume");
+        std::fs::create_dir(&volume).expect("volume");
+        let link = root.path().join("data");
+        std::os::unix::fs::symlink(&volume, &link).expect("symlink");
+        let result = run(&args(&file, &link));
+        assert_eq!(
+            leftovers(root.path()),
+            Vec::<String>::new(),
+            "a staging dir was left behind ({result:?})"
+        );
+        let restored = result.expect("restores into the symlinked volume");
+        assert!(volume.join(crate::data_dir::IDENTITY_FILE).exists(), "{restored:?}");
+    }
+
+    /// The plain case still works and leaves nothing beside DIR.
+    #[test]
+    fn a_missing_data_dir_is_restored_without_leftovers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let file = backup_file(root.path());
+        let dir = root.path().join("data");
+        run(&args(&file, &dir)).expect("restores");
+        assert!(dir.join(crate::data_dir::IDENTITY_FILE).exists());
+        assert_eq!(leftovers(root.path()), Vec::<String>::new());
+    }
+}

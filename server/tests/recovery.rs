@@ -419,4 +419,67 @@ async fn forcing_a_node_of_a_cluster_that_has_its_quorum_is_refused() {
     assert_eq!(founded(&all, 3).await, cluster_id);
     let one = client(&[specs[0].url()]);
     assert_eq!(get(&one, "after").await, "2");
+
+fn identity_of(spec: &NodeSpec) -> serde_json::Value {
+    let text = std::fs::read_to_string(spec.data_dir.join("identity.json")).expect("identity");
+    serde_json::from_str(&text).expect("identity json")
+}
+
+/// review 14r: a data dir whose identity.json predates incarnations (an
+/// upgrade from the previous release: no "incarnation" field) is forced.
+/// `start` draws an incarnation and rewrites the identity, but the
+/// forced marker is then written from the identity read BEFORE that
+/// (`..stored.clone()`), so identity.json goes back to incarnation 0: every
+/// later start draws yet another incarnation (the cluster recorded the one
+/// the forced node ran with, so the node comes back as "another data dir"
+/// under its own id), and that legacy rewrite also drops
+/// `forced_new_cluster`, so the "never force twice" guard is gone after one
+/// ordinary restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_a_data_dir_from_before_incarnations_keeps_its_incarnation_and_marker() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let spec = NodeSpec::new(1, root.path());
+    let c = client(&[spec.url()]);
+    let mut node = spec.spawn(root.path(), &[]);
+    founded(&c, 1).await;
+    put(&c, "k", "v").await;
+    node.signal(Signal::SIGTERM);
+    assert!(node.wait_exit(STARTUP).await.success());
+
+    // The previous release's identity.json: no incarnation.
+    let mut legacy = identity_of(&spec);
+    legacy
+        .as_object_mut()
+        .expect("object")
+        .remove("incarnation");
+    std::fs::write(
+        spec.data_dir.join("identity.json"),
+        serde_json::to_string(&legacy).expect("json"),
+    )
+    .expect("write legacy identity");
+
+    let mut forced = spec.spawn(root.path(), &["--force-new-cluster"]);
+    founded(&c, 1).await;
+    assert_eq!(get(&c, "k").await, "v");
+    forced.signal(Signal::SIGTERM);
+    assert!(forced.wait_exit(STARTUP).await.success(), "{}", forced.logs());
+    let after_force = identity_of(&spec);
+    assert_eq!(after_force["forced_new_cluster"], true, "{after_force}");
+    let incarnation = after_force["incarnation"].as_u64().unwrap_or(0);
+    assert_ne!(
+        incarnation, 0,
+        "the forced start wrote back the legacy identity: {after_force}"
+    );
+
+    // An ordinary restart keeps both.
+    let mut plain = spec.spawn(root.path(), &[]);
+    founded(&c, 1).await;
+    plain.signal(Signal::SIGTERM);
+    assert!(plain.wait_exit(STARTUP).await.success(), "{}", plain.logs());
+    let after_restart = identity_of(&spec);
+    assert_eq!(after_restart["incarnation"].as_u64(), Some(incarnation));
+    assert_eq!(
+        after_restart["forced_new_cluster"], true,
+        "the never-force-twice marker was lost: {after_restart}"
+    );
 }

@@ -97,3 +97,21 @@ fn write_durably(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&temp, file)
         .with_context(|| format!("cannot move {} to {}", temp.display(), file.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// review 14r: when the final rename fails (FILE is a directory, or on
+    /// another error) `snapshot save` reports the error but leaves
+    /// `FILE.partial` (a full backup under a name nobody looks for) behind.
+    #[test]
+    fn a_failed_save_leaves_no_partial_file() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let file = root.path().join("backups");
+        std::fs::create_dir(&file).expect("a directory where FILE should go");
+        let error = write_durably(&file, b"bytes").expect_err("cannot replace a directory");
+        let partial = root.path().join("backups.partial");
+        assert!(!partial.exists(), "{} left behind ({error:#})", partial.display());
+    }
+}
