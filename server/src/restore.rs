@@ -265,7 +265,10 @@ mod tests {
             "a staging dir was left behind ({result:?})"
         );
         let restored = result.expect("restores into the symlinked volume");
-        assert!(volume.join(crate::data_dir::IDENTITY_FILE).exists(), "{restored:?}");
+        assert!(
+            volume.join(crate::data_dir::IDENTITY_FILE).exists(),
+            "{restored:?}"
+        );
     }
 
     /// The plain case still works and leaves nothing beside DIR.

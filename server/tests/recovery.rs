@@ -462,7 +462,11 @@ async fn forcing_a_data_dir_from_before_incarnations_keeps_its_incarnation_and_m
     founded(&c, 1).await;
     assert_eq!(get(&c, "k").await, "v");
     forced.signal(Signal::SIGTERM);
-    assert!(forced.wait_exit(STARTUP).await.success(), "{}", forced.logs());
+    assert!(
+        forced.wait_exit(STARTUP).await.success(),
+        "{}",
+        forced.logs()
+    );
     let after_force = identity_of(&spec);
     assert_eq!(after_force["forced_new_cluster"], true, "{after_force}");
     let incarnation = after_force["incarnation"].as_u64().unwrap_or(0);

@@ -112,6 +112,10 @@ mod tests {
         std::fs::create_dir(&file).expect("a directory where FILE should go");
         let error = write_durably(&file, b"bytes").expect_err("cannot replace a directory");
         let partial = root.path().join("backups.partial");
-        assert!(!partial.exists(), "{} left behind ({error:#})", partial.display());
+        assert!(
+            !partial.exists(),
+            "{} left behind ({error:#})",
+            partial.display()
+        );
     }
 }
