@@ -5,8 +5,10 @@
 //!
 //! All or nothing: the file is checked whole (magic, checksum, a state the
 //! state machine accepts) before anything is written, and the data dir is
-//! built under a temporary name beside DIR and renamed into place only once
-//! it is complete and synced, so a failure leaves no half-restored dir.
+//! built inside the empty DIR (often a symlink or a mount point, which a
+//! rename could not replace) with `identity.json` written last: a start
+//! refuses Raft state without an identity, so a restore cut short can never
+//! be served, and one that fails removes what it wrote.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,20 +65,14 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Restored> {
     check_empty(&args.data_dir)?;
     let digest = format!("{:016x}", backup.digest());
     let cluster_id = data_dir::restored_cluster_id(&voters, &digest);
-    let staging = staging_dir(&args.data_dir)?;
-    let built = build(
-        &staging,
-        args.node_id,
-        &cluster_id,
-        &digest,
-        &backup,
-        &voters,
-    );
-    if let Err(error) = built {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(error);
+    let dir = &args.data_dir;
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--data-dir {}: cannot create it", dir.display()))?;
+    if let Err(error) = build(dir, args.node_id, &cluster_id, &digest, &backup, &voters) {
+        discard(dir, created);
+        return Err(error.context("nothing was kept"));
     }
-    install_dir(&staging, &args.data_dir)?;
     Ok(Restored {
         from_cluster_id: backup.cluster_id,
         index: backup.index,
@@ -129,33 +125,16 @@ fn check_empty(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh directory beside `dir` to build in (same file system, so the
-/// final rename is atomic).
-fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = dir
-        .file_name()
-        .with_context(|| format!("--data-dir {} has no directory name", dir.display()))?;
-    let mut staging_name = name.to_os_string();
-    staging_name.push(format!(".restoring-{}", std::process::id()));
-    let staging = dir.with_file_name(staging_name);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("cannot clear {}", staging.display()))?;
-    }
-    std::fs::create_dir_all(&staging)
-        .with_context(|| format!("cannot create {}", staging.display()))?;
-    Ok(staging)
-}
-
+/// The Raft storage first, the identity (durably) last.
 fn build(
-    staging: &Path,
+    dir: &Path,
     node_id: NodeId,
     cluster_id: &str,
     digest: &str,
     backup: &Backup,
     voters: &BTreeMap<NodeId, String>,
 ) -> anyhow::Result<()> {
-    let raft_dir = staging.join(RAFT_DIR);
+    let raft_dir = dir.join(RAFT_DIR);
     let identity = Identity {
         cluster_id: cluster_id.to_owned(),
         node_id,
@@ -167,7 +146,7 @@ fn build(
             .context("writing the backup into the new Raft storage")?;
     }
     data_dir::write_identity(
-        staging,
+        dir,
         &StoredIdentity {
             cluster_id: cluster_id.to_owned(),
             node_id,
@@ -180,25 +159,14 @@ fn build(
     )
 }
 
-/// Renames the finished `staging` dir to `dir` (an empty `dir` is removed
-/// first) and syncs the parent so the rename survives a crash.
-fn install_dir(staging: &Path, dir: &Path) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+/// Removes what a failed restore wrote into `dir` (empty before it).
+fn discard(dir: &Path, created: bool) {
+    let _ = std::fs::remove_dir_all(dir.join(RAFT_DIR));
+    let _ = std::fs::remove_file(dir.join(data_dir::IDENTITY_FILE));
+    let _ = std::fs::remove_file(dir.join(format!("{}.tmp", data_dir::IDENTITY_FILE)));
+    if created {
+        let _ = std::fs::remove_dir(dir);
     }
-    std::fs::rename(staging, dir).with_context(|| {
-        format!(
-            "cannot move the restored dir {} to {}",
-            staging.display(),
-            dir.display()
-        )
-    })?;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", parent.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

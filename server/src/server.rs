@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Bootstrap, ServeConfig};
 use crate::data_dir::{
-    check_forceable, draw_incarnation, founder_cluster_id, mark_forced, mark_removed, open_data_dir, os_seed,
-    restored_cluster_id, write_identity, StoredIdentity, RAFT_DIR,
+    check_forceable, draw_incarnation, founder_cluster_id, mark_forced, mark_removed,
+    open_data_dir, os_seed, restored_cluster_id, write_identity, StoredIdentity, RAFT_DIR,
 };
 use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
 

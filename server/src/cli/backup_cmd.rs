@@ -78,24 +78,39 @@ pub(super) fn restore(args: &RestoreArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Temp file, fsync, rename: FILE is either the old content or the whole backup.
+/// Temp file (named for this process, so two saves never mix), fsync,
+/// rename, directory sync: FILE is either what it was or the whole backup,
+/// and nothing else is left behind.
 fn write_durably(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut temp_name = file
         .file_name()
         .with_context(|| format!("{} is not a file name", file.display()))?
         .to_os_string();
-    temp_name.push(".partial");
+    temp_name.push(format!(".partial-{}", std::process::id()));
     let temp = file.with_file_name(temp_name);
-    let written = std::fs::File::create(&temp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
+    let written = std::fs::File::create(&temp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .with_context(|| format!("cannot write {}", temp.display()))
+        .and_then(|()| {
+            std::fs::rename(&temp, file)
+                .with_context(|| format!("cannot move {} to {}", temp.display(), file.display()))
+        });
     if let Err(error) = written {
         let _ = std::fs::remove_file(&temp);
-        return Err(error).with_context(|| format!("cannot write {}", temp.display()));
+        return Err(error);
     }
-    std::fs::rename(&temp, file)
-        .with_context(|| format!("cannot move {} to {}", temp.display(), file.display()))
+    let parent = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // Makes the rename durable; not every platform can fsync a directory.
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,11 +126,11 @@ mod tests {
         let file = root.path().join("backups");
         std::fs::create_dir(&file).expect("a directory where FILE should go");
         let error = write_durably(&file, b"bytes").expect_err("cannot replace a directory");
-        let partial = root.path().join("backups.partial");
-        assert!(
-            !partial.exists(),
-            "{} left behind ({error:#})",
-            partial.display()
-        );
+        let left: Vec<_> = std::fs::read_dir(root.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|name| name != "backups")
+            .collect();
+        assert!(left.is_empty(), "{left:?} left behind ({error:#})");
     }
 }
