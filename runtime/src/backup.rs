@@ -31,6 +31,10 @@ pub const BACKUP_MAGIC: &[u8] = b"deadbolt backup v1\n";
 /// higher.
 pub const RESTORED_TERM: Term = 1;
 
+/// Largest `bump_index` a restore accepts: far above any index a cluster
+/// reaches, far below overflow, and exact in every JSON reader.
+pub const BUMP_INDEX_MAX: u64 = 1 << 50;
+
 /// A backup as it travels: where it came from and the state machine bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backup {
@@ -110,17 +114,22 @@ impl Backup {
 /// Durable on return; on error the storage may hold part of it and must be
 /// discarded (the caller restores into a fresh dir only). A backup of a
 /// cluster that never applied a command (index 0) is placed at index 1:
-/// index 0 means "no snapshot" to the log.
+/// index 0 means "no snapshot" to the log. `bump_index` places it that
+/// much higher still (etcd's `--bump-revision`): the old cluster may have
+/// handed out tokens above the backup's index after the backup was taken,
+/// and a resource that saw one refuses every lower token.
 pub fn install<S: Storage>(
     storage: &mut S,
     backup: &Backup,
     founders: Membership,
+    bump_index: u64,
 ) -> Result<(), StorageError> {
     assert!(
         founders.voters().next().is_some(),
         "a restored cluster needs founders"
     );
-    let index = backup.index.max(1);
+    assert!(bump_index <= BUMP_INDEX_MAX, "bump checked by the caller");
+    let index = backup.index.max(1) + bump_index;
     let meta = SnapshotMeta {
         last_index: index,
         last_term: RESTORED_TERM,
@@ -216,7 +225,7 @@ mod tests {
         };
         founders.members.insert(1, member);
         let original = backup();
-        install(&mut storage, &original, founders.clone()).expect("installs");
+        install(&mut storage, &original, founders.clone(), 0).expect("installs");
         drop(storage);
         let mut storage = SimStorage::open(disk, &identity).expect("reopens");
         let recovered = storage.load().expect("loads");

@@ -38,6 +38,12 @@ pub struct RestoreArgs {
     /// the same on every founder, and the same later for `deadbolt serve`.
     #[arg(long)]
     pub initial_cluster: String,
+    /// Start the new cluster's log this many indexes above the backup's, so
+    /// its fencing tokens are also above tokens the old cluster handed out
+    /// after the backup was taken (give more than the old cluster's index
+    /// grew since, e.g. its `commit_index` now minus the backup's index).
+    #[arg(long, default_value_t = 0)]
+    pub bump_index: u64,
 }
 
 /// What a restore did (printed, or as JSON with `--json`).
@@ -45,8 +51,11 @@ pub struct RestoreArgs {
 pub struct Restored {
     /// The cluster the backup was taken from.
     pub from_cluster_id: String,
-    /// The backup's committed index: new fencing tokens are above it.
+    /// The backup's committed index.
     pub index: u64,
+    /// Every fencing token the new cluster hands out is above this (the
+    /// backup's index plus `--bump-index`).
+    pub tokens_above: u64,
     /// The new cluster's id (its founding nonce is added by its first leader).
     pub cluster_id: String,
     pub node_id: NodeId,
@@ -58,6 +67,13 @@ pub struct Restored {
 /// Restores `args.file` into `args.data_dir` (see the module docs).
 pub fn run(args: &RestoreArgs) -> anyhow::Result<Restored> {
     let voters = founders(args)?;
+    if args.bump_index > backup::BUMP_INDEX_MAX {
+        bail!(
+            "--bump-index {} is above the most a restore accepts ({})",
+            args.bump_index,
+            backup::BUMP_INDEX_MAX
+        );
+    }
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read the backup {}", args.file.display()))?;
     let (backup, _state) = Backup::decode(&bytes)
@@ -69,20 +85,30 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Restored> {
     let created = !dir.exists();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("--data-dir {}: cannot create it", dir.display()))?;
-    if let Err(error) = build(dir, args.node_id, &cluster_id, &digest, &backup, &voters) {
+    let founding = Founding {
+        node_id: args.node_id,
+        cluster_id: &cluster_id,
+        digest: &digest,
+        voters: &voters,
+        bump_index: args.bump_index,
+    };
+    if let Err(error) = build(dir, &founding, &backup) {
         discard(dir, created);
         return Err(error.context("nothing was kept"));
     }
     Ok(Restored {
         from_cluster_id: backup.cluster_id,
         index: backup.index,
+        tokens_above: backup.index.max(1) + args.bump_index,
         cluster_id,
         node_id: args.node_id,
         data_dir: args.data_dir.clone(),
         serve_flags: format!(
-            "--node-id {} --data-dir {} --initial-cluster {}",
+            "--node-id {} --data-dir {} --listen-peer {} --initial-cluster {} (and your \
+             --listen-api)",
             args.node_id,
             args.data_dir.display(),
+            voters[&args.node_id],
             args.initial_cluster
         ),
     })
@@ -125,15 +151,24 @@ fn check_empty(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Raft storage first, the identity (durably) last.
-fn build(
-    dir: &Path,
+/// Who the restored node is in its new cluster.
+struct Founding<'a> {
     node_id: NodeId,
-    cluster_id: &str,
-    digest: &str,
-    backup: &Backup,
-    voters: &BTreeMap<NodeId, String>,
-) -> anyhow::Result<()> {
+    cluster_id: &'a str,
+    digest: &'a str,
+    voters: &'a BTreeMap<NodeId, String>,
+    bump_index: u64,
+}
+
+/// The Raft storage first, the identity (durably) last.
+fn build(dir: &Path, founding: &Founding<'_>, backup: &Backup) -> anyhow::Result<()> {
+    let Founding {
+        node_id,
+        cluster_id,
+        digest,
+        voters,
+        bump_index,
+    } = *founding;
     let raft_dir = dir.join(RAFT_DIR);
     let identity = Identity {
         cluster_id: cluster_id.to_owned(),
@@ -142,8 +177,13 @@ fn build(
     {
         let mut storage = FjallStorage::open(&raft_dir, &identity)
             .with_context(|| format!("cannot create the Raft storage in {}", raft_dir.display()))?;
-        backup::install(&mut storage, backup, founding_membership(voters))
-            .context("writing the backup into the new Raft storage")?;
+        backup::install(
+            &mut storage,
+            backup,
+            founding_membership(voters),
+            bump_index,
+        )
+        .context("writing the backup into the new Raft storage")?;
     }
     data_dir::write_identity(
         dir,
@@ -198,6 +238,7 @@ mod tests {
             data_dir: data_dir.to_owned(),
             node_id: 1,
             initial_cluster: "1=127.0.0.1:7071".into(),
+            bump_index: 0,
         }
     }
 

@@ -296,6 +296,24 @@ async fn a_damaged_backup_or_a_used_data_dir_is_refused_and_nothing_is_written()
         assert!(!target.data_dir.exists(), "{name}: no data dir left behind");
     }
 
+    // --bump-index lifts every new fencing token above the old cluster's
+    // later ones.
+    let mut bump_args = restore_args(&file, &target, &flags);
+    bump_args.extend(["--bump-index".into(), "1000000".into()]);
+    let (code, out, err) = cli_async(String::new(), bump_args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let restored = target.spawn(root.path(), &["--initial-cluster", &flags]);
+    let bumped = client(&[target.url()]);
+    founded(&bumped, 1).await;
+    assert_eq!(get(&bumped, "k").await, "v");
+    let grant = bumped
+        .acquire("after-bump", &AcquireRequest::default())
+        .await
+        .expect("grant");
+    assert!(grant.fencing_token > 1_000_000, "{}", grant.fencing_token);
+    drop(restored);
+    std::fs::remove_dir_all(&target.data_dir).expect("clean");
+
     // A data dir that holds a node is never written over.
     let (code, out, err) = cli_async(String::new(), restore_args(&file, &spec, &flags)).await;
     assert_eq!(code, 1, "{out}{err}");

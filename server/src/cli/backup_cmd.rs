@@ -66,12 +66,13 @@ pub(super) fn restore(args: &RestoreArgs, json: bool) -> anyhow::Result<()> {
     } else {
         println!(
             "restored the backup of cluster {} at index {} into {} as node {} of a new cluster \
-             ({}); start it with: deadbolt serve {}",
+             ({}; its fencing tokens are above {}); start it with: deadbolt serve {}",
             restored.from_cluster_id,
             restored.index,
             restored.data_dir.display(),
             restored.node_id,
             restored.cluster_id,
+            restored.tokens_above,
             restored.serve_flags
         );
     }
