@@ -287,8 +287,13 @@ async fn past_the_idempotency_bound_the_oldest_outcome_goes_and_nothing_is_refus
     assert!(window >= 0.0);
     // The newest outcome is still kept (a retry is answered from it)...
     assert_eq!(push("w-149".into()).await, size);
-    // ...the oldest went: its retry is outside the effective window.
-    assert_eq!(push("w-0".into()).await, size + 1);
+    // ...and so is the oldest of the last 100, exactly at the boundary: its
+    // retry gets the answer it got then (size 51), nothing applies again...
+    assert_eq!(push("w-50".into()).await, 51);
+    // ...the one before it went: its retry is outside the effective window
+    // and applies as a new request.
+    assert_eq!(push("w-49".into()).await, size + 1);
+    assert_eq!(push("w-0".into()).await, size + 2);
     s.stop().await;
 }
 
