@@ -119,7 +119,10 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     };
     let views = Views::default();
     let pollers = spawn_pollers(&hosts, &views, &rec);
-    let endpoints: Vec<String> = (1..=spec.nodes).map(host::api_url).collect();
+    // A joiner's API is listed from the start, as an operator would list
+    // the address of a node about to join: until it runs, its connections
+    // are refused and clients move on to the next endpoint.
+    let endpoints: Vec<String> = (1..=spec.nodes + joiners).map(host::api_url).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (client_tasks, client_hosts) = start_clients(&handle, &spec, &endpoints, &rec, &stop);
     let crashing = start_crashing_client(&handle, &spec, &schedule, &endpoints, &rec, start);
