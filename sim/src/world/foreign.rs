@@ -2,8 +2,9 @@
 //! swaps its data dir in (`FaultAction::SwapForeignDisk`, issue 14 item 6):
 //! before the run proper, the hosts found a cluster on disks of their own
 //! (same addresses, same cluster tag, same data dir incarnations; only the
-//! founding nonce differs), commit its nonce, and stop. Those disks are
-//! kept aside; the run then founds the cluster under test on blank disks.
+//! founding nonce differs), commit its nonce, and lose power at once (the
+//! harshest moment: each node knew the nonce committed only just before).
+//! Those disks are kept aside; the run then founds the cluster under test on blank disks.
 //! The other founding's Raft events go to a history of their own (each
 //! host's founding label), which the Raft checker judges alone.
 
@@ -34,7 +35,9 @@ pub(crate) struct OtherFounding {
 /// Lets `hosts` (started on disks labelled as the other founding) found
 /// their cluster until every node knows the founding nonce, then powers
 /// them off, keeps their disks and starts every host again on a blank disk
-/// of this founding.
+/// of this founding. Before the fix of seeds 567 and 474 a node's disk did
+/// not yet store the commit index covering its nonce at that moment: it
+/// claimed no founding, and the cluster under test took it in.
 pub(crate) async fn found_other_cluster(hosts: &[Host], rec: &Shared) -> OtherFounding {
     let deadline = tokio::time::Instant::now() + FOUNDING_MAX;
     while tokio::time::Instant::now() < deadline && !every_node_knows_its_nonce(hosts) {
