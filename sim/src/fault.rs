@@ -534,18 +534,29 @@ impl fmt::Display for FaultAction {
             FaultAction::RemoveVoter { id, retire } => write!(
                 f,
                 "remove voter n{id}{}",
-                if *retire { " (then retire its host)" } else { "" }
+                if *retire {
+                    " (then retire its host)"
+                } else {
+                    ""
+                }
             ),
             FaultAction::RemoveLeader { retire } => write!(
                 f,
                 "remove the leader{}",
-                if *retire { " (then retire its host)" } else { "" }
+                if *retire {
+                    " (then retire its host)"
+                } else {
+                    ""
+                }
             ),
             FaultAction::TransferLeaderTo { id } => write!(f, "leadership transfer to n{id}"),
             FaultAction::StopNode { node } => write!(f, "n{node} switched off"),
             FaultAction::StartNode { node } => write!(f, "n{node} switched on (old data dir)"),
             FaultAction::MovePeerAddr { node } => {
-                write!(f, "n{node} restarts on another peer port; its address is changed")
+                write!(
+                    f,
+                    "n{node} restarts on another peer port; its address is changed"
+                )
             }
             FaultAction::SwapForeignDisk { node } => {
                 write!(f, "n{node} gets the data dir of another founding")

@@ -67,7 +67,11 @@ impl PeerSet {
     /// the membership in force at `commit_index` (checked on every Ready;
     /// only a moved commit index costs anything). True when this completed
     /// the cluster id with the founding nonce.
-    pub(super) fn sync_committed(&mut self, committed: &Membership, commit_index: LogIndex) -> bool {
+    pub(super) fn sync_committed(
+        &mut self,
+        committed: &Membership,
+        commit_index: LogIndex,
+    ) -> bool {
         if commit_index == self.synced_commit {
             return false;
         }

@@ -164,8 +164,9 @@ fn check_foreign(foreign: &RaftHistory, swapped: &ForeignNode, out: &mut Vec<Mem
                 out.push(MembershipViolation::ForeignNodeLed { node, term, at_ns });
                 continue;
             }
-            NodeObservation::CommitIndex { index, .. }
-            | NodeObservation::Applied { index, .. } => index,
+            NodeObservation::CommitIndex { index, .. } | NodeObservation::Applied { index, .. } => {
+                index
+            }
             _ => continue,
         };
         if index > swapped.founding_commit {
@@ -288,7 +289,11 @@ mod tests {
             matches!(
                 v.as_slice(),
                 [
-                    MembershipViolation::ForeignNodeLed { node: 3, term: 7, .. },
+                    MembershipViolation::ForeignNodeLed {
+                        node: 3,
+                        term: 7,
+                        ..
+                    },
                     MembershipViolation::ForeignNodeAdvanced {
                         node: 3,
                         index: 5,

@@ -553,7 +553,10 @@ impl Episodes<'_> {
                 let remove = if replaced.is_none() && rng.chance(1, 2) {
                     FaultAction::RemoveLeader { retire: true }
                 } else {
-                    FaultAction::RemoveVoter { id: node, retire: true }
+                    FaultAction::RemoveVoter {
+                        id: node,
+                        retire: true,
+                    }
                 };
                 story_actions.push((at, remove));
                 let at = then(&mut rng, 500, 3_000);
@@ -562,7 +565,10 @@ impl Episodes<'_> {
             Reconfig::RemovedRestart => {
                 story_actions.push((at, FaultAction::StopNode { node }));
                 let at = then(&mut rng, 300, 1_500);
-                let remove = FaultAction::RemoveVoter { id: node, retire: false };
+                let remove = FaultAction::RemoveVoter {
+                    id: node,
+                    retire: false,
+                };
                 story_actions.push((at, remove));
                 let at = then(&mut rng, 1_000, 4_000);
                 story_actions.push((at, FaultAction::StartNode { node }));
@@ -577,7 +583,10 @@ impl Episodes<'_> {
                 // Half the time the operator notices and replaces it.
                 if rng.chance(1, 2) {
                     let at = then(&mut rng, 1_000, 4_000);
-                    let remove = FaultAction::RemoveVoter { id: node, retire: true };
+                    let remove = FaultAction::RemoveVoter {
+                        id: node,
+                        retire: true,
+                    };
                     story_actions.push((at, remove));
                     let at = then(&mut rng, 500, 3_000);
                     story_actions.push((at, FaultAction::JoinNode { id: joiner }));
@@ -1015,7 +1024,10 @@ mod tests {
                 }));
             }
             let amnesia = FaultSchedule::generate(seed, FaultMix::Amnesia, 3, 20_000);
-            assert!(!amnesia.actions.iter().any(|a| a.action.is_reconfiguration()));
+            assert!(!amnesia
+                .actions
+                .iter()
+                .any(|a| a.action.is_reconfiguration()));
         }
         assert!((240..360).contains(&reconfigured), "{reconfigured} of 600");
         // Join (grow), remove voter/leader (replace), stop (removed

@@ -293,7 +293,11 @@ impl Executor {
     /// `serve --join` does: it starts as a joiner of the cluster id that
     /// member names, then asks to be added (`world::reconfig::join`).
     fn join_node(&mut self, id: NodeId) {
-        assert_eq!(id, self.hosts.len() as NodeId + 1, "joiners come in id order");
+        assert_eq!(
+            id,
+            self.hosts.len() as NodeId + 1,
+            "joiners come in id order"
+        );
         let member = self
             .hosts
             .iter()
@@ -360,9 +364,9 @@ impl Executor {
         let leader = self.views.leader();
         let handle = leader.and_then(|l| self.host(l).node_handle());
         let (Some(leader), Some(handle)) = (leader, handle) else {
-            self.rec
-                .lock()
-                .harness(format!("leadership transfer to n{id}: no leader known, skipped"));
+            self.rec.lock().harness(format!(
+                "leadership transfer to n{id}: no leader known, skipped"
+            ));
             return;
         };
         if leader == id {

@@ -85,7 +85,10 @@ pub(crate) async fn found_other_cluster(hosts: &[Host], rec: &Shared) -> OtherFo
 fn cluster_ids(hosts: &[Host]) -> Vec<String> {
     hosts
         .iter()
-        .filter_map(|h| h.node_handle().map(|n| format!("n{}: {}", h.id, n.cluster_id())))
+        .filter_map(|h| {
+            h.node_handle()
+                .map(|n| format!("n{}: {}", h.id, n.cluster_id()))
+        })
         .collect()
 }
 

@@ -270,7 +270,8 @@ async fn run_incarnation(
 ) {
     let (id, current, rec) = (setup.id, setup.current.clone(), setup.rec.clone());
     if let Some(refusal) = refusal_to_start(&current) {
-        rec.lock().harness(format!("n{id} does not start: {refusal}"));
+        rec.lock()
+            .harness(format!("n{id} does not start: {refusal}"));
         return;
     }
     let ip = server_ip(id);

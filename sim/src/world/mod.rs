@@ -39,8 +39,8 @@ use crate::check::durability::DurabilityInput;
 use crate::check::grant_leak::GrantLeakInput;
 use crate::check::lease_expiry::{AbandonedSession, LeaseExpiryInput};
 use crate::check::linearizability::LinearizabilityConfig;
-use crate::check::membership::{ForeignNode, MembershipInput, RemovedNode};
 use crate::check::liveness::{LivenessInput, Probe};
+use crate::check::membership::{ForeignNode, MembershipInput, RemovedNode};
 use crate::check::{check_run, CheckReport, RunInputs};
 use crate::fault::{FaultAction, FaultSchedule};
 use crate::history::{

@@ -73,10 +73,12 @@ pub(crate) fn spawn_join(members: Members, joiner: Joiner, rec: Shared) {
             async move { h.add(joiner, ATTEMPT_MAX).await }
         })
         .await;
-        rec.lock().harness(format!("n{id} join: {}", outcome(&asked)));
+        rec.lock()
+            .harness(format!("n{id} join: {}", outcome(&asked)));
         if asked.is_ok() {
             let promote = |h: NodeHandle| async move { h.promote_member(id, ATTEMPT_MAX).await };
-            let promoted = ask_until(&members, id, PROMOTE_MAX, OnConflict::AskAgain, promote).await;
+            let promoted =
+                ask_until(&members, id, PROMOTE_MAX, OnConflict::AskAgain, promote).await;
             rec.lock()
                 .harness(format!("n{id} promotion: {}", outcome(&promoted)));
         }
