@@ -3,7 +3,9 @@
 //! after the faults heal, has learned it was removed and stopped; a node
 //! carrying another founding's data dir never leads and never commits past
 //! what its own founding had committed when the disk was taken (this
-//! cluster never accepts it, so nothing can feed it a log).
+//! cluster never accepts it, so nothing can feed it a log); once the faults
+//! healed, the leader's membership lists no removed node and no voter that
+//! never ran (a member added but never started stays a learner).
 //!
 //! The other founding's Raft observations are a history of their own (the
 //! harness routes them by the disk a host runs on): the Raft checker judges
@@ -39,11 +41,23 @@ pub struct ForeignNode {
     pub founding_commit: LogIndex,
 }
 
+/// The membership the leader reported after the heal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinalMembership {
+    pub leader: NodeId,
+    pub members: Vec<NodeId>,
+    pub voters: Vec<NodeId>,
+    /// Every node id a host ever ran under (founders and joiners).
+    pub hosts: Vec<NodeId>,
+}
+
 /// What the harness knows of the run's reconfigurations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembershipInput {
     pub removed: Vec<RemovedNode>,
     pub foreign: Vec<ForeignNode>,
+    /// None when no leader answered after the heal (liveness says why).
+    pub last: Option<FinalMembership>,
 }
 
 /// A broken membership promise.
@@ -72,6 +86,12 @@ pub enum MembershipViolation {
         founding_commit: LogIndex,
         at_ns: SimTimeNs,
     },
+    /// After the heal, the leader still lists a node whose removal
+    /// committed.
+    RemovedNodeListed { node: NodeId, leader: NodeId },
+    /// After the heal, a voter no host ever ran: it can never acknowledge,
+    /// yet counts in every quorum.
+    PhantomVoter { node: NodeId, leader: NodeId },
 }
 
 impl fmt::Display for MembershipViolation {
@@ -110,6 +130,15 @@ impl fmt::Display for MembershipViolation {
                  its founding had committed only {founding_commit}: it was fed a log",
                 fmt_time(*at_ns)
             ),
+            MembershipViolation::RemovedNodeListed { node, leader } => write!(
+                f,
+                "after the heal, leader n{leader} still lists n{node}, whose removal committed"
+            ),
+            MembershipViolation::PhantomVoter { node, leader } => write!(
+                f,
+                "after the heal, leader n{leader} counts n{node} as a voter, but no node n{node} \
+                 ever ran"
+            ),
         }
     }
 }
@@ -128,7 +157,27 @@ pub fn check_membership(
     for node in &input.foreign {
         check_foreign(foreign, node, &mut violations);
     }
+    if let Some(last) = &input.last {
+        check_last(last, &input.removed, &mut violations);
+    }
     violations
+}
+
+fn check_last(last: &FinalMembership, removed: &[RemovedNode], out: &mut Vec<MembershipViolation>) {
+    let leader = last.leader;
+    for r in removed {
+        if last.members.contains(&r.node) {
+            out.push(MembershipViolation::RemovedNodeListed {
+                node: r.node,
+                leader,
+            });
+        }
+    }
+    for &node in &last.voters {
+        if !last.hosts.contains(&node) {
+            out.push(MembershipViolation::PhantomVoter { node, leader });
+        }
+    }
 }
 
 fn check_removed(main: &RaftHistory, removed: &RemovedNode, out: &mut Vec<MembershipViolation>) {
@@ -203,6 +252,7 @@ mod tests {
                 still_serving,
             }],
             foreign: vec![],
+            last: None,
         }
     }
 
@@ -249,7 +299,38 @@ mod tests {
                 swapped_ns: 100,
                 founding_commit: 4,
             }],
+            last: None,
         }
+    }
+
+    #[test]
+    fn after_the_heal_no_removed_member_and_no_voter_that_never_ran() {
+        let last = |members: Vec<NodeId>, voters: Vec<NodeId>| MembershipInput {
+            last: Some(FinalMembership {
+                leader: 1,
+                members,
+                voters,
+                hosts: vec![1, 2, 3, 4],
+            }),
+            ..removed(2, 20, false)
+        };
+        let none = RaftHistory::new();
+        // A learner that never ran is fine; a removed node gone is fine.
+        let ok = last(vec![1, 3, 4, 100], vec![1, 3, 4]);
+        assert_eq!(check_membership(&none, &none, &ok), vec![]);
+        let bad = last(vec![1, 2, 3, 100], vec![1, 3, 100]);
+        let v = check_membership(&none, &none, &bad);
+        assert_eq!(
+            v,
+            vec![
+                MembershipViolation::RemovedNodeListed { node: 2, leader: 1 },
+                MembershipViolation::PhantomVoter {
+                    node: 100,
+                    leader: 1
+                }
+            ]
+        );
+        assert!(v[1].to_string().contains("no node n100 ever ran"));
     }
 
     #[test]

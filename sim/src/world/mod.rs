@@ -40,7 +40,7 @@ use crate::check::grant_leak::GrantLeakInput;
 use crate::check::lease_expiry::{AbandonedSession, LeaseExpiryInput};
 use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
-use crate::check::membership::{ForeignNode, MembershipInput, RemovedNode};
+use crate::check::membership::{FinalMembership, ForeignNode, MembershipInput, RemovedNode};
 use crate::check::{check_run, CheckReport, RunInputs};
 use crate::fault::{FaultAction, FaultSchedule};
 use crate::history::{
@@ -171,6 +171,11 @@ async fn simulate(spec: RunSpec) -> RunRecord {
     };
 
     let removed_serving = removed_nodes_stop(&executor, &rec).await;
+    let last_membership = if changes_membership(&schedule) {
+        last_membership(&executor, &views, &rec).await
+    } else {
+        None
+    };
 
     // Phase 3: power loss everywhere, restart, read back.
     let mut fault_rng = rng_for(spec.seed, Concern::FaultExecution, 1);
@@ -201,7 +206,12 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         let r = rec.lock();
         r.clone()
     };
-    let membership = membership_input(&recorder, &removed_serving, founding_commit);
+    let membership = membership_input(
+        &recorder,
+        &removed_serving,
+        founding_commit,
+        last_membership,
+    );
     let checked = Checked {
         liveness,
         lease_expiry,
@@ -612,13 +622,52 @@ async fn removed_nodes_stop(executor: &Executor, rec: &Shared) -> BTreeSet<NodeI
     }
 }
 
-/// The membership checker's input: None in a run that did not reconfigure.
+/// Whether the schedule changes the membership (the phantom member or a
+/// reconfiguration story).
+fn changes_membership(schedule: &FaultSchedule) -> bool {
+    schedule
+        .actions
+        .iter()
+        .any(|a| a.action.is_reconfiguration() || matches!(a.action, FaultAction::AddMember { .. }))
+}
+
+/// The membership as the leader reports it after the heal (None without
+/// a leader that answers).
+async fn last_membership(
+    executor: &Executor,
+    views: &Views,
+    rec: &Shared,
+) -> Option<FinalMembership> {
+    let leader = views.leader()?;
+    let handle = executor.hosts[(leader - 1) as usize].node_handle()?;
+    let status = handle.status().await.ok()?;
+    let members: Vec<NodeId> = status.members.iter().map(|m| m.id).collect();
+    let voters: Vec<NodeId> = status
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    rec.lock().harness(format!(
+        "membership after the heal (n{leader}'s view): members {members:?}, voters {voters:?}"
+    ));
+    Some(FinalMembership {
+        leader,
+        members,
+        voters,
+        hosts: executor.hosts.iter().map(|h| h.id).collect(),
+    })
+}
+
+/// The membership checker's input: None in a run that did not change its
+/// membership.
 fn membership_input(
     recorder: &Recorder,
     removed_serving: &BTreeSet<NodeId>,
     founding_commit: LogIndex,
+    last: Option<FinalMembership>,
 ) -> Option<MembershipInput> {
-    if recorder.removals.is_empty() && recorder.foreign_swaps.is_empty() {
+    if recorder.removals.is_empty() && recorder.foreign_swaps.is_empty() && last.is_none() {
         return None;
     }
     let removed = recorder
@@ -639,7 +688,11 @@ fn membership_input(
             founding_commit,
         })
         .collect();
-    Some(MembershipInput { removed, foreign })
+    Some(MembershipInput {
+        removed,
+        foreign,
+        last,
+    })
 }
 
 /// What the harness measured for the checkers besides the recorder.
