@@ -2,7 +2,10 @@
 //! links, loss, latency), madsim's process control (kill, restart, pause,
 //! resume), each host's simulated disk (crash before restart), clock
 //! (drift, jumps) and link-fault table (our transport drops, duplicates and
-//! reorders Raft frames). Every action is recorded in the timeline.
+//! reorders Raft frames), and membership changes through a node's handle
+//! (joining hosts it creates, removals, moved peer addresses, another
+//! founding's data dir; `world::reconfig` runs the operator's side). Every
+//! action is recorded in the timeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,7 +172,8 @@ impl Executor {
     }
 
     fn restart(&mut self, node: NodeId) {
-        if !self.down.remove(&node) {
+        // A retired host stays off (its init would start nothing anyway).
+        if !self.down.remove(&node) || self.host(node).is_retired() {
             return;
         }
         let founding = self.host(node).founding.load(Ordering::SeqCst);
@@ -291,7 +295,7 @@ impl Executor {
 
     /// A new host with a blank disk joins through a running member, as
     /// `serve --join` does: it starts as a joiner of the cluster id that
-    /// member names, then asks to be added (`world::reconfig::join`).
+    /// member names, then asks to be added (`reconfig::spawn_join`).
     fn join_node(&mut self, id: NodeId) {
         assert_eq!(
             id,
