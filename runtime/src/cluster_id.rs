@@ -14,6 +14,14 @@
 //! founding beyond the founding entry (the first leader records the nonce
 //! before anything else changes the membership), so it can still become
 //! part of either; two different nonces are two foundings, never one.
+//! That holds only if a node never forgets that its nonce committed: a
+//! commit-only change is stored with the next write, and a founding that
+//! wrote nothing after its nonce left data dirs whose stored commit index
+//! was below it, which came back claiming the bare tag and were taken in
+//! by another founding of that tag (simulation seeds 567 and 474). So the
+//! Raft actor has the commit index stored as soon as its committed
+//! membership gains the nonce (`Replica::persist_commit_index`); a node
+//! that loses power within that write still comes back without it.
 
 use std::fmt;
 

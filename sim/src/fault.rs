@@ -395,10 +395,75 @@ pub enum FaultAction {
     RemoveMember {
         id: NodeId,
     },
+    /// A new host `id` with a blank disk joins the way `serve --join` does
+    /// (issue 14 item 6): it starts as a joiner with the cluster id a
+    /// running member names, asks that member to add it (a learner, with
+    /// its incarnation and cluster id), catches up and is promoted.
+    JoinNode {
+        id: NodeId,
+    },
+    /// An operator removes voter `id` (asked until the cluster commits it
+    /// or refuses it for good); with `retire`, the host is then switched
+    /// off for good once the removal is known committed.
+    RemoveVoter {
+        id: NodeId,
+        retire: bool,
+    },
+    /// The same for whichever node leads when it strikes (skipped when no
+    /// leader is known).
+    RemoveLeader {
+        retire: bool,
+    },
+    /// The node that leads now hands leadership to `id` (e.g. a joiner).
+    TransferLeaderTo {
+        id: NodeId,
+    },
+    /// Kill the node without a disk fault (it stays down until
+    /// `StartNode`): a machine switched off, e.g. while it is removed.
+    StopNode {
+        node: NodeId,
+    },
+    /// Start a node stopped by `StopNode` again, on its old data dir.
+    StartNode {
+        node: NodeId,
+    },
+    /// The node is stopped cleanly and started again listening for peers
+    /// on another port; the operator then changes its peer address in the
+    /// membership through a member's handle (PATCH), asked until committed.
+    MovePeerAddr {
+        node: NodeId,
+    },
+    /// Kill the node and put the data dir of its namesake in another
+    /// founding of the same founder list (same tag, same incarnation, other
+    /// founding nonce) under it, then start it: it must never be accepted,
+    /// talk Raft with this cluster or lead it. The run founds that other
+    /// cluster first (`world::foreign`).
+    SwapForeignDisk {
+        node: NodeId,
+    },
 }
 
 /// The id of the member the membership episode adds: never a host's.
 pub const PHANTOM_NODE_ID: NodeId = 100;
+
+impl FaultAction {
+    /// Whether this action belongs to the reconfiguration episode (issue 14
+    /// item 6, `FaultSchedule`'s own stream): the pin test takes them out
+    /// to show that every other draw stayed where it was.
+    pub fn is_reconfiguration(&self) -> bool {
+        matches!(
+            self,
+            FaultAction::JoinNode { .. }
+                | FaultAction::RemoveVoter { .. }
+                | FaultAction::RemoveLeader { .. }
+                | FaultAction::TransferLeaderTo { .. }
+                | FaultAction::StopNode { .. }
+                | FaultAction::StartNode { .. }
+                | FaultAction::MovePeerAddr { .. }
+                | FaultAction::SwapForeignDisk { .. }
+        )
+    }
+}
 
 impl fmt::Display for FaultAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -465,6 +530,37 @@ impl fmt::Display for FaultAction {
             FaultAction::AddMember { id } => write!(f, "add member n{id} (never starts)"),
             FaultAction::PromoteMember { id } => write!(f, "promote member n{id}"),
             FaultAction::RemoveMember { id } => write!(f, "remove member n{id}"),
+            FaultAction::JoinNode { id } => write!(f, "n{id} joins with a blank disk"),
+            FaultAction::RemoveVoter { id, retire } => write!(
+                f,
+                "remove voter n{id}{}",
+                if *retire {
+                    " (then retire its host)"
+                } else {
+                    ""
+                }
+            ),
+            FaultAction::RemoveLeader { retire } => write!(
+                f,
+                "remove the leader{}",
+                if *retire {
+                    " (then retire its host)"
+                } else {
+                    ""
+                }
+            ),
+            FaultAction::TransferLeaderTo { id } => write!(f, "leadership transfer to n{id}"),
+            FaultAction::StopNode { node } => write!(f, "n{node} switched off"),
+            FaultAction::StartNode { node } => write!(f, "n{node} switched on (old data dir)"),
+            FaultAction::MovePeerAddr { node } => {
+                write!(
+                    f,
+                    "n{node} restarts on another peer port; its address is changed"
+                )
+            }
+            FaultAction::SwapForeignDisk { node } => {
+                write!(f, "n{node} gets the data dir of another founding")
+            }
         }
     }
 }

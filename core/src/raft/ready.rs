@@ -83,6 +83,9 @@ pub(crate) struct Unwritten {
     truncate_from: Option<LogIndex>,
     snapshot: Option<SnapshotToInstall>,
     hard_state: HardState,
+    /// The embedder asked for the commit index to be stored even without
+    /// another write (`Replica::persist_commit_index`).
+    commit_wanted: bool,
 }
 
 /// The log writes of one Ready.
@@ -103,7 +106,19 @@ impl Unwritten {
             truncate_from: None,
             snapshot: None,
             hard_state,
+            commit_wanted: false,
         }
+    }
+
+    /// The next Ready stores the commit index even if it writes nothing
+    /// else (once; a no-op when storage already holds it).
+    pub(crate) fn want_commit(&mut self) {
+        self.commit_wanted = true;
+    }
+
+    /// Whether a commit index that storage lacks was asked to be stored.
+    pub(crate) fn commit_wanted(&self, commit_index: LogIndex) -> bool {
+        self.commit_wanted && commit_index != self.hard_state.commit_index
     }
 
     /// Entries from `first` on entered the log.
@@ -147,13 +162,15 @@ impl Unwritten {
     }
 
     /// The hard state this Ready must store, if any: always when term or vote
-    /// changed; a changed commit index only when the Ready `writes` anyway.
+    /// changed; a changed commit index only when the Ready `writes` anyway
+    /// or the embedder asked for it (`want_commit`).
     pub(crate) fn take_hard_state(
         &mut self,
         current: HardState,
         writes: bool,
     ) -> Option<HardState> {
         let vote_changed = self.vote_changed(current.term, current.voted_for);
+        let writes = writes || std::mem::take(&mut self.commit_wanted);
         if vote_changed || (writes && current != self.hard_state) {
             self.hard_state = current;
             Some(current)
@@ -280,6 +297,19 @@ mod tests {
         let voted = hard_state(3, None, 5);
         assert_eq!(u.take_hard_state(voted, false), Some(voted));
         assert!(!u.vote_changed(3, None));
+    }
+
+    #[test]
+    fn a_wanted_commit_index_is_stored_without_other_writes_once() {
+        let mut u = Unwritten::new(hard_state(2, Some(1), 4), None);
+        let moved = hard_state(2, Some(1), 6);
+        assert!(!u.commit_wanted(6));
+        u.want_commit();
+        assert!(u.commit_wanted(6));
+        assert!(!u.commit_wanted(4), "storage holds it already");
+        assert_eq!(u.take_hard_state(moved, false), Some(moved));
+        assert!(!u.commit_wanted(7), "asked once");
+        assert_eq!(u.take_hard_state(hard_state(2, Some(1), 7), false), None);
     }
 
     #[test]

@@ -168,6 +168,16 @@ impl Replica {
         self.commit_index
     }
 
+    /// Stores the commit index with the next Ready even if nothing else is
+    /// written (normally a commit-only change waits for the next write).
+    /// For facts a restart must not forget, e.g. that the founding nonce in
+    /// the log is committed: a node that restarts not knowing it would claim
+    /// no founding at all, which a cluster of another founding with the
+    /// same tag cannot refuse.
+    pub fn persist_commit_index(&mut self) {
+        self.unwritten.want_commit();
+    }
+
     /// The membership in force: the latest one in the log, committed or not.
     pub fn membership(&self) -> &Membership {
         self.memberships.latest()
@@ -1354,7 +1364,9 @@ impl Replica {
 
     /// Whether state changed that the next Ready must write.
     fn has_unwritten(&self) -> bool {
-        self.unwritten.has_log_writes() || self.unwritten.vote_changed(self.term, self.voted_for)
+        self.unwritten.has_log_writes()
+            || self.unwritten.vote_changed(self.term, self.voted_for)
+            || self.unwritten.commit_wanted(self.commit_index)
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {

@@ -662,10 +662,17 @@ impl Actor {
         // The membership takes effect on append: know the peers before
         // sending to them.
         self.io.peers.sync(self.replica.membership());
-        self.io.peers.sync_committed(
+        let founded = self.io.peers.sync_committed(
             self.replica.committed_membership(),
             self.replica.commit_index(),
         );
+        if founded {
+            // A restart must not forget that the nonce is committed: on a
+            // commit index below it, the node would claim no founding, and
+            // a cluster of another founding with the same tag would take
+            // its data dir (simulation seeds 567 and 474).
+            self.replica.persist_commit_index();
+        }
         self.refresh_leader_hint();
         // 2. Messages.
         for (to, message) in messages {

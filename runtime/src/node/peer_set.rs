@@ -65,12 +65,20 @@ impl PeerSet {
 
     /// Keeps the transport's cluster id and committed membership equal to
     /// the membership in force at `commit_index` (checked on every Ready;
-    /// only a moved commit index costs anything).
-    pub(super) fn sync_committed(&mut self, committed: &Membership, commit_index: LogIndex) {
-        if commit_index != self.synced_commit {
-            self.cluster.set_committed(committed, commit_index);
-            self.synced_commit = commit_index;
+    /// only a moved commit index costs anything). True when this completed
+    /// the cluster id with the founding nonce.
+    pub(super) fn sync_committed(
+        &mut self,
+        committed: &Membership,
+        commit_index: LogIndex,
+    ) -> bool {
+        if commit_index == self.synced_commit {
+            return false;
         }
+        let had_nonce = self.cluster.id().nonce().is_some();
+        self.cluster.set_committed(committed, commit_index);
+        self.synced_commit = commit_index;
+        !had_nonce && self.cluster.id().nonce().is_some()
     }
 
     /// The incarnations the transport checks and the claims it saw.

@@ -12,6 +12,7 @@ pub mod lease_expiry;
 pub mod linearizability;
 pub mod liveness;
 pub mod lock_safety;
+pub mod membership;
 pub mod raft;
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub use lease_expiry::LeaseExpiryViolation;
 pub use linearizability::LinearizabilityViolation;
 pub use liveness::LivenessViolation;
 pub use lock_safety::{FencingViolation, LockSafetyViolation};
+pub use membership::MembershipViolation;
 pub use raft::RaftViolation;
 
 /// Which checker spoke.
@@ -39,6 +41,7 @@ pub enum Checker {
     Liveness,
     LeaseExpiry,
     GrantLeak,
+    Membership,
     Determinism,
 }
 
@@ -53,6 +56,7 @@ impl fmt::Display for Checker {
             Checker::Liveness => "liveness",
             Checker::LeaseExpiry => "lease-expiry",
             Checker::GrantLeak => "grant-leak",
+            Checker::Membership => "membership",
             Checker::Determinism => "determinism",
         })
     }
@@ -69,6 +73,7 @@ pub enum Violation {
     Liveness(LivenessViolation),
     LeaseExpiry(LeaseExpiryViolation),
     GrantLeak(GrantLeakViolation),
+    Membership(MembershipViolation),
     Determinism(DeterminismViolation),
 }
 
@@ -83,6 +88,7 @@ impl Violation {
             Violation::Liveness(_) => Checker::Liveness,
             Violation::LeaseExpiry(_) => Checker::LeaseExpiry,
             Violation::GrantLeak(_) => Checker::GrantLeak,
+            Violation::Membership(_) => Checker::Membership,
             Violation::Determinism(_) => Checker::Determinism,
         }
     }
@@ -100,6 +106,7 @@ impl fmt::Display for Violation {
             Violation::Liveness(v) => v.fmt(f),
             Violation::LeaseExpiry(v) => v.fmt(f),
             Violation::GrantLeak(v) => v.fmt(f),
+            Violation::Membership(v) => v.fmt(f),
             Violation::Determinism(v) => v.fmt(f),
         }
     }
@@ -145,6 +152,11 @@ impl From<LeaseExpiryViolation> for Violation {
 impl From<GrantLeakViolation> for Violation {
     fn from(v: GrantLeakViolation) -> Self {
         Violation::GrantLeak(v)
+    }
+}
+impl From<MembershipViolation> for Violation {
+    fn from(v: MembershipViolation) -> Self {
+        Violation::Membership(v)
     }
 }
 impl From<DeterminismViolation> for Violation {
@@ -253,6 +265,11 @@ pub struct RunInputs<'a> {
     pub lease_expiry: Option<&'a lease_expiry::LeaseExpiryInput>,
     /// What the impatient client's session held at the end.
     pub grant_leak: Option<&'a grant_leak::GrantLeakInput>,
+    /// The Raft observations of nodes running another founding's data
+    /// dir: checked as a history of their own, never merged with `raft`.
+    pub foreign_raft: Option<&'a RaftHistory>,
+    /// Removed nodes and foreign data dirs of a reconfiguring run.
+    pub membership: Option<&'a membership::MembershipInput>,
 }
 
 /// Runs every single-run checker and gathers their findings.
@@ -261,7 +278,12 @@ pub fn check_run(
     config: &linearizability::LinearizabilityConfig,
 ) -> CheckReport {
     let mut report = CheckReport::new();
-    report.add(Checker::Raft, raft::check_raft(inputs.raft));
+    let mut raft_violations = raft::check_raft(inputs.raft);
+    if let Some(foreign) = inputs.foreign_raft {
+        // One history per founding: each must be a correct Raft run alone.
+        raft_violations.extend(raft::check_raft(foreign));
+    }
+    report.add(Checker::Raft, raft_violations);
     report.add_linearizability(linearizability::check_linearizability(
         inputs.clients,
         config,
@@ -287,6 +309,14 @@ pub fn check_run(
     }
     if let Some(g) = inputs.grant_leak {
         report.add(Checker::GrantLeak, grant_leak::check_grant_leak(g));
+    }
+    if let Some(m) = inputs.membership {
+        let none = RaftHistory::new();
+        let foreign = inputs.foreign_raft.unwrap_or(&none);
+        report.add(
+            Checker::Membership,
+            membership::check_membership(inputs.raft, foreign, m),
+        );
     }
     report
 }
@@ -344,6 +374,8 @@ mod tests {
             liveness: None,
             lease_expiry: None,
             grant_leak: None,
+            foreign_raft: None,
+            membership: None,
         };
         let report = check_run(&inputs, &config);
         assert!(report.is_ok(), "{report}");
@@ -369,6 +401,8 @@ mod tests {
             liveness: Some(&liveness),
             lease_expiry: None,
             grant_leak: None,
+            foreign_raft: None,
+            membership: None,
         };
         let report = check_run(&inputs, &config);
         assert_eq!(report.violations.len(), 3, "{report}");

@@ -49,8 +49,11 @@ impl InForce {
             | FaultAction::ReplaceDisk { node } => {
                 self.down.insert(*node);
             }
-            FaultAction::Restart { node } => {
+            FaultAction::Restart { node } | FaultAction::StartNode { node } => {
                 self.down.remove(node);
+            }
+            FaultAction::StopNode { node } => {
+                self.down.insert(*node);
             }
             FaultAction::Pause { node } => {
                 self.paused.insert(*node);
@@ -67,7 +70,13 @@ impl InForce {
             | FaultAction::TransferLeader { .. }
             | FaultAction::AddMember { .. }
             | FaultAction::PromoteMember { .. }
-            | FaultAction::RemoveMember { .. } => {}
+            | FaultAction::RemoveMember { .. }
+            | FaultAction::JoinNode { .. }
+            | FaultAction::RemoveVoter { .. }
+            | FaultAction::RemoveLeader { .. }
+            | FaultAction::TransferLeaderTo { .. }
+            | FaultAction::MovePeerAddr { .. }
+            | FaultAction::SwapForeignDisk { .. } => {}
         }
     }
 }
@@ -81,7 +90,16 @@ impl FaultSchedule {
         let mut in_force = InForce::default();
         let mut since: Option<u64> = None;
         for timed in &self.actions {
-            if let FaultAction::GracefulRestart { .. } = timed.action {
+            // A removal (a leader's: an election), a moved address (the
+            // node unreachable until the change commits), a swapped disk
+            // and a forced transfer stall commits for a moment too.
+            if let FaultAction::GracefulRestart { .. }
+            | FaultAction::RemoveVoter { .. }
+            | FaultAction::RemoveLeader { .. }
+            | FaultAction::TransferLeaderTo { .. }
+            | FaultAction::MovePeerAddr { .. }
+            | FaultAction::SwapForeignDisk { .. } = timed.action
+            {
                 let end = (timed.at_ms + GRACEFUL_RESTART_DISTURBS_MS).min(self.faults_end_ms);
                 raw.push((timed.at_ms, end.max(timed.at_ms)));
             }

@@ -24,6 +24,12 @@ const MEMBERSHIP_STREAM: u64 = 2;
 /// One seed in this many (every mix but amnesia) adds a member that never
 /// starts, tries to promote it, then removes it.
 const PHANTOM_MEMBER_ONE_IN: u64 = 3;
+/// The sub-stream of the reconfiguration episode (issue 14 item 6).
+const RECONFIG_STREAM: u64 = 3;
+/// One seed in this many (every mix but amnesia) changes its membership
+/// with real nodes: joins, removals (the leader's too), a replaced node, a
+/// removed node restarted, a moved peer address, another founding's disk.
+const RECONFIG_ONE_IN: u64 = 2;
 
 /// An action and when it strikes (simulated ms since the run started).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +126,7 @@ impl FaultSchedule {
             // every other draw of every seed where it was.
             replaced_disk_rng: rng_for(seed, Concern::Faults, REPLACED_DISK_STREAM),
             membership_rng: rng_for(seed, Concern::Faults, MEMBERSHIP_STREAM),
+            reconfig_rng: rng_for(seed, Concern::Faults, RECONFIG_STREAM),
             nodes,
             window: (WARMUP_MS, end),
             out: Vec::new(),
@@ -133,6 +140,7 @@ impl FaultSchedule {
         episodes.clock_faults();
         episodes.leader_churn(&mut churn_rng);
         episodes.phantom_member();
+        episodes.reconfiguration();
         let mut out = episodes.out;
         // Stable sort: equal times keep generation order (a cut before the
         // heal that ends a zero-length episode).
@@ -178,6 +186,8 @@ struct Episodes<'a> {
     replaced_disk_rng: SplitMix64,
     /// The stream of the membership episode (`phantom_member`).
     membership_rng: SplitMix64,
+    /// The stream of the reconfiguration episode (`reconfiguration`).
+    reconfig_rng: SplitMix64,
     nodes: u64,
     /// Faults strike in `[window.0, window.1)`; undos land at `window.1` at
     /// the latest.
@@ -489,6 +499,105 @@ impl Episodes<'_> {
         self.push(remove_at, FaultAction::RemoveMember { id });
     }
 
+    /// In one seed in [`RECONFIG_ONE_IN`] (not amnesia), one
+    /// reconfiguration story with real nodes, while the other faults run
+    /// (issue 14 item 6). Its own stream, drawn last: no other episode
+    /// moves. The joiner is host `nodes + 1`. A three-node cluster whose
+    /// voter got a replaced data dir (refused for good) has no voter to
+    /// spare: it only grows or replaces that voter, as an operator would.
+    fn reconfiguration(&mut self) {
+        let mut rng = self.reconfig_rng.clone();
+        if self.plan.mix == FaultMix::Amnesia || !rng.chance(1, RECONFIG_ONE_IN) {
+            return;
+        }
+        let (start, end) = self.window;
+        let replaced = self.out.iter().find_map(|a| match a.action {
+            FaultAction::ReplaceDisk { node } => Some(node),
+            _ => None,
+        });
+        let story = if self.nodes < 3 {
+            Reconfig::Grow
+        } else {
+            Reconfig::ALL[rng.range_u64(0, Reconfig::ALL.len() as u64) as usize]
+        };
+        let story = match (story, replaced) {
+            (Reconfig::Grow | Reconfig::Replace, _) | (_, None) => story,
+            (_, Some(_)) if self.nodes == 3 => Reconfig::Replace,
+            _ => story,
+        };
+        let mut node = rng.range_u64(1, self.nodes + 1);
+        match replaced {
+            Some(r) if story == Reconfig::Replace => node = r,
+            Some(r) if node == r => node = r % self.nodes + 1,
+            _ => {}
+        }
+        let mut t = rng.range_u64(start, start + (end - start) / 3 + 1);
+        let joiner = self.nodes + 1;
+        let mut then = |rng: &mut SplitMix64, lo: u64, hi: u64| {
+            t = (t + rng.range_u64(lo, hi)).min(end);
+            t
+        };
+        let mut story_actions: Vec<(u64, FaultAction)> = Vec::new();
+        let at = then(&mut rng, 0, 1);
+        match story {
+            Reconfig::Grow => {
+                story_actions.push((at, FaultAction::JoinNode { id: joiner }));
+                if rng.chance(1, 2) {
+                    let at = then(&mut rng, 2_000, 5_000);
+                    story_actions.push((at, FaultAction::TransferLeaderTo { id: joiner }));
+                }
+                let at = then(&mut rng, 1_000, 4_000);
+                story_actions.push((at, FaultAction::RemoveLeader { retire: true }));
+            }
+            Reconfig::Replace => {
+                let remove = if replaced.is_none() && rng.chance(1, 2) {
+                    FaultAction::RemoveLeader { retire: true }
+                } else {
+                    FaultAction::RemoveVoter {
+                        id: node,
+                        retire: true,
+                    }
+                };
+                story_actions.push((at, remove));
+                let at = then(&mut rng, 500, 3_000);
+                story_actions.push((at, FaultAction::JoinNode { id: joiner }));
+            }
+            Reconfig::RemovedRestart => {
+                story_actions.push((at, FaultAction::StopNode { node }));
+                let at = then(&mut rng, 300, 1_500);
+                let remove = FaultAction::RemoveVoter {
+                    id: node,
+                    retire: false,
+                };
+                story_actions.push((at, remove));
+                let at = then(&mut rng, 1_000, 4_000);
+                story_actions.push((at, FaultAction::StartNode { node }));
+                let at = then(&mut rng, 500, 3_000);
+                story_actions.push((at, FaultAction::JoinNode { id: joiner }));
+            }
+            Reconfig::MoveAddress => {
+                story_actions.push((at, FaultAction::MovePeerAddr { node }));
+            }
+            Reconfig::ForeignDisk => {
+                story_actions.push((at, FaultAction::SwapForeignDisk { node }));
+                // Half the time the operator notices and replaces it.
+                if rng.chance(1, 2) {
+                    let at = then(&mut rng, 1_000, 4_000);
+                    let remove = FaultAction::RemoveVoter {
+                        id: node,
+                        retire: true,
+                    };
+                    story_actions.push((at, remove));
+                    let at = then(&mut rng, 500, 3_000);
+                    story_actions.push((at, FaultAction::JoinNode { id: joiner }));
+                }
+            }
+        }
+        for (at, action) in story_actions {
+            self.push(at, action);
+        }
+    }
+
     /// One episode of process fault `kind` on `node`, undone at `end_at`.
     fn process_episode(
         &mut self,
@@ -623,6 +732,34 @@ impl Episodes<'_> {
             t = end_at;
         }
     }
+}
+
+/// The stories of the reconfiguration episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconfig {
+    /// A blank node joins; leadership may move to it; the leader is removed.
+    Grow,
+    /// A voter (or the leader) is removed and its host retired; a blank
+    /// disk under a new id joins.
+    Replace,
+    /// A switched-off voter is removed and then started on its old data
+    /// dir: it must learn it was removed and stop; a new node joins.
+    RemovedRestart,
+    /// A node restarts on another peer port; the membership follows.
+    MoveAddress,
+    /// A node gets another founding's data dir; half the time it is then
+    /// replaced.
+    ForeignDisk,
+}
+
+impl Reconfig {
+    const ALL: [Reconfig; 5] = [
+        Reconfig::Grow,
+        Reconfig::Replace,
+        Reconfig::RemovedRestart,
+        Reconfig::MoveAddress,
+        Reconfig::ForeignDisk,
+    ];
 }
 
 /// A bridge of `nodes` (at least 3): one random node talks to two halves
@@ -766,12 +903,15 @@ mod tests {
     fn schedules_of_seeds_0_to_2000_are_pinned() {
         let mut hasher = crate::check::determinism::TraceHasher::new();
         let mut without_churn = crate::check::determinism::TraceHasher::new();
+        let mut without_reconfig = crate::check::determinism::TraceHasher::new();
         let mut without_membership = crate::check::determinism::TraceHasher::new();
         for seed in 0..2_000 {
             for mix in FaultMix::ALL.into_iter().chain([FaultMix::Amnesia]) {
                 for nodes in [1, 3, 5, 7] {
                     let mut schedule = FaultSchedule::generate(seed, mix, nodes, 20_000);
                     hasher.record(&format!("{schedule:?}"));
+                    schedule.actions.retain(|a| !a.action.is_reconfiguration());
+                    without_reconfig.record(&format!("{schedule:?}"));
                     schedule.actions.retain(|a| {
                         !matches!(
                             a.action,
@@ -795,6 +935,14 @@ mod tests {
             "{:#018x}",
             hasher.hash()
         );
+        // The reconfiguration episode draws from a stream of its own:
+        // without it, every schedule is the one it was before it existed.
+        assert_eq!(
+            without_reconfig.hash(),
+            SCHEDULES_BEFORE_RECONFIG_HASH,
+            "{:#018x}",
+            without_reconfig.hash()
+        );
         // The membership episode draws from a stream of its own: without
         // it, every schedule is the one it was before it existed.
         assert_eq!(
@@ -813,18 +961,79 @@ mod tests {
         );
     }
 
-    /// The hash of the schedules above. Deliberate changes: the membership
-    /// episode (issue 14; `SCHEDULES_BEFORE_MEMBERSHIP_HASH` without it,
-    /// the pin before it); leader churn
+    /// The hash of the schedules above. Deliberate changes: the
+    /// reconfiguration episode (issue 14 item 6;
+    /// `SCHEDULES_BEFORE_RECONFIG_HASH` without it, the pin before it); the
+    /// membership episode (issue 14; `SCHEDULES_BEFORE_MEMBERSHIP_HASH`
+    /// without it); leader churn
     /// (issue 13, bug 6; `SCHEDULES_BEFORE_LEADER_CHURN_HASH` without it);
     /// rolling restarts in the calm and chaos mixes (issue 13) and one chaos
     /// seed in four replacing a voter's data dir (issue 13, bug 2); before
     /// them 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug
     /// 4); before that, unchanged by the split of `generate` into steps
     /// (0xc9b4_471a_e675_b4ce).
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x6818_bb06_6efc_7cdc;
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x8e93_6d83_e68f_f8e4;
+    const SCHEDULES_BEFORE_RECONFIG_HASH: u64 = 0x6818_bb06_6efc_7cdc;
     const SCHEDULES_BEFORE_MEMBERSHIP_HASH: u64 = 0x47c0_e9d1_9fee_8aaa;
     const SCHEDULES_BEFORE_LEADER_CHURN_HASH: u64 = 0xecda_ea4a_283d_a22a;
+
+    #[test]
+    fn reconfiguration_runs_in_about_half_the_seeds_with_every_story() {
+        let mut reconfigured = 0;
+        let mut firsts = std::collections::BTreeSet::new();
+        for seed in 0..600 {
+            let mix = FaultMix::ALL[(seed % 3) as usize];
+            let s = FaultSchedule::generate(seed, mix, 3, 20_000);
+            let story: Vec<&FaultAction> = s
+                .actions
+                .iter()
+                .map(|a| &a.action)
+                .filter(|a| a.is_reconfiguration())
+                .collect();
+            let Some(first) = story.first() else {
+                continue;
+            };
+            reconfigured += 1;
+            firsts.insert(format!("{first:?}").split(' ').next().map(str::to_owned));
+            for action in &story {
+                match action {
+                    FaultAction::JoinNode { id } => assert_eq!(*id, 4, "{seed}"),
+                    FaultAction::RemoveVoter { id: n, .. }
+                    | FaultAction::StopNode { node: n }
+                    | FaultAction::StartNode { node: n }
+                    | FaultAction::MovePeerAddr { node: n }
+                    | FaultAction::SwapForeignDisk { node: n } => {
+                        assert!((1..=3).contains(n), "{seed}: {action}")
+                    }
+                    _ => {}
+                }
+            }
+            // A cluster of three that lost a voter to a replaced data dir
+            // only grows or replaces that very voter.
+            let replaced = s.actions.iter().find_map(|a| match a.action {
+                FaultAction::ReplaceDisk { node } => Some(node),
+                _ => None,
+            });
+            if let Some(r) = replaced {
+                assert!(story.iter().all(|a| match a {
+                    FaultAction::RemoveVoter { id, .. } => *id == r,
+                    FaultAction::StopNode { .. }
+                    | FaultAction::MovePeerAddr { .. }
+                    | FaultAction::SwapForeignDisk { .. } => false,
+                    _ => true,
+                }));
+            }
+            let amnesia = FaultSchedule::generate(seed, FaultMix::Amnesia, 3, 20_000);
+            assert!(!amnesia
+                .actions
+                .iter()
+                .any(|a| a.action.is_reconfiguration()));
+        }
+        assert!((240..360).contains(&reconfigured), "{reconfigured} of 600");
+        // Join (grow), remove voter/leader (replace), stop (removed
+        // restart), move, swap.
+        assert!(firsts.len() >= 5, "{firsts:?}");
+    }
 
     #[test]
     fn leader_churn_transfers_every_fraction_of_a_ttl_in_some_seeds() {

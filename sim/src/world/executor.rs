@@ -2,22 +2,30 @@
 //! links, loss, latency), madsim's process control (kill, restart, pause,
 //! resume), each host's simulated disk (crash before restart), clock
 //! (drift, jumps) and link-fault table (our transport drops, duplicates and
-//! reorders Raft frames). Every action is recorded in the timeline.
+//! reorders Raft frames), and membership changes through a node's handle
+//! (joining hosts it creates, removals, moved peer addresses, another
+//! founding's data dir; `world::reconfig` runs the operator's side). Every
+//! action is recorded in the timeline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbolt_runtime::storage::CrashFault;
+use deadbolt_runtime::node::Joiner;
+use deadbolt_runtime::storage::{CrashFault, SimDisk};
 use deadbolt_runtime::transport::LinkFaults;
 use deadbolt_runtime::SplitMix64;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 
-use super::host::Host;
-use super::observe::Views;
+use super::host::{
+    create_host, server_ip, Host, HostPlan, HostRole, API_PORT, OTHER_FOUNDING, THIS_FOUNDING,
+};
+use super::observe::{node_observer, poll_node, Views};
+use super::reconfig;
 use super::recorder::Shared;
-use crate::fault::FaultAction;
+use crate::fault::{ClockSetup, FaultAction};
 use crate::history::{NodeId, NodeObservation};
 use crate::timeline::TimelineEvent;
 
@@ -26,6 +34,8 @@ use crate::timeline::TimelineEvent;
 const GRACEFUL_STOP_MAX: Duration = Duration::from_secs(3);
 /// How long one leadership transfer of a churn may take.
 const TRANSFER_LEADER_MAX: Duration = Duration::from_secs(1);
+/// How far a moved node's peer port moves each time.
+const PEER_PORT_STEP: u16 = 100;
 
 pub(crate) struct Executor {
     pub(crate) hosts: Vec<Host>,
@@ -40,10 +50,26 @@ pub(crate) struct Executor {
     client_cut: BTreeSet<(usize, NodeId)>,
     down: BTreeSet<NodeId>,
     paused: BTreeSet<NodeId>,
+    /// The run's seed (a joining host's streams derive from it).
+    seed: u64,
+    /// Data dirs of another founding of the same founder list, by node id
+    /// (`world::foreign`; empty unless the schedule swaps one in).
+    pub(crate) foreign_disks: BTreeMap<NodeId, SimDisk>,
+    /// Status pollers of the hosts that joined during the run.
+    pollers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        for p in &self.pollers {
+            p.abort();
+        }
+    }
 }
 
 impl Executor {
     pub(crate) fn new(
+        seed: u64,
         hosts: Vec<Host>,
         clients: Vec<madsim::task::NodeId>,
         rng: SplitMix64,
@@ -62,6 +88,9 @@ impl Executor {
             client_cut: BTreeSet::new(),
             down: BTreeSet::new(),
             paused: BTreeSet::new(),
+            seed,
+            foreign_disks: BTreeMap::new(),
+            pollers: Vec::new(),
         }
     }
 
@@ -119,7 +148,7 @@ impl Executor {
 
     /// Kills the process and crashes its disk as `fault` says.
     fn crash(&mut self, node: NodeId, fault: CrashFault, why: String) {
-        if self.down.contains(&node) {
+        if self.down.contains(&node) || self.host(node).is_retired() {
             return;
         }
         if self.paused.remove(&node) {
@@ -143,11 +172,13 @@ impl Executor {
     }
 
     fn restart(&mut self, node: NodeId) {
-        if !self.down.remove(&node) {
+        // A retired host stays off (its init would start nothing anyway).
+        if !self.down.remove(&node) || self.host(node).is_retired() {
             return;
         }
+        let founding = self.host(node).founding.load(Ordering::SeqCst);
         let mut rec = self.rec.lock();
-        rec.observe(NodeObservation::Restarted { node });
+        rec.observe_in(founding, NodeObservation::Restarted { node });
         rec.event(TimelineEvent::Up { node });
         drop(rec);
         // Kill first (again): madsim's restart alone re-binds into AddrInUse.
@@ -232,7 +263,175 @@ impl Executor {
             FaultAction::AddMember { .. }
             | FaultAction::PromoteMember { .. }
             | FaultAction::RemoveMember { .. } => self.change_membership(action),
+            FaultAction::JoinNode { id } => self.join_node(*id),
+            FaultAction::RemoveVoter { id, retire } => self.remove_voter(*id, *retire),
+            FaultAction::RemoveLeader { retire } => match self.views.leader() {
+                Some(leader) => self.remove_voter(leader, *retire),
+                None => self
+                    .rec
+                    .lock()
+                    .harness("remove the leader: no leader known, skipped"),
+            },
+            FaultAction::TransferLeaderTo { id } => self.transfer_leader_to(*id),
+            FaultAction::StopNode { node } => {
+                self.crash(*node, CrashFault::LoseUnsynced, "switched off".into());
+            }
+            FaultAction::StartNode { node } => self.restart(*node),
+            FaultAction::MovePeerAddr { node } => self.move_peer_addr(*node).await,
+            FaultAction::SwapForeignDisk { node } => self.swap_foreign_disk(*node),
         }
+    }
+
+    /// Every host's current incarnation, for tasks that pick a running
+    /// member on each attempt.
+    fn members(&self) -> reconfig::Members {
+        reconfig::Members(
+            self.hosts
+                .iter()
+                .map(|h| (h.id, h.current.clone()))
+                .collect(),
+        )
+    }
+
+    /// A new host with a blank disk joins through a running member, as
+    /// `serve --join` does: it starts as a joiner of the cluster id that
+    /// member names, then asks to be added (`reconfig::spawn_join`).
+    fn join_node(&mut self, id: NodeId) {
+        assert_eq!(
+            id,
+            self.hosts.len() as NodeId + 1,
+            "joiners come in id order"
+        );
+        let member = self
+            .hosts
+            .iter()
+            .filter(|h| !self.down.contains(&h.id) && !self.paused.contains(&h.id))
+            .find_map(|h| h.node_handle());
+        let Some(member) = member else {
+            self.rec
+                .lock()
+                .harness(format!("n{id} cannot join: no member up, skipped"));
+            return;
+        };
+        let cluster_id = member.cluster_id();
+        let founding = Arc::new(AtomicU64::new(THIS_FOUNDING));
+        let plan = HostPlan {
+            seed: self.seed,
+            id,
+            role: HostRole::Joiner {
+                cluster_id: cluster_id.clone(),
+            },
+            clock_setup: ClockSetup {
+                offset_ms: 0,
+                drift_ppm: 0,
+            },
+            founding: founding.clone(),
+        };
+        let observer = node_observer(id, self.rec.clone(), founding);
+        let host = create_host(&self.handle, plan, self.rec.clone(), observer);
+        let joiner = Joiner {
+            id,
+            peer_addr: host.peer_addr(),
+            api_addr: format!("{}:{}", server_ip(id), API_PORT),
+            incarnation: Some(host.disk_incarnation.load(Ordering::SeqCst)),
+            cluster_id: Some(cluster_id),
+        };
+        self.pollers.push(tokio::spawn(poll_node(
+            id,
+            host.current.clone(),
+            self.views.clone(),
+            self.rec.clone(),
+        )));
+        self.rec.lock().event(TimelineEvent::Up { node: id });
+        self.hosts.push(host);
+        reconfig::spawn_join(self.members(), joiner, self.rec.clone());
+    }
+
+    /// Removes voter `id` through whichever member runs, asked until
+    /// committed or refused; with `retire`, its host is switched off for
+    /// good once the removal committed.
+    fn remove_voter(&mut self, id: NodeId, retire: bool) {
+        let Some(host) = self.hosts.get((id - 1) as usize) else {
+            return;
+        };
+        let retire = retire.then(|| reconfig::Retire {
+            madsim_id: host.madsim_id,
+            current: host.current.clone(),
+            views: self.views.clone(),
+        });
+        self.rec.lock().harness(format!("removing voter n{id}"));
+        reconfig::spawn_remove(self.members(), id, retire, self.rec.clone());
+    }
+
+    /// Asks the node that leads now to hand leadership to `id`.
+    fn transfer_leader_to(&mut self, id: NodeId) {
+        let leader = self.views.leader();
+        let handle = leader.and_then(|l| self.host(l).node_handle());
+        let (Some(leader), Some(handle)) = (leader, handle) else {
+            self.rec.lock().harness(format!(
+                "leadership transfer to n{id}: no leader known, skipped"
+            ));
+            return;
+        };
+        if leader == id {
+            return;
+        }
+        self.rec
+            .lock()
+            .harness(format!("leadership transfer n{leader} -> n{id}"));
+        tokio::spawn(async move {
+            let _ = handle.transfer_leader(id, TRANSFER_LEADER_MAX).await;
+        });
+    }
+
+    /// Stops the node cleanly, moves its peer listener to the next port
+    /// and starts it again; the operator then changes its peer address in
+    /// the membership (PATCH), asked until committed. A node that is down
+    /// comes back on the new port whenever it restarts.
+    async fn move_peer_addr(&mut self, node: NodeId) {
+        if self.host(node).is_retired() {
+            return;
+        }
+        let was_up = !self.down.contains(&node);
+        if was_up {
+            self.resume(node);
+            self.graceful_stop(node).await;
+        }
+        let port = self.host(node).peer_port.load(Ordering::SeqCst) + PEER_PORT_STEP;
+        self.host(node).peer_port.store(port, Ordering::SeqCst);
+        let peer_addr = self.host(node).peer_addr();
+        self.rec
+            .lock()
+            .harness(format!("n{node} now listens for peers on {peer_addr}"));
+        if was_up {
+            self.restart(node);
+        }
+        reconfig::spawn_move(self.members(), node, peer_addr, self.rec.clone());
+    }
+
+    /// Kills the node and puts its namesake's data dir of another founding
+    /// under it (same incarnation), then starts it on that disk.
+    fn swap_foreign_disk(&mut self, node: NodeId) {
+        let Some(disk) = self.foreign_disks.get(&node).cloned() else {
+            return;
+        };
+        self.crash(
+            node,
+            CrashFault::LoseUnsynced,
+            "data dir swapped for another founding's".into(),
+        );
+        let host = self.host(node);
+        *host.disk.lock().unwrap_or_else(|e| e.into_inner()) = disk;
+        host.founding.store(OTHER_FOUNDING, Ordering::SeqCst);
+        host.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .removed = None;
+        let mut rec = self.rec.lock();
+        let now = rec.now_ns();
+        rec.foreign_swaps.push((node, now));
+        drop(rec);
+        self.restart(node);
     }
 
     /// Hands a membership action to the first node that is up and not
@@ -354,10 +553,10 @@ impl Executor {
             deadbolt_runtime::storage::SimDisk::new();
         host.disk_incarnation
             .store(incarnation, std::sync::atomic::Ordering::SeqCst);
-        host.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .disk_replaced = true;
+        let mut current = host.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.disk_replaced = true;
+        // A new data dir carries no mark of an earlier removal.
+        current.removed = None;
     }
 
     fn pause(&mut self, node: NodeId) {
@@ -389,6 +588,14 @@ impl Executor {
     /// Asks the node to stop (leader hands over, storage flushes), waits a
     /// bounded time, then stops the process and starts it again.
     async fn graceful_restart(&mut self, node: NodeId) {
+        if self.graceful_stop(node).await {
+            self.restart(node);
+        }
+    }
+
+    /// Asks the node to stop, waits a bounded time, then stops the process
+    /// (it is down afterwards). False if no node was running there.
+    async fn graceful_stop(&mut self, node: NodeId) -> bool {
         let trigger = self
             .host(node)
             .current
@@ -397,7 +604,7 @@ impl Executor {
             .graceful
             .take();
         let Some(trigger) = trigger else {
-            return;
+            return false;
         };
         self.rec
             .lock()
@@ -413,7 +620,7 @@ impl Executor {
         // Everything was flushed by a clean shutdown; a crash that loses
         // unsynced writes loses nothing more.
         self.crash(node, CrashFault::LoseUnsynced, "graceful stop".into());
-        self.restart(node);
+        true
     }
 
     /// Ends every fault: network healed, weather and frame faults reset,

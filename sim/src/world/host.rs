@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadbolt_runtime::latest::{self, Publisher};
@@ -66,6 +66,13 @@ pub(crate) struct Incarnation {
     /// `Node::start` refused to found afresh on the replaced data dir (the
     /// message): expected, see `disk_replaced`.
     pub(crate) refused: Option<String>,
+    /// The node learned it was removed from this cluster (the id): the data
+    /// dir is marked, as the server's `identity.json` is, and the host
+    /// never starts a node on it again. Cleared with a new data dir.
+    pub(crate) removed: Option<String>,
+    /// The machine was taken away for good (after its removal): its init
+    /// starts nothing any more.
+    pub(crate) retired: bool,
 }
 
 /// A server host as the supervisor sees it.
@@ -83,6 +90,38 @@ pub(crate) struct Host {
     pub(crate) true_clock: TokioClock,
     pub(crate) link_faults: Arc<Publisher<LinkFaultsTable>>,
     pub(crate) current: Arc<Mutex<Incarnation>>,
+    /// The port the node listens on for peers (and advertises): moved by
+    /// `FaultAction::MovePeerAddr`.
+    pub(crate) peer_port: Arc<AtomicU16>,
+    /// Which founding the data dir on `disk` belongs to:
+    /// [`THIS_FOUNDING`] or [`OTHER_FOUNDING`]. The observer files the
+    /// node's Raft events under it: one history per founding.
+    pub(crate) founding: Arc<AtomicU64>,
+}
+
+/// The founding of the cluster under test.
+pub(crate) const THIS_FOUNDING: u64 = 0;
+/// The other founding of the same founder list (`world::foreign`).
+pub(crate) const OTHER_FOUNDING: u64 = 1;
+
+/// How a host's node comes into the cluster.
+#[derive(Debug, Clone)]
+pub(crate) enum HostRole {
+    /// One of the founders `1..=nodes`.
+    Founder { nodes: u64 },
+    /// A blank node joining the cluster of this id, as `serve --join`
+    /// does after asking a member for the cluster id.
+    Joiner { cluster_id: String },
+}
+
+/// Everything `create_host` needs besides the simulator.
+pub(crate) struct HostPlan {
+    pub(crate) seed: u64,
+    pub(crate) id: NodeId,
+    pub(crate) role: HostRole,
+    pub(crate) clock_setup: ClockSetup,
+    /// The founding its first data dir belongs to.
+    pub(crate) founding: Arc<AtomicU64>,
 }
 
 impl Host {
@@ -102,6 +141,22 @@ impl Host {
             .handle
             .clone()
     }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retired
+    }
+
+    /// The peer address the node listens on now.
+    pub(crate) fn peer_addr(&self) -> String {
+        peer_addr(self.id, self.peer_port.load(Ordering::SeqCst))
+    }
+}
+
+pub(crate) fn peer_addr(id: NodeId, port: u16) -> String {
+    format!("{}:{port}", server_ip(id))
 }
 
 /// What every incarnation of a host's node starts with.
@@ -110,7 +165,9 @@ struct IncarnationSetup {
     id: NodeId,
     seed: u64,
     disk_incarnation: Arc<AtomicU64>,
-    voters: BTreeMap<NodeId, String>,
+    bootstrap: Bootstrap,
+    cluster_id: String,
+    peer_port: Arc<AtomicU16>,
     current: Arc<Mutex<Incarnation>>,
     /// Records the node's events (`observe::node_observer`); handed in so
     /// that this file does not depend on the observation side.
@@ -118,17 +175,21 @@ struct IncarnationSetup {
     rec: Shared,
 }
 
-/// Creates host `id` of a cluster of `nodes` and starts its node, which
-/// reports its events to `observer`.
+/// Creates the host `plan` describes and starts its node, which reports
+/// its events to `observer`.
 pub(crate) fn create_host(
     handle: &Handle,
-    seed: u64,
-    id: NodeId,
-    nodes: u64,
-    clock_setup: ClockSetup,
+    plan: HostPlan,
     rec: Shared,
     observer: NodeObserver,
 ) -> Host {
+    let HostPlan {
+        seed,
+        id,
+        role,
+        clock_setup,
+        founding,
+    } = plan;
     let disk = Arc::new(Mutex::new(SimDisk::new()));
     let disk_incarnation = Arc::new(AtomicU64::new(data_dir_incarnation(&mut rng_for(
         seed,
@@ -144,15 +205,23 @@ pub(crate) fn create_host(
     let (publisher, _) = latest::channel(LinkFaultsTable::new());
     let link_faults = Arc::new(publisher);
     let current = Arc::new(Mutex::new(Incarnation::default()));
-    let voters: BTreeMap<NodeId, String> = (1..=nodes)
-        .map(|n| (n, format!("{}:{PEER_PORT}", server_ip(n))))
-        .collect();
+    let (bootstrap, cluster_id) = match role {
+        HostRole::Founder { nodes } => {
+            let voters: BTreeMap<NodeId, String> =
+                (1..=nodes).map(|n| (n, peer_addr(n, PEER_PORT))).collect();
+            (Bootstrap::Founder { voters }, CLUSTER_ID.to_owned())
+        }
+        HostRole::Joiner { cluster_id } => (Bootstrap::Join, cluster_id),
+    };
+    let peer_port = Arc::new(AtomicU16::new(PEER_PORT));
     let starts = Arc::new(AtomicU64::new(0));
     let setup = IncarnationSetup {
         id,
         seed,
         disk_incarnation: disk_incarnation.clone(),
-        voters,
+        bootstrap,
+        cluster_id,
+        peer_port: peer_port.clone(),
         current: current.clone(),
         observer,
         rec,
@@ -187,6 +256,8 @@ pub(crate) fn create_host(
         true_clock,
         link_faults,
         current,
+        peer_port,
+        founding,
     }
 }
 
@@ -197,50 +268,23 @@ async fn run_incarnation(
     clock: Arc<dyn Clock>,
     faults: latest::Subscriber<LinkFaultsTable>,
 ) {
-    let IncarnationSetup {
-        id,
-        seed,
-        disk_incarnation,
-        voters,
-        current,
-        observer,
-        rec,
-    } = setup;
+    let (id, current, rec) = (setup.id, setup.current.clone(), setup.rec.clone());
+    if let Some(refusal) = refusal_to_start(&current) {
+        rec.lock()
+            .harness(format!("n{id} does not start: {refusal}"));
+        return;
+    }
     let ip = server_ip(id);
+    let peer_port = setup.peer_port.load(Ordering::SeqCst);
     // A killed incarnation's sockets are gone (kill resets the node's
     // network state), so binding again succeeds.
-    let peer_listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, PEER_PORT))
+    let peer_listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, peer_port))
         .await
         .expect("the peer port of a fresh host is free");
     let api_listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, API_PORT))
         .await
         .expect("the API port of a fresh host is free");
-    let mut config = NodeConfig::new(
-        id,
-        CLUSTER_ID,
-        StorageChoice::Sim(disk),
-        peer_listener,
-        format!("{ip}:{PEER_PORT}"),
-        format!("{ip}:{API_PORT}"),
-        Bootstrap::Founder { voters },
-        clock,
-        // A fresh stream per incarnation: a restarted process does not
-        // replay its previous life's random choices.
-        sub_seed(seed, Concern::Node, id << 32 | incarnation),
-    );
-    config.link_faults = Some(faults);
-    config.observer = Some(observer);
-    config.incarnation = disk_incarnation.load(Ordering::SeqCst);
-    // Far below the production default (10 000) so that a 20 s run takes,
-    // installs and restores snapshots: the Raft checker then also sees
-    // `SnapshotRestored` and applies that resume after one.
-    config.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
-    // One seed in four runs with the smallest idempotency bound, proposed
-    // through the log under faults and kept across snapshots (by seed, no
-    // extra draw).
-    if (seed >> 4) % 4 == 0 {
-        config.idempotency_keys_max = Some(IDEMPOTENCY_KEYS_MIN);
-    }
+    let config = node_config(&setup, incarnation, disk, clock, faults, peer_listener);
     let node = match Node::start(config).await {
         Ok(node) => node,
         Err(error) => {
@@ -266,10 +310,32 @@ async fn run_incarnation(
         c.graceful = Some(trigger);
         c.started += 1;
     }
+    let handle = node.handle();
     let router = app(node.handle(), ApiSettings::default());
     let http = tokio::spawn(serve_http(api_listener, router, shutdown.clone()));
     let mut wait = shutdown;
-    wait.wait().await;
+    // As `deadbolt serve` does: a node that learns it was removed marks its
+    // data dir, stops and never starts on it again.
+    let removed = tokio::select! {
+        biased;
+        () = wait.wait() => None,
+        cluster_id = handle.removed() => Some(cluster_id),
+    };
+    if let Some(cluster_id) = &removed {
+        rec.lock().harness(format!(
+            "n{id} learned it was removed from cluster {cluster_id}; it stops"
+        ));
+        let trigger = {
+            let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
+            c.removed = Some(cluster_id.clone());
+            c.graceful.take()
+        };
+        // Stops the API too (a trigger already taken by a graceful restart
+        // has fired).
+        if let Some(trigger) = trigger {
+            trigger.trigger();
+        }
+    }
     // Graceful stop: the API stops taking requests, the node hands over
     // leadership and flushes.
     node.shutdown().await;
@@ -277,4 +343,57 @@ async fn run_incarnation(
     let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
     c.handle = None;
     c.graceful = None;
+}
+
+/// Why the host must not start a node at all: the machine is retired, or
+/// the data dir says its node was removed (as `identity.json` would).
+fn refusal_to_start(current: &Mutex<Incarnation>) -> Option<String> {
+    let c = current.lock().unwrap_or_else(|e| e.into_inner());
+    if c.retired {
+        return Some("the host is retired".into());
+    }
+    c.removed
+        .as_ref()
+        .map(|cluster_id| format!("its data dir was removed from cluster {cluster_id}"))
+}
+
+/// The node's configuration for one incarnation of the host.
+fn node_config(
+    setup: &IncarnationSetup,
+    incarnation: u64,
+    disk: SimDisk,
+    clock: Arc<dyn Clock>,
+    faults: latest::Subscriber<LinkFaultsTable>,
+    peer_listener: tokio::net::TcpListener,
+) -> NodeConfig {
+    let (id, seed) = (setup.id, setup.seed);
+    let ip = server_ip(id);
+    let peer_port = setup.peer_port.load(Ordering::SeqCst);
+    let mut config = NodeConfig::new(
+        id,
+        setup.cluster_id.clone(),
+        StorageChoice::Sim(disk),
+        peer_listener,
+        peer_addr(id, peer_port),
+        format!("{ip}:{API_PORT}"),
+        setup.bootstrap.clone(),
+        clock,
+        // A fresh stream per incarnation: a restarted process does not
+        // replay its previous life's random choices.
+        sub_seed(seed, Concern::Node, id << 32 | incarnation),
+    );
+    config.link_faults = Some(faults);
+    config.observer = Some(setup.observer.clone());
+    config.incarnation = setup.disk_incarnation.load(Ordering::SeqCst);
+    // Far below the production default (10 000) so that a 20 s run takes,
+    // installs and restores snapshots: the Raft checker then also sees
+    // `SnapshotRestored` and applies that resume after one.
+    config.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
+    // One seed in four runs with the smallest idempotency bound, proposed
+    // through the log under faults and kept across snapshots (by seed, no
+    // extra draw).
+    if (seed >> 4) % 4 == 0 {
+        config.idempotency_keys_max = Some(IDEMPOTENCY_KEYS_MIN);
+    }
+    config
 }

@@ -13,16 +13,18 @@
 
 mod abandoned;
 mod executor;
+mod foreign;
 mod host;
 mod impatient;
 mod membership;
 mod observe;
+mod reconfig;
 mod recorder;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -38,11 +40,12 @@ use crate::check::grant_leak::GrantLeakInput;
 use crate::check::lease_expiry::{AbandonedSession, LeaseExpiryInput};
 use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
+use crate::check::membership::{FinalMembership, ForeignNode, MembershipInput, RemovedNode};
 use crate::check::{check_run, CheckReport, RunInputs};
 use crate::fault::{FaultAction, FaultSchedule};
 use crate::history::{
-    ClientHistory, ClientId, KvInput, KvOutput, OpInput, OpOutput, SimTimeNs, StackInput,
-    StackOutput,
+    ClientHistory, ClientId, KvInput, KvOutput, LogIndex, NodeId, OpInput, OpOutput, SimTimeNs,
+    StackInput, StackOutput,
 };
 use crate::seed::{rng_for, sub_seed, Concern};
 use crate::sweep::{Failure, RunOutcome, RunSpec};
@@ -85,19 +88,41 @@ fn ns(d: Duration) -> SimTimeNs {
 /// Runs `spec` once inside the current madsim runtime.
 async fn simulate(spec: RunSpec) -> RunRecord {
     let handle = Handle::current();
-    let start = Instant::now();
-    let rec = Shared::new(spec.nodes, spec.verbose);
+    let mut start = Instant::now();
     let schedule = FaultSchedule::generate(spec.seed, spec.mix, spec.nodes, spec.secs * 1_000);
+    let joiners = schedule
+        .actions
+        .iter()
+        .filter(|a| matches!(a.action, FaultAction::JoinNode { .. }))
+        .count() as u64;
+    let rec = Shared::new(spec.nodes + joiners, spec.verbose);
     rec.lock().harness(format!(
         "{spec}: {} fault action(s); {}",
         schedule.actions.len(),
         schedule.plan
     ));
 
-    let hosts = create_hosts(&handle, &spec, &schedule, &rec);
+    let other_founding = schedule
+        .actions
+        .iter()
+        .any(|a| matches!(a.action, FaultAction::SwapForeignDisk { .. }));
+    let hosts = create_hosts(&handle, &spec, &schedule, &rec, other_founding);
+    let foreign = if other_founding {
+        let other = foreign::found_other_cluster(&hosts, &rec).await;
+        // The run proper starts now: the schedule's times, and the
+        // recorder's, count from here.
+        start = Instant::now();
+        rec.restart_clock();
+        Some(other)
+    } else {
+        None
+    };
     let views = Views::default();
     let pollers = spawn_pollers(&hosts, &views, &rec);
-    let endpoints: Vec<String> = (1..=spec.nodes).map(host::api_url).collect();
+    // A joiner's API is listed from the start, as an operator would list
+    // the address of a node about to join: until it runs, its connections
+    // are refused and clients move on to the next endpoint.
+    let endpoints: Vec<String> = (1..=spec.nodes + joiners).map(host::api_url).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (client_tasks, client_hosts) = start_clients(&handle, &spec, &endpoints, &rec, &stop);
     let crashing = start_crashing_client(&handle, &spec, &schedule, &endpoints, &rec, start);
@@ -105,12 +130,17 @@ async fn simulate(spec: RunSpec) -> RunRecord {
 
     // Phase 1: the fault schedule.
     let mut executor = Executor::new(
+        spec.seed,
         hosts,
         client_hosts,
         rng_for(spec.seed, Concern::FaultExecution, 0),
         rec.clone(),
         views.clone(),
     );
+    let founding_commit = foreign.as_ref().map_or(0, |f| f.commit_index);
+    if let Some(other) = foreign {
+        executor.foreign_disks = other.disks;
+    }
     for action in &schedule.actions {
         let at = start + Duration::from_millis(action.at_ms);
         tokio::time::sleep_until(at).await;
@@ -138,6 +168,13 @@ async fn simulate(spec: RunSpec) -> RunRecord {
             .spawn(async move { probe_liveness(client, rec2, views2, faults_stopped_ns).await })
             .await
             .expect("the probe task is not killed")
+    };
+
+    let removed_serving = removed_nodes_stop(&executor, &rec).await;
+    let last_membership = if changes_membership(&schedule) {
+        last_membership(&executor, &views, &rec).await
+    } else {
+        None
     };
 
     // Phase 3: power loss everywhere, restart, read back.
@@ -169,34 +206,49 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         let r = rec.lock();
         r.clone()
     };
+    let membership = membership_input(
+        &recorder,
+        &removed_serving,
+        founding_commit,
+        last_membership,
+    );
     let checked = Checked {
         liveness,
         lease_expiry,
         grant_leak,
         read_back,
+        membership,
     };
     finish(&spec, recorder, checked, start_errors, sim_secs)
 }
 
 /// Creates the server hosts (each starts its node) and puts skewed clocks
-/// on the timeline.
+/// on the timeline. With `other_founding`, their first data dirs belong to
+/// another founding (`world::foreign`), whose events go to its own history.
 fn create_hosts(
     handle: &Handle,
     spec: &RunSpec,
     schedule: &FaultSchedule,
     rec: &Shared,
+    other_founding: bool,
 ) -> Vec<host::Host> {
+    let label = if other_founding {
+        host::OTHER_FOUNDING
+    } else {
+        host::THIS_FOUNDING
+    };
     let hosts: Vec<host::Host> = (1..=spec.nodes)
         .map(|id| {
-            host::create_host(
-                handle,
-                spec.seed,
+            let founding = Arc::new(AtomicU64::new(label));
+            let plan = host::HostPlan {
+                seed: spec.seed,
                 id,
-                spec.nodes,
-                schedule.clocks[(id - 1) as usize],
-                rec.clone(),
-                observe::node_observer(id, rec.clone()),
-            )
+                role: host::HostRole::Founder { nodes: spec.nodes },
+                clock_setup: schedule.clocks[(id - 1) as usize],
+                founding: founding.clone(),
+            };
+            let observer = observe::node_observer(id, rec.clone(), founding);
+            host::create_host(handle, plan, rec.clone(), observer)
         })
         .collect();
     for h in &hosts {
@@ -544,12 +596,112 @@ async fn read_back(client: deadbolt_client::Client, rec: Shared) -> ReadBack {
     out
 }
 
+/// How long removed nodes get, after the liveness probes, to learn their
+/// removal from the healed cluster and stop.
+const REMOVED_NODES_STOP_MAX: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until no node whose removal committed still serves on
+/// its old data dir; returns those that still do. Waits not at all in a
+/// run without removals.
+async fn removed_nodes_stop(executor: &Executor, rec: &Shared) -> BTreeSet<NodeId> {
+    let deadline = Instant::now() + REMOVED_NODES_STOP_MAX;
+    loop {
+        let removed: Vec<NodeId> = rec.lock().removals.keys().copied().collect();
+        let serving: BTreeSet<NodeId> = removed
+            .into_iter()
+            .filter(|&n| executor.hosts[(n - 1) as usize].node_handle().is_some())
+            .collect();
+        if serving.is_empty() || Instant::now() >= deadline {
+            if !serving.is_empty() {
+                rec.lock()
+                    .harness(format!("removed nodes still serving: {serving:?}"));
+            }
+            return serving;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the schedule changes the membership (the phantom member or a
+/// reconfiguration story).
+fn changes_membership(schedule: &FaultSchedule) -> bool {
+    schedule
+        .actions
+        .iter()
+        .any(|a| a.action.is_reconfiguration() || matches!(a.action, FaultAction::AddMember { .. }))
+}
+
+/// The membership as the leader reports it after the heal (None without
+/// a leader that answers).
+async fn last_membership(
+    executor: &Executor,
+    views: &Views,
+    rec: &Shared,
+) -> Option<FinalMembership> {
+    let leader = views.leader()?;
+    let handle = executor.hosts[(leader - 1) as usize].node_handle()?;
+    let status = handle.status().await.ok()?;
+    let members: Vec<NodeId> = status.members.iter().map(|m| m.id).collect();
+    let voters: Vec<NodeId> = status
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    rec.lock().harness(format!(
+        "membership after the heal (n{leader}'s view): members {members:?}, voters {voters:?}"
+    ));
+    Some(FinalMembership {
+        leader,
+        members,
+        voters,
+        hosts: executor.hosts.iter().map(|h| h.id).collect(),
+    })
+}
+
+/// The membership checker's input: None in a run that did not change its
+/// membership.
+fn membership_input(
+    recorder: &Recorder,
+    removed_serving: &BTreeSet<NodeId>,
+    founding_commit: LogIndex,
+    last: Option<FinalMembership>,
+) -> Option<MembershipInput> {
+    if recorder.removals.is_empty() && recorder.foreign_swaps.is_empty() && last.is_none() {
+        return None;
+    }
+    let removed = recorder
+        .removals
+        .iter()
+        .map(|(&node, &removed_ns)| RemovedNode {
+            node,
+            removed_ns,
+            still_serving: removed_serving.contains(&node),
+        })
+        .collect();
+    let foreign = recorder
+        .foreign_swaps
+        .iter()
+        .map(|&(node, swapped_ns)| ForeignNode {
+            node,
+            swapped_ns,
+            founding_commit,
+        })
+        .collect();
+    Some(MembershipInput {
+        removed,
+        foreign,
+        last,
+    })
+}
+
 /// What the harness measured for the checkers besides the recorder.
 struct Checked {
     liveness: LivenessInput,
     lease_expiry: Option<LeaseExpiryInput>,
     grant_leak: Option<GrantLeakInput>,
     read_back: ReadBack,
+    membership: Option<MembershipInput>,
 }
 
 fn finish(
@@ -598,6 +750,8 @@ fn finish(
         liveness: Some(&checked.liveness),
         lease_expiry: checked.lease_expiry.as_ref(),
         grant_leak: checked.grant_leak.as_ref(),
+        foreign_raft: (!recorder.foreign_raft.events.is_empty()).then_some(&recorder.foreign_raft),
+        membership: checked.membership.as_ref(),
     };
     let report = check_run(&inputs, &LinearizabilityConfig::default());
     let mut harness_failures = Vec::new();

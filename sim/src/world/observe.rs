@@ -7,6 +7,7 @@
 //! would only repeat what the hook said.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,47 +109,49 @@ pub(crate) async fn poll_node(
 /// The observer given to every incarnation of node `id`: translates the
 /// node's events into `RaftHistory` observations as `lib.rs` prescribes
 /// (`Restarted` is recorded by the fault executor before the restart, so a
-/// new incarnation's events follow it).
-pub(crate) fn node_observer(id: NodeId, rec: Shared) -> NodeObserver {
+/// new incarnation's events follow it), filed under the founding its data
+/// dir belongs to now (`founding`, the host's label): one history per
+/// founding.
+pub(crate) fn node_observer(id: NodeId, rec: Shared, founding: Arc<AtomicU64>) -> NodeObserver {
     Arc::new(move |event: NodeEvent| {
+        let founding = founding.load(Ordering::SeqCst);
         let mut rec = rec.lock();
-        match event {
-            NodeEvent::Started => {}
+        let observation = match event {
+            NodeEvent::Started => return,
             NodeEvent::RoleChanged { role, term, .. } => {
                 let role = mark(role);
-                if role == RoleMark::Leader {
-                    // Also puts the leader on the timeline.
-                    rec.observe(NodeObservation::BecameLeader { node: id, term });
-                } else {
+                if role != RoleMark::Leader {
                     rec.event(TimelineEvent::Role {
                         node: id,
                         role,
                         term,
                     });
+                    return;
                 }
+                // Also puts the leader on the timeline.
+                NodeObservation::BecameLeader { node: id, term }
             }
-            NodeEvent::CommitIndex(index) => {
-                rec.observe(NodeObservation::CommitIndex { node: id, index });
-            }
+            NodeEvent::CommitIndex(index) => NodeObservation::CommitIndex { node: id, index },
             NodeEvent::Applied {
                 index,
                 term,
                 entry_hash,
-            } => rec.observe(NodeObservation::Applied {
+            } => NodeObservation::Applied {
                 node: id,
                 index,
                 term,
                 entry_hash,
-            }),
+            },
             NodeEvent::SnapshotRestored {
                 last_index,
                 last_term,
-            } => rec.observe(NodeObservation::SnapshotRestored {
+            } => NodeObservation::SnapshotRestored {
                 node: id,
                 last_index,
                 last_term,
-            }),
-        }
+            },
+        };
+        rec.observe_in(founding, observation);
     })
 }
 

@@ -20,6 +20,13 @@ use crate::timeline::{RoleMark, Timeline, TimelineEvent};
 pub(crate) struct Recorder {
     start: Instant,
     pub(crate) raft: RaftHistory,
+    /// The Raft observations of nodes on another founding's data dir
+    /// (`world::foreign`): a history of their own, never merged into `raft`.
+    pub(crate) foreign_raft: RaftHistory,
+    /// Removals the harness saw committed: node -> when.
+    pub(crate) removals: BTreeMap<NodeId, SimTimeNs>,
+    /// Hosts given another founding's data dir: (node, when).
+    pub(crate) foreign_swaps: Vec<(NodeId, SimTimeNs)>,
     pub(crate) clients: ClientHistory,
     pub(crate) locks: LockHistory,
     pub(crate) resource: FencedResource,
@@ -51,6 +58,9 @@ impl Shared {
         Shared(Arc::new(Mutex::new(Recorder {
             start: Instant::now(),
             raft: RaftHistory::new(),
+            foreign_raft: RaftHistory::new(),
+            removals: BTreeMap::new(),
+            foreign_swaps: Vec::new(),
             clients: ClientHistory::new(),
             locks: LockHistory::new(),
             resource: FencedResource::new(),
@@ -74,6 +84,15 @@ impl Shared {
 
     pub(crate) fn now_ns(&self) -> SimTimeNs {
         self.lock().now_ns()
+    }
+
+    /// Times count from now: the run proper starts after another founding
+    /// was made (`world::foreign`), whose events keep their earlier times
+    /// in a history of their own.
+    pub(crate) fn restart_clock(&self) {
+        let mut r = self.lock();
+        r.harness("the run proper starts: times count from here");
+        r.start = Instant::now();
     }
 }
 
@@ -114,6 +133,25 @@ impl Recorder {
         let line = observation.to_string();
         self.trace_line(at, &line);
         self.raft.record(at, observation);
+    }
+
+    /// Records an observation of a node on another founding's data dir:
+    /// into that founding's history, traced, kept off the timeline's roles.
+    pub(crate) fn observe_foreign(&mut self, observation: NodeObservation) {
+        let at = self.now_ns();
+        let line = format!("other founding: {observation}");
+        self.trace_line(at, &line);
+        self.foreign_raft.record(at, observation);
+    }
+
+    /// Files `observation` under the founding the node's data dir belongs
+    /// to (`host::THIS_FOUNDING` or another).
+    pub(crate) fn observe_in(&mut self, founding: u64, observation: NodeObservation) {
+        if founding == super::host::THIS_FOUNDING {
+            self.observe(observation);
+        } else {
+            self.observe_foreign(observation);
+        }
     }
 
     pub(crate) fn invoke(&mut self, client: ClientId, input: OpInput) -> OpId {

@@ -1158,3 +1158,27 @@ fn fast_backtracking_skips_a_whole_conflicting_term() {
     // hints skip all of term 2 at once.
     assert!(rejections <= 2, "{rejections} rejections");
 }
+
+/// A follower that learns a commit index with nothing to write keeps the
+/// old one in storage until its next write; asked to
+/// (`persist_commit_index`, which the runtime does once the founding
+/// nonce commits), its next Ready stores it on its own.
+#[test]
+fn a_commit_index_asked_for_is_stored_without_another_write() {
+    let mut net = Network::new(&[1, 2, 3], &[], 3, test_config);
+    net.node_mut(1).replica.campaign_now();
+    net.stabilize();
+    net.node_mut(1).replica.propose(b"a".to_vec()).unwrap();
+    net.stabilize();
+    net.tick_all();
+    net.stabilize();
+    let commit = net.node(2).replica.commit_index();
+    let stored = net.node(2).durable.hard_state.commit_index;
+    assert!(stored < commit, "stored {stored}, commit {commit}");
+    assert!(!net.node(2).replica.has_ready());
+    net.node_mut(2).replica.persist_commit_index();
+    assert!(net.node(2).replica.has_ready());
+    net.process(2);
+    assert_eq!(net.node(2).durable.hard_state.commit_index, commit);
+    assert!(!net.node(2).replica.has_ready(), "asked once");
+}
