@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::snapshot::{BoundSnap, IdempotencySnap, MarkSnap};
 use crate::api::limits::{
     IDEMPOTENCY_CLIENTS_MAX, IDEMPOTENCY_KEYS_DEFAULT, IDEMPOTENCY_KEY_BYTES_MAX,
@@ -365,9 +367,18 @@ impl IdempotencyCache {
 
     /// The cache as a snapshot older than the bound restores it (default
     /// bound, ages taken from the windows).
+    /// The entries as a snapshot holds them once decoded (through the
+    /// bytes of the borrowed view, which must read back as owned entries).
+    #[cfg(test)]
+    pub(super) fn owned_entries(&self) -> Vec<IdempotencySnap> {
+        let bytes = crate::codec::encode(&self.snapshot_entries());
+        crate::codec::decode(&bytes).expect("the view reads back as owned entries")
+    }
+
     #[cfg(test)]
     pub(super) fn with_ages_approximated(&self) -> Self {
-        let (entries, marks, _) = self.to_snapshot();
+        let entries = self.owned_entries();
+        let (marks, _) = self.to_snapshot();
         Self::restore(entries, marks, None).expect("a valid cache restores")
     }
 
@@ -470,20 +481,14 @@ impl IdempotencyCache {
         Ok(())
     }
 
-    /// The entries (by key), the marks (by prefix) and the bound with its
-    /// ages for a snapshot.
-    pub(super) fn to_snapshot(&self) -> (Vec<IdempotencySnap>, Vec<MarkSnap>, BoundSnap) {
-        let entries = self
-            .entries
-            .iter()
-            .map(|(k, e)| IdempotencySnap {
-                key: k.to_string(),
-                fingerprint: e.fingerprint,
-                reply: e.reply.clone(),
-                owner: e.owner,
-                deadline_ms: e.deadline_ms,
-            })
-            .collect();
+    /// The entries for a snapshot, in key order, as a view that serializes
+    /// exactly like `Vec<IdempotencySnap>` without copying them.
+    pub(super) fn snapshot_entries(&self) -> impl Serialize + '_ {
+        EntriesView(&self.entries)
+    }
+
+    /// The marks (by prefix) and the bound with its ages for a snapshot.
+    pub(super) fn to_snapshot(&self) -> (Vec<MarkSnap>, BoundSnap) {
         let marks = self
             .marks
             .iter()
@@ -494,7 +499,7 @@ impl IdempotencyCache {
             keys_max: self.keys_max,
             forced: self.forced.map(|f| (f.age_ms, f.at_ms)),
         };
-        (entries, marks, bound)
+        (marks, bound)
     }
 
     /// Rebuilds the cache and its derived indexes from a snapshot. Without
@@ -656,7 +661,8 @@ mod tests {
             Some(Reply::Error(LockError::InvalidRequest { .. }))
         ));
         cache.check(|_| true, 1).unwrap();
-        let (entries, marks, bound) = cache.to_snapshot();
+        let entries = cache.owned_entries();
+        let (marks, bound) = cache.to_snapshot();
         assert_eq!(
             IdempotencyCache::restore(entries, marks, Some(bound)),
             Ok(cache.clone())
@@ -683,5 +689,32 @@ mod tests {
         .is_err());
         let marks = vec![("c".into(), 1, 0), ("c".into(), 2, 0)];
         assert!(IdempotencyCache::restore(vec![], marks, None).is_err());
+    }
+}
+
+/// The cache's entries serialized as a sequence of [`IdempotencySnap`]s.
+struct EntriesView<'a>(&'a BTreeMap<Key, IdempotencyEntry>);
+
+/// An [`IdempotencySnap`] borrowed from the live entry: the same fields in
+/// the same order, so the same bytes (`&str` and `&Reply` serialize as
+/// `String` and `Reply` do; `golden_tests.rs` pins it).
+#[derive(Serialize)]
+struct IdempotencySnapRef<'a> {
+    key: &'a str,
+    fingerprint: u64,
+    reply: &'a Reply,
+    owner: Option<SessionId>,
+    deadline_ms: Option<u64>,
+}
+
+impl Serialize for EntriesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(key, entry)| IdempotencySnapRef {
+            key,
+            fingerprint: entry.fingerprint,
+            reply: &entry.reply,
+            owner: entry.owner,
+            deadline_ms: entry.deadline_ms,
+        }))
     }
 }

@@ -25,22 +25,28 @@ pub enum SnapshotError {
 
 /// The snapshot format. A new version is a new variant; old ones stay
 /// decodable.
+///
+/// `I` is the form of the idempotency entries: owned (`Vec<IdempotencySnap>`,
+/// the default) when decoding, a borrowed view of the live cache when
+/// encoding (`IdempotencyCache::snapshot_entries`), which writes the same
+/// bytes without copying every kept outcome first: at a million outcomes
+/// the copy was most of the snapshot's cost on the node's actor.
 #[derive(Serialize, Deserialize)]
-pub(super) enum SnapshotFile {
-    V1(SnapshotV1),
+pub(super) enum SnapshotFile<I = Vec<IdempotencySnap>> {
+    V1(SnapshotV1<I>),
     /// V1 plus the acknowledged low-water marks.
-    V2(SnapshotV2),
+    V2(SnapshotV2<I>),
     /// V2 plus each session's last renewal (issue 13, bug 6: a new leader
     /// measures leases from there instead of restarting them).
-    V3(SnapshotV3),
+    V3(SnapshotV3<I>),
     /// V3 plus the idempotency bound and the entries' ages (issue 15: the
     /// bound evicts the oldest outcome instead of refusing new keys).
-    V4(SnapshotV4),
+    V4(SnapshotV4<I>),
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotV4 {
-    pub(super) base: SnapshotV3,
+pub(super) struct SnapshotV4<I = Vec<IdempotencySnap>> {
+    pub(super) base: SnapshotV3<I>,
     pub(super) idempotency_bound: BoundSnap,
 }
 
@@ -55,16 +61,16 @@ pub(super) struct BoundSnap {
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotV3 {
-    pub(super) base: SnapshotV2,
+pub(super) struct SnapshotV3<I = Vec<IdempotencySnap>> {
+    pub(super) base: SnapshotV2<I>,
     /// State time of each session's last renewal, in the order of
     /// `base.base.sessions`.
     pub(super) renewed_at_ms: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotV2 {
-    pub(super) base: SnapshotV1,
+pub(super) struct SnapshotV2<I = Vec<IdempotencySnap>> {
+    pub(super) base: SnapshotV1<I>,
     /// In prefix order.
     pub(super) marks: Vec<MarkSnap>,
 }
@@ -73,7 +79,7 @@ pub(super) struct SnapshotV2 {
 pub(super) type MarkSnap = (String, u64, u64);
 
 #[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotV1 {
+pub(super) struct SnapshotV1<I = Vec<IdempotencySnap>> {
     pub(super) last_applied: LogIndex,
     pub(super) clock_ms: u64,
     pub(super) sessions: Vec<SessionSnap>,
@@ -82,7 +88,7 @@ pub(super) struct SnapshotV1 {
     pub(super) locks: Vec<LockSnap>,
     pub(super) kv: Vec<KvSnap>,
     pub(super) stacks: Vec<StackSnap>,
-    pub(super) idempotency: Vec<IdempotencySnap>,
+    pub(super) idempotency: I,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,7 +128,8 @@ pub(super) struct IdempotencySnap {
 pub(super) fn encode(state: &LockStateMachine) -> Vec<u8> {
     let (sessions, renewed_at_ms, tombstones) = state.sessions.to_snapshot();
     let (kv, stacks) = state.resources.to_snapshot();
-    let (idempotency, marks, idempotency_bound) = state.idempotency.to_snapshot();
+    let (marks, idempotency_bound) = state.idempotency.to_snapshot();
+    let idempotency = state.idempotency.snapshot_entries();
     let base = SnapshotV1 {
         last_applied: state.last_applied,
         clock_ms: state.clock_ms,
