@@ -32,6 +32,12 @@ bench nodes="3":
 compare-etcd:
     scripts/compare-etcd.sh
 
+# A keyed soak (issue 15): generic client, 64 workers, SECONDS (default
+# 1800) on a fresh local 3-node release cluster; a line per minute with
+# cycles/s, errors, each node's RSS and effective idempotency window.
+soak seconds="1800":
+    scripts/soak.sh {{seconds}}
+
 # Replay one simulation seed alone, with tracing and a text timeline in
 # target/sim-timeline-SEED.txt.
 sim-replay SEED:
