@@ -228,3 +228,78 @@ fn completions_for_each_shell() {
     let (code, _, _) = run(&["completions", "tcsh"], &[]);
     assert_eq!(code, 2);
 }
+
+/// The doubled messages (`invalid name ...: name has byte 0x20 ...: name
+/// has byte 0x20 ...`) came from one pattern: an error whose message shows
+/// its cause (`{0}`, `{source}`) and that also returns the cause from
+/// `source()` (`#[from]`, `#[source]`, a field named `source`), printed by
+/// a chain printer (anyhow's `{:#}`). This finds the pattern in every
+/// crate's sources, so a new error type cannot bring it back.
+#[test]
+fn no_error_type_shows_its_cause_twice() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    for krate in ["api", "core", "runtime", "server", "client", "sim"] {
+        for file in rust_files(&root.join(krate).join("src")) {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            for found in doubled_causes(&text) {
+                offenders.push(format!("{}: {found}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+    // The check itself finds the pattern.
+    let sample = "#[error(\"storage: {0}\")]\n    Storage(#[from] StorageError),\n";
+    assert_eq!(doubled_causes(sample).len(), 1);
+    let sample = "#[error(\"bad {name:?}: {source}\")]\n    Bad {\n        name: String,\n        source: E,\n    },\n";
+    assert_eq!(doubled_causes(sample).len(), 1);
+    let fine = "#[error(\"storage: {0}\")]\n    Storage(StorageError),\n#[error(transparent)]\n    T(#[from] E),\n";
+    assert!(doubled_causes(fine).is_empty());
+}
+
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The `#[error("...")]` messages in `text` that show a cause the variant
+/// also returns from `source()`.
+fn doubled_causes(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let Some(start) = line.find("#[error(\"") else {
+            continue;
+        };
+        let message = &line[start..];
+        // The variant: the lines after the attribute, to its closing.
+        let mut variant = String::new();
+        for next in lines.iter().skip(at + 1) {
+            let next = next.trim();
+            if next.starts_with("#[error") {
+                break;
+            }
+            variant.push_str(next);
+            variant.push('\n');
+            if next.ends_with("),") || next == "}," || next.ends_with("},") {
+                break;
+            }
+        }
+        let tuple_source = variant.contains("(#[from]") || variant.contains("(#[source]");
+        let shows_tuple = message.contains("{0}") || message.contains("{0:");
+        let named_source = variant.contains("source:") || variant.contains("#[source]");
+        let shows_named = message.contains("{source}") || message.contains("{source:");
+        if (tuple_source && shows_tuple) || (named_source && shows_named) {
+            found.push(format!("line {}: {}", at + 1, line.trim()));
+        }
+    }
+    found
+}
