@@ -54,6 +54,14 @@ pub struct ReleaseRequest {
     /// Omitted: whatever grant the session holds (for tools that lost it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_token: Option<u64>,
+    /// The grant's lock, so that an acquire answer is itself a release body;
+    /// if given, it must be the lock of the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// The grant's mode, accepted for the same reason and not checked (a
+    /// session holds a lock in one mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LockMode>,
 }
 
 /// `POST /v1/locks/{name}/withdraw` body (an extension of the contract):
@@ -195,6 +203,8 @@ mod tests {
             ReleaseRequest {
                 session_id: SessionId(3),
                 fencing_token: Some(42),
+                lock: None,
+                mode: None,
             },
         );
         let held = LockState {

@@ -363,6 +363,8 @@ impl Client {
         let body = ReleaseRequest {
             session_id,
             fencing_token: Some(fencing_token),
+            lock: None,
+            mode: None,
         };
         let mut call = self.mutation(Method::POST, path, Some(&body));
         call.resend_after_unknown = true;
@@ -427,6 +429,8 @@ impl Client {
         let body = ReleaseRequest {
             session_id,
             fencing_token,
+            lock: None,
+            mode: None,
         };
         self.call_unit(&self.mutation(Method::POST, path, Some(&body)))
             .await
@@ -755,7 +759,7 @@ impl Client {
                     endpoint.forget_idle();
                     remember(Error::Transport {
                         endpoint: endpoint.url.clone(),
-                        source: format!("no answer within {attempt_timeout:?}").into(),
+                        cause: format!("no answer within {attempt_timeout:?}").into(),
                     });
                     if !call.resend_after_unknown {
                         break;
@@ -767,7 +771,7 @@ impl Client {
                     endpoint.forget_idle();
                     remember(Error::Transport {
                         endpoint: endpoint.url.clone(),
-                        source,
+                        cause: source,
                     });
                     if !call.resend_after_unknown {
                         break;
@@ -781,7 +785,7 @@ impl Client {
                 // applied: whatever this answer says, that is unknown.
                 remember(Error::Transport {
                     endpoint: endpoint.url.clone(),
-                    source: "the connection closed before an answer; the request was sent again"
+                    cause: "the connection closed before an answer; the request was sent again"
                         .into(),
                 });
             }

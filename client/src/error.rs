@@ -61,11 +61,12 @@ pub enum Error {
     #[error("no answer within the call's deadline of {deadline:?}")]
     DeadlineExceeded { deadline: Duration },
     /// Could not talk to any endpoint (connect, send or read failed).
-    #[error("transport error talking to {endpoint}: {source}")]
+    /// The cause is in the message, not also in `source()`: a reporter that
+    /// prints the chain (anyhow's `{:#}`) would print it twice.
+    #[error("transport error talking to {endpoint}: {cause}")]
     Transport {
         endpoint: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An answer the contract does not describe (unknown code, bad JSON).
     #[error("unexpected answer from {endpoint}: HTTP {status}: {message}")]
@@ -79,12 +80,9 @@ pub enum Error {
     #[error("the session's lease is lost")]
     LeaseLost,
     /// A name the server would refuse; caught before sending.
-    #[error("invalid name {name:?}: {source}")]
-    InvalidName {
-        name: String,
-        #[source]
-        source: NameError,
-    },
+    /// (The reason is in the message only, as for `Transport`.)
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: NameError },
     /// The task running a call ended without its outcome (it panicked, or
     /// the runtime is shutting down); for a mutation the outcome is unknown.
     #[error("the call was interrupted: {0}")]
@@ -218,6 +216,34 @@ pub(crate) fn decode_error(endpoint: &str, status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a chain printer (anyhow's `{:#}`) shows: each message, then its
+    /// source's, joined by ": ".
+    fn chain_text(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut next = error.source();
+        while let Some(source) = next {
+            text = format!("{text}: {source}");
+            next = source.source();
+        }
+        text
+    }
+
+    #[test]
+    fn no_message_is_printed_twice_along_the_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let refused_text = refused.to_string();
+        let transport = Error::Transport {
+            endpoint: "http://127.0.0.1:1".into(),
+            cause: Box::new(refused),
+        };
+        let name = "bad name";
+        let invalid = crate::path::name_segment(name).expect_err("a space is refused");
+        for (error, part) in [(transport, refused_text), (invalid, "0x20".to_owned())] {
+            let text = chain_text(&error);
+            assert_eq!(text.matches(&part).count(), 1, "{text}");
+        }
+    }
 
     #[test]
     fn a_server_error_without_an_envelope_is_an_unknown_outcome() {

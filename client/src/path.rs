@@ -30,9 +30,9 @@ pub fn encode_component(s: &str) -> String {
 /// Checks `name` against the contract's name rules and encodes it as a
 /// segment.
 pub(crate) fn name_segment(name: &str) -> Result<String, Error> {
-    validate_name(name).map_err(|source| Error::InvalidName {
+    validate_name(name).map_err(|reason| Error::InvalidName {
         name: name.to_owned(),
-        source,
+        reason,
     })?;
     Ok(encode_component(name))
 }

@@ -55,11 +55,21 @@ pub enum BackupError {
     #[error("not a deadbolt backup (it does not start with {expected:?})")]
     NotABackup { expected: &'static str },
     #[error("the backup is damaged: {0}")]
-    Damaged(#[from] DecodeError),
+    Damaged(DecodeError),
     #[error("the backup's state cannot be restored: {0}")]
     BadState(String),
     #[error("the backup says index {claimed}, but its state is at index {actual}")]
     IndexMismatch { claimed: LogIndex, actual: LogIndex },
+}
+
+// The variants above carry their cause in their message (`{0}`), so they do
+// not also return it from `source()` (no `#[from]`): a reporter that prints
+// the chain, as the CLI and `deadbolt serve` do (`{:#}`), would print the
+// cause twice. These `From`s keep `?` working.
+impl From<DecodeError> for BackupError {
+    fn from(error: DecodeError) -> Self {
+        BackupError::Damaged(error)
+    }
 }
 
 impl Backup {

@@ -6,13 +6,22 @@
 //! Precedence: flag > environment > config file > built-in default.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 
 use deadbolt_api::limits::{IDEMPOTENCY_KEYS_DEFAULT, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_KEYS_MIN};
 use deadbolt_api::BODY_BYTES_MAX_DEFAULT;
 use deadbolt_core::raft::NodeId;
 use serde::Deserialize;
+
+use crate::logging::LogFormat;
+
+/// Where `serve` keeps its data without `--data-dir`.
+pub const DATA_DIR_DEFAULT: &str = "deadbolt-data";
+/// The API address without `--listen-api`.
+pub const LISTEN_API_DEFAULT: &str = "127.0.0.1:7070";
+/// The peer address without `--listen-peer`.
+pub const LISTEN_PEER_DEFAULT: &str = "127.0.0.1:7071";
 
 /// The largest cluster deadbolt supports.
 pub const CLUSTER_VOTERS_MAX: usize = 7;
@@ -21,32 +30,39 @@ pub const CLUSTER_VOTERS_MAX: usize = 7;
 /// Every field is optional so that the config file can fill what is missing.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// This node's id within its cluster (1 when starting a one-node cluster).
+    /// This node's id within its cluster. [default: 1]
     #[arg(long, env = "DEADBOLT_NODE_ID")]
     pub node_id: Option<u64>,
-    /// Where the node keeps its log, snapshots and identity.
+    /// Where the node keeps its log, snapshots and identity. [default:
+    /// deadbolt-data]
     #[arg(long, env = "DEADBOLT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address of the HTTP API.
+    /// Address of the HTTP API, IP:PORT or HOST:PORT (a host name is
+    /// resolved once, at start). [default: 127.0.0.1:7070]
     #[arg(long, env = "DEADBOLT_LISTEN_API")]
     pub listen_api: Option<String>,
-    /// Address peers connect to for Raft traffic.
+    /// Address peers connect to for Raft traffic, IP:PORT or HOST:PORT.
+    /// [default: 127.0.0.1:7071]
     #[arg(long, env = "DEADBOLT_LISTEN_PEER")]
     pub listen_peer: Option<String>,
-    /// Peer addresses of the founding voters: `1=ADDR,2=ADDR,3=ADDR`.
+    /// Peer addresses of the founding voters: `1=ADDR,2=ADDR,3=ADDR`, the
+    /// same on every founder. [default: this node alone]
     #[arg(long, env = "DEADBOLT_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// API URL of a running cluster that this new node asks to join.
     #[arg(long, env = "DEADBOLT_JOIN")]
     pub join: Option<String>,
     /// Address other nodes and clients should use for this node's API, when
-    /// it differs from `--listen-api` (e.g. listening on 0.0.0.0).
+    /// it differs from `--listen-api` (e.g. listening on 0.0.0.0). [default:
+    /// the listen address]
     #[arg(long, env = "DEADBOLT_ADVERTISE_API")]
     pub advertise_api: Option<String>,
     /// Address peers should dial, when it differs from `--listen-peer`.
+    /// [default: the listen address]
     #[arg(long, env = "DEADBOLT_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
-    /// Request bodies above this many bytes are refused with 413.
+    /// Request bodies above this many bytes are refused with 413. [default:
+    /// 1048576]
     #[arg(long, env = "DEADBOLT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Most idempotency outcomes the cluster keeps; past it the oldest is
@@ -61,9 +77,18 @@ pub struct ServeArgs {
     /// their data dirs afterwards. Refused on a data dir already forced.
     #[arg(long, env = "DEADBOLT_FORCE_NEW_CLUSTER")]
     pub force_new_cluster: bool,
-    /// TOML file with the same settings (names as the flags, `-` or `_`).
+    /// TOML file with the same settings (names as the flags, `-` or `_`),
+    /// `log-format` too.
     #[arg(long, env = "DEADBOLT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Client flags mean nothing to a node: taken here so that `serve`'s help
+    /// does not list them (clap leaves a global flag out of a subcommand
+    /// that has its own of that name), and still accepted, as before.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// (Hidden, as `endpoints`.)
+    #[arg(long, hide = true)]
+    pub json: bool,
 }
 
 /// The TOML file: the same names as the flags.
@@ -91,6 +116,9 @@ struct FileSettings {
     idempotency_keys_max: Option<u64>,
     #[serde(alias = "force_new_cluster")]
     force_new_cluster: Option<bool>,
+    /// The global `--log-format`, for the node's own logs.
+    #[serde(alias = "log_format")]
+    log_format: Option<LogFormat>,
 }
 
 /// How a node comes into being.
@@ -120,6 +148,8 @@ pub struct ServeConfig {
     pub idempotency_keys_max: u64,
     /// `--force-new-cluster`: become the only voter of the stored cluster.
     pub force_new_cluster: bool,
+    /// `log-format` from the config file (the flag, read before, wins).
+    pub log_format: Option<LogFormat>,
 }
 
 /// A setting that cannot be used, named with the offending value.
@@ -135,6 +165,35 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+}
+
+impl ConfigError {
+    /// The message, naming `DEADBOLT_<SETTING>` instead of `--setting` when
+    /// the value came from the environment (no such flag on the command line).
+    pub fn naming_the_source(&self) -> String {
+        let argv: Vec<String> = std::env::args().collect();
+        self.naming_source_in(&argv, |name| std::env::var(name).ok())
+    }
+
+    fn naming_source_in(&self, argv: &[String], env: impl Fn(&str) -> Option<String>) -> String {
+        let ConfigError::Invalid {
+            setting,
+            value,
+            reason,
+        } = self
+        else {
+            return self.to_string();
+        };
+        let flag = format!("--{setting}");
+        let on_argv = argv
+            .iter()
+            .any(|arg| *arg == flag || arg.starts_with(&format!("{flag}=")));
+        let variable = format!("DEADBOLT_{}", setting.replace('-', "_").to_uppercase());
+        match env(&variable) {
+            Some(text) if !on_argv => format!("{variable}={text:?}: {reason}"),
+            _ => format!("{flag} {value:?}: {reason}"),
+        }
+    }
 }
 
 fn invalid(setting: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -160,13 +219,13 @@ impl ServeArgs {
             .data_dir
             .clone()
             .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("deadbolt-data"));
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("data-dir", "", "must not be empty"));
         }
-        let listen_api_text = pick(&self.listen_api, file.listen_api, "127.0.0.1:7070");
+        let listen_api_text = pick(&self.listen_api, file.listen_api, LISTEN_API_DEFAULT);
         let listen_api = parse_addr("listen-api", &listen_api_text)?;
-        let listen_peer_text = pick(&self.listen_peer, file.listen_peer, "127.0.0.1:7071");
+        let listen_peer_text = pick(&self.listen_peer, file.listen_peer, LISTEN_PEER_DEFAULT);
         let listen_peer = parse_addr("listen-peer", &listen_peer_text)?;
         if listen_api == listen_peer {
             return Err(invalid(
@@ -224,6 +283,7 @@ impl ServeArgs {
             max_body_bytes,
             idempotency_keys_max,
             force_new_cluster: self.force_new_cluster || file.force_new_cluster.unwrap_or(false),
+            log_format: file.log_format,
         })
     }
 }
@@ -283,9 +343,25 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     })
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved now (the first address the resolver
+/// gives), so a name that does not resolve stops the start with its setting.
 fn parse_addr(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| invalid(setting, text, "expected IP:PORT, e.g. 127.0.0.1:7070"))
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    check_host_port(setting, text).map_err(|_| {
+        invalid(
+            setting,
+            text,
+            "expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:7070",
+        )
+    })?;
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| invalid(setting, text, format!("cannot resolve the host name: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(setting, text, "the host name resolves to no address"))
 }
 
 fn check_host_port(setting: &'static str, text: &str) -> Result<(), ConfigError> {
@@ -439,6 +515,56 @@ mod tests {
             "the flag wins"
         );
         assert!(matches!(config.bootstrap, Bootstrap::Founder { ref voters } if voters.len() == 2));
+    }
+
+    #[test]
+    fn a_value_from_the_environment_is_named_as_its_variable() {
+        let error = invalid("node-id", 0, "node ids start at 1");
+        let env = |name: &str| (name == "DEADBOLT_NODE_ID").then(|| "0".to_owned());
+        let from_env = error.naming_source_in(&["deadbolt".into(), "serve".into()], env);
+        assert_eq!(from_env, "DEADBOLT_NODE_ID=\"0\": node ids start at 1");
+        let argv = [
+            "deadbolt".into(),
+            "serve".into(),
+            "--node-id".into(),
+            "0".into(),
+        ];
+        let from_flag = error.naming_source_in(&argv, env);
+        assert_eq!(from_flag, "--node-id \"0\": node ids start at 1");
+    }
+
+    #[test]
+    fn host_names_are_resolved_at_start() {
+        let args = ServeArgs {
+            listen_api: Some("localhost:7070".into()),
+            listen_peer: Some("localhost:7071".into()),
+            ..Default::default()
+        };
+        let config = args.resolve().expect("localhost resolves");
+        assert!(config.listen_api.ip().is_loopback(), "{config:?}");
+        assert_eq!(config.listen_api.port(), 7070);
+        let args = ServeArgs {
+            listen_api: Some("no-such-host.invalid:7070".into()),
+            ..Default::default()
+        };
+        let err = args.resolve().expect_err("does not resolve").to_string();
+        assert!(
+            err.contains("--listen-api") && err.contains("cannot resolve"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_format_is_read_from_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deadbolt.toml");
+        std::fs::write(&path, "log-format = \"json\"\n").expect("write config");
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.log_format, Some(LogFormat::Json));
     }
 
     #[test]

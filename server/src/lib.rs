@@ -8,6 +8,7 @@
 //!   wired from a [`config::ServeConfig`] (`run(listeners, config, shutdown)`).
 //! - [`data_dir`]: a node's data dir (`identity.json` beside `raft/`), the
 //!   checks made on it at start, and the cluster id tags.
+//! - [`dir_lock`]: one process per data dir (`deadbolt.pid`, flock).
 //! - [`restore`]: `deadbolt restore`, a new founder's data dir from a backup.
 //! - [`logging`]: tracing-subscriber set-up (human or JSON).
 //! - [`cli`]: the command line (not built under madsim: it runs real
@@ -20,6 +21,8 @@ pub mod cli;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod data_dir;
+#[cfg(not(madsim))]
+pub mod dir_lock;
 pub mod http;
 pub mod logging;
 #[cfg(not(madsim))]

@@ -11,21 +11,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     use clap::Parser;
-    use deadbolt_server::cli::{run_client_command, Cli, Command};
+    use deadbolt_server::cli::{name_env_source, run_client_command, Cli, Command};
     use deadbolt_server::logging;
     use std::process::ExitCode;
 
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => match name_env_source(&error) {
+            // A bad DEADBOLT_* value is named as the variable, not a flag
+            // that was never typed.
+            Some(text) => {
+                eprint!("{text}");
+                return ExitCode::from(2);
+            }
+            None => error.exit(),
+        },
+    };
     match cli.command {
         Command::Serve(args) => {
-            logging::init(cli.global.log_format, "info");
             let config = match args.resolve() {
                 Ok(config) => config,
                 Err(e) => {
-                    eprintln!("deadbolt: {e}");
+                    logging::init(cli.global.log_format.unwrap_or_default(), "info");
+                    eprintln!("deadbolt: {}", e.naming_the_source());
                     return ExitCode::from(2);
                 }
             };
+            // The flag (or DEADBOLT_LOG_FORMAT) wins over the config file.
+            let log_format = cli.global.log_format.or(config.log_format);
+            logging::init(log_format.unwrap_or_default(), "info");
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -47,7 +61,7 @@ fn main() -> std::process::ExitCode {
         command => {
             // Client commands: logs only when asked for (RUST_LOG), so
             // their output stays clean.
-            logging::init(cli.global.log_format, "warn");
+            logging::init(cli.global.log_format.unwrap_or_default(), "warn");
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -34,6 +34,7 @@ use crate::data_dir::{
     check_forceable, draw_incarnation, founder_cluster_id, mark_forced, mark_removed,
     open_data_dir, os_seed, restored_cluster_id, write_identity, StoredIdentity, RAFT_DIR,
 };
+use crate::dir_lock::DataDirLock;
 use crate::http::{app, serve_http_with, ApiSettings, ServeHttpOptions};
 
 /// How long a joining node keeps asking the cluster to add it. Bounded so a
@@ -65,6 +66,8 @@ pub struct Server {
     node: Node,
     http: JoinHandle<std::io::Result<()>>,
     http_stop: ShutdownTrigger,
+    /// Held until the server is dropped, after the node (fields drop in order).
+    _data_dir_lock: DataDirLock,
 }
 
 /// Starts the node and serves the API until `shutdown`, then stops
@@ -95,6 +98,9 @@ pub async fn start(
         .local_addr()
         .context("reading the peer listener's address")?;
     let data_dir = config.data_dir.clone();
+    // Before anything in the dir is read: a dir in use is refused for that
+    // reason alone, not for what a second reader makes of it.
+    let data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let stored = open_data_dir(&config)?;
     if config.force_new_cluster {
         check_forceable(&config, stored.as_ref())?;
@@ -162,6 +168,7 @@ pub async fn start(
         node,
         http,
         http_stop,
+        _data_dir_lock: data_dir_lock,
     };
     if let Some(url) = membership.join_url {
         if let Err(error) = join(&url, &config, incarnation, &cluster_id).await {

@@ -488,7 +488,8 @@ async fn a_command_that_cannot_start_is_reported_in_json_with_json() {
         .stderr(Stdio::piped())
         .output()
         .expect("run the CLI");
-    assert_eq!(output.status.code(), Some(1));
+    // 127 as a shell's "command not found" (issue 18).
+    assert_eq!(output.status.code(), Some(127));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().last().unwrap_or_default();
     let error: serde_json::Value = serde_json::from_str(last)

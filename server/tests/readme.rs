@@ -4,9 +4,9 @@
 //!
 //! Substitutions, all mechanical: `127.0.0.1:PORT` becomes an ephemeral
 //! port (tests never take fixed ports), `cargo run --release --bin deadbolt
-//! --` and `export PATH=...target/release...` become the binary under test,
-//! and `release`'s example session and token become the ones `acquire`
-//! printed. The `prerequisites` block (installs a toolchain from the network)
+//! --` and `export PATH=...target/release...` become the binary under test.
+//! Nothing else is substituted: the README prints no id a reader must
+//! change. The `prerequisites` block (installs a toolchain from the network)
 //! and the `tests` block (the test suite itself) are checked for shape only:
 //! they name the justfile recipe and cargo alias that exist.
 
@@ -168,40 +168,31 @@ async fn the_one_node_walkthrough_works_as_written() {
     assert_eq!(state["holders"][0]["fencing_token"], grant["fencing_token"]);
     assert_eq!(lines[2], "{}", "{out}");
 
-    // CLI: line by line, the binary under test first on PATH.
+    // CLI: the block as one script (its lines share `$grant`), the binary
+    // under test first on PATH. It prints no id a reader must change.
     let cli_lines = &blocks["cli"];
     assert!(
         cli_lines[0].starts_with("export PATH=") && cli_lines[0].contains("target/release"),
         "the CLI block starts by putting the binary on PATH"
     );
-    let mut acquired: Option<(String, String)> = None;
-    for line in &cli_lines[1..] {
-        let mut line = remap_ports(line, &mut ports);
-        if line.contains(" release ") {
-            let (session, token) = acquired.clone().expect("acquire ran before release");
-            line = line
-                .replace("--session-id 7", &format!("--session-id {session}"))
-                .replace("--fencing-token 7", &format!("--fencing-token {token}"));
-        }
-        let script = format!("DEADBOLT_ENDPOINTS={url} {line}");
-        let (code, out, err) = run_shell(&script, dir.path());
-        assert_eq!(code, 0, "{line}\n{out}{err}");
-        if line.contains(" lock ") {
-            assert!(out.contains("holding demo with fencing token "), "{out}");
-        }
-        if line.contains(" acquire ") {
-            // "acquired demo (exclusive) session S fencing token T"
-            let words: Vec<&str> = out.split_whitespace().collect();
-            let after = |key: &str| {
-                let at = words.iter().position(|w| *w == key).expect(key);
-                words[at + 1].to_owned()
-            };
-            acquired = Some((after("session"), after("token")));
-        }
-        if line.contains(" status ") {
-            assert!(out.contains("held"), "{out}");
-        }
-    }
+    let script = format!(
+        "set -e\nexport DEADBOLT_ENDPOINTS={url}\n{}",
+        remap_ports(&cli_lines[1..].join("\n"), &mut ports)
+    );
+    let (code, out, err) = run_shell(&script, dir.path());
+    assert_eq!(code, 0, "{script}\n{out}{err}");
+    assert!(out.contains("holding demo with fencing token "), "{out}");
+    let grant = out
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("acquire --json printed the grant: {out}"));
+    assert_eq!(grant["lock"], "demo", "{out}");
+    assert!(out.contains("demo: held"), "{out}");
+    assert!(
+        out.contains("UTC (") && out.contains(" ago)"),
+        "a time and an age: {out}"
+    );
+    assert!(out.contains("released demo"), "{out}");
     let (_, out, _) = cli(&url, &["status", "demo", "--json"]);
     assert!(
         out.contains(r#""state":"free""#),
@@ -213,6 +204,37 @@ async fn the_one_node_walkthrough_works_as_written() {
     server.signal(nix::sys::signal::Signal::SIGINT);
     let status = server.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", server.logs());
+}
+
+/// The README points only at files the repository has, and the license it
+/// names is there in full.
+#[test]
+fn the_readme_names_only_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let named: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| {
+            !code.contains(' ')
+                && (code.ends_with(".md") || *code == "LICENSE" || code.ends_with(".rs"))
+        })
+        .collect();
+    assert!(named.contains(&"LICENSE"), "{named:?}");
+    for file in named {
+        assert!(
+            root.join(file).is_file(),
+            "README names {file}, not in the repository"
+        );
+    }
+    let license = std::fs::read_to_string(root.join("LICENSE")).expect("LICENSE");
+    assert!(
+        license.contains("Apache License") && license.contains("Version 2.0, January 2004"),
+        "LICENSE is the Apache-2.0 text Cargo.toml declares"
+    );
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(manifest.contains(r#"license = "Apache-2.0""#));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,20 @@
 
 use super::types::{LogIndex, NodeId};
 
+/// The leader hint as people read it: `leader is node 3`, not `Some(3)`.
+/// The server's API errors add the same words when the reason lacks them.
+pub fn leader_text(leader_hint: &Option<NodeId>) -> String {
+    match leader_hint {
+        Some(id) => format!("leader is node {id}"),
+        None => "no leader known".to_owned(),
+    }
+}
+
 /// Why a proposal was refused (named apart from the runtime's `ProposeError`,
 /// which a node's callers see). Nothing was appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposalRefused {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader ({})", leader_text(leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("proposal is {bytes} bytes, more than {max}")]
     TooLarge { bytes: usize, max: usize },
@@ -21,7 +30,7 @@ pub enum ProposalRefused {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadIndexError {
-    #[error("no leader known to serve the read (leader hint: {leader_hint:?})")]
+    #[error("not the leader, cannot serve the read ({})", leader_text(leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("too many reads pending")]
     TooManyPending,
@@ -29,7 +38,7 @@ pub enum ReadIndexError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader ({})", leader_text(leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("node {0} is not a voter")]
     NotVoter(NodeId),
@@ -37,7 +46,7 @@ pub enum TransferError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader ({})", leader_text(leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("the previous membership change is not committed yet")]
     ChangeInProgress,

@@ -148,7 +148,9 @@ pub use config::{
     APPLY_BATCH_ENTRIES_MAX, HELD_MESSAGES_MAX, PENDING_READS_MAX, PROPOSAL_BATCH_MAX,
     PROPOSAL_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, UNCOMMITTED_ENTRIES_MAX,
 };
-pub use error::{MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError};
+pub use error::{
+    leader_text, MembershipError, ProposalRefused, ReadIndexError, SnapshotRefused, TransferError,
+};
 pub use health::{ClusterHealth, MemberHealth, QuorumHealth};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,

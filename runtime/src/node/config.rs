@@ -152,14 +152,14 @@ impl NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid raft timing: {0}")]
-    RaftConfig(#[from] ConfigError),
+    RaftConfig(ConfigError),
     #[error("invalid {field}: {message}")]
     InvalidConfig {
         field: &'static str,
         message: String,
     },
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     #[error("stored snapshot at index {index} cannot be restored: {reason}")]
     CorruptSnapshot { index: u64, reason: String },
     /// A founder on an empty data dir whose fellow founders already hold
@@ -191,4 +191,19 @@ pub enum StartError {
     OtherFounding { configured: String, stored: String },
     #[error("--force-new-cluster refused: {message}")]
     ForceNewCluster { message: String },
+}
+
+// The variants above carry their cause in their message (`{0}`), so they do
+// not also return it from `source()` (no `#[from]`): a reporter that prints
+// the chain, as the CLI and `deadbolt serve` do (`{:#}`), would print the
+// cause twice. These `From`s keep `?` working.
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        StartError::RaftConfig(error)
+    }
+}
+impl From<StorageError> for StartError {
+    fn from(error: StorageError) -> Self {
+        StartError::Storage(error)
+    }
 }

@@ -98,9 +98,9 @@ pub(crate) enum ConnError {
     #[error("{0} timed out")]
     Timeout(&'static str),
     #[error("io error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("bad frame: {0}")]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
     #[error("connection closed by peer")]
     Closed,
     #[error("handshake refused: {0}")]
@@ -114,6 +114,21 @@ pub(crate) enum ConnError {
     NotMember(LogIndex),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+}
+
+// The variants above carry their cause in their message (`{0}`), so they do
+// not also return it from `source()` (no `#[from]`): a reporter that prints
+// the chain, as the CLI and `deadbolt serve` do (`{:#}`), would print the
+// cause twice. These `From`s keep `?` working.
+impl From<std::io::Error> for ConnError {
+    fn from(error: std::io::Error) -> Self {
+        ConnError::Io(error)
+    }
+}
+impl From<FrameError> for ConnError {
+    fn from(error: FrameError) -> Self {
+        ConnError::Frame(error)
+    }
 }
 
 /// Reads the next frame, waiting at most `timeout`. `buf` carries bytes

@@ -45,6 +45,7 @@ pub struct BenchArgs {
     /// Which client the workers are.
     #[arg(long, value_enum, default_value_t = BenchClient::Own)]
     pub client: BenchClient,
+    /// Every worker on its own lock (uncontended) or all on one (contended).
     #[arg(long, value_enum, default_value_t = Workload::Uncontended)]
     pub workload: Workload,
     /// Concurrency levels to run, one after the other.

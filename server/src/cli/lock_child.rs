@@ -35,7 +35,7 @@ use tokio::signal::unix::{signal as signals, Signal as Signals, SignalKind};
 use tokio::sync::oneshot;
 
 use super::lock_cmd::{child_exit_code, SELF_EXE};
-use super::EXIT_LEASE_LOST;
+use super::{EXIT_CANNOT_EXECUTE, EXIT_LEASE_LOST, EXIT_NOT_FOUND};
 
 #[derive(Debug, Args)]
 pub struct LockChildArgs {
@@ -117,7 +117,7 @@ fn parent_alive(parent_pid: u32) -> bool {
 /// `lock-child --exec`: the command's first moments, in the command's own
 /// process. The parent-death signal survives `exec`; the `Command` is this
 /// crate's way of exec'ing without `unsafe`.
-fn exec_command(args: &LockChildArgs) -> anyhow::Result<u8> {
+fn exec_command(args: &LockChildArgs, json: bool) -> anyhow::Result<u8> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("asking for a parent-death signal")?;
     if !parent_alive(args.parent_pid) {
         return Ok(EXIT_LEASE_LOST);
@@ -128,7 +128,19 @@ fn exec_command(args: &LockChildArgs) -> anyhow::Result<u8> {
         .context("no command given after --")?;
     // Returns only if the command could not be started.
     let error = std::process::Command::new(program).args(rest).exec();
-    Err(error).with_context(|| format!("starting {program:?}"))
+    let code = exit_code_of_exec_error(&error);
+    let error = anyhow::Error::new(error).context(format!("starting {program:?}"));
+    super::output::print_error(&error, json);
+    Ok(code)
+}
+
+/// The shell's exit status for a command it could not run: 127 not found,
+/// 126 found but not executable (POSIX "Command Search and Execution").
+fn exit_code_of_exec_error(error: &std::io::Error) -> u8 {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_CANNOT_EXECUTE,
+    }
 }
 
 /// `deadbolt lock-child [--exec] [--json] --parent-pid <this process>
@@ -171,7 +183,7 @@ fn start_command(args: &LockChildArgs, json: bool) -> anyhow::Result<std::proces
 
 pub(super) async fn run(args: LockChildArgs, json: bool) -> anyhow::Result<u8> {
     if args.exec {
-        return exec_command(&args);
+        return exec_command(&args, json);
     }
     // Handlers first, so that a SIGTERM between the two calls below is seen.
     let mut terminate =

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use deadbolt_client::api::{LockMode, SESSION_TTL_MS_DEFAULT};
+use deadbolt_client::api::{AcquireResponse, LockMode, SESSION_TTL_MS_DEFAULT};
 use deadbolt_client::{Client, Error, Lock, Session, SessionOptions};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::{getpgrp, tcgetpgrp, tcsetpgrp, Pid};
@@ -47,7 +47,9 @@ pub struct LockArgs {
     /// Shared instead of exclusive mode.
     #[arg(long)]
     pub shared: bool,
-    /// Lease TTL of the session that holds the lock.
+    /// Lease TTL of the session that holds the lock. `lock` renews it while
+    /// the command runs, so it only bounds how long the lock outlives a
+    /// `lock` that dies (shorter than `acquire`'s 30 s, which nothing renews).
     #[arg(long, default_value_t = SESSION_TTL_MS_DEFAULT)]
     pub ttl_ms: u64,
     /// Wait at most this long for the lock (default: until it is granted).
@@ -172,6 +174,16 @@ pub(super) async fn run(client: Client, args: LockArgs, json: bool) -> anyhow::R
     };
     let lock = acquire(&session, &args.name, mode, args.wait_ms).await?;
     tracing::info!(lock = %args.name, token = lock.fencing_token(), "acquired; running the command");
+    if json {
+        // The grant, as `acquire --json` prints it, before the command's own
+        // output: a script learns the token without parsing the command's.
+        super::output::print_json(&AcquireResponse {
+            lock: args.name.clone(),
+            mode,
+            session_id: session.id(),
+            fencing_token: lock.fencing_token(),
+        });
+    }
 
     if args.command.is_empty() {
         anyhow::bail!("no command given after --");

@@ -39,7 +39,7 @@ fn global_flags_go_before_or_after_the_subcommand() {
     }
     let cli = parse(&["cluster", "status", "--json", "--log-format", "json"]).unwrap();
     assert!(cli.global.json);
-    assert_eq!(cli.global.log_format, LogFormat::Json);
+    assert_eq!(cli.global.log_format, Some(LogFormat::Json));
     assert!(matches!(
         cli.command,
         Command::Cluster(ClusterCommand::Status)
@@ -257,4 +257,58 @@ fn errors_map_to_exit_codes() {
     let context = anyhow::Error::from(deadbolt_client::Error::LockHeld { holders: vec![] })
         .context("acquiring L");
     assert_eq!(exit_code_of(&context), EXIT_LOCK_HELD);
+}
+
+/// Every flag and argument of every command says what it is for.
+#[test]
+fn every_flag_has_help() {
+    use clap::CommandFactory as _;
+    fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            check(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut command = Cli::command();
+    command.build();
+    check(&command, "deadbolt", &mut missing);
+    assert!(missing.is_empty(), "flags without help: {missing:?}");
+}
+
+#[test]
+fn release_takes_a_grant_or_a_session() {
+    let cli = parse(&[
+        "release",
+        "L",
+        "--grant",
+        r#"{"lock":"L","mode":"exclusive","session_id":"5","fencing_token":9}"#,
+    ])
+    .unwrap();
+    let Command::Release(args) = cli.command else {
+        panic!("not release")
+    };
+    let (session, token) = release_target(&args).expect("a grant");
+    assert_eq!((session.0, token), (5, Some(9)));
+    let cli = parse(&[
+        "release",
+        "M",
+        "--grant",
+        r#"{"lock":"L","mode":"exclusive","session_id":"5","fencing_token":9}"#,
+    ])
+    .unwrap();
+    let Command::Release(args) = cli.command else {
+        panic!("not release")
+    };
+    assert!(release_target(&args).is_err(), "a grant of another lock");
+    assert!(
+        parse(&["release", "L"]).is_err(),
+        "neither is a usage error"
+    );
+    assert!(parse(&["release", "L", "--grant", "{}", "--session-id", "1"]).is_err());
 }

@@ -97,10 +97,15 @@ impl From<LockError> for ApiError {
 impl From<ProposeError> for ApiError {
     fn from(error: ProposeError) -> Self {
         match error {
-            ProposeError::Unavailable { leader, reason } => ApiError::unavailable(match leader {
-                Some(id) => format!("{reason} (leader is node {id})"),
-                None => format!("{reason} (no leader known)"),
-            }),
+            ProposeError::Unavailable { leader, reason } => {
+                // The reason may say it already (`no leader known`): once.
+                let hint = deadbolt_core::raft::leader_text(&leader);
+                ApiError::unavailable(if reason.contains(&hint) {
+                    reason
+                } else {
+                    format!("{reason} ({hint})")
+                })
+            }
             ProposeError::Timeout => ApiError::new(
                 ErrorCode::Timeout,
                 "the cluster did not answer in time; the outcome is unknown unless retried \

@@ -142,7 +142,12 @@ pub(crate) fn decode_path(path: &str) -> String {
 
 /// Parses a JSON body; an empty body reads as `{}` (keepalive, pop and the
 /// other endpoints whose fields are all optional accept it). Errors name the
-/// field: `mode: unknown variant ...`, `session_id: missing`.
+/// field: `mode: unknown variant ...`, `session_id: missing`, and a field no
+/// body type knows (`sesion_id`) is refused rather than ignored: ignoring it
+/// would run the request with a default in its place (a throwaway session
+/// instead of the one meant). Done here, not with `deny_unknown_fields` on
+/// each type, so it holds for every body at once, while the same types stay
+/// lenient where the client reads them (answers may grow).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -154,7 +159,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+    let mut unknown: Option<String> = None;
+    let mut note_unknown = |path: serde_ignored::Path<'_>| {
+        unknown.get_or_insert_with(|| path.to_string());
+    };
+    let tracked = serde_ignored::Deserializer::new(&mut de, &mut note_unknown);
+    let value = serde_path_to_error::deserialize::<_, T>(tracked).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let text = inner.to_string();
@@ -170,6 +180,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, text)
     })?;
+    if let Some(field) = unknown {
+        return Err(ApiError::invalid(
+            field,
+            "unknown field (a misspelling?); this body has no such field",
+        ));
+    }
     de.end().map_err(|e| {
         ApiError::invalid("body", format!("trailing data after the JSON value: {e}"))
     })?;
@@ -360,6 +376,24 @@ mod tests {
         let e = parse_json::<CreateSessionRequest>(b"{} x").unwrap_err();
         assert_eq!(e.details.field.as_deref(), Some("body"));
         assert!(parse_json::<CreateSessionRequest>(b"").is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = parse_json::<AcquireRequest>(br#"{"sesion_id": "999"}"#).unwrap_err();
+        assert_eq!(e.details.field.as_deref(), Some("sesion_id"));
+        assert!(
+            e.message.starts_with("sesion_id: unknown field"),
+            "{}",
+            e.message
+        );
+        // Bodies without fields of their own too (keepalive, session DELETE).
+        let e = parse_json::<deadbolt_api::KeepaliveRequest>(br#"{"ttl": 1}"#).unwrap_err();
+        assert_eq!(e.details.field.as_deref(), Some("ttl"));
+        let e = parse_json::<deadbolt_api::EmptyResponse>(br#"{"x": 1}"#).unwrap_err();
+        assert_eq!(e.details.field.as_deref(), Some("x"));
+        let known = parse_json::<AcquireRequest>(br#"{"session_id": "9", "wait_ms": 5}"#);
+        assert_eq!(known.expect("known fields").wait_ms, 5);
         assert!(parse_json::<CreateSessionRequest>(b" \n").is_ok());
     }
 

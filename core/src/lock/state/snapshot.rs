@@ -18,9 +18,19 @@ use crate::raft::LogIndex;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot bytes: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     #[error("snapshot is inconsistent: {0}")]
     Inconsistent(String),
+}
+
+// The variants above carry their cause in their message (`{0}`), so they do
+// not also return it from `source()` (no `#[from]`): a reporter that prints
+// the chain, as the CLI and `deadbolt serve` do (`{:#}`), would print the
+// cause twice. These `From`s keep `?` working.
+impl From<DecodeError> for SnapshotError {
+    fn from(error: DecodeError) -> Self {
+        SnapshotError::Decode(error)
+    }
 }
 
 /// The snapshot format. A new version is a new variant; old ones stay

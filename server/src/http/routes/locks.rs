@@ -168,6 +168,12 @@ pub(crate) async fn release(
     request: Mutation<ReleaseRequest>,
 ) -> Result<Json<EmptyResponse>, ApiError> {
     check_name("name", &name)?;
+    if let Some(lock) = request.body.lock.as_deref().filter(|lock| *lock != name) {
+        return Err(ApiError::invalid(
+            "lock",
+            format!("names lock {lock:?}, but the path releases {name:?}"),
+        ));
+    }
     let command = Command::Release(Release {
         lock: name,
         session_id: request.body.session_id.0,
