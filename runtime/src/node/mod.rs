@@ -7,6 +7,8 @@
 //! signal; `shutdown`/`kill` wait for all of them.
 
 mod actor;
+#[cfg(madsim)]
+mod buggify;
 mod cluster_time;
 mod config;
 mod force_new_cluster;
@@ -120,6 +122,11 @@ impl Node {
             first_request_id,
             idempotency_keys_max: config.idempotency_keys_max,
             founding_rng,
+            #[cfg(madsim)]
+            forward_reply_drops: buggify::ForwardReplyDrops::new(
+                config.sim_drop_forward_reply_one_in,
+                config.seed,
+            ),
         };
         let (actor, handle, listener, transport) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);
