@@ -110,7 +110,7 @@ pub(crate) struct StartState {
     /// Draws the founding nonce, should this node be the first leader.
     pub(crate) founding_rng: SplitMix64,
     #[cfg(madsim)]
-    pub(crate) forward_reply_drops: super::buggify::ForwardReplyDrops,
+    pub(crate) forward_reply_drops: crate::buggify::ForwardReplyDrops,
 }
 
 /// The actor's channels to the node's other tasks.
@@ -187,7 +187,7 @@ pub(crate) struct Actor {
     stopping: Option<(u64, oneshot::Sender<()>)>,
     /// Simulation only: forwarded replies this node drops.
     #[cfg(madsim)]
-    forward_reply_drops: super::buggify::ForwardReplyDrops,
+    forward_reply_drops: crate::buggify::ForwardReplyDrops,
 }
 
 impl Actor {

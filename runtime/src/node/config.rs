@@ -112,6 +112,13 @@ pub struct NodeConfig {
     /// follower's caller learns "outcome unknown" after its deadline.
     #[cfg(madsim)]
     pub sim_drop_forward_reply_one_in: u64,
+    /// Messages queued per peer before new ones are dropped (the
+    /// transport's default when `None`; the simulation makes it small).
+    pub peer_queue_messages_max: Option<usize>,
+    /// Simulation only (a BUGGIFY point): one peer write in `.0` (0: never)
+    /// stalls up to `.1` ms first (see `TransportConfig::sim_write_stall`).
+    #[cfg(madsim)]
+    pub sim_peer_write_stall: (u64, u64),
 }
 
 impl NodeConfig {
@@ -151,6 +158,9 @@ impl NodeConfig {
             observer: None,
             #[cfg(madsim)]
             sim_drop_forward_reply_one_in: 0,
+            peer_queue_messages_max: None,
+            #[cfg(madsim)]
+            sim_peer_write_stall: (0, 0),
         }
     }
 

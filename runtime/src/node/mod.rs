@@ -7,8 +7,6 @@
 //! signal; `shutdown`/`kill` wait for all of them.
 
 mod actor;
-#[cfg(madsim)]
-mod buggify;
 mod cluster_time;
 mod config;
 mod force_new_cluster;
@@ -123,7 +121,7 @@ impl Node {
             idempotency_keys_max: config.idempotency_keys_max,
             founding_rng,
             #[cfg(madsim)]
-            forward_reply_drops: buggify::ForwardReplyDrops::new(
+            forward_reply_drops: crate::buggify::ForwardReplyDrops::new(
                 config.sim_drop_forward_reply_one_in,
                 config.seed,
             ),
@@ -399,6 +397,13 @@ fn wire_actor(
 ) -> (Actor, NodeHandle, ListenerHandle, Arc<TransportConfig>) {
     let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id);
     transport.incarnation = config.incarnation;
+    if let Some(max) = config.peer_queue_messages_max {
+        transport.peer_queue_messages_max = max;
+    }
+    #[cfg(madsim)]
+    {
+        transport.sim_write_stall = config.sim_peer_write_stall;
+    }
     // Checked from the first hello on, before the actor syncs anything.
     transport
         .incarnations

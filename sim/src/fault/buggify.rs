@@ -25,6 +25,9 @@ const SMALL_APPEND_BYTES_ONE_IN: u64 = 4;
 const CRASH_IN_SYNC_WINDOW_ONE_IN: u64 = 2;
 /// One seed in this many (every mix but amnesia) drops forwarded replies.
 const DROP_FORWARD_REPLIES_ONE_IN: u64 = 4;
+/// One seed in this many (every mix but amnesia) gives every peer link a
+/// queue of a few messages and stalls some of its writes, so it overflows.
+const PEER_QUEUE_OVERFLOW_ONE_IN: u64 = 4;
 
 /// What a seed switched on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,9 @@ pub struct Buggify {
     /// A leader drops one forwarded request's reply in this many (0: none);
     /// the follower's caller learns "outcome unknown" and retries.
     pub drop_forward_reply_one_in: u64,
+    /// Peer links queue this many messages at most, and one write in `.1`
+    /// stalls up to `.2` ms first, so the queue overflows (Raft retries).
+    pub peer_queue: Option<(usize, u64, u64)>,
 }
 
 impl Buggify {
@@ -69,7 +75,19 @@ impl Buggify {
             } else {
                 0
             };
+        // Drawn last, so the choices above stay what they were.
+        let peer_queue = if mix != FaultMix::Amnesia && rng.chance(1, PEER_QUEUE_OVERFLOW_ONE_IN)
+        {
+            Some((
+                rng.range_u64(2, 33) as usize,
+                rng.range_u64(20, 101),
+                rng.range_u64(30, 201),
+            ))
+        } else {
+            None
+        };
         Buggify {
+            peer_queue,
             seed,
             slow_disks,
             sync_tails,
@@ -130,6 +148,11 @@ impl std::fmt::Display for Buggify {
                 self.drop_forward_reply_one_in
             ));
         }
+        if let Some((queue, one_in, ms)) = self.peer_queue {
+            on.push(format!(
+                "peer queues of {queue} messages, one write in {one_in} stalled up to {ms} ms"
+            ));
+        }
         if on.is_empty() {
             return f.write_str("buggify: none");
         }
@@ -161,6 +184,8 @@ mod tests {
         assert!((0.09..0.16).contains(&aimed), "{aimed}");
         let dropped = share(&|b| b.drop_forward_reply_one_in > 0);
         assert!((0.20..0.30).contains(&dropped), "{dropped}");
+        let queues = share(&|b| b.peer_queue.is_some());
+        assert!((0.20..0.30).contains(&queues), "{queues}");
         assert!(draws.iter().all(|b| b
             .append_limits
             .is_none_or(|(e, b)| (1..=8).contains(&e) || b <= 8 * 1024)));
@@ -188,6 +213,6 @@ mod tests {
                 hasher.record(&format!("{b:?} {:?}", b.sync_latency(1)));
             }
         }
-        assert_eq!(hasher.hash(), 0x7d11_909c_ccc4_81ad, "{:#018x}", hasher.hash());
+        assert_eq!(hasher.hash(), 0xc4d5_7608_9899_8cdb, "{:#018x}", hasher.hash());
     }
 }

@@ -411,5 +411,9 @@ fn node_config(
         config.max_append_bytes = bytes;
     }
     config.sim_drop_forward_reply_one_in = setup.buggify.drop_forward_reply_one_in;
+    if let Some((queue, stall_one_in, stall_ms)) = setup.buggify.peer_queue {
+        config.peer_queue_messages_max = Some(queue);
+        config.sim_peer_write_stall = (stall_one_in, stall_ms);
+    }
     config
 }

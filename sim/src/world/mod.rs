@@ -97,6 +97,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         .count() as u64;
     let rec = Shared::new(spec.nodes + joiners, spec.verbose);
     let buggify = Buggify::draw(spec.seed, spec.mix);
+    deadbolt_runtime::buggify::set_enabled(true);
     rec.lock().harness(format!(
         "{spec}: {} fault action(s); {}; {buggify}",
         schedule.actions.len(),
