@@ -586,7 +586,10 @@ impl fmt::Display for FaultAction {
             }
             FaultAction::FailSync { node } => write!(f, "n{node}'s next fsync fails"),
             FaultAction::RestartAfterFailedSync { node } => {
-                write!(f, "n{node} restarted by its supervisor after the failed fsync")
+                write!(
+                    f,
+                    "n{node} restarted by its supervisor after the failed fsync"
+                )
             }
         }
     }

@@ -66,9 +66,8 @@ impl Buggify {
             (false, true) => Some((deadbolt_core::raft::APPEND_ENTRIES_MAX, bytes)),
             (true, true) => Some((entries, bytes)),
         };
-        let crash_in_sync_window = rng.chance(1, CRASH_IN_SYNC_WINDOW_ONE_IN)
-            && slow_disks
-            && mix == FaultMix::Chaos;
+        let crash_in_sync_window =
+            rng.chance(1, CRASH_IN_SYNC_WINDOW_ONE_IN) && slow_disks && mix == FaultMix::Chaos;
         let drop_forward_reply_one_in =
             if mix != FaultMix::Amnesia && rng.chance(1, DROP_FORWARD_REPLIES_ONE_IN) {
                 rng.range_u64(2, 20)
@@ -76,8 +75,7 @@ impl Buggify {
                 0
             };
         // Drawn last, so the choices above stay what they were.
-        let peer_queue = if mix != FaultMix::Amnesia && rng.chance(1, PEER_QUEUE_OVERFLOW_ONE_IN)
-        {
+        let peer_queue = if mix != FaultMix::Amnesia && rng.chance(1, PEER_QUEUE_OVERFLOW_ONE_IN) {
             Some((
                 rng.range_u64(2, 33) as usize,
                 rng.range_u64(20, 101),
@@ -137,7 +135,9 @@ impl std::fmt::Display for Buggify {
             });
         }
         if let Some((entries, bytes)) = self.append_limits {
-            on.push(format!("appends of at most {entries} entries / {bytes} bytes"));
+            on.push(format!(
+                "appends of at most {entries} entries / {bytes} bytes"
+            ));
         }
         if self.crash_in_sync_window {
             on.push("crashes aimed between a write and its sync".into());
@@ -213,6 +213,11 @@ mod tests {
                 hasher.record(&format!("{b:?} {:?}", b.sync_latency(1)));
             }
         }
-        assert_eq!(hasher.hash(), 0xc4d5_7608_9899_8cdb, "{:#018x}", hasher.hash());
+        assert_eq!(
+            hasher.hash(),
+            0xc4d5_7608_9899_8cdb,
+            "{:#018x}",
+            hasher.hash()
+        );
     }
 }
