@@ -688,4 +688,56 @@ mod tests {
             assert_eq!(again.entries, r.entries, "seed {seed}");
         }
     }
+
+    /// A disk's sync latency stays within its profile, has a tail only when
+    /// asked, continues its stream when set again (a restart), and the
+    /// unsynced writes it counts are what a crash would lose.
+    #[test]
+    fn sync_latency_and_the_crash_window() {
+        use std::time::Duration;
+        let disk = SimDisk::new();
+        assert_eq!(
+            disk.draw_sync_delay(),
+            Duration::ZERO,
+            "no profile: instant"
+        );
+        let profile = SyncLatency {
+            min_us: 100,
+            max_us: 900,
+            tail_one_in: 4,
+            tail_max_ms: 50,
+        };
+        disk.set_sync_latency(profile, 7);
+        let draws: Vec<Duration> = (0..400).map(|_| disk.draw_sync_delay()).collect();
+        let tails = draws
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(1))
+            .count();
+        assert!((50..150).contains(&tails), "{tails} tails of 400");
+        assert!(draws
+            .iter()
+            .all(|d| *d >= Duration::from_micros(100) && *d <= Duration::from_millis(50)));
+        // Set again (a restarted node): the stream goes on, no replay.
+        let replayed = SimDisk::new();
+        replayed.set_sync_latency(profile, 7);
+        disk.set_sync_latency(SyncLatency::NONE, 1);
+        assert_ne!(disk.draw_sync_delay(), Duration::ZERO, "kept its profile");
+        assert_eq!(
+            replayed.draw_sync_delay(),
+            draws[0],
+            "same seed, same stream"
+        );
+
+        let mut s = SimStorage::open(disk.clone(), &identity()).unwrap();
+        s.append(&[entry(1, 1), entry(1, 2)]).unwrap();
+        assert_eq!(disk.unsynced_writes(), 2);
+        s.sync().unwrap();
+        assert_eq!(disk.unsynced_writes(), 0);
+        s.append(&[entry(1, 3)]).unwrap();
+        assert_eq!(disk.unsynced_writes(), 1);
+        drop(s);
+        disk.crash(CrashFault::LoseUnsynced, &mut SplitMix64::new(3));
+        let r = SimStorage::open(disk, &identity()).unwrap().load().unwrap();
+        assert_eq!(r.last_log_id(), (1, 2), "the unsynced write was lost");
+    }
 }
