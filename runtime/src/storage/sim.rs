@@ -145,6 +145,10 @@ impl SimDisk {
         let mut state = self.lock();
         let pending = std::mem::take(&mut state.pending);
         state.generation += 1;
+        // An injected fsync failure was aimed at the process that just
+        // died; left armed, it would poison the next incarnation's first
+        // sync, which no supervisor restarts (simulation seeds 1388, 1505).
+        state.fail_next_sync = false;
         if fault == CrashFault::LoseUnsynced {
             return;
         }
@@ -187,6 +191,7 @@ impl SimDisk {
 
     /// The next sync fails; the unsynced writes stay in the "page cache" and
     /// may or may not survive a later crash, as after a real failed fsync.
+    /// A crash before that sync disarms it.
     pub fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
     }
