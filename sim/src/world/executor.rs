@@ -387,8 +387,9 @@ impl Executor {
             self.rec.clone(),
         )));
         self.rec.lock().event(TimelineEvent::Up { node: id });
+        let joining = host.current.clone();
         self.hosts.push(host);
-        reconfig::spawn_join(self.members(), joiner, self.rec.clone());
+        reconfig::spawn_join(self.members(), joiner, joining, self.rec.clone());
     }
 
     /// Removes voter `id` through whichever member runs, asked until
