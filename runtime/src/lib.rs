@@ -52,6 +52,8 @@
 #![warn(unreachable_pub)]
 
 pub mod backup;
+#[cfg(madsim)]
+pub mod buggify;
 pub mod clock;
 pub mod cluster_id;
 pub mod latest;

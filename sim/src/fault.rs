@@ -18,9 +18,11 @@ use deadbolt_runtime::SplitMix64;
 
 use crate::history::NodeId;
 
+mod buggify;
 mod disturbed;
 mod schedule;
 
+pub use buggify::Buggify;
 pub use schedule::{ClockSetup, FaultSchedule, TimedAction};
 
 /// Drift is in parts per million; ±10% is the most the design promises to
@@ -441,6 +443,18 @@ pub enum FaultAction {
     SwapForeignDisk {
         node: NodeId,
     },
+    /// BUGGIFY (issue 20 item 3): the node's next fsync fails. The node
+    /// must stop acting (the storage actor's poison path), never
+    /// acknowledge what the failed sync covered.
+    FailSync {
+        node: NodeId,
+    },
+    /// The node's supervisor restarts the process that stopped after a
+    /// failed fsync: killed (what the failed sync covered may or may not
+    /// have reached the disk) and started again on its data dir.
+    RestartAfterFailedSync {
+        node: NodeId,
+    },
 }
 
 /// The id of the member the membership episode adds: never a host's.
@@ -461,6 +475,15 @@ impl FaultAction {
                 | FaultAction::StartNode { .. }
                 | FaultAction::MovePeerAddr { .. }
                 | FaultAction::SwapForeignDisk { .. }
+        )
+    }
+
+    /// Whether this action is a BUGGIFY episode (issue 20, its own stream):
+    /// the pin test takes them out to show that nothing else moved.
+    pub fn is_buggify(&self) -> bool {
+        matches!(
+            self,
+            FaultAction::FailSync { .. } | FaultAction::RestartAfterFailedSync { .. }
         )
     }
 }
@@ -560,6 +583,13 @@ impl fmt::Display for FaultAction {
             }
             FaultAction::SwapForeignDisk { node } => {
                 write!(f, "n{node} gets the data dir of another founding")
+            }
+            FaultAction::FailSync { node } => write!(f, "n{node}'s next fsync fails"),
+            FaultAction::RestartAfterFailedSync { node } => {
+                write!(
+                    f,
+                    "n{node} restarted by its supervisor after the failed fsync"
+                )
             }
         }
     }

@@ -46,6 +46,9 @@ pub enum NodeObservation {
         term: Term,
         entry_hash: u64,
     },
+    /// The node deleted its log entries from `from` on (a conflict with
+    /// the leader's log); the `Appended` entries that replace them follow.
+    Truncated { node: NodeId, from: LogIndex },
     /// The node applied a committed entry to its state machine.
     Applied {
         node: NodeId,
@@ -73,6 +76,7 @@ impl NodeObservation {
         match self {
             NodeObservation::BecameLeader { node, .. }
             | NodeObservation::Appended { node, .. }
+            | NodeObservation::Truncated { node, .. }
             | NodeObservation::Applied { node, .. }
             | NodeObservation::SnapshotRestored { node, .. }
             | NodeObservation::CommitIndex { node, .. }
@@ -96,6 +100,9 @@ impl fmt::Display for NodeObservation {
                 f,
                 "n{node} appended index {index} term {term} hash {entry_hash:#018x}"
             ),
+            NodeObservation::Truncated { node, from } => {
+                write!(f, "n{node} truncated its log from index {from}")
+            }
             NodeObservation::Applied {
                 node,
                 index,

@@ -15,7 +15,9 @@
 //! - [`seed`]: one seed, independent sub-seeds per concern (faults,
 //!   workload, each node, each client, madsim's scheduler, clocks).
 //! - [`fault`]: fault mixes (calm, network, chaos; amnesia to test the
-//!   checkers), swarm selection per seed, the pure schedule generator.
+//!   checkers), swarm selection per seed, the pure schedule generator,
+//!   and the seed's BUGGIFY choices (`fault::Buggify`: fault points inside
+//!   runtime and storage, from a stream of their own).
 //! - [`timeline`]: the text timeline of a run, one column per node.
 //! - [`sweep`]: what a seed implies (`RunSpec`), the `DEADBOLT_SIM_*`
 //!   knobs, the regression list, the sweep/soak driver, failure messages
@@ -59,8 +61,9 @@
 //! wrong moment makes a checker either blind or wrong, so:
 //! - [`history::RaftHistory`]: each node's `BecameLeader`, `Applied` (every
 //!   applied entry, in order, with a hash of the entry's bytes),
-//!   `CommitIndex`, `SnapshotRestored`, `Restarted`; `Appended` optionally,
-//!   but then for every append of that node, in order.
+//!   `CommitIndex`, `SnapshotRestored`, `Restarted`; `Truncated` and
+//!   `Appended` for every log write of the node, in order (when handed to
+//!   storage, not when durable).
 //! - [`history::ClientHistory`]: `invoke` just before a request is first
 //!   sent, `complete` when its answer arrives; answers that never arrive
 //!   (504, lost connection, end of run) stay incomplete. Retries with the same

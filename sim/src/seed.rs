@@ -25,6 +25,9 @@ pub enum Concern {
     Clock = 7,
     /// The incarnation of each host's first data dir.
     DataDir = 8,
+    /// The fault points inside runtime and storage (`fault::buggify`):
+    /// index 0 for the seed's choices, a node id for that node's disk.
+    Buggify = 9,
 }
 
 /// The sub-seed of `concern` (instance `index`, e.g. a node id or client id)
@@ -68,6 +71,7 @@ mod tests {
                 Concern::FaultExecution,
                 Concern::Clock,
                 Concern::DataDir,
+                Concern::Buggify,
             ] {
                 for index in 0..5 {
                     assert!(seen.insert(sub_seed(seed, concern, index)));

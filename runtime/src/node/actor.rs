@@ -109,6 +109,8 @@ pub(crate) struct StartState {
     pub(crate) idempotency_keys_max: Option<u64>,
     /// Draws the founding nonce, should this node be the first leader.
     pub(crate) founding_rng: SplitMix64,
+    #[cfg(madsim)]
+    pub(crate) forward_reply_drops: crate::buggify::ForwardReplyDrops,
 }
 
 /// The actor's channels to the node's other tasks.
@@ -183,6 +185,9 @@ pub(crate) struct Actor {
     failed: Option<String>,
     /// Graceful shutdown in progress: (give up transfer at, reply).
     stopping: Option<(u64, oneshot::Sender<()>)>,
+    /// Simulation only: forwarded replies this node drops.
+    #[cfg(madsim)]
+    forward_reply_drops: crate::buggify::ForwardReplyDrops,
 }
 
 impl Actor {
@@ -228,6 +233,8 @@ impl Actor {
             removed: reports.removed,
             failed: None,
             stopping: None,
+            #[cfg(madsim)]
+            forward_reply_drops: start.forward_reply_drops,
         }
     }
 
@@ -362,6 +369,11 @@ impl Actor {
                     let now_ms = self.cluster_now_ms();
                     forward::serve(&mut self.replica, now_ms, request)
                 };
+                #[cfg(madsim)]
+                if self.forward_reply_drops.drop_this() {
+                    tracing::debug!(from, request_id, "buggify: forwarded reply dropped");
+                    return;
+                }
                 self.io
                     .peers
                     .send(from, PeerMessage::ForwardReply { request_id, result });
@@ -651,6 +663,7 @@ impl Actor {
                 return false;
             }
         }
+        self.observe_log_writes(truncate_from, &entries);
         let batch = WriteBatch {
             persist_seq,
             snapshot,
@@ -696,6 +709,21 @@ impl Actor {
             self.take_snapshot().await;
         }
         true
+    }
+
+    /// Tells the observer (the simulation's Raft checker) how the log
+    /// changes: a truncation, then each appended entry.
+    fn observe_log_writes(&self, truncate_from: Option<LogIndex>, entries: &[Entry]) {
+        if let Some(from) = truncate_from {
+            self.observer.observe(|| NodeEvent::Truncated { from });
+        }
+        for entry in entries {
+            self.observer.observe(|| NodeEvent::Appended {
+                index: entry.index,
+                term: entry.term,
+                entry_hash: super::observer::entry_hash(entry),
+            });
+        }
     }
 
     /// Replaces the state machine with a snapshot from the leader; false

@@ -96,10 +96,29 @@ pub struct NodeConfig {
     /// Make this node the only voter of its stored cluster before it starts
     /// (`serve --force-new-cluster`, see `node::force_new_cluster`).
     pub force_new_cluster: bool,
+    /// Most entries, and bytes, in one append to a follower (defaults:
+    /// Raft's `APPEND_ENTRIES_MAX` and `APPEND_BYTES_MAX`). The simulation
+    /// draws small ones per seed, so that a lagging majority receives
+    /// old-term entries without the new leader's no-op (commit-rule
+    /// histories), as the in-core random test does.
+    pub max_append_entries: usize,
+    pub max_append_bytes: usize,
     /// Optional fault table for the simulation's link fault injection.
     pub link_faults: Option<Subscriber<LinkFaultsTable>>,
     /// Optional observer of Raft events (simulation); `None` costs nothing.
     pub observer: Option<NodeObserver>,
+    /// Simulation only (a BUGGIFY point): while leading, drop one forwarded
+    /// request's reply in this many (0: never), as a lost frame would; the
+    /// follower's caller learns "outcome unknown" after its deadline.
+    #[cfg(madsim)]
+    pub sim_drop_forward_reply_one_in: u64,
+    /// Messages queued per peer before new ones are dropped (the
+    /// transport's default when `None`; the simulation makes it small).
+    pub peer_queue_messages_max: Option<usize>,
+    /// Simulation only (a BUGGIFY point): one peer write in `.0` (0: never)
+    /// stalls up to `.1` ms first (see `TransportConfig::sim_write_stall`).
+    #[cfg(madsim)]
+    pub sim_peer_write_stall: (u64, u64),
 }
 
 impl NodeConfig {
@@ -133,8 +152,15 @@ impl NodeConfig {
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
             idempotency_keys_max: None,
             force_new_cluster: false,
+            max_append_entries: raft::APPEND_ENTRIES_MAX,
+            max_append_bytes: raft::APPEND_BYTES_MAX,
             link_faults: None,
             observer: None,
+            #[cfg(madsim)]
+            sim_drop_forward_reply_one_in: 0,
+            peer_queue_messages_max: None,
+            #[cfg(madsim)]
+            sim_peer_write_stall: (0, 0),
         }
     }
 
@@ -143,6 +169,8 @@ impl NodeConfig {
         config.election_timeout_min_ms = self.raft.election_timeout_min_ms;
         config.election_timeout_max_ms = self.raft.election_timeout_max_ms;
         config.heartbeat_interval_ms = self.raft.heartbeat_interval_ms;
+        config.max_append_entries = self.max_append_entries;
+        config.max_append_bytes = self.max_append_bytes;
         config
     }
 }

@@ -120,6 +120,11 @@ impl Node {
             first_request_id,
             idempotency_keys_max: config.idempotency_keys_max,
             founding_rng,
+            #[cfg(madsim)]
+            forward_reply_drops: crate::buggify::ForwardReplyDrops::new(
+                config.sim_drop_forward_reply_one_in,
+                config.seed,
+            ),
         };
         let (actor, handle, listener, transport) =
             wire_actor(config, start, storage.handle, transport_rng, shutdown);
@@ -392,6 +397,13 @@ fn wire_actor(
 ) -> (Actor, NodeHandle, ListenerHandle, Arc<TransportConfig>) {
     let mut transport = TransportConfig::new(config.cluster_id.clone(), config.node_id);
     transport.incarnation = config.incarnation;
+    if let Some(max) = config.peer_queue_messages_max {
+        transport.peer_queue_messages_max = max;
+    }
+    #[cfg(madsim)]
+    {
+        transport.sim_write_stall = config.sim_peer_write_stall;
+    }
     // Checked from the first hello on, before the actor syncs anything.
     transport
         .incarnations

@@ -29,6 +29,16 @@ pub enum NodeEvent {
         term: Term,
         entry_hash: u64,
     },
+    /// The node deletes its log entries from `from` on (a conflict with
+    /// the leader's log), before the `Appended` entries that replace them.
+    Truncated { from: LogIndex },
+    /// The node appends this entry to its log (handed to storage; not
+    /// necessarily durable or committed).
+    Appended {
+        index: LogIndex,
+        term: Term,
+        entry_hash: u64,
+    },
     /// The state machine was replaced by a snapshot (restored from storage
     /// at start, or installed from the leader); the next `Applied` is
     /// `last_index + 1`.

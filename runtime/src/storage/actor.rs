@@ -372,17 +372,13 @@ impl<S: Storage> StorageActor<S> {
                 persisted_seq = batch.persist_seq;
             }
         }
-        let Some(mut storage) = self.storage.take() else {
+        let Some(storage) = self.storage.take() else {
             return Next::Stop;
         };
         let requests = group.len() as u64;
         let entries: u64 = group.iter().map(WriteRequest::entries).sum();
         let started = Instant::now();
-        let joined = run_blocking(move || {
-            let result = write_and_sync(&mut storage, &group);
-            (storage, result)
-        })
-        .await;
+        let joined = write_group_off_thread(storage, group).await;
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (storage, result) = match joined {
             Ok(out) => out,
@@ -452,10 +448,45 @@ async fn run_blocking<R: Send + 'static>(
     Ok(work())
 }
 
-/// Writes a group of requests and syncs once. The hard state is written
+/// Writes a group and syncs it off the async workers, handing the storage
+/// back with the outcome (`Err` only if the blocking task was lost).
+#[cfg(not(madsim))]
+async fn write_group_off_thread<S: Storage>(
+    mut storage: S,
+    group: Vec<WriteRequest>,
+) -> Result<(S, Result<(), StorageError>), tokio::task::JoinError> {
+    run_blocking(move || {
+        let result = write_group(&mut storage, &group).and_then(|()| storage.sync());
+        (storage, result)
+    })
+    .await
+}
+
+/// The simulation's version: the group is written, then the actor waits the
+/// disk's simulated fsync latency before syncing, so that the Raft actor
+/// goes on sending while the writes are not yet durable, and a crash can
+/// fall in between (the disk then loses, keeps or tears them as its crash
+/// model says). Nothing is reported durable before the sync returns.
+#[cfg(madsim)]
+async fn write_group_off_thread<S: Storage>(
+    mut storage: S,
+    group: Vec<WriteRequest>,
+) -> Result<(S, Result<(), StorageError>), std::convert::Infallible> {
+    let written = write_group(&mut storage, &group);
+    if written.is_ok() {
+        let delay = storage.sim_sync_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let result = written.and_then(|()| storage.sync());
+    Ok((storage, result))
+}
+
+/// Writes a group of requests, to be synced once. The hard state is written
 /// after everything else (only its last value counts), so a crash can never
 /// leave a durable commit index pointing past the durable log.
-fn write_and_sync<S: Storage>(storage: &mut S, group: &[WriteRequest]) -> Result<(), StorageError> {
+fn write_group<S: Storage>(storage: &mut S, group: &[WriteRequest]) -> Result<(), StorageError> {
     let mut hard_state = None;
     for request in group {
         match request {
@@ -486,7 +517,7 @@ fn write_and_sync<S: Storage>(storage: &mut S, group: &[WriteRequest]) -> Result
     if let Some(hs) = hard_state {
         storage.save_hard_state(&hs)?;
     }
-    storage.sync()
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub use actor::{
 };
 #[cfg(not(madsim))]
 pub use fjall::FjallStorage;
-pub use sim::{CrashFault, SimDisk, SimStorage};
+pub use sim::{CrashFault, SimDisk, SimStorage, SyncLatency};
 
 /// Longest cluster id accepted in a data dir or a handshake.
 pub const CLUSTER_ID_BYTES_MAX: usize = 64;
@@ -153,6 +153,12 @@ pub trait Storage: Send + 'static {
     /// one chunk.
     fn compact_step(&mut self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// Simulation only: how long the next sync takes (the storage actor
+    /// waits this long between writing a group and syncing it).
+    #[cfg(madsim)]
+    fn sim_sync_delay(&mut self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 }
 

@@ -79,6 +79,45 @@ struct DiskState {
     full: bool,
     fail_next_sync: bool,
     syncs: u64,
+    /// Simulated fsync latency (see [`SyncLatency`]) and the stream it
+    /// draws from; kept with the disk, so a restart does not replay it.
+    sync_latency: Option<(SyncLatency, SplitMix64)>,
+}
+
+/// How long a simulated fsync takes (simulation only: the storage actor
+/// waits this long between writing a group and syncing it, so a crash can
+/// fall between a write and its sync, and sends and syncs interleave). Each
+/// sync waits a uniform `min_us..=max_us`; one in `tail_one_in` (0: none)
+/// waits up to `tail_max_ms` instead, as a disk stalled by a journal flush
+/// or a busy neighbour does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncLatency {
+    pub min_us: u64,
+    pub max_us: u64,
+    pub tail_one_in: u64,
+    pub tail_max_ms: u64,
+}
+
+impl SyncLatency {
+    /// No latency: a sync is durable in the instant it is asked for.
+    pub const NONE: SyncLatency = SyncLatency {
+        min_us: 0,
+        max_us: 0,
+        tail_one_in: 0,
+        tail_max_ms: 0,
+    };
+
+    fn draw(&self, rng: &mut SplitMix64) -> std::time::Duration {
+        if *self == Self::NONE {
+            return std::time::Duration::ZERO;
+        }
+        if self.tail_one_in > 0 && rng.chance(1, self.tail_one_in) {
+            let ms = rng.range_u64(1, self.tail_max_ms.max(1) + 1);
+            return std::time::Duration::from_millis(ms);
+        }
+        let us = rng.range_u64(self.min_us, self.max_us.max(self.min_us) + 1);
+        std::time::Duration::from_micros(us)
+    }
 }
 
 /// The shared simulated disk of one node. Clone it into the node at each
@@ -106,6 +145,10 @@ impl SimDisk {
         let mut state = self.lock();
         let pending = std::mem::take(&mut state.pending);
         state.generation += 1;
+        // An injected fsync failure was aimed at the process that just
+        // died; left armed, it would poison the next incarnation's first
+        // sync, which no supervisor restarts (simulation seeds 1388, 1505).
+        state.fail_next_sync = false;
         if fault == CrashFault::LoseUnsynced {
             return;
         }
@@ -148,8 +191,34 @@ impl SimDisk {
 
     /// The next sync fails; the unsynced writes stay in the "page cache" and
     /// may or may not survive a later crash, as after a real failed fsync.
+    /// A crash before that sync disarms it.
     pub fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
+    }
+
+    /// Gives the disk a simulated fsync latency, drawn from a stream seeded
+    /// with `seed` (see [`SyncLatency`]), unless it has one: a restarted
+    /// node's disk goes on with its stream instead of replaying it.
+    pub fn set_sync_latency(&self, latency: SyncLatency, seed: u64) {
+        let mut state = self.lock();
+        if state.sync_latency.is_none() {
+            state.sync_latency = Some((latency, SplitMix64::new(seed)));
+        }
+    }
+
+    /// How long the next sync takes (simulation): drawn from the disk's
+    /// latency profile, zero without one.
+    pub fn draw_sync_delay(&self) -> std::time::Duration {
+        match &mut self.lock().sync_latency {
+            Some((latency, rng)) => latency.draw(rng),
+            None => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Writes made but not yet synced (the crash window the simulation
+    /// aims its crashes at).
+    pub fn unsynced_writes(&self) -> usize {
+        self.lock().pending.len()
     }
 
     /// Successful syncs so far (to check group commit).
@@ -373,6 +442,11 @@ impl Storage for SimStorage {
             .compact_target
             .min(first + COMPACT_STEP_ENTRIES_MAX - 1);
         self.write(Op::CompactTo(up_to))
+    }
+
+    #[cfg(madsim)]
+    fn sim_sync_delay(&mut self) -> std::time::Duration {
+        self.disk.draw_sync_delay()
     }
 }
 
@@ -618,5 +692,57 @@ mod tests {
             let again = SimStorage::open(disk, &identity()).unwrap().load().unwrap();
             assert_eq!(again.entries, r.entries, "seed {seed}");
         }
+    }
+
+    /// A disk's sync latency stays within its profile, has a tail only when
+    /// asked, continues its stream when set again (a restart), and the
+    /// unsynced writes it counts are what a crash would lose.
+    #[test]
+    fn sync_latency_and_the_crash_window() {
+        use std::time::Duration;
+        let disk = SimDisk::new();
+        assert_eq!(
+            disk.draw_sync_delay(),
+            Duration::ZERO,
+            "no profile: instant"
+        );
+        let profile = SyncLatency {
+            min_us: 100,
+            max_us: 900,
+            tail_one_in: 4,
+            tail_max_ms: 50,
+        };
+        disk.set_sync_latency(profile, 7);
+        let draws: Vec<Duration> = (0..400).map(|_| disk.draw_sync_delay()).collect();
+        let tails = draws
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(1))
+            .count();
+        assert!((50..150).contains(&tails), "{tails} tails of 400");
+        assert!(draws
+            .iter()
+            .all(|d| *d >= Duration::from_micros(100) && *d <= Duration::from_millis(50)));
+        // Set again (a restarted node): the stream goes on, no replay.
+        let replayed = SimDisk::new();
+        replayed.set_sync_latency(profile, 7);
+        disk.set_sync_latency(SyncLatency::NONE, 1);
+        assert_ne!(disk.draw_sync_delay(), Duration::ZERO, "kept its profile");
+        assert_eq!(
+            replayed.draw_sync_delay(),
+            draws[0],
+            "same seed, same stream"
+        );
+
+        let mut s = SimStorage::open(disk.clone(), &identity()).unwrap();
+        s.append(&[entry(1, 1), entry(1, 2)]).unwrap();
+        assert_eq!(disk.unsynced_writes(), 2);
+        s.sync().unwrap();
+        assert_eq!(disk.unsynced_writes(), 0);
+        s.append(&[entry(1, 3)]).unwrap();
+        assert_eq!(disk.unsynced_writes(), 1);
+        drop(s);
+        disk.crash(CrashFault::LoseUnsynced, &mut SplitMix64::new(3));
+        let r = SimStorage::open(disk, &identity()).unwrap().load().unwrap();
+        assert_eq!(r.last_log_id(), (1, 2), "the unsynced write was lost");
     }
 }

@@ -60,6 +60,11 @@ pub struct TransportConfig {
     pub backoff_jitter_pct: u64,
     /// Messages queued per peer before new ones are dropped (Raft retries).
     pub peer_queue_messages_max: usize,
+    /// Simulation only (a BUGGIFY point): one write in `.0` (0: never)
+    /// stalls up to `.1` ms first, as a congested socket does, so that a
+    /// small peer queue overflows and drops.
+    #[cfg(madsim)]
+    pub sim_write_stall: (u64, u64),
 }
 
 impl TransportConfig {
@@ -78,6 +83,8 @@ impl TransportConfig {
             backoff_max_ms: 2_000,
             backoff_jitter_pct: 20,
             peer_queue_messages_max: 4_096,
+            #[cfg(madsim)]
+            sim_write_stall: (0, 0),
         }
     }
 

@@ -390,6 +390,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             if out.is_empty() {
                 continue;
             }
+            #[cfg(madsim)]
+            self.sim_write_stall().await;
             if let Err(mismatch) = self
                 .config
                 .incarnations
@@ -408,6 +410,18 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> PeerActor<M> {
             bump(&self.counters.bytes_sent, out.len() as u64);
             bump(&self.counters.messages_sent, messages);
             next_ping = Instant::now() + keepalive;
+        }
+    }
+
+    /// BUGGIFY (simulation only): stall this write a while, so that the
+    /// bounded queue fills behind it. No draw when the point is off, so the
+    /// other choices of this rng stay where they were.
+    #[cfg(madsim)]
+    async fn sim_write_stall(&mut self) {
+        let (one_in, max_ms) = self.config.sim_write_stall;
+        if one_in > 0 && crate::buggify::enabled() && self.rng.chance(1, one_in) {
+            let ms = self.rng.range_u64(1, max_ms.max(1) + 1);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
 

@@ -73,6 +73,16 @@ pub enum RaftViolation {
         event: EventId,
         at_ns: SimTimeNs,
     },
+    /// A node deleted an entry from its log and then appended an entry of
+    /// the same term at the same index: Raft deletes only on a term
+    /// conflict, and two entries of one term at one index are the same
+    /// entry (log matching), so the truncation threw away an entry that
+    /// matched the leader's (a stale or duplicated append acted on).
+    TruncatedMatchingEntry {
+        index: LogIndex,
+        truncated: Witness,
+        replacement: Witness,
+    },
     /// A node's commit index went down without a restart in between.
     CommitIndexDecreased {
         node: NodeId,
@@ -135,6 +145,16 @@ impl fmt::Display for RaftViolation {
                 "n{node} applied index {got} but its next index was {expected} (event #{event} at {})",
                 fmt_time(*at_ns)
             ),
+            RaftViolation::TruncatedMatchingEntry {
+                index,
+                truncated,
+                replacement,
+            } => write!(
+                f,
+                "n{} truncated index {index} and appended an entry of the same term there: \
+                 truncated {truncated}, replaced by {replacement}",
+                truncated.node
+            ),
             RaftViolation::CommitIndexDecreased {
                 node,
                 from,
@@ -161,6 +181,8 @@ struct NodeTrack {
     /// The node's log as its `Appended` observations describe it (cleared
     /// at restart and snapshot, where the harness may not re-record it).
     log: BTreeMap<LogIndex, Witness>,
+    /// Entries its last truncations deleted and no append has replaced yet.
+    truncated: BTreeMap<LogIndex, Witness>,
 }
 
 impl NodeTrack {
@@ -169,8 +191,19 @@ impl NodeTrack {
             next_apply: 1,
             commit_index: None,
             log: BTreeMap::new(),
+            truncated: BTreeMap::new(),
         }
     }
+}
+
+/// How many truncations the nodes of `history` made (the sweep reports
+/// it: a run without any never tested the conflict path).
+pub fn count_truncations(history: &RaftHistory) -> usize {
+    history
+        .events
+        .iter()
+        .filter(|r| matches!(r.event, NodeObservation::Truncated { .. }))
+        .count()
 }
 
 /// Checks every Raft invariant over `history`. Returns every violation found,
@@ -209,6 +242,7 @@ pub fn check_raft(history: &RaftHistory) -> Vec<RaftViolation> {
             NodeObservation::CommitIndex { node, index } => {
                 check.commit_index(index, witness(node, 0, 0));
             }
+            NodeObservation::Truncated { node, from } => check.truncated(node, from),
             NodeObservation::Restarted { node } => {
                 check.nodes.insert(node, NodeTrack::new());
             }
@@ -257,7 +291,24 @@ impl RaftCheck {
         if track.log.get(&index).is_some_and(|e| e.term != w.term) {
             track.log.split_off(&index);
         }
+        if let Some(truncated) = track.truncated.remove(&index) {
+            if truncated.term == w.term {
+                self.violations.push(RaftViolation::TruncatedMatchingEntry {
+                    index,
+                    truncated,
+                    replacement: w,
+                });
+            }
+        }
         track.log.insert(index, w);
+    }
+
+    /// The node deletes its entries from `from` on: they wait in
+    /// `truncated` for the appends that replace them.
+    fn truncated(&mut self, node: NodeId, from: LogIndex) {
+        let track = self.nodes.entry(node).or_insert_with(NodeTrack::new);
+        let deleted = track.log.split_off(&from);
+        track.truncated.extend(deleted);
     }
 
     /// Applies come in index order per node, and every node applies the
@@ -301,6 +352,7 @@ impl RaftCheck {
         }
         track.next_apply = last_index.saturating_add(1);
         track.log.clear();
+        track.truncated.clear();
         if last_index > 0 {
             // The hash of a snapshot's last entry is unknown: compare
             // terms only.
@@ -539,6 +591,53 @@ mod tests {
         ]));
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(matches!(v[0], RaftViolation::LogMismatch { index: 5, .. }));
+    }
+
+    /// Raft deletes only on a term conflict: a truncated entry that
+    /// comes back with its own term was thrown away for nothing (a stale
+    /// append acted on). A replacement of another term is the normal case.
+    #[test]
+    fn rejects_a_truncation_replaced_by_the_same_term() {
+        let appended = |node, index, term, entry_hash| O::Appended {
+            node,
+            index,
+            term,
+            entry_hash,
+        };
+        let v = check_raft(&history(vec![
+            appended(1, 4, 2, 0x4),
+            appended(1, 5, 2, 0x5),
+            appended(1, 6, 2, 0x6),
+            O::Truncated { node: 1, from: 5 },
+            appended(1, 5, 3, 0x35),
+            O::Truncated { node: 1, from: 6 },
+            appended(1, 6, 3, 0x36),
+        ]));
+        assert!(v.is_empty(), "a conflict of terms is no violation: {v:?}");
+        let v = check_raft(&history(vec![
+            appended(1, 4, 2, 0x4),
+            appended(1, 5, 2, 0x5),
+            O::Truncated { node: 1, from: 5 },
+            appended(1, 5, 2, 0x5),
+        ]));
+        assert!(
+            matches!(v.as_slice(), [RaftViolation::TruncatedMatchingEntry { index: 5, truncated, replacement }]
+                if truncated.event == 1 && replacement.event == 3),
+            "{v:?}"
+        );
+        assert!(v[0].to_string().contains("same term"), "{}", v[0]);
+        // A restart forgets what was truncated before it.
+        let v = check_raft(&history(vec![
+            appended(1, 5, 2, 0x5),
+            O::Truncated { node: 1, from: 5 },
+            O::Restarted { node: 1 },
+            appended(1, 5, 2, 0x5),
+        ]));
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(
+            count_truncations(&history(vec![O::Truncated { node: 2, from: 1 }])),
+            1
+        );
     }
 
     #[test]

@@ -52,8 +52,13 @@ impl InForce {
             FaultAction::Restart { node } | FaultAction::StartNode { node } => {
                 self.down.remove(node);
             }
-            FaultAction::StopNode { node } => {
+            // A node whose fsync failed stops acting at its next sync,
+            // until its supervisor restarts it.
+            FaultAction::StopNode { node } | FaultAction::FailSync { node } => {
                 self.down.insert(*node);
+            }
+            FaultAction::RestartAfterFailedSync { node } => {
+                self.down.remove(node);
             }
             FaultAction::Pause { node } => {
                 self.paused.insert(*node);

@@ -26,6 +26,10 @@ const MEMBERSHIP_STREAM: u64 = 2;
 const PHANTOM_MEMBER_ONE_IN: u64 = 3;
 /// The sub-stream of the reconfiguration episode (issue 14 item 6).
 const RECONFIG_STREAM: u64 = 3;
+/// The sub-stream of the failed-fsync episode (issue 20 item 3).
+const FAILED_SYNC_STREAM: u64 = 4;
+/// One chaos seed in this many fails one fsync of a node.
+const FAILED_SYNC_ONE_IN: u64 = 4;
 /// One seed in this many (every mix but amnesia) changes its membership
 /// with real nodes: joins, removals (the leader's too), a replaced node, a
 /// removed node restarted, a moved peer address, another founding's disk.
@@ -127,6 +131,7 @@ impl FaultSchedule {
             replaced_disk_rng: rng_for(seed, Concern::Faults, REPLACED_DISK_STREAM),
             membership_rng: rng_for(seed, Concern::Faults, MEMBERSHIP_STREAM),
             reconfig_rng: rng_for(seed, Concern::Faults, RECONFIG_STREAM),
+            failed_sync_rng: rng_for(seed, Concern::Faults, FAILED_SYNC_STREAM),
             nodes,
             window: (WARMUP_MS, end),
             out: Vec::new(),
@@ -188,6 +193,8 @@ struct Episodes<'a> {
     membership_rng: SplitMix64,
     /// The stream of the reconfiguration episode (`reconfiguration`).
     reconfig_rng: SplitMix64,
+    /// The stream of the failed-fsync episode (`failed_sync`).
+    failed_sync_rng: SplitMix64,
     nodes: u64,
     /// Faults strike in `[window.0, window.1)`; undos land at `window.1` at
     /// the latest.
@@ -439,6 +446,25 @@ impl Episodes<'_> {
             }
         }
         self.replaced_disk(&busy_until);
+        self.failed_sync(&busy_until);
+    }
+
+    /// BUGGIFY (chaos only, one seed in [`FAILED_SYNC_ONE_IN`]): one
+    /// node's next fsync fails, and its supervisor restarts it 0.5-3 s
+    /// later. Its own stream, drawn last: no other episode moves.
+    fn failed_sync(&mut self, busy_until: &BTreeMap<NodeId, u64>) {
+        let mut rng = self.failed_sync_rng.clone();
+        if self.plan.mix != FaultMix::Chaos || !rng.chance(1, FAILED_SYNC_ONE_IN) {
+            return;
+        }
+        let (start, end) = self.window;
+        let t = rng.range_u64(start, end.max(start + 1));
+        let end_at = (t + rng.range_u64(500, 3_000)).min(end);
+        let node = rng.range_u64(1, self.nodes + 1);
+        if busy_until[&node] <= t {
+            self.push(t, FaultAction::FailSync { node });
+            self.push(end_at, FaultAction::RestartAfterFailedSync { node });
+        }
     }
 
     /// At most one voter per run (chaos only, one seed in
@@ -902,6 +928,7 @@ mod tests {
     #[test]
     fn schedules_of_seeds_0_to_2000_are_pinned() {
         let mut hasher = crate::check::determinism::TraceHasher::new();
+        let mut without_buggify = crate::check::determinism::TraceHasher::new();
         let mut without_churn = crate::check::determinism::TraceHasher::new();
         let mut without_reconfig = crate::check::determinism::TraceHasher::new();
         let mut without_membership = crate::check::determinism::TraceHasher::new();
@@ -910,6 +937,8 @@ mod tests {
                 for nodes in [1, 3, 5, 7] {
                     let mut schedule = FaultSchedule::generate(seed, mix, nodes, 20_000);
                     hasher.record(&format!("{schedule:?}"));
+                    schedule.actions.retain(|a| !a.action.is_buggify());
+                    without_buggify.record(&format!("{schedule:?}"));
                     schedule.actions.retain(|a| !a.action.is_reconfiguration());
                     without_reconfig.record(&format!("{schedule:?}"));
                     schedule.actions.retain(|a| {
@@ -934,6 +963,14 @@ mod tests {
             SCHEDULES_OF_SEEDS_0_TO_2000_HASH,
             "{:#018x}",
             hasher.hash()
+        );
+        // The failed-fsync episode draws from a stream of its own: without
+        // it, every schedule is the one it was before it existed.
+        assert_eq!(
+            without_buggify.hash(),
+            SCHEDULES_BEFORE_BUGGIFY_HASH,
+            "{:#018x}",
+            without_buggify.hash()
         );
         // The reconfiguration episode draws from a stream of its own:
         // without it, every schedule is the one it was before it existed.
@@ -961,7 +998,9 @@ mod tests {
         );
     }
 
-    /// The hash of the schedules above. Deliberate changes: the
+    /// The hash of the schedules above. Deliberate changes: the failed-fsync
+    /// episode (issue 20 item 3; `SCHEDULES_BEFORE_BUGGIFY_HASH` without it,
+    /// the pin before it); the
     /// reconfiguration episode (issue 14 item 6;
     /// `SCHEDULES_BEFORE_RECONFIG_HASH` without it, the pin before it); the
     /// membership episode (issue 14; `SCHEDULES_BEFORE_MEMBERSHIP_HASH`
@@ -972,7 +1011,8 @@ mod tests {
     /// them 0x8ad1_2366_faa1_b277; wall-clock steps of hours (issue 13, bug
     /// 4); before that, unchanged by the split of `generate` into steps
     /// (0xc9b4_471a_e675_b4ce).
-    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x8e93_6d83_e68f_f8e4;
+    const SCHEDULES_OF_SEEDS_0_TO_2000_HASH: u64 = 0x3ff2_4209_0b50_94af;
+    const SCHEDULES_BEFORE_BUGGIFY_HASH: u64 = 0x8e93_6d83_e68f_f8e4;
     const SCHEDULES_BEFORE_RECONFIG_HASH: u64 = 0x6818_bb06_6efc_7cdc;
     const SCHEDULES_BEFORE_MEMBERSHIP_HASH: u64 = 0x47c0_e9d1_9fee_8aaa;
     const SCHEDULES_BEFORE_LEADER_CHURN_HASH: u64 = 0xecda_ea4a_283d_a22a;

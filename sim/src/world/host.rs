@@ -22,7 +22,7 @@ use deadbolt_server::http::{app, serve_http, ApiSettings};
 use madsim::runtime::Handle;
 
 use super::recorder::Shared;
-use crate::fault::ClockSetup;
+use crate::fault::{Buggify, ClockSetup};
 use crate::history::NodeId;
 use crate::seed::{rng_for, sub_seed, Concern};
 use deadbolt_core::api::limits::IDEMPOTENCY_KEYS_MIN;
@@ -122,6 +122,8 @@ pub(crate) struct HostPlan {
     pub(crate) clock_setup: ClockSetup,
     /// The founding its first data dir belongs to.
     pub(crate) founding: Arc<AtomicU64>,
+    /// The seed's fault points (the disk's sync latency, append limits).
+    pub(crate) buggify: Buggify,
 }
 
 impl Host {
@@ -173,6 +175,7 @@ struct IncarnationSetup {
     /// that this file does not depend on the observation side.
     observer: NodeObserver,
     rec: Shared,
+    buggify: Buggify,
 }
 
 /// Creates the host `plan` describes and starts its node, which reports
@@ -189,6 +192,7 @@ pub(crate) fn create_host(
         role,
         clock_setup,
         founding,
+        buggify,
     } = plan;
     let disk = Arc::new(Mutex::new(SimDisk::new()));
     let disk_incarnation = Arc::new(AtomicU64::new(data_dir_incarnation(&mut rng_for(
@@ -225,6 +229,7 @@ pub(crate) fn create_host(
         current: current.clone(),
         observer,
         rec,
+        buggify,
     };
 
     let init = {
@@ -276,6 +281,12 @@ async fn run_incarnation(
     }
     let ip = server_ip(id);
     let peer_port = setup.peer_port.load(Ordering::SeqCst);
+    // Whatever disk the host has now (a replaced one too) syncs as the
+    // seed says; a disk that has its latency keeps its stream.
+    disk.set_sync_latency(
+        setup.buggify.sync_latency(id),
+        setup.buggify.latency_seed(id),
+    );
     // A killed incarnation's sockets are gone (kill resets the node's
     // network state), so binding again succeeds.
     let peer_listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, peer_port))
@@ -394,6 +405,15 @@ fn node_config(
     // extra draw).
     if (seed >> 4) % 4 == 0 {
         config.idempotency_keys_max = Some(IDEMPOTENCY_KEYS_MIN);
+    }
+    if let Some((entries, bytes)) = setup.buggify.append_limits {
+        config.max_append_entries = entries;
+        config.max_append_bytes = bytes;
+    }
+    config.sim_drop_forward_reply_one_in = setup.buggify.drop_forward_reply_one_in;
+    if let Some((queue, stall_one_in, stall_ms)) = setup.buggify.peer_queue {
+        config.peer_queue_messages_max = Some(queue);
+        config.sim_peer_write_stall = (stall_one_in, stall_ms);
     }
     config
 }

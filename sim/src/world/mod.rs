@@ -42,7 +42,7 @@ use crate::check::linearizability::LinearizabilityConfig;
 use crate::check::liveness::{LivenessInput, Probe};
 use crate::check::membership::{FinalMembership, ForeignNode, MembershipInput, RemovedNode};
 use crate::check::{check_run, CheckReport, RunInputs};
-use crate::fault::{FaultAction, FaultSchedule};
+use crate::fault::{Buggify, FaultAction, FaultSchedule};
 use crate::history::{
     ClientHistory, ClientId, KvInput, KvOutput, LogIndex, NodeId, OpInput, OpOutput, SimTimeNs,
     StackInput, StackOutput,
@@ -96,8 +96,10 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         .filter(|a| matches!(a.action, FaultAction::JoinNode { .. }))
         .count() as u64;
     let rec = Shared::new(spec.nodes + joiners, spec.verbose);
+    let buggify = Buggify::draw(spec.seed, spec.mix);
+    deadbolt_runtime::buggify::set_enabled(true);
     rec.lock().harness(format!(
-        "{spec}: {} fault action(s); {}",
+        "{spec}: {} fault action(s); {}; {buggify}",
         schedule.actions.len(),
         schedule.plan
     ));
@@ -106,7 +108,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         .actions
         .iter()
         .any(|a| matches!(a.action, FaultAction::SwapForeignDisk { .. }));
-    let hosts = create_hosts(&handle, &spec, &schedule, &rec, other_founding);
+    let hosts = create_hosts(&handle, &spec, &schedule, &buggify, &rec, other_founding);
     let foreign = if other_founding {
         let other = foreign::found_other_cluster(&hosts, &rec).await;
         // The run proper starts now: the schedule's times, and the
@@ -136,6 +138,7 @@ async fn simulate(spec: RunSpec) -> RunRecord {
         rng_for(spec.seed, Concern::FaultExecution, 0),
         rec.clone(),
         views.clone(),
+        buggify,
     );
     let founding_commit = foreign.as_ref().map_or(0, |f| f.commit_index);
     if let Some(other) = foreign {
@@ -229,6 +232,7 @@ fn create_hosts(
     handle: &Handle,
     spec: &RunSpec,
     schedule: &FaultSchedule,
+    buggify: &Buggify,
     rec: &Shared,
     other_founding: bool,
 ) -> Vec<host::Host> {
@@ -246,6 +250,7 @@ fn create_hosts(
                 role: host::HostRole::Founder { nodes: spec.nodes },
                 clock_setup: schedule.clocks[(id - 1) as usize],
                 founding: founding.clone(),
+                buggify: buggify.clone(),
             };
             let observer = observe::node_observer(id, rec.clone(), founding);
             host::create_host(handle, plan, rec.clone(), observer)
@@ -782,13 +787,14 @@ fn finish(
         .filter(|o| o.completed_ns.is_some())
         .count();
     let summary = format!(
-        "{spec}: {} ops ({} answered), {} lock events, {} downstream writes ({} refused stale), {} raft observations",
+        "{spec}: {} ops ({} answered), {} lock events, {} downstream writes ({} refused stale), {} raft observations, {} log truncations",
         recorder.clients.ops.len(),
         completed,
         recorder.locks.events.len(),
         recorder.resource.accepted().len(),
         recorder.resource.rejected_count(),
         recorder.raft.events.len(),
+        crate::check::raft::count_truncations(&recorder.raft),
     );
     RunRecord {
         report,

@@ -1,7 +1,8 @@
 //! Raft observations of each node. The node's observer hook
 //! ([`node_observer`]) records into the `RaftHistory` synchronously inside
 //! the Raft actor: leaders per term, every commit-index advance, every
-//! applied entry with its hash, every snapshot restore. A status poll every
+//! log truncation and appended entry, every applied entry with its hash,
+//! every snapshot restore. A status poll every
 //! 50 ms still keeps the harness's view of each node (who leads, for the
 //! fault executor), but records nothing: a poll sees the node late and
 //! would only repeat what the hook said.
@@ -132,6 +133,17 @@ pub(crate) fn node_observer(id: NodeId, rec: Shared, founding: Arc<AtomicU64>) -
                 NodeObservation::BecameLeader { node: id, term }
             }
             NodeEvent::CommitIndex(index) => NodeObservation::CommitIndex { node: id, index },
+            NodeEvent::Truncated { from } => NodeObservation::Truncated { node: id, from },
+            NodeEvent::Appended {
+                index,
+                term,
+                entry_hash,
+            } => NodeObservation::Appended {
+                node: id,
+                index,
+                term,
+                entry_hash,
+            },
             NodeEvent::Applied {
                 index,
                 term,

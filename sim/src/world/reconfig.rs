@@ -64,13 +64,29 @@ pub(crate) struct Retire {
 
 /// Asks `members` to add `joiner` until added (or refused for good), then
 /// to promote it until it is a voter, as `serve --join` and an operator
-/// would.
-pub(crate) fn spawn_join(members: Members, joiner: Joiner, rec: Shared) {
+/// would. `serve --join` asks from the joining process: once its host is
+/// retired nothing asks any more (simulation seed 1894: an add retried
+/// after the answer to an earlier one was lost re-added n4 after its
+/// removal had committed and its host was retired).
+pub(crate) fn spawn_join(
+    members: Members,
+    joiner: Joiner,
+    joining: Arc<Mutex<Incarnation>>,
+    rec: Shared,
+) {
     tokio::spawn(async move {
         let id = joiner.id;
         let asked = ask_until(&members, id, JOIN_MAX, OnConflict::GiveUp, |h| {
             let joiner = joiner.clone();
-            async move { h.add(joiner, ATTEMPT_MAX).await }
+            let retired = joining.lock().unwrap_or_else(|e| e.into_inner()).retired;
+            async move {
+                if retired {
+                    return Err(ProposeError::Stopped {
+                        reason: "the joining host was retired".into(),
+                    });
+                }
+                h.add(joiner, ATTEMPT_MAX).await
+            }
         })
         .await;
         rec.lock()
